@@ -1,0 +1,31 @@
+# Real dependencies, all from Debian packages (scripts/setup.sh installs them).
+find_package(Threads REQUIRED)
+find_package(Protobuf REQUIRED)
+find_package(gRPC CONFIG REQUIRED)
+find_package(absl CONFIG REQUIRED)
+# prometheus-cpp ships no version file: asking for a version fails.
+find_package(prometheus-cpp CONFIG REQUIRED)
+find_package(MPI REQUIRED COMPONENTS C)
+find_package(yaml-cpp REQUIRED)
+find_package(SQLite3 REQUIRED)
+find_package(ZLIB REQUIRED)
+
+# Open MPI's deprecated C++ bindings break linking when mpi.h is seen from C++.
+target_compile_definitions(MPI::MPI_C INTERFACE OMPI_SKIP_MPICXX=1 MPICH_SKIP_MPICXX=1)
+
+# yaml-cpp's Debian config exports either `yaml-cpp` or `yaml-cpp::yaml-cpp`.
+if(TARGET yaml-cpp::yaml-cpp)
+  set(ALN_YAML_TARGET yaml-cpp::yaml-cpp)
+else()
+  set(ALN_YAML_TARGET yaml-cpp)
+endif()
+
+if(ALN_BUILD_TESTS)
+  find_package(GTest REQUIRED)
+endif()
+if(ALN_BUILD_BENCH)
+  find_package(benchmark CONFIG REQUIRED)
+endif()
+
+set(ALN_GRPC_VERSION "${gRPC_VERSION}")
+set(ALN_PROTOBUF_VERSION "${Protobuf_VERSION}")

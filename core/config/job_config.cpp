@@ -1,0 +1,124 @@
+#include "core/config/job_config.h"
+
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "google/protobuf/text_format.h"
+
+namespace aln::config {
+namespace {
+
+// Builds "file:line: path: message", using the line of the closest key path that was in the YAML.
+absl::Status at(const LoadedJob& job, const std::string& path, const std::string& message) {
+  int line = 0;
+  for (std::string p = path; !p.empty();) {
+    auto it = job.lines.find(p);
+    if (it != job.lines.end()) {
+      line = it->second;
+      break;
+    }
+    const auto cut = p.find_last_of(".[");
+    p = cut == std::string::npos ? std::string() : p.substr(0, cut);
+  }
+  return absl::InvalidArgumentError(absl::StrCat(job.file, ":", line, ": ", path, ": ", message));
+}
+
+bool has_top_level_stage_keys(const LoadedJob& job) {
+  for (const char* key : {"trainer", "data", "optimizer", "reference", "reward_models"}) {
+    if (job.lines.count(key) != 0) return true;
+  }
+  return false;
+}
+
+absl::Status validate_stage(const LoadedJob& job, const aln::v1::StageSpec& stage, const std::string& prefix) {
+  auto key = [&](const std::string& rest) { return prefix.empty() ? rest : absl::StrCat(prefix, ".", rest); };
+  if (method_name(stage.trainer()).empty()) {
+    return at(job, key("trainer"),
+              "no method set; add one of sft, reward, dpo, safedpo, tdpo, radpo, grpo, ptalign, controllable, hair");
+  }
+  const bool generates = stage.trainer().has_grpo() || stage.trainer().has_ptalign() ||
+                         stage.trainer().has_controllable() || stage.trainer().has_hair();
+  if (stage.data().train_size() == 0 && !generates) {
+    return at(job, key("data.train"), "no training data; list at least one file under data.train");
+  }
+  for (int i = 0; i < stage.data().train_size(); ++i) {
+    if (stage.data().train(i).path().empty()) {
+      return at(job, key(absl::StrCat("data.train[", i, "].path")), "missing: every data source needs a path");
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+std::string method_name(const aln::v1::TrainerSpec& trainer) {
+  const auto* oneof = trainer.GetDescriptor()->FindOneofByName("method");
+  const auto* field = trainer.GetReflection()->GetOneofFieldDescriptor(trainer, oneof);
+  return field == nullptr ? std::string() : field->name();
+}
+
+absl::StatusOr<LoadedJob> load_job_text(const std::string& text, const std::string& file_name) {
+  LoadedJob job;
+  job.file = file_name;
+  absl::Status status = yaml_to_proto(text, file_name, &job.spec, &job.lines);
+  if (!status.ok()) return status;
+  status = validate_job(job);
+  if (!status.ok()) return status;
+  return job;
+}
+
+absl::StatusOr<LoadedJob> load_job_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ":0: (file): cannot open the job file; check the path"));
+  std::ostringstream text;
+  text << in.rdbuf();
+  return load_job_text(text.str(), path);
+}
+
+absl::Status validate_job(const LoadedJob& job) {
+  const auto& spec = job.spec;
+  const auto& model = spec.model().config();
+  if (spec.model().path().empty()) {
+    if (model.hidden_size() % model.num_heads() != 0) {
+      return at(job, "model.config.num_heads",
+                absl::StrCat("hidden_size ", model.hidden_size(), " is not divisible by num_heads ", model.num_heads()));
+    }
+    const int kv = model.num_kv_heads() == 0 ? model.num_heads() : model.num_kv_heads();
+    if (model.num_heads() % kv != 0) {
+      return at(job, "model.config.num_kv_heads",
+                absl::StrCat("num_heads ", model.num_heads(), " is not divisible by num_kv_heads ", kv));
+    }
+  }
+  if (spec.stages_size() > 0 && has_top_level_stage_keys(job)) {
+    return at(job, "stages", "use either `stages` or the top-level trainer/data/optimizer keys, not both");
+  }
+  if (spec.stages_size() == 0) {
+    aln::v1::StageSpec single = effective_stages(spec).front();
+    return validate_stage(job, single, "");
+  }
+  for (int i = 0; i < spec.stages_size(); ++i) {
+    { absl::Status s = validate_stage(job, spec.stages(i), absl::StrCat("stages[", i, "]")); if (!s.ok()) return s; }
+  }
+  return absl::OkStatus();
+}
+
+std::vector<aln::v1::StageSpec> effective_stages(const aln::v1::JobSpec& spec) {
+  if (spec.stages_size() > 0) return {spec.stages().begin(), spec.stages().end()};
+  aln::v1::StageSpec stage;
+  stage.set_name(spec.name());
+  *stage.mutable_trainer() = spec.trainer();
+  *stage.mutable_data() = spec.data();
+  *stage.mutable_optimizer() = spec.optimizer();
+  *stage.mutable_reference() = spec.reference();
+  *stage.mutable_reward_models() = spec.reward_models();
+  return {stage};
+}
+
+std::string to_text(const aln::v1::JobSpec& spec) {
+  std::string out;
+  google::protobuf::TextFormat::PrintToString(spec, &out);
+  return out;
+}
+
+}  // namespace aln::config

@@ -1,0 +1,34 @@
+#pragma once
+// Loading and validating the job specification (proto/aln/v1/job.proto) from YAML.
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "aln/v1/job.pb.h"
+#include "core/config/yaml_proto.h"
+
+namespace aln::config {
+
+struct LoadedJob {
+  aln::v1::JobSpec spec;
+  std::string file;  // as given by the user, for messages
+  LineMap lines;     // key path -> line
+};
+
+// Reads, parses and validates. Every error is one line: "file:line: key.path: what is wrong".
+absl::StatusOr<LoadedJob> load_job_file(const std::string& path);
+absl::StatusOr<LoadedJob> load_job_text(const std::string& text, const std::string& file_name);
+
+// Rules that span fields (the per-field ones are in the proto options).
+absl::Status validate_job(const LoadedJob& job);
+
+// The stages to run: `stages`, or the single stage made of the top-level keys.
+std::vector<aln::v1::StageSpec> effective_stages(const aln::v1::JobSpec& spec);
+
+// Short name of the stage's method ("sft", "dpo", ...), "" when none is set.
+std::string method_name(const aln::v1::TrainerSpec& trainer);
+
+// A readable dump of the resolved spec (protobuf text format).
+std::string to_text(const aln::v1::JobSpec& spec);
+
+}  // namespace aln::config

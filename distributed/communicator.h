@@ -1,0 +1,40 @@
+#pragma once
+// The communicator contract, in the c10d manner: a Communicator issues collectives and returns a
+// Work handle; every wait takes a timeout. Backends: local (world size 1), mpi (CPU tensors),
+// nccl (CUDA tensors; lands with the distributed runtime). Tensors are reduced in place.
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include <ATen/core/Tensor.h>
+
+#include "absl/status/status.h"
+
+namespace aln::dist {
+
+class Work {
+ public:
+  virtual ~Work() = default;
+  // OK when the operation finished; DeadlineExceeded (naming rank, op and sequence number) when it
+  // did not finish within `timeout`.
+  virtual absl::Status wait(std::chrono::milliseconds timeout) = 0;
+};
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  virtual std::string backend_name() const = 0;
+
+  // Sum over ranks, in place; the tensor must be contiguous and stay alive until wait() returns.
+  virtual std::unique_ptr<Work> all_reduce_sum(at::Tensor& tensor) = 0;
+  virtual std::unique_ptr<Work> broadcast(at::Tensor& tensor, int root) = 0;
+  virtual std::unique_ptr<Work> barrier() = 0;
+};
+
+// World size 1: every collective is the identity and completes at once.
+std::unique_ptr<Communicator> make_local_communicator();
+
+}  // namespace aln::dist

@@ -1,0 +1,166 @@
+#include "distributed/mpi_backend.h"
+
+#include <mpi.h>
+
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "core/error.h"
+#include "distributed/dist_error.h"
+
+namespace aln::dist {
+namespace {
+
+MPI_Datatype mpi_type(const at::Tensor& t) {
+  switch (t.scalar_type()) {
+    case at::kFloat: return MPI_FLOAT;
+    case at::kDouble: return MPI_DOUBLE;
+    case at::kInt: return MPI_INT32_T;
+    case at::kLong: return MPI_INT64_T;
+    case at::kByte: return MPI_UINT8_T;
+    default: ALN_FAIL("MPI backend: unsupported dtype ", std::string(c10::toString(t.scalar_type())));
+  }
+}
+
+std::string mpi_error_string(int code) {
+  char text[MPI_MAX_ERROR_STRING];
+  int length = 0;
+  MPI_Error_string(code, text, &length);
+  return std::string(text, length);
+}
+
+// A non-blocking MPI request; wait() polls MPI_Test so that it can give up after the timeout
+// instead of blocking forever inside MPI_Wait when a peer is dead or stopped.
+class MpiWork final : public Work {
+ public:
+  MpiWork(MPI_Request request, int rank, std::string op, int64_t seq)
+      : request_(request), rank_(rank), op_(std::move(op)), seq_(seq) {}
+
+  absl::Status wait(std::chrono::milliseconds timeout) override {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    auto pause = std::chrono::microseconds(1);
+    while (true) {
+      int done = 0;
+      const int rc = MPI_Test(&request_, &done, MPI_STATUS_IGNORE);
+      if (rc != MPI_SUCCESS) {
+        return absl::InternalError(absl::StrCat("rank ", rank_, " on ", host_name(), ": ", op_, " #", seq_, ": ",
+                                                mpi_error_string(rc)));
+      }
+      if (done) return absl::OkStatus();
+      if (std::chrono::steady_clock::now() >= deadline) {
+        return absl::DeadlineExceededError(absl::StrCat("rank ", rank_, " on ", host_name(), ": ", op_, " #", seq_,
+                                                        " did not complete within ", timeout.count(),
+                                                        " ms; a peer rank is dead, stopped or not calling it"));
+      }
+      // Back off up to 1 ms so a long wait does not burn a core the peers need.
+      std::this_thread::sleep_for(pause);
+      pause = std::min(pause * 2, std::chrono::microseconds(1000));
+    }
+  }
+
+ private:
+  MPI_Request request_;
+  int rank_;
+  std::string op_;
+  int64_t seq_;
+};
+
+class MpiCommunicator final : public Communicator {
+ public:
+  explicit MpiCommunicator(MPI_Comm comm) : comm_(comm) {
+    MPI_Comm_rank(comm_, &rank_);
+    MPI_Comm_size(comm_, &size_);
+    MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
+  }
+  ~MpiCommunicator() override {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (!finalized) MPI_Comm_free(&comm_);
+  }
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  std::string backend_name() const override { return "mpi"; }
+
+  std::unique_ptr<Work> all_reduce_sum(at::Tensor& tensor) override {
+    check_tensor(tensor, "all_reduce");
+    MPI_Request request;
+    const int rc = MPI_Iallreduce(MPI_IN_PLACE, tensor.data_ptr(), static_cast<int>(tensor.numel()), mpi_type(tensor),
+                                  MPI_SUM, comm_, &request);
+    return started(rc, request, "all_reduce");
+  }
+
+  std::unique_ptr<Work> broadcast(at::Tensor& tensor, int root) override {
+    check_tensor(tensor, "broadcast");
+    ALN_CHECK(root >= 0 && root < size_, "broadcast root ", root, " is not a rank of this group of ", size_);
+    MPI_Request request;
+    const int rc =
+        MPI_Ibcast(tensor.data_ptr(), static_cast<int>(tensor.numel()), mpi_type(tensor), root, comm_, &request);
+    return started(rc, request, "broadcast");
+  }
+
+  std::unique_ptr<Work> barrier() override {
+    MPI_Request request;
+    const int rc = MPI_Ibarrier(comm_, &request);
+    return started(rc, request, "barrier");
+  }
+
+ private:
+  void check_tensor(const at::Tensor& tensor, const char* op) const {
+    ALN_CHECK(tensor.device().is_cpu(), op, ": the MPI backend takes CPU tensors");
+    ALN_CHECK(tensor.is_contiguous(), op, ": tensor must be contiguous");
+    ALN_CHECK(tensor.numel() < (int64_t{1} << 31), op, ": tensor too large for one MPI call");
+  }
+
+  std::unique_ptr<Work> started(int rc, MPI_Request request, const char* op) {
+    const int64_t seq = ++seq_;
+    if (rc != MPI_SUCCESS) throw DistError(mpi_error_string(rc), rank_, host_name(), op, seq, __FILE__, __LINE__);
+    return std::make_unique<MpiWork>(request, rank_, op, seq);
+  }
+
+  MPI_Comm comm_;
+  int rank_ = 0;
+  int size_ = 1;
+  int64_t seq_ = 0;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<MpiRuntime>> MpiRuntime::init(int* argc, char*** argv) {
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  if (initialized) return absl::FailedPreconditionError("MPI is already initialised in this process");
+  std::unique_ptr<MpiRuntime> runtime(new MpiRuntime());
+  const int rc = MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &runtime->thread_level_);
+  if (rc != MPI_SUCCESS) {
+    return absl::UnavailableError(absl::StrCat("MPI_Init_thread failed: ", mpi_error_string(rc),
+                                               "; start the job with mpirun or check the MPI installation"));
+  }
+  MPI_Comm_rank(MPI_COMM_WORLD, &runtime->rank_);
+  MPI_Comm_size(MPI_COMM_WORLD, &runtime->size_);
+  return runtime;
+}
+
+MpiRuntime::~MpiRuntime() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized) MPI_Finalize();
+}
+
+std::unique_ptr<Communicator> MpiRuntime::world() const {
+  MPI_Comm comm;
+  MPI_Comm_dup(MPI_COMM_WORLD, &comm);
+  return std::make_unique<MpiCommunicator>(comm);
+}
+
+std::string mpi_library_version() {
+  char text[MPI_MAX_LIBRARY_VERSION_STRING];
+  int length = 0;
+  MPI_Get_library_version(text, &length);
+  std::string out(text, length);
+  // Open MPI appends the repo revision and date after a comma; the first part is the useful one.
+  const auto cut = out.find_first_of(",\n");
+  return cut == std::string::npos ? out : out.substr(0, cut);
+}
+
+}  // namespace aln::dist

@@ -1,0 +1,38 @@
+#pragma once
+// MPI backend for CPU tensors. MpiRuntime is the RAII owner of MPI_Init/MPI_Finalize (one per
+// process, created by main); MpiCommunicator wraps a duplicated communicator so Aln's traffic never
+// mixes with anyone else's.
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "distributed/communicator.h"
+
+namespace aln::dist {
+
+class MpiRuntime {
+ public:
+  // Initialises MPI with MPI_THREAD_MULTIPLE when available (falls back to what MPI provides).
+  static absl::StatusOr<std::unique_ptr<MpiRuntime>> init(int* argc, char*** argv);
+  ~MpiRuntime();
+  MpiRuntime(const MpiRuntime&) = delete;
+  MpiRuntime& operator=(const MpiRuntime&) = delete;
+
+  int world_rank() const { return rank_; }
+  int world_size() const { return size_; }
+  int thread_level() const { return thread_level_; }
+
+  // A communicator over the whole world (MPI_Comm_dup of MPI_COMM_WORLD).
+  std::unique_ptr<Communicator> world() const;
+
+ private:
+  MpiRuntime() = default;
+  int rank_ = 0;
+  int size_ = 1;
+  int thread_level_ = 0;
+};
+
+// "Open MPI v4.1.4, ..." — callable before MPI_Init.
+std::string mpi_library_version();
+
+}  // namespace aln::dist

@@ -1,0 +1,15 @@
+#pragma once
+// The boundary between nvcc-compiled code and the rest: plain C++ types only, so nvcc never has to
+// parse absl or LibTorch headers. Return values are cudaError_t codes (0 = success).
+#include <cstdint>
+
+namespace aln::kernels::cuda::detail {
+int get_device_count(int* count);
+const char* error_string(int code);
+int launch_token_logprobs_f32(const float* logits, const int64_t* targets, int64_t rows, int64_t vocab, float* out,
+                              void* stream);
+int device_alloc(void** ptr, int64_t bytes);
+int device_free(void* ptr);
+int copy_to_device(void* dst, const void* src, int64_t bytes);
+int copy_to_host(void* dst, const void* src, int64_t bytes);
+}  // namespace aln::kernels::cuda::detail

@@ -1,0 +1,79 @@
+// Runs under `mpirun -np N`. Inputs are small integers so the reduced result is exact and compared
+// with ==, not a tolerance (the nccl-tests habit).
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+
+#include <mpi.h>
+
+#include "distributed/mpi_backend.h"
+
+namespace aln::dist {
+namespace {
+
+MpiRuntime* g_runtime = nullptr;  // owned by main(); tests only borrow it
+
+TEST(MpiCommunicator, AllReduceSumIsExact) {
+  auto comm = g_runtime->world();
+  const int n = comm->size();
+  for (auto dtype : {at::kFloat, at::kDouble, at::kLong}) {
+    // Element k on rank r holds r * 1000 + k; the sum is n*(n-1)/2 * 1000 + n*k.
+    at::Tensor t = at::arange(4099, at::TensorOptions().dtype(dtype)) + comm->rank() * 1000;
+    ASSERT_TRUE(comm->all_reduce_sum(t)->wait(std::chrono::seconds(30)).ok());
+    at::Tensor want = at::arange(4099, at::TensorOptions().dtype(dtype)) * n + (n * (n - 1) / 2) * 1000;
+    EXPECT_TRUE(at::equal(t, want)) << "dtype " << dtype;
+  }
+}
+
+TEST(MpiCommunicator, BroadcastFromEveryRoot) {
+  auto comm = g_runtime->world();
+  for (int root = 0; root < comm->size(); ++root) {
+    at::Tensor t = at::full({17}, comm->rank() == root ? 42 + root : -1, at::kInt);
+    ASSERT_TRUE(comm->broadcast(t, root)->wait(std::chrono::seconds(30)).ok());
+    EXPECT_TRUE(at::equal(t, at::full({17}, 42 + root, at::kInt)));
+  }
+}
+
+TEST(MpiCommunicator, WaitTimesOutNamingRankAndOperation) {
+  auto comm = g_runtime->world();
+  if (comm->size() < 2) GTEST_SKIP() << "needs two ranks";
+  // Rank 0 enters an all-reduce the others join only after it gave up: its wait must time out
+  // with a message naming the rank and the operation instead of hanging.
+  at::Tensor t = at::ones({8});
+  std::unique_ptr<Work> work;
+  if (comm->rank() == 0) {
+    work = comm->all_reduce_sum(t);
+    absl::Status s = work->wait(std::chrono::milliseconds(200));
+    EXPECT_EQ(s.code(), absl::StatusCode::kDeadlineExceeded);
+    EXPECT_NE(s.message().find("rank 0 on "), std::string::npos) << s;
+    EXPECT_NE(s.message().find("all_reduce #1 did not complete within 200 ms"), std::string::npos) << s;
+  }
+  // Everyone meets at a barrier, then the late ranks join so the operation completes cleanly.
+  ASSERT_TRUE(g_runtime->world()->barrier()->wait(std::chrono::seconds(30)).ok());
+  if (comm->rank() != 0) work = comm->all_reduce_sum(t);
+  ASSERT_TRUE(work->wait(std::chrono::seconds(30)).ok());
+  EXPECT_TRUE(at::equal(t, at::full({8}, static_cast<float>(comm->size()))));
+}
+
+}  // namespace
+}  // namespace aln::dist
+
+int main(int argc, char** argv) {
+  auto runtime = aln::dist::MpiRuntime::init(&argc, &argv);
+  if (!runtime.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(runtime.status().message()).c_str());
+    return 1;
+  }
+  aln::dist::g_runtime = runtime->get();
+  ::testing::InitGoogleTest(&argc, argv);
+  // Only rank 0 prints gtest's report, so the ctest log is one readable report.
+  if ((*runtime)->world_rank() != 0) {
+    delete ::testing::UnitTest::GetInstance()->listeners().Release(
+        ::testing::UnitTest::GetInstance()->listeners().default_result_printer());
+  }
+  int result = RUN_ALL_TESTS();
+  // Every rank must agree on failure so mpirun's exit code reflects any rank's failure.
+  int global = 0;
+  MPI_Allreduce(&result, &global, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+  return global;
+}

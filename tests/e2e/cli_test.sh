@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# `aln` as a user meets it: help, version, the built-in default, and every kind of config error
+# giving exit code 2 and one line with file:line and key path. Run from the repo root.
+set -uo pipefail
+ALN="$1"; LAUNCHER="$2"; ALNCTL="$3"
+tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
+failures=0; passed=0
+pass() { passed=$((passed + 1)); }
+fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+
+# expect NAME WANT_CODE WANT_STDERR_LINE -- command...
+expect() {
+  local name="$1" code="$2" want="$3"; shift 4
+  local out err rc
+  "$@" >"$tmp/out" 2>"$tmp/err"; rc=$?
+  err="$(cat "$tmp/err")"
+  if [[ $rc -ne $code ]]; then fail "$name: exit $rc, want $code; stderr: $err"; return; fi
+  if [[ -n "$want" && "$err" != "$want" ]]; then fail "$name: stderr '$err', want '$want'"; return; fi
+  pass
+}
+
+"$ALN" --help >"$tmp/help" || fail "--help exit $?"
+grep -q "usage: aln <command>" "$tmp/help" && grep -q "  train " "$tmp/help" && pass || fail "help text"
+"$ALN" version >"$tmp/version" || fail "version exit $?"
+for part in "aln 0." "LibTorch  2." "MPI       Open MPI" "gRPC      1." "CUDA" "NCCL"; do
+  grep -q "$part" "$tmp/version" && pass || fail "version lacks '$part': $(cat "$tmp/version")"
+done
+expect "no command" 2 "" -- "$ALN"
+expect "unknown command" 2 "aln: unknown command 'trian'; see \`aln --help\`" -- "$ALN" trian
+expect "unknown option" 2 "aln train: unknown option '--bogus'; see \`aln train --help\`" -- "$ALN" train --bogus
+
+# The built-in default is examples/quickstart.yaml and is valid.
+"$ALN" train --dry-run >"$tmp/plan" 2>&1 && pass || fail "default dry run: $(cat "$tmp/plan")"
+grep -q "job quickstart (<built-in quickstart>)" "$tmp/plan" && pass || fail "plan: $(cat "$tmp/plan")"
+grep -q "stage 2 safedpo" "$tmp/plan" && pass || fail "plan stages: $(cat "$tmp/plan")"
+"$ALN" train examples/quickstart.yaml --dry-run >/dev/null 2>&1 && pass || fail "examples/quickstart.yaml dry run"
+
+# Config errors: exit 2, one line, file:line: key.path: what.
+printf 'name: t\ndata:\n  train:\n    - path: a.jsonl\n\n\ntrainer:\n  dpo:\n    bogus: 1\n' >"$tmp/unknown.yaml"
+expect "unknown key" 2 "$tmp/unknown.yaml:9: trainer.dpo.bogus: unknown field (DpoOptions has: beta, loss_type, label_smoothing)" -- "$ALN" train "$tmp/unknown.yaml"
+printf 'name: t\nseed: [1]\n' >"$tmp/type.yaml"
+expect "wrong type" 2 "$tmp/type.yaml:2: seed: wrong type: expected an integer, got a list" -- "$ALN" train "$tmp/type.yaml"
+printf 'trainer:\n  safedpo:\n    beta: 0.1\n    delta: -2\n' >"$tmp/range.yaml"
+expect "out of range" 2 "$tmp/range.yaml:4: trainer.safedpo.delta: out of range: -2 < minimum 0" -- "$ALN" train "$tmp/range.yaml"
+printf 'trainer:\n  dpo: [beta: 1\n' >"$tmp/syntax.yaml"
+"$ALN" train "$tmp/syntax.yaml" >/dev/null 2>"$tmp/err"; rc=$?
+[[ $rc -eq 2 && "$(cat "$tmp/err")" == "$tmp/syntax.yaml:"*": (yaml): syntax error: "* && $(wc -l <"$tmp/err") -eq 1 ]] && pass || fail "bad yaml: rc $rc: $(cat "$tmp/err")"
+expect "missing file" 2 "$tmp/none.yaml:0: (file): cannot open the job file; check the path" -- "$ALN" train "$tmp/none.yaml"
+
+# Not-yet-available subcommands say so and exit 2.
+for sub in eval generate data convert; do
+  "$ALN" "$sub" >/dev/null 2>"$tmp/err"; rc=$?
+  [[ $rc -eq 2 ]] && grep -q "not available in this build yet" "$tmp/err" && pass || fail "$sub: rc $rc"
+done
+"$LAUNCHER" --help >/dev/null && pass || fail "aln-launcher --help"
+"$ALNCTL" --help >/dev/null && pass || fail "alnctl --help"
+
+echo "$passed passed, $failures failed"
+[[ $failures -eq 0 ]]

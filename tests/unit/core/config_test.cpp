@@ -1,0 +1,168 @@
+// Job specification loading: defaults, every kind of bad input (unknown key, wrong type, out of
+// range, bad YAML, conflicting oneof keys, cross-field rules), each with file:line and key path.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <fstream>
+
+#include "core/config/job_config.h"
+
+namespace aln::config {
+namespace {
+
+constexpr const char* kMinimal = R"(name: t
+trainer:
+  dpo:
+    beta: 0.2
+data:
+  train:
+    - path: prefs.jsonl
+)";
+
+std::string load_error(const std::string& yaml) {
+  auto job = load_job_text(yaml, "job.yaml");
+  EXPECT_FALSE(job.ok()) << "expected an error for:\n" << yaml;
+  return job.ok() ? "" : std::string(job.status().message());
+}
+
+TEST(JobConfig, MinimalJobGetsDefaults) {
+  auto job = load_job_text(kMinimal, "job.yaml");
+  ASSERT_TRUE(job.ok()) << job.status();
+  const auto& spec = job->spec;
+  EXPECT_EQ(spec.name(), "t");
+  EXPECT_DOUBLE_EQ(spec.trainer().dpo().beta(), 0.2);
+  EXPECT_EQ(spec.trainer().dpo().loss_type(), aln::v1::SIGMOID);      // default
+  EXPECT_DOUBLE_EQ(spec.optimizer().lr(), 5e-6);                      // default
+  EXPECT_EQ(spec.optimizer().schedule(), aln::v1::COSINE);
+  EXPECT_EQ(spec.metrics().port(), 9400);
+  EXPECT_EQ(spec.parallel().policy().data_parallel(), 1);
+  EXPECT_DOUBLE_EQ(spec.parallel().timeout_s(), 60);
+  EXPECT_EQ(spec.model().config().hidden_size(), 64);
+  EXPECT_DOUBLE_EQ(spec.data().train(0).weight(), 1.0);  // defaults inside list items
+  EXPECT_EQ(method_name(spec.trainer()), "dpo");
+  EXPECT_EQ(job->lines.at("trainer.dpo.beta"), 4);
+  EXPECT_EQ(job->lines.at("data.train[0]"), 7);
+}
+
+TEST(JobConfig, EveryDeclaredDefaultIsInRange) {
+  aln::v1::JobSpec spec;
+  apply_defaults(&spec);
+  // Oneof options are not created by apply_defaults; create each one and check it too.
+  for (const char* m : {"sft", "reward", "dpo", "safedpo", "tdpo", "radpo", "grpo", "ptalign", "controllable", "hair"}) {
+    aln::v1::JobSpec with = spec;
+    auto loaded = load_job_text(std::string("trainer:\n  ") + m + ": {}\ndata:\n  train: [{path: a.jsonl}]\n", "d.yaml");
+    ASSERT_TRUE(loaded.ok()) << m << ": " << loaded.status();
+    EXPECT_TRUE(check_ranges(loaded->spec).ok()) << m << ": " << check_ranges(loaded->spec);
+  }
+  EXPECT_TRUE(check_ranges(spec).ok()) << check_ranges(spec);
+}
+
+TEST(JobConfig, MethodDefaultsFollowTheSpecification) {
+  auto job = load_job_text("trainer:\n  safedpo: {}\ndata:\n  train: [{path: a.jsonl}]\n", "j.yaml");
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_DOUBLE_EQ(job->spec.trainer().safedpo().beta(), 0.1);
+  EXPECT_DOUBLE_EQ(job->spec.trainer().safedpo().delta(), 10.0);
+  job = load_job_text("trainer:\n  radpo: {}\ndata:\n  train: [{path: a.jsonl}]\n", "j.yaml");
+  ASSERT_TRUE(job.ok());
+  EXPECT_DOUBLE_EQ(job->spec.trainer().radpo().mu(), 0.95);
+  EXPECT_DOUBLE_EQ(job->spec.trainer().radpo().alpha(), 0.5);
+  job = load_job_text("trainer:\n  grpo: {}\n", "j.yaml");  // generation-based: no data needed
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->spec.trainer().grpo().group_size(), 8);
+  EXPECT_DOUBLE_EQ(job->spec.trainer().grpo().beta(), 0.04);
+}
+
+TEST(JobConfig, UnknownKeyNamesLineAndPath) {
+  const std::string yaml = "name: t\ndata:\n  train:\n    - path: a.jsonl\n\n\ntrainer:\n  dpo:\n    bogus: 1\n";
+  EXPECT_EQ(load_error(yaml).substr(0, 42), "job.yaml:9: trainer.dpo.bogus: unknown fie");
+}
+
+TEST(JobConfig, UnknownTopLevelKey) {
+  EXPECT_EQ(load_error("nmae: x\n").substr(0, 28), "job.yaml:1: nmae: unknown fi");
+}
+
+TEST(JobConfig, WrongTypes) {
+  EXPECT_EQ(load_error("seed: forty-two\n"),
+            "job.yaml:1: seed: wrong type: expected an integer, got 'forty-two'");
+  EXPECT_EQ(load_error("metrics:\n  port: 1.5\n"), "job.yaml:2: metrics.port: wrong type: expected an integer, got '1.5'");
+  EXPECT_EQ(load_error("metrics:\n  enabled: maybe\n"),
+            "job.yaml:2: metrics.enabled: wrong type: expected true or false, got 'maybe'");
+  EXPECT_EQ(load_error("model: [1, 2]\n"),
+            "job.yaml:1: model: wrong type: expected a mapping of ModelSpec fields");
+  EXPECT_EQ(load_error("name: {a: 1}\n"), "job.yaml:1: name: wrong type: expected a string, got a mapping");
+  EXPECT_EQ(load_error("data:\n  train: a.jsonl\n"), "job.yaml:2: data.train: wrong type: expected a list");
+}
+
+TEST(JobConfig, BadEnumListsChoices) {
+  EXPECT_EQ(load_error("trainer:\n  dpo:\n    loss_type: squared\ndata: {train: [{path: a}]}\n"),
+            "job.yaml:3: trainer.dpo.loss_type: unknown value 'squared'; expected one of: sigmoid, ipo, hinge, robust");
+}
+
+TEST(JobConfig, OutOfRange) {
+  EXPECT_EQ(load_error("trainer:\n  dpo:\n    beta: 0\n"),
+            "job.yaml:3: trainer.dpo.beta: out of range: 0 must be greater than 0");
+  EXPECT_EQ(load_error("metrics:\n  port: 70000\n"), "job.yaml:2: metrics.port: out of range: 70000 > maximum 65535");
+  EXPECT_EQ(load_error("optimizer:\n  micro_batch_size: -3\n"),
+            "job.yaml:2: optimizer.micro_batch_size: out of range: -3 < minimum 1");
+  EXPECT_EQ(load_error("optimizer:\n  lr: .nan\n"), "job.yaml:2: optimizer.lr: wrong type: expected a number, got '.nan'");
+  EXPECT_EQ(load_error("optimizer:\n  lr: inf\n"), "job.yaml:2: optimizer.lr: out of range: must be a finite number");
+}
+
+TEST(JobConfig, YamlSyntaxError) {
+  const std::string message = load_error("name: t\ntrainer:\n  dpo: {beta: 0.1\n");
+  EXPECT_EQ(message.rfind("job.yaml:", 0), 0u) << message;
+  EXPECT_NE(message.find(": (yaml): syntax error: "), std::string::npos) << message;
+  EXPECT_EQ(load_error("a: b: c\n").rfind("job.yaml:1: (yaml): syntax error", 0), 0u);
+}
+
+TEST(JobConfig, OneofConflict) {
+  EXPECT_EQ(load_error("trainer:\n  dpo: {}\n  sft: {}\n"),
+            "job.yaml:3: trainer.sft: conflicts with 'dpo': only one method may be set");
+}
+
+TEST(JobConfig, CrossFieldRules) {
+  EXPECT_EQ(load_error("trainer:\n  dpo: {}\n"),
+            "job.yaml:0: data.train: no training data; list at least one file under data.train");
+  EXPECT_EQ(load_error("data:\n  train: [{path: a}]\n"),
+            "job.yaml:0: trainer: no method set; add one of sft, reward, dpo, safedpo, tdpo, radpo, grpo, ptalign, "
+            "controllable, hair");
+  EXPECT_EQ(load_error("model:\n  config:\n    hidden_size: 30\n    num_heads: 4\ntrainer: {sft: {}}\ndata: {train: [{path: a}]}\n"),
+            "job.yaml:4: model.config.num_heads: hidden_size 30 is not divisible by num_heads 4");
+  EXPECT_EQ(load_error("trainer: {sft: {}}\nstages:\n  - trainer: {sft: {}}\n    data: {train: [{path: a}]}\n"),
+            "job.yaml:2: stages: use either `stages` or the top-level trainer/data/optimizer keys, not both");
+  EXPECT_EQ(load_error("stages:\n  - trainer: {sft: {}}\n    data: {train: [{path: a}]}\n  - name: second\n    data: {train: [{path: b}]}\n"),
+            "job.yaml:4: stages[1].trainer: no method set; add one of sft, reward, dpo, safedpo, tdpo, radpo, grpo, "
+            "ptalign, controllable, hair");
+}
+
+TEST(JobConfig, MultiStageJob) {
+  auto job = load_job_text(
+      "stages:\n  - name: a\n    trainer: {sft: {}}\n    data: {train: [{path: x}]}\n    optimizer: {lr: 1e-3}\n"
+      "  - name: b\n    trainer: {safedpo: {delta: 0}}\n    data: {train: [{path: y}]}\n",
+      "s.yaml");
+  ASSERT_TRUE(job.ok()) << job.status();
+  auto stages = effective_stages(job->spec);
+  ASSERT_EQ(stages.size(), 2u);
+  EXPECT_DOUBLE_EQ(stages[0].optimizer().lr(), 1e-3);
+  EXPECT_DOUBLE_EQ(stages[1].optimizer().lr(), 5e-6);  // each stage gets its own defaults
+  EXPECT_DOUBLE_EQ(stages[1].trainer().safedpo().delta(), 0.0);  // 0 is a valid margin
+  EXPECT_DOUBLE_EQ(stages[1].trainer().safedpo().beta(), 0.1);
+}
+
+TEST(JobConfig, MissingFileIsAClearError) {
+  auto job = load_job_file("/nonexistent/job.yaml");
+  ASSERT_FALSE(job.ok());
+  EXPECT_EQ(job.status().message(), "/nonexistent/job.yaml:0: (file): cannot open the job file; check the path");
+}
+
+TEST(JobConfig, ShippedExamplesLoad) {
+  const char* root = std::getenv("ALN_SOURCE_DIR");
+  ASSERT_NE(root, nullptr);
+  auto job = load_job_file(std::string(root) + "/examples/quickstart.yaml");
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(effective_stages(job->spec).size(), 2u);
+  EXPECT_EQ(method_name(job->spec.stages(1).trainer()), "safedpo");
+}
+
+}  // namespace
+}  // namespace aln::config

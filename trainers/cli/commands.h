@@ -1,0 +1,21 @@
+#pragma once
+// Subcommands of `aln`. Each returns the process exit code: 0 success, 1 run-time failure,
+// 2 bad usage or bad input (config errors, unknown flags, not-yet-available subcommands).
+#include <string>
+#include <vector>
+
+namespace aln::cli {
+
+using Args = std::vector<std::string>;
+
+int run_train(const Args& args);
+int run_version(const Args& args);
+int run_not_yet(const std::string& command, const std::string& lands_with);
+
+// examples/quickstart.yaml, embedded at build time.
+const char* default_job_yaml();
+
+// Versions of everything this binary was built with and loads at run time.
+std::string version_report();
+
+}  // namespace aln::cli
