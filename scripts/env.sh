@@ -8,3 +8,5 @@ if [[ -z "${Torch_DIR:-}" ]]; then
 fi
 export Torch_DIR
 export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/aln-ccache}"
+# Paths below the repo are hashed relative to it, so clones in other directories share the cache.
+export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$ROOT}"

@@ -1,0 +1,317 @@
+#include "core/model/decoder.h"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "core/error.h"
+#include "core/status.h"
+
+namespace aln::model {
+namespace {
+
+std::string layer(int64_t i, const std::string& rest, Family f) {
+  return f == Family::kGpt2 ? absl::StrCat("transformer.h.", i, ".", rest) : absl::StrCat("model.layers.", i, ".", rest);
+}
+
+// Inverse RoPE frequencies, with Llama 3's piecewise rescaling of long wavelengths.
+at::Tensor rope_inv_freq(const ModelConfig& c) {
+  const int64_t d = c.head_dim;
+  at::Tensor inv = 1.0 / at::pow(c.rope_theta, at::arange(0, d, 2, at::kLong).to(at::kFloat) / static_cast<double>(d));
+  if (c.rope_scaling != RopeScaling::kLlama3) return inv;
+  const double low_wavelen = c.rope_original_max_position / c.rope_low_freq_factor;
+  const double high_wavelen = c.rope_original_max_position / c.rope_high_freq_factor;
+  at::Tensor wavelen = 2 * M_PI / inv;
+  at::Tensor scaled = at::where(wavelen > low_wavelen, inv / c.rope_factor, inv);
+  at::Tensor smooth = (c.rope_original_max_position / wavelen - c.rope_low_freq_factor) /
+                      (c.rope_high_freq_factor - c.rope_low_freq_factor);
+  at::Tensor smoothed = (1 - smooth) * scaled / c.rope_factor + smooth * scaled;
+  at::Tensor medium = (wavelen >= high_wavelen).logical_and(wavelen <= low_wavelen);
+  return at::where(medium, smoothed, scaled);
+}
+
+at::Tensor rotate_half(const at::Tensor& x) {
+  const int64_t half = x.size(-1) / 2;
+  return at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+}
+
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  // Normalise in float32 whatever the storage dtype, as the reference implementation does.
+  at::Tensor h = x.to(at::kFloat);
+  h = h * at::rsqrt(h.pow(2).mean(-1, true) + eps);
+  return weight * h.to(x.scalar_type());
+}
+
+}  // namespace
+
+const at::Tensor& DecoderModel::t(const std::string& name) const {
+  auto it = tensors_.find(name);
+  ALN_CHECK(it != tensors_.end(), "model tensor '", name, "' is missing");
+  return it->second;
+}
+
+std::vector<std::pair<std::string, std::vector<int64_t>>> DecoderModel::expected_shapes(const ModelConfig& c) {
+  std::vector<std::pair<std::string, std::vector<int64_t>>> out;
+  const int64_t h = c.hidden_size, q = c.num_heads * c.head_dim, kv = c.num_kv_heads * c.head_dim;
+  const bool score = c.head == Head::kSequenceScore;
+  if (c.family == Family::kGpt2) {
+    out.push_back({"transformer.wte.weight", {c.vocab_size, h}});
+    out.push_back({"transformer.wpe.weight", {c.max_position, h}});
+    for (int64_t i = 0; i < c.num_layers; ++i) {
+      for (const char* ln : {"ln_1", "ln_2"}) {
+        out.push_back({layer(i, absl::StrCat(ln, ".weight"), c.family), {h}});
+        out.push_back({layer(i, absl::StrCat(ln, ".bias"), c.family), {h}});
+      }
+      // GPT-2's Conv1D stores weights as [in, out].
+      out.push_back({layer(i, "attn.c_attn.weight", c.family), {h, 3 * h}});
+      out.push_back({layer(i, "attn.c_attn.bias", c.family), {3 * h}});
+      out.push_back({layer(i, "attn.c_proj.weight", c.family), {h, h}});
+      out.push_back({layer(i, "attn.c_proj.bias", c.family), {h}});
+      out.push_back({layer(i, "mlp.c_fc.weight", c.family), {h, c.intermediate_size}});
+      out.push_back({layer(i, "mlp.c_fc.bias", c.family), {c.intermediate_size}});
+      out.push_back({layer(i, "mlp.c_proj.weight", c.family), {c.intermediate_size, h}});
+      out.push_back({layer(i, "mlp.c_proj.bias", c.family), {h}});
+    }
+    out.push_back({"transformer.ln_f.weight", {h}});
+    out.push_back({"transformer.ln_f.bias", {h}});
+  } else {
+    out.push_back({"model.embed_tokens.weight", {c.vocab_size, h}});
+    for (int64_t i = 0; i < c.num_layers; ++i) {
+      out.push_back({layer(i, "input_layernorm.weight", c.family), {h}});
+      out.push_back({layer(i, "self_attn.q_proj.weight", c.family), {q, h}});
+      out.push_back({layer(i, "self_attn.k_proj.weight", c.family), {kv, h}});
+      out.push_back({layer(i, "self_attn.v_proj.weight", c.family), {kv, h}});
+      if (c.qkv_bias) {
+        out.push_back({layer(i, "self_attn.q_proj.bias", c.family), {q}});
+        out.push_back({layer(i, "self_attn.k_proj.bias", c.family), {kv}});
+        out.push_back({layer(i, "self_attn.v_proj.bias", c.family), {kv}});
+      }
+      out.push_back({layer(i, "self_attn.o_proj.weight", c.family), {h, q}});
+      out.push_back({layer(i, "post_attention_layernorm.weight", c.family), {h}});
+      out.push_back({layer(i, "mlp.gate_proj.weight", c.family), {c.intermediate_size, h}});
+      out.push_back({layer(i, "mlp.up_proj.weight", c.family), {c.intermediate_size, h}});
+      out.push_back({layer(i, "mlp.down_proj.weight", c.family), {h, c.intermediate_size}});
+    }
+    out.push_back({"model.norm.weight", {h}});
+  }
+  if (score) {
+    out.push_back({"score.weight", {c.num_labels, h}});
+  } else if (!c.tie_embeddings) {
+    out.push_back({"lm_head.weight", {c.vocab_size, h}});
+  }
+  return out;
+}
+
+DecoderModel DecoderModel::random_init(const ModelConfig& config, uint64_t seed) {
+  ALN_THROW_IF_ERROR(validate(config, "model config"));
+  at::Generator gen = at::detail::createCPUGenerator(seed);
+  TensorMap tensors;
+  for (const auto& [name, shape] : expected_shapes(config)) {
+    const bool norm = name.find("norm") != std::string::npos || name.find("ln_") != std::string::npos;
+    const bool bias = name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0;
+    at::Tensor value;
+    if (bias) value = at::zeros(shape, at::kFloat);
+    else if (norm) value = at::ones(shape, at::kFloat);
+    else value = at::empty(shape, at::kFloat).normal_(0.0, 0.02, gen);
+    tensors.emplace(name, value);
+  }
+  return DecoderModel(config, std::move(tensors));
+}
+
+absl::StatusOr<DecoderModel> DecoderModel::from_tensors(const ModelConfig& config, TensorMap tensors) {
+  absl::Status valid = validate(config, "config.json");
+  if (!valid.ok()) return valid;
+  // Tied checkpoints may still carry lm_head.weight; GPT-2 files may carry attention-mask buffers.
+  if (config.tie_embeddings) tensors.erase("lm_head.weight");
+  for (auto it = tensors.begin(); it != tensors.end();) {
+    const std::string& n = it->first;
+    const bool buffer = n.find(".attn.bias") != std::string::npos || n.find(".attn.masked_bias") != std::string::npos ||
+                        n.find("rotary_emb.inv_freq") != std::string::npos;
+    it = buffer ? tensors.erase(it) : std::next(it);
+  }
+  std::vector<std::string> missing;
+  for (const auto& [name, shape] : expected_shapes(config)) {
+    auto it = tensors.find(name);
+    if (it == tensors.end()) {
+      missing.push_back(name);
+      continue;
+    }
+    if (it->second.sizes().vec() != shape) {
+      return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "' has shape [",
+                                                     absl::StrJoin(it->second.sizes().vec(), ", "),
+                                                     "] but the config needs [", absl::StrJoin(shape, ", "),
+                                                     "]; the config does not match the weights"));
+    }
+  }
+  if (!missing.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(missing.size(), " tensor(s) missing from the checkpoint, first: '",
+                                                   missing.front(), "'"));
+  }
+  if (tensors.size() != expected_shapes(config).size()) {
+    std::vector<std::string> extra;
+    const auto expected = expected_shapes(config);
+    for (const auto& [name, value] : tensors) {
+      bool known = false;
+      for (const auto& e : expected) known = known || e.first == name;
+      if (!known) extra.push_back(name);
+    }
+    return absl::InvalidArgumentError(absl::StrCat("unexpected tensor(s) in the checkpoint: ",
+                                                   absl::StrJoin(extra, ", "), " (wrong architecture in config.json?)"));
+  }
+  return DecoderModel(config, std::move(tensors));
+}
+
+at::Tensor DecoderModel::output_weight() const {
+  if (config_.family == Family::kGpt2) {
+    return config_.tie_embeddings ? t("transformer.wte.weight") : t("lm_head.weight");
+  }
+  return config_.tie_embeddings ? t("model.embed_tokens.weight") : t("lm_head.weight");
+}
+
+at::Tensor DecoderModel::hidden_states(const at::Tensor& input_ids, const at::Tensor& attention_mask,
+                                       KvCache* cache) const {
+  const ModelConfig& c = config_;
+  ALN_CHECK(input_ids.dim() == 2 && input_ids.scalar_type() == at::kLong, "input_ids must be int64 [batch, time]");
+  const int64_t past = cache == nullptr ? 0 : cache->length();
+  ALN_CHECK(attention_mask.dim() == 2 && attention_mask.size(0) == input_ids.size(0) &&
+                attention_mask.size(1) == past + input_ids.size(1),
+            "attention_mask must be [batch, cached + new tokens]");
+  const int64_t b = input_ids.size(0), n = input_ids.size(1), total = past + n;
+  const at::Tensor mask = attention_mask.to(at::kLong);
+  // Positions count real tokens only, so left padding does not shift them.
+  at::Tensor positions = (mask.cumsum(1) - 1).clamp_min(0).narrow(1, past, n);
+  // Attention mask [B, 1, n, total]: causal and not padding. Each query may also see itself, so
+  // padding rows never have an empty softmax (their outputs are ignored anyway).
+  at::Tensor causal = at::ones({n, total}, at::kBool).tril(past);
+  at::Tensor allowed = causal.unsqueeze(0) & mask.to(at::kBool).unsqueeze(1);
+  at::Tensor self = at::zeros({n, total}, at::kBool);
+  self.narrow(1, past, n).fill_diagonal_(true);
+  allowed = (allowed | self.unsqueeze(0)).unsqueeze(1);
+
+  const bool gpt2 = c.family == Family::kGpt2;
+  at::Tensor x = gpt2 ? at::embedding(t("transformer.wte.weight"), input_ids) +
+                            at::embedding(t("transformer.wpe.weight"), positions)
+                      : at::embedding(t("model.embed_tokens.weight"), input_ids);
+  at::Tensor cos, sin;
+  if (!gpt2) {
+    at::Tensor freqs = positions.to(at::kFloat).unsqueeze(-1) * rope_inv_freq(c).unsqueeze(0).unsqueeze(0);
+    at::Tensor emb = at::cat({freqs, freqs}, -1).unsqueeze(1);  // [B, 1, n, d]
+    cos = emb.cos().to(x.scalar_type());
+    sin = emb.sin().to(x.scalar_type());
+  }
+  if (cache != nullptr && cache->keys.empty()) {
+    cache->keys.resize(c.num_layers);
+    cache->values.resize(c.num_layers);
+  }
+  const int64_t groups = c.num_heads / c.num_kv_heads;
+  for (int64_t i = 0; i < c.num_layers; ++i) {
+    at::Tensor q, k, v, attn_out;
+    if (gpt2) {
+      at::Tensor h = at::layer_norm(x, {c.hidden_size}, t(layer(i, "ln_1.weight", c.family)),
+                                    t(layer(i, "ln_1.bias", c.family)), c.norm_eps);
+      at::Tensor qkv = at::addmm(t(layer(i, "attn.c_attn.bias", c.family)), h.reshape({-1, c.hidden_size}),
+                                 t(layer(i, "attn.c_attn.weight", c.family)))
+                           .view({b, n, 3, c.num_heads, c.head_dim});
+      q = qkv.select(2, 0).transpose(1, 2);
+      k = qkv.select(2, 1).transpose(1, 2);
+      v = qkv.select(2, 2).transpose(1, 2);
+    } else {
+      at::Tensor h = rms_norm(x, t(layer(i, "input_layernorm.weight", c.family)), c.norm_eps);
+      auto proj = [&](const char* name, int64_t heads) {
+        const std::string w = layer(i, absl::StrCat("self_attn.", name, ".weight"), c.family);
+        at::Tensor bias = c.qkv_bias ? t(layer(i, absl::StrCat("self_attn.", name, ".bias"), c.family)) : at::Tensor();
+        return at::linear(h, t(w), bias).view({b, n, heads, c.head_dim}).transpose(1, 2);
+      };
+      q = proj("q_proj", c.num_heads);
+      k = proj("k_proj", c.num_kv_heads);
+      v = proj("v_proj", c.num_kv_heads);
+      q = q * cos + rotate_half(q) * sin;
+      k = k * cos + rotate_half(k) * sin;
+    }
+    if (cache != nullptr) {
+      if (cache->keys[i].defined()) {
+        k = at::cat({cache->keys[i], k}, 2);
+        v = at::cat({cache->values[i], v}, 2);
+      }
+      cache->keys[i] = k;
+      cache->values[i] = v;
+    }
+    if (groups > 1) {
+      k = k.repeat_interleave(groups, 1);
+      v = v.repeat_interleave(groups, 1);
+    }
+    attn_out = at::scaled_dot_product_attention(q, k, v, allowed).transpose(1, 2).reshape({b, n, -1});
+    if (gpt2) {
+      x = x + at::addmm(t(layer(i, "attn.c_proj.bias", c.family)), attn_out.reshape({-1, c.hidden_size}),
+                        t(layer(i, "attn.c_proj.weight", c.family)))
+                  .view({b, n, c.hidden_size});
+      at::Tensor h = at::layer_norm(x, {c.hidden_size}, t(layer(i, "ln_2.weight", c.family)),
+                                    t(layer(i, "ln_2.bias", c.family)), c.norm_eps);
+      at::Tensor up = at::addmm(t(layer(i, "mlp.c_fc.bias", c.family)), h.reshape({-1, c.hidden_size}),
+                                t(layer(i, "mlp.c_fc.weight", c.family)));
+      x = x + at::addmm(t(layer(i, "mlp.c_proj.bias", c.family)), at::gelu(up, "tanh"),
+                        t(layer(i, "mlp.c_proj.weight", c.family)))
+                  .view({b, n, c.hidden_size});
+    } else {
+      x = x + at::linear(attn_out, t(layer(i, "self_attn.o_proj.weight", c.family)));
+      at::Tensor h = rms_norm(x, t(layer(i, "post_attention_layernorm.weight", c.family)), c.norm_eps);
+      at::Tensor gate = at::silu(at::linear(h, t(layer(i, "mlp.gate_proj.weight", c.family))));
+      at::Tensor up = at::linear(h, t(layer(i, "mlp.up_proj.weight", c.family)));
+      x = x + at::linear(gate * up, t(layer(i, "mlp.down_proj.weight", c.family)));
+    }
+  }
+  if (gpt2) {
+    return at::layer_norm(x, {c.hidden_size}, t("transformer.ln_f.weight"), t("transformer.ln_f.bias"), c.norm_eps);
+  }
+  return rms_norm(x, t("model.norm.weight"), c.norm_eps);
+}
+
+at::Tensor DecoderModel::logits(const at::Tensor& input_ids, const at::Tensor& attention_mask, KvCache* cache) const {
+  ALN_CHECK(config_.head == Head::kCausalLm, "this model has a score head; use scores()");
+  return at::linear(hidden_states(input_ids, attention_mask, cache), output_weight());
+}
+
+at::Tensor DecoderModel::scores(const at::Tensor& input_ids, const at::Tensor& attention_mask) const {
+  ALN_CHECK(config_.head == Head::kSequenceScore, "this model has no score head (score.weight)");
+  at::Tensor h = hidden_states(input_ids, attention_mask);
+  // Last non-padding token of each row, for left and right padding alike.
+  const int64_t n = attention_mask.size(1);
+  at::Tensor index = at::arange(n, at::kLong).unsqueeze(0) * attention_mask.to(at::kLong);
+  at::Tensor last = std::get<1>(index.max(1));
+  at::Tensor picked = h.gather(1, last.view({-1, 1, 1}).expand({-1, 1, h.size(2)})).squeeze(1);  // [B, H]
+  return at::linear(picked, t("score.weight"));
+}
+
+TensorMap DecoderModel::checkpoint_tensors() const { return tensors_; }
+
+int64_t DecoderModel::num_parameters() const {
+  int64_t total = 0;
+  for (const auto& [name, value] : tensors_) total += value.numel();
+  return total;
+}
+
+double DecoderModel::forward_flops_per_token(int64_t context) const {
+  const ModelConfig& c = config_;
+  int64_t matmul_params = num_parameters();
+  // Embedding lookups are not multiplies; the output projection is (it is counted once even if tied).
+  matmul_params -= c.vocab_size * c.hidden_size;
+  if (c.family == Family::kGpt2) matmul_params -= c.max_position * c.hidden_size;
+  if (c.tie_embeddings && c.head == Head::kCausalLm) matmul_params += c.vocab_size * c.hidden_size;
+  const double attention = 2.0 * c.num_layers * context * c.num_heads * c.head_dim;  // QK^T and AV
+  return 2.0 * static_cast<double>(matmul_params) + 2.0 * attention;
+}
+
+DecoderModel DecoderModel::to(at::ScalarType dtype) const {
+  TensorMap out;
+  for (const auto& [name, value] : tensors_) out.emplace(name, value.to(dtype));
+  return DecoderModel(config_, std::move(out));
+}
+
+void DecoderModel::set_requires_grad(bool requires_grad) {
+  for (auto& [name, value] : tensors_) value.set_requires_grad(requires_grad);
+}
+
+}  // namespace aln::model

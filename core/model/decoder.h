@@ -1,0 +1,69 @@
+#pragma once
+// Decoder language models (Llama family and GPT-2), written functionally over a map of parameter
+// tensors named exactly as in Hugging Face checkpoints ("model.layers.0.self_attn.q_proj.weight"),
+// so loading and saving is a rename-free copy and the parameter set is easy to shard by layer.
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "absl/status/statusor.h"
+#include "core/model/model_config.h"
+
+namespace aln::model {
+
+using TensorMap = std::map<std::string, at::Tensor>;
+
+// Per-layer key/value cache for incremental decoding: [B, kv_heads, T_cached, head_dim] each.
+struct KvCache {
+  std::vector<at::Tensor> keys;
+  std::vector<at::Tensor> values;
+  int64_t length() const { return keys.empty() || !keys[0].defined() ? 0 : keys[0].size(2); }
+};
+
+class DecoderModel {
+ public:
+  // Seeded random initialisation (normal(0, 0.02) weights, unit norms, zero biases).
+  static DecoderModel random_init(const ModelConfig& config, uint64_t seed);
+  // Checks that every expected tensor is present with the expected shape and that there are no
+  // unexpected ones; errors name the tensor.
+  static absl::StatusOr<DecoderModel> from_tensors(const ModelConfig& config, TensorMap tensors);
+
+  // Names and shapes this config needs, in checkpoint naming.
+  static std::vector<std::pair<std::string, std::vector<int64_t>>> expected_shapes(const ModelConfig& config);
+
+  // input_ids [B, T] int64, attention_mask [B, T] (1 = token, 0 = padding; left or right padding).
+  // Position ids come from the mask (cumsum - 1). Returns the final hidden states [B, T, H].
+  at::Tensor hidden_states(const at::Tensor& input_ids, const at::Tensor& attention_mask,
+                           KvCache* cache = nullptr) const;
+  // Causal LM logits [B, T, V].
+  at::Tensor logits(const at::Tensor& input_ids, const at::Tensor& attention_mask, KvCache* cache = nullptr) const;
+  // Sequence-classification scores [B, num_labels] at the last non-padding token (reward models).
+  at::Tensor scores(const at::Tensor& input_ids, const at::Tensor& attention_mask) const;
+
+  const ModelConfig& config() const { return config_; }
+  TensorMap& tensors() { return tensors_; }
+  const TensorMap& tensors() const { return tensors_; }
+  // Tensors to save: tied output embeddings are not written (as transformers does).
+  TensorMap checkpoint_tensors() const;
+
+  int64_t num_parameters() const;
+  // Forward FLOPs per token at context length `context` (2 per multiply-add; attention scores
+  // included); training is about 3x this.
+  double forward_flops_per_token(int64_t context) const;
+
+  DecoderModel to(at::ScalarType dtype) const;
+  void set_requires_grad(bool requires_grad);
+
+ private:
+  DecoderModel(ModelConfig config, TensorMap tensors) : config_(std::move(config)), tensors_(std::move(tensors)) {}
+  const at::Tensor& t(const std::string& name) const;
+  at::Tensor output_weight() const;
+
+  ModelConfig config_;
+  TensorMap tensors_;
+};
+
+}  // namespace aln::model

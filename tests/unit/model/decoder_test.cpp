@@ -1,0 +1,154 @@
+// Decoder models on their own: KV-cache decoding equals a full forward, padding on either side
+// does not change real positions, score heads read the last real token, and bad configs or
+// checkpoints give errors naming the key or tensor. (Parity with transformers: tests/parity.)
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+
+#include "core/model/decoder.h"
+
+namespace aln::model {
+namespace {
+
+ModelConfig tiny(Family family) {
+  ModelConfig c;
+  c.family = family;
+  c.model_type = family == Family::kGpt2 ? "gpt2" : "llama";
+  c.vocab_size = 97;
+  c.hidden_size = 32;
+  c.num_layers = 2;
+  c.num_heads = 4;
+  c.num_kv_heads = family == Family::kGpt2 ? 4 : 2;  // GQA on the Llama side
+  c.head_dim = 8;
+  c.intermediate_size = 48;
+  c.max_position = 64;
+  c.tie_embeddings = family == Family::kGpt2;
+  return c;
+}
+
+double max_diff(const at::Tensor& a, const at::Tensor& b) { return (a - b).abs().max().item<double>(); }
+
+class DecoderTest : public ::testing::TestWithParam<Family> {};
+
+TEST_P(DecoderTest, KvCacheDecodingMatchesFullForward) {
+  DecoderModel m = DecoderModel::random_init(tiny(GetParam()), 7);
+  at::Tensor ids = at::randint(97, {2, 9}, at::kLong);
+  at::Tensor mask = at::ones({2, 9}, at::kLong);
+  at::Tensor full = m.logits(ids, mask);
+  KvCache cache;
+  at::Tensor first = m.logits(ids.narrow(1, 0, 5), mask.narrow(1, 0, 5), &cache);
+  EXPECT_LT(max_diff(first, full.narrow(1, 0, 5)), 1e-5);
+  for (int64_t t = 5; t < 9; ++t) {
+    at::Tensor step = m.logits(ids.narrow(1, t, 1), mask.narrow(1, 0, t + 1), &cache);
+    EXPECT_LT(max_diff(step.squeeze(1), full.select(1, t)), 1e-5) << "position " << t;
+  }
+  EXPECT_EQ(cache.length(), 9);
+}
+
+TEST_P(DecoderTest, PaddingOnEitherSideLeavesRealTokensUnchanged) {
+  DecoderModel m = DecoderModel::random_init(tiny(GetParam()), 8);
+  at::Tensor ids = at::randint(97, {1, 6}, at::kLong);
+  at::Tensor alone = m.logits(ids, at::ones({1, 6}, at::kLong));
+  at::Tensor pad = at::zeros({1, 3}, at::kLong);
+  at::Tensor mask_left = at::cat({at::zeros({1, 3}, at::kLong), at::ones({1, 6}, at::kLong)}, 1);
+  at::Tensor left = m.logits(at::cat({pad, ids}, 1), mask_left);
+  at::Tensor right = m.logits(at::cat({ids, pad}, 1), mask_left.flip(1));
+  EXPECT_LT(max_diff(left.narrow(1, 3, 6), alone), 1e-5);
+  EXPECT_LT(max_diff(right.narrow(1, 0, 6), alone), 1e-5);
+  EXPECT_TRUE(at::isfinite(left).all().item<bool>());  // padding rows never produce NaN
+}
+
+TEST_P(DecoderTest, ScoreHeadReadsLastRealToken) {
+  ModelConfig c = tiny(GetParam());
+  c.head = Head::kSequenceScore;
+  DecoderModel m = DecoderModel::random_init(c, 9);
+  at::Tensor ids = at::randint(97, {1, 5}, at::kLong);
+  at::Tensor alone = m.scores(ids, at::ones({1, 5}, at::kLong));
+  ASSERT_EQ(alone.sizes(), (at::IntArrayRef{1, 1}));
+  at::Tensor batch_ids = at::cat({at::cat({at::zeros({1, 2}, at::kLong), ids}, 1), at::cat({ids, at::zeros({1, 2}, at::kLong)}, 1)});
+  at::Tensor batch_mask = at::cat({at::cat({at::zeros({1, 2}, at::kLong), at::ones({1, 5}, at::kLong)}, 1),
+                                   at::cat({at::ones({1, 5}, at::kLong), at::zeros({1, 2}, at::kLong)}, 1)});
+  at::Tensor both = m.scores(batch_ids, batch_mask);
+  EXPECT_LT(max_diff(both.select(0, 0), alone.select(0, 0)), 1e-5);
+  EXPECT_LT(max_diff(both.select(0, 1), alone.select(0, 0)), 1e-5);
+}
+
+TEST_P(DecoderTest, GradientsReachEveryParameter) {
+  DecoderModel m = DecoderModel::random_init(tiny(GetParam()), 10);
+  m.set_requires_grad(true);
+  at::Tensor ids = at::randint(97, {2, 4}, at::kLong);
+  m.logits(ids, at::ones({2, 4}, at::kLong)).logsumexp(-1).sum().backward();
+  for (const auto& [name, value] : m.tensors()) {
+    ASSERT_TRUE(value.grad().defined()) << name;
+    EXPECT_GT(value.grad().abs().sum().item<double>(), 0) << name;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Families, DecoderTest, ::testing::Values(Family::kLlama, Family::kGpt2),
+                         [](const auto& info) { return info.param == Family::kLlama ? "Llama" : "Gpt2"; });
+
+TEST(Decoder, ParameterAndFlopCounts) {
+  ModelConfig c = tiny(Family::kLlama);
+  DecoderModel m = DecoderModel::random_init(c, 1);
+  // embed 97*32 + per layer (norms 2*32, q 32*32, k,v 2*16*32, o 32*32, mlp 3*48*32) + norm 32 + lm_head 97*32
+  const int64_t per_layer = 2 * 32 + 32 * 32 + 2 * 16 * 32 + 32 * 32 + 3 * 48 * 32;
+  EXPECT_EQ(m.num_parameters(), 97 * 32 + 2 * per_layer + 32 + 97 * 32);
+  // 2 FLOPs per weight multiply (embedding lookups excluded) + attention 2 * 2 * L * T * H*d.
+  EXPECT_DOUBLE_EQ(m.forward_flops_per_token(10), 2.0 * (m.num_parameters() - 97 * 32) + 4.0 * 2 * 10 * 32);
+}
+
+TEST(Decoder, CheckpointErrorsNameTheTensor) {
+  ModelConfig c = tiny(Family::kLlama);
+  TensorMap tensors = DecoderModel::random_init(c, 1).tensors();
+  TensorMap missing = tensors;
+  missing.erase("model.layers.1.mlp.up_proj.weight");
+  EXPECT_EQ(DecoderModel::from_tensors(c, missing).status().message(),
+            "1 tensor(s) missing from the checkpoint, first: 'model.layers.1.mlp.up_proj.weight'");
+  TensorMap wrong = tensors;
+  wrong["model.norm.weight"] = at::ones({31});
+  EXPECT_EQ(DecoderModel::from_tensors(c, wrong).status().message(),
+            "tensor 'model.norm.weight' has shape [31] but the config needs [32]; the config does not match the weights");
+  TensorMap extra = tensors;
+  extra["model.layers.2.mlp.up_proj.weight"] = at::ones({1});
+  EXPECT_EQ(DecoderModel::from_tensors(c, extra).status().message(),
+            "unexpected tensor(s) in the checkpoint: model.layers.2.mlp.up_proj.weight (wrong architecture in config.json?)");
+  EXPECT_TRUE(DecoderModel::from_tensors(c, tensors).ok());
+}
+
+TEST(ModelConfig, ParsesTransformersConfigsAndRejectsBadOnes) {
+  auto c = parse_hf_config(R"({"model_type": "qwen2", "vocab_size": 10, "hidden_size": 8, "num_hidden_layers": 1,
+      "num_attention_heads": 2, "num_key_value_heads": 1, "intermediate_size": 16,
+      "rope_parameters": {"rope_theta": 500000.0, "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+      "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}, "tie_word_embeddings": true})",
+                           "config.json");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(c->qkv_bias);
+  EXPECT_EQ(c->head_dim, 4);
+  EXPECT_EQ(c->rope_scaling, RopeScaling::kLlama3);
+  EXPECT_DOUBLE_EQ(c->rope_theta, 500000.0);
+  EXPECT_EQ(parse_hf_config(R"({"model_type": "bert"})", "config.json").status().message(),
+            "config.json: model_type: unknown architecture 'bert'; supported: llama, mistral, qwen2, gpt2");
+  EXPECT_EQ(parse_hf_config(R"({"model_type": "llama", "vocab_size": "ten"})", "config.json").status().message(),
+            "config.json: vocab_size: expected an integer, got \"ten\"");
+  EXPECT_EQ(parse_hf_config(R"({"model_type": "llama", "vocab_size": 10})", "config.json").status().message(),
+            "config.json: hidden_size: missing");
+  EXPECT_EQ(parse_hf_config("{not json", "config.json").status().code(), absl::StatusCode::kInvalidArgument);
+  auto gqa = parse_hf_config(R"({"model_type": "llama", "vocab_size": 10, "hidden_size": 12, "num_hidden_layers": 1,
+      "num_attention_heads": 3, "num_key_value_heads": 2, "intermediate_size": 16})", "config.json");
+  EXPECT_EQ(gqa.status().message(), "config.json: num_key_value_heads: 2 does not divide num_attention_heads 3");
+}
+
+TEST(ModelConfig, RoundTripsThroughConfigJson) {
+  for (Family f : {Family::kLlama, Family::kGpt2}) {
+    ModelConfig c = tiny(f);
+    auto back = parse_hf_config(to_hf_config_json(c), "config.json");
+    ASSERT_TRUE(back.ok()) << back.status();
+    EXPECT_EQ(back->hidden_size, c.hidden_size);
+    EXPECT_EQ(back->num_kv_heads, c.num_kv_heads);
+    EXPECT_EQ(back->tie_embeddings, c.tie_embeddings);
+    EXPECT_EQ(back->family, f);
+  }
+}
+
+}  // namespace
+}  // namespace aln::model
