@@ -1,0 +1,83 @@
+#include "core/model/generation.h"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <limits>
+
+#include "core/error.h"
+
+namespace aln::model {
+
+at::Tensor filter_logits(const at::Tensor& logits, int64_t top_k, double top_p) {
+  at::Tensor out = logits;
+  const double neg_inf = -std::numeric_limits<double>::infinity();
+  if (top_k > 0 && top_k < logits.size(-1)) {
+    at::Tensor kth = std::get<0>(out.topk(top_k, -1)).narrow(-1, top_k - 1, 1);
+    out = out.masked_fill(out < kth, neg_inf);
+  }
+  if (top_p < 1.0) {
+    auto [sorted, order] = out.sort(-1, /*descending=*/true);
+    at::Tensor cumulative = sorted.softmax(-1).cumsum(-1);
+    // Drop a token when the mass before it already reaches top_p (the first token always stays).
+    at::Tensor drop_sorted = (cumulative - sorted.softmax(-1)) >= top_p;
+    at::Tensor drop = at::zeros_like(drop_sorted).scatter(-1, order, drop_sorted);
+    out = out.masked_fill(drop, neg_inf);
+  }
+  return out;
+}
+
+GenerationOutput generate(const DecoderModel& model, const at::Tensor& prompt_ids, const at::Tensor& prompt_mask,
+                          const GenerationOptions& options) {
+  ALN_CHECK(prompt_ids.dim() == 2 && prompt_ids.sizes() == prompt_mask.sizes(), "prompt ids and mask must be [B, T]");
+  ALN_CHECK(options.max_new_tokens >= 0, "max_new_tokens must be >= 0");
+  ALN_CHECK(options.decoding == Decoding::kGreedy || options.temperature > 0, "temperature must be > 0");
+  // Right padding would put pad tokens between the prompt and the new tokens.
+  ALN_CHECK(prompt_mask.select(1, prompt_mask.size(1) - 1).all().item<bool>(),
+            "prompts must be left-padded (the last column of the mask must be all ones)");
+  const int64_t b = prompt_ids.size(0);
+  at::Generator gen = at::detail::createCPUGenerator(options.seed);
+  KvCache cache;
+  at::Tensor mask = prompt_mask.to(at::kLong);
+  at::Tensor step_logits = model.logits(prompt_ids, mask, &cache).select(1, prompt_ids.size(1) - 1);
+  std::vector<std::vector<int64_t>> generated(b);
+  std::vector<at::Tensor> tokens, logprobs;
+  at::Tensor done = at::zeros({b}, at::kBool);
+  at::Tensor lengths = at::zeros({b}, at::kLong);
+  for (int64_t step = 0; step < options.max_new_tokens; ++step) {
+    at::Tensor scaled = step_logits.to(at::kFloat);
+    if (options.decoding == Decoding::kSample) scaled = scaled / options.temperature;
+    at::Tensor log_probs = scaled.log_softmax(-1);
+    at::Tensor next;
+    if (options.decoding == Decoding::kGreedy) {
+      next = scaled.argmax(-1);
+    } else {
+      at::Tensor filtered = filter_logits(scaled, options.top_k, options.top_p);
+      next = at::multinomial(filtered.softmax(-1), 1, /*replacement=*/false, gen).squeeze(1);
+    }
+    next = next.masked_fill(done, options.pad_token_id);
+    at::Tensor chosen = log_probs.gather(1, next.unsqueeze(1)).squeeze(1).masked_fill(done, 0.0);
+    tokens.push_back(next);
+    logprobs.push_back(chosen);
+    lengths += (~done).to(at::kLong);
+    auto next_acc = next.accessor<int64_t, 1>();
+    for (int64_t r = 0; r < b; ++r) {
+      if (done[r].item<bool>()) continue;
+      generated[r].push_back(next_acc[r]);
+      bool stop = false;
+      for (int64_t s : options.stop_tokens) stop = stop || next_acc[r] == s;
+      if (!stop && options.stop_condition) stop = options.stop_condition(r, generated[r]);
+      if (stop) done[r] = true;
+    }
+    if (done.all().item<bool>() || step + 1 == options.max_new_tokens) break;
+    mask = at::cat({mask, at::ones({b, 1}, at::kLong)}, 1);
+    step_logits = model.logits(next.unsqueeze(1), mask, &cache).select(1, 0);
+  }
+  GenerationOutput out;
+  out.tokens = tokens.empty() ? at::zeros({b, 0}, at::kLong) : at::stack(tokens, 1);
+  out.logprobs = logprobs.empty() ? at::zeros({b, 0}, at::kFloat) : at::stack(logprobs, 1);
+  out.lengths = lengths;
+  return out;
+}
+
+}  // namespace aln::model

@@ -1,0 +1,44 @@
+#pragma once
+// Batched generation with a KV cache: greedy or sampled (temperature, top-k, top-p), stop tokens and
+// caller-defined stop conditions (stop strings need a tokenizer, so the caller supplies the check),
+// seeded and reproducible. Used by `aln generate`, rollouts (GRPO, HAIR) and self-generated data.
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "core/model/decoder.h"
+
+namespace aln::model {
+
+enum class Decoding { kGreedy, kSample };
+
+struct GenerationOptions {
+  Decoding decoding = Decoding::kGreedy;
+  int64_t max_new_tokens = 32;
+  double temperature = 1.0;  // kSample only
+  int64_t top_k = 0;         // 0 = off
+  double top_p = 1.0;        // 1 = off
+  uint64_t seed = 0;
+  std::vector<int64_t> stop_tokens;  // the stop token is kept in the output, then the row ends
+  int64_t pad_token_id = 0;          // written after a row ended
+  // Called after each new token with the row index and its generated ids so far; true ends the row
+  // (for stop strings: decode and search).
+  std::function<bool(int64_t row, const std::vector<int64_t>& generated)> stop_condition;
+};
+
+struct GenerationOutput {
+  at::Tensor tokens;    // [B, N] int64, pad after a row's end
+  at::Tensor logprobs;  // [B, N] float32: log-prob of each token under the temperature-scaled distribution
+  at::Tensor lengths;   // [B] int64 generated tokens per row (stop token included)
+};
+
+// prompt_ids / prompt_mask: [B, T], left-padded (mask 0 on the left).
+GenerationOutput generate(const DecoderModel& model, const at::Tensor& prompt_ids, const at::Tensor& prompt_mask,
+                          const GenerationOptions& options);
+
+// Keeps the top-k logits and the smallest set whose probability reaches top_p; others become -inf.
+at::Tensor filter_logits(const at::Tensor& logits, int64_t top_k, double top_p);
+
+}  // namespace aln::model

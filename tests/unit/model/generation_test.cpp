@@ -1,0 +1,115 @@
+// Generation: the KV-cache loop equals naive recomputation, batches equal single rows, sampling
+// is reproducible under a seed, filters keep exactly the intended tokens, and stops end rows.
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+
+#include "core/error.h"
+#include "core/model/generation.h"
+
+namespace aln::model {
+namespace {
+
+DecoderModel tiny_llama(uint64_t seed) {
+  ModelConfig c;
+  c.vocab_size = 50;
+  c.hidden_size = 32;
+  c.num_layers = 2;
+  c.num_heads = 4;
+  c.num_kv_heads = 2;
+  c.head_dim = 8;
+  c.intermediate_size = 40;
+  c.max_position = 128;
+  return DecoderModel::random_init(c, seed);
+}
+
+TEST(Generation, GreedyWithCacheEqualsNaiveRecomputation) {
+  DecoderModel m = tiny_llama(3);
+  at::Tensor prompt = at::randint(50, {1, 4}, at::kLong);
+  GenerationOptions options;
+  options.max_new_tokens = 12;
+  GenerationOutput out = generate(m, prompt, at::ones_like(prompt), options);
+  at::Tensor seq = prompt;
+  for (int64_t t = 0; t < 12; ++t) {
+    at::Tensor logits = m.logits(seq, at::ones_like(seq)).select(1, seq.size(1) - 1);
+    at::Tensor next = logits.argmax(-1, true);
+    EXPECT_EQ(next.item<int64_t>(), out.tokens[0][t].item<int64_t>()) << "step " << t;
+    EXPECT_NEAR(logits.log_softmax(-1)[0][next.item<int64_t>()].item<float>(), out.logprobs[0][t].item<float>(), 1e-5);
+    seq = at::cat({seq, next}, 1);
+  }
+  EXPECT_EQ(out.lengths[0].item<int64_t>(), 12);
+}
+
+TEST(Generation, LeftPaddedBatchEqualsSingleRows) {
+  DecoderModel m = tiny_llama(4);
+  at::Tensor a = at::randint(50, {1, 5}, at::kLong), b = at::randint(50, {1, 3}, at::kLong);
+  GenerationOptions options;
+  options.max_new_tokens = 8;
+  at::Tensor ids = at::cat({a, at::cat({at::zeros({1, 2}, at::kLong), b}, 1)});
+  at::Tensor mask = at::cat({at::ones({1, 5}, at::kLong), at::cat({at::zeros({1, 2}, at::kLong), at::ones({1, 3}, at::kLong)}, 1)});
+  GenerationOutput both = generate(m, ids, mask, options);
+  EXPECT_TRUE(at::equal(both.tokens[0], generate(m, a, at::ones_like(a), options).tokens[0]));
+  EXPECT_TRUE(at::equal(both.tokens[1], generate(m, b, at::ones_like(b), options).tokens[0]));
+}
+
+TEST(Generation, SamplingIsReproducibleUnderASeed) {
+  DecoderModel m = tiny_llama(5);
+  at::Tensor prompt = at::randint(50, {3, 4}, at::kLong);
+  GenerationOptions options;
+  options.decoding = Decoding::kSample;
+  options.temperature = 1.5;
+  options.max_new_tokens = 16;
+  options.seed = 11;
+  GenerationOutput x = generate(m, prompt, at::ones_like(prompt), options);
+  GenerationOutput y = generate(m, prompt, at::ones_like(prompt), options);
+  EXPECT_TRUE(at::equal(x.tokens, y.tokens));
+  options.seed = 12;
+  EXPECT_FALSE(at::equal(x.tokens, generate(m, prompt, at::ones_like(prompt), options).tokens));
+  options.top_k = 1;  // top-1 sampling is greedy
+  GenerationOptions greedy;
+  greedy.max_new_tokens = 16;
+  EXPECT_TRUE(at::equal(generate(m, prompt, at::ones_like(prompt), options).tokens,
+                        generate(m, prompt, at::ones_like(prompt), greedy).tokens));
+}
+
+at::Tensor keep(std::vector<int64_t> flags) { return at::tensor(flags, at::kLong).to(at::kBool).unsqueeze(0); }
+
+TEST(Generation, FiltersKeepTheIntendedTokens) {
+  at::Tensor logits = at::log(at::tensor({0.5, 0.3, 0.15, 0.05}, at::kDouble)).unsqueeze(0);
+  at::Tensor k2 = filter_logits(logits, 2, 1.0);
+  EXPECT_TRUE(at::equal(at::isfinite(k2), keep({1, 1, 0, 0})));
+  at::Tensor p = filter_logits(logits, 0, 0.75);  // 0.5 + 0.3 reaches 0.75: two tokens
+  EXPECT_TRUE(at::equal(at::isfinite(p), keep({1, 1, 0, 0})));
+  at::Tensor p2 = filter_logits(logits, 0, 0.85);  // needs the third token too
+  EXPECT_TRUE(at::equal(at::isfinite(p2), keep({1, 1, 1, 0})));
+}
+
+TEST(Generation, StopTokensAndConditionsEndRows) {
+  DecoderModel m = tiny_llama(6);
+  at::Tensor prompt = at::randint(50, {2, 4}, at::kLong);
+  GenerationOptions options;
+  options.max_new_tokens = 10;
+  GenerationOutput free_run = generate(m, prompt, at::ones_like(prompt), options);
+  const int64_t stop = free_run.tokens[0][2].item<int64_t>();
+  options.stop_tokens = {stop};
+  options.pad_token_id = 49;
+  options.stop_condition = [](int64_t row, const std::vector<int64_t>& ids) { return row == 1 && ids.size() == 4; };
+  GenerationOutput out = generate(m, prompt, at::ones_like(prompt), options);
+  int64_t first_stop = 0;
+  while (free_run.tokens[0][first_stop].item<int64_t>() != stop) ++first_stop;
+  EXPECT_EQ(out.lengths[0].item<int64_t>(), first_stop + 1);
+  EXPECT_EQ(out.lengths[1].item<int64_t>(), std::min<int64_t>(4, out.lengths[1].item<int64_t>()));
+  for (int64_t t = first_stop + 1; t < out.tokens.size(1); ++t) {
+    EXPECT_EQ(out.tokens[0][t].item<int64_t>(), 49);
+    EXPECT_EQ(out.logprobs[0][t].item<float>(), 0.0f);
+  }
+}
+
+TEST(Generation, RejectsRightPaddedPrompts) {
+  DecoderModel m = tiny_llama(7);
+  at::Tensor ids = at::randint(50, {1, 3}, at::kLong);
+  EXPECT_THROW(generate(m, ids, at::tensor({1, 1, 0}, at::kLong).unsqueeze(0), GenerationOptions{}), aln::Error);
+}
+
+}  // namespace
+}  // namespace aln::model
