@@ -9,6 +9,7 @@ find_package(MPI REQUIRED COMPONENTS C)
 find_package(yaml-cpp REQUIRED)
 find_package(SQLite3 REQUIRED)
 find_package(ZLIB REQUIRED)
+find_package(nlohmann_json CONFIG REQUIRED)
 
 # Open MPI's deprecated C++ bindings break linking when mpi.h is seen from C++.
 target_compile_definitions(MPI::MPI_C INTERFACE OMPI_SKIP_MPICXX=1 MPICH_SKIP_MPICXX=1)
