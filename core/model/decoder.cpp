@@ -310,6 +310,22 @@ DecoderModel DecoderModel::to(at::ScalarType dtype) const {
   return DecoderModel(config_, std::move(out));
 }
 
+void DecoderModel::resize_vocabulary(int64_t new_vocab_size) {
+  const int64_t old = config_.vocab_size;
+  ALN_CHECK(new_vocab_size >= old, "cannot shrink the vocabulary from ", old, " to ", new_vocab_size);
+  if (new_vocab_size == old) return;
+  auto grow = [&](const std::string& name) {
+    auto it = tensors_.find(name);
+    if (it == tensors_.end()) return;
+    at::Tensor w = it->second.detach();
+    at::Tensor rows = w.mean(0, /*keepdim=*/true).expand({new_vocab_size - old, w.size(1)});
+    it->second = at::cat({w, rows}, 0).contiguous();
+  };
+  grow(config_.family == Family::kGpt2 ? "transformer.wte.weight" : "model.embed_tokens.weight");
+  if (!config_.tie_embeddings) grow("lm_head.weight");
+  config_.vocab_size = new_vocab_size;
+}
+
 void DecoderModel::set_requires_grad(bool requires_grad) {
   for (auto& [name, value] : tensors_) value.set_requires_grad(requires_grad);
 }

@@ -55,6 +55,10 @@ class DecoderModel {
   double forward_flops_per_token(int64_t context) const;
 
   DecoderModel to(at::ScalarType dtype) const;
+  // Grows the vocabulary to `new_vocab_size` (for added special tokens such as control tokens). New
+  // embedding and output rows start at the mean of the existing rows, as transformers does, so new
+  // tokens begin as "average" tokens instead of random noise. Shrinking is an error.
+  void resize_vocabulary(int64_t new_vocab_size);
   void set_requires_grad(bool requires_grad);
 
  private:

@@ -5,6 +5,7 @@
 
 #include <ATen/ATen.h>
 
+#include "core/error.h"
 #include "core/model/decoder.h"
 
 namespace aln::model {
@@ -113,6 +114,34 @@ TEST(Decoder, CheckpointErrorsNameTheTensor) {
   EXPECT_EQ(DecoderModel::from_tensors(c, extra).status().message(),
             "unexpected tensor(s) in the checkpoint: model.layers.2.mlp.up_proj.weight (wrong architecture in config.json?)");
   EXPECT_TRUE(DecoderModel::from_tensors(c, tensors).ok());
+}
+
+TEST(Decoder, Bfloat16TracksFloat32) {
+  DecoderModel m = DecoderModel::random_init(tiny(Family::kLlama), 12);
+  at::Tensor ids = at::randint(97, {2, 7}, at::kLong);
+  at::Tensor mask = at::ones({2, 7}, at::kLong);
+  at::Tensor f32 = m.logits(ids, mask);
+  at::Tensor bf16 = m.to(at::kBFloat16).logits(ids, mask);
+  EXPECT_EQ(bf16.scalar_type(), at::kBFloat16);
+  // bf16 keeps 8 mantissa bits; through two layers the logits stay within a few percent of float32.
+  EXPECT_LT(max_diff(bf16.to(at::kFloat), f32) / f32.abs().max().item<double>(), 0.05);
+}
+
+TEST(Decoder, ResizeVocabularyAddsMeanRowsAndKeepsOldLogits) {
+  for (Family f : {Family::kLlama, Family::kGpt2}) {
+    DecoderModel m = DecoderModel::random_init(tiny(f), 13);
+    at::Tensor ids = at::randint(97, {1, 5}, at::kLong);
+    at::Tensor before = m.logits(ids, at::ones({1, 5}, at::kLong));
+    m.resize_vocabulary(100);
+    EXPECT_EQ(m.config().vocab_size, 100);
+    at::Tensor after = m.logits(ids, at::ones({1, 5}, at::kLong));
+    ASSERT_EQ(after.size(-1), 100);
+    EXPECT_LT(max_diff(after.narrow(-1, 0, 97), before), 1e-6);
+    const std::string embed = f == Family::kGpt2 ? "transformer.wte.weight" : "model.embed_tokens.weight";
+    EXPECT_LT(max_diff(m.tensors().at(embed)[99], m.tensors().at(embed).narrow(0, 0, 97).mean(0)), 1e-7);
+    EXPECT_THROW(m.resize_vocabulary(50), aln::Error);
+    EXPECT_TRUE(DecoderModel::from_tensors(m.config(), m.tensors()).ok());
+  }
 }
 
 TEST(ModelConfig, ParsesTransformersConfigsAndRejectsBadOnes) {
