@@ -1,0 +1,84 @@
+#include "core/optim/optimizer.h"
+
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+
+#include <cmath>
+
+#include "core/error.h"
+
+namespace aln::optim {
+
+void AdamW::step(TensorMap& params, double lr) {
+  at::NoGradGuard no_grad;
+  ++steps_;
+  const double bias1 = 1 - std::pow(options_.beta1, static_cast<double>(steps_));
+  const double bias2 = 1 - std::pow(options_.beta2, static_cast<double>(steps_));
+  for (auto& [name, p] : params) {
+    const at::Tensor& g = p.grad();
+    if (!g.defined()) continue;
+    auto [it, fresh] = exp_avg_.try_emplace(name);
+    if (fresh) it->second = at::zeros_like(p);
+    auto [it2, fresh2] = exp_avg_sq_.try_emplace(name);
+    if (fresh2) it2->second = at::zeros_like(p);
+    at::Tensor& m = it->second;
+    at::Tensor& v = it2->second;
+    // Same operation order as torch.optim.AdamW (single-tensor path) so results agree closely.
+    p.mul_(1 - lr * options_.weight_decay);
+    m.lerp_(g, 1 - options_.beta1);
+    v.mul_(options_.beta2).addcmul_(g, g, 1 - options_.beta2);
+    const double step_size = lr / bias1;
+    at::Tensor denom = (v.sqrt() / std::sqrt(bias2)).add_(options_.eps);
+    p.addcdiv_(m, denom, -step_size);
+  }
+}
+
+TensorMap AdamW::state() const {
+  TensorMap out;
+  for (const auto& [name, t] : exp_avg_) out[name + ".exp_avg"] = t;
+  for (const auto& [name, t] : exp_avg_sq_) out[name + ".exp_avg_sq"] = t;
+  out["step"] = at::scalar_tensor(steps_, at::kLong);
+  return out;
+}
+
+void AdamW::load_state(const TensorMap& state) {
+  exp_avg_.clear();
+  exp_avg_sq_.clear();
+  for (const auto& [key, t] : state) {
+    if (key == "step") {
+      steps_ = t.item<int64_t>();
+    } else if (key.size() > 8 && key.compare(key.size() - 8, 8, ".exp_avg") == 0) {
+      exp_avg_[key.substr(0, key.size() - 8)] = t.clone();
+    } else if (key.size() > 11 && key.compare(key.size() - 11, 11, ".exp_avg_sq") == 0) {
+      exp_avg_sq_[key.substr(0, key.size() - 11)] = t.clone();
+    } else {
+      ALN_FAIL("unknown optimizer state entry '", key, "'");
+    }
+  }
+}
+
+double scheduled_lr(ScheduleKind kind, double base_lr, int64_t step, int64_t warmup, int64_t total) {
+  if (warmup > 0 && step < warmup) return base_lr * static_cast<double>(step + 1) / static_cast<double>(warmup);
+  if (kind == ScheduleKind::kConstant || total <= warmup) return base_lr;
+  const double progress = std::min(1.0, static_cast<double>(step - warmup) / static_cast<double>(total - warmup));
+  if (kind == ScheduleKind::kLinear) return base_lr * (1.0 - progress);
+  return base_lr * 0.5 * (1.0 + std::cos(M_PI * progress));
+}
+
+double clip_grad_norm(TensorMap& params, double max_norm) {
+  at::NoGradGuard no_grad;
+  double total = 0;
+  for (const auto& [name, p] : params) {
+    if (p.grad().defined()) total += p.grad().to(at::kDouble).pow(2).sum().item<double>();
+  }
+  const double norm = std::sqrt(total);
+  if (max_norm > 0 && std::isfinite(norm) && norm > max_norm) {
+    const double scale = max_norm / (norm + 1e-6);
+    for (auto& [name, p] : params) {
+      if (p.grad().defined()) p.mutable_grad().mul_(scale);
+    }
+  }
+  return norm;
+}
+
+}  // namespace aln::optim

@@ -1,0 +1,53 @@
+#pragma once
+// AdamW (decoupled weight decay, as torch.optim.AdamW), learning-rate schedules with linear warm-up,
+// and global gradient-norm clipping. Our own implementation over named tensors so its state is a
+// plain TensorMap that checkpoints save and restore bitwise, and that ZeRO-1 can shard by name.
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include <ATen/core/Tensor.h>
+
+namespace aln::optim {
+
+using TensorMap = std::map<std::string, at::Tensor>;
+
+struct AdamWOptions {
+  double lr = 1e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.0;
+};
+
+class AdamW {
+ public:
+  explicit AdamW(AdamWOptions options) : options_(options) {}
+
+  // One update of every parameter that has a gradient, with learning rate `lr` (from the schedule).
+  // Parameters must be leaf tensors; updates happen in place without recording autograd history.
+  void step(TensorMap& params, double lr);
+
+  int64_t steps() const { return steps_; }
+  // State for checkpoints: "<name>.exp_avg", "<name>.exp_avg_sq" and "step" (int64 scalar).
+  TensorMap state() const;
+  void load_state(const TensorMap& state);
+
+ private:
+  AdamWOptions options_;
+  int64_t steps_ = 0;
+  TensorMap exp_avg_;
+  TensorMap exp_avg_sq_;
+};
+
+enum class ScheduleKind { kConstant, kLinear, kCosine };
+
+// lr at `step` (0-based): linear warm-up from 0 over `warmup` steps, then constant, linear decay to 0,
+// or cosine decay to 0 at `total` steps.
+double scheduled_lr(ScheduleKind kind, double base_lr, int64_t step, int64_t warmup, int64_t total);
+
+// Scales all gradients so their global L2 norm is at most `max_norm` (0 = no clipping). Returns the
+// norm before clipping (non-finite when a gradient is NaN/Inf, which callers treat as a bad step).
+double clip_grad_norm(TensorMap& params, double max_norm);
+
+}  // namespace aln::optim
