@@ -2,6 +2,7 @@
 
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/gather.h>
+#include <ATen/ops/sum.h>
 #include <ATen/ops/logsumexp.h>
 
 #include <cmath>
@@ -63,6 +64,15 @@ at::Tensor token_logprobs(const at::Tensor& logits, const at::Tensor& targets) {
   at::Tensor picked = at::gather(x, -1, targets.unsqueeze(-1)).squeeze(-1);
   at::Tensor out = picked - at::logsumexp(x, {-1});
   return upcast ? out.to(logits.scalar_type()) : out;
+}
+
+ResponseLogprobs response_logprobs(const at::Tensor& logits, const at::Tensor& input_ids,
+                                   const at::Tensor& response_mask) {
+  const int64_t t = logits.size(1);
+  ALN_CHECK(t >= 2, "sequences need at least two tokens to score a response");
+  at::Tensor mask = response_mask.narrow(1, 1, t - 1).to(logits.scalar_type());
+  at::Tensor lp = token_logprobs(logits.narrow(1, 0, t - 1), input_ids.narrow(1, 1, t - 1)) * mask;
+  return {lp.sum(1), mask.sum(1), lp};
 }
 
 }  // namespace aln::kernels

@@ -22,4 +22,14 @@ void token_logprobs_backward_reference(const T* logits, const int64_t* targets, 
 // (bfloat16/float16 inputs are reduced in float32 and cast back). Differentiable.
 at::Tensor token_logprobs(const at::Tensor& logits, const at::Tensor& targets);
 
+// Per-sequence sums of response-token log-probs from logits [B, T, V] of sequences input_ids [B, T]
+// (logits at t predict the token at t + 1); response_mask [B, T] marks response tokens.
+struct ResponseLogprobs {
+  at::Tensor sums;       // [B]
+  at::Tensor tokens;     // [B] response tokens counted
+  at::Tensor per_token;  // [B, T-1], zero outside the response
+};
+ResponseLogprobs response_logprobs(const at::Tensor& logits, const at::Tensor& input_ids,
+                                   const at::Tensor& response_mask);
+
 }  // namespace aln::kernels

@@ -1,11 +1,20 @@
 // Explicit registration of every built-in trainer (no static-initialiser magic: what exists is
-// listed here, in one place). Each method is added as its plugin lands:
-//   sft, reward, dpo, safedpo          — alignment core (issue 4)
-//   tdpo, radpo, grpo, ptalign, controllable, hair — safety methods (issue 6)
+// listed here, in one place). Still to come with the safety-methods work: tdpo, radpo, grpo,
+// ptalign, controllable, hair.
+#include "core/status.h"
+#include "trainers/dpo/dpo_trainer.h"
+#include "trainers/reward/reward_trainer.h"
+#include "trainers/safedpo/safedpo_trainer.h"
+#include "trainers/sft/sft_trainer.h"
 #include "trainers/trainer.h"
 
 namespace aln::trainers {
 
-void register_all(TrainerRegistry& registry) { (void)registry; }
+void register_all(TrainerRegistry& registry) {
+  ALN_THROW_IF_ERROR(registry.add("sft", make_sft_trainer, "supervised fine-tuning on responses"));
+  ALN_THROW_IF_ERROR(registry.add("reward", make_reward_trainer, "Bradley-Terry reward model"));
+  ALN_THROW_IF_ERROR(registry.add("dpo", make_dpo_trainer, "DPO (sigmoid, ipo, hinge, robust)"));
+  ALN_THROW_IF_ERROR(registry.add("safedpo", make_safedpo_trainer, "SafeDPO with the safety transform and margin"));
+}
 
 }  // namespace aln::trainers

@@ -1,10 +1,9 @@
 #pragma once
-// The trainer plugin contract. A trainer says what it needs and computes a loss from a batch of the
-// shared Buffer; the engine owns everything else (micro-batching, accumulation, data/pipeline
-// parallelism, optimizer, clipping, schedule, checkpoints, metrics export, evaluation cadence).
-//
-// Batch, PrepareContext and StepContext grow with the alignment core (issue 4); the shape of the
-// contract is fixed here so plugins and the engine can be written against it.
+// The trainer plugin contract. A trainer says what it needs, may transform the stage's examples once
+// (prepare), and computes a loss from a batch of Buffer examples; the engine owns everything else
+// (batching, gradient accumulation, optimizer, clipping, schedule, reference log-probs,
+// checkpoints, metrics export, evaluation cadence, data/pipeline parallelism).
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <string>
@@ -14,40 +13,40 @@
 
 #include "absl/status/status.h"
 #include "aln/v1/job.pb.h"
+#include "core/buffer/buffer.h"
+#include "core/model/decoder.h"
 #include "core/registry.h"
 
 namespace aln::trainers {
 
-enum class RecordKind { kText, kPreferencePair, kPrompt, kRollout };
+enum class RecordKind { kSequences, kPreferencePairs, kPrompts };
+enum class ModelHead { kLanguageModel, kScore };
 
 // What a trainer asks of the engine.
 struct Needs {
-  RecordKind records = RecordKind::kText;
-  bool reference_model = false;     // frozen reference log-probs
-  int reward_models = 0;            // scorers it reads
-  bool full_vocab_reference = false;  // per-position distributions, not only token log-probs (TDPO, Ra-DPO)
-  bool rollouts = false;            // generates with the policy (GRPO, HAIR)
-};
-
-// A tokenised batch; pairs are laid out chosen rows first, then rejected rows.
-struct Batch {
-  at::Tensor input_ids;       // [B, T] int64
-  at::Tensor attention_mask;  // [B, T] int64, 1 = real token
-  at::Tensor response_mask;   // [B, T] float, 1 on response tokens (the ones losses sum over)
-  std::map<std::string, at::Tensor> extras;  // per-record labels: safety flags, rewards, ref log-probs...
-};
-
-struct LossOutput {
-  at::Tensor loss;                         // scalar, differentiable
-  std::map<std::string, double> metrics;   // named scalars exported as aln_train_<name>
+  RecordKind records = RecordKind::kSequences;
+  ModelHead head = ModelHead::kLanguageModel;
+  bool reference_logprobs = false;  // per-pair reference sums, cached or computed on the fly
 };
 
 struct PrepareContext {
   const aln::v1::StageSpec* stage = nullptr;
+  std::vector<buffer::Example>* examples = nullptr;  // may be filtered or rewritten in place
+  std::map<std::string, double>* counters = nullptr;  // exported as aln_data_<name> (for example swaps)
 };
 
 struct StepContext {
+  const model::DecoderModel* policy = nullptr;
+  // Set when reference log-probs are computed on the fly (not cached in the examples).
+  const model::DecoderModel* reference = nullptr;
+  int64_t pad_id = 0;
   int64_t step = 0;
+};
+
+struct LossOutput {
+  at::Tensor loss;                        // scalar, differentiable
+  std::map<std::string, double> metrics;  // exported as aln_train_<name> / aln_eval_<name>
+  int64_t tokens = 0;                     // tokens processed (throughput)
 };
 
 class Trainer {
@@ -55,9 +54,8 @@ class Trainer {
   virtual ~Trainer() = default;
   virtual std::string name() const = 0;
   virtual Needs needs() const = 0;
-  // One-time work before training (data transforms, self-generated data, caches).
   virtual absl::Status prepare(PrepareContext& context) { return absl::OkStatus(); }
-  virtual LossOutput compute_loss(const Batch& batch, StepContext& context) = 0;
+  virtual LossOutput compute_loss(const std::vector<const buffer::Example*>& batch, StepContext& context) = 0;
 };
 
 using TrainerRegistry = Registry<Trainer, const aln::v1::StageSpec&>;

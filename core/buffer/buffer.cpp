@@ -1,0 +1,95 @@
+#include "core/buffer/buffer.h"
+
+#include <ATen/ATen.h>
+
+#include <random>
+
+#include "core/error.h"
+
+namespace aln::buffer {
+
+Buffer::Buffer(std::vector<Example> examples, uint64_t seed, int rank, int world)
+    : examples_(std::move(examples)), seed_(seed), rank_(rank), world_(world) {
+  ALN_CHECK(world >= 1 && rank >= 0 && rank < world, "bad shard ", rank, " of ", world);
+  ALN_CHECK(static_cast<int64_t>(examples_.size()) >= world, "the buffer has ", examples_.size(),
+            " examples, fewer than the ", world, " data-parallel ranks");
+}
+
+std::vector<int64_t> Buffer::order(int64_t epoch) const {
+  std::vector<int64_t> idx(examples_.size());
+  for (size_t i = 0; i < idx.size(); ++i) idx[i] = static_cast<int64_t>(i);
+  std::mt19937_64 rng(seed_ * 1000003ULL + static_cast<uint64_t>(epoch));
+  // Fisher-Yates with our own index draw: std::shuffle and the distributions are implementation-defined.
+  for (size_t i = idx.size(); i > 1; --i) {
+    const uint64_t j = rng() % i;
+    std::swap(idx[i - 1], idx[j]);
+  }
+  return idx;
+}
+
+int64_t Buffer::shard_size() const {
+  // Every rank gets the same count (the remainder of an epoch is dropped) so steps stay in lock-step.
+  return static_cast<int64_t>(examples_.size()) / world_;
+}
+
+std::vector<const Example*> Buffer::next(int64_t n) {
+  std::vector<const Example*> out;
+  out.reserve(n);
+  while (static_cast<int64_t>(out.size()) < n) {
+    if (position_.offset >= shard_size()) {
+      ++position_.epoch;
+      position_.offset = 0;
+    }
+    if (cached_epoch_ != position_.epoch) {
+      cached_order_ = order(position_.epoch);
+      cached_epoch_ = position_.epoch;
+    }
+    const int64_t global = position_.offset * world_ + rank_;
+    out.push_back(&examples_[cached_order_[global]]);
+    ++position_.offset;
+  }
+  return out;
+}
+
+SequenceBatch collate(const std::vector<std::pair<const std::vector<int64_t>*, const std::vector<int64_t>*>>& rows,
+                      int64_t pad_id) {
+  int64_t longest = 1;
+  for (const auto& [p, r] : rows) longest = std::max<int64_t>(longest, p->size() + r->size());
+  const int64_t b = static_cast<int64_t>(rows.size());
+  SequenceBatch out;
+  out.input_ids = at::full({b, longest}, pad_id, at::kLong);
+  out.attention_mask = at::zeros({b, longest}, at::kLong);
+  out.response_mask = at::zeros({b, longest}, at::kFloat);
+  auto ids = out.input_ids.accessor<int64_t, 2>();
+  auto mask = out.attention_mask.accessor<int64_t, 2>();
+  auto resp = out.response_mask.accessor<float, 2>();
+  for (int64_t i = 0; i < b; ++i) {
+    const auto& [p, r] = rows[i];
+    int64_t t = 0;
+    for (int64_t id : *p) { ids[i][t] = id; mask[i][t] = 1; ++t; }
+    for (int64_t id : *r) { ids[i][t] = id; mask[i][t] = 1; resp[i][t] = 1; ++t; }
+  }
+  return out;
+}
+
+SequenceBatch collate_sft(const std::vector<const Example*>& examples, int64_t pad_id) {
+  std::vector<std::pair<const std::vector<int64_t>*, const std::vector<int64_t>*>> rows;
+  for (const Example* e : examples) rows.push_back({&e->prompt, &e->response});
+  return collate(rows, pad_id);
+}
+
+SequenceBatch collate_pairs(const std::vector<const Example*>& examples, int64_t pad_id) {
+  std::vector<std::pair<const std::vector<int64_t>*, const std::vector<int64_t>*>> rows;
+  for (const Example* e : examples) rows.push_back({&e->prompt, &e->chosen});
+  for (const Example* e : examples) rows.push_back({&e->prompt, &e->rejected});
+  return collate(rows, pad_id);
+}
+
+void truncate(std::vector<int64_t>* prompt, int64_t max_prompt, std::vector<int64_t>* response, int64_t max_response) {
+  if (static_cast<int64_t>(prompt->size()) > max_prompt) {
+    prompt->erase(prompt->begin(), prompt->end() - max_prompt);
+  }
+  if (static_cast<int64_t>(response->size()) > max_response) response->resize(max_response);
+}
+
+}  // namespace aln::buffer

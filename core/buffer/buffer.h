@@ -1,0 +1,81 @@
+#pragma once
+// The shared Buffer: tokenised examples every trainer consumes, with a seeded, deterministic order
+// per epoch, sharding across data-parallel ranks, and a position that checkpoints save so a resumed
+// job continues with exactly the examples it would have seen.
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+namespace aln::buffer {
+
+// One tokenised training example. SFT uses prompt + response; preference methods use prompt +
+// chosen + rejected. Labels are optional per source.
+struct Example {
+  std::vector<int64_t> prompt;
+  std::vector<int64_t> response;   // SFT
+  std::vector<int64_t> chosen;     // pairs
+  std::vector<int64_t> rejected;
+  int unsafe_chosen = -1;          // 1 unsafe, 0 safe, -1 unknown
+  int unsafe_rejected = -1;
+  int safer = -1;                  // which response the safety preference picks: 0 chosen, 1 rejected
+  double reference_chosen = std::numeric_limits<double>::quiet_NaN();   // cached reference log-probs
+  double reference_rejected = std::numeric_limits<double>::quiet_NaN();
+  std::string source;              // "file:line" for messages
+};
+
+struct Position {
+  int64_t epoch = 0;
+  int64_t offset = 0;  // examples of this rank's shard consumed in `epoch`
+};
+
+class Buffer {
+ public:
+  // Each rank sees examples i with i % world == rank of the epoch's permutation (so all ranks
+  // together see every example once per epoch, and a batch of one rank never overlaps another's).
+  Buffer(std::vector<Example> examples, uint64_t seed, int rank = 0, int world = 1);
+
+  // The next `n` examples of this rank, wrapping into the next epoch (reshuffled) when needed.
+  std::vector<const Example*> next(int64_t n);
+
+  Position position() const { return position_; }
+  void seek(Position p) { position_ = p; }
+  int64_t size() const { return static_cast<int64_t>(examples_.size()); }
+  int64_t shard_size() const;
+  std::vector<Example>& examples() { return examples_; }
+  const std::vector<Example>& examples() const { return examples_; }
+
+  // The permutation of example indices for `epoch` (Fisher-Yates over a std::mt19937_64 seeded with
+  // seed and epoch, which the C++ standard fully specifies, so orders are identical everywhere).
+  std::vector<int64_t> order(int64_t epoch) const;
+
+ private:
+  std::vector<Example> examples_;
+  uint64_t seed_;
+  int rank_;
+  int world_;
+  Position position_;
+  int64_t cached_epoch_ = -1;
+  std::vector<int64_t> cached_order_;
+};
+
+// Right-padded batch of prompt+response sequences. response_mask marks response tokens.
+struct SequenceBatch {
+  at::Tensor input_ids;       // [B, T] int64
+  at::Tensor attention_mask;  // [B, T] int64
+  at::Tensor response_mask;   // [B, T] float32
+};
+
+SequenceBatch collate(const std::vector<std::pair<const std::vector<int64_t>*, const std::vector<int64_t>*>>& rows,
+                      int64_t pad_id);
+// SFT rows: prompt + response.
+SequenceBatch collate_sft(const std::vector<const Example*>& examples, int64_t pad_id);
+// Pairs: rows 0..B-1 are prompt+chosen, rows B..2B-1 prompt+rejected (same padded length).
+SequenceBatch collate_pairs(const std::vector<const Example*>& examples, int64_t pad_id);
+
+// Truncation to the configured lengths: keep the end of the prompt, cap the response.
+void truncate(std::vector<int64_t>* prompt, int64_t max_prompt, std::vector<int64_t>* response, int64_t max_response);
+
+}  // namespace aln::buffer

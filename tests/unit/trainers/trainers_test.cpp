@@ -1,0 +1,156 @@
+// Trainer plugins on a tiny model: SFT and reward losses against direct computations, DPO with
+// cached vs on-the-fly reference log-probs, the SafeDPO transform's keep/swap/drop counts and
+// variants, and the registry listing every built-in trainer.
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+
+#include "trainers/dpo/pair_logprobs.h"
+#include "trainers/trainer.h"
+
+namespace aln::trainers {
+namespace {
+
+model::ModelConfig tiny(model::Head head) {
+  model::ModelConfig c;
+  c.vocab_size = 40;
+  c.hidden_size = 16;
+  c.num_layers = 1;
+  c.num_heads = 2;
+  c.num_kv_heads = 2;
+  c.head_dim = 8;
+  c.intermediate_size = 24;
+  c.max_position = 64;
+  c.head = head;
+  return c;
+}
+
+aln::v1::StageSpec stage_with(const std::string& method) {
+  aln::v1::StageSpec s;
+  if (method == "sft") s.mutable_trainer()->mutable_sft();
+  if (method == "reward") s.mutable_trainer()->mutable_reward();
+  if (method == "dpo") s.mutable_trainer()->mutable_dpo()->set_beta(0.1);
+  if (method == "safedpo") {
+    s.mutable_trainer()->mutable_safedpo()->set_beta(0.1);
+    s.mutable_trainer()->mutable_safedpo()->set_delta(10);
+    s.mutable_trainer()->mutable_safedpo()->set_variant(aln::v1::SAFEDPO);
+  }
+  return s;
+}
+
+std::unique_ptr<Trainer> make(const std::string& method) {
+  TrainerRegistry registry("trainer");
+  register_all(registry);
+  auto t = registry.create(method, stage_with(method));
+  EXPECT_TRUE(t.ok()) << t.status();
+  return std::move(*t);
+}
+
+buffer::Example pair(std::vector<int64_t> p, std::vector<int64_t> c, std::vector<int64_t> r, int uc = -1, int ur = -1) {
+  buffer::Example e;
+  e.prompt = std::move(p);
+  e.chosen = std::move(c);
+  e.rejected = std::move(r);
+  e.unsafe_chosen = uc;
+  e.unsafe_rejected = ur;
+  return e;
+}
+
+TEST(Trainers, RegistryListsTheAlignmentCoreMethods) {
+  TrainerRegistry registry("trainer");
+  register_all(registry);
+  EXPECT_EQ(registry.names(), (std::vector<std::string>{"dpo", "reward", "safedpo", "sft"}));
+}
+
+TEST(Trainers, SftIsMeanNllOverResponseTokens) {
+  auto policy = model::DecoderModel::random_init(tiny(model::Head::kCausalLm), 1);
+  buffer::Example a, b;
+  a.prompt = {1, 2, 3};
+  a.response = {4, 5};
+  b.prompt = {6};
+  b.response = {7, 8, 9};
+  StepContext ctx{&policy, nullptr, 0, 0};
+  LossOutput out = make("sft")->compute_loss({&a, &b}, ctx);
+  // Direct: -log p(4|1 2 3) - log p(5|1 2 3 4) for a, three terms for b, divided by 5.
+  double total = 0;
+  for (const auto* e : {&a, &b}) {
+    std::vector<int64_t> ids = e->prompt;
+    ids.insert(ids.end(), e->response.begin(), e->response.end());
+    at::Tensor t = at::tensor(ids, at::kLong).unsqueeze(0);
+    at::Tensor logp = policy.logits(t, at::ones_like(t)).log_softmax(-1)[0];
+    for (size_t k = e->prompt.size(); k < ids.size(); ++k) total -= logp[k - 1][ids[k]].item<double>();
+  }
+  EXPECT_NEAR(out.loss.item<double>(), total / 5, 1e-5);
+  EXPECT_EQ(out.metrics["response_tokens"], 5);
+}
+
+TEST(Trainers, RewardIsBradleyTerryOnScores) {
+  auto rm = model::DecoderModel::random_init(tiny(model::Head::kSequenceScore), 2);
+  auto e1 = pair({1, 2}, {3, 4}, {5}), e2 = pair({6}, {7}, {8, 9, 10});
+  StepContext ctx{&rm, nullptr, 0, 0};
+  LossOutput out = make("reward")->compute_loss({&e1, &e2}, ctx);
+  auto score = [&](std::vector<int64_t> ids) {
+    at::Tensor t = at::tensor(ids, at::kLong).unsqueeze(0);
+    return rm.scores(t, at::ones_like(t)).item<double>();
+  };
+  const double d1 = score({1, 2, 3, 4}) - score({1, 2, 5});
+  const double d2 = score({6, 7}) - score({6, 8, 9, 10});
+  const double want = (std::log1p(std::exp(-d1)) + std::log1p(std::exp(-d2))) / 2;
+  EXPECT_NEAR(out.loss.item<double>(), want, 1e-5);
+  EXPECT_DOUBLE_EQ(out.metrics["reward_accuracy"], (d1 > 0) * 0.5 + (d2 > 0) * 0.5);
+}
+
+TEST(Trainers, DpoCachedReferenceEqualsOnTheFly) {
+  auto policy = model::DecoderModel::random_init(tiny(model::Head::kCausalLm), 3);
+  auto reference = model::DecoderModel::random_init(tiny(model::Head::kCausalLm), 4);
+  std::vector<buffer::Example> ex = {pair({1, 2}, {3, 4}, {5}), pair({6}, {7}, {8, 9, 10})};
+  StepContext live{&policy, &reference, 0, 0};
+  auto trainer = make("dpo");
+  const double on_the_fly = trainer->compute_loss({&ex[0], &ex[1]}, live).loss.item<double>();
+  reference_pair_logprobs(reference, {&ex[0], &ex[1]}, 0);
+  EXPECT_TRUE(std::isfinite(ex[0].reference_chosen));
+  StepContext cached{&policy, nullptr, 0, 0};
+  EXPECT_NEAR(trainer->compute_loss({&ex[0], &ex[1]}, cached).loss.item<double>(), on_the_fly, 1e-6);
+  // At the start (policy == reference) DPO's sigmoid loss is log 2.
+  reference_pair_logprobs(policy, {&ex[0], &ex[1]}, 0);
+  EXPECT_NEAR(trainer->compute_loss({&ex[0], &ex[1]}, cached).loss.item<double>(), std::log(2.0), 1e-6);
+}
+
+TEST(Trainers, SafeDpoTransformCountsAndMargin) {
+  std::vector<buffer::Example> ex = {
+      pair({1}, {2}, {3}, 0, 0),   // keep
+      pair({1}, {4}, {5}, 0, 1),   // keep (safe vs unsafe: margin applies)
+      pair({1}, {6}, {7}, 1, 0),   // swap
+      pair({1}, {8}, {9}, 1, 1),   // drop
+      pair({1}, {10}, {11}),       // unlabeled: kept, no margin
+  };
+  std::map<std::string, double> counters;
+  aln::v1::StageSpec stage = stage_with("safedpo");
+  PrepareContext prep{&stage, &ex, &counters};
+  auto trainer = make("safedpo");
+  ASSERT_TRUE(trainer->prepare(prep).ok());
+  EXPECT_EQ(ex.size(), 4u);
+  EXPECT_EQ(counters["safedpo_kept"], 2);
+  EXPECT_EQ(counters["safedpo_swapped"], 1);
+  EXPECT_EQ(counters["safedpo_dropped"], 1);
+  EXPECT_EQ(counters["safedpo_unlabeled"], 1);
+  EXPECT_EQ(ex[2].chosen, std::vector<int64_t>{7});  // swapped: the safe response is preferred
+  for (const auto& e : ex) EXPECT_EQ(e.unsafe_chosen, 0);
+  // Policy == reference: h = 0, so a pair's loss is -log s(-margin): log 2 without margin,
+  // -log s(-10) for the safe-vs-unsafe pairs.
+  auto policy = model::DecoderModel::random_init(tiny(model::Head::kCausalLm), 5);
+  std::vector<buffer::Example*> all;
+  for (auto& e : ex) all.push_back(&e);
+  reference_pair_logprobs(policy, all, 0);
+  StepContext ctx{&policy, nullptr, 0, 0};
+  const double got = trainer->compute_loss({&ex[0], &ex[1], &ex[2], &ex[3]}, ctx).loss.item<double>();
+  const double margin_pair = std::log1p(std::exp(10.0));
+  EXPECT_NEAR(got, (std::log(2.0) + 2 * margin_pair + std::log(2.0)) / 4, 1e-5);
+  // All-dropped data is an error, not an empty run.
+  std::vector<buffer::Example> bad = {pair({1}, {2}, {3}, 1, 1)};
+  PrepareContext prep_bad{&stage, &bad, &counters};
+  EXPECT_FALSE(make("safedpo")->prepare(prep_bad).ok());
+}
+
+}  // namespace
+}  // namespace aln::trainers

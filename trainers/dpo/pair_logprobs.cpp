@@ -1,0 +1,60 @@
+#include "trainers/dpo/pair_logprobs.h"
+
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+
+#include <cmath>
+
+#include "core/error.h"
+#include "kernels/token_logprobs.h"
+
+namespace aln::trainers {
+
+PairForward pair_forward(const std::vector<const buffer::Example*>& batch, StepContext& ctx) {
+  const int64_t n = static_cast<int64_t>(batch.size());
+  buffer::SequenceBatch b = buffer::collate_pairs(batch, ctx.pad_id);
+  at::Tensor logits = ctx.policy->logits(b.input_ids, b.attention_mask);
+  kernels::ResponseLogprobs lp = kernels::response_logprobs(logits, b.input_ids, b.response_mask);
+  PairForward out;
+  out.tokens = b.attention_mask.sum().item<int64_t>();
+  out.logprobs.policy_chosen = lp.sums.narrow(0, 0, n);
+  out.logprobs.policy_rejected = lp.sums.narrow(0, n, n);
+  out.logprobs.chosen_tokens = lp.tokens.narrow(0, 0, n);
+  out.logprobs.rejected_tokens = lp.tokens.narrow(0, n, n);
+  bool cached = true;
+  for (const auto* e : batch) cached = cached && std::isfinite(e->reference_chosen) && std::isfinite(e->reference_rejected);
+  if (cached) {
+    std::vector<double> c, r;
+    for (const auto* e : batch) {
+      c.push_back(e->reference_chosen);
+      r.push_back(e->reference_rejected);
+    }
+    out.logprobs.reference_chosen = at::tensor(c, at::kDouble).to(lp.sums.scalar_type());
+    out.logprobs.reference_rejected = at::tensor(r, at::kDouble).to(lp.sums.scalar_type());
+  } else {
+    ALN_CHECK(ctx.reference != nullptr, "reference log-probs are neither cached nor computable (no reference model)");
+    at::NoGradGuard no_grad;
+    at::Tensor ref_logits = ctx.reference->logits(b.input_ids, b.attention_mask);
+    at::Tensor ref = kernels::response_logprobs(ref_logits, b.input_ids, b.response_mask).sums;
+    out.logprobs.reference_chosen = ref.narrow(0, 0, n);
+    out.logprobs.reference_rejected = ref.narrow(0, n, n);
+  }
+  return out;
+}
+
+void reference_pair_logprobs(const model::DecoderModel& reference, const std::vector<buffer::Example*>& batch,
+                             int64_t pad_id) {
+  at::NoGradGuard no_grad;
+  std::vector<const buffer::Example*> view(batch.begin(), batch.end());
+  buffer::SequenceBatch b = buffer::collate_pairs(view, pad_id);
+  at::Tensor sums = kernels::response_logprobs(reference.logits(b.input_ids, b.attention_mask), b.input_ids,
+                                               b.response_mask)
+                        .sums.to(at::kDouble);
+  const int64_t n = static_cast<int64_t>(batch.size());
+  for (int64_t i = 0; i < n; ++i) {
+    batch[i]->reference_chosen = sums[i].item<double>();
+    batch[i]->reference_rejected = sums[n + i].item<double>();
+  }
+}
+
+}  // namespace aln::trainers

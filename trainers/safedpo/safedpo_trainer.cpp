@@ -1,0 +1,109 @@
+#include "trainers/safedpo/safedpo_trainer.h"
+
+#include <ATen/ATen.h>
+
+#include "trainers/dpo/pair_logprobs.h"
+
+namespace aln::trainers {
+namespace {
+
+class SafeDpoTrainer final : public Trainer {
+ public:
+  explicit SafeDpoTrainer(const aln::v1::SafeDpoOptions& o) : options_(o) {}
+  std::string name() const override { return "safedpo"; }
+  Needs needs() const override { return {RecordKind::kPreferencePairs, ModelHead::kLanguageModel, true}; }
+
+  absl::Status prepare(PrepareContext& ctx) override {
+    std::vector<buffer::Example> kept;
+    double keep = 0, swap = 0, drop = 0, unlabeled = 0;
+    for (buffer::Example& e : *ctx.examples) {
+      const bool labeled = e.unsafe_chosen >= 0 && e.unsafe_rejected >= 0;
+      switch (options_.variant()) {
+        case aln::v1::BETTER:
+          break;
+        case aln::v1::SAFER:
+          if (e.safer < 0) {
+            ++drop;
+            continue;
+          }
+          if (e.safer == 1) {
+            std::swap(e.chosen, e.rejected);
+            std::swap(e.unsafe_chosen, e.unsafe_rejected);
+            ++swap;
+          }
+          break;
+        case aln::v1::SAFE_BETTER:
+          if (labeled && e.unsafe_chosen == 1) {
+            ++drop;
+            continue;
+          }
+          break;
+        default: {  // SAFEDPO: the transform T
+          if (!labeled) {
+            ++unlabeled;
+            e.unsafe_chosen = e.unsafe_rejected = 0;  // no margin without labels
+            break;
+          }
+          const auto action = kernels::safedpo_action(e.unsafe_chosen == 1, e.unsafe_rejected == 1);
+          if (action == kernels::SafePairAction::kDrop) {
+            ++drop;
+            continue;
+          }
+          if (action == kernels::SafePairAction::kSwap) {
+            std::swap(e.chosen, e.rejected);
+            std::swap(e.unsafe_chosen, e.unsafe_rejected);
+            ++swap;
+          } else {
+            ++keep;
+          }
+        }
+      }
+      kept.push_back(std::move(e));
+    }
+    *ctx.examples = std::move(kept);
+    (*ctx.counters)["safedpo_kept"] = keep;
+    (*ctx.counters)["safedpo_swapped"] = swap;
+    (*ctx.counters)["safedpo_dropped"] = drop;
+    (*ctx.counters)["safedpo_unlabeled"] = unlabeled;
+    if (ctx.examples->empty()) {
+      return absl::InvalidArgumentError("safedpo: no pairs left after the transform (every pair was dropped)");
+    }
+    return absl::OkStatus();
+  }
+
+  LossOutput compute_loss(const std::vector<const buffer::Example*>& batch, StepContext& ctx) override {
+    PairForward f = pair_forward(batch, ctx);
+    kernels::PairLossOutput l;
+    if (options_.variant() == aln::v1::SAFEDPO || options_.variant() == aln::v1::SAFE_DPO_VARIANT_UNSPECIFIED) {
+      std::vector<double> uw, ul;
+      for (const auto* e : batch) {
+        uw.push_back(e->unsafe_chosen == 1 ? 1.0 : 0.0);
+        ul.push_back(e->unsafe_rejected == 1 ? 1.0 : 0.0);
+      }
+      const auto dtype = f.logprobs.policy_chosen.scalar_type();
+      l = kernels::safedpo_loss(f.logprobs, at::tensor(uw, at::kDouble).to(dtype), at::tensor(ul, at::kDouble).to(dtype),
+                                options_.beta(), options_.delta());
+    } else {
+      l = kernels::dpo_loss(f.logprobs, kernels::DpoLossType::kSigmoid, options_.beta(), 0.0);
+    }
+    LossOutput out;
+    out.loss = l.loss;
+    out.tokens = f.tokens;
+    out.metrics["rewards_chosen"] = l.rewards_chosen.mean().item<double>();
+    out.metrics["rewards_rejected"] = l.rewards_rejected.mean().item<double>();
+    out.metrics["rewards_accuracy"] = l.accuracy;
+    out.metrics["rewards_margin"] = l.margin;
+    return out;
+  }
+
+ private:
+  aln::v1::SafeDpoOptions options_;
+};
+
+}  // namespace
+
+std::unique_ptr<Trainer> make_safedpo_trainer(const aln::v1::StageSpec& stage) {
+  return std::make_unique<SafeDpoTrainer>(stage.trainer().safedpo());
+}
+
+}  // namespace aln::trainers

@@ -1,0 +1,33 @@
+#include "trainers/sft/sft_trainer.h"
+
+#include <ATen/ATen.h>
+
+#include "kernels/token_logprobs.h"
+
+namespace aln::trainers {
+namespace {
+
+class SftTrainer final : public Trainer {
+ public:
+  std::string name() const override { return "sft"; }
+  Needs needs() const override { return {RecordKind::kSequences, ModelHead::kLanguageModel, false}; }
+
+  LossOutput compute_loss(const std::vector<const buffer::Example*>& batch, StepContext& ctx) override {
+    buffer::SequenceBatch b = buffer::collate_sft(batch, ctx.pad_id);
+    at::Tensor logits = ctx.policy->logits(b.input_ids, b.attention_mask);
+    kernels::ResponseLogprobs lp = kernels::response_logprobs(logits, b.input_ids, b.response_mask);
+    at::Tensor tokens = lp.tokens.sum();
+    LossOutput out;
+    out.loss = -lp.sums.sum() / tokens.clamp_min(1);
+    out.tokens = b.attention_mask.sum().item<int64_t>();
+    out.metrics["nll"] = out.loss.item<double>();
+    out.metrics["response_tokens"] = tokens.item<double>();
+    return out;
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Trainer> make_sft_trainer(const aln::v1::StageSpec&) { return std::make_unique<SftTrainer>(); }
+
+}  // namespace aln::trainers
