@@ -48,10 +48,16 @@ printf 'trainer:\n  dpo: [beta: 1\n' >"$tmp/syntax.yaml"
 expect "missing file" 2 "$tmp/none.yaml:0: (file): cannot open the job file; check the path" -- "$ALN" train "$tmp/none.yaml"
 
 # Not-yet-available subcommands say so and exit 2.
-for sub in eval generate data convert; do
+for sub in eval generate convert; do
   "$ALN" "$sub" >/dev/null 2>"$tmp/err"; rc=$?
   [[ $rc -eq 2 ]] && grep -q "not available in this build yet" "$tmp/err" && pass || fail "$sub: rc $rc"
 done
+# aln data: counts and problems with file:line; validate exits 1 when a row is bad.
+"$ALN" data inspect examples/data/xstest/xstest_pairs_shared.jsonl >"$tmp/inspect" 2>&1 && pass || fail "data inspect"
+grep -q "476 rows, 476 records, 0 problems" "$tmp/inspect" && pass || fail "inspect counts: $(head -3 "$tmp/inspect")"
+printf '{"prompt": "p", "chosen": "a", "rejected": "b"}\n{"prompt": "p", "chosen": "same", "rejected": "same"}\n' >"$tmp/bad.jsonl"
+"$ALN" data validate "$tmp/bad.jsonl" >"$tmp/out" 2>"$tmp/err"; rc=$?
+[[ $rc -eq 1 ]] && grep -q "bad.jsonl:2: rejected: identical to chosen" "$tmp/err" && pass || fail "data validate: rc $rc $(cat "$tmp/err")"
 "$LAUNCHER" --help >/dev/null && pass || fail "aln-launcher --help"
 "$ALNCTL" --help >/dev/null && pass || fail "alnctl --help"
 

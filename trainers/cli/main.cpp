@@ -36,7 +36,7 @@ int dispatch(int argc, char** argv) {
   const std::string command = argv[1];
   aln::cli::Args args(argv + 2, argv + argc);
   for (const auto& a : args) {
-    if (a == "--help" || a == "-h") {
+    if ((a == "--help" || a == "-h") && command != "data") {
       std::fputs(kHelp, stdout);
       return 0;
     }
@@ -45,7 +45,7 @@ int dispatch(int argc, char** argv) {
   if (command == "version" || command == "--version") return aln::cli::run_version(args);
   if (command == "eval") return aln::cli::run_not_yet("eval", "the alignment core");
   if (command == "generate") return aln::cli::run_not_yet("generate", "the model stack");
-  if (command == "data") return aln::cli::run_not_yet("data", "the alignment core (data readers)");
+  if (command == "data") return aln::cli::run_data(args);
   if (command == "convert") return aln::cli::run_not_yet("convert", "the model stack (Hugging Face checkpoints)");
   std::fprintf(stderr, "aln: unknown command '%s'; see `aln --help`\n", command.c_str());
   return 2;
