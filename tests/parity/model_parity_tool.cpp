@@ -11,6 +11,7 @@
 
 #include "core/model/decoder.h"
 #include "core/model/generation.h"
+#include "core/model/hf_checkpoint.h"
 
 namespace {
 
@@ -68,9 +69,41 @@ int run(const std::string& dir) {
 
 }  // namespace
 
+// `checkpoint IN OUT SHARD_BYTES DTYPE`: loads a Hugging Face directory, writes logits of the batch in
+// IN (input_ids.bin / attention_mask.bin, shape in batch.json) to IN/aln_logits.bin, and saves the
+// model to OUT with Aln's writer.
+int checkpoint(const std::string& in, const std::string& out, int64_t shard_bytes, const std::string& dtype) {
+  auto model = aln::model::load_hf_model(in);
+  if (!model.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(model.status().message()).c_str());
+    return 3;
+  }
+  std::ifstream batch_file(in + "/batch.json");
+  nlohmann::json batch = nlohmann::json::parse(batch_file);
+  const auto shape = batch["shape"].get<std::vector<int64_t>>();
+  at::Tensor ids = read_raw(in + "/input_ids.bin", shape, at::kLong);
+  at::Tensor mask = read_raw(in + "/attention_mask.bin", shape, at::kLong);
+  write_raw(in + "/aln_logits.bin", model->logits(ids, mask));
+  const at::ScalarType type = dtype == "bfloat16" ? at::kBFloat16 : dtype == "float16" ? at::kHalf : at::kFloat;
+  absl::Status s = aln::model::save_hf_model(*model, out, type, shard_bytes);
+  if (!s.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(s.message()).c_str());
+    return 1;
+  }
+  return 0;
+}
+
 int main(int argc, char** argv) {
+  if (argc == 6 && std::string(argv[1]) == "checkpoint") {
+    try {
+      return checkpoint(argv[2], argv[3], std::atoll(argv[4]), argv[5]);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "model_parity_tool: %s\n", e.what());
+      return 1;
+    }
+  }
   if (argc != 2) {
-    std::fprintf(stderr, "usage: model_parity_tool DIR\n");
+    std::fprintf(stderr, "usage: model_parity_tool DIR | checkpoint IN OUT SHARD_BYTES DTYPE\n");
     return 2;
   }
   try {

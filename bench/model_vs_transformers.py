@@ -1,0 +1,86 @@
+"""Generation and forward throughput: Aln vs transformers, same model, inputs, dtype and threads.
+
+Builds a tiny random Llama with transformers, saves it (safetensors), runs greedy generation with the
+KV cache (batch 8, 128 new tokens) and a batched forward in transformers, then runs bench/model_bench
+(Aln) on the same directory. Aln must reproduce transformers' generated tokens before any timing counts.
+
+  .venv/bin/python bench/model_vs_transformers.py build/bin/model_bench [--threads 2] [--out bench.json]
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import tempfile
+import time
+
+import torch
+import transformers as tr
+
+parser = argparse.ArgumentParser()
+parser.add_argument("tool")
+parser.add_argument("--threads", type=int, default=2)
+parser.add_argument("--batch", type=int, default=8)
+parser.add_argument("--prompt-len", type=int, default=16)
+parser.add_argument("--new-tokens", type=int, default=128)
+parser.add_argument("--forward-len", type=int, default=256)
+parser.add_argument("--repeats", type=int, default=5)
+parser.add_argument("--out", default="")
+args = parser.parse_args()
+
+torch.set_num_threads(args.threads)
+torch.manual_seed(0)
+config = tr.LlamaConfig(vocab_size=32000, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
+                        num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=1024,
+                        pad_token_id=0, bos_token_id=1, eos_token_id=2)
+model = tr.LlamaForCausalLM(config).eval()
+prompt = torch.randint(3, config.vocab_size, (args.batch, args.prompt_len))
+mask = torch.ones_like(prompt)
+fwd_ids = torch.randint(3, config.vocab_size, (args.batch, args.forward_len))
+
+
+def timed(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+with torch.no_grad():
+    gen = lambda: model.generate(input_ids=prompt, attention_mask=mask, max_new_tokens=args.new_tokens,  # noqa: E731
+                                 min_new_tokens=args.new_tokens, do_sample=False, eos_token_id=None, pad_token_id=0)
+    expected = gen()[:, args.prompt_len:]
+    model(fwd_ids)  # warm-up
+    gen_times = [timed(gen) for _ in range(args.repeats)]
+    fwd_times = [timed(lambda: model(fwd_ids)) for _ in range(args.repeats)]
+
+with tempfile.TemporaryDirectory() as d:
+    model.save_pretrained(d)
+    prompt.numpy().tofile(os.path.join(d, "bench_prompt.bin"))
+    expected.contiguous().numpy().tofile(os.path.join(d, "bench_expected.bin"))
+    out = subprocess.run([args.tool, d, str(args.threads), str(args.batch), str(args.prompt_len), str(args.new_tokens),
+                          str(args.forward_len), str(args.repeats)], capture_output=True, text=True)
+    if out.returncode not in (0, 1):
+        raise SystemExit(f"model_bench failed: {out.stderr}")
+    aln = json.loads(out.stdout)
+
+hf_gen = statistics.median(gen_times)
+hf_fwd = statistics.median(fwd_times)
+result = {
+    "config": {"model": "llama", "hidden": 256, "layers": 4, "heads": 8, "kv_heads": 4, "vocab": 32000,
+               "dtype": "float32", "threads": args.threads, "batch": args.batch, "prompt_len": args.prompt_len,
+               "new_tokens": args.new_tokens, "forward_len": args.forward_len, "repeats": args.repeats,
+               "torch": torch.__version__, "transformers": tr.__version__},
+    "aln_matches_transformers_tokens": aln["correct"],
+    "generate_tokens_per_s": {"aln": aln["generate_tokens_per_s"],
+                              "transformers": args.batch * args.new_tokens / hf_gen},
+    "forward_tokens_per_s": {"aln": aln["forward_tokens_per_s"], "transformers": args.batch * args.forward_len / hf_fwd},
+}
+result["generate_ratio"] = result["generate_tokens_per_s"]["aln"] / result["generate_tokens_per_s"]["transformers"]
+result["forward_ratio"] = result["forward_tokens_per_s"]["aln"] / result["forward_tokens_per_s"]["transformers"]
+text = json.dumps(result, indent=2)
+print(text)
+if args.out:
+    with open(args.out, "w") as f:
+        f.write(text + "\n")
+if not aln["correct"]:
+    raise SystemExit("Aln's generated tokens differ from transformers'; timings are not comparable")

@@ -1,0 +1,22 @@
+#pragma once
+// Hugging Face model directories both ways: config.json + model.safetensors, or sharded
+// model-0000k-of-0000n.safetensors + model.safetensors.index.json. What transformers saves we load;
+// what we save transformers loads.
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "core/model/decoder.h"
+
+namespace aln::model {
+
+// Loads config.json and the weights (single file or sharded), converted to `dtype`.
+absl::StatusOr<DecoderModel> load_hf_model(const std::string& dir, at::ScalarType dtype = at::kFloat);
+
+// Writes config.json and the weights in `dtype` (float32, bfloat16 or float16). Shards when the
+// tensors exceed `max_shard_bytes` (0 = never). The directory is written atomically: into
+// `dir.tmp-<pid>`, fsynced, then renamed over `dir`.
+absl::Status save_hf_model(const DecoderModel& model, const std::string& dir, at::ScalarType dtype = at::kFloat,
+                           int64_t max_shard_bytes = 0);
+
+}  // namespace aln::model
