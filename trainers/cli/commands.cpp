@@ -5,6 +5,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/config/job_config.h"
+#include "core/env.h"
+#include "core/logging.h"
+#include "core/metrics.h"
+#include "core/status.h"
+#include "trainers/engine/engine.h"
 #include "trainers/trainer.h"
 
 namespace aln::cli {
@@ -53,10 +58,11 @@ int run_train(const Args& args) {
   std::string file;
   bool dry_run = false;
   bool print_spec = false;
+  bool resume = false;
   for (const auto& arg : args) {
     if (arg == "--dry-run") dry_run = true;
     else if (arg == "--print-spec") print_spec = true;
-    else if (arg == "--resume") continue;  // accepted now; meaningful once checkpoints land
+    else if (arg == "--resume") resume = true;
     else if (!arg.empty() && arg[0] == '-') {
       std::fprintf(stderr, "aln train: unknown option '%s'; see `aln train --help`\n", arg.c_str());
       return 2;
@@ -93,7 +99,37 @@ int run_train(const Args& args) {
     std::printf("dry run: the job spec is valid; nothing was trained\n");
     return 0;
   }
-  return run_not_yet("train", "the alignment core (the training engine)");
+  const Environment env = read_environment();
+  Logger log(0, "coordinator", env.log_level);
+  if (!env.problems.empty()) log.warning("%s", env.problems);
+  if (env.threads) loaded->spec.mutable_runtime()->set_threads(*env.threads);
+  if (env.metrics_port) loaded->spec.mutable_metrics()->set_port(*env.metrics_port);
+  // main owns the exposer; the engine only sees the registry.
+  MetricsRegistry metrics(Labels{{"job", loaded->spec.name()}, {"rank", "0"}, {"role", "policy"}});
+  std::unique_ptr<MetricsServer> server;
+  if (loaded->spec.metrics().enabled()) {
+    auto started = MetricsServer::start(loaded->spec.metrics().host(), loaded->spec.metrics().port(), metrics);
+    if (!started.ok()) {
+      std::fprintf(stderr, "aln train: %s\n", std::string(started.status().message()).c_str());
+      return 1;
+    }
+    server = std::move(*started);
+    log.info("metrics at %s", server->url());
+  }
+  engine::RunOptions options;
+  options.resume = resume ? engine::Resume::kFromLatest : engine::Resume::kNo;
+  absl::StatusOr<engine::JobReport> report = absl::UnknownError("not run");
+  absl::Status status = capture_status([&]() -> absl::Status {
+    report = engine::run_job(loaded->spec, options, log, metrics);
+    return report.status();
+  });
+  if (!status.ok()) {
+    std::fprintf(stderr, "aln train: %s\n", std::string(status.message()).c_str());
+    return status.code() == absl::StatusCode::kInvalidArgument || status.code() == absl::StatusCode::kNotFound ? 2 : 1;
+  }
+  std::printf("%s", engine::format_report(*report).c_str());
+  std::printf("final model (Hugging Face format): %s\n", report->final_model_dir.c_str());
+  return 0;
 }
 
 }  // namespace aln::cli

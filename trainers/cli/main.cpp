@@ -1,5 +1,7 @@
 // `aln`: the one command-line entry point of Aln. Exceptions become a one-line message and exit
 // code 1 here (one of the two places exceptions turn into errors); bad input exits 2.
+#include <malloc.h>
+
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -54,6 +56,11 @@ int dispatch(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Training allocates and frees the same large tensors (logits over the vocabulary) every step.
+  // glibc would hand each one back to the kernel and fault it in again; keeping them in the heap
+  // removed most of the system time in the quickstart.
+  mallopt(M_MMAP_THRESHOLD, 1 << 30);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
   try {
     return dispatch(argc, argv);
   } catch (const std::exception& e) {

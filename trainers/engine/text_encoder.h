@@ -1,0 +1,32 @@
+#pragma once
+// What the engine needs from a tokenizer: text -> ids, plus the special ids used for padding and
+// end of sequence. Implemented over core/tokenizer (byte-level BPE from tokenizer.json).
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "aln/v1/job.pb.h"
+#include "core/data/records.h"
+
+namespace aln::engine {
+
+class TextEncoder {
+ public:
+  virtual ~TextEncoder() = default;
+  virtual std::vector<int64_t> encode(const std::string& text) const = 0;
+  virtual std::string decode(const std::vector<int64_t>& ids) const = 0;
+  virtual int64_t eos_id() const = 0;
+  virtual int64_t pad_id() const = 0;
+  virtual int64_t vocab_size() const = 0;
+  // The prompt text for a conversation in the job's chat format, ending where the response starts.
+  virtual std::string render_prompt(const std::vector<data::Message>& messages) const = 0;
+  // Text appended after a response (end-of-turn marker), tokenised with it.
+  virtual std::string end_of_response() const = 0;
+};
+
+absl::StatusOr<std::unique_ptr<TextEncoder>> load_text_encoder(const std::string& tokenizer_path,
+                                                               aln::v1::ChatFormat format);
+
+}  // namespace aln::engine
