@@ -15,7 +15,7 @@ APT_PACKAGES=(
   build-essential cmake ninja-build ccache git pkg-config python3 python3-venv python3-pip
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   prometheus-cpp-dev libopenmpi-dev openmpi-bin libyaml-cpp-dev libsqlite3-dev sqlite3 zlib1g-dev
-  libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev prometheus iproute2 curl
+  libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev clang libclang-rt-14-dev prometheus iproute2 curl
 )
 
 start=$(date +%s)

@@ -48,10 +48,15 @@ printf 'trainer:\n  dpo: [beta: 1\n' >"$tmp/syntax.yaml"
 expect "missing file" 2 "$tmp/none.yaml:0: (file): cannot open the job file; check the path" -- "$ALN" train "$tmp/none.yaml"
 
 # Not-yet-available subcommands say so and exit 2.
-for sub in eval generate convert; do
+for sub in eval convert; do
   "$ALN" "$sub" >/dev/null 2>"$tmp/err"; rc=$?
   [[ $rc -eq 2 ]] && grep -q "not available in this build yet" "$tmp/err" && pass || fail "$sub: rc $rc"
 done
+"$ALN" generate --prompt hi >/dev/null 2>"$tmp/err"; rc=$?
+[[ $rc -eq 2 ]] && grep -q "aln generate: --model is required" "$tmp/err" && pass || fail "generate usage: rc $rc"
+"$ALN" generate --model "$tmp/nomodel" --tokenizer examples/data/tokenizers/gpt2/tokenizer.json --prompt hi >/dev/null 2>"$tmp/err"; rc=$?
+[[ $rc -eq 2 ]] && grep -q "config.json: cannot open" "$tmp/err" && pass || fail "generate missing model: rc $rc $(cat "$tmp/err")"
+
 # aln data: counts and problems with file:line; validate exits 1 when a row is bad.
 "$ALN" data inspect examples/data/xstest/xstest_pairs_shared.jsonl >"$tmp/inspect" 2>&1 && pass || fail "data inspect"
 grep -q "476 rows, 476 records, 0 problems" "$tmp/inspect" && pass || fail "inspect counts: $(head -3 "$tmp/inspect")"

@@ -21,7 +21,8 @@ constexpr const char* kHelp =
     "                 run a training job; without JOB.yaml the built-in quickstart\n"
     "                 (examples/quickstart.yaml). --dry-run validates and prints the plan.\n"
     "  eval           evaluate a model on preference / safety data\n"
-    "  generate       sample from a model (batched, KV cache)\n"
+    "  generate --model DIR (--prompt TEXT | --prompts FILE) [...]\n"
+    "                 sample from a Hugging Face model directory (batched, KV cache)\n"
     "  data           inspect or validate a data file (aln data inspect|validate FILE)\n"
     "  convert        convert checkpoints to and from Hugging Face format\n"
     "  version        versions of Aln and of LibTorch, MPI, gRPC, CUDA and NCCL\n"
@@ -38,7 +39,7 @@ int dispatch(int argc, char** argv) {
   const std::string command = argv[1];
   aln::cli::Args args(argv + 2, argv + argc);
   for (const auto& a : args) {
-    if ((a == "--help" || a == "-h") && command != "data") {
+    if ((a == "--help" || a == "-h") && command != "data" && command != "generate") {
       std::fputs(kHelp, stdout);
       return 0;
     }
@@ -46,7 +47,7 @@ int dispatch(int argc, char** argv) {
   if (command == "train") return aln::cli::run_train(args);
   if (command == "version" || command == "--version") return aln::cli::run_version(args);
   if (command == "eval") return aln::cli::run_not_yet("eval", "the alignment core");
-  if (command == "generate") return aln::cli::run_not_yet("generate", "the model stack");
+  if (command == "generate") return aln::cli::run_generate(args);
   if (command == "data") return aln::cli::run_data(args);
   if (command == "convert") return aln::cli::run_not_yet("convert", "the model stack (Hugging Face checkpoints)");
   std::fprintf(stderr, "aln: unknown command '%s'; see `aln --help`\n", command.c_str());
