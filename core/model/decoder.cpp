@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
+#include <torch/version.h>
 
 #include <cmath>
 
@@ -184,12 +185,23 @@ at::Tensor DecoderModel::hidden_states(const at::Tensor& input_ids, const at::Te
   // Positions count real tokens only, so left padding does not shift them.
   at::Tensor positions = (mask.cumsum(1) - 1).clamp_min(0).narrow(1, past, n);
   // Attention mask [B, 1, n, total]: causal and not padding. Each query may also see itself, so
-  // padding rows never have an empty softmax (their outputs are ignored anyway).
-  at::Tensor causal = at::ones({n, total}, at::kBool).tril(past);
-  at::Tensor allowed = causal.unsqueeze(0) & mask.to(at::kBool).unsqueeze(1);
-  at::Tensor self = at::zeros({n, total}, at::kBool);
-  self.narrow(1, past, n).fill_diagonal_(true);
-  allowed = (allowed | self.unsqueeze(0)).unsqueeze(1);
+  // padding rows never have an empty softmax (their outputs are ignored anyway). A single decoding
+  // step only needs the key-padding row.
+  at::Tensor allowed;
+  // Without padding or cache the kernel's own causal path is faster than an explicit mask.
+  const bool plain_causal = past == 0 && n > 1 && mask.all().item<bool>();
+  if (plain_causal) {
+    // leave `allowed` undefined
+  } else if (n == 1) {
+    allowed = mask.to(at::kBool).view({b, 1, 1, total}).clone();
+    allowed.select(3, total - 1).fill_(true);
+  } else {
+    at::Tensor causal = at::ones({n, total}, at::kBool).tril(past);
+    allowed = causal.unsqueeze(0) & mask.to(at::kBool).unsqueeze(1);
+    at::Tensor self = at::zeros({n, total}, at::kBool);
+    self.narrow(1, past, n).fill_diagonal_(true);
+    allowed = (allowed | self.unsqueeze(0)).unsqueeze(1);
+  }
 
   const bool gpt2 = c.family == Family::kGpt2;
   at::Tensor x = gpt2 ? at::embedding(t("transformer.wte.weight"), input_ids) +
@@ -239,11 +251,22 @@ at::Tensor DecoderModel::hidden_states(const at::Tensor& input_ids, const at::Te
       cache->keys[i] = k;
       cache->values[i] = v;
     }
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 5)
+    // Grouped-query attention inside the kernel: no per-step copies of the cache per head group.
+    attn_out = at::scaled_dot_product_attention(q, k, v, plain_causal ? std::optional<at::Tensor>() : allowed, 0.0,
+                                                plain_causal, std::nullopt, /*enable_gqa=*/groups > 1)
+                   .transpose(1, 2)
+                   .reshape({b, n, -1});
+#else
     if (groups > 1) {
       k = k.repeat_interleave(groups, 1);
       v = v.repeat_interleave(groups, 1);
     }
-    attn_out = at::scaled_dot_product_attention(q, k, v, allowed).transpose(1, 2).reshape({b, n, -1});
+    attn_out = at::scaled_dot_product_attention(q, k, v, plain_causal ? std::optional<at::Tensor>() : allowed, 0.0,
+                                                plain_causal)
+                   .transpose(1, 2)
+                   .reshape({b, n, -1});
+#endif
     if (gpt2) {
       x = x + at::addmm(t(layer(i, "attn.c_proj.bias", c.family)), attn_out.reshape({-1, c.hidden_size}),
                         t(layer(i, "attn.c_proj.weight", c.family)))
@@ -272,6 +295,13 @@ at::Tensor DecoderModel::hidden_states(const at::Tensor& input_ids, const at::Te
 at::Tensor DecoderModel::logits(const at::Tensor& input_ids, const at::Tensor& attention_mask, KvCache* cache) const {
   ALN_CHECK(config_.head == Head::kCausalLm, "this model has a score head; use scores()");
   return at::linear(hidden_states(input_ids, attention_mask, cache), output_weight());
+}
+
+at::Tensor DecoderModel::last_logits(const at::Tensor& input_ids, const at::Tensor& attention_mask,
+                                     KvCache* cache) const {
+  ALN_CHECK(config_.head == Head::kCausalLm, "this model has a score head; use scores()");
+  at::Tensor h = hidden_states(input_ids, attention_mask, cache);
+  return at::linear(h.select(1, h.size(1) - 1), output_weight());
 }
 
 at::Tensor DecoderModel::scores(const at::Tensor& input_ids, const at::Tensor& attention_mask) const {

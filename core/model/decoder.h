@@ -40,6 +40,9 @@ class DecoderModel {
                            KvCache* cache = nullptr) const;
   // Causal LM logits [B, T, V].
   at::Tensor logits(const at::Tensor& input_ids, const at::Tensor& attention_mask, KvCache* cache = nullptr) const;
+  // Logits of the last position only [B, V] (generation: the output projection is the costliest
+  // matmul of a small model, so the prompt's other positions skip it).
+  at::Tensor last_logits(const at::Tensor& input_ids, const at::Tensor& attention_mask, KvCache* cache = nullptr) const;
   // Sequence-classification scores [B, num_labels] at the last non-padding token (reward models).
   at::Tensor scores(const at::Tensor& input_ids, const at::Tensor& attention_mask) const;
 

@@ -39,7 +39,7 @@ GenerationOutput generate(const DecoderModel& model, const at::Tensor& prompt_id
   at::Generator gen = at::detail::createCPUGenerator(options.seed);
   KvCache cache;
   at::Tensor mask = prompt_mask.to(at::kLong);
-  at::Tensor step_logits = model.logits(prompt_ids, mask, &cache).select(1, prompt_ids.size(1) - 1);
+  at::Tensor step_logits = model.last_logits(prompt_ids, mask, &cache);
   std::vector<std::vector<int64_t>> generated(b);
   std::vector<at::Tensor> tokens, logprobs;
   at::Tensor done = at::zeros({b}, at::kBool);
@@ -71,7 +71,7 @@ GenerationOutput generate(const DecoderModel& model, const at::Tensor& prompt_id
     }
     if (done.all().item<bool>() || step + 1 == options.max_new_tokens) break;
     mask = at::cat({mask, at::ones({b, 1}, at::kLong)}, 1);
-    step_logits = model.logits(next.unsqueeze(1), mask, &cache).select(1, 0);
+    step_logits = model.last_logits(next.unsqueeze(1), mask, &cache);
   }
   GenerationOutput out;
   out.tokens = tokens.empty() ? at::zeros({b, 0}, at::kLong) : at::stack(tokens, 1);
