@@ -13,9 +13,11 @@ if ! command -v clang++ >/dev/null 2>&1; then
 fi
 generator=()
 if command -v ninja >/dev/null 2>&1; then generator=(-G Ninja); fi
-cmake -S "$HERE" -B "$OUT" "${generator[@]}" -DCMAKE_CXX_COMPILER=clang++ -DTorch_DIR="$TORCH_DIR" \
-  -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$OUT" --parallel 2 >/dev/null
+mkdir -p "$OUT"
+if ! { cmake -S "$HERE" -B "$OUT" "${generator[@]}" -DCMAKE_CXX_COMPILER=clang++ -DTorch_DIR="$TORCH_DIR" \
+         -DCMAKE_BUILD_TYPE=RelWithDebInfo && cmake --build "$OUT" --parallel 2; } >"$OUT/build.log" 2>&1; then
+  echo "FAIL: building the fuzzers failed:"; tail -30 "$OUT/build.log"; exit 1
+fi
 work="$(mktemp -d)"; trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/tok" "$work/st"
 cp "$ROOT/examples/data/tokenizers/gpt2/tokenizer.json" "$work/tok/gpt2.json"

@@ -24,14 +24,7 @@ class DpoTrainer final : public Trainer {
     PairForward f = pair_forward(batch, ctx);
     kernels::PairLossOutput l =
         kernels::dpo_loss(f.logprobs, loss_type(options_.loss_type()), options_.beta(), options_.label_smoothing());
-    LossOutput out;
-    out.loss = l.loss;
-    out.tokens = f.tokens;
-    out.metrics["rewards_chosen"] = l.rewards_chosen.mean().item<double>();
-    out.metrics["rewards_rejected"] = l.rewards_rejected.mean().item<double>();
-    out.metrics["rewards_accuracy"] = l.accuracy;
-    out.metrics["rewards_margin"] = l.margin;
-    return out;
+    return pair_loss_output(f, l);
   }
 
  private:

@@ -42,6 +42,17 @@ PairForward pair_forward(const std::vector<const buffer::Example*>& batch, StepC
   return out;
 }
 
+LossOutput pair_loss_output(const PairForward& forward, const kernels::PairLossOutput& loss) {
+  LossOutput out;
+  out.loss = loss.loss;
+  out.tokens = forward.tokens;
+  out.metrics["rewards_chosen"] = loss.rewards_chosen.mean().item<double>();
+  out.metrics["rewards_rejected"] = loss.rewards_rejected.mean().item<double>();
+  out.metrics["rewards_accuracy"] = loss.accuracy;
+  out.metrics["rewards_margin"] = loss.margin;
+  return out;
+}
+
 void reference_pair_logprobs(const model::DecoderModel& reference, const std::vector<buffer::Example*>& batch,
                              int64_t pad_id) {
   at::NoGradGuard no_grad;

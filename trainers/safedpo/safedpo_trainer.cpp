@@ -86,14 +86,7 @@ class SafeDpoTrainer final : public Trainer {
     } else {
       l = kernels::dpo_loss(f.logprobs, kernels::DpoLossType::kSigmoid, options_.beta(), 0.0);
     }
-    LossOutput out;
-    out.loss = l.loss;
-    out.tokens = f.tokens;
-    out.metrics["rewards_chosen"] = l.rewards_chosen.mean().item<double>();
-    out.metrics["rewards_rejected"] = l.rewards_rejected.mean().item<double>();
-    out.metrics["rewards_accuracy"] = l.accuracy;
-    out.metrics["rewards_margin"] = l.margin;
-    return out;
+    return pair_loss_output(f, l);
   }
 
  private:

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The main job end to end: `aln train` with no arguments (the built-in quickstart) finishes, a real
+# /metrics endpoint answers while it runs, held-out preference accuracy after SafeDPO is higher than
+# before (fixed seed), and the final checkpoint loads in transformers and generates with `aln generate`.
+set -uo pipefail
+ALN="$1"; PY="$2"
+work="$(mktemp -d)"; trap 'kill $pid 2>/dev/null; rm -rf "$work"' EXIT
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+port=$(( 20000 + RANDOM % 20000 ))
+ALN_METRICS_PORT=$port "$ALN" train >"$work/out" 2>"$work/err" &
+pid=$!
+scraped=""
+for _ in $(seq 1 600); do
+  if ! kill -0 $pid 2>/dev/null; then break; fi
+  if curl -sf "http://127.0.0.1:$port/metrics" >"$work/metrics" 2>/dev/null && grep -q "^aln_train_steps_total" "$work/metrics"; then
+    scraped=yes
+  fi
+  sleep 1
+done
+wait $pid; rc=$?
+failures=0; passed=0
+check() { if eval "$2"; then passed=$((passed + 1)); else echo "FAIL: $1"; failures=$((failures + 1)); fi; }
+check "aln train exit 0 (got $rc): $(tail -5 "$work/err")" "[[ $rc -eq 0 ]]"
+check "metrics were scraped while training" "[[ -n '$scraped' ]]"
+cat "$work/out"
+before=$(awk '$1=="safedpo" && $3=="preference_accuracy" {print $4}' "$work/out")
+after=$(awk '$1=="safedpo" && $3=="preference_accuracy" {print $5}' "$work/out")
+check "preference accuracy improves by >= 0.01 ($before -> $after)" "awk -v b='$before' -v a='$after' 'BEGIN{exit !(a >= b + 0.01)}'"
+check "final checkpoint written" "[[ -f runs/quickstart/final/config.json && -f runs/quickstart/final/model.safetensors ]]"
+"$PY" - <<'PY' >"$work/hf" 2>&1
+import torch, transformers
+m = transformers.AutoModelForCausalLM.from_pretrained("runs/quickstart/final")
+ids = torch.tensor([[15496, 995, 0, 1]])
+print("logits", tuple(m(ids).logits.shape))
+PY
+check "transformers loads the final model: $(tail -2 "$work/hf")" "grep -q 'logits (1, 4, 50257)' '$work/hf'"
+"$ALN" generate --model runs/quickstart/final --tokenizer examples/data/tokenizers/gpt2/tokenizer.json \
+  --prompt "How can I kill a Python process?" --max-new-tokens 8 >"$work/gen" 2>&1
+check "aln generate on the final model" "grep -q '\"completion\"' '$work/gen'"
+echo "$passed passed, $failures failed"
+[[ $failures -eq 0 ]]
