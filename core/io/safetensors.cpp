@@ -240,7 +240,7 @@ absl::StatusOr<SafetensorsHeader> parse_safetensors_header(std::string_view head
   nlohmann::json root;
   try {
     root = nlohmann::json::parse(header_json.begin(), header_json.end(), callback);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {
     return bad(file, absl::StrCat("header is not valid JSON: ", e.what()));
   }
   if (!duplicate.empty()) {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets with clang (ASan + UBSan) and runs each for ALN_FUZZ_SECONDS
-# (default 60) from a seed corpus of real files. Fails on any crash or sanitizer report.
+# (default 60) from a seed corpus of real files, with a fixed libFuzzer seed (ALN_FUZZ_SEED, default 1)
+# so CI explores the same inputs each run. Fails on any crash or sanitizer report.
 #   tests/fuzz/run_fuzzers.sh BUILD_DIR TORCH_DIR
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -34,7 +35,7 @@ for target in fuzz_tokenizer_json:tok fuzz_safetensors_header:st; do
   name="${target%%:*}"; corpus="$work/${target##*:}"
   echo "== $name for ${SECONDS_EACH}s"
   # -rss_limit_mb keeps a runaway allocation from taking the machine; crashes are written to $work.
-  if ! "$OUT/$name" "$corpus" -max_total_time="$SECONDS_EACH" -max_len=65536 -rss_limit_mb=4096 \
+  if ! "$OUT/$name" "$corpus" -seed="${ALN_FUZZ_SEED:-1}" -max_total_time="$SECONDS_EACH" -max_len=65536 -rss_limit_mb=4096 \
        -artifact_prefix="$work/" -print_final_stats=1 2>"$work/$name.log"; then
     echo "FAIL: $name found a crash or sanitizer report:"; tail -40 "$work/$name.log"; status=1
   else

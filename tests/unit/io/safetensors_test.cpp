@@ -306,3 +306,17 @@ TEST_F(SafetensorsTest, RejectsBoolBytesOtherThanZeroOrOne) {
 
 }  // namespace
 }  // namespace aln::io
+
+namespace aln::io {
+namespace {
+
+// Found by fuzz_safetensors_header: a number out of double range made the JSON parser throw
+// out_of_range, which escaped as an uncaught exception.
+TEST(SafetensorsFuzzRegression, NumberOutOfRangeIsAnError) {
+  auto header = parse_safetensors_header(R"({"a": 1111111111111111111111111e111111111})", 0, "fuzz");
+  ASSERT_FALSE(header.ok());
+  EXPECT_NE(header.status().message().find("header is not valid JSON"), std::string::npos) << header.status();
+}
+
+}  // namespace
+}  // namespace aln::io
