@@ -32,7 +32,7 @@ struct Needs {
 struct PrepareContext {
   const aln::v1::StageSpec* stage = nullptr;
   std::vector<buffer::Example>* examples = nullptr;  // may be filtered or rewritten in place
-  std::map<std::string, double>* counters = nullptr;  // exported as aln_data_<name> (for example swaps)
+  std::map<std::string, double>* counters = nullptr;  // exported as aln_data_records{outcome=<name>} (train set; e.g. swaps)
 };
 
 struct StepContext {
@@ -45,7 +45,7 @@ struct StepContext {
 
 struct LossOutput {
   at::Tensor loss;                        // scalar, differentiable
-  std::map<std::string, double> metrics;  // exported as aln_train_<name> / aln_eval_<name>
+  std::map<std::string, double> metrics;  // exported as aln_train_metric{name=...} / aln_eval_metric{name=...}
   int64_t tokens = 0;                     // tokens processed (throughput)
 };
 

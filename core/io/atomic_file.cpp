@@ -36,20 +36,29 @@ class Fd {
   int fd_;
 };
 
-absl::Status fsync_parent_dir(const std::string& path) {
-  std::filesystem::path parent = std::filesystem::path(path).parent_path();
-  if (parent.empty()) parent = ".";
-  Fd dir(::open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (dir.get() < 0) return errno_status("cannot open directory to sync the rename", parent.string(), errno);
-  // Some file systems (e.g. certain network mounts) refuse fsync on directories; the rename is
-  // still done, so only real I/O errors count.
+absl::Status fsync_dir(const std::string& dir_path) {
+  Fd dir(::open(dir_path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (dir.get() < 0) return errno_status("cannot open directory to sync it", dir_path, errno);
+  // Some file systems (e.g. certain network mounts) refuse fsync on directories; the entries are
+  // still there, so only real I/O errors count.
   if (::fsync(dir.get()) != 0 && errno != EINVAL && errno != ENOTSUP) {
-    return errno_status("fsync of directory failed", parent.string(), errno);
+    return errno_status("fsync of directory failed", dir_path, errno);
   }
   return absl::OkStatus();
 }
 
+absl::Status fsync_parent_dir(const std::string& path) {
+  std::filesystem::path parent = std::filesystem::path(path).parent_path();
+  return fsync_dir(parent.empty() ? std::string(".") : parent.string());
+}
+
 }  // namespace
+
+absl::Status sync_directory(const std::string& dir) { return fsync_dir(dir); }
+
+absl::Status write_text_atomically(const std::string& path, const std::string& text) {
+  return write_file_atomically(path, [&](FileWriter& w) { return w.write(text.data(), text.size()); });
+}
 
 absl::Status FileWriter::write(const void* data, size_t size) {
   const char* p = static_cast<const char*>(data);

@@ -24,4 +24,10 @@ class FileWriter {
 
 absl::Status write_file_atomically(const std::string& path, const std::function<absl::Status(FileWriter&)>& content);
 
+// Writes `text` atomically (as above).
+absl::Status write_text_atomically(const std::string& path, const std::string& text);
+
+// fsyncs a directory, so entries created or renamed in it survive a crash.
+absl::Status sync_directory(const std::string& dir);
+
 }  // namespace aln::io

@@ -48,10 +48,14 @@ printf 'trainer:\n  dpo: [beta: 1\n' >"$tmp/syntax.yaml"
 expect "missing file" 2 "$tmp/none.yaml:0: (file): cannot open the job file; check the path" -- "$ALN" train "$tmp/none.yaml"
 
 # Not-yet-available subcommands say so and exit 2.
-for sub in eval convert; do
+for sub in convert; do
   "$ALN" "$sub" >/dev/null 2>"$tmp/err"; rc=$?
   [[ $rc -eq 2 ]] && grep -q "not available in this build yet" "$tmp/err" && pass || fail "$sub: rc $rc"
 done
+"$ALN" eval --model "$tmp/nomodel" >/dev/null 2>"$tmp/err"; rc=$?
+[[ $rc -eq 2 ]] && grep -q "config.json: cannot open" "$tmp/err" && pass || fail "eval missing model: rc $rc $(cat "$tmp/err")"
+"$ALN" eval --stage nope >/dev/null 2>"$tmp/err"; rc=$?
+[[ $rc -eq 2 ]] && grep -q "no stage named 'nope'" "$tmp/err" && pass || fail "eval bad stage: rc $rc $(cat "$tmp/err")"
 "$ALN" generate --prompt hi >/dev/null 2>"$tmp/err"; rc=$?
 [[ $rc -eq 2 ]] && grep -q "aln generate: --model is required" "$tmp/err" && pass || fail "generate usage: rc $rc"
 "$ALN" generate --model "$tmp/nomodel" --tokenizer examples/data/tokenizers/gpt2/tokenizer.json --prompt hi >/dev/null 2>"$tmp/err"; rc=$?

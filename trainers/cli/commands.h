@@ -12,6 +12,7 @@ int run_train(const Args& args);
 int run_version(const Args& args);
 int run_data(const Args& args);
 int run_generate(const Args& args);
+int run_eval(const Args& args);
 int run_not_yet(const std::string& command, const std::string& lands_with);
 
 // examples/quickstart.yaml, embedded at build time.

@@ -20,7 +20,8 @@ constexpr const char* kHelp =
     "  train [JOB.yaml] [--dry-run] [--print-spec] [--resume]\n"
     "                 run a training job; without JOB.yaml the built-in quickstart\n"
     "                 (examples/quickstart.yaml). --dry-run validates and prints the plan.\n"
-    "  eval           evaluate a model on preference / safety data\n"
+    "  eval [JOB.yaml] [--model DIR] [--reference DIR] [--stage NAME] [--json] [--out FILE]\n"
+    "                 evaluate a model on a stage's held-out preference / safety data\n"
     "  generate --model DIR (--prompt TEXT | --prompts FILE) [...]\n"
     "                 sample from a Hugging Face model directory (batched, KV cache)\n"
     "  data           inspect or validate a data file (aln data inspect|validate FILE)\n"
@@ -39,14 +40,14 @@ int dispatch(int argc, char** argv) {
   const std::string command = argv[1];
   aln::cli::Args args(argv + 2, argv + argc);
   for (const auto& a : args) {
-    if ((a == "--help" || a == "-h") && command != "data" && command != "generate") {
+    if ((a == "--help" || a == "-h") && command != "data" && command != "generate" && command != "eval") {
       std::fputs(kHelp, stdout);
       return 0;
     }
   }
   if (command == "train") return aln::cli::run_train(args);
   if (command == "version" || command == "--version") return aln::cli::run_version(args);
-  if (command == "eval") return aln::cli::run_not_yet("eval", "the alignment core");
+  if (command == "eval") return aln::cli::run_eval(args);
   if (command == "generate") return aln::cli::run_generate(args);
   if (command == "data") return aln::cli::run_data(args);
   if (command == "convert") return aln::cli::run_not_yet("convert", "the model stack (Hugging Face checkpoints)");

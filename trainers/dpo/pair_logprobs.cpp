@@ -22,7 +22,8 @@ PairForward pair_forward(const std::vector<const buffer::Example*>& batch, StepC
   out.logprobs.chosen_tokens = lp.tokens.narrow(0, 0, n);
   out.logprobs.rejected_tokens = lp.tokens.narrow(0, n, n);
   bool cached = true;
-  for (const auto* e : batch) cached = cached && std::isfinite(e->reference_chosen) && std::isfinite(e->reference_rejected);
+  for (const auto* e : batch)
+    cached = cached && std::isfinite(e->reference_chosen) && std::isfinite(e->reference_rejected);
   if (cached) {
     std::vector<double> c, r;
     for (const auto* e : batch) {
@@ -50,6 +51,19 @@ LossOutput pair_loss_output(const PairForward& forward, const kernels::PairLossO
   out.metrics["rewards_rejected"] = loss.rewards_rejected.mean().item<double>();
   out.metrics["rewards_accuracy"] = loss.accuracy;
   out.metrics["rewards_margin"] = loss.margin;
+  // Δlr = Σ_t log π/π_ref over response tokens (METHODS.md), and its per-token mean over both
+  // responses: the KL to the reference when the responses are policy samples, and on fixed
+  // preference data the usual drift indicator.
+  const auto& lp = forward.logprobs;
+  at::NoGradGuard no_grad;
+  at::Tensor lr_chosen = (lp.policy_chosen - lp.reference_chosen).to(at::kDouble);
+  at::Tensor lr_rejected = (lp.policy_rejected - lp.reference_rejected).to(at::kDouble);
+  out.metrics["logratio_chosen"] = lr_chosen.mean().item<double>();
+  out.metrics["logratio_rejected"] = lr_rejected.mean().item<double>();
+  at::Tensor per_token = (lr_chosen / lp.chosen_tokens.to(at::kDouble).clamp_min(1) +
+                          lr_rejected / lp.rejected_tokens.to(at::kDouble).clamp_min(1)) /
+                         2;
+  out.metrics["kl_estimate"] = per_token.mean().item<double>();
   return out;
 }
 
@@ -58,9 +72,9 @@ void reference_pair_logprobs(const model::DecoderModel& reference, const std::ve
   at::NoGradGuard no_grad;
   std::vector<const buffer::Example*> view(batch.begin(), batch.end());
   buffer::SequenceBatch b = buffer::collate_pairs(view, pad_id);
-  at::Tensor sums = kernels::response_logprobs(reference.logits(b.input_ids, b.attention_mask), b.input_ids,
-                                               b.response_mask)
-                        .sums.to(at::kDouble);
+  at::Tensor sums =
+      kernels::response_logprobs(reference.logits(b.input_ids, b.attention_mask), b.input_ids, b.response_mask)
+          .sums.to(at::kDouble);
   const int64_t n = static_cast<int64_t>(batch.size());
   for (int64_t i = 0; i < n; ++i) {
     batch[i]->reference_chosen = sums[i].item<double>();

@@ -1,5 +1,7 @@
 #include "trainers/engine/engine.h"
 
+#include <sys/resource.h>
+
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/grad_mode.h>
@@ -8,21 +10,29 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <nlohmann/json.hpp>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/config/job_config.h"
+#include "core/fingerprint.h"
 #include "core/model/hf_checkpoint.h"
 #include "core/optim/optimizer.h"
-#include "kernels/token_logprobs.h"
 #include "trainers/dpo/pair_logprobs.h"
+#include "trainers/engine/checkpoint.h"
+#include "trainers/engine/evaluate.h"
 #include "trainers/engine/examples.h"
 #include "trainers/engine/progress.h"
+#include "trainers/engine/reference_cache.h"
+#include "trainers/engine/run_log.h"
 
 namespace aln::engine {
 namespace {
 
+namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
+using nlohmann::json;
 
 double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
@@ -32,48 +42,119 @@ optim::ScheduleKind schedule_kind(aln::v1::Schedule s) {
   return optim::ScheduleKind::kCosine;
 }
 
-// Held-out metrics that need no reference model, so "before" and "after" compare the policy alone:
-// preference accuracy = share of pairs where the policy gives the chosen response the higher
-// log-probability per token; safe-vs-unsafe accuracy = the same on pairs whose responses differ in
-// safety, counting the safe one as the one that should win.
-std::map<std::string, double> evaluate(trainers::Trainer& trainer, const model::DecoderModel& policy,
-                                       const model::DecoderModel* reference, std::vector<buffer::Example>& eval,
-                                       int64_t micro, int64_t pad_id) {
-  std::map<std::string, double> out;
-  if (eval.empty()) return out;
-  at::NoGradGuard no_grad;
-  double loss = 0, pref = 0, safe_total = 0, safe_right = 0;
-  int64_t batches = 0;
-  const bool pairs = trainer.needs().records == trainers::RecordKind::kPreferencePairs;
-  for (size_t start = 0; start < eval.size(); start += micro) {
-    std::vector<const buffer::Example*> batch;
-    for (size_t i = start; i < std::min(eval.size(), start + micro); ++i) batch.push_back(&eval[i]);
-    trainers::StepContext ctx{&policy, reference, pad_id, 0};
-    loss += trainer.compute_loss(batch, ctx).loss.item<double>();
-    ++batches;
-    if (pairs && trainer.needs().head == trainers::ModelHead::kLanguageModel) {
-      buffer::SequenceBatch b = buffer::collate_pairs(batch, pad_id);
-      kernels::ResponseLogprobs lp =
-          kernels::response_logprobs(policy.logits(b.input_ids, b.attention_mask), b.input_ids, b.response_mask);
-      at::Tensor mean = lp.sums / lp.tokens.clamp_min(1);
-      const int64_t n = static_cast<int64_t>(batch.size());
-      for (int64_t i = 0; i < n; ++i) {
-        const double margin = mean[i].item<double>() - mean[n + i].item<double>();
-        pref += margin > 0;
-        const auto* e = batch[i];
-        if (e->unsafe_chosen >= 0 && e->unsafe_rejected >= 0 && e->unsafe_chosen != e->unsafe_rejected) {
-          ++safe_total;
-          safe_right += (e->unsafe_chosen == 0) == (margin > 0);
-        }
-      }
+double peak_rss_bytes() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) * 1024.0;  // Linux reports KiB
+}
+
+json metrics_json(const MetricMap& m) {
+  json out = json::object();
+  for (const auto& [k, v] : m) out[k] = v;
+  return out;
+}
+
+// What must not change between a run and its resumption: the model, seed and stages. Run-time
+// settings (threads, metrics port, checkpoint cadence, output paths) may.
+std::string spec_fingerprint(const aln::v1::JobSpec& spec) {
+  aln::v1::JobSpec core;
+  *core.mutable_model() = spec.model();
+  core.set_seed(spec.seed());
+  for (const auto& stage : config::effective_stages(spec)) *core.add_stages() = stage;
+  *core.mutable_eval() = spec.eval();
+  return Fingerprint().add(config::to_text(core)).hex();
+}
+
+absl::StatusOr<model::DecoderModel> initial_policy(const aln::v1::JobSpec& spec, const TextEncoder& encoder) {
+  if (!spec.model().path().empty()) return model::load_hf_model(spec.model().path());
+  model::ModelConfig config = model::from_job_spec(spec.model().config());
+  if (config.vocab_size < encoder.vocab_size()) {
+    return absl::InvalidArgumentError(absl::StrCat("model.config.vocab_size ", config.vocab_size,
+                                                   " is smaller than the tokenizer's ", encoder.vocab_size()));
+  }
+  config.eos_token_id = encoder.eos_id();
+  config.pad_token_id = encoder.pad_id();
+  return model::DecoderModel::random_init(config, static_cast<uint64_t>(spec.model().init_seed()));
+}
+
+// The metric families of a run, created once.
+struct Meters {
+  explicit Meters(MetricsRegistry& m)
+      : loss(m.gauge_family("aln_train_loss", "Training loss of the last optimizer step")),
+        steps(m.counter_family("aln_train_steps_total", "Optimizer steps taken")),
+        tokens(m.counter_family("aln_train_tokens_total", "Tokens processed in training")),
+        samples(m.counter_family("aln_train_samples_total", "Examples processed in training")),
+        tokens_per_second(m.gauge_family("aln_train_tokens_per_second", "Training throughput of the last step")),
+        samples_per_second(m.gauge_family("aln_train_samples_per_second", "Examples per second of the last step")),
+        lr(m.gauge_family("aln_train_learning_rate", "Learning rate of the last step")),
+        grad_norm(m.gauge_family("aln_train_grad_norm", "Gradient norm before clipping")),
+        skipped(m.counter_family("aln_train_nonfinite_steps_total", "Steps skipped as non-finite")),
+        phase(m.gauge_family("aln_step_phase_seconds", "Seconds per phase of the last step")),
+        method(m.gauge_family("aln_train_metric", "Method-specific training scalars")),
+        eval(m.gauge_family("aln_eval_metric", "Held-out evaluation scalars")),
+        data(m.gauge_family("aln_data_records", "Records per stage by outcome")),
+        memory(m.gauge_family("aln_process_peak_rss_bytes", "Peak resident memory of this process")),
+        checkpoint_seconds(m.gauge_family("aln_checkpoint_seconds", "Duration of the last checkpoint save")),
+        checkpoints(m.counter_family("aln_checkpoints_total", "Checkpoints written")) {}
+  prometheus::Family<prometheus::Gauge>& loss;
+  prometheus::Family<prometheus::Counter>& steps;
+  prometheus::Family<prometheus::Counter>& tokens;
+  prometheus::Family<prometheus::Counter>& samples;
+  prometheus::Family<prometheus::Gauge>& tokens_per_second;
+  prometheus::Family<prometheus::Gauge>& samples_per_second;
+  prometheus::Family<prometheus::Gauge>& lr;
+  prometheus::Family<prometheus::Gauge>& grad_norm;
+  prometheus::Family<prometheus::Counter>& skipped;
+  prometheus::Family<prometheus::Gauge>& phase;
+  prometheus::Family<prometheus::Gauge>& method;
+  prometheus::Family<prometheus::Gauge>& eval;
+  prometheus::Family<prometheus::Gauge>& data;
+  prometheus::Family<prometheus::Gauge>& memory;
+  prometheus::Family<prometheus::Gauge>& checkpoint_seconds;
+  prometheus::Family<prometheus::Counter>& checkpoints;
+};
+
+// Fills the examples' reference sums: from the on-disk cache when the key is known, else by running
+// `reference` over them and caching the result. Returns the cache key.
+absl::StatusOr<std::string> cached_reference_logprobs(const aln::v1::JobSpec& spec, const aln::v1::StageSpec& stage,
+                                                      const model::DecoderModel& reference, StageData& data,
+                                                      int64_t micro, int64_t pad_id, const std::string& resume_key,
+                                                      const Logger& log) {
+  std::string cache_dir = stage.reference().cache_dir();
+  if (cache_dir.empty()) cache_dir = (fs::path(spec.output_dir()) / "reference_cache").string();
+  std::string key = resume_key;
+  const std::string description = absl::StrCat(
+      "tokenizer ", spec.model().tokenizer(), ", chat format ", spec.model().chat_format(), ", max_prompt_length ",
+      stage.data().max_prompt_length(), ", max_response_length ", stage.data().max_response_length());
+  if (key.empty()) {
+    key = Fingerprint()
+              .add(model_fingerprint(reference))
+              .add(examples_fingerprint(data.train, data.eval))
+              .add(file_fingerprint(spec.model().tokenizer()))
+              .add(description)
+              .hex();
+  }
+  const std::string file = (fs::path(cache_dir) / (key + ".safetensors")).string();
+  absl::Status loaded = load_reference_cache(file, &data.train, &data.eval);
+  if (loaded.ok()) {
+    log.info("reference log-probs: reused %s", file);
+    return key;
+  }
+  if (!resume_key.empty() || loaded.code() != absl::StatusCode::kNotFound) {
+    return absl::Status(loaded.code(),
+                        absl::StrCat(loaded.message(), resume_key.empty() ? "" : " (needed to resume this stage)"));
+  }
+  for (auto* set : {&data.train, &data.eval}) {
+    for (size_t i = 0; i < set->size(); i += static_cast<size_t>(micro)) {
+      std::vector<buffer::Example*> chunk;
+      for (size_t k = i; k < std::min(set->size(), i + static_cast<size_t>(micro)); ++k) chunk.push_back(&(*set)[k]);
+      trainers::reference_pair_logprobs(reference, chunk, pad_id);
     }
   }
-  out["loss"] = loss / static_cast<double>(batches);
-  if (pairs) {
-    out["preference_accuracy"] = pref / static_cast<double>(eval.size());
-    if (safe_total > 0) out["safe_vs_unsafe_accuracy"] = safe_right / safe_total;
-  }
-  return out;
+  absl::Status saved = save_reference_cache(file, data.train, data.eval, description);
+  if (!saved.ok()) return saved;
+  log.info("reference log-probs: computed and cached in %s", file);
+  return key;
 }
 
 }  // namespace
@@ -84,43 +165,64 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
   auto encoder = load_text_encoder(spec.model().tokenizer(), spec.model().chat_format());
   if (!encoder.ok()) return encoder.status();
   const int64_t pad_id = (*encoder)->pad_id();
+  const std::string fingerprint = spec_fingerprint(spec);
 
-  // The policy: a Hugging Face model directory or a fresh model from the spec's config.
-  absl::StatusOr<model::DecoderModel> policy_or = absl::UnknownError("unset");
-  if (!spec.model().path().empty()) {
-    policy_or = model::load_hf_model(spec.model().path());
-    if (!policy_or.ok()) return policy_or.status();
-  } else {
-    model::ModelConfig config = model::from_job_spec(spec.model().config());
-    if (config.vocab_size < (*encoder)->vocab_size()) {
-      return absl::InvalidArgumentError(absl::StrCat("model.config.vocab_size ", config.vocab_size,
-                                                     " is smaller than the tokenizer's ", (*encoder)->vocab_size()));
+  const std::string checkpoint_dir = spec.checkpoint().dir().empty()
+                                         ? (fs::path(spec.output_dir()) / "checkpoints").string()
+                                         : spec.checkpoint().dir();
+  CheckpointManager checkpoints(checkpoint_dir, spec.checkpoint().keep_last());
+  std::optional<LoadedCheckpoint> resumed;
+  if (options.resume == Resume::kFromLatest) {
+    std::optional<std::string> latest = checkpoints.latest(log);
+    if (!latest) {
+      log.warning("--resume: no complete checkpoint in %s; starting from the beginning", checkpoint_dir);
+    } else {
+      auto loaded = CheckpointManager::load(*latest);
+      if (!loaded.ok()) return loaded.status();
+      if (loaded->state.spec_fingerprint != fingerprint) {
+        return absl::FailedPreconditionError(
+            absl::StrCat(*latest,
+                         " was written by a job with a different model, seed, stages or eval settings; resume with the "
+                         "job file that started the run, or start afresh without --resume"));
+      }
+      resumed = std::move(*loaded);
+      set_cpu_rng_state(resumed->rng);
+      log.info("resuming from %s (step %d, stage %s at step %d)", resumed->path, resumed->state.global_step,
+               resumed->state.stage_name, resumed->state.stage_step);
     }
-    config.eos_token_id = (*encoder)->eos_id();
-    config.pad_token_id = pad_id;
-    policy_or = model::DecoderModel::random_init(config, static_cast<uint64_t>(spec.model().init_seed()));
+  } else if (checkpoints.latest(log)) {
+    log.warning("%s holds checkpoints of an earlier run; new ones replace them (use --resume to continue that run)",
+                checkpoint_dir);
   }
+
+  absl::StatusOr<model::DecoderModel> policy_or =
+      resumed ? absl::StatusOr<model::DecoderModel>(std::move(resumed->policy)) : initial_policy(spec, **encoder);
+  if (!policy_or.ok()) return policy_or.status();
   model::DecoderModel policy = std::move(*policy_or);
   log.info("policy: %s, %.2fM parameters", policy.config().model_type, policy.num_parameters() / 1e6);
 
+  const int64_t resumed_step = resumed ? resumed->state.global_step : -1;
+  auto train_log =
+      JsonlLog::open((fs::path(spec.output_dir()) / "train_log.jsonl").string(), std::max<int64_t>(0, resumed_step));
+  if (!train_log.ok()) return train_log.status();
+  auto eval_log =
+      JsonlLog::open((fs::path(spec.output_dir()) / "eval.jsonl").string(), std::max<int64_t>(0, resumed_step));
+  if (!eval_log.ok()) return eval_log.status();
+
   trainers::TrainerRegistry registry("trainer");
   trainers::register_all(registry);
-  auto& loss_gauge = metrics.gauge_family("aln_train_loss", "Training loss of the last optimizer step");
-  auto& step_counter = metrics.counter_family("aln_train_steps_total", "Optimizer steps taken");
-  auto& tokens_counter = metrics.counter_family("aln_train_tokens_total", "Tokens processed in training");
-  auto& tps_gauge = metrics.gauge_family("aln_train_tokens_per_second", "Training throughput");
-  auto& lr_gauge = metrics.gauge_family("aln_train_learning_rate", "Learning rate of the last step");
-  auto& grad_gauge = metrics.gauge_family("aln_train_grad_norm", "Gradient norm before clipping");
-  auto& skipped_counter = metrics.counter_family("aln_train_nonfinite_steps_total", "Steps skipped as non-finite");
-  auto& phase_gauge = metrics.gauge_family("aln_step_phase_seconds", "Seconds per phase of the last step");
-  auto& method_gauge = metrics.gauge_family("aln_train_metric", "Method-specific training scalars");
-  auto& eval_gauge = metrics.gauge_family("aln_eval_metric", "Held-out evaluation scalars");
-  auto& data_gauge = metrics.gauge_family("aln_data_records", "Records per stage by outcome");
+  Meters meters(metrics);
 
   JobReport report;
-  int64_t global_step = 0;
+  if (resumed) {
+    report.resumed_from = resumed->path;
+    report.stages = resumed->state.finished;
+  }
+  int64_t global_step = resumed ? resumed->state.global_step : 0;
   const auto stages = config::effective_stages(spec);
   for (size_t s = 0; s < stages.size(); ++s) {
+    if (resumed && static_cast<int64_t>(s) < resumed->state.stage_index) continue;  // done before the checkpoint
+    const bool resuming = resumed && static_cast<int64_t>(s) == resumed->state.stage_index;
     const aln::v1::StageSpec& stage = stages[s];
     const std::string method = config::method_name(stage.trainer());
     const std::string stage_name = stage.name().empty() ? absl::StrCat("stage", s + 1) : stage.name();
@@ -133,64 +235,117 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
     auto data = build_stage_data(stage, needs.records, **encoder, static_cast<uint64_t>(spec.seed()) + s);
     if (!data.ok()) return data.status();
     for (const auto& p : data->problems) log.warning("%s", p);
-    std::map<std::string, double> counters;
-    for (auto* set : {&data->train, &data->eval}) {
-      trainers::PrepareContext prep{&stage, set, &counters};
+    // Counters of the training set are exported; the held-out set's go to the eval log only.
+    std::map<std::string, double> counters, eval_counters;
+    for (auto [set, c] : {std::pair{&data->train, &counters}, {&data->eval, &eval_counters}}) {
+      trainers::PrepareContext prep{&stage, set, c};
       absl::Status prepared = trainer.prepare(prep);
       if (!prepared.ok()) return prepared;
     }
-    data_gauge.Add({{"stage", stage_name}, {"outcome", "read"}}).Set(static_cast<double>(data->rows));
-    data_gauge.Add({{"stage", stage_name}, {"outcome", "skipped"}}).Set(static_cast<double>(data->skipped));
-    data_gauge.Add({{"stage", stage_name}, {"outcome", "truncated"}}).Set(static_cast<double>(data->truncated));
-    for (const auto& [name, value] : counters) data_gauge.Add({{"stage", stage_name}, {"outcome", name}}).Set(value);
+    if (data->train.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("stage ", stage_name, ": no training examples are left after ",
+                                                     method, "'s preparation; check the data and its labels"));
+    }
+    if (spec.eval().max_examples() > 0 && data->eval.size() > static_cast<size_t>(spec.eval().max_examples())) {
+      data->eval.resize(static_cast<size_t>(spec.eval().max_examples()));
+    }
+    meters.data.Add({{"stage", stage_name}, {"outcome", "read"}}).Set(static_cast<double>(data->rows));
+    meters.data.Add({{"stage", stage_name}, {"outcome", "skipped"}}).Set(static_cast<double>(data->skipped));
+    meters.data.Add({{"stage", stage_name}, {"outcome", "truncated"}}).Set(static_cast<double>(data->truncated));
+    for (const auto& [name, value] : counters) meters.data.Add({{"stage", stage_name}, {"outcome", name}}).Set(value);
     log.info("stage %s (%s): %d train / %d eval examples (%d rows read, %d skipped, %d truncated)", stage_name, method,
              data->train.size(), data->eval.size(), data->rows, data->skipped, data->truncated);
 
-    // The frozen reference is the policy as the stage starts; with reference.mode cached its
-    // log-probs are computed once for every example, else on the fly per batch.
-    std::optional<model::DecoderModel> reference;
+    // The frozen reference: a given checkpoint, or the policy as the stage starts. Cached mode
+    // computes its log-probs once (or finds them on disk) and drops the model; on-the-fly keeps it.
     const auto& opt = stage.optimizer();
     const int64_t micro = opt.micro_batch_size();
+    std::optional<model::DecoderModel> reference;
+    std::string reference_key;
     if (needs.reference_logprobs) {
       const auto ref_start = Clock::now();
-      reference = policy.to(at::kFloat);
-      if (stage.reference().mode() != aln::v1::ON_THE_FLY) {
-        for (auto* set : {&data->train, &data->eval}) {
-          for (size_t i = 0; i < set->size(); i += micro) {
-            std::vector<buffer::Example*> chunk;
-            for (size_t k = i; k < std::min(set->size(), i + micro); ++k) chunk.push_back(&(*set)[k]);
-            trainers::reference_pair_logprobs(*reference, chunk, pad_id);
-          }
-        }
-        reference.reset();  // cached: the reference model is no longer needed
+      if (resuming && resumed->reference) {
+        reference = std::move(resumed->reference);
+      } else if (!stage.reference().path().empty()) {
+        auto loaded = model::load_hf_model(stage.reference().path());
+        if (!loaded.ok()) return loaded.status();
+        reference = std::move(*loaded);
+      } else if (!(resuming && stage.reference().mode() != aln::v1::ON_THE_FLY)) {
+        reference = policy.to(at::kFloat);
       }
-      phase_gauge.Add({{"stage", stage_name}, {"phase", "reference"}}).Set(since(ref_start));
+      if (stage.reference().mode() != aln::v1::ON_THE_FLY) {
+        if (resuming && resumed->state.reference_cache_key.empty()) {
+          return absl::FailedPreconditionError(absl::StrCat(resumed->path, " has no reference-cache key for stage ",
+                                                            stage_name, "; cannot resume it mid-way"));
+        }
+        const std::string resume_key = resuming ? resumed->state.reference_cache_key : "";
+        auto key = reference ? cached_reference_logprobs(spec, stage, *reference, *data, micro, pad_id, resume_key, log)
+                             : cached_reference_logprobs(spec, stage, policy, *data, micro, pad_id, resume_key, log);
+        if (!key.ok()) return key.status();
+        reference_key = *key;
+        reference.reset();
+      } else if (resuming && !reference && stage.reference().path().empty()) {
+        return absl::FailedPreconditionError(
+            absl::StrCat(resumed->path, " holds no reference model for stage ", stage_name, "; cannot resume it"));
+      }
+      meters.phase.Add({{"stage", stage_name}, {"phase", "reference"}}).Set(since(ref_start));
     }
     const model::DecoderModel* ref_ptr = reference ? &*reference : nullptr;
+    // Saved with checkpoints only when it exists nowhere else (the policy as the stage started).
+    const model::DecoderModel* ref_to_save = stage.reference().path().empty() ? ref_ptr : nullptr;
+
+    auto log_eval = [&](const char* when, int64_t step, const MetricMap& m) -> absl::Status {
+      for (const auto& [k, v] : m) meters.eval.Add({{"stage", stage_name}, {"name", k}}).Set(v);
+      json line = {{"stage", stage_name},
+                   {"trainer", method},
+                   {"when", when},
+                   {"step", step},
+                   {"global_step", global_step},
+                   {"examples", data->eval.size()},
+                   {"metrics", metrics_json(m)},
+                   {"data", metrics_json(eval_counters)}};
+      return eval_log->append(line.dump());
+    };
 
     StageReport stage_report;
     stage_report.stage = stage_name;
     stage_report.trainer = method;
-    stage_report.before = evaluate(trainer, policy, ref_ptr, data->eval, micro, pad_id);
+    if (resuming) {
+      stage_report.before = resumed->state.stage_before;
+    } else {
+      stage_report.before = evaluate(trainer, policy, ref_ptr, data->eval, micro, pad_id);
+      absl::Status logged = log_eval("before", 0, stage_report.before);
+      if (!logged.ok()) return logged;
+    }
 
     buffer::Buffer buffer(std::move(data->train), static_cast<uint64_t>(stage.data().shuffle_seed()));
     const int64_t per_step = micro * opt.gradient_accumulation();
     const int64_t total_steps =
         opt.max_steps() > 0 ? opt.max_steps() : std::max<int64_t>(1, opt.epochs() * buffer.shard_size() / per_step);
     optim::AdamW adamw({opt.lr(), opt.beta1(), opt.beta2(), opt.eps(), opt.weight_decay()});
+    int64_t first_step = 0;
+    int64_t consecutive_bad = 0;
+    if (resuming) {
+      buffer.seek(resumed->state.position);
+      adamw.load_state(resumed->optimizer);
+      first_step = resumed->state.stage_step;
+      consecutive_bad = resumed->state.consecutive_nonfinite;
+    }
     policy.set_requires_grad(true);
-    Progress progress(stage_name, total_steps, spec.metrics().progress_bar() ? ProgressStyle::kBar : ProgressStyle::kLines);
+    Progress progress(stage_name, total_steps,
+                      spec.metrics().progress_bar() ? ProgressStyle::kBar : ProgressStyle::kLines);
     const auto stage_start = Clock::now();
-    int consecutive_bad = 0;
-    for (int64_t step = 0; step < total_steps; ++step) {
+    const int64_t every = spec.checkpoint().every_steps();
+    for (int64_t step = first_step; step < total_steps; ++step) {
       if (options.stop_after_steps > 0 && global_step >= options.stop_after_steps) break;
       const auto step_start = Clock::now();
       double fwd = 0, bwd = 0, data_t = 0, step_loss = 0;
-      int64_t tokens = 0;
-      std::map<std::string, double> step_metrics;
+      int64_t tokens = 0, samples = 0;
+      MetricMap step_metrics;
       for (int64_t a = 0; a < opt.gradient_accumulation(); ++a) {
         auto t0 = Clock::now();
         auto batch = buffer.next(micro);
+        samples += static_cast<int64_t>(batch.size());
         data_t += since(t0);
         t0 = Clock::now();
         trainers::StepContext ctx{&policy, ref_ptr, pad_id, step};
@@ -206,15 +361,17 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
       auto t0 = Clock::now();
       optim::TensorMap& params = policy.tensors();
       const double norm = optim::clip_grad_norm(params, opt.max_grad_norm());
-      const double lr = optim::scheduled_lr(schedule_kind(opt.schedule()), opt.lr(), step, opt.warmup_steps(), total_steps);
-      if (!std::isfinite(step_loss) || !std::isfinite(norm)) {
+      const double lr =
+          optim::scheduled_lr(schedule_kind(opt.schedule()), opt.lr(), step, opt.warmup_steps(), total_steps);
+      const bool finite = std::isfinite(step_loss) && std::isfinite(norm);
+      if (!finite) {
         // Skip the update, count it, and stop after too many in a row: diverged training should
         // fail loudly, not burn the budget producing NaNs.
-        skipped_counter.Add(labels).Increment();
+        meters.skipped.Add(labels).Increment();
         if (++consecutive_bad >= opt.max_consecutive_nonfinite()) {
           return absl::InternalError(absl::StrCat("stage ", stage_name, ": ", consecutive_bad,
-                                                  " consecutive non-finite steps (loss ", step_loss, ", grad norm ", norm,
-                                                  "); lower optimizer.lr or check the data"));
+                                                  " consecutive non-finite steps (loss ", step_loss, ", grad norm ",
+                                                  norm, "); lower optimizer.lr or check the data"));
         }
         log.warning("step %d: non-finite loss or gradient, update skipped", step);
       } else {
@@ -225,40 +382,85 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
       const double opt_t = since(t0);
       ++global_step;
       const double step_t = since(step_start);
-      loss_gauge.Add(labels).Set(step_loss);
-      step_counter.Add(labels).Increment();
-      tokens_counter.Add(labels).Increment(static_cast<double>(tokens));
-      tps_gauge.Add(labels).Set(static_cast<double>(tokens) / step_t);
-      lr_gauge.Add(labels).Set(lr);
-      grad_gauge.Add(labels).Set(norm);
-      for (auto [phase, secs] : {std::pair{"data", data_t}, {"forward", fwd}, {"backward", bwd}, {"optimizer", opt_t}}) {
-        phase_gauge.Add({{"stage", stage_name}, {"phase", phase}}).Set(secs);
+      const double rss = peak_rss_bytes();
+      meters.loss.Add(labels).Set(step_loss);
+      meters.steps.Add(labels).Increment();
+      meters.tokens.Add(labels).Increment(static_cast<double>(tokens));
+      meters.samples.Add(labels).Increment(static_cast<double>(samples));
+      meters.tokens_per_second.Add(labels).Set(static_cast<double>(tokens) / step_t);
+      meters.samples_per_second.Add(labels).Set(static_cast<double>(samples) / step_t);
+      meters.lr.Add(labels).Set(lr);
+      meters.grad_norm.Add(labels).Set(norm);
+      meters.memory.Add({}).Set(rss);
+      for (auto [phase, secs] :
+           {std::pair{"data", data_t}, {"forward", fwd}, {"backward", bwd}, {"optimizer", opt_t}}) {
+        meters.phase.Add({{"stage", stage_name}, {"phase", phase}}).Set(secs);
       }
-      for (const auto& [k, v] : step_metrics) method_gauge.Add({{"stage", stage_name}, {"trainer", method}, {"name", k}}).Set(v);
+      for (const auto& [k, v] : step_metrics) {
+        meters.method.Add({{"stage", stage_name}, {"trainer", method}, {"name", k}}).Set(v);
+      }
+      json line = {{"stage", stage_name},
+                   {"trainer", method},
+                   {"step", step + 1},
+                   {"global_step", global_step},
+                   {"loss", step_loss},
+                   {"lr", lr},
+                   {"grad_norm", norm},
+                   {"skipped", !finite},
+                   {"tokens", tokens},
+                   {"samples", samples},
+                   {"seconds", step_t},
+                   {"tokens_per_second", static_cast<double>(tokens) / step_t},
+                   {"phases", {{"data", data_t}, {"forward", fwd}, {"backward", bwd}, {"optimizer", opt_t}}},
+                   {"peak_rss_bytes", rss},
+                   {"metrics", metrics_json(step_metrics)}};
+      absl::Status logged = train_log->append(line.dump());
+      if (!logged.ok()) return logged;
       progress.update(step + 1, step_loss, static_cast<double>(tokens) / step_t);
       if (spec.eval().every_steps() > 0 && (step + 1) % spec.eval().every_steps() == 0) {
-        for (const auto& [k, v] : evaluate(trainer, policy, ref_ptr, data->eval, micro, pad_id)) {
-          eval_gauge.Add({{"stage", stage_name}, {"name", k}}).Set(v);
-        }
+        logged = log_eval("periodic", step + 1, evaluate(trainer, policy, ref_ptr, data->eval, micro, pad_id));
+        if (!logged.ok()) return logged;
       }
       stage_report.steps = step + 1;
+      if (every > 0 && global_step % every == 0) {
+        const auto ck_start = Clock::now();
+        TrainingState state;
+        state.global_step = global_step;
+        state.stage_index = static_cast<int64_t>(s);
+        state.stage_name = stage_name;
+        state.stage_step = step + 1;
+        state.position = buffer.position();
+        state.consecutive_nonfinite = consecutive_bad;
+        state.reference_cache_key = reference_key;
+        state.spec_fingerprint = fingerprint;
+        state.finished = report.stages;
+        state.stage_before = stage_report.before;
+        auto saved = checkpoints.save(policy, ref_to_save, adamw.state(), state);
+        if (!saved.ok()) return saved.status();
+        meters.checkpoint_seconds.Add({}).Set(since(ck_start));
+        meters.checkpoints.Add({}).Increment();
+        log.debug("checkpoint %s (%.2f s)", *saved, since(ck_start));
+      }
     }
     progress.finish();
     policy.set_requires_grad(false);
     stage_report.seconds = since(stage_start);
+    if (resuming) stage_report.steps = std::max(stage_report.steps, first_step);
     stage_report.after = evaluate(trainer, policy, ref_ptr, data->eval, micro, pad_id);
-    for (const auto& [k, v] : stage_report.after) eval_gauge.Add({{"stage", stage_name}, {"name", k}}).Set(v);
+    absl::Status logged = log_eval("after", stage_report.steps, stage_report.after);
+    if (!logged.ok()) return logged;
     report.stages.push_back(stage_report);
     if (options.stop_after_steps > 0 && global_step >= options.stop_after_steps) break;
   }
-  report.final_model_dir = (std::filesystem::path(spec.output_dir()) / "final").string();
+  report.final_model_dir = (fs::path(spec.output_dir()) / "final").string();
   absl::Status saved = model::save_hf_model(policy, report.final_model_dir);
   if (!saved.ok()) return saved;
   return report;
 }
 
 std::string format_report(const JobReport& report) {
-  std::string out = absl::StrFormat("%-10s %-8s %-26s %10s %10s\n", "stage", "trainer", "held-out metric", "before", "after");
+  std::string out =
+      absl::StrFormat("%-10s %-8s %-26s %10s %10s\n", "stage", "trainer", "held-out metric", "before", "after");
   for (const auto& s : report.stages) {
     for (const auto& [name, after] : s.after) {
       auto it = s.before.find(name);

@@ -11,6 +11,7 @@
 #include "aln/v1/job.pb.h"
 #include "core/logging.h"
 #include "core/metrics.h"
+#include "trainers/engine/report.h"
 
 namespace aln::engine {
 
@@ -23,25 +24,7 @@ struct RunOptions {
   int64_t stop_after_steps = 0;
 };
 
-// Evaluation numbers of one stage, before and after training (printed as a table at the end).
-struct StageReport {
-  std::string stage;
-  std::string trainer;
-  std::map<std::string, double> before;
-  std::map<std::string, double> after;
-  int64_t steps = 0;
-  double seconds = 0;
-};
-
-struct JobReport {
-  std::vector<StageReport> stages;
-  std::string final_model_dir;
-};
-
 absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions& options, const Logger& log,
                                   MetricsRegistry& metrics);
-
-// The before/after table, one row per stage and metric.
-std::string format_report(const JobReport& report);
 
 }  // namespace aln::engine

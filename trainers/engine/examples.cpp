@@ -7,8 +7,8 @@
 namespace aln::engine {
 namespace {
 
-std::string prompt_text(const TextEncoder& encoder, const std::string& prompt, const std::vector<data::Message>& messages,
-                        aln::v1::DataFormat format) {
+std::string prompt_text(const TextEncoder& encoder, const std::string& prompt,
+                        const std::vector<data::Message>& messages, aln::v1::DataFormat format) {
   if (!messages.empty()) return encoder.render_prompt(messages);
   // HH dialogues are already in their format; plain prompts become one user turn.
   if (format == aln::v1::HH_RLHF) return prompt;
@@ -22,6 +22,7 @@ absl::StatusOr<StageData> build_stage_data(const aln::v1::StageSpec& stage, trai
   StageData out;
   const auto& d = stage.data();
   std::vector<buffer::Example> all;
+  std::vector<buffer::Example>* target = &all;
   auto add = [&](std::vector<int64_t> prompt, std::vector<int64_t> a, std::vector<int64_t> b, buffer::Example e) {
     const size_t before = prompt.size() + a.size() + b.size();
     buffer::truncate(&prompt, d.max_prompt_length(), &a, d.max_response_length());
@@ -37,54 +38,63 @@ absl::StatusOr<StageData> build_stage_data(const aln::v1::StageSpec& stage, trai
       e.chosen = std::move(a);
       e.rejected = std::move(b);
     }
-    all.push_back(std::move(e));
+    target->push_back(std::move(e));
   };
   const std::string eor = encoder.end_of_response();
-  for (const auto& source : d.train()) {
-    data::ReadOptions options;
-    options.format = source.format();
-    options.bad_records = d.bad_records();
-    options.limit = source.limit();
-    data::ReadReport report;
-    if (kind == trainers::RecordKind::kSequences) {
-      auto records = data::read_sft(source.path(), options, &report);
-      if (!records.ok()) return records.status();
-      for (const auto& r : *records) {
-        buffer::Example e;
-        e.source = absl::StrCat(r.origin.file, ":", r.origin.line);
-        const aln::v1::DataFormat fmt = r.prompt_messages.empty() && r.prompt.rfind("\n\nHuman:", 0) == 0
-                                            ? aln::v1::HH_RLHF
-                                            : source.format();
-        add(encoder.encode(prompt_text(encoder, r.prompt, r.prompt_messages, fmt)), encoder.encode(r.response + eor), {},
-            std::move(e));
+  auto read_sources = [&](const auto& sources) -> absl::Status {
+    for (const auto& source : sources) {
+      data::ReadOptions options;
+      options.format = source.format();
+      options.bad_records = d.bad_records();
+      options.limit = source.limit();
+      data::ReadReport report;
+      if (kind == trainers::RecordKind::kSequences) {
+        auto records = data::read_sft(source.path(), options, &report);
+        if (!records.ok()) return records.status();
+        for (const auto& r : *records) {
+          buffer::Example e;
+          e.source = absl::StrCat(r.origin.file, ":", r.origin.line);
+          const aln::v1::DataFormat fmt =
+              r.prompt_messages.empty() && r.prompt.rfind("\n\nHuman:", 0) == 0 ? aln::v1::HH_RLHF : source.format();
+          add(encoder.encode(prompt_text(encoder, r.prompt, r.prompt_messages, fmt)), encoder.encode(r.response + eor),
+              {}, std::move(e));
+        }
+      } else {
+        auto records = data::read_preferences(source.path(), options, &report);
+        if (!records.ok()) return records.status();
+        for (const auto& p : *records) {
+          buffer::Example e;
+          e.source = absl::StrCat(p.origin.file, ":", p.origin.line);
+          e.unsafe_chosen = p.unsafe_chosen.value_or(-1);
+          e.unsafe_rejected = p.unsafe_rejected.value_or(-1);
+          e.safer = p.safer_index.value_or(-1);
+          const aln::v1::DataFormat fmt = p.prompt.rfind("\n\nHuman:", 0) == 0 ? aln::v1::HH_RLHF : source.format();
+          add(encoder.encode(prompt_text(encoder, p.prompt, p.prompt_messages, fmt)), encoder.encode(p.chosen + eor),
+              encoder.encode(p.rejected + eor), std::move(e));
+        }
       }
-    } else {
-      auto records = data::read_preferences(source.path(), options, &report);
-      if (!records.ok()) return records.status();
-      for (const auto& p : *records) {
-        buffer::Example e;
-        e.source = absl::StrCat(p.origin.file, ":", p.origin.line);
-        e.unsafe_chosen = p.unsafe_chosen.value_or(-1);
-        e.unsafe_rejected = p.unsafe_rejected.value_or(-1);
-        e.safer = p.safer_index.value_or(-1);
-        const aln::v1::DataFormat fmt = p.prompt.rfind("\n\nHuman:", 0) == 0 ? aln::v1::HH_RLHF : source.format();
-        add(encoder.encode(prompt_text(encoder, p.prompt, p.prompt_messages, fmt)), encoder.encode(p.chosen + eor),
-            encoder.encode(p.rejected + eor), std::move(e));
+      out.rows += report.rows;
+      out.skipped += report.skipped;
+      for (auto& problem : report.problems) {
+        if (out.problems.size() < 20) out.problems.push_back(problem);
       }
     }
-    out.rows += report.rows;
-    out.skipped += report.skipped;
-    for (auto& problem : report.problems) {
-      if (out.problems.size() < 20) out.problems.push_back(problem);
-    }
-  }
+    return absl::OkStatus();
+  };
+  absl::Status read = read_sources(d.train());
+  if (!read.ok()) return read;
+  // Explicit eval sources replace the held-out fraction of train.
+  target = &out.eval;
+  read = read_sources(d.eval());
+  if (!read.ok()) return read;
   if (all.empty()) return absl::InvalidArgumentError("the stage has no usable training examples");
   // Deterministic hold-out: a seeded permutation, the first eval_fraction of it is the eval set.
   std::vector<size_t> idx(all.size());
   for (size_t i = 0; i < idx.size(); ++i) idx[i] = i;
   std::mt19937_64 rng(seed ^ 0x5eed5eedULL);
   for (size_t i = idx.size(); i > 1; --i) std::swap(idx[i - 1], idx[rng() % i]);
-  const size_t n_eval = d.eval_size() > 0 ? 0 : static_cast<size_t>(d.eval_fraction() * static_cast<double>(all.size()));
+  const size_t n_eval =
+      d.eval_size() > 0 ? 0 : static_cast<size_t>(d.eval_fraction() * static_cast<double>(all.size()));
   for (size_t k = 0; k < idx.size(); ++k) (k < n_eval ? out.eval : out.train).push_back(std::move(all[idx[k]]));
   return out;
 }

@@ -17,7 +17,6 @@ class SafeDpoTrainer final : public Trainer {
     std::vector<buffer::Example> kept;
     double keep = 0, swap = 0, drop = 0, unlabeled = 0;
     for (buffer::Example& e : *ctx.examples) {
-      const bool labeled = e.unsafe_chosen >= 0 && e.unsafe_rejected >= 0;
       switch (options_.variant()) {
         case aln::v1::BETTER:
           break;
@@ -33,17 +32,28 @@ class SafeDpoTrainer final : public Trainer {
           }
           break;
         case aln::v1::SAFE_BETTER:
-          if (labeled && e.unsafe_chosen == 1) {
+          if (e.unsafe_chosen == 1) {  // y_w known unsafe
             ++drop;
             continue;
           }
           break;
         default: {  // SAFEDPO: the transform T
-          if (!labeled) {
+          if (e.unsafe_chosen < 0) {
+            if (options_.drop_unlabeled()) {
+              ++drop;
+              continue;
+            }
             ++unlabeled;
-            e.unsafe_chosen = e.unsafe_rejected = 0;  // no margin without labels
+            e.unsafe_chosen = e.unsafe_rejected = 0;  // a plain helpfulness pair: no margin
             break;
           }
+          // y_w unsafe and y_l's label unknown: swapping could make an unsafe response the winner,
+          // so the pair is dropped; y_w safe and y_l unknown: kept, with no margin.
+          if (e.unsafe_chosen == 1 && e.unsafe_rejected < 0) {
+            ++drop;
+            continue;
+          }
+          if (e.unsafe_rejected < 0) e.unsafe_rejected = 0;
           const auto action = kernels::safedpo_action(e.unsafe_chosen == 1, e.unsafe_rejected == 1);
           if (action == kernels::SafePairAction::kDrop) {
             ++drop;
@@ -65,9 +75,8 @@ class SafeDpoTrainer final : public Trainer {
     (*ctx.counters)["safedpo_swapped"] = swap;
     (*ctx.counters)["safedpo_dropped"] = drop;
     (*ctx.counters)["safedpo_unlabeled"] = unlabeled;
-    if (ctx.examples->empty()) {
-      return absl::InvalidArgumentError("safedpo: no pairs left after the transform (every pair was dropped)");
-    }
+    // An empty result is the engine's to report: an empty held-out set is fine, an empty training
+    // set is not.
     return absl::OkStatus();
   }
 
@@ -81,8 +90,8 @@ class SafeDpoTrainer final : public Trainer {
         ul.push_back(e->unsafe_rejected == 1 ? 1.0 : 0.0);
       }
       const auto dtype = f.logprobs.policy_chosen.scalar_type();
-      l = kernels::safedpo_loss(f.logprobs, at::tensor(uw, at::kDouble).to(dtype), at::tensor(ul, at::kDouble).to(dtype),
-                                options_.beta(), options_.delta());
+      l = kernels::safedpo_loss(f.logprobs, at::tensor(uw, at::kDouble).to(dtype),
+                                at::tensor(ul, at::kDouble).to(dtype), options_.beta(), options_.delta());
     } else {
       l = kernels::dpo_loss(f.logprobs, kernels::DpoLossType::kSigmoid, options_.beta(), 0.0);
     }

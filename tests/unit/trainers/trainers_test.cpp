@@ -38,10 +38,10 @@ aln::v1::StageSpec stage_with(const std::string& method) {
   return s;
 }
 
-std::unique_ptr<Trainer> make(const std::string& method) {
+std::unique_ptr<Trainer> make(const std::string& method, const aln::v1::StageSpec* stage = nullptr) {
   TrainerRegistry registry("trainer");
   register_all(registry);
-  auto t = registry.create(method, stage_with(method));
+  auto t = registry.create(method, stage != nullptr ? *stage : stage_with(method));
   EXPECT_TRUE(t.ok()) << t.status();
   return std::move(*t);
 }
@@ -146,10 +146,54 @@ TEST(Trainers, SafeDpoTransformCountsAndMargin) {
   const double got = trainer->compute_loss({&ex[0], &ex[1], &ex[2], &ex[3]}, ctx).loss.item<double>();
   const double margin_pair = std::log1p(std::exp(10.0));
   EXPECT_NEAR(got, (std::log(2.0) + 2 * margin_pair + std::log(2.0)) / 4, 1e-5);
-  // All-dropped data is an error, not an empty run.
+  // All-dropped data leaves an empty set; the engine (not the plugin) reports an empty train set.
   std::vector<buffer::Example> bad = {pair({1}, {2}, {3}, 1, 1)};
   PrepareContext prep_bad{&stage, &bad, &counters};
-  EXPECT_FALSE(make("safedpo")->prepare(prep_bad).ok());
+  EXPECT_TRUE(make("safedpo")->prepare(prep_bad).ok());
+  EXPECT_TRUE(bad.empty());
+}
+
+TEST(Trainers, SafeDpoPartialLabelsAndVariants) {
+  auto run = [](aln::v1::SafeDpoVariant variant, bool drop_unlabeled, std::vector<buffer::Example> ex,
+                std::map<std::string, double>* counters) {
+    aln::v1::StageSpec stage = stage_with("safedpo");
+    stage.mutable_trainer()->mutable_safedpo()->set_variant(variant);
+    stage.mutable_trainer()->mutable_safedpo()->set_drop_unlabeled(drop_unlabeled);
+    PrepareContext prep{&stage, &ex, counters};
+    auto trainer = make("safedpo", &stage);
+    EXPECT_TRUE(trainer->prepare(prep).ok());
+    return ex;
+  };
+  std::map<std::string, double> c;
+  // y_w unsafe, y_l unknown: dropped (a swap could crown an unsafe response); y_w safe, y_l
+  // unknown: kept without margin; nothing known: kept (or dropped with drop_unlabeled).
+  std::vector<buffer::Example> partial = {pair({1}, {2}, {3}, 1, -1), pair({1}, {4}, {5}, 0, -1), pair({1}, {6}, {7})};
+  auto out = run(aln::v1::SAFEDPO, false, partial, &c);
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(out[0].chosen, std::vector<int64_t>{4});
+  EXPECT_EQ(out[0].unsafe_rejected, 0);
+  EXPECT_EQ(c["safedpo_dropped"], 1);
+  EXPECT_EQ(c["safedpo_unlabeled"], 1);
+  out = run(aln::v1::SAFEDPO, true, partial, &c);
+  EXPECT_EQ(out.size(), 1u);
+  EXPECT_EQ(c["safedpo_dropped"], 2);
+  // Baselines: better keeps everything as is; safer follows safer_response_id (swap when it is 1,
+  // drop when unknown); safe-better drops pairs whose y_w is known unsafe.
+  std::vector<buffer::Example> mixed = {pair({1}, {2}, {3}, 1, 0), pair({1}, {4}, {5}, 0, 1), pair({1}, {6}, {7})};
+  mixed[0].safer = 1;
+  mixed[1].safer = 0;
+  out = run(aln::v1::BETTER, false, mixed, &c);
+  EXPECT_EQ(out.size(), 3u);
+  EXPECT_EQ(out[0].chosen, std::vector<int64_t>{2});
+  out = run(aln::v1::SAFER, false, mixed, &c);
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(out[0].chosen, std::vector<int64_t>{3});
+  EXPECT_EQ(out[1].chosen, std::vector<int64_t>{4});
+  EXPECT_EQ(c["safedpo_swapped"], 1);
+  EXPECT_EQ(c["safedpo_dropped"], 1);
+  out = run(aln::v1::SAFE_BETTER, false, mixed, &c);
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(out[0].chosen, std::vector<int64_t>{4});
 }
 
 }  // namespace

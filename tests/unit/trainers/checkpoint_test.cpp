@@ -1,0 +1,181 @@
+// Checkpoints, the reference-log-prob cache and run logs: round trips bitwise, damage is detected
+// with a message naming the file, keep_last prunes, and resumed logs drop the redone steps.
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <ATen/ATen.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "core/fingerprint.h"
+#include "trainers/engine/checkpoint.h"
+#include "trainers/engine/reference_cache.h"
+#include "trainers/engine/run_log.h"
+
+namespace aln::engine {
+namespace {
+namespace fs = std::filesystem;
+
+class TempDir {
+ public:
+  TempDir()
+      : path_(fs::temp_directory_path() /
+              ("aln-ckpt-" + std::to_string(::getpid()) + "-" + std::to_string(counter_++))) {
+    fs::remove_all(path_);
+    fs::create_directories(path_);
+  }
+  ~TempDir() { fs::remove_all(path_); }
+  const fs::path& path() const { return path_; }
+
+ private:
+  static inline int counter_ = 0;
+  fs::path path_;
+};
+
+model::DecoderModel tiny_model(uint64_t seed) {
+  model::ModelConfig c;
+  c.vocab_size = 40;
+  c.hidden_size = 16;
+  c.num_layers = 1;
+  c.num_heads = 2;
+  c.num_kv_heads = 2;
+  c.head_dim = 8;
+  c.intermediate_size = 24;
+  c.max_position = 64;
+  return model::DecoderModel::random_init(c, seed);
+}
+
+TrainingState sample_state(int64_t step) {
+  TrainingState s;
+  s.global_step = step;
+  s.stage_index = 1;
+  s.stage_name = "dpo";
+  s.stage_step = step - 10;
+  s.position = {2, 17};
+  s.consecutive_nonfinite = 1;
+  s.reference_cache_key = "abc";
+  s.spec_fingerprint = "f00";
+  s.stage_before = {{"preference_accuracy", 0.1 + 1e-17}, {"loss", 0.6931471805599453}};
+  StageReport r;
+  r.stage = "sft";
+  r.trainer = "sft";
+  r.steps = 10;
+  r.seconds = 1.5;
+  r.before = {{"loss", 3.25}};
+  r.after = {{"loss", 1.0 / 3.0}};
+  s.finished.push_back(r);
+  return s;
+}
+
+TEST(Checkpoint, RoundTripIsBitwise) {
+  TempDir dir;
+  CheckpointManager manager(dir.path().string(), 2);
+  model::DecoderModel policy = tiny_model(1);
+  model::DecoderModel reference = tiny_model(2);
+  optim::TensorMap opt{{"step", at::tensor(int64_t{7})}, {"w.exp_avg", at::randn({3, 4}, at::kFloat)}};
+  auto saved = manager.save(policy, &reference, opt, sample_state(12));
+  ASSERT_TRUE(saved.ok()) << saved.status();
+  EXPECT_EQ(fs::path(*saved).filename(), "step-00000012");
+  auto loaded = CheckpointManager::load(*saved);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  for (const auto& [name, t] : policy.tensors()) EXPECT_TRUE(at::equal(t, loaded->policy.tensors().at(name))) << name;
+  ASSERT_TRUE(loaded->reference.has_value());
+  for (const auto& [name, t] : reference.tensors()) EXPECT_TRUE(at::equal(t, loaded->reference->tensors().at(name)));
+  EXPECT_TRUE(at::equal(opt["w.exp_avg"], loaded->optimizer.at("w.exp_avg")));
+  EXPECT_EQ(loaded->optimizer.at("step").item<int64_t>(), 7);
+  const TrainingState& s = loaded->state;
+  EXPECT_EQ(s.global_step, 12);
+  EXPECT_EQ(s.stage_index, 1);
+  EXPECT_EQ(s.stage_step, 2);
+  EXPECT_EQ(s.position.epoch, 2);
+  EXPECT_EQ(s.position.offset, 17);
+  EXPECT_EQ(s.consecutive_nonfinite, 1);
+  EXPECT_EQ(s.reference_cache_key, "abc");
+  EXPECT_EQ(s.stage_before.at("preference_accuracy"), 0.1 + 1e-17);  // doubles survive exactly
+  ASSERT_EQ(s.finished.size(), 1u);
+  EXPECT_EQ(s.finished[0].after.at("loss"), 1.0 / 3.0);
+  EXPECT_TRUE(at::equal(loaded->rng, cpu_rng_state()));
+}
+
+TEST(Checkpoint, KeepsTheNewestAndSkipsDamagedOnes) {
+  TempDir dir;
+  CheckpointManager manager(dir.path().string(), 2);
+  model::DecoderModel policy = tiny_model(1);
+  for (int64_t step : {5, 10, 15}) ASSERT_TRUE(manager.save(policy, nullptr, {}, sample_state(step)).ok());
+  EXPECT_FALSE(fs::exists(dir.path() / "step-00000005"));
+  EXPECT_TRUE(fs::exists(dir.path() / "step-00000010"));
+  fs::create_directories(dir.path() / ".step-00000020.tmp-1");  // a save that died half way
+  Logger log(0, "test", LogLevel::kError);
+  EXPECT_EQ(fs::path(*manager.latest(log)).filename(), "step-00000015");
+  // A file that is truncated after the manifest was written: the checkpoint no longer counts.
+  fs::resize_file(dir.path() / "step-00000015" / "optimizer.safetensors", 3);
+  absl::Status bad = verify_manifest((dir.path() / "step-00000015").string());
+  EXPECT_NE(bad.message().find("optimizer.safetensors has 3 bytes"), std::string::npos) << bad;
+  EXPECT_EQ(fs::path(*manager.latest(log)).filename(), "step-00000010");
+  ASSERT_TRUE(manager.save(policy, nullptr, {}, sample_state(20)).ok());
+  EXPECT_FALSE(fs::exists(dir.path() / ".step-00000020.tmp-1"));
+  fs::remove(dir.path() / "step-00000010" / "MANIFEST.json");
+  EXPECT_FALSE(CheckpointManager::load((dir.path() / "step-00000010").string()).ok());
+}
+
+TEST(ReferenceCache, RoundTripAndSizeCheck) {
+  TempDir dir;
+  std::vector<buffer::Example> train(3), eval(1);
+  for (size_t i = 0; i < train.size(); ++i) {
+    train[i].chosen = {1, 2, static_cast<int64_t>(i)};
+    train[i].reference_chosen = -1.0 / static_cast<double>(i + 3);
+    train[i].reference_rejected = -2.5 * static_cast<double>(i);
+  }
+  eval[0].reference_chosen = -0.125;
+  eval[0].reference_rejected = -7;
+  const std::string file = (dir.path() / "k.safetensors").string();
+  ASSERT_TRUE(save_reference_cache(file, train, eval, "test").ok());
+  std::vector<buffer::Example> train2(3), eval2(1);
+  ASSERT_TRUE(load_reference_cache(file, &train2, &eval2).ok());
+  for (size_t i = 0; i < train.size(); ++i) {
+    EXPECT_EQ(train2[i].reference_chosen, train[i].reference_chosen);
+    EXPECT_EQ(train2[i].reference_rejected, train[i].reference_rejected);
+  }
+  EXPECT_EQ(eval2[0].reference_rejected, -7);
+  std::vector<buffer::Example> wrong(2);
+  absl::Status s = load_reference_cache(file, &wrong, &eval2);
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(load_reference_cache((dir.path() / "none.safetensors").string(), &train2, &eval2).code(),
+            absl::StatusCode::kNotFound);
+  // Keys change with the data and the model.
+  const std::string before = examples_fingerprint(train, eval);
+  train[1].chosen.push_back(9);
+  EXPECT_NE(examples_fingerprint(train, eval), before);
+  EXPECT_NE(model_fingerprint(tiny_model(1)), model_fingerprint(tiny_model(2)));
+  EXPECT_EQ(model_fingerprint(tiny_model(1)), model_fingerprint(tiny_model(1)));
+}
+
+TEST(Fingerprint, StableAndBoundarySensitive) {
+  EXPECT_EQ(Fingerprint().add("abc").hex(), Fingerprint().add("abc").hex());
+  EXPECT_EQ(Fingerprint().add("abc").hex().size(), 32u);
+  EXPECT_NE(Fingerprint().add("ab").add("c").hex(), Fingerprint().add("a").add("bc").hex());
+  EXPECT_NE(Fingerprint().add(int64_t{1}).hex(), Fingerprint().add(int64_t{2}).hex());
+}
+
+TEST(JsonlLog, ResumeDropsRedoneSteps) {
+  TempDir dir;
+  const std::string path = (dir.path() / "sub" / "log.jsonl").string();
+  {
+    auto log = JsonlLog::open(path, 0);
+    ASSERT_TRUE(log.ok()) << log.status();
+    for (int step = 1; step <= 5; ++step)
+      ASSERT_TRUE(log->append("{\"global_step\":" + std::to_string(step) + "}").ok());
+  }
+  { std::ofstream(path, std::ios::app) << "{\"global_step\":6,\"lo"; }  // torn by a kill
+  auto resumed = JsonlLog::open(path, 3);
+  ASSERT_TRUE(resumed.ok());
+  ASSERT_TRUE(resumed->append("{\"global_step\":4}").ok());
+  std::ifstream in(path);
+  std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(all, "{\"global_step\":1}\n{\"global_step\":2}\n{\"global_step\":3}\n{\"global_step\":4}\n");
+}
+
+}  // namespace
+}  // namespace aln::engine

@@ -1,0 +1,264 @@
+#include "trainers/engine/checkpoint.h"
+
+#include <unistd.h>
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/core/Generator.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "core/io/atomic_file.h"
+#include "core/io/safetensors.h"
+#include "core/model/hf_checkpoint.h"
+
+namespace aln::engine {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+constexpr const char* kFormat = "aln-checkpoint-v1";
+
+json metrics_json(const MetricMap& m) {
+  json out = json::object();
+  for (const auto& [k, v] : m) out[k] = v;
+  return out;
+}
+
+MetricMap metrics_from(const json& j) {
+  MetricMap out;
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    if (it->is_number()) out[it.key()] = it->get<double>();
+  }
+  return out;
+}
+
+json state_json(const TrainingState& s) {
+  json finished = json::array();
+  for (const auto& r : s.finished) {
+    finished.push_back({{"stage", r.stage},
+                        {"trainer", r.trainer},
+                        {"steps", r.steps},
+                        {"seconds", r.seconds},
+                        {"before", metrics_json(r.before)},
+                        {"after", metrics_json(r.after)}});
+  }
+  return {{"format", kFormat},
+          {"global_step", s.global_step},
+          {"stage_index", s.stage_index},
+          {"stage_name", s.stage_name},
+          {"stage_step", s.stage_step},
+          {"buffer", {{"epoch", s.position.epoch}, {"offset", s.position.offset}}},
+          {"consecutive_nonfinite", s.consecutive_nonfinite},
+          {"reference_cache_key", s.reference_cache_key},
+          {"spec_fingerprint", s.spec_fingerprint},
+          {"stage_before", metrics_json(s.stage_before)},
+          {"finished", finished}};
+}
+
+TrainingState state_from(const json& j) {
+  TrainingState s;
+  s.global_step = j.at("global_step").get<int64_t>();
+  s.stage_index = j.at("stage_index").get<int64_t>();
+  s.stage_name = j.at("stage_name").get<std::string>();
+  s.stage_step = j.at("stage_step").get<int64_t>();
+  s.position.epoch = j.at("buffer").at("epoch").get<int64_t>();
+  s.position.offset = j.at("buffer").at("offset").get<int64_t>();
+  s.consecutive_nonfinite = j.at("consecutive_nonfinite").get<int64_t>();
+  s.reference_cache_key = j.at("reference_cache_key").get<std::string>();
+  s.spec_fingerprint = j.at("spec_fingerprint").get<std::string>();
+  s.stage_before = metrics_from(j.at("stage_before"));
+  for (const auto& r : j.at("finished")) {
+    StageReport report;
+    report.stage = r.at("stage").get<std::string>();
+    report.trainer = r.at("trainer").get<std::string>();
+    report.steps = r.at("steps").get<int64_t>();
+    report.seconds = r.at("seconds").get<double>();
+    report.before = metrics_from(r.at("before"));
+    report.after = metrics_from(r.at("after"));
+    s.finished.push_back(std::move(report));
+  }
+  return s;
+}
+
+absl::StatusOr<std::string> read_text(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(path.string(), ": cannot open"));
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Every regular file below `root` (relative path → size), the manifest itself excluded.
+std::map<std::string, uintmax_t> list_files(const fs::path& root) {
+  std::map<std::string, uintmax_t> files;
+  for (const auto& entry : fs::recursive_directory_iterator(root)) {
+    if (!entry.is_regular_file()) continue;
+    const std::string rel = fs::relative(entry.path(), root).generic_string();
+    if (rel != "MANIFEST.json") files[rel] = entry.file_size();
+  }
+  return files;
+}
+
+bool parse_step_name(const std::string& name, int64_t* step) {
+  if (name.rfind("step-", 0) != 0 || name.size() <= 5) return false;
+  for (size_t i = 5; i < name.size(); ++i) {
+    if (name[i] < '0' || name[i] > '9') return false;
+  }
+  *step = std::stoll(name.substr(5));
+  return true;
+}
+
+}  // namespace
+
+at::Tensor cpu_rng_state() {
+  at::Generator gen = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  return gen.get_state();
+}
+
+void set_cpu_rng_state(const at::Tensor& state) {
+  at::Generator gen = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  gen.set_state(state);
+}
+
+absl::Status verify_manifest(const std::string& path) {
+  auto text = read_text(fs::path(path) / "MANIFEST.json");
+  if (!text.ok()) return absl::NotFoundError(absl::StrCat(path, ": no MANIFEST.json (the checkpoint is incomplete)"));
+  json manifest = json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  if (manifest.is_discarded() || !manifest.is_object() || manifest.value("format", "") != kFormat ||
+      !manifest.contains("files") || !manifest["files"].is_object()) {
+    return absl::DataLossError(absl::StrCat(path, "/MANIFEST.json: not an ", kFormat, " manifest"));
+  }
+  for (auto it = manifest["files"].begin(); it != manifest["files"].end(); ++it) {
+    std::error_code ec;
+    const uintmax_t size = fs::file_size(fs::path(path) / it.key(), ec);
+    if (ec) return absl::DataLossError(absl::StrCat(path, ": ", it.key(), " is listed in MANIFEST.json but missing"));
+    if (!it->is_number_unsigned() || size != it->get<uintmax_t>()) {
+      return absl::DataLossError(
+          absl::StrCat(path, ": ", it.key(), " has ", size, " bytes, MANIFEST.json says ", it->dump()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> CheckpointManager::save(const model::DecoderModel& policy,
+                                                    const model::DecoderModel* reference,
+                                                    const optim::TensorMap& optimizer,
+                                                    const TrainingState& state) const {
+  const std::string name = absl::StrFormat("step-%08d", state.global_step);
+  const fs::path final_dir = fs::path(dir_) / name;
+  const fs::path tmp = fs::path(dir_) / absl::StrCat(".", name, ".tmp-", ::getpid());
+  std::error_code ec;
+  fs::create_directories(dir_, ec);
+  if (ec)
+    return absl::PermissionDeniedError(absl::StrCat(dir_, ": cannot create the checkpoint directory: ", ec.message()));
+  // Temporary directories of a run that died while saving: only one process writes checkpoints
+  // into a directory, so any left over are garbage.
+  for (const auto& entry : fs::directory_iterator(dir_, ec)) {
+    const std::string n = entry.path().filename().string();
+    if (n.rfind(".step-", 0) == 0 && n.find(".tmp-") != std::string::npos) fs::remove_all(entry.path(), ec);
+  }
+  fs::create_directories(tmp, ec);
+  if (ec) return absl::PermissionDeniedError(absl::StrCat(tmp.string(), ": cannot create: ", ec.message()));
+  auto fail = [&](absl::Status s) {
+    std::error_code ignored;
+    fs::remove_all(tmp, ignored);
+    return absl::Status(s.code(), absl::StrCat("checkpoint ", name, ": ", s.message()));
+  };
+  absl::Status s = model::save_hf_model(policy, (tmp / "model").string());
+  if (s.ok() && reference != nullptr) s = model::save_hf_model(*reference, (tmp / "reference").string());
+  if (s.ok())
+    s = io::save_safetensors((tmp / "optimizer.safetensors").string(),
+                             io::NamedTensors(optimizer.begin(), optimizer.end()));
+  if (s.ok()) s = io::save_safetensors((tmp / "rng.safetensors").string(), {{"cpu", cpu_rng_state()}});
+  if (s.ok()) s = io::write_text_atomically((tmp / "state.json").string(), state_json(state).dump(2) + "\n");
+  if (!s.ok()) return fail(s);
+  json files = json::object();
+  for (const auto& [rel, size] : list_files(tmp)) files[rel] = size;
+  json manifest = {{"format", kFormat}, {"global_step", state.global_step}, {"files", files}};
+  s = io::write_text_atomically((tmp / "MANIFEST.json").string(), manifest.dump(2) + "\n");
+  if (s.ok()) s = io::sync_directory(tmp.string());
+  if (!s.ok()) return fail(s);
+  // A checkpoint of the same step exists only when an earlier run got this far and was resumed
+  // from an older one: the new one replaces it.
+  if (fs::exists(final_dir)) fs::remove_all(final_dir, ec);
+  fs::rename(tmp, final_dir, ec);
+  if (ec) return fail(absl::InternalError(absl::StrCat("cannot rename ", tmp.string(), ": ", ec.message())));
+  s = io::sync_directory(dir_);
+  if (!s.ok()) return s;
+
+  auto all = complete(nullptr);
+  for (size_t i = 0; i + static_cast<size_t>(keep_last_) < all.size(); ++i) fs::remove_all(all[i].second, ec);
+  return final_dir.string();
+}
+
+std::vector<std::pair<int64_t, std::string>> CheckpointManager::complete(const Logger* log) const {
+  std::vector<std::pair<int64_t, std::string>> out;
+  std::error_code ec;
+  if (!fs::is_directory(dir_, ec)) return out;
+  for (const auto& entry : fs::directory_iterator(dir_, ec)) {
+    int64_t step = 0;
+    const std::string name = entry.path().filename().string();
+    if (!entry.is_directory() || !parse_step_name(name, &step)) continue;
+    absl::Status ok = verify_manifest(entry.path().string());
+    if (!ok.ok()) {
+      if (log != nullptr) log->warning("skipping checkpoint %s: %s", entry.path().string(), ok.message());
+      continue;
+    }
+    out.emplace_back(step, entry.path().string());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::optional<std::string> CheckpointManager::latest(const Logger& log) const {
+  auto all = complete(&log);
+  if (all.empty()) return std::nullopt;
+  return all.back().second;
+}
+
+absl::StatusOr<LoadedCheckpoint> CheckpointManager::load(const std::string& path) {
+  absl::Status ok = verify_manifest(path);
+  if (!ok.ok()) return ok;
+  const fs::path dir(path);
+  auto text = read_text(dir / "state.json");
+  if (!text.ok()) return text.status();
+  json j = json::parse(*text, nullptr, false);
+  if (j.is_discarded() || j.value("format", "") != kFormat) {
+    return absl::DataLossError(absl::StrCat(path, "/state.json: not an ", kFormat, " state file"));
+  }
+  absl::StatusOr<TrainingState> state = absl::UnknownError("unset");
+  try {
+    state = state_from(j);
+  } catch (const json::exception& e) {
+    return absl::DataLossError(absl::StrCat(path, "/state.json: ", e.what()));
+  }
+  auto policy = model::load_hf_model((dir / "model").string());
+  if (!policy.ok()) return policy.status();
+  LoadedCheckpoint out{path, at::Tensor(), std::move(*policy), std::nullopt, {}, std::move(*state)};
+  if (fs::exists(dir / "reference")) {
+    auto reference = model::load_hf_model((dir / "reference").string());
+    if (!reference.ok()) return reference.status();
+    out.reference = std::move(*reference);
+  }
+  auto optimizer = io::load_safetensors((dir / "optimizer.safetensors").string());
+  if (!optimizer.ok()) return optimizer.status();
+  out.optimizer = std::move(optimizer->tensors);
+  auto rng = io::load_safetensors((dir / "rng.safetensors").string());
+  if (!rng.ok()) return rng.status();
+  auto it = rng->tensors.find("cpu");
+  if (it == rng->tensors.end()) return absl::DataLossError(absl::StrCat(path, "/rng.safetensors: no 'cpu' tensor"));
+  out.rng = it->second;
+  return out;
+}
+
+}  // namespace aln::engine

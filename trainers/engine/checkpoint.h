@@ -1,0 +1,81 @@
+#pragma once
+// Training checkpoints: everything a run needs to continue exactly where it stopped.
+//
+// <dir>/step-00000150/
+//   model/                  the policy in Hugging Face format (transformers loads it as is)
+//   reference/              the frozen reference, only when its log-probs are computed on the fly
+//   optimizer.safetensors   AdamW moments and step count
+//   rng.safetensors         LibTorch's CPU generator state
+//   state.json              stage, step, Buffer position, guard counter, reference-cache key, reports
+//   MANIFEST.json           written last: every file above with its size
+//
+// A checkpoint is written into a hidden temporary directory, every file fsync'ed, the manifest
+// last, then renamed into place and the parent directory fsync'ed; a directory without a valid
+// manifest is never used. After each save only the newest `keep_last` checkpoints remain.
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/buffer/buffer.h"
+#include "core/logging.h"
+#include "core/model/decoder.h"
+#include "core/optim/optimizer.h"
+#include "trainers/engine/report.h"
+
+namespace aln::engine {
+
+struct TrainingState {
+  int64_t global_step = 0;  // optimizer steps over all stages
+  int64_t stage_index = 0;  // the stage in progress
+  std::string stage_name;
+  int64_t stage_step = 0;     // optimizer steps done in that stage
+  buffer::Position position;  // of that stage's Buffer
+  int64_t consecutive_nonfinite = 0;
+  std::string reference_cache_key;    // the stage's cached reference log-probs (empty: none)
+  std::string spec_fingerprint;       // of the job spec; resuming a different job is refused
+  std::vector<StageReport> finished;  // stages already done
+  MetricMap stage_before;             // the running stage's held-out numbers before training
+};
+
+struct LoadedCheckpoint {
+  std::string path;
+  at::Tensor rng;
+  model::DecoderModel policy;
+  std::optional<model::DecoderModel> reference;
+  optim::TensorMap optimizer;
+  TrainingState state;
+};
+
+// LibTorch's CPU generator state, saved with every checkpoint and restored on resume.
+at::Tensor cpu_rng_state();
+void set_cpu_rng_state(const at::Tensor& state);
+
+class CheckpointManager {
+ public:
+  CheckpointManager(std::string dir, int keep_last) : dir_(std::move(dir)), keep_last_(keep_last) {}
+
+  const std::string& dir() const { return dir_; }
+
+  // Writes step-<global_step> atomically, then prunes old checkpoints. Returns its path.
+  absl::StatusOr<std::string> save(const model::DecoderModel& policy, const model::DecoderModel* reference,
+                                   const optim::TensorMap& optimizer, const TrainingState& state) const;
+
+  // The newest complete checkpoint (none: nullopt). Incomplete or damaged ones are skipped with a
+  // warning naming what is wrong.
+  std::optional<std::string> latest(const Logger& log) const;
+
+  static absl::StatusOr<LoadedCheckpoint> load(const std::string& path);
+
+ private:
+  std::vector<std::pair<int64_t, std::string>> complete(const Logger* log) const;
+  std::string dir_;
+  int keep_last_;
+};
+
+// Checks a checkpoint's manifest against the files present; the error says which file is missing
+// or has the wrong size.
+absl::Status verify_manifest(const std::string& path);
+
+}  // namespace aln::engine

@@ -1,0 +1,101 @@
+#include "trainers/engine/reference_cache.h"
+
+#include <ATen/ATen.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+
+#include "absl/strings/str_cat.h"
+#include "core/fingerprint.h"
+#include "core/io/safetensors.h"
+#include "core/model/model_config.h"
+
+namespace aln::engine {
+namespace {
+
+void add_ids(Fingerprint& fp, const std::vector<int64_t>& ids) {
+  fp.add(static_cast<int64_t>(ids.size()));
+  fp.add(ids.data(), ids.size() * sizeof(int64_t));
+}
+
+at::Tensor column(const std::vector<buffer::Example>& set, bool chosen) {
+  std::vector<double> v;
+  v.reserve(set.size());
+  for (const auto& e : set) v.push_back(chosen ? e.reference_chosen : e.reference_rejected);
+  return at::tensor(v, at::kDouble);
+}
+
+}  // namespace
+
+std::string model_fingerprint(const model::DecoderModel& model) {
+  Fingerprint fp;
+  fp.add(model::to_hf_config_json(model.config()));
+  for (const auto& [name, tensor] : model.tensors()) {
+    at::Tensor t = tensor.contiguous();
+    fp.add(name);
+    fp.add(static_cast<int64_t>(t.scalar_type()));
+    for (int64_t d : t.sizes()) fp.add(d);
+    fp.add(t.data_ptr(), t.nbytes());
+  }
+  return fp.hex();
+}
+
+std::string examples_fingerprint(const std::vector<buffer::Example>& train, const std::vector<buffer::Example>& eval) {
+  Fingerprint fp;
+  for (const auto* set : {&train, &eval}) {
+    fp.add(static_cast<int64_t>(set->size()));
+    for (const auto& e : *set) {
+      add_ids(fp, e.prompt);
+      add_ids(fp, e.chosen);
+      add_ids(fp, e.rejected);
+    }
+  }
+  return fp.hex();
+}
+
+std::string file_fingerprint(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  Fingerprint fp;
+  if (!in) return fp.add(path).hex();
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return fp.add(bytes).hex();
+}
+
+absl::Status save_reference_cache(const std::string& file, const std::vector<buffer::Example>& train,
+                                  const std::vector<buffer::Example>& eval, const std::string& description) {
+  std::error_code ec;
+  std::filesystem::create_directories(std::filesystem::path(file).parent_path(), ec);
+  if (ec) return absl::PermissionDeniedError(absl::StrCat(file, ": cannot create its directory: ", ec.message()));
+  return io::save_safetensors(file,
+                              {{"train.chosen", column(train, true)},
+                               {"train.rejected", column(train, false)},
+                               {"eval.chosen", column(eval, true)},
+                               {"eval.rejected", column(eval, false)}},
+                              {{"aln.reference_cache", description}});
+}
+
+absl::Status load_reference_cache(const std::string& file, std::vector<buffer::Example>* train,
+                                  std::vector<buffer::Example>* eval) {
+  if (!std::filesystem::exists(file)) return absl::NotFoundError(absl::StrCat(file, ": no such reference cache"));
+  auto loaded = io::load_safetensors(file);
+  if (!loaded.ok()) return loaded.status();
+  for (auto [prefix, set] : {std::pair{"train", train}, {"eval", eval}}) {
+    for (bool chosen : {true, false}) {
+      const std::string name = absl::StrCat(prefix, chosen ? ".chosen" : ".rejected");
+      auto it = loaded->tensors.find(name);
+      if (it == loaded->tensors.end() || it->second.scalar_type() != at::kDouble || it->second.dim() != 1 ||
+          it->second.size(0) != static_cast<int64_t>(set->size())) {
+        return absl::DataLossError(absl::StrCat(file, ": tensor ", name, " is missing or does not hold ", set->size(),
+                                                " float64 values; delete the file to recompute it"));
+      }
+      const double* v = it->second.data_ptr<double>();
+      for (size_t i = 0; i < set->size(); ++i) {
+        (chosen ? (*set)[i].reference_chosen : (*set)[i].reference_rejected) = v[i];
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace aln::engine

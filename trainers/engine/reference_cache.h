@@ -1,0 +1,30 @@
+#pragma once
+// Reference log-probs computed once and kept on disk, so later runs of the same stage (and a resumed
+// run, whose policy is no longer the reference) reuse them instead of running the reference model.
+// The key covers everything the numbers depend on: the reference model's weights and config, the
+// tokenised examples (which already reflect data, tokenizer, chat format and truncation) and, for
+// readability of the cache directory, the tokenizer file and truncation settings again.
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/buffer/buffer.h"
+#include "core/model/decoder.h"
+
+namespace aln::engine {
+
+std::string model_fingerprint(const model::DecoderModel& model);
+std::string examples_fingerprint(const std::vector<buffer::Example>& train, const std::vector<buffer::Example>& eval);
+// Of a file's bytes (the tokenizer); of the path itself when the file cannot be read.
+std::string file_fingerprint(const std::string& path);
+
+// Reference sums of every example, stored as float64 tensors train.chosen, train.rejected,
+// eval.chosen, eval.rejected in `<dir>/<key>.safetensors` (written atomically).
+absl::Status save_reference_cache(const std::string& file, const std::vector<buffer::Example>& train,
+                                  const std::vector<buffer::Example>& eval, const std::string& description);
+// Fills the examples' reference sums. NotFound when there is no such file; DataLoss when its sizes
+// do not match the examples.
+absl::Status load_reference_cache(const std::string& file, std::vector<buffer::Example>* train,
+                                  std::vector<buffer::Example>* eval);
+
+}  // namespace aln::engine
