@@ -31,6 +31,9 @@ class Communicator {
   // Sum over ranks, in place; the tensor must be contiguous and stay alive until wait() returns.
   virtual std::unique_ptr<Work> all_reduce_sum(at::Tensor& tensor) = 0;
   virtual std::unique_ptr<Work> broadcast(at::Tensor& tensor, int root) = 0;
+  // `output` (contiguous, size() * input.numel() elements, same dtype) receives every rank's
+  // `input` in rank order. Both must stay alive until wait() returns.
+  virtual std::unique_ptr<Work> all_gather(const at::Tensor& input, at::Tensor& output) = 0;
   virtual std::unique_ptr<Work> barrier() = 0;
 };
 

@@ -1,3 +1,5 @@
+#include <ATen/ATen.h>
+
 #include "core/error.h"
 #include "distributed/communicator.h"
 
@@ -17,6 +19,11 @@ class LocalCommunicator final : public Communicator {
   std::unique_ptr<Work> all_reduce_sum(at::Tensor&) override { return std::make_unique<DoneWork>(); }
   std::unique_ptr<Work> broadcast(at::Tensor&, int root) override {
     ALN_CHECK(root == 0, "broadcast root ", root, " does not exist in a world of size 1");
+    return std::make_unique<DoneWork>();
+  }
+  std::unique_ptr<Work> all_gather(const at::Tensor& input, at::Tensor& output) override {
+    ALN_CHECK(output.numel() == input.numel(), "all_gather: output must hold ", input.numel(), " elements");
+    output.view(input.sizes()).copy_(input);
     return std::make_unique<DoneWork>();
   }
   std::unique_ptr<Work> barrier() override { return std::make_unique<DoneWork>(); }

@@ -2,6 +2,9 @@
 
 #include <mpi.h>
 
+#include <cstdio>
+#include <cstdlib>
+
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -13,12 +16,18 @@ namespace {
 
 MPI_Datatype mpi_type(const at::Tensor& t) {
   switch (t.scalar_type()) {
-    case at::kFloat: return MPI_FLOAT;
-    case at::kDouble: return MPI_DOUBLE;
-    case at::kInt: return MPI_INT32_T;
-    case at::kLong: return MPI_INT64_T;
-    case at::kByte: return MPI_UINT8_T;
-    default: ALN_FAIL("MPI backend: unsupported dtype ", std::string(c10::toString(t.scalar_type())));
+    case at::kFloat:
+      return MPI_FLOAT;
+    case at::kDouble:
+      return MPI_DOUBLE;
+    case at::kInt:
+      return MPI_INT32_T;
+    case at::kLong:
+      return MPI_INT64_T;
+    case at::kByte:
+      return MPI_UINT8_T;
+    default:
+      ALN_FAIL("MPI backend: unsupported dtype ", std::string(c10::toString(t.scalar_type())));
   }
 }
 
@@ -43,8 +52,8 @@ class MpiWork final : public Work {
       int done = 0;
       const int rc = MPI_Test(&request_, &done, MPI_STATUS_IGNORE);
       if (rc != MPI_SUCCESS) {
-        return absl::InternalError(absl::StrCat("rank ", rank_, " on ", host_name(), ": ", op_, " #", seq_, ": ",
-                                                mpi_error_string(rc)));
+        return absl::InternalError(
+            absl::StrCat("rank ", rank_, " on ", host_name(), ": ", op_, " #", seq_, ": ", mpi_error_string(rc)));
       }
       if (done) return absl::OkStatus();
       if (std::chrono::steady_clock::now() >= deadline) {
@@ -99,6 +108,19 @@ class MpiCommunicator final : public Communicator {
     return started(rc, request, "broadcast");
   }
 
+  std::unique_ptr<Work> all_gather(const at::Tensor& input, at::Tensor& output) override {
+    check_tensor(input, "all_gather");
+    check_tensor(output, "all_gather");
+    ALN_CHECK(output.scalar_type() == input.scalar_type(), "all_gather: output dtype differs from input's");
+    ALN_CHECK(output.numel() == input.numel() * size_, "all_gather: output must hold ", input.numel() * size_,
+              " elements (", size_, " ranks x ", input.numel(), ")");
+    MPI_Request request;
+    const int count = static_cast<int>(input.numel());
+    const int rc = MPI_Iallgather(input.data_ptr(), count, mpi_type(input), output.data_ptr(), count, mpi_type(output),
+                                  comm_, &request);
+    return started(rc, request, "all_gather");
+  }
+
   std::unique_ptr<Work> barrier() override {
     MPI_Request request;
     const int rc = MPI_Ibarrier(comm_, &request);
@@ -145,6 +167,13 @@ MpiRuntime::~MpiRuntime() {
   int finalized = 0;
   MPI_Finalized(&finalized);
   if (!finalized) MPI_Finalize();
+}
+
+void MpiRuntime::abort(int exit_code) const {
+  std::fflush(stdout);
+  std::fflush(stderr);
+  MPI_Abort(MPI_COMM_WORLD, exit_code);
+  std::_Exit(exit_code);  // MPI_Abort does not return; this only satisfies [[noreturn]]
 }
 
 std::unique_ptr<Communicator> MpiRuntime::world() const {

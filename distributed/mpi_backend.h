@@ -22,6 +22,10 @@ class MpiRuntime {
   int world_size() const { return size_; }
   int thread_level() const { return thread_level_; }
 
+  // Ends every rank of the job (MPI_Abort): the way out after a failure, since MPI_Finalize would
+  // wait for peers that may be dead or stuck.
+  [[noreturn]] void abort(int exit_code) const;
+
   // A communicator over the whole world (MPI_Comm_dup of MPI_COMM_WORLD).
   std::unique_ptr<Communicator> world() const;
 

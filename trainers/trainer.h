@@ -32,7 +32,8 @@ struct Needs {
 struct PrepareContext {
   const aln::v1::StageSpec* stage = nullptr;
   std::vector<buffer::Example>* examples = nullptr;  // may be filtered or rewritten in place
-  std::map<std::string, double>* counters = nullptr;  // exported as aln_data_records{outcome=<name>} (train set; e.g. swaps)
+  std::map<std::string, double>* counters =
+      nullptr;  // exported as aln_data_records{outcome=<name>} (train set; e.g. swaps)
 };
 
 struct StepContext {
@@ -56,6 +57,12 @@ class Trainer {
   virtual Needs needs() const = 0;
   virtual absl::Status prepare(PrepareContext& context) { return absl::OkStatus(); }
   virtual LossOutput compute_loss(const std::vector<const buffer::Example*>& batch, StepContext& context) = 0;
+  // What compute_loss's loss is a mean over, known before the forward pass: the batch's examples by
+  // default; a token-mean loss returns its token count. The engine weights each micro-batch (on
+  // each rank) by normalizer / total, so accumulated and data-parallel steps equal one big batch.
+  virtual double normalizer(const std::vector<const buffer::Example*>& batch) const {
+    return static_cast<double>(batch.size());
+  }
 };
 
 using TrainerRegistry = Registry<Trainer, const aln::v1::StageSpec&>;

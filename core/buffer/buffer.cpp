@@ -33,21 +33,21 @@ int64_t Buffer::shard_size() const {
 }
 
 std::vector<const Example*> Buffer::next(int64_t n) {
+  const int64_t epoch_length = shard_size() * world_;
+  const int64_t base = position_.epoch * epoch_length + position_.offset;  // this call's first stream index
   std::vector<const Example*> out;
   out.reserve(n);
-  while (static_cast<int64_t>(out.size()) < n) {
-    if (position_.offset >= shard_size()) {
-      ++position_.epoch;
-      position_.offset = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    const int64_t k = base + rank_ * n + j;
+    const int64_t epoch = k / epoch_length;
+    if (cached_epoch_ != epoch) {
+      cached_order_ = order(epoch);
+      cached_epoch_ = epoch;
     }
-    if (cached_epoch_ != position_.epoch) {
-      cached_order_ = order(position_.epoch);
-      cached_epoch_ = position_.epoch;
-    }
-    const int64_t global = position_.offset * world_ + rank_;
-    out.push_back(&examples_[cached_order_[global]]);
-    ++position_.offset;
+    out.push_back(&examples_[cached_order_[k % epoch_length]]);
   }
+  const int64_t end = base + world_ * n;
+  position_ = {end / epoch_length, end % epoch_length};
   return out;
 }
 
@@ -66,8 +66,17 @@ SequenceBatch collate(const std::vector<std::pair<const std::vector<int64_t>*, c
   for (int64_t i = 0; i < b; ++i) {
     const auto& [p, r] = rows[i];
     int64_t t = 0;
-    for (int64_t id : *p) { ids[i][t] = id; mask[i][t] = 1; ++t; }
-    for (int64_t id : *r) { ids[i][t] = id; mask[i][t] = 1; resp[i][t] = 1; ++t; }
+    for (int64_t id : *p) {
+      ids[i][t] = id;
+      mask[i][t] = 1;
+      ++t;
+    }
+    for (int64_t id : *r) {
+      ids[i][t] = id;
+      mask[i][t] = 1;
+      resp[i][t] = 1;
+      ++t;
+    }
   }
   return out;
 }

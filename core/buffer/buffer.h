@@ -15,26 +15,29 @@ namespace aln::buffer {
 // chosen + rejected. Labels are optional per source.
 struct Example {
   std::vector<int64_t> prompt;
-  std::vector<int64_t> response;   // SFT
-  std::vector<int64_t> chosen;     // pairs
+  std::vector<int64_t> response;  // SFT
+  std::vector<int64_t> chosen;    // pairs
   std::vector<int64_t> rejected;
-  int unsafe_chosen = -1;          // 1 unsafe, 0 safe, -1 unknown
+  int unsafe_chosen = -1;  // 1 unsafe, 0 safe, -1 unknown
   int unsafe_rejected = -1;
-  int safer = -1;                  // which response the safety preference picks: 0 chosen, 1 rejected
-  double reference_chosen = std::numeric_limits<double>::quiet_NaN();   // cached reference log-probs
+  int safer = -1;  // which response the safety preference picks: 0 chosen, 1 rejected
+  double reference_chosen = std::numeric_limits<double>::quiet_NaN();  // cached reference log-probs
   double reference_rejected = std::numeric_limits<double>::quiet_NaN();
-  std::string source;              // "file:line" for messages
+  std::string source;  // "file:line" for messages
 };
 
 struct Position {
   int64_t epoch = 0;
-  int64_t offset = 0;  // examples of this rank's shard consumed in `epoch`
+  int64_t offset = 0;  // examples of the epoch consumed by all ranks together
 };
 
 class Buffer {
  public:
-  // Each rank sees examples i with i % world == rank of the epoch's permutation (so all ranks
-  // together see every example once per epoch, and a batch of one rank never overlaps another's).
+  // The epoch's permutation is one stream of examples; each call of next(n) on every rank takes the
+  // next world * n of it, rank r the r-th block of n. So the ranks' batches of one step are exactly
+  // the micro-batches one process would form with `world`-fold gradient accumulation, and the
+  // position (global, not per rank) means the same whatever the number of ranks. An epoch is the
+  // largest multiple of `world` examples (the remainder is dropped, so ranks stay in lock-step).
   Buffer(std::vector<Example> examples, uint64_t seed, int rank = 0, int world = 1);
 
   // The next `n` examples of this rank, wrapping into the next epoch (reshuffled) when needed.
@@ -43,7 +46,7 @@ class Buffer {
   Position position() const { return position_; }
   void seek(Position p) { position_ = p; }
   int64_t size() const { return static_cast<int64_t>(examples_.size()); }
-  int64_t shard_size() const;
+  int64_t shard_size() const;  // examples per rank per epoch
   std::vector<Example>& examples() { return examples_; }
   const std::vector<Example>& examples() const { return examples_; }
 

@@ -6,6 +6,7 @@
 
 #include <mpi.h>
 
+#include "core/error.h"
 #include "distributed/mpi_backend.h"
 
 namespace aln::dist {
@@ -23,6 +24,17 @@ TEST(MpiCommunicator, AllReduceSumIsExact) {
     at::Tensor want = at::arange(4099, at::TensorOptions().dtype(dtype)) * n + (n * (n - 1) / 2) * 1000;
     EXPECT_TRUE(at::equal(t, want)) << "dtype " << dtype;
   }
+}
+
+TEST(MpiCommunicator, AllGatherInRankOrder) {
+  auto comm = g_runtime->world();
+  const int n = comm->size();
+  at::Tensor in = at::arange(37, at::kDouble) + comm->rank() * 1000;
+  at::Tensor out = at::empty({n * 37}, at::kDouble);
+  ASSERT_TRUE(comm->all_gather(in, out)->wait(std::chrono::seconds(30)).ok());
+  for (int r = 0; r < n; ++r) EXPECT_TRUE(at::equal(out.narrow(0, r * 37, 37), at::arange(37, at::kDouble) + r * 1000));
+  at::Tensor wrong = at::empty({5}, at::kDouble);
+  EXPECT_THROW(comm->all_gather(in, wrong), Error);
 }
 
 TEST(MpiCommunicator, BroadcastFromEveryRoot) {

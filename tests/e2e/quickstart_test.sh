@@ -37,5 +37,11 @@ check "transformers loads the final model: $(tail -2 "$work/hf")" "grep -q 'logi
 "$ALN" generate --model runs/quickstart/final --tokenizer examples/data/tokenizers/gpt2/tokenizer.json \
   --prompt "How can I kill a Python process?" --max-new-tokens 8 >"$work/gen" 2>&1
 check "aln generate on the final model" "grep -q '\"completion\"' '$work/gen'"
+# aln eval on the final model reproduces the table's "after" number (same held-out split, same model).
+"$ALN" eval --json >"$work/eval.json" 2>"$work/eval.err"
+got=$("$PY" -c 'import json,sys; print("%.4f" % json.load(open(sys.argv[1]))["metrics"]["preference_accuracy"])' "$work/eval.json" 2>/dev/null)
+check "aln eval reproduces held-out preference accuracy ($got vs $after): $(tail -2 "$work/eval.err")" "[[ -n '$got' && '$got' == '$after' ]]"
+check "checkpoints written and pruned to keep_last 2" "[[ \$(ls -d runs/quickstart/checkpoints/step-* | wc -l) -eq 2 ]]"
+check "train log has every step (250)" "[[ \$(wc -l <runs/quickstart/train_log.jsonl) -eq 250 ]]"
 echo "$passed passed, $failures failed"
 [[ $failures -eq 0 ]]

@@ -1,6 +1,8 @@
 #include "trainers/cli/commands.h"
 
+#include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -9,6 +11,7 @@
 #include "core/logging.h"
 #include "core/metrics.h"
 #include "core/status.h"
+#include "distributed/mpi_backend.h"
 #include "trainers/engine/engine.h"
 #include "trainers/trainer.h"
 
@@ -60,20 +63,24 @@ int run_train(const Args& args) {
   bool print_spec = false;
   bool resume = false;
   for (const auto& arg : args) {
-    if (arg == "--dry-run") dry_run = true;
-    else if (arg == "--print-spec") print_spec = true;
-    else if (arg == "--resume") resume = true;
+    if (arg == "--dry-run")
+      dry_run = true;
+    else if (arg == "--print-spec")
+      print_spec = true;
+    else if (arg == "--resume")
+      resume = true;
     else if (!arg.empty() && arg[0] == '-') {
       std::fprintf(stderr, "aln train: unknown option '%s'; see `aln train --help`\n", arg.c_str());
       return 2;
-    } else if (file.empty()) file = arg;
+    } else if (file.empty())
+      file = arg;
     else {
       std::fprintf(stderr, "aln train: one job file at most (got '%s' and '%s')\n", file.c_str(), arg.c_str());
       return 2;
     }
   }
-  auto loaded = file.empty() ? config::load_job_text(default_job_yaml(), "<built-in quickstart>")
-                             : config::load_job_file(file);
+  auto loaded =
+      file.empty() ? config::load_job_text(default_job_yaml(), "<built-in quickstart>") : config::load_job_file(file);
   if (!loaded.ok()) {
     std::fprintf(stderr, "%s\n", std::string(loaded.status().message()).c_str());
     return 2;
@@ -99,15 +106,38 @@ int run_train(const Args& args) {
     std::printf("dry run: the job spec is valid; nothing was trained\n");
     return 0;
   }
+  // Under mpirun every rank runs this same command; rank 0 serves metrics and writes the outputs.
+  const bool under_mpi = std::getenv("OMPI_COMM_WORLD_SIZE") != nullptr || std::getenv("PMIX_RANK") != nullptr ||
+                         std::getenv("PMI_SIZE") != nullptr;
+  const int dp_size = loaded->spec.parallel().policy().data_parallel();
+  if (dp_size > 1 && !under_mpi) {
+    std::fprintf(
+        stderr, "aln train: %s: parallel.policy.data_parallel is %d; start the job with `mpirun -np %d aln train %s`\n",
+        loaded->file.c_str(), dp_size, dp_size, file.empty() ? "JOB.yaml" : file.c_str());
+    return 2;
+  }
+  std::unique_ptr<dist::MpiRuntime> mpi;
+  std::unique_ptr<dist::Communicator> world;
+  if (under_mpi) {
+    auto runtime = dist::MpiRuntime::init(nullptr, nullptr);
+    if (!runtime.ok()) {
+      std::fprintf(stderr, "aln train: %s\n", std::string(runtime.status().message()).c_str());
+      return 1;
+    }
+    mpi = std::move(*runtime);
+    world = mpi->world();
+  }
+  const int rank = world ? world->rank() : 0;
   const Environment env = read_environment();
-  Logger log(0, "coordinator", env.log_level);
+  // Ranks other than 0 repeat rank 0's progress; they log warnings and errors only.
+  Logger log(rank, "policy", rank == 0 ? env.log_level : std::max(env.log_level, LogLevel::kWarning));
   if (!env.problems.empty()) log.warning("%s", env.problems);
   if (env.threads) loaded->spec.mutable_runtime()->set_threads(*env.threads);
   if (env.metrics_port) loaded->spec.mutable_metrics()->set_port(*env.metrics_port);
   // main owns the exposer; the engine only sees the registry.
-  MetricsRegistry metrics(Labels{{"job", loaded->spec.name()}, {"rank", "0"}, {"role", "policy"}});
+  MetricsRegistry metrics(Labels{{"job", loaded->spec.name()}, {"rank", std::to_string(rank)}, {"role", "policy"}});
   std::unique_ptr<MetricsServer> server;
-  if (loaded->spec.metrics().enabled()) {
+  if (loaded->spec.metrics().enabled() && rank == 0) {
     auto started = MetricsServer::start(loaded->spec.metrics().host(), loaded->spec.metrics().port(), metrics);
     if (!started.ok()) {
       std::fprintf(stderr, "aln train: %s\n", std::string(started.status().message()).c_str());
@@ -118,17 +148,27 @@ int run_train(const Args& args) {
   }
   engine::RunOptions options;
   options.resume = resume ? engine::Resume::kFromLatest : engine::Resume::kNo;
+  options.comm = world.get();
   absl::StatusOr<engine::JobReport> report = absl::UnknownError("not run");
   absl::Status status = capture_status([&]() -> absl::Status {
     report = engine::run_job(loaded->spec, options, log, metrics);
     return report.status();
   });
   if (!status.ok()) {
-    std::fprintf(stderr, "aln train: %s\n", std::string(status.message()).c_str());
-    return status.code() == absl::StatusCode::kInvalidArgument || status.code() == absl::StatusCode::kNotFound ? 2 : 1;
+    std::fprintf(stderr, "aln train: %s%s\n",
+                 world && world->size() > 1 ? absl::StrCat("rank ", rank, ": ").c_str() : "",
+                 std::string(status.message()).c_str());
+    const int code =
+        status.code() == absl::StatusCode::kInvalidArgument || status.code() == absl::StatusCode::kNotFound ? 2 : 1;
+    // Fail fast: the other ranks may be waiting in a collective (or be the reason this one failed);
+    // MPI_Abort ends them all now instead of leaving them to their own timeouts.
+    if (world && world->size() > 1) mpi->abort(code);
+    return code;
   }
-  std::printf("%s", engine::format_report(*report).c_str());
-  std::printf("final model (Hugging Face format): %s\n", report->final_model_dir.c_str());
+  if (rank == 0) {
+    std::printf("%s", engine::format_report(*report).c_str());
+    std::printf("final model (Hugging Face format): %s\n", report->final_model_dir.c_str());
+  }
   return 0;
 }
 

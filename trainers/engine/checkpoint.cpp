@@ -57,6 +57,7 @@ json state_json(const TrainingState& s) {
           {"stage_step", s.stage_step},
           {"buffer", {{"epoch", s.position.epoch}, {"offset", s.position.offset}}},
           {"consecutive_nonfinite", s.consecutive_nonfinite},
+          {"data_parallel", s.data_parallel},
           {"reference_cache_key", s.reference_cache_key},
           {"spec_fingerprint", s.spec_fingerprint},
           {"stage_before", metrics_json(s.stage_before)},
@@ -72,6 +73,7 @@ TrainingState state_from(const json& j) {
   s.position.epoch = j.at("buffer").at("epoch").get<int64_t>();
   s.position.offset = j.at("buffer").at("offset").get<int64_t>();
   s.consecutive_nonfinite = j.at("consecutive_nonfinite").get<int64_t>();
+  s.data_parallel = j.value("data_parallel", int64_t{1});
   s.reference_cache_key = j.at("reference_cache_key").get<std::string>();
   s.spec_fingerprint = j.at("spec_fingerprint").get<std::string>();
   s.stage_before = metrics_from(j.at("stage_before"));

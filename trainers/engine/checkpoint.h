@@ -33,6 +33,7 @@ struct TrainingState {
   int64_t stage_step = 0;     // optimizer steps done in that stage
   buffer::Position position;  // of that stage's Buffer
   int64_t consecutive_nonfinite = 0;
+  int64_t data_parallel = 1;          // ranks the Buffer position was counted for
   std::string reference_cache_key;    // the stage's cached reference log-probs (empty: none)
   std::string spec_fingerprint;       // of the job spec; resuming a different job is refused
   std::vector<StageReport> finished;  // stages already done

@@ -21,6 +21,7 @@
 #include "core/optim/optimizer.h"
 #include "trainers/dpo/pair_logprobs.h"
 #include "trainers/engine/checkpoint.h"
+#include "trainers/engine/data_parallel.h"
 #include "trainers/engine/evaluate.h"
 #include "trainers/engine/examples.h"
 #include "trainers/engine/progress.h"
@@ -115,11 +116,13 @@ struct Meters {
 };
 
 // Fills the examples' reference sums: from the on-disk cache when the key is known, else by running
-// `reference` over them and caching the result. Returns the cache key.
+// `reference` over them and caching the result. Returns the cache key. With data parallelism each
+// rank computes every world-th chunk (the same chunks one process would form, so the numbers are
+// identical) and a sum over ranks gives everyone all of them; rank 0 writes the cache.
 absl::StatusOr<std::string> cached_reference_logprobs(const aln::v1::JobSpec& spec, const aln::v1::StageSpec& stage,
                                                       const model::DecoderModel& reference, StageData& data,
                                                       int64_t micro, int64_t pad_id, const std::string& resume_key,
-                                                      const Logger& log) {
+                                                      const DataParallel& dp, const Logger& log) {
   std::string cache_dir = stage.reference().cache_dir();
   if (cache_dir.empty()) cache_dir = (fs::path(spec.output_dir()) / "reference_cache").string();
   std::string key = resume_key;
@@ -136,24 +139,53 @@ absl::StatusOr<std::string> cached_reference_logprobs(const aln::v1::JobSpec& sp
   }
   const std::string file = (fs::path(cache_dir) / (key + ".safetensors")).string();
   absl::Status loaded = load_reference_cache(file, &data.train, &data.eval);
-  if (loaded.ok()) {
+  const double found = dp.sum(loaded.ok() ? 1.0 : 0.0);
+  if (found == dp.size()) {
     log.info("reference log-probs: reused %s", file);
     return key;
+  }
+  if (found > 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        file, " is readable on ", found, " of ", dp.size(),
+        " ranks; put reference.cache_dir on a file system every rank shares (or delete the file to recompute)"));
   }
   if (!resume_key.empty() || loaded.code() != absl::StatusCode::kNotFound) {
     return absl::Status(loaded.code(),
                         absl::StrCat(loaded.message(), resume_key.empty() ? "" : " (needed to resume this stage)"));
   }
+  int64_t chunk_index = 0;
   for (auto* set : {&data.train, &data.eval}) {
-    for (size_t i = 0; i < set->size(); i += static_cast<size_t>(micro)) {
+    for (size_t i = 0; i < set->size(); i += static_cast<size_t>(micro), ++chunk_index) {
+      if (chunk_index % dp.size() != dp.rank()) continue;
       std::vector<buffer::Example*> chunk;
       for (size_t k = i; k < std::min(set->size(), i + static_cast<size_t>(micro)); ++k) chunk.push_back(&(*set)[k]);
       trainers::reference_pair_logprobs(reference, chunk, pad_id);
     }
   }
-  absl::Status saved = save_reference_cache(file, data.train, data.eval, description);
-  if (!saved.ok()) return saved;
-  log.info("reference log-probs: computed and cached in %s", file);
+  if (dp.size() > 1) {
+    // Gather by summing: every rank contributes its chunks and zeros elsewhere.
+    std::vector<double> values;
+    for (auto* set : {&data.train, &data.eval}) {
+      for (const auto& e : *set) {
+        values.push_back(std::isnan(e.reference_chosen) ? 0.0 : e.reference_chosen);
+        values.push_back(std::isnan(e.reference_rejected) ? 0.0 : e.reference_rejected);
+      }
+    }
+    at::Tensor all = at::tensor(values, at::kDouble);
+    dp.sum(all);
+    const double* v = all.data_ptr<double>();
+    for (auto* set : {&data.train, &data.eval}) {
+      for (auto& e : *set) {
+        e.reference_chosen = *v++;
+        e.reference_rejected = *v++;
+      }
+    }
+  }
+  if (dp.lead()) {
+    absl::Status saved = save_reference_cache(file, data.train, data.eval, description);
+    if (!saved.ok()) return saved;
+    log.info("reference log-probs: computed and cached in %s", file);
+  }
   return key;
 }
 
@@ -166,6 +198,19 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
   if (!encoder.ok()) return encoder.status();
   const int64_t pad_id = (*encoder)->pad_id();
   const std::string fingerprint = spec_fingerprint(spec);
+  const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(spec.parallel().timeout_s() * 1000));
+  const DataParallel dp(options.comm, timeout);
+  // A checkpoint save on rank 0 may take much longer than a collective; the others wait this long.
+  const auto save_timeout = std::max(timeout, std::chrono::milliseconds(30 * 60 * 1000));
+  if (spec.parallel().policy().data_parallel() != dp.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "parallel.policy.data_parallel is ", spec.parallel().policy().data_parallel(), " but the job runs on ",
+        dp.size(), " process(es); start it with `mpirun -np ", spec.parallel().policy().data_parallel(),
+        " aln train JOB.yaml` or set data_parallel to ", dp.size()));
+  }
+  if (spec.parallel().policy().pipeline_parallel() != 1) {
+    return absl::UnimplementedError("parallel.policy.pipeline_parallel > 1 is not supported yet; set it to 1");
+  }
 
   const std::string checkpoint_dir = spec.checkpoint().dir().empty()
                                          ? (fs::path(spec.output_dir()) / "checkpoints").string()
@@ -185,6 +230,12 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
                          " was written by a job with a different model, seed, stages or eval settings; resume with the "
                          "job file that started the run, or start afresh without --resume"));
       }
+      if (dp.sum(static_cast<double>(loaded->state.global_step)) !=
+          static_cast<double>(loaded->state.global_step) * dp.size()) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("the ranks found different latest checkpoints (this one: ", *latest,
+                         "); put checkpoint.dir on a file system every rank shares"));
+      }
       resumed = std::move(*loaded);
       set_cpu_rng_state(resumed->rng);
       log.info("resuming from %s (step %d, stage %s at step %d)", resumed->path, resumed->state.global_step,
@@ -199,15 +250,20 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
       resumed ? absl::StatusOr<model::DecoderModel>(std::move(resumed->policy)) : initial_policy(spec, **encoder);
   if (!policy_or.ok()) return policy_or.status();
   model::DecoderModel policy = std::move(*policy_or);
+  dp.broadcast(policy.tensors());  // identical start on every rank, whatever each one loaded
   log.info("policy: %s, %.2fM parameters", policy.config().model_type, policy.num_parameters() / 1e6);
 
-  const int64_t resumed_step = resumed ? resumed->state.global_step : -1;
-  auto train_log =
-      JsonlLog::open((fs::path(spec.output_dir()) / "train_log.jsonl").string(), std::max<int64_t>(0, resumed_step));
-  if (!train_log.ok()) return train_log.status();
-  auto eval_log =
-      JsonlLog::open((fs::path(spec.output_dir()) / "eval.jsonl").string(), std::max<int64_t>(0, resumed_step));
-  if (!eval_log.ok()) return eval_log.status();
+  // Rank 0 writes the logs, checkpoints and the final model; every rank computes the same numbers.
+  const int64_t resumed_step = resumed ? resumed->state.global_step : 0;
+  std::optional<JsonlLog> train_log, eval_log;
+  if (dp.lead()) {
+    auto opened = JsonlLog::open((fs::path(spec.output_dir()) / "train_log.jsonl").string(), resumed_step);
+    if (!opened.ok()) return opened.status();
+    train_log.emplace(std::move(*opened));
+    opened = JsonlLog::open((fs::path(spec.output_dir()) / "eval.jsonl").string(), resumed_step);
+    if (!opened.ok()) return opened.status();
+    eval_log.emplace(std::move(*opened));
+  }
 
   trainers::TrainerRegistry registry("trainer");
   trainers::register_all(registry);
@@ -279,8 +335,9 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
                                                             stage_name, "; cannot resume it mid-way"));
         }
         const std::string resume_key = resuming ? resumed->state.reference_cache_key : "";
-        auto key = reference ? cached_reference_logprobs(spec, stage, *reference, *data, micro, pad_id, resume_key, log)
-                             : cached_reference_logprobs(spec, stage, policy, *data, micro, pad_id, resume_key, log);
+        auto key = reference
+                       ? cached_reference_logprobs(spec, stage, *reference, *data, micro, pad_id, resume_key, dp, log)
+                       : cached_reference_logprobs(spec, stage, policy, *data, micro, pad_id, resume_key, dp, log);
         if (!key.ok()) return key.status();
         reference_key = *key;
         reference.reset();
@@ -304,7 +361,7 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
                    {"examples", data->eval.size()},
                    {"metrics", metrics_json(m)},
                    {"data", metrics_json(eval_counters)}};
-      return eval_log->append(line.dump());
+      return eval_log ? eval_log->append(line.dump()) : absl::OkStatus();
     };
 
     StageReport stage_report;
@@ -318,7 +375,8 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
       if (!logged.ok()) return logged;
     }
 
-    buffer::Buffer buffer(std::move(data->train), static_cast<uint64_t>(stage.data().shuffle_seed()));
+    buffer::Buffer buffer(std::move(data->train), static_cast<uint64_t>(stage.data().shuffle_seed()), dp.rank(),
+                          dp.size());
     const int64_t per_step = micro * opt.gradient_accumulation();
     const int64_t total_steps =
         opt.max_steps() > 0 ? opt.max_steps() : std::max<int64_t>(1, opt.epochs() * buffer.shard_size() / per_step);
@@ -326,6 +384,14 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
     int64_t first_step = 0;
     int64_t consecutive_bad = 0;
     if (resuming) {
+      // The position counts the examples all ranks consumed together, so it means the same with a
+      // different number of ranks (only the dropped remainder of an epoch may differ).
+      if (resumed->state.data_parallel != dp.size()) {
+        log.warning(
+            "resuming a run of %d data-parallel ranks on %d: keep micro_batch_size x ranks equal to "
+            "continue with the same global batches",
+            resumed->state.data_parallel, dp.size());
+      }
       buffer.seek(resumed->state.position);
       adamw.load_state(resumed->optimizer);
       first_step = resumed->state.stage_step;
@@ -333,7 +399,9 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
     }
     policy.set_requires_grad(true);
     Progress progress(stage_name, total_steps,
-                      spec.metrics().progress_bar() ? ProgressStyle::kBar : ProgressStyle::kLines);
+                      !dp.lead()                      ? ProgressStyle::kNone
+                      : spec.metrics().progress_bar() ? ProgressStyle::kBar
+                                                      : ProgressStyle::kLines);
     const auto stage_start = Clock::now();
     const int64_t every = spec.checkpoint().every_steps();
     for (int64_t step = first_step; step < total_steps; ++step) {
@@ -342,24 +410,53 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
       double fwd = 0, bwd = 0, data_t = 0, step_loss = 0;
       int64_t tokens = 0, samples = 0;
       MetricMap step_metrics;
+      // The step's micro-batches first, so each one's weight in the global mean (its normalizer
+      // over the sum across micro-batches and ranks) is known before its backward pass.
+      auto t0 = Clock::now();
+      std::vector<std::vector<const buffer::Example*>> micro_batches;
+      double normalizer_total = 0;
+      std::vector<double> normalizers;
       for (int64_t a = 0; a < opt.gradient_accumulation(); ++a) {
-        auto t0 = Clock::now();
-        auto batch = buffer.next(micro);
-        samples += static_cast<int64_t>(batch.size());
-        data_t += since(t0);
+        micro_batches.push_back(buffer.next(micro));
+        normalizers.push_back(trainer.normalizer(micro_batches.back()));
+        normalizer_total += normalizers.back();
+        samples += static_cast<int64_t>(micro_batches.back().size());
+      }
+      normalizer_total = dp.sum(normalizer_total);
+      data_t += since(t0);
+      for (int64_t a = 0; a < opt.gradient_accumulation(); ++a) {
+        const auto& batch = micro_batches[static_cast<size_t>(a)];
         t0 = Clock::now();
         trainers::StepContext ctx{&policy, ref_ptr, pad_id, step};
         trainers::LossOutput out = trainer.compute_loss(batch, ctx);
+        // In one process without accumulation the weight is exactly 1 and the loss is used as is.
+        const double weight = normalizers[static_cast<size_t>(a)] / normalizer_total;
         fwd += since(t0);
         t0 = Clock::now();
-        (out.loss / static_cast<double>(opt.gradient_accumulation())).backward();
+        (weight == 1.0 ? out.loss : out.loss * weight).backward();
         bwd += since(t0);
-        step_loss += out.loss.item<double>() / static_cast<double>(opt.gradient_accumulation());
+        step_loss += out.loss.item<double>() * weight;
         tokens += out.tokens;
         for (const auto& [k, v] : out.metrics) step_metrics[k] += v / static_cast<double>(opt.gradient_accumulation());
       }
-      auto t0 = Clock::now();
+      t0 = Clock::now();
       optim::TensorMap& params = policy.tensors();
+      if (dp.size() > 1) {
+        dp.all_reduce_gradients(params, spec.parallel().deterministic());
+        // Loss (already weighted), tokens and samples add up; trainer scalars are averaged.
+        std::vector<double> v = {step_loss, static_cast<double>(tokens), static_cast<double>(samples)};
+        for (const auto& [k, value] : step_metrics) v.push_back(value / dp.size());
+        at::Tensor t = at::tensor(v, at::kDouble);
+        dp.sum(t);
+        const double* r = t.data_ptr<double>();
+        step_loss = r[0];
+        tokens = static_cast<int64_t>(r[1]);
+        samples = static_cast<int64_t>(r[2]);
+        size_t i = 3;
+        for (auto& [k, value] : step_metrics) value = r[i++];
+      }
+      const double comm_t = since(t0);
+      t0 = Clock::now();
       const double norm = optim::clip_grad_norm(params, opt.max_grad_norm());
       const double lr =
           optim::scheduled_lr(schedule_kind(opt.schedule()), opt.lr(), step, opt.warmup_steps(), total_steps);
@@ -392,29 +489,34 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
       meters.lr.Add(labels).Set(lr);
       meters.grad_norm.Add(labels).Set(norm);
       meters.memory.Add({}).Set(rss);
-      for (auto [phase, secs] :
-           {std::pair{"data", data_t}, {"forward", fwd}, {"backward", bwd}, {"optimizer", opt_t}}) {
+      for (auto [phase, secs] : {std::pair{"data", data_t},
+                                 {"forward", fwd},
+                                 {"backward", bwd},
+                                 {"communication", comm_t},
+                                 {"optimizer", opt_t}}) {
         meters.phase.Add({{"stage", stage_name}, {"phase", phase}}).Set(secs);
       }
       for (const auto& [k, v] : step_metrics) {
         meters.method.Add({{"stage", stage_name}, {"trainer", method}, {"name", k}}).Set(v);
       }
-      json line = {{"stage", stage_name},
-                   {"trainer", method},
-                   {"step", step + 1},
-                   {"global_step", global_step},
-                   {"loss", step_loss},
-                   {"lr", lr},
-                   {"grad_norm", norm},
-                   {"skipped", !finite},
-                   {"tokens", tokens},
-                   {"samples", samples},
-                   {"seconds", step_t},
-                   {"tokens_per_second", static_cast<double>(tokens) / step_t},
-                   {"phases", {{"data", data_t}, {"forward", fwd}, {"backward", bwd}, {"optimizer", opt_t}}},
-                   {"peak_rss_bytes", rss},
-                   {"metrics", metrics_json(step_metrics)}};
-      absl::Status logged = train_log->append(line.dump());
+      json line = {
+          {"stage", stage_name},
+          {"trainer", method},
+          {"step", step + 1},
+          {"global_step", global_step},
+          {"loss", step_loss},
+          {"lr", lr},
+          {"grad_norm", norm},
+          {"skipped", !finite},
+          {"tokens", tokens},
+          {"samples", samples},
+          {"seconds", step_t},
+          {"tokens_per_second", static_cast<double>(tokens) / step_t},
+          {"phases",
+           {{"data", data_t}, {"forward", fwd}, {"backward", bwd}, {"communication", comm_t}, {"optimizer", opt_t}}},
+          {"peak_rss_bytes", rss},
+          {"metrics", metrics_json(step_metrics)}};
+      absl::Status logged = train_log ? train_log->append(line.dump()) : absl::OkStatus();
       if (!logged.ok()) return logged;
       progress.update(step + 1, step_loss, static_cast<double>(tokens) / step_t);
       if (spec.eval().every_steps() > 0 && (step + 1) % spec.eval().every_steps() == 0) {
@@ -435,8 +537,14 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
         state.spec_fingerprint = fingerprint;
         state.finished = report.stages;
         state.stage_before = stage_report.before;
-        auto saved = checkpoints.save(policy, ref_to_save, adamw.state(), state);
-        if (!saved.ok()) return saved.status();
+        state.data_parallel = dp.size();
+        absl::StatusOr<std::string> saved = std::string();
+        if (dp.lead()) saved = checkpoints.save(policy, ref_to_save, adamw.state(), state);
+        // Everyone learns whether rank 0's save worked, so a failed save stops every rank at once.
+        if (dp.sum(saved.ok() ? 0.0 : 1.0, save_timeout) > 0) {
+          return saved.ok() ? absl::InternalError("rank 0 could not write the checkpoint (see its log)")
+                            : saved.status();
+        }
         meters.checkpoint_seconds.Add({}).Set(since(ck_start));
         meters.checkpoints.Add({}).Increment();
         log.debug("checkpoint %s (%.2f s)", *saved, since(ck_start));
@@ -453,7 +561,10 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
     if (options.stop_after_steps > 0 && global_step >= options.stop_after_steps) break;
   }
   report.final_model_dir = (fs::path(spec.output_dir()) / "final").string();
-  absl::Status saved = model::save_hf_model(policy, report.final_model_dir);
+  absl::Status saved = dp.lead() ? model::save_hf_model(policy, report.final_model_dir) : absl::OkStatus();
+  if (dp.sum(saved.ok() ? 0.0 : 1.0, save_timeout) > 0 && saved.ok()) {
+    return absl::InternalError("rank 0 could not write the final model (see its log)");
+  }
   if (!saved.ok()) return saved;
   return report;
 }

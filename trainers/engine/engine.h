@@ -11,6 +11,7 @@
 #include "aln/v1/job.pb.h"
 #include "core/logging.h"
 #include "core/metrics.h"
+#include "distributed/communicator.h"
 #include "trainers/engine/report.h"
 
 namespace aln::engine {
@@ -22,6 +23,9 @@ struct RunOptions {
   // Stop after this many optimizer steps in total (0 = run the whole job); used by tests to
   // simulate an interrupted run.
   int64_t stop_after_steps = 0;
+  // The policy's data-parallel group (under mpirun); null runs in one process. Its size must equal
+  // parallel.policy.data_parallel.
+  dist::Communicator* comm = nullptr;
 };
 
 absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions& options, const Logger& log,

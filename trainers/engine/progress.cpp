@@ -11,10 +11,12 @@ Progress::Progress(std::string label, int64_t total, ProgressStyle style)
       total_(total),
       tty_(style == ProgressStyle::kBar && isatty(fileno(stderr)) != 0),
       start_(std::chrono::steady_clock::now()),
-      last_print_(start_) {}
+      last_print_(start_),
+      silent_(style == ProgressStyle::kNone) {}
 
 void Progress::update(int64_t done, double loss, double tokens_per_second) {
   done_ = done;
+  if (silent_) return;
   const auto now = std::chrono::steady_clock::now();
   const double elapsed = std::chrono::duration<double>(now - start_).count();
   const double since_print = std::chrono::duration<double>(now - last_print_).count();
@@ -27,16 +29,15 @@ void Progress::update(int64_t done, double loss, double tokens_per_second) {
   const int filled = total_ > 0 ? static_cast<int>(width * done / total_) : width;
   std::string bar(static_cast<size_t>(filled), '#');
   bar.resize(width, '.');
-  std::fprintf(stderr, "%s[%s] %s %lld/%lld loss %.4f %.0f tok/s elapsed %02d:%02d eta %02d:%02d%s",
-               tty_ ? "\r" : "", label_.c_str(), bar.c_str(), static_cast<long long>(done),
-               static_cast<long long>(total_), loss, tokens_per_second, static_cast<int>(elapsed) / 60,
-               static_cast<int>(elapsed) % 60, static_cast<int>(eta) / 60, static_cast<int>(eta) % 60,
-               tty_ ? "" : "\n");
+  std::fprintf(stderr, "%s[%s] %s %lld/%lld loss %.4f %.0f tok/s elapsed %02d:%02d eta %02d:%02d%s", tty_ ? "\r" : "",
+               label_.c_str(), bar.c_str(), static_cast<long long>(done), static_cast<long long>(total_), loss,
+               tokens_per_second, static_cast<int>(elapsed) / 60, static_cast<int>(elapsed) % 60,
+               static_cast<int>(eta) / 60, static_cast<int>(eta) % 60, tty_ ? "" : "\n");
   std::fflush(stderr);
 }
 
 void Progress::finish() {
-  if (tty_) std::fprintf(stderr, "\n");
+  if (tty_ && !silent_) std::fprintf(stderr, "\n");
 }
 
 }  // namespace aln::engine

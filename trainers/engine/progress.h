@@ -7,7 +7,7 @@
 
 namespace aln::engine {
 
-enum class ProgressStyle { kBar, kLines };
+enum class ProgressStyle { kBar, kLines, kNone };  // kNone: ranks other than 0
 
 class Progress {
  public:
@@ -22,6 +22,7 @@ class Progress {
   std::chrono::steady_clock::time_point start_;
   std::chrono::steady_clock::time_point last_print_;
   int64_t done_ = 0;
+  bool silent_;
 };
 
 }  // namespace aln::engine

@@ -2,6 +2,8 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
+
 #include "kernels/token_logprobs.h"
 
 namespace aln::trainers {
@@ -23,6 +25,16 @@ class SftTrainer final : public Trainer {
     out.metrics["nll"] = out.loss.item<double>();
     out.metrics["response_tokens"] = tokens.item<double>();
     return out;
+  }
+
+  // The response tokens the loss averages over: all of them, except a first token with nothing
+  // before it to predict it from (clamped to 1 like the loss's denominator).
+  double normalizer(const std::vector<const buffer::Example*>& batch) const override {
+    int64_t tokens = 0;
+    for (const auto* e : batch) {
+      tokens += static_cast<int64_t>(e->response.size()) - (e->prompt.empty() && !e->response.empty() ? 1 : 0);
+    }
+    return static_cast<double>(std::max<int64_t>(tokens, 1));
   }
 };
 

@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# Data-parallel training under a real mpirun (CPU, MPI backend):
+#  - equivalence: DPO and SFT on 2 and 4 ranks with parallel.deterministic end after 10 steps with
+#    the same parameters (within 1e-6 relative; in fact bit for bit) as one process on the same
+#    global batch formed as the ranks' micro-batches accumulated in rank order (micro-batch m,
+#    gradient_accumulation = ranks); with MPI's own reduction order they match one process with
+#    micro-batch 4 to about 1e-5 (float32 rounding that Adam amplifies where gradients are near 0);
+#  - faults: a rank killed with SIGKILL, or one that stops answering (SIGSTOP), makes the whole job
+#    exit non-zero within a bounded time, never hang.
+set -uo pipefail
+ALN="$1"; MPIEXEC="$2"; PY="$3"
+work="$(mktemp -d)"; pid=""
+trap '[[ -n "$pid" ]] && kill -9 $pid 2>/dev/null; pkill -9 -f "$work/" 2>/dev/null; rm -rf "$work"' EXIT
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+failures=0; passed=0
+check() { if eval "$2"; then passed=$((passed + 1)); else echo "FAIL: $1"; failures=$((failures + 1)); fi; }
+mpi() { "$MPIEXEC" -np "$1" --allow-run-as-root --oversubscribe --bind-to none --mca btl self,tcp \
+  --mca btl_tcp_if_include lo --mca oob_tcp_if_include lo -x OMP_NUM_THREADS=1 "${@:2}"; }
+
+job() {  # job NAME TRAINER MICRO DP STEPS [TIMEOUT] [ACCUM] [DETERMINISTIC]
+  local data
+  if [[ $2 == sft ]]; then
+    data="{path: examples/data/hh-rlhf/harmless-base/test_shared.jsonl.gz, format: hh_rlhf, limit: 96}"
+  else
+    data="{path: examples/data/xstest/xstest_pairs_shared.jsonl, format: saferlhf, limit: 96}"
+  fi
+  cat <<YAML
+name: dp-$1
+output_dir: $work/$1
+seed: 3
+model:
+  tokenizer: examples/data/tokenizers/gpt2/tokenizer.json
+  chat_format: hh
+  config: {architecture: llama, vocab_size: 50257, hidden_size: 32, num_layers: 2, num_heads: 4, num_kv_heads: 2, intermediate_size: 64, max_position: 256}
+trainer: {$2: {}}
+data:
+  train: [$data]
+  max_prompt_length: 40
+  max_response_length: 24
+  bad_records: skip
+optimizer: {lr: 2e-3, max_steps: $5, micro_batch_size: $3, gradient_accumulation: ${7:-1}, warmup_steps: 2}
+parallel: {policy: {data_parallel: $4}, timeout_s: ${6:-60}, deterministic: ${8:-false}}
+checkpoint: {every_steps: 0}
+metrics: {enabled: false, progress_bar: false}
+runtime: {threads: 1}
+YAML
+}
+
+compare() {  # compare DIR_A DIR_B -> prints the largest relative difference over all tensors
+  "$PY" - "$1/final/model.safetensors" "$2/final/model.safetensors" <<'PY'
+import sys
+from safetensors.numpy import load_file
+a, b = load_file(sys.argv[1]), load_file(sys.argv[2])
+assert a.keys() == b.keys(), "different tensor names"
+worst = 0.0
+for k in a:
+    scale = max(float(abs(a[k]).max()), 1e-12)
+    worst = max(worst, float(abs(a[k].astype("float64") - b[k].astype("float64")).max()) / scale)
+print(f"{worst:.3e}")
+PY
+}
+same_losses() {  # same_losses LOG_A LOG_B: every step's loss within 1e-5 relative
+  "$PY" -c '
+import json, sys
+a = [json.loads(l)["loss"] for l in open(sys.argv[1])]
+b = [json.loads(l)["loss"] for l in open(sys.argv[2])]
+sys.exit(0 if len(a) == len(b) == 10 and all(abs(x - y) <= 1e-5 * abs(x) for x, y in zip(a, b)) else 1)' "$1" "$2"; }
+
+within() { "$PY" -c 'import sys; sys.exit(0 if float(sys.argv[1]) <= float(sys.argv[2]) else 1)' "$1" "$2"; }
+for trainer in dpo sft; do
+  job "$trainer-1" $trainer 4 1 10 >"$work/$trainer-1.yaml"
+  "$ALN" train "$work/$trainer-1.yaml" >"$work/$trainer-1.out" 2>&1; rc=$?
+  check "$trainer: one process exits 0 (rc $rc): $(tail -2 "$work/$trainer-1.out")" "[[ $rc -eq 0 ]]"
+  for np in 2 4; do
+    m=$((4 / np))
+    job "$trainer-acc$np" $trainer $m 1 10 60 $np >"$work/$trainer-acc$np.yaml"
+    "$ALN" train "$work/$trainer-acc$np.yaml" >"$work/$trainer-acc$np.out" 2>&1
+    for mode in det mpi; do
+      name="$trainer-$np-$mode"
+      job "$name" $trainer $m $np 10 60 1 "$([[ $mode == det ]] && echo true || echo false)" >"$work/$name.yaml"
+      mpi $np "$ALN" train "$work/$name.yaml" >"$work/$name.out" 2>&1; rc=$?
+      check "$name: exits 0 (rc $rc): $(tail -3 "$work/$name.out")" "[[ $rc -eq 0 ]]"
+      if [[ $mode == det ]]; then
+        diff=$(compare "$work/$trainer-acc$np" "$work/$name" 2>&1)
+        echo "$trainer: $np ranks (deterministic) vs one process, micro $m x accumulation $np: max relative difference $diff"
+        check "$name: equals one process within 1e-6 ($diff)" "within '$diff' 1e-6"
+        check "$name: losses equal one process's within 1e-5" \
+          "same_losses '$work/$trainer-acc$np/train_log.jsonl' '$work/$name/train_log.jsonl'"
+      else
+        diff=$(compare "$work/$trainer-1" "$work/$name" 2>&1)
+        echo "$trainer: $np ranks (MPI all-reduce) vs one process, micro 4: max relative difference $diff"
+        check "$name: close to one process ($diff <= 1e-4)" "within '$diff' 1e-4"
+        check "$name: losses equal one process's within 1e-5" \
+          "same_losses '$work/$trainer-1/train_log.jsonl' '$work/$name/train_log.jsonl'"
+      fi
+    done
+  done
+done
+
+# Wrong rank count: a clear error, not a hang.
+mpi 2 "$ALN" train "$work/dpo-1.yaml" >"$work/wrong.out" 2>&1; rc=$?
+check "data_parallel 1 under 2 ranks is rejected (rc $rc)" "[[ $rc -ne 0 ]] && grep -q 'parallel.policy.data_parallel is 1 but the job runs on 2' '$work/wrong.out'"
+"$ALN" train "$work/dpo-2-det.yaml" >"$work/nompi.out" 2>&1; rc=$?
+check "data_parallel 2 without mpirun says how to start it (rc $rc)" "[[ $rc -eq 2 ]] && grep -q 'mpirun -np 2' '$work/nompi.out'"
+
+# Faults: kill rank 1 (SIGKILL) or freeze it (SIGSTOP) mid-run; the job must end non-zero quickly.
+rank_pid() {  # the PID of the aln process with OMPI_COMM_WORLD_RANK=$1 whose job file is $2
+  for p in $(pgrep -f "aln train $2"); do
+    if tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$1"; then echo "$p"; return; fi
+  done
+}
+for signal in KILL STOP; do
+  name="fault-$signal"
+  job "$name" dpo 2 2 100000 5 >"$work/$name.yaml"
+  start=$(date +%s)
+  mpi 2 "$ALN" train "$work/$name.yaml" >"$work/$name.out" 2>&1 &
+  pid=$!
+  victim=""
+  for _ in $(seq 1 600); do
+    [[ -f "$work/$name/train_log.jsonl" ]] && [[ $(wc -l <"$work/$name/train_log.jsonl") -ge 3 ]] && victim=$(rank_pid 1 "$work/$name.yaml") && [[ -n "$victim" ]] && break
+    kill -0 $pid 2>/dev/null || break
+    sleep 0.1
+  done
+  check "$signal: found rank 1 while training" "[[ -n '$victim' ]]"
+  [[ -n "$victim" ]] && kill -$signal "$victim"
+  killed=$(date +%s)
+  for _ in $(seq 1 900); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
+  if kill -0 $pid 2>/dev/null; then
+    echo "FAIL: $signal: job still running 90 s after the fault"; failures=$((failures + 1))
+    kill -9 $pid; [[ -n "$victim" ]] && kill -9 "$victim" 2>/dev/null
+  fi
+  wait $pid; rc=$?; pid=""
+  took=$(( $(date +%s) - killed ))
+  echo "$signal: job ended with rc $rc ${took}s after the fault"
+  check "$signal: job exits non-zero (rc $rc)" "[[ $rc -ne 0 ]]"
+  check "$signal: within 60 s (${took}s)" "[[ $took -le 60 ]]"
+  if [[ $signal == STOP ]]; then
+    check "STOP: rank 0 names the stalled collective: $(grep -m1 'did not complete' "$work/$name.out")" \
+      "grep -q 'rank 0 on .*all_reduce #[0-9]* did not complete within 5000 ms' '$work/$name.out'"
+  else
+    check "KILL: the failure names rank 1: $(grep -m1 -i 'rank 1' "$work/$name.out")" "grep -qi 'rank 1' '$work/$name.out'"
+  fi
+done
+
+echo "$passed passed, $failures failed"
+[[ $failures -eq 0 ]]

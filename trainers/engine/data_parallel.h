@@ -1,0 +1,48 @@
+#pragma once
+// The policy's data-parallel group as the engine uses it: scalar and vector sums, a bucketed
+// gradient all-reduce and a parameter broadcast, every wait bounded by the job's timeout. With no
+// communicator (one process) every operation is the identity, so the single-process path stays
+// bit for bit what it was.
+//
+// Reduction order (what makes DP runs match one process to float32 rounding): each rank's loss is
+// weighted by its normalizer over the global one before backward, gradients are summed over ranks
+// in fixed buckets (parameters in name order), and every rank then runs the same clipping and AdamW
+// on the same summed gradient, so parameters stay identical on all ranks without a broadcast.
+#include <chrono>
+#include <cstdint>
+
+#include <ATen/core/Tensor.h>
+
+#include "core/optim/optimizer.h"
+#include "distributed/communicator.h"
+
+namespace aln::engine {
+
+class DataParallel {
+ public:
+  DataParallel(dist::Communicator* comm, std::chrono::milliseconds timeout) : comm_(comm), timeout_(timeout) {}
+
+  int rank() const { return comm_ != nullptr ? comm_->rank() : 0; }
+  int size() const { return comm_ != nullptr ? comm_->size() : 1; }
+  bool lead() const { return rank() == 0; }
+
+  // Sums over ranks in place (any dtype, contiguous). Throws aln::Error naming the rank and the
+  // operation when a peer does not answer within the timeout (or `timeout` when given).
+  void sum(at::Tensor& tensor, std::chrono::milliseconds timeout = std::chrono::milliseconds(0)) const;
+  double sum(double value, std::chrono::milliseconds timeout = std::chrono::milliseconds(0)) const;
+
+  // Rank 0's values everywhere.
+  void broadcast(optim::TensorMap& tensors) const;
+
+  // Sums every parameter's gradient over ranks (a missing gradient counts as zeros), in buckets of
+  // about `bucket_bytes`, all launched before the first is waited for. `deterministic` gathers the
+  // buckets and adds them in rank order ((g0 + g1) + g2 ...), exactly as one process accumulating
+  // the ranks' micro-batches in turn would; otherwise MPI's all-reduce decides the order.
+  void all_reduce_gradients(optim::TensorMap& params, bool deterministic, int64_t bucket_bytes = 32 << 20) const;
+
+ private:
+  dist::Communicator* comm_;
+  std::chrono::milliseconds timeout_;
+};
+
+}  // namespace aln::engine
