@@ -15,7 +15,8 @@ namespace aln::model {
 namespace {
 
 std::string layer(int64_t i, const std::string& rest, Family f) {
-  return f == Family::kGpt2 ? absl::StrCat("transformer.h.", i, ".", rest) : absl::StrCat("model.layers.", i, ".", rest);
+  return f == Family::kGpt2 ? absl::StrCat("transformer.h.", i, ".", rest)
+                            : absl::StrCat("model.layers.", i, ".", rest);
 }
 
 // Inverse RoPE frequencies, with Llama 3's piecewise rescaling of long wavelengths.
@@ -114,9 +115,12 @@ DecoderModel DecoderModel::random_init(const ModelConfig& config, uint64_t seed)
     const bool norm = name.find("norm") != std::string::npos || name.find("ln_") != std::string::npos;
     const bool bias = name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0;
     at::Tensor value;
-    if (bias) value = at::zeros(shape, at::kFloat);
-    else if (norm) value = at::ones(shape, at::kFloat);
-    else value = at::empty(shape, at::kFloat).normal_(0.0, 0.02, gen);
+    if (bias)
+      value = at::zeros(shape, at::kFloat);
+    else if (norm)
+      value = at::ones(shape, at::kFloat);
+    else
+      value = at::empty(shape, at::kFloat).normal_(0.0, 0.02, gen);
     tensors.emplace(name, value);
   }
   return DecoderModel(config, std::move(tensors));
@@ -141,15 +145,14 @@ absl::StatusOr<DecoderModel> DecoderModel::from_tensors(const ModelConfig& confi
       continue;
     }
     if (it->second.sizes().vec() != shape) {
-      return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "' has shape [",
-                                                     absl::StrJoin(it->second.sizes().vec(), ", "),
-                                                     "] but the config needs [", absl::StrJoin(shape, ", "),
-                                                     "]; the config does not match the weights"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor '", name, "' has shape [", absl::StrJoin(it->second.sizes().vec(), ", "), "] but the config needs [",
+          absl::StrJoin(shape, ", "), "]; the config does not match the weights"));
     }
   }
   if (!missing.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(missing.size(), " tensor(s) missing from the checkpoint, first: '",
-                                                   missing.front(), "'"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(missing.size(), " tensor(s) missing from the checkpoint, first: '", missing.front(), "'"));
   }
   if (tensors.size() != expected_shapes(config).size()) {
     std::vector<std::string> extra;
@@ -159,8 +162,9 @@ absl::StatusOr<DecoderModel> DecoderModel::from_tensors(const ModelConfig& confi
       for (const auto& e : expected) known = known || e.first == name;
       if (!known) extra.push_back(name);
     }
-    return absl::InvalidArgumentError(absl::StrCat("unexpected tensor(s) in the checkpoint: ",
-                                                   absl::StrJoin(extra, ", "), " (wrong architecture in config.json?)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("unexpected tensor(s) in the checkpoint: ", absl::StrJoin(extra, ", "),
+                     " (wrong architecture in config.json?)"));
   }
   return DecoderModel(config, std::move(tensors));
 }
@@ -295,6 +299,11 @@ at::Tensor DecoderModel::hidden_states(const at::Tensor& input_ids, const at::Te
 at::Tensor DecoderModel::logits(const at::Tensor& input_ids, const at::Tensor& attention_mask, KvCache* cache) const {
   ALN_CHECK(config_.head == Head::kCausalLm, "this model has a score head; use scores()");
   return at::linear(hidden_states(input_ids, attention_mask, cache), output_weight());
+}
+
+at::Tensor DecoderModel::output_logits(const at::Tensor& hidden) const {
+  ALN_CHECK(config_.head == Head::kCausalLm, "this model has a score head; use scores()");
+  return at::linear(hidden, output_weight());
 }
 
 at::Tensor DecoderModel::last_logits(const at::Tensor& input_ids, const at::Tensor& attention_mask,

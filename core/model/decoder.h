@@ -43,6 +43,10 @@ class DecoderModel {
   // Logits of the last position only [B, V] (generation: the output projection is the costliest
   // matmul of a small model, so the prompt's other positions skip it).
   at::Tensor last_logits(const at::Tensor& input_ids, const at::Tensor& attention_mask, KvCache* cache = nullptr) const;
+  // The output projection of given hidden states [..., H] -> [..., V]: with hidden_states() it lets
+  // callers project only the positions they score (training needs log-probs of response tokens
+  // only; the projection over the vocabulary is the largest activation of a small model).
+  at::Tensor output_logits(const at::Tensor& hidden) const;
   // Sequence-classification scores [B, num_labels] at the last non-padding token (reward models).
   at::Tensor scores(const at::Tensor& input_ids, const at::Tensor& attention_mask) const;
 

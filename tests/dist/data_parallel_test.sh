@@ -17,7 +17,7 @@ check() { if eval "$2"; then passed=$((passed + 1)); else echo "FAIL: $1"; failu
 mpi() { "$MPIEXEC" -np "$1" --allow-run-as-root --oversubscribe --bind-to none --mca btl self,tcp \
   --mca btl_tcp_if_include lo --mca oob_tcp_if_include lo -x OMP_NUM_THREADS=1 "${@:2}"; }
 
-job() {  # job NAME TRAINER MICRO DP STEPS [TIMEOUT] [ACCUM] [DETERMINISTIC]
+job() {  # job NAME TRAINER MICRO DP STEPS [TIMEOUT] [ACCUM] [DETERMINISTIC] [REFERENCE_CACHE_DIR]
   local data
   if [[ $2 == sft ]]; then
     data="{path: examples/data/hh-rlhf/harmless-base/test_shared.jsonl.gz, format: hh_rlhf, limit: 96}"
@@ -40,7 +40,8 @@ data:
   bad_records: skip
 optimizer: {lr: 2e-3, max_steps: $5, micro_batch_size: $3, gradient_accumulation: ${7:-1}, warmup_steps: 2}
 parallel: {policy: {data_parallel: $4}, timeout_s: ${6:-60}, deterministic: ${8:-false}}
-checkpoint: {every_steps: 0}
+reference: {cache_dir: "${9:-}"}
+checkpoint: {every_steps: 5}
 metrics: {enabled: false, progress_bar: false}
 runtime: {threads: 1}
 YAML
@@ -96,6 +97,21 @@ for trainer in dpo sft; do
     done
   done
 done
+
+# Resume on a different number of ranks: a checkpoint of one process (micro 2 x accumulation 2)
+# continued on 2 ranks (micro 2, deterministic) ends exactly where the uninterrupted run did.
+job "resume-1" dpo 2 1 10 60 2 true "$work/refcache" >"$work/resume-1.yaml"
+"$ALN" train "$work/resume-1.yaml" >"$work/resume-1.out" 2>&1; rc=$?
+check "resume: one-process run exits 0 (rc $rc)" "[[ $rc -eq 0 ]]"
+mkdir -p "$work/resume-2/checkpoints" && cp -r "$work/resume-1/checkpoints/step-00000005" "$work/resume-2/checkpoints/"
+# Same job (name included: it names the stage), other output_dir, 2 ranks.
+job "resume-2" dpo 2 2 10 60 1 true "$work/refcache" | sed 's/^name: dp-resume-2/name: dp-resume-1/' >"$work/resume-2.yaml"
+mpi 2 "$ALN" train "$work/resume-2.yaml" --resume >"$work/resume-2.out" 2>&1; rc=$?
+check "resume: 2 ranks continue from step 5 (rc $rc): $(grep -m1 -E 'resuming|rror' "$work/resume-2.out")" \
+  "[[ $rc -eq 0 ]] && grep -q 'resuming from .*step-00000005' '$work/resume-2.out'"
+diff=$(compare "$work/resume-1" "$work/resume-2" 2>&1)
+echo "resume: 1 process -> 2 ranks at step 5: max relative difference $diff"
+check "resume: same final parameters ($diff)" "within '$diff' 0"
 
 # Wrong rank count: a clear error, not a hang.
 mpi 2 "$ALN" train "$work/dpo-1.yaml" >"$work/wrong.out" 2>&1; rc=$?

@@ -85,8 +85,11 @@ int run_train(const Args& args) {
     std::fprintf(stderr, "%s\n", std::string(loaded.status().message()).c_str());
     return 2;
   }
-  if (print_spec) std::fputs(config::to_text(loaded->spec).c_str(), stdout);
-  print_plan(*loaded);
+  // Under mpirun only the first rank prints (MPI is not initialised yet; its launcher's variable says).
+  const char* launched_rank = std::getenv("OMPI_COMM_WORLD_RANK");
+  const bool first_rank = launched_rank == nullptr || std::string(launched_rank) == "0";
+  if (print_spec && first_rank) std::fputs(config::to_text(loaded->spec).c_str(), stdout);
+  if (first_rank) print_plan(*loaded);
 
   trainers::TrainerRegistry registry("trainer");
   trainers::register_all(registry);

@@ -7,14 +7,14 @@
 
 #include "core/error.h"
 #include "kernels/token_logprobs.h"
+#include "trainers/sequence_logprobs.h"
 
 namespace aln::trainers {
 
 PairForward pair_forward(const std::vector<const buffer::Example*>& batch, StepContext& ctx) {
   const int64_t n = static_cast<int64_t>(batch.size());
   buffer::SequenceBatch b = buffer::collate_pairs(batch, ctx.pad_id);
-  at::Tensor logits = ctx.policy->logits(b.input_ids, b.attention_mask);
-  kernels::ResponseLogprobs lp = kernels::response_logprobs(logits, b.input_ids, b.response_mask);
+  kernels::ResponseLogprobs lp = response_logprobs(*ctx.policy, b);
   PairForward out;
   out.tokens = b.attention_mask.sum().item<int64_t>();
   out.logprobs.policy_chosen = lp.sums.narrow(0, 0, n);
@@ -35,8 +35,7 @@ PairForward pair_forward(const std::vector<const buffer::Example*>& batch, StepC
   } else {
     ALN_CHECK(ctx.reference != nullptr, "reference log-probs are neither cached nor computable (no reference model)");
     at::NoGradGuard no_grad;
-    at::Tensor ref_logits = ctx.reference->logits(b.input_ids, b.attention_mask);
-    at::Tensor ref = kernels::response_logprobs(ref_logits, b.input_ids, b.response_mask).sums;
+    at::Tensor ref = response_logprobs(*ctx.reference, b).sums;
     out.logprobs.reference_chosen = ref.narrow(0, 0, n);
     out.logprobs.reference_rejected = ref.narrow(0, n, n);
   }
@@ -72,9 +71,7 @@ void reference_pair_logprobs(const model::DecoderModel& reference, const std::ve
   at::NoGradGuard no_grad;
   std::vector<const buffer::Example*> view(batch.begin(), batch.end());
   buffer::SequenceBatch b = buffer::collate_pairs(view, pad_id);
-  at::Tensor sums =
-      kernels::response_logprobs(reference.logits(b.input_ids, b.attention_mask), b.input_ids, b.response_mask)
-          .sums.to(at::kDouble);
+  at::Tensor sums = response_logprobs(reference, b).sums.to(at::kDouble);
   const int64_t n = static_cast<int64_t>(batch.size());
   for (int64_t i = 0; i < n; ++i) {
     batch[i]->reference_chosen = sums[i].item<double>();

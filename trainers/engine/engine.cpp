@@ -56,12 +56,18 @@ json metrics_json(const MetricMap& m) {
 }
 
 // What must not change between a run and its resumption: the model, seed and stages. Run-time
-// settings (threads, metrics port, checkpoint cadence, output paths) may.
+// settings (threads, metrics port, checkpoint cadence, output paths, the number of ranks and how the
+// global batch is split over micro-batches) may.
 std::string spec_fingerprint(const aln::v1::JobSpec& spec) {
   aln::v1::JobSpec core;
   *core.mutable_model() = spec.model();
   core.set_seed(spec.seed());
-  for (const auto& stage : config::effective_stages(spec)) *core.add_stages() = stage;
+  for (auto stage : config::effective_stages(spec)) {
+    // How the global batch is split (micro-batch x accumulation x ranks) may change on resume.
+    stage.mutable_optimizer()->clear_micro_batch_size();
+    stage.mutable_optimizer()->clear_gradient_accumulation();
+    *core.add_stages() = stage;
+  }
   *core.mutable_eval() = spec.eval();
   return Fingerprint().add(config::to_text(core)).hex();
 }
@@ -388,8 +394,8 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
       // different number of ranks (only the dropped remainder of an epoch may differ).
       if (resumed->state.data_parallel != dp.size()) {
         log.warning(
-            "resuming a run of %d data-parallel ranks on %d: keep micro_batch_size x ranks equal to "
-            "continue with the same global batches",
+            "resuming a run of %d data-parallel ranks on %d: keep micro_batch_size x gradient_accumulation x "
+            "ranks equal to continue with the same global batches",
             resumed->state.data_parallel, dp.size());
       }
       buffer.seek(resumed->state.position);

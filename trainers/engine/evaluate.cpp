@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "kernels/token_logprobs.h"
+#include "trainers/sequence_logprobs.h"
 
 namespace aln::engine {
 
@@ -32,8 +33,7 @@ MetricMap evaluate(trainers::Trainer& trainer, const model::DecoderModel& policy
     }
     if (!lm_pairs) continue;
     buffer::SequenceBatch b = buffer::collate_pairs(batch, pad_id);
-    kernels::ResponseLogprobs lp =
-        kernels::response_logprobs(policy.logits(b.input_ids, b.attention_mask), b.input_ids, b.response_mask);
+    kernels::ResponseLogprobs lp = trainers::response_logprobs(policy, b);
     at::Tensor mean = (lp.sums / lp.tokens.clamp_min(1)).to(at::kDouble).contiguous();
     const double* m = mean.data_ptr<double>();
     const size_t n = batch.size();

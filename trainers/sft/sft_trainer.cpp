@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "kernels/token_logprobs.h"
+#include "trainers/sequence_logprobs.h"
 
 namespace aln::trainers {
 namespace {
@@ -16,8 +17,7 @@ class SftTrainer final : public Trainer {
 
   LossOutput compute_loss(const std::vector<const buffer::Example*>& batch, StepContext& ctx) override {
     buffer::SequenceBatch b = buffer::collate_sft(batch, ctx.pad_id);
-    at::Tensor logits = ctx.policy->logits(b.input_ids, b.attention_mask);
-    kernels::ResponseLogprobs lp = kernels::response_logprobs(logits, b.input_ids, b.response_mask);
+    kernels::ResponseLogprobs lp = response_logprobs(*ctx.policy, b);
     at::Tensor tokens = lp.tokens.sum();
     LossOutput out;
     out.loss = -lp.sums.sum() / tokens.clamp_min(1);

@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 
 #include "trainers/dpo/pair_logprobs.h"
+#include "trainers/sequence_logprobs.h"
 #include "trainers/trainer.h"
 
 namespace aln::trainers {
@@ -118,11 +119,11 @@ TEST(Trainers, DpoCachedReferenceEqualsOnTheFly) {
 
 TEST(Trainers, SafeDpoTransformCountsAndMargin) {
   std::vector<buffer::Example> ex = {
-      pair({1}, {2}, {3}, 0, 0),   // keep
-      pair({1}, {4}, {5}, 0, 1),   // keep (safe vs unsafe: margin applies)
-      pair({1}, {6}, {7}, 1, 0),   // swap
-      pair({1}, {8}, {9}, 1, 1),   // drop
-      pair({1}, {10}, {11}),       // unlabeled: kept, no margin
+      pair({1}, {2}, {3}, 0, 0),  // keep
+      pair({1}, {4}, {5}, 0, 1),  // keep (safe vs unsafe: margin applies)
+      pair({1}, {6}, {7}, 1, 0),  // swap
+      pair({1}, {8}, {9}, 1, 1),  // drop
+      pair({1}, {10}, {11}),      // unlabeled: kept, no margin
   };
   std::map<std::string, double> counters;
   aln::v1::StageSpec stage = stage_with("safedpo");
@@ -194,6 +195,33 @@ TEST(Trainers, SafeDpoPartialLabelsAndVariants) {
   out = run(aln::v1::SAFE_BETTER, false, mixed, &c);
   ASSERT_EQ(out.size(), 2u);
   EXPECT_EQ(out[0].chosen, std::vector<int64_t>{4});
+}
+
+TEST(Trainers, ResponseOnlyProjectionEqualsFullLogits) {
+  auto policy = model::DecoderModel::random_init(tiny(model::Head::kCausalLm), 11);
+  std::vector<buffer::Example> ex = {pair({1, 2, 3, 4}, {5, 6}, {7}), pair({8}, {9, 10, 11}, {12, 13}),
+                                     pair({}, {14, 15}, {16})};
+  std::vector<const buffer::Example*> view = {&ex[0], &ex[1], &ex[2]};
+  buffer::SequenceBatch b = buffer::collate_pairs(view, 0);
+  policy.set_requires_grad(true);
+  kernels::ResponseLogprobs full =
+      kernels::response_logprobs(policy.logits(b.input_ids, b.attention_mask), b.input_ids, b.response_mask);
+  kernels::ResponseLogprobs fast = response_logprobs(policy, b);
+  EXPECT_TRUE(at::allclose(full.sums, fast.sums, 1e-5, 1e-6)) << full.sums << fast.sums;
+  EXPECT_TRUE(at::equal(full.tokens, fast.tokens));
+  EXPECT_TRUE(at::allclose(full.per_token, fast.per_token, 1e-5, 1e-6));
+  // Gradients agree too (weights of every sequence differ so no term cancels).
+  at::Tensor w = at::arange(1, full.sums.size(0) + 1, at::kFloat);
+  auto grads = [&](const at::Tensor& sums) {
+    for (auto& [name, p] : policy.tensors()) p.mutable_grad() = at::Tensor();
+    (sums * w).sum().backward();
+    std::map<std::string, at::Tensor> g;
+    for (auto& [name, p] : policy.tensors()) g[name] = p.grad().clone();
+    return g;
+  };
+  auto g_full = grads(full.sums);
+  auto g_fast = grads(fast.sums);
+  for (const auto& [name, g] : g_full) EXPECT_TRUE(at::allclose(g, g_fast.at(name), 1e-4, 1e-6)) << name;
 }
 
 }  // namespace

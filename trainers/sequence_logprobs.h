@@ -1,0 +1,18 @@
+#pragma once
+// Log-probabilities of the response tokens of a batch under a causal LM, projecting only the
+// positions that are scored: the hidden states of all positions are computed, but the [*, V]
+// output projection and log-softmax run on the positions that predict a response token. With
+// prompts longer than responses (preference data) that cuts the largest activation of training —
+// logits and their gradient — by the prompt's share. Used by every language-model trainer.
+#include "core/buffer/buffer.h"
+#include "core/model/decoder.h"
+#include "kernels/token_logprobs.h"
+
+namespace aln::trainers {
+
+// Same result as kernels::response_logprobs(model.logits(...), ...): per-row sums and token counts
+// over the response tokens (sums differentiable), and the per-token values [B, T-1] (zero where no
+// response token is scored).
+kernels::ResponseLogprobs response_logprobs(const model::DecoderModel& model, const buffer::SequenceBatch& batch);
+
+}  // namespace aln::trainers
