@@ -11,8 +11,7 @@ namespace aln {
 MetricsRegistry::MetricsRegistry(Labels constant_labels)
     : constant_labels_(std::move(constant_labels)), registry_(std::make_shared<prometheus::Registry>()) {}
 
-prometheus::Family<prometheus::Gauge>& MetricsRegistry::gauge_family(const std::string& name,
-                                                                      const std::string& help) {
+prometheus::Family<prometheus::Gauge>& MetricsRegistry::gauge_family(const std::string& name, const std::string& help) {
   auto it = gauges_.find(name);
   if (it != gauges_.end()) return *it->second;
   auto& family = prometheus::BuildGauge().Name(name).Help(help).Labels(constant_labels_).Register(*registry_);
@@ -20,8 +19,19 @@ prometheus::Family<prometheus::Gauge>& MetricsRegistry::gauge_family(const std::
   return family;
 }
 
+prometheus::Family<prometheus::Gauge>& MetricsRegistry::per_rank_gauge_family(const std::string& name,
+                                                                              const std::string& help) {
+  auto it = gauges_.find(name);
+  if (it != gauges_.end()) return *it->second;
+  Labels labels = constant_labels_;
+  labels.erase("rank");
+  auto& family = prometheus::BuildGauge().Name(name).Help(help).Labels(labels).Register(*registry_);
+  gauges_[name] = &family;
+  return family;
+}
+
 prometheus::Family<prometheus::Counter>& MetricsRegistry::counter_family(const std::string& name,
-                                                                          const std::string& help) {
+                                                                         const std::string& help) {
   auto it = counters_.find(name);
   if (it != counters_.end()) return *it->second;
   auto& family = prometheus::BuildCounter().Name(name).Help(help).Labels(constant_labels_).Register(*registry_);
@@ -30,11 +40,10 @@ prometheus::Family<prometheus::Counter>& MetricsRegistry::counter_family(const s
 }
 
 prometheus::Family<prometheus::Histogram>& MetricsRegistry::histogram_family(const std::string& name,
-                                                                              const std::string& help) {
+                                                                             const std::string& help) {
   auto it = histograms_.find(name);
   if (it != histograms_.end()) return *it->second;
-  auto& family =
-      prometheus::BuildHistogram().Name(name).Help(help).Labels(constant_labels_).Register(*registry_);
+  auto& family = prometheus::BuildHistogram().Name(name).Help(help).Labels(constant_labels_).Register(*registry_);
   histograms_[name] = &family;
   return family;
 }
@@ -43,8 +52,7 @@ prometheus::Gauge& MetricsRegistry::gauge(const std::string& name, const std::st
   return gauge_family(name, help).Add(labels);
 }
 
-prometheus::Counter& MetricsRegistry::counter(const std::string& name, const std::string& help,
-                                              const Labels& labels) {
+prometheus::Counter& MetricsRegistry::counter(const std::string& name, const std::string& help, const Labels& labels) {
   return counter_family(name, help).Add(labels);
 }
 
@@ -61,7 +69,7 @@ MetricsServer::MetricsServer(std::unique_ptr<prometheus::Exposer> exposer, std::
 MetricsServer::~MetricsServer() = default;
 
 absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::start(const std::string& host, int port,
-                                                                     const MetricsRegistry& registry) {
+                                                                    const MetricsRegistry& registry) {
   const std::string address = absl::StrCat(host, ":", port);
   std::unique_ptr<prometheus::Exposer> exposer;
   try {

@@ -30,6 +30,9 @@ class MetricsRegistry {
   prometheus::Family<prometheus::Gauge>& gauge_family(const std::string& name, const std::string& help);
   prometheus::Family<prometheus::Counter>& counter_family(const std::string& name, const std::string& help);
   prometheus::Family<prometheus::Histogram>& histogram_family(const std::string& name, const std::string& help);
+  // A family whose series carry their own `rank` label (the coordinator exporting every rank's
+  // numbers): the constant labels minus `rank`.
+  prometheus::Family<prometheus::Gauge>& per_rank_gauge_family(const std::string& name, const std::string& help);
 
   prometheus::Gauge& gauge(const std::string& name, const std::string& help, const Labels& labels = {});
   prometheus::Counter& counter(const std::string& name, const std::string& help, const Labels& labels = {});
@@ -52,7 +55,7 @@ class MetricsServer {
  public:
   // Binds host:port (port 0 picks a free one). Fails with a message naming the address in use.
   static absl::StatusOr<std::unique_ptr<MetricsServer>> start(const std::string& host, int port,
-                                                               const MetricsRegistry& registry);
+                                                              const MetricsRegistry& registry);
   ~MetricsServer();
   MetricsServer(const MetricsServer&) = delete;
   MetricsServer& operator=(const MetricsServer&) = delete;

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/error.h"
 #include "distributed/dist_error.h"
+#include "distributed/flight_recorder.h"
 
 namespace aln::dist {
 namespace {
@@ -42,8 +43,8 @@ std::string mpi_error_string(int code) {
 // instead of blocking forever inside MPI_Wait when a peer is dead or stopped.
 class MpiWork final : public Work {
  public:
-  MpiWork(MPI_Request request, int rank, std::string op, int64_t seq)
-      : request_(request), rank_(rank), op_(std::move(op)), seq_(seq) {}
+  MpiWork(MPI_Request request, int rank, std::string op, int64_t seq, std::shared_ptr<FlightRecorder> recorder)
+      : request_(request), rank_(rank), op_(std::move(op)), seq_(seq), recorder_(std::move(recorder)) {}
 
   absl::Status wait(std::chrono::milliseconds timeout) override {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
@@ -55,11 +56,14 @@ class MpiWork final : public Work {
         return absl::InternalError(
             absl::StrCat("rank ", rank_, " on ", host_name(), ": ", op_, " #", seq_, ": ", mpi_error_string(rc)));
       }
-      if (done) return absl::OkStatus();
+      if (done) {
+        recorder_->finished(seq_);
+        return absl::OkStatus();
+      }
       if (std::chrono::steady_clock::now() >= deadline) {
-        return absl::DeadlineExceededError(absl::StrCat("rank ", rank_, " on ", host_name(), ": ", op_, " #", seq_,
-                                                        " did not complete within ", timeout.count(),
-                                                        " ms; a peer rank is dead, stopped or not calling it"));
+        return absl::DeadlineExceededError(
+            absl::StrCat("rank ", rank_, " on ", host_name(), ": ", op_, " #", seq_, " did not complete within ",
+                         timeout.count(), " ms; a peer rank is dead, stopped or not calling it. ", recorder_->dump()));
       }
       // Back off up to 1 ms so a long wait does not burn a core the peers need.
       std::this_thread::sleep_for(pause);
@@ -72,6 +76,7 @@ class MpiWork final : public Work {
   int rank_;
   std::string op_;
   int64_t seq_;
+  std::shared_ptr<FlightRecorder> recorder_;
 };
 
 class MpiCommunicator final : public Communicator {
@@ -96,7 +101,7 @@ class MpiCommunicator final : public Communicator {
     MPI_Request request;
     const int rc = MPI_Iallreduce(MPI_IN_PLACE, tensor.data_ptr(), static_cast<int>(tensor.numel()), mpi_type(tensor),
                                   MPI_SUM, comm_, &request);
-    return started(rc, request, "all_reduce");
+    return started(rc, request, "all_reduce", &tensor);
   }
 
   std::unique_ptr<Work> broadcast(at::Tensor& tensor, int root) override {
@@ -105,7 +110,7 @@ class MpiCommunicator final : public Communicator {
     MPI_Request request;
     const int rc =
         MPI_Ibcast(tensor.data_ptr(), static_cast<int>(tensor.numel()), mpi_type(tensor), root, comm_, &request);
-    return started(rc, request, "broadcast");
+    return started(rc, request, "broadcast", &tensor);
   }
 
   std::unique_ptr<Work> all_gather(const at::Tensor& input, at::Tensor& output) override {
@@ -118,7 +123,7 @@ class MpiCommunicator final : public Communicator {
     const int count = static_cast<int>(input.numel());
     const int rc = MPI_Iallgather(input.data_ptr(), count, mpi_type(input), output.data_ptr(), count, mpi_type(output),
                                   comm_, &request);
-    return started(rc, request, "all_gather");
+    return started(rc, request, "all_gather", &input);
   }
 
   std::unique_ptr<Work> barrier() override {
@@ -134,16 +139,19 @@ class MpiCommunicator final : public Communicator {
     ALN_CHECK(tensor.numel() < (int64_t{1} << 31), op, ": tensor too large for one MPI call");
   }
 
-  std::unique_ptr<Work> started(int rc, MPI_Request request, const char* op) {
+  std::unique_ptr<Work> started(int rc, MPI_Request request, const char* op, const at::Tensor* tensor = nullptr) {
     const int64_t seq = ++seq_;
+    recorder_->started(seq, op, tensor != nullptr ? tensor->numel() : 0,
+                       tensor != nullptr ? std::string(c10::toString(tensor->scalar_type())) : "-");
     if (rc != MPI_SUCCESS) throw DistError(mpi_error_string(rc), rank_, host_name(), op, seq, __FILE__, __LINE__);
-    return std::make_unique<MpiWork>(request, rank_, op, seq);
+    return std::make_unique<MpiWork>(request, rank_, op, seq, recorder_);
   }
 
   MPI_Comm comm_;
   int rank_ = 0;
   int size_ = 1;
   int64_t seq_ = 0;
+  std::shared_ptr<FlightRecorder> recorder_ = std::make_shared<FlightRecorder>();
 };
 
 }  // namespace

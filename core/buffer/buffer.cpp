@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <random>
 
 #include "core/error.h"
@@ -15,6 +16,13 @@ Buffer::Buffer(std::vector<Example> examples, uint64_t seed, int rank, int world
             " examples, fewer than the ", world, " data-parallel ranks");
 }
 
+void Buffer::group_by_length(std::vector<int64_t> lengths, int64_t window) {
+  ALN_CHECK(lengths.size() == examples_.size(), "one length per example");
+  lengths_ = std::move(lengths);
+  window_ = window;
+  cached_epoch_ = -1;
+}
+
 std::vector<int64_t> Buffer::order(int64_t epoch) const {
   std::vector<int64_t> idx(examples_.size());
   for (size_t i = 0; i < idx.size(); ++i) idx[i] = static_cast<int64_t>(i);
@@ -23,6 +31,15 @@ std::vector<int64_t> Buffer::order(int64_t epoch) const {
   for (size_t i = idx.size(); i > 1; --i) {
     const uint64_t j = rng() % i;
     std::swap(idx[i - 1], idx[j]);
+  }
+  // Length grouping: sort each window of the shuffled order by length (longest first, ties by
+  // index), so consecutive micro-batches hold similar lengths while the windows stay random.
+  if (window_ > 1) {
+    for (size_t start = 0; start < idx.size(); start += static_cast<size_t>(window_)) {
+      const auto end = idx.begin() + static_cast<int64_t>(std::min(idx.size(), start + static_cast<size_t>(window_)));
+      std::sort(idx.begin() + static_cast<int64_t>(start), end,
+                [&](int64_t a, int64_t b) { return lengths_[a] != lengths_[b] ? lengths_[a] > lengths_[b] : a < b; });
+    }
   }
   return idx;
 }
@@ -94,9 +111,14 @@ SequenceBatch collate_pairs(const std::vector<const Example*>& examples, int64_t
   return collate(rows, pad_id);
 }
 
-void truncate(std::vector<int64_t>* prompt, int64_t max_prompt, std::vector<int64_t>* response, int64_t max_response) {
+void truncate(std::vector<int64_t>* prompt, int64_t max_prompt, std::vector<int64_t>* response, int64_t max_response,
+              bool keep_prompt_start) {
   if (static_cast<int64_t>(prompt->size()) > max_prompt) {
-    prompt->erase(prompt->begin(), prompt->end() - max_prompt);
+    if (keep_prompt_start) {
+      prompt->resize(static_cast<size_t>(max_prompt));
+    } else {
+      prompt->erase(prompt->begin(), prompt->end() - max_prompt);
+    }
   }
   if (static_cast<int64_t>(response->size()) > max_response) response->resize(max_response);
 }

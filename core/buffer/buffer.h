@@ -54,12 +54,18 @@ class Buffer {
   // seed and epoch, which the C++ standard fully specifies, so orders are identical everywhere).
   std::vector<int64_t> order(int64_t epoch) const;
 
+  // Length-aware batching: within windows of `window` consecutive examples of each epoch's order,
+  // examples are sorted by `lengths` (one per example), so micro-batches need little padding.
+  void group_by_length(std::vector<int64_t> lengths, int64_t window);
+
  private:
   std::vector<Example> examples_;
   uint64_t seed_;
   int rank_;
   int world_;
   Position position_;
+  std::vector<int64_t> lengths_;
+  int64_t window_ = 0;
   int64_t cached_epoch_ = -1;
   std::vector<int64_t> cached_order_;
 };
@@ -79,6 +85,8 @@ SequenceBatch collate_sft(const std::vector<const Example*>& examples, int64_t p
 SequenceBatch collate_pairs(const std::vector<const Example*>& examples, int64_t pad_id);
 
 // Truncation to the configured lengths: keep the end of the prompt, cap the response.
-void truncate(std::vector<int64_t>* prompt, int64_t max_prompt, std::vector<int64_t>* response, int64_t max_response);
+// `keep_prompt_start` keeps the beginning of an over-long prompt instead of its end.
+void truncate(std::vector<int64_t>* prompt, int64_t max_prompt, std::vector<int64_t>* response, int64_t max_response,
+              bool keep_prompt_start = false);
 
 }  // namespace aln::buffer

@@ -127,7 +127,8 @@ rank_pid() {  # the PID of the aln process with OMPI_COMM_WORLD_RANK=$1 whose jo
 }
 for signal in KILL STOP; do
   name="fault-$signal"
-  job "$name" dpo 2 2 100000 5 >"$work/$name.yaml"
+  port=$(( 20000 + RANDOM % 20000 ))
+  job "$name" dpo 2 2 100000 5 | sed "s/^metrics: .*/metrics: {port: $port, progress_bar: false}/" >"$work/$name.yaml"
   start=$(date +%s)
   mpi 2 "$ALN" train "$work/$name.yaml" >"$work/$name.out" 2>&1 &
   pid=$!
@@ -138,6 +139,10 @@ for signal in KILL STOP; do
     sleep 0.1
   done
   check "$signal: found rank 1 while training" "[[ -n '$victim' ]]"
+  # Rank 0 exports every rank's own step numbers with a rank label.
+  curl -sf "http://127.0.0.1:$port/metrics" >"$work/$name.metrics" 2>/dev/null
+  check "$signal: rank 0 serves per-rank metrics for ranks 0 and 1" \
+    "grep -q '^aln_rank_tokens{.*rank=\"1\"' '$work/$name.metrics' && grep -q '^aln_rank_compute_seconds{.*rank=\"0\"' '$work/$name.metrics'"
   [[ -n "$victim" ]] && kill -$signal "$victim"
   killed=$(date +%s)
   for _ in $(seq 1 900); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
@@ -152,7 +157,7 @@ for signal in KILL STOP; do
   check "$signal: within 60 s (${took}s)" "[[ $took -le 60 ]]"
   if [[ $signal == STOP ]]; then
     check "STOP: rank 0 names the stalled collective: $(grep -m1 'did not complete' "$work/$name.out")" \
-      "grep -q 'rank 0 on .*all_reduce #[0-9]* did not complete within 5000 ms' '$work/$name.out'"
+      "grep -q 'rank 0 on .*all_reduce #[0-9]* did not complete within 5000 ms.*last collectives of this rank' '$work/$name.out'"
   else
     check "KILL: the failure names rank 1: $(grep -m1 -i 'rank 1' "$work/$name.out")" "grep -qi 'rank 1' '$work/$name.out'"
   fi

@@ -59,6 +59,10 @@ TEST(MpiCommunicator, WaitTimesOutNamingRankAndOperation) {
     EXPECT_EQ(s.code(), absl::StatusCode::kDeadlineExceeded);
     EXPECT_NE(s.message().find("rank 0 on "), std::string::npos) << s;
     EXPECT_NE(s.message().find("all_reduce #1 did not complete within 200 ms"), std::string::npos) << s;
+    // The flight recorder names what this rank was doing.
+    EXPECT_NE(s.message().find("last collectives of this rank (oldest first): #1 all_reduce 8 x Float, pending for"),
+              std::string::npos)
+        << s;
   }
   // Everyone meets at a barrier, then the late ranks join so the operation completes cleanly.
   ASSERT_TRUE(g_runtime->world()->barrier()->wait(std::chrono::seconds(30)).ok());

@@ -52,6 +52,9 @@ for sub in convert; do
   "$ALN" "$sub" >/dev/null 2>"$tmp/err"; rc=$?
   [[ $rc -eq 2 ]] && grep -q "not available in this build yet" "$tmp/err" && pass || fail "$sub: rc $rc"
 done
+printf 'name: t\nmodel: {tokenizer: examples/data/tokenizers/gpt2/tokenizer.json}\ntrainer: {sft: {}}\ndata:\n  packing: true\n  train: [{path: x.jsonl}]\nmetrics: {enabled: false}\n' >"$tmp/packing.yaml"
+"$ALN" train "$tmp/packing.yaml" >/dev/null 2>"$tmp/err"; rc=$?
+[[ $rc -eq 2 ]] && grep -q "data.packing: not supported yet" "$tmp/err" && pass || fail "packing refused: rc $rc $(cat "$tmp/err")"
 "$ALN" eval --model "$tmp/nomodel" >/dev/null 2>"$tmp/err"; rc=$?
 [[ $rc -eq 2 ]] && grep -q "config.json: cannot open" "$tmp/err" && pass || fail "eval missing model: rc $rc $(cat "$tmp/err")"
 "$ALN" eval --stage nope >/dev/null 2>"$tmp/err"; rc=$?

@@ -161,8 +161,11 @@ int run_train(const Args& args) {
     std::fprintf(stderr, "aln train: %s%s\n",
                  world && world->size() > 1 ? absl::StrCat("rank ", rank, ": ").c_str() : "",
                  std::string(status.message()).c_str());
-    const int code =
-        status.code() == absl::StatusCode::kInvalidArgument || status.code() == absl::StatusCode::kNotFound ? 2 : 1;
+    const int code = status.code() == absl::StatusCode::kInvalidArgument ||
+                             status.code() == absl::StatusCode::kNotFound ||
+                             status.code() == absl::StatusCode::kUnimplemented
+                         ? 2
+                         : 1;
     // Fail fast: the other ranks may be waiting in a collective (or be the reason this one failed);
     // MPI_Abort ends them all now instead of leaving them to their own timeouts.
     if (world && world->size() > 1) mpi->abort(code);

@@ -21,6 +21,14 @@ double DataParallel::sum(double value, std::chrono::milliseconds timeout) const 
   return t.item<double>();
 }
 
+std::vector<double> DataParallel::gather(const std::vector<double>& values) const {
+  if (size() == 1) return values;
+  at::Tensor in = at::tensor(values, at::kDouble);
+  at::Tensor out = at::empty({size() * in.numel()}, at::kDouble);
+  ALN_THROW_IF_ERROR(comm_->all_gather(in, out)->wait(timeout_));
+  return std::vector<double>(out.data_ptr<double>(), out.data_ptr<double>() + out.numel());
+}
+
 void DataParallel::broadcast(optim::TensorMap& tensors) const {
   if (size() == 1) return;
   std::vector<std::unique_ptr<dist::Work>> pending;

@@ -10,6 +10,7 @@
 // on the same summed gradient, so parameters stay identical on all ranks without a broadcast.
 #include <chrono>
 #include <cstdint>
+#include <vector>
 
 #include <ATen/core/Tensor.h>
 
@@ -30,6 +31,9 @@ class DataParallel {
   // operation when a peer does not answer within the timeout (or `timeout` when given).
   void sum(at::Tensor& tensor, std::chrono::milliseconds timeout = std::chrono::milliseconds(0)) const;
   double sum(double value, std::chrono::milliseconds timeout = std::chrono::milliseconds(0)) const;
+
+  // Every rank's `values` (all ranks pass the same count), rank by rank: size() * values.size().
+  std::vector<double> gather(const std::vector<double>& values) const;
 
   // Rank 0's values everywhere.
   void broadcast(optim::TensorMap& tensors) const;

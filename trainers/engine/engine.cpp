@@ -72,6 +72,34 @@ std::string spec_fingerprint(const aln::v1::JobSpec& spec) {
   return Fingerprint().add(config::to_text(core)).hex();
 }
 
+// Settings the schema already has but the engine does not implement yet are refused by name, not
+// silently ignored.
+absl::Status check_supported(const aln::v1::JobSpec& spec) {
+  if (spec.model().dtype() != aln::v1::FLOAT32 && spec.model().dtype() != aln::v1::DTYPE_UNSPECIFIED) {
+    return absl::UnimplementedError("model.dtype: training runs in float32 only for now; set model.dtype: float32");
+  }
+  if (spec.runtime().device() == aln::v1::CUDA) {
+    return absl::UnimplementedError("runtime.device: cuda training is not supported yet; set runtime.device: cpu");
+  }
+  const auto stages = config::effective_stages(spec);
+  for (size_t s = 0; s < stages.size(); ++s) {
+    const std::string where = spec.stages_size() > 0 ? absl::StrCat("stages[", s, "].") : "";
+    const auto& d = stages[s].data();
+    if (d.packing()) {
+      return absl::UnimplementedError(absl::StrCat(where, "data.packing: not supported yet; set it to false (",
+                                                   "data.length_grouping reduces padding instead)"));
+    }
+    for (int i = 0; i < d.train_size(); ++i) {
+      if (d.train(i).weight() != 1.0) {
+        return absl::UnimplementedError(absl::StrCat(where, "data.train[", i,
+                                                     "].weight: mixing weights are not supported yet (every source is "
+                                                     "used in full); remove the key or use limit"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<model::DecoderModel> initial_policy(const aln::v1::JobSpec& spec, const TextEncoder& encoder) {
   if (!spec.model().path().empty()) return model::load_hf_model(spec.model().path());
   model::ModelConfig config = model::from_job_spec(spec.model().config());
@@ -102,7 +130,12 @@ struct Meters {
         data(m.gauge_family("aln_data_records", "Records per stage by outcome")),
         memory(m.gauge_family("aln_process_peak_rss_bytes", "Peak resident memory of this process")),
         checkpoint_seconds(m.gauge_family("aln_checkpoint_seconds", "Duration of the last checkpoint save")),
-        checkpoints(m.counter_family("aln_checkpoints_total", "Checkpoints written")) {}
+        checkpoints(m.counter_family("aln_checkpoints_total", "Checkpoints written")),
+        rank_compute(m.per_rank_gauge_family("aln_rank_compute_seconds",
+                                             "Forward + backward seconds of the last step, per data-parallel rank")),
+        rank_communication(m.per_rank_gauge_family("aln_rank_communication_seconds",
+                                                   "Gradient and metric reduction seconds of the last step, per rank")),
+        rank_tokens(m.per_rank_gauge_family("aln_rank_tokens", "Tokens of the last step, per data-parallel rank")) {}
   prometheus::Family<prometheus::Gauge>& loss;
   prometheus::Family<prometheus::Counter>& steps;
   prometheus::Family<prometheus::Counter>& tokens;
@@ -119,6 +152,9 @@ struct Meters {
   prometheus::Family<prometheus::Gauge>& memory;
   prometheus::Family<prometheus::Gauge>& checkpoint_seconds;
   prometheus::Family<prometheus::Counter>& checkpoints;
+  prometheus::Family<prometheus::Gauge>& rank_compute;
+  prometheus::Family<prometheus::Gauge>& rank_communication;
+  prometheus::Family<prometheus::Gauge>& rank_tokens;
 };
 
 // Fills the examples' reference sums: from the on-disk cache when the key is known, else by running
@@ -199,6 +235,8 @@ absl::StatusOr<std::string> cached_reference_logprobs(const aln::v1::JobSpec& sp
 
 absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions& options, const Logger& log,
                                   MetricsRegistry& metrics) {
+  absl::Status supported = check_supported(spec);
+  if (!supported.ok()) return supported;
   if (spec.runtime().threads() > 0) at::set_num_threads(spec.runtime().threads());
   auto encoder = load_text_encoder(spec.model().tokenizer(), spec.model().chat_format());
   if (!encoder.ok()) return encoder.status();
@@ -383,6 +421,14 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
 
     buffer::Buffer buffer(std::move(data->train), static_cast<uint64_t>(stage.data().shuffle_seed()), dp.rank(),
                           dp.size());
+    if (stage.data().length_grouping() > 1) {
+      std::vector<int64_t> lengths;
+      for (const auto& e : buffer.examples()) {
+        lengths.push_back(
+            static_cast<int64_t>(e.prompt.size() + e.response.size() + std::max(e.chosen.size(), e.rejected.size())));
+      }
+      buffer.group_by_length(std::move(lengths), stage.data().length_grouping());
+    }
     const int64_t per_step = micro * opt.gradient_accumulation();
     const int64_t total_steps =
         opt.max_steps() > 0 ? opt.max_steps() : std::max<int64_t>(1, opt.epochs() * buffer.shard_size() / per_step);
@@ -447,6 +493,7 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
       }
       t0 = Clock::now();
       optim::TensorMap& params = policy.tensors();
+      const int64_t local_tokens = tokens;
       if (dp.size() > 1) {
         dp.all_reduce_gradients(params, spec.parallel().deterministic());
         // Loss (already weighted), tokens and samples add up; trainer scalars are averaged.
@@ -462,6 +509,17 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
         for (auto& [k, value] : step_metrics) value = r[i++];
       }
       const double comm_t = since(t0);
+      if (dp.size() > 1) {
+        // Every rank's own numbers reach rank 0, which exports them with a rank label: a slow or
+        // stalling rank shows up as the one with little communication time (the others wait for it).
+        const std::vector<double> all = dp.gather({fwd + bwd, comm_t, static_cast<double>(local_tokens)});
+        for (int r = 0; r < dp.size(); ++r) {
+          const Labels rank_labels{{"rank", std::to_string(r)}, {"stage", stage_name}};
+          meters.rank_compute.Add(rank_labels).Set(all[static_cast<size_t>(3 * r)]);
+          meters.rank_communication.Add(rank_labels).Set(all[static_cast<size_t>(3 * r + 1)]);
+          meters.rank_tokens.Add(rank_labels).Set(all[static_cast<size_t>(3 * r + 2)]);
+        }
+      }
       t0 = Clock::now();
       const double norm = optim::clip_grad_norm(params, opt.max_grad_norm());
       const double lr =

@@ -21,11 +21,12 @@ absl::StatusOr<StageData> build_stage_data(const aln::v1::StageSpec& stage, trai
                                            const TextEncoder& encoder, uint64_t seed) {
   StageData out;
   const auto& d = stage.data();
+  const bool keep_start = d.truncation() == aln::v1::KEEP_START;
   std::vector<buffer::Example> all;
   std::vector<buffer::Example>* target = &all;
   auto add = [&](std::vector<int64_t> prompt, std::vector<int64_t> a, std::vector<int64_t> b, buffer::Example e) {
     const size_t before = prompt.size() + a.size() + b.size();
-    buffer::truncate(&prompt, d.max_prompt_length(), &a, d.max_response_length());
+    buffer::truncate(&prompt, d.max_prompt_length(), &a, d.max_response_length(), keep_start);
     if (!b.empty()) {
       std::vector<int64_t> unused;
       buffer::truncate(&unused, 0, &b, d.max_response_length());
@@ -40,7 +41,6 @@ absl::StatusOr<StageData> build_stage_data(const aln::v1::StageSpec& stage, trai
     }
     target->push_back(std::move(e));
   };
-  const std::string eor = encoder.end_of_response();
   auto read_sources = [&](const auto& sources) -> absl::Status {
     for (const auto& source : sources) {
       data::ReadOptions options;
@@ -56,8 +56,8 @@ absl::StatusOr<StageData> build_stage_data(const aln::v1::StageSpec& stage, trai
           e.source = absl::StrCat(r.origin.file, ":", r.origin.line);
           const aln::v1::DataFormat fmt =
               r.prompt_messages.empty() && r.prompt.rfind("\n\nHuman:", 0) == 0 ? aln::v1::HH_RLHF : source.format();
-          add(encoder.encode(prompt_text(encoder, r.prompt, r.prompt_messages, fmt)), encoder.encode(r.response + eor),
-              {}, std::move(e));
+          add(encoder.encode(prompt_text(encoder, r.prompt, r.prompt_messages, fmt)),
+              encoder.encode_response(r.response), {}, std::move(e));
         }
       } else {
         auto records = data::read_preferences(source.path(), options, &report);
@@ -69,8 +69,8 @@ absl::StatusOr<StageData> build_stage_data(const aln::v1::StageSpec& stage, trai
           e.unsafe_rejected = p.unsafe_rejected.value_or(-1);
           e.safer = p.safer_index.value_or(-1);
           const aln::v1::DataFormat fmt = p.prompt.rfind("\n\nHuman:", 0) == 0 ? aln::v1::HH_RLHF : source.format();
-          add(encoder.encode(prompt_text(encoder, p.prompt, p.prompt_messages, fmt)), encoder.encode(p.chosen + eor),
-              encoder.encode(p.rejected + eor), std::move(e));
+          add(encoder.encode(prompt_text(encoder, p.prompt, p.prompt_messages, fmt)), encoder.encode_response(p.chosen),
+              encoder.encode_response(p.rejected), std::move(e));
         }
       }
       out.rows += report.rows;

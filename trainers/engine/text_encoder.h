@@ -22,8 +22,12 @@ class TextEncoder {
   virtual int64_t vocab_size() const = 0;
   // The prompt text for a conversation in the job's chat format, ending where the response starts.
   virtual std::string render_prompt(const std::vector<data::Message>& messages) const = 0;
-  // Text appended after a response (end-of-turn marker), tokenised with it.
+  // The end-of-turn marker of a response (as text, for messages).
   virtual std::string end_of_response() const = 0;
+  // A response's ids followed by the end-of-turn token id. Appended as an id, not as text: a special
+  // token such as GPT-2's <|endoftext|> is declared single_word, so "...word<|endoftext|>" would
+  // tokenise into its literal characters and the response would never end.
+  virtual std::vector<int64_t> encode_response(const std::string& text) const = 0;
 };
 
 absl::StatusOr<std::unique_ptr<TextEncoder>> load_text_encoder(const std::string& tokenizer_path,

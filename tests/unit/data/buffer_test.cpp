@@ -80,5 +80,29 @@ TEST(Buffer, SeekResumesTheStream) {
   EXPECT_EQ(joined, expected);
 }
 
+TEST(Buffer, LengthGroupingSortsWithinWindows) {
+  std::vector<int64_t> lengths;
+  for (int i = 0; i < 40; ++i) lengths.push_back((i * 7) % 13);
+  Buffer plain(numbered(40), 9), grouped(numbered(40), 9);
+  grouped.group_by_length(lengths, 8);
+  auto a = plain.order(0), b = grouped.order(0);
+  for (size_t w = 0; w < 40; w += 8) {
+    // Same examples per window as the plain shuffle, now longest first.
+    std::multiset<int64_t> wa(a.begin() + w, a.begin() + w + 8), wb(b.begin() + w, b.begin() + w + 8);
+    EXPECT_EQ(wa, wb);
+    for (size_t k = w + 1; k < w + 8; ++k) EXPECT_GE(lengths[b[k - 1]], lengths[b[k]]);
+  }
+}
+
+TEST(Buffer, TruncationKeepsTheChosenEnd) {
+  std::vector<int64_t> p = {1, 2, 3, 4, 5}, r = {6, 7, 8};
+  truncate(&p, 3, &r, 2);
+  EXPECT_EQ(p, (std::vector<int64_t>{3, 4, 5}));
+  EXPECT_EQ(r, (std::vector<int64_t>{6, 7}));
+  std::vector<int64_t> q = {1, 2, 3, 4, 5}, none;
+  truncate(&q, 2, &none, 2, /*keep_prompt_start=*/true);
+  EXPECT_EQ(q, (std::vector<int64_t>{1, 2}));
+}
+
 }  // namespace
 }  // namespace aln::buffer

@@ -13,6 +13,7 @@
 #include "trainers/engine/checkpoint.h"
 #include "trainers/engine/reference_cache.h"
 #include "trainers/engine/run_log.h"
+#include "tests/unit/trainers/tiny_model.h"
 
 namespace aln::engine {
 namespace {
@@ -34,18 +35,7 @@ class TempDir {
   fs::path path_;
 };
 
-model::DecoderModel tiny_model(uint64_t seed) {
-  model::ModelConfig c;
-  c.vocab_size = 40;
-  c.hidden_size = 16;
-  c.num_layers = 1;
-  c.num_heads = 2;
-  c.num_kv_heads = 2;
-  c.head_dim = 8;
-  c.intermediate_size = 24;
-  c.max_position = 64;
-  return model::DecoderModel::random_init(c, seed);
-}
+model::DecoderModel tiny_model(uint64_t seed) { return model::DecoderModel::random_init(testing::tiny_config(), seed); }
 
 TrainingState sample_state(int64_t step) {
   TrainingState s;

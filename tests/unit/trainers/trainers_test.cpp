@@ -5,26 +5,18 @@
 
 #include <ATen/ATen.h>
 
+#include <cstdlib>
+
 #include "trainers/dpo/pair_logprobs.h"
+#include "trainers/engine/text_encoder.h"
 #include "trainers/sequence_logprobs.h"
 #include "trainers/trainer.h"
+#include "tests/unit/trainers/tiny_model.h"
 
 namespace aln::trainers {
 namespace {
 
-model::ModelConfig tiny(model::Head head) {
-  model::ModelConfig c;
-  c.vocab_size = 40;
-  c.hidden_size = 16;
-  c.num_layers = 1;
-  c.num_heads = 2;
-  c.num_kv_heads = 2;
-  c.head_dim = 8;
-  c.intermediate_size = 24;
-  c.max_position = 64;
-  c.head = head;
-  return c;
-}
+model::ModelConfig tiny(model::Head head) { return testing::tiny_config(head); }
 
 aln::v1::StageSpec stage_with(const std::string& method) {
   aln::v1::StageSpec s;
@@ -222,6 +214,17 @@ TEST(Trainers, ResponseOnlyProjectionEqualsFullLogits) {
   auto g_full = grads(full.sums);
   auto g_fast = grads(fast.sums);
   for (const auto& [name, g] : g_full) EXPECT_TRUE(at::allclose(g, g_fast.at(name), 1e-4, 1e-6)) << name;
+}
+
+TEST(Trainers, ResponsesEndWithTheEndOfTextId) {
+  const char* root = std::getenv("ALN_SOURCE_DIR");
+  ASSERT_NE(root, nullptr);
+  auto enc =
+      engine::load_text_encoder(std::string(root) + "/examples/data/tokenizers/gpt2/tokenizer.json", aln::v1::HH);
+  ASSERT_TRUE(enc.ok()) << enc.status();
+  // "Hello world" is 2 GPT-2 tokens; the end-of-text id 50256 follows even though the response ends
+  // in a letter (as text, "world<|endoftext|>" would not match the single_word special token).
+  EXPECT_EQ((*enc)->encode_response("Hello world"), (std::vector<int64_t>{15496, 995, 50256}));
 }
 
 }  // namespace
