@@ -14,7 +14,7 @@ for tool in prometheus promtool curl; do
 done
 
 job=promscrape
-max_steps=250
+max_steps=800  # long enough for several scrapes on a fast machine (about 25 s here)
 work="$(mktemp -d "${TMPDIR:-/tmp}/aln-promscrape.XXXXXX")"
 aln_pid=""; prom_pid=""
 stop() {  # PID: SIGTERM, up to 10 s to go, then SIGKILL
