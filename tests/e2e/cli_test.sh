@@ -52,6 +52,12 @@ for sub in convert; do
   "$ALN" "$sub" >/dev/null 2>"$tmp/err"; rc=$?
   [[ $rc -eq 2 ]] && grep -q "not available in this build yet" "$tmp/err" && pass || fail "$sub: rc $rc"
 done
+# The data-parallel examples are valid jobs (they run under mpirun; without it they say how to start them).
+for n in 2 4; do
+  "$ALN" train examples/quickstart_dp$n.yaml --dry-run >"$tmp/out" 2>&1 && grep -q "parallel: policy dp $n x pp 1" "$tmp/out" && pass || fail "quickstart_dp$n.yaml dry run: $(tail -2 "$tmp/out")"
+  "$ALN" train examples/quickstart_dp$n.yaml >/dev/null 2>"$tmp/err"; rc=$?
+  [[ $rc -eq 2 ]] && grep -q "mpirun -np $n aln train examples/quickstart_dp$n.yaml" "$tmp/err" && pass || fail "dp$n without mpirun: rc $rc $(cat "$tmp/err")"
+done
 printf 'name: t\nmodel: {tokenizer: examples/data/tokenizers/gpt2/tokenizer.json}\ntrainer: {sft: {}}\ndata:\n  packing: true\n  train: [{path: x.jsonl}]\nmetrics: {enabled: false}\n' >"$tmp/packing.yaml"
 "$ALN" train "$tmp/packing.yaml" >/dev/null 2>"$tmp/err"; rc=$?
 [[ $rc -eq 2 ]] && grep -q "data.packing: not supported yet" "$tmp/err" && pass || fail "packing refused: rc $rc $(cat "$tmp/err")"
