@@ -24,6 +24,8 @@
 #include "trainers/engine/data_parallel.h"
 #include "trainers/engine/evaluate.h"
 #include "trainers/engine/examples.h"
+#include "trainers/engine/job_setup.h"
+#include "trainers/engine/meters.h"
 #include "trainers/engine/progress.h"
 #include "trainers/engine/reference_cache.h"
 #include "trainers/engine/run_log.h"
@@ -53,182 +55,6 @@ json metrics_json(const MetricMap& m) {
   json out = json::object();
   for (const auto& [k, v] : m) out[k] = v;
   return out;
-}
-
-// What must not change between a run and its resumption: the model, seed and stages. Run-time
-// settings (threads, metrics port, checkpoint cadence, output paths, the number of ranks and how the
-// global batch is split over micro-batches) may.
-std::string spec_fingerprint(const aln::v1::JobSpec& spec) {
-  aln::v1::JobSpec core;
-  *core.mutable_model() = spec.model();
-  core.set_seed(spec.seed());
-  for (auto stage : config::effective_stages(spec)) {
-    // How the global batch is split (micro-batch x accumulation x ranks) may change on resume.
-    stage.mutable_optimizer()->clear_micro_batch_size();
-    stage.mutable_optimizer()->clear_gradient_accumulation();
-    *core.add_stages() = stage;
-  }
-  *core.mutable_eval() = spec.eval();
-  return Fingerprint().add(config::to_text(core)).hex();
-}
-
-// Settings the schema already has but the engine does not implement yet are refused by name, not
-// silently ignored.
-absl::Status check_supported(const aln::v1::JobSpec& spec) {
-  if (spec.model().dtype() != aln::v1::FLOAT32 && spec.model().dtype() != aln::v1::DTYPE_UNSPECIFIED) {
-    return absl::UnimplementedError("model.dtype: training runs in float32 only for now; set model.dtype: float32");
-  }
-  if (spec.runtime().device() == aln::v1::CUDA) {
-    return absl::UnimplementedError("runtime.device: cuda training is not supported yet; set runtime.device: cpu");
-  }
-  const auto stages = config::effective_stages(spec);
-  for (size_t s = 0; s < stages.size(); ++s) {
-    const std::string where = spec.stages_size() > 0 ? absl::StrCat("stages[", s, "].") : "";
-    const auto& d = stages[s].data();
-    if (d.packing()) {
-      return absl::UnimplementedError(absl::StrCat(where, "data.packing: not supported yet; set it to false (",
-                                                   "data.length_grouping reduces padding instead)"));
-    }
-    for (int i = 0; i < d.train_size(); ++i) {
-      if (d.train(i).weight() != 1.0) {
-        return absl::UnimplementedError(absl::StrCat(where, "data.train[", i,
-                                                     "].weight: mixing weights are not supported yet (every source is "
-                                                     "used in full); remove the key or use limit"));
-      }
-    }
-  }
-  return absl::OkStatus();
-}
-
-absl::StatusOr<model::DecoderModel> initial_policy(const aln::v1::JobSpec& spec, const TextEncoder& encoder) {
-  if (!spec.model().path().empty()) return model::load_hf_model(spec.model().path());
-  model::ModelConfig config = model::from_job_spec(spec.model().config());
-  if (config.vocab_size < encoder.vocab_size()) {
-    return absl::InvalidArgumentError(absl::StrCat("model.config.vocab_size ", config.vocab_size,
-                                                   " is smaller than the tokenizer's ", encoder.vocab_size()));
-  }
-  config.eos_token_id = encoder.eos_id();
-  config.pad_token_id = encoder.pad_id();
-  return model::DecoderModel::random_init(config, static_cast<uint64_t>(spec.model().init_seed()));
-}
-
-// The metric families of a run, created once.
-struct Meters {
-  explicit Meters(MetricsRegistry& m)
-      : loss(m.gauge_family("aln_train_loss", "Training loss of the last optimizer step")),
-        steps(m.counter_family("aln_train_steps_total", "Optimizer steps taken")),
-        tokens(m.counter_family("aln_train_tokens_total", "Tokens processed in training")),
-        samples(m.counter_family("aln_train_samples_total", "Examples processed in training")),
-        tokens_per_second(m.gauge_family("aln_train_tokens_per_second", "Training throughput of the last step")),
-        samples_per_second(m.gauge_family("aln_train_samples_per_second", "Examples per second of the last step")),
-        lr(m.gauge_family("aln_train_learning_rate", "Learning rate of the last step")),
-        grad_norm(m.gauge_family("aln_train_grad_norm", "Gradient norm before clipping")),
-        skipped(m.counter_family("aln_train_nonfinite_steps_total", "Steps skipped as non-finite")),
-        phase(m.gauge_family("aln_step_phase_seconds", "Seconds per phase of the last step")),
-        method(m.gauge_family("aln_train_metric", "Method-specific training scalars")),
-        eval(m.gauge_family("aln_eval_metric", "Held-out evaluation scalars")),
-        data(m.gauge_family("aln_data_records", "Records per stage by outcome")),
-        memory(m.gauge_family("aln_process_peak_rss_bytes", "Peak resident memory of this process")),
-        checkpoint_seconds(m.gauge_family("aln_checkpoint_seconds", "Duration of the last checkpoint save")),
-        checkpoints(m.counter_family("aln_checkpoints_total", "Checkpoints written")),
-        rank_compute(m.per_rank_gauge_family("aln_rank_compute_seconds",
-                                             "Forward + backward seconds of the last step, per data-parallel rank")),
-        rank_communication(m.per_rank_gauge_family("aln_rank_communication_seconds",
-                                                   "Gradient and metric reduction seconds of the last step, per rank")),
-        rank_tokens(m.per_rank_gauge_family("aln_rank_tokens", "Tokens of the last step, per data-parallel rank")) {}
-  prometheus::Family<prometheus::Gauge>& loss;
-  prometheus::Family<prometheus::Counter>& steps;
-  prometheus::Family<prometheus::Counter>& tokens;
-  prometheus::Family<prometheus::Counter>& samples;
-  prometheus::Family<prometheus::Gauge>& tokens_per_second;
-  prometheus::Family<prometheus::Gauge>& samples_per_second;
-  prometheus::Family<prometheus::Gauge>& lr;
-  prometheus::Family<prometheus::Gauge>& grad_norm;
-  prometheus::Family<prometheus::Counter>& skipped;
-  prometheus::Family<prometheus::Gauge>& phase;
-  prometheus::Family<prometheus::Gauge>& method;
-  prometheus::Family<prometheus::Gauge>& eval;
-  prometheus::Family<prometheus::Gauge>& data;
-  prometheus::Family<prometheus::Gauge>& memory;
-  prometheus::Family<prometheus::Gauge>& checkpoint_seconds;
-  prometheus::Family<prometheus::Counter>& checkpoints;
-  prometheus::Family<prometheus::Gauge>& rank_compute;
-  prometheus::Family<prometheus::Gauge>& rank_communication;
-  prometheus::Family<prometheus::Gauge>& rank_tokens;
-};
-
-// Fills the examples' reference sums: from the on-disk cache when the key is known, else by running
-// `reference` over them and caching the result. Returns the cache key. With data parallelism each
-// rank computes every world-th chunk (the same chunks one process would form, so the numbers are
-// identical) and a sum over ranks gives everyone all of them; rank 0 writes the cache.
-absl::StatusOr<std::string> cached_reference_logprobs(const aln::v1::JobSpec& spec, const aln::v1::StageSpec& stage,
-                                                      const model::DecoderModel& reference, StageData& data,
-                                                      int64_t micro, int64_t pad_id, const std::string& resume_key,
-                                                      const DataParallel& dp, const Logger& log) {
-  std::string cache_dir = stage.reference().cache_dir();
-  if (cache_dir.empty()) cache_dir = (fs::path(spec.output_dir()) / "reference_cache").string();
-  std::string key = resume_key;
-  const std::string description = absl::StrCat(
-      "tokenizer ", spec.model().tokenizer(), ", chat format ", spec.model().chat_format(), ", max_prompt_length ",
-      stage.data().max_prompt_length(), ", max_response_length ", stage.data().max_response_length());
-  if (key.empty()) {
-    key = Fingerprint()
-              .add(model_fingerprint(reference))
-              .add(examples_fingerprint(data.train, data.eval))
-              .add(file_fingerprint(spec.model().tokenizer()))
-              .add(description)
-              .hex();
-  }
-  const std::string file = (fs::path(cache_dir) / (key + ".safetensors")).string();
-  absl::Status loaded = load_reference_cache(file, &data.train, &data.eval);
-  const double found = dp.sum(loaded.ok() ? 1.0 : 0.0);
-  if (found == dp.size()) {
-    log.info("reference log-probs: reused %s", file);
-    return key;
-  }
-  if (found > 0) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        file, " is readable on ", found, " of ", dp.size(),
-        " ranks; put reference.cache_dir on a file system every rank shares (or delete the file to recompute)"));
-  }
-  if (!resume_key.empty() || loaded.code() != absl::StatusCode::kNotFound) {
-    return absl::Status(loaded.code(),
-                        absl::StrCat(loaded.message(), resume_key.empty() ? "" : " (needed to resume this stage)"));
-  }
-  int64_t chunk_index = 0;
-  for (auto* set : {&data.train, &data.eval}) {
-    for (size_t i = 0; i < set->size(); i += static_cast<size_t>(micro), ++chunk_index) {
-      if (chunk_index % dp.size() != dp.rank()) continue;
-      std::vector<buffer::Example*> chunk;
-      for (size_t k = i; k < std::min(set->size(), i + static_cast<size_t>(micro)); ++k) chunk.push_back(&(*set)[k]);
-      trainers::reference_pair_logprobs(reference, chunk, pad_id);
-    }
-  }
-  if (dp.size() > 1) {
-    // Gather by summing: every rank contributes its chunks and zeros elsewhere.
-    std::vector<double> values;
-    for (auto* set : {&data.train, &data.eval}) {
-      for (const auto& e : *set) {
-        values.push_back(std::isnan(e.reference_chosen) ? 0.0 : e.reference_chosen);
-        values.push_back(std::isnan(e.reference_rejected) ? 0.0 : e.reference_rejected);
-      }
-    }
-    at::Tensor all = at::tensor(values, at::kDouble);
-    dp.sum(all);
-    const double* v = all.data_ptr<double>();
-    for (auto* set : {&data.train, &data.eval}) {
-      for (auto& e : *set) {
-        e.reference_chosen = *v++;
-        e.reference_rejected = *v++;
-      }
-    }
-  }
-  if (dp.lead()) {
-    absl::Status saved = save_reference_cache(file, data.train, data.eval, description);
-    if (!saved.ok()) return saved;
-    log.info("reference log-probs: computed and cached in %s", file);
-  }
-  return key;
 }
 
 }  // namespace
@@ -380,8 +206,8 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
         }
         const std::string resume_key = resuming ? resumed->state.reference_cache_key : "";
         auto key = reference
-                       ? cached_reference_logprobs(spec, stage, *reference, *data, micro, pad_id, resume_key, dp, log)
-                       : cached_reference_logprobs(spec, stage, policy, *data, micro, pad_id, resume_key, dp, log);
+                       ? fill_reference_logprobs(spec, stage, *reference, *data, micro, pad_id, resume_key, dp, log)
+                       : fill_reference_logprobs(spec, stage, policy, *data, micro, pad_id, resume_key, dp, log);
         if (!key.ok()) return key.status();
         reference_key = *key;
         reference.reset();

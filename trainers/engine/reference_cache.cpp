@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -10,8 +11,10 @@
 #include "core/fingerprint.h"
 #include "core/io/safetensors.h"
 #include "core/model/model_config.h"
+#include "trainers/dpo/pair_logprobs.h"
 
 namespace aln::engine {
+namespace fs = std::filesystem;
 namespace {
 
 void add_ids(Fingerprint& fp, const std::vector<int64_t>& ids) {
@@ -96,6 +99,76 @@ absl::Status load_reference_cache(const std::string& file, std::vector<buffer::E
     }
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> fill_reference_logprobs(const aln::v1::JobSpec& spec, const aln::v1::StageSpec& stage,
+                                                    const model::DecoderModel& reference, StageData& data,
+                                                    int64_t micro, int64_t pad_id, const std::string& resume_key,
+                                                    const DataParallel& dp, const Logger& log) {
+  std::string cache_dir = stage.reference().cache_dir();
+  if (cache_dir.empty()) cache_dir = (fs::path(spec.output_dir()) / "reference_cache").string();
+  std::string key = resume_key;
+  const std::string description = absl::StrCat(
+      "tokenizer ", spec.model().tokenizer(), ", chat format ", spec.model().chat_format(), ", max_prompt_length ",
+      stage.data().max_prompt_length(), ", max_response_length ", stage.data().max_response_length());
+  if (key.empty()) {
+    key = Fingerprint()
+              .add(model_fingerprint(reference))
+              .add(examples_fingerprint(data.train, data.eval))
+              .add(file_fingerprint(spec.model().tokenizer()))
+              .add(description)
+              .hex();
+  }
+  const std::string file = (fs::path(cache_dir) / (key + ".safetensors")).string();
+  absl::Status loaded = load_reference_cache(file, &data.train, &data.eval);
+  const double found = dp.sum(loaded.ok() ? 1.0 : 0.0);
+  if (found == dp.size()) {
+    log.info("reference log-probs: reused %s", file);
+    return key;
+  }
+  if (found > 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        file, " is readable on ", found, " of ", dp.size(),
+        " ranks; put reference.cache_dir on a file system every rank shares (or delete the file to recompute)"));
+  }
+  if (!resume_key.empty() || loaded.code() != absl::StatusCode::kNotFound) {
+    return absl::Status(loaded.code(),
+                        absl::StrCat(loaded.message(), resume_key.empty() ? "" : " (needed to resume this stage)"));
+  }
+  int64_t chunk_index = 0;
+  for (auto* set : {&data.train, &data.eval}) {
+    for (size_t i = 0; i < set->size(); i += static_cast<size_t>(micro), ++chunk_index) {
+      if (chunk_index % dp.size() != dp.rank()) continue;
+      std::vector<buffer::Example*> chunk;
+      for (size_t k = i; k < std::min(set->size(), i + static_cast<size_t>(micro)); ++k) chunk.push_back(&(*set)[k]);
+      trainers::reference_pair_logprobs(reference, chunk, pad_id);
+    }
+  }
+  if (dp.size() > 1) {
+    // Gather by summing: every rank contributes its chunks and zeros elsewhere.
+    std::vector<double> values;
+    for (auto* set : {&data.train, &data.eval}) {
+      for (const auto& e : *set) {
+        values.push_back(std::isnan(e.reference_chosen) ? 0.0 : e.reference_chosen);
+        values.push_back(std::isnan(e.reference_rejected) ? 0.0 : e.reference_rejected);
+      }
+    }
+    at::Tensor all = at::tensor(values, at::kDouble);
+    dp.sum(all);
+    const double* v = all.data_ptr<double>();
+    for (auto* set : {&data.train, &data.eval}) {
+      for (auto& e : *set) {
+        e.reference_chosen = *v++;
+        e.reference_rejected = *v++;
+      }
+    }
+  }
+  if (dp.lead()) {
+    absl::Status saved = save_reference_cache(file, data.train, data.eval, description);
+    if (!saved.ok()) return saved;
+    log.info("reference log-probs: computed and cached in %s", file);
+  }
+  return key;
 }
 
 }  // namespace aln::engine

@@ -8,8 +8,12 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "aln/v1/job.pb.h"
 #include "core/buffer/buffer.h"
+#include "core/logging.h"
 #include "core/model/decoder.h"
+#include "trainers/engine/data_parallel.h"
+#include "trainers/engine/examples.h"
 
 namespace aln::engine {
 
@@ -26,5 +30,14 @@ absl::Status save_reference_cache(const std::string& file, const std::vector<buf
 // do not match the examples.
 absl::Status load_reference_cache(const std::string& file, std::vector<buffer::Example>* train,
                                   std::vector<buffer::Example>* eval);
+
+// Fills the examples' reference sums for a stage: from the cache file named by the key (`resume_key`
+// when resuming, else computed from `reference` and the data), else by running `reference` over
+// them (chunks dealt round-robin over the data-parallel ranks) and writing the cache from rank 0.
+// Returns the key.
+absl::StatusOr<std::string> fill_reference_logprobs(const aln::v1::JobSpec& spec, const aln::v1::StageSpec& stage,
+                                                    const model::DecoderModel& reference, StageData& data,
+                                                    int64_t micro, int64_t pad_id, const std::string& resume_key,
+                                                    const DataParallel& dp, const Logger& log);
 
 }  // namespace aln::engine

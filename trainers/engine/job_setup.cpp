@@ -1,0 +1,67 @@
+#include "trainers/engine/job_setup.h"
+
+#include "absl/strings/str_cat.h"
+#include "core/config/job_config.h"
+#include "core/fingerprint.h"
+#include "core/model/hf_checkpoint.h"
+
+namespace aln::engine {
+
+// What must not change between a run and its resumption: the model, seed and stages. Run-time
+// settings (threads, metrics port, checkpoint cadence, output paths, the number of ranks and how the
+// global batch is split over micro-batches) may.
+std::string spec_fingerprint(const aln::v1::JobSpec& spec) {
+  aln::v1::JobSpec core;
+  *core.mutable_model() = spec.model();
+  core.set_seed(spec.seed());
+  for (auto stage : config::effective_stages(spec)) {
+    // How the global batch is split (micro-batch x accumulation x ranks) may change on resume.
+    stage.mutable_optimizer()->clear_micro_batch_size();
+    stage.mutable_optimizer()->clear_gradient_accumulation();
+    *core.add_stages() = stage;
+  }
+  *core.mutable_eval() = spec.eval();
+  return Fingerprint().add(config::to_text(core)).hex();
+}
+
+// Settings the schema already has but the engine does not implement yet are refused by name, not
+// silently ignored.
+absl::Status check_supported(const aln::v1::JobSpec& spec) {
+  if (spec.model().dtype() != aln::v1::FLOAT32 && spec.model().dtype() != aln::v1::DTYPE_UNSPECIFIED) {
+    return absl::UnimplementedError("model.dtype: training runs in float32 only for now; set model.dtype: float32");
+  }
+  if (spec.runtime().device() == aln::v1::CUDA) {
+    return absl::UnimplementedError("runtime.device: cuda training is not supported yet; set runtime.device: cpu");
+  }
+  const auto stages = config::effective_stages(spec);
+  for (size_t s = 0; s < stages.size(); ++s) {
+    const std::string where = spec.stages_size() > 0 ? absl::StrCat("stages[", s, "].") : "";
+    const auto& d = stages[s].data();
+    if (d.packing()) {
+      return absl::UnimplementedError(absl::StrCat(where, "data.packing: not supported yet; set it to false (",
+                                                   "data.length_grouping reduces padding instead)"));
+    }
+    for (int i = 0; i < d.train_size(); ++i) {
+      if (d.train(i).weight() != 1.0) {
+        return absl::UnimplementedError(absl::StrCat(where, "data.train[", i,
+                                                     "].weight: mixing weights are not supported yet (every source is "
+                                                     "used in full); remove the key or use limit"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<model::DecoderModel> initial_policy(const aln::v1::JobSpec& spec, const TextEncoder& encoder) {
+  if (!spec.model().path().empty()) return model::load_hf_model(spec.model().path());
+  model::ModelConfig config = model::from_job_spec(spec.model().config());
+  if (config.vocab_size < encoder.vocab_size()) {
+    return absl::InvalidArgumentError(absl::StrCat("model.config.vocab_size ", config.vocab_size,
+                                                   " is smaller than the tokenizer's ", encoder.vocab_size()));
+  }
+  config.eos_token_id = encoder.eos_id();
+  config.pad_token_id = encoder.pad_id();
+  return model::DecoderModel::random_init(config, static_cast<uint64_t>(spec.model().init_seed()));
+}
+
+}  // namespace aln::engine

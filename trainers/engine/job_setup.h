@@ -1,0 +1,18 @@
+#pragma once
+// What the engine checks and builds before training: the job's fingerprint (what a resumed run must
+// share with the one it continues), the settings refused until implemented, and the initial policy.
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "aln/v1/job.pb.h"
+#include "core/model/decoder.h"
+#include "trainers/engine/text_encoder.h"
+
+namespace aln::engine {
+
+std::string spec_fingerprint(const aln::v1::JobSpec& spec);
+absl::Status check_supported(const aln::v1::JobSpec& spec);
+// A Hugging Face model directory (model.path) or a seeded random model from model.config.
+absl::StatusOr<model::DecoderModel> initial_policy(const aln::v1::JobSpec& spec, const TextEncoder& encoder);
+
+}  // namespace aln::engine
