@@ -4,9 +4,9 @@
 #include <unistd.h>
 
 #include <filesystem>
-#include <fstream>
 
 #include "absl/strings/str_cat.h"
+#include "core/io/atomic_file.h"
 #include "core/io/sharded_checkpoint.h"
 
 namespace aln::model {
@@ -14,11 +14,10 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// config.json is written like the weights (fsync'ed before the directory is renamed into place), so a
+// checkpoint that says it is complete is complete after a crash too.
 absl::Status write_text(const fs::path& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << text;
-  if (!out.good()) return absl::DataLossError(absl::StrCat(path.string(), ": write failed"));
-  return absl::OkStatus();
+  return io::write_text_atomically(path.string(), text);
 }
 
 }  // namespace
