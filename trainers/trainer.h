@@ -48,6 +48,11 @@ struct LossOutput {
   at::Tensor loss;                        // scalar, differentiable
   std::map<std::string, double> metrics;  // exported as aln_train_metric{name=...} / aln_eval_metric{name=...}
   int64_t tokens = 0;                     // tokens processed (throughput)
+  // The policy's per-sequence response log-prob sums and token counts behind the loss (detached; rows
+  // as buffer::collate_pairs lays them out), set by pair trainers so evaluation needs no second
+  // forward pass to score the pairs.
+  at::Tensor sequence_logprobs;
+  at::Tensor sequence_tokens;
 };
 
 class Trainer {

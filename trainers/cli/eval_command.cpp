@@ -86,8 +86,7 @@ absl::StatusOr<nlohmann::json> evaluate_job(const aln::v1::JobSpec& spec, const 
   engine::MetricMap m = engine::evaluate(**trainer, *policy, reference ? &*reference : nullptr, data->eval,
                                          stage.optimizer().micro_batch_size(), (*encoder)->pad_id(), with_loss);
   nlohmann::json out = {{"model", model_dir}, {"reference", reference_dir},    {"stage", stage.name()},
-                        {"trainer", method},  {"examples", data->eval.size()}, {"metrics", nlohmann::json::object()}};
-  for (const auto& [k, v] : m) out["metrics"][k] = v;
+                        {"trainer", method},  {"examples", data->eval.size()}, {"metrics", m}};
   for (const auto& [k, v] : counters) out["data"][k] = v;
   if (needs_reference && !reference) {
     out["note"] = "no reference model: loss and reward metrics need --reference DIR";

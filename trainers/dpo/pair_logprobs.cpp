@@ -50,6 +50,8 @@ LossOutput pair_loss_output(const PairForward& forward, const kernels::PairLossO
   out.metrics["rewards_rejected"] = loss.rewards_rejected.mean().item<double>();
   out.metrics["rewards_accuracy"] = loss.accuracy;
   out.metrics["rewards_margin"] = loss.margin;
+  out.sequence_logprobs = at::cat({forward.logprobs.policy_chosen, forward.logprobs.policy_rejected}).detach();
+  out.sequence_tokens = at::cat({forward.logprobs.chosen_tokens, forward.logprobs.rejected_tokens}).detach();
   // Δlr = Σ_t log π/π_ref over response tokens (METHODS.md), and its per-token mean over both
   // responses: the KL to the reference when the responses are policy samples, and on fixed
   // preference data the usual drift indicator.

@@ -26,12 +26,7 @@ namespace {
 
 constexpr const char* kFormat = "aln-checkpoint-v1";
 
-json metrics_json(const MetricMap& m) {
-  json out = json::object();
-  for (const auto& [k, v] : m) out[k] = v;
-  return out;
-}
-
+// Only numbers: a non-finite value was written as null and is left out rather than failing a resume.
 MetricMap metrics_from(const json& j) {
   MetricMap out;
   for (auto it = j.begin(); it != j.end(); ++it) {
@@ -47,8 +42,8 @@ json state_json(const TrainingState& s) {
                         {"trainer", r.trainer},
                         {"steps", r.steps},
                         {"seconds", r.seconds},
-                        {"before", metrics_json(r.before)},
-                        {"after", metrics_json(r.after)}});
+                        {"before", json(r.before)},
+                        {"after", json(r.after)}});
   }
   return {{"format", kFormat},
           {"global_step", s.global_step},
@@ -60,7 +55,7 @@ json state_json(const TrainingState& s) {
           {"data_parallel", s.data_parallel},
           {"reference_cache_key", s.reference_cache_key},
           {"spec_fingerprint", s.spec_fingerprint},
-          {"stage_before", metrics_json(s.stage_before)},
+          {"stage_before", json(s.stage_before)},
           {"finished", finished}};
 }
 

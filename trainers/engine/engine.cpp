@@ -51,12 +51,6 @@ double peak_rss_bytes() {
   return static_cast<double>(usage.ru_maxrss) * 1024.0;  // Linux reports KiB
 }
 
-json metrics_json(const MetricMap& m) {
-  json out = json::object();
-  for (const auto& [k, v] : m) out[k] = v;
-  return out;
-}
-
 }  // namespace
 
 absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions& options, const Logger& log,
@@ -223,14 +217,9 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
 
     auto log_eval = [&](const char* when, int64_t step, const MetricMap& m) -> absl::Status {
       for (const auto& [k, v] : m) meters.eval.Add({{"stage", stage_name}, {"name", k}}).Set(v);
-      json line = {{"stage", stage_name},
-                   {"trainer", method},
-                   {"when", when},
-                   {"step", step},
-                   {"global_step", global_step},
-                   {"examples", data->eval.size()},
-                   {"metrics", metrics_json(m)},
-                   {"data", metrics_json(eval_counters)}};
+      json line = {{"stage", stage_name}, {"trainer", method},          {"when", when},
+                   {"step", step},        {"global_step", global_step}, {"examples", data->eval.size()},
+                   {"metrics", json(m)},  {"data", json(eval_counters)}};
       return eval_log ? eval_log->append(line.dump()) : absl::OkStatus();
     };
 
@@ -405,7 +394,7 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
           {"phases",
            {{"data", data_t}, {"forward", fwd}, {"backward", bwd}, {"communication", comm_t}, {"optimizer", opt_t}}},
           {"peak_rss_bytes", rss},
-          {"metrics", metrics_json(step_metrics)}};
+          {"metrics", json(step_metrics)}};
       absl::Status logged = train_log ? train_log->append(line.dump()) : absl::OkStatus();
       if (!logged.ok()) return logged;
       progress.update(step + 1, step_loss, static_cast<double>(tokens) / step_t);

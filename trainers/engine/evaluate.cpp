@@ -25,16 +25,22 @@ MetricMap evaluate(trainers::Trainer& trainer, const model::DecoderModel& policy
     for (size_t i = start; i < std::min(eval.size(), start + static_cast<size_t>(micro)); ++i)
       batch.push_back(&eval[i]);
     const double weight = static_cast<double>(batch.size());
+    at::Tensor seq_sums, seq_tokens;
     if (with_loss) {
       trainers::StepContext ctx{&policy, reference, pad_id, 0};
       trainers::LossOutput step = trainer.compute_loss(batch, ctx);
       loss += step.loss.item<double>() * weight;
       for (const auto& [k, v] : step.metrics) sums[k] += v * weight;
+      seq_sums = step.sequence_logprobs;
+      seq_tokens = step.sequence_tokens;
     }
     if (!lm_pairs) continue;
-    buffer::SequenceBatch b = buffer::collate_pairs(batch, pad_id);
-    kernels::ResponseLogprobs lp = trainers::response_logprobs(policy, b);
-    at::Tensor mean = (lp.sums / lp.tokens.clamp_min(1)).to(at::kDouble).contiguous();
+    if (!seq_sums.defined()) {  // the trainer did not report them (or no loss was computed): score the pairs
+      kernels::ResponseLogprobs lp = trainers::response_logprobs(policy, buffer::collate_pairs(batch, pad_id));
+      seq_sums = lp.sums;
+      seq_tokens = lp.tokens;
+    }
+    at::Tensor mean = (seq_sums / seq_tokens.clamp_min(1)).to(at::kDouble).contiguous();
     const double* m = mean.data_ptr<double>();
     const size_t n = batch.size();
     for (size_t i = 0; i < n; ++i) {
