@@ -28,6 +28,10 @@ Environment read_environment() {
   }
   env.threads = read_int("ALN_NUM_THREADS", &env.problems);
   env.metrics_port = read_int("ALN_METRICS_PORT", &env.problems);
+  if (const char* dir = std::getenv("ALN_OUTPUT_DIR"); dir != nullptr) env.output_dir = dir;
+  if (const char* v = std::getenv("ALN_LAUNCHER"); v != nullptr) env.launcher_address = v;
+  if (const char* v = std::getenv("ALN_TOKEN"); v != nullptr) env.token = v;
+  if (const char* v = std::getenv("ALN_TOKEN_FILE"); v != nullptr) env.token_file = v;
   for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"}) {
     if (std::getenv(name) != nullptr) env.launched_by_mpi = true;
   }

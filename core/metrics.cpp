@@ -1,5 +1,7 @@
 #include "core/metrics.h"
 
+#include <mutex>
+
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
@@ -12,6 +14,7 @@ MetricsRegistry::MetricsRegistry(Labels constant_labels)
     : constant_labels_(std::move(constant_labels)), registry_(std::make_shared<prometheus::Registry>()) {}
 
 prometheus::Family<prometheus::Gauge>& MetricsRegistry::gauge_family(const std::string& name, const std::string& help) {
+  std::lock_guard<std::mutex> lock(mu_);
   auto it = gauges_.find(name);
   if (it != gauges_.end()) return *it->second;
   auto& family = prometheus::BuildGauge().Name(name).Help(help).Labels(constant_labels_).Register(*registry_);
@@ -21,6 +24,7 @@ prometheus::Family<prometheus::Gauge>& MetricsRegistry::gauge_family(const std::
 
 prometheus::Family<prometheus::Gauge>& MetricsRegistry::per_rank_gauge_family(const std::string& name,
                                                                               const std::string& help) {
+  std::lock_guard<std::mutex> lock(mu_);
   auto it = gauges_.find(name);
   if (it != gauges_.end()) return *it->second;
   Labels labels = constant_labels_;
@@ -32,6 +36,7 @@ prometheus::Family<prometheus::Gauge>& MetricsRegistry::per_rank_gauge_family(co
 
 prometheus::Family<prometheus::Counter>& MetricsRegistry::counter_family(const std::string& name,
                                                                          const std::string& help) {
+  std::lock_guard<std::mutex> lock(mu_);
   auto it = counters_.find(name);
   if (it != counters_.end()) return *it->second;
   auto& family = prometheus::BuildCounter().Name(name).Help(help).Labels(constant_labels_).Register(*registry_);
@@ -41,6 +46,7 @@ prometheus::Family<prometheus::Counter>& MetricsRegistry::counter_family(const s
 
 prometheus::Family<prometheus::Histogram>& MetricsRegistry::histogram_family(const std::string& name,
                                                                              const std::string& help) {
+  std::lock_guard<std::mutex> lock(mu_);
   auto it = histograms_.find(name);
   if (it != histograms_.end()) return *it->second;
   auto& family = prometheus::BuildHistogram().Name(name).Help(help).Labels(constant_labels_).Register(*registry_);

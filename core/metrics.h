@@ -4,6 +4,7 @@
 // (MetricsServer); libraries receive a MetricsRegistry& and never open sockets.
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -45,6 +46,9 @@ class MetricsRegistry {
  private:
   Labels constant_labels_;
   std::shared_ptr<prometheus::Registry> registry_;
+  // Family lookups may come from several threads (the launcher's RPC and poll threads); the
+  // families themselves are thread-safe.
+  std::mutex mu_;
   std::map<std::string, prometheus::Family<prometheus::Gauge>*> gauges_;
   std::map<std::string, prometheus::Family<prometheus::Counter>*> counters_;
   std::map<std::string, prometheus::Family<prometheus::Histogram>*> histograms_;

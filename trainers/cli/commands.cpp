@@ -85,6 +85,10 @@ int run_train(const Args& args) {
     std::fprintf(stderr, "%s\n", std::string(loaded.status().message()).c_str());
     return 2;
   }
+  // The launcher places each job's outputs in its own directory.
+  if (const Environment early = read_environment(); !early.output_dir.empty()) {
+    loaded->spec.set_output_dir(early.output_dir);
+  }
   // Under mpirun only the first rank prints (MPI is not initialised yet; its launcher's variable says).
   const char* launched_rank = std::getenv("OMPI_COMM_WORLD_RANK");
   const bool first_rank = launched_rank == nullptr || std::string(launched_rank) == "0";

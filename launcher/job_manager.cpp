@@ -1,0 +1,572 @@
+#include "launcher/job_manager.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "core/config/job_config.h"
+#include "google/protobuf/util/json_util.h"
+#include "launcher/launch_command.h"
+#include "launcher/process_group.h"
+#include "nlohmann/json.hpp"
+
+namespace aln::launcher {
+namespace fs = std::filesystem;
+using aln::v1::JobState;
+using aln::v1::JobStatus;
+
+namespace {
+
+int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+int world_size_of(const aln::v1::JobSpec& spec) {
+  auto grid = [](const aln::v1::GridSpec& g) {
+    return std::max(1, g.data_parallel()) * std::max(1, g.pipeline_parallel());
+  };
+  int n = grid(spec.parallel().policy());
+  if (spec.parallel().placement() == aln::v1::SEPARATE) {
+    n += grid(spec.parallel().reference()) + grid(spec.parallel().reward());
+  }
+  return n;
+}
+
+// True when something accepts TCP connections at host:port within `timeout_ms`.
+bool port_answers(const std::string& host, int port, int timeout_ms) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &found) != 0) return false;
+  bool ok = false;
+  for (addrinfo* a = found; a != nullptr && !ok; a = a->ai_next) {
+    const int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) continue;
+    if (::connect(fd, a->ai_addr, a->ai_addrlen) == 0) {
+      ok = true;
+    } else if (errno == EINPROGRESS) {
+      pollfd p{fd, POLLOUT, 0};
+      int error = 0;
+      socklen_t len = sizeof error;
+      ok = ::poll(&p, 1, timeout_ms) == 1 && ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &len) == 0 && error == 0;
+    }
+    ::close(fd);
+  }
+  freeaddrinfo(found);
+  return ok;
+}
+
+// "h1:2,h2:1" (what JobStatus.hosts holds) -> {(h1, 2), (h2, 1)}.
+std::vector<std::pair<std::string, int>> allocation_of(const std::string& hosts) {
+  std::vector<std::pair<std::string, int>> out;
+  for (absl::string_view part : absl::StrSplit(hosts, ',', absl::SkipEmpty())) {
+    const size_t colon = part.rfind(':');
+    int slots = 0;
+    if (colon == absl::string_view::npos || !absl::SimpleAtoi(part.substr(colon + 1), &slots)) continue;
+    out.emplace_back(std::string(part.substr(0, colon)), slots);
+  }
+  return out;
+}
+
+bool port_free(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  ::close(fd);
+  return ok;
+}
+
+}  // namespace
+
+JobManager::JobManager(LauncherConfig config, std::unique_ptr<JobStore> store, MetricsRegistry& metrics, Logger log)
+    : config_(std::move(config)), store_(std::move(store)), metrics_(metrics), log_(std::move(log)) {
+  for (const Host& h : config_.hosts) free_slots_[h.name] += h.slots;
+}
+
+absl::StatusOr<std::unique_ptr<JobManager>> JobManager::create(LauncherConfig config, MetricsRegistry& metrics,
+                                                               Logger log) {
+  std::error_code ec;
+  fs::create_directories(fs::path(config.data_dir) / "jobs", ec);
+  if (ec) {
+    return absl::UnavailableError(
+        absl::StrCat(config.data_dir, ": cannot create the data directory: ", ec.message(), " (--data-dir)"));
+  }
+  config.data_dir = fs::absolute(config.data_dir).lexically_normal().string();
+  auto store = JobStore::open((fs::path(config.data_dir) / "jobs.sqlite").string());
+  if (!store.ok()) return store.status();
+  std::unique_ptr<JobManager> manager(new JobManager(std::move(config), std::move(*store), metrics, std::move(log)));
+  if (auto s = manager->recover(); !s.ok()) return s;
+  manager->poller_ = std::thread([m = manager.get()] { m->poll_loop(); });
+  return manager;
+}
+
+JobManager::~JobManager() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  wake_.notify_all();
+  if (poller_.joinable()) poller_.join();
+}
+
+std::string JobManager::job_dir(const std::string& job_id) const {
+  return (fs::path(config_.data_dir) / "jobs" / job_id).string();
+}
+
+absl::Status JobManager::recover() {
+  auto records = store_->load_all();
+  if (!records.ok()) return records.status();
+  std::lock_guard<std::mutex> lock(mu_);
+  for (JobRecord& record : *records) {
+    next_seq_ = std::max(next_seq_, record.seq + 1);
+    Job job;
+    job.record = std::move(record);
+    auto& status = job.record.status;
+    const std::string id = status.job_id();
+    if (status.state() == aln::v1::STARTING || status.state() == aln::v1::RUNNING) {
+      const auto pgid = static_cast<pid_t>(job.record.pgid);
+      if (leader_alive(pgid, job.record.start_ticks)) {
+        job.reattached = true;
+        job.started = std::chrono::steady_clock::now();
+        // The slots it holds are taken again.
+        for (const auto& [host, slots] : allocation_of(status.hosts())) free_slots_[host] -= slots;
+        log_.info("job %s: re-attached to process group %d", id, pgid);
+      } else {
+        auto code = read_exit_status((fs::path(job_dir(id)) / "exit_status").string());
+        status.set_ended_unix_ms(now_ms());
+        status.set_metrics_url("");
+        if (code.has_value()) {
+          status.set_exit_code(*code);
+          status.set_state(*code == 0 ? aln::v1::SUCCEEDED : aln::v1::FAILED);
+          status.set_cause(*code == 0 ? "" : absl::StrCat("exited with code ", *code, " while the launcher was down"));
+        } else {
+          status.set_state(aln::v1::LOST);
+          status.set_cause(absl::StrCat("the launcher restarted and process group ", pgid,
+                                        " was gone without an exit status (killed with the host?); resubmit the job"));
+        }
+        log_.warning("job %s: %s after restart: %s", id, aln::v1::JobState_Name(status.state()), status.cause());
+        if (auto s = store_->put(job.record); !s.ok()) return s;
+      }
+    }
+    if (status.state() == aln::v1::QUEUED) queue_.push_back(id);
+    jobs_.emplace(id, std::move(job));
+  }
+  update_gauges_locked();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<JobStatus> JobManager::submit(const aln::v1::SubmitJobRequest& request, const std::string& user) {
+  // Validation first, outside the lock: parsing is the slow part of a submit.
+  std::string yaml = request.spec_yaml();
+  if (yaml.empty()) {
+    if (!request.has_spec()) return absl::InvalidArgumentError("spec: empty request: send spec_yaml or spec");
+    google::protobuf::util::JsonPrintOptions options;
+    options.preserve_proto_field_names = true;
+    if (!google::protobuf::util::MessageToJsonString(request.spec(), &yaml, options).ok()) {
+      return absl::InvalidArgumentError("spec: cannot be converted for validation");
+    }
+  }
+  auto loaded = aln::config::load_job_text(yaml, "submitted job");
+  if (!loaded.ok()) return absl::InvalidArgumentError(loaded.status().message());
+  const aln::v1::JobSpec& spec = loaded->spec;
+  const int world = world_size_of(spec);
+  int pool = 0;
+  for (const Host& h : config_.hosts) pool += h.slots;
+  if (world > pool) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("parallel.policy.data_parallel: the job needs ", world, " processes but the launcher's pool has ",
+                     pool, " slots (", format_hosts(config_.hosts), "); lower the parallel sizes or add hosts"));
+  }
+  std::string workdir = request.workdir();
+  if (!workdir.empty()) {
+    std::error_code ec;
+    if (!fs::path(workdir).is_absolute() || !fs::is_directory(workdir, ec)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("workdir: '", workdir, "' is not an absolute path of a directory on the launcher's host"));
+    }
+  }
+  std::vector<std::string> methods;
+  for (const auto& stage : aln::config::effective_stages(spec))
+    methods.push_back(aln::config::method_name(stage.trainer()));
+
+  std::lock_guard<std::mutex> lock(mu_);
+  Job job;
+  job.record.seq = next_seq_;
+  const std::string id = absl::StrFormat("job-%06d", next_seq_);
+  const std::string dir = job_dir(id);
+  std::error_code ec;
+  fs::create_directories(fs::path(dir) / "run", ec);
+  if (ec) return absl::UnavailableError(absl::StrCat(dir, ": cannot create the job directory: ", ec.message()));
+  if (workdir.empty()) workdir = dir;
+  const std::string spec_path = (fs::path(dir) / "job.yaml").string();
+  {
+    std::ofstream out(spec_path, std::ios::binary | std::ios::trunc);
+    out << yaml;
+    if (!out.flush()) return absl::UnavailableError(absl::StrCat(spec_path, ": cannot write the job spec"));
+  }
+  job.record.spec_yaml = yaml;
+  job.record.workdir = workdir;
+  JobStatus& status = job.record.status;
+  status.set_job_id(id);
+  status.set_name(spec.name());
+  status.set_user(user);
+  status.set_state(aln::v1::QUEUED);
+  status.set_submitted_unix_ms(now_ms());
+  status.set_world_size(world);
+  status.set_run_dir((fs::path(dir) / "run").string());
+  status.set_log_path((fs::path(dir) / "job.log").string());
+  status.set_methods(absl::StrJoin(methods, ","));
+  if (auto s = store_->put(job.record); !s.ok()) return s;  // durable before it is acknowledged
+  ++next_seq_;
+  queue_.push_back(id);
+  auto& stored = jobs_.emplace(id, std::move(job)).first->second;
+  metrics_.counter("aln_launcher_jobs_submitted_total", "Jobs accepted by SubmitJob").Increment();
+  log_.info("job %s (%s, %s, %d processes) queued by %s", id, spec.name(), stored.record.status.methods(), world, user);
+  update_gauges_locked();
+  wake_.notify_all();
+  return snapshot_locked(stored);
+}
+
+JobStatus JobManager::snapshot_locked(const Job& job) const {
+  JobStatus status = job.record.status;
+  if (status.state() == aln::v1::QUEUED) {
+    auto it = std::find(queue_.begin(), queue_.end(), status.job_id());
+    status.set_queue_position(static_cast<int>(it - queue_.begin()));
+  }
+  return status;
+}
+
+absl::StatusOr<JobStatus> JobManager::get(const std::string& job_id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end())
+    return absl::NotFoundError(absl::StrCat("job_id: no job '", job_id, "'; `alnctl list` shows the jobs"));
+  return snapshot_locked(it->second);
+}
+
+std::vector<JobStatus> JobManager::list(const aln::v1::ListJobsRequest& request) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<JobStatus> out;
+  for (const auto& [id, job] : jobs_) {
+    const auto& s = job.record.status;
+    if (!request.user().empty() && s.user() != request.user()) continue;
+    if (request.states_size() > 0 &&
+        std::find(request.states().begin(), request.states().end(), s.state()) == request.states().end()) {
+      continue;
+    }
+    out.push_back(snapshot_locked(job));
+  }
+  return out;
+}
+
+absl::StatusOr<JobStatus> JobManager::cancel(const std::string& job_id, const Principal& who) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("job_id: no job '", job_id, "'"));
+  Job& job = it->second;
+  auto& status = job.record.status;
+  if (!who.admin && status.user() != who.user) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("job ", job_id, " belongs to ", status.user(), "; only its owner or an admin may cancel it"));
+  }
+  if (is_terminal(status.state())) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("job ", job_id, " already ended (", aln::v1::JobState_Name(status.state()), ")"));
+  }
+  if (status.state() == aln::v1::QUEUED) {
+    queue_.erase(std::remove(queue_.begin(), queue_.end(), job_id), queue_.end());
+    finish_locked(job, aln::v1::CANCELLED, 0, absl::StrCat("cancelled by ", who.user, " while queued"));
+    return snapshot_locked(job);
+  }
+  if (!job.cancel_requested) {
+    job.cancel_requested = true;
+    job.cancelled_by = who.user;
+    job.kill_at = std::chrono::steady_clock::now() +
+                  std::chrono::milliseconds(static_cast<int64_t>(config_.cancel_grace_s * 1000));
+    signal_group(static_cast<pid_t>(job.record.pgid), SIGTERM);
+    status.set_cause(absl::StrCat("cancel requested by ", who.user, "; SIGTERM sent"));
+    persist_locked(job);
+    log_.info("job %s: cancel requested by %s, SIGTERM to process group %d", job_id, who.user, job.record.pgid);
+  }
+  wake_.notify_all();
+  return snapshot_locked(job);
+}
+
+absl::StatusOr<std::pair<std::string, bool>> JobManager::log_of(const std::string& job_id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("job_id: no job '", job_id, "'"));
+  const auto& s = it->second.record.status;
+  return std::make_pair(s.log_path(), is_terminal(s.state()));
+}
+
+std::string JobManager::service_discovery_json() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  nlohmann::json groups = nlohmann::json::array();
+  for (const auto& [id, job] : jobs_) {
+    const auto& s = job.record.status;
+    if ((s.state() != aln::v1::RUNNING && s.state() != aln::v1::STARTING) || s.metrics_url().empty()) continue;
+    std::string target = s.metrics_url();
+    if (target.rfind("http://", 0) == 0) target = target.substr(7);
+    if (const size_t slash = target.find('/'); slash != std::string::npos) target.resize(slash);
+    groups.push_back({{"targets", {target}},
+                      {"labels",
+                       {{"aln_job_id", id},
+                        {"aln_job_name", s.name()},
+                        {"aln_user", s.user()},
+                        {"aln_methods", s.methods()},
+                        {"aln_world_size", std::to_string(s.world_size())}}}});
+  }
+  return groups.dump();
+}
+
+void JobManager::poll_loop() {
+  const auto interval = std::chrono::milliseconds(static_cast<int64_t>(config_.poll_interval_s * 1000));
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!stop_) {
+    lock.unlock();
+    poll_once();
+    lock.lock();
+    wake_.wait_for(lock, interval, [this] { return stop_.load(); });
+  }
+}
+
+void JobManager::poll_once() {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& [id, job] : jobs_) {
+    const auto state = job.record.status.state();
+    if (state == aln::v1::STARTING || state == aln::v1::RUNNING) check_running_locked(job);
+  }
+  schedule_locked();
+  update_gauges_locked();
+}
+
+void JobManager::schedule_locked() {
+  // Strict FIFO: the head of the queue waits for its slots, later jobs do not overtake it.
+  while (!queue_.empty()) {
+    Job& job = jobs_.at(queue_.front());
+    int needed = job.record.status.world_size();
+    int available = 0;
+    for (const auto& [host, free] : free_slots_) available += free;
+    if (needed > available) return;
+    std::vector<std::string> parts;
+    for (const Host& h : config_.hosts) {
+      int& free = free_slots_[h.name];
+      const int take = std::min(free, needed);
+      if (take <= 0) continue;
+      free -= take;
+      needed -= take;
+      parts.push_back(absl::StrCat(h.name, ":", take));
+      if (needed == 0) break;
+    }
+    job.record.status.set_hosts(absl::StrJoin(parts, ","));
+    queue_.erase(queue_.begin());
+    start_locked(job);
+  }
+}
+
+int JobManager::pick_metrics_port_locked() const {
+  std::vector<int> used;
+  for (const auto& [id, job] : jobs_) {
+    if (!is_terminal(job.record.status.state()) && job.record.metrics_port > 0) used.push_back(job.record.metrics_port);
+  }
+  for (int i = 0; i < config_.job_metrics_port_count; ++i) {
+    const int port = config_.job_metrics_port_base + i;
+    if (std::find(used.begin(), used.end(), port) == used.end() && port_free(port)) return port;
+  }
+  return 0;  // the job picks a free port itself; it is then not discoverable
+}
+
+void JobManager::start_locked(Job& job) {
+  auto& status = job.record.status;
+  const std::string id = status.job_id();
+  const std::string dir = job_dir(id);
+  job.record.metrics_port = pick_metrics_port_locked();
+  const std::map<std::string, std::string> values = {{"aln", config_.aln_binary},
+                                                     {"spec", (fs::path(dir) / "job.yaml").string()},
+                                                     {"np", std::to_string(status.world_size())},
+                                                     {"hosts", status.hosts()},
+                                                     {"job_id", id},
+                                                     {"run_dir", status.run_dir()}};
+  const std::string templ =
+      config_.launch_template.empty() ? default_launch_template(status.world_size()) : config_.launch_template;
+  auto argv = expand_launch_template(templ, values);
+  status.set_started_unix_ms(now_ms());
+  if (!argv.ok()) {
+    finish_locked(job, aln::v1::FAILED, -1, std::string(argv.status().message()));
+    return;
+  }
+  std::map<std::string, std::string> env = {{"ALN_OUTPUT_DIR", status.run_dir()},
+                                            {"ALN_METRICS_PORT", std::to_string(job.record.metrics_port)},
+                                            {"ALN_JOB_ID", id}};
+  if (::geteuid() == 0) {  // mpirun refuses root without these; the launcher runs jobs as itself
+    env["OMPI_ALLOW_RUN_AS_ROOT"] = "1";
+    env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1";
+  }
+  {
+    std::ofstream header(status.log_path(), std::ios::app);
+    header << "aln-launcher: starting " << id << " in " << job.record.workdir << ":";
+    for (const auto& w : *argv) header << ' ' << w;
+    header << '\n';
+  }
+  auto spawned =
+      spawn_process_group(*argv, env, job.record.workdir, status.log_path(), (fs::path(dir) / "exit_status").string());
+  if (!spawned.ok()) {
+    finish_locked(job, aln::v1::FAILED, -1, std::string(spawned.status().message()));
+    return;
+  }
+  job.record.pgid = spawned->pid;
+  job.record.start_ticks = spawned->start_ticks;
+  job.started = std::chrono::steady_clock::now();
+  status.set_state(aln::v1::STARTING);
+  if (job.record.metrics_port > 0) {
+    const auto spec = aln::config::load_job_text(job.record.spec_yaml, "job");
+    const std::string host = spec.ok() && spec->spec.metrics().enabled() ? spec->spec.metrics().host() : "";
+    if (!host.empty()) {
+      const std::string first_host = status.hosts().substr(0, status.hosts().find(':'));
+      const bool any = host == "0.0.0.0" || host == "::";
+      status.set_metrics_url(
+          absl::StrCat("http://", any ? first_host : host, ":", job.record.metrics_port, "/metrics"));
+    }
+  }
+  persist_locked(job);
+  log_.info("job %s: started, process group %d on %s", id, spawned->pid, status.hosts());
+}
+
+void JobManager::check_running_locked(Job& job) {
+  auto& status = job.record.status;
+  const auto pgid = static_cast<pid_t>(job.record.pgid);
+  read_progress_locked(job);
+  std::optional<int> wait_status;
+  if (job.reattached) {
+    if (!leader_alive(pgid, job.record.start_ticks)) {
+      auto code = read_exit_status((fs::path(job_dir(status.job_id())) / "exit_status").string());
+      wait_status = code.has_value() ? (*code << 8) : -1;
+    }
+  } else {
+    wait_status = try_reap(pgid);
+  }
+  if (wait_status.has_value()) {
+    // The leader ended: whatever of the group is left (a stray rank) goes with it.
+    signal_group(pgid, SIGKILL);
+    read_progress_locked(job);
+    if (job.cancel_requested) {
+      finish_locked(job, aln::v1::CANCELLED, 0, absl::StrCat("cancelled by ", job.cancelled_by));
+    } else if (*wait_status == -1) {
+      finish_locked(job, aln::v1::LOST, -1, "the job's processes ended without an exit status (killed externally?)");
+    } else {
+      auto [code, cause] = describe_wait_status(*wait_status);
+      finish_locked(job, code == 0 ? aln::v1::SUCCEEDED : aln::v1::FAILED, code, cause);
+    }
+    return;
+  }
+  if (job.cancel_requested && !job.killed && std::chrono::steady_clock::now() >= job.kill_at) {
+    signal_group(pgid, SIGKILL);
+    job.killed = true;
+    status.set_cause(absl::StrCat("cancel requested by ", job.cancelled_by, "; SIGKILL after the grace period"));
+    persist_locked(job);
+    log_.warning("job %s: still running %.1f s after SIGTERM; SIGKILL", status.job_id(), config_.cancel_grace_s);
+  }
+  if (status.state() == aln::v1::STARTING) {
+    // Running once it serves metrics or reports a step (whichever the job does first).
+    const bool serving =
+        !status.metrics_url().empty() &&
+        port_answers(status.metrics_url().substr(7, status.metrics_url().rfind(':') - 7), job.record.metrics_port, 50);
+    if (serving || status.step() > 0) {
+      status.set_state(aln::v1::RUNNING);
+      persist_locked(job);
+    }
+  }
+}
+
+void JobManager::read_progress_locked(Job& job) {
+  const std::string path = (fs::path(job.record.status.run_dir()) / "train_log.jsonl").string();
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return;
+  in.seekg(0, std::ios::end);
+  const int64_t size = in.tellg();
+  if (size < job.record.progress_offset) job.record.progress_offset = 0;  // trimmed on a resume
+  if (size == job.record.progress_offset) return;
+  in.seekg(job.record.progress_offset);
+  std::string chunk(static_cast<size_t>(size - job.record.progress_offset), '\0');
+  in.read(chunk.data(), static_cast<std::streamsize>(chunk.size()));
+  const size_t last_newline = chunk.rfind('\n');
+  if (last_newline == std::string::npos) return;  // half a line: wait for the rest
+  job.record.progress_offset += static_cast<int64_t>(last_newline + 1);
+  chunk.resize(last_newline);  // complete lines only; the newest is the last of them
+  const size_t previous = chunk.rfind('\n');
+  const std::string line = previous == std::string::npos ? chunk : chunk.substr(previous + 1);
+  auto parsed = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+  if (parsed.is_discarded() || !parsed.is_object()) return;
+  auto& status = job.record.status;
+  if (parsed.contains("global_step") && parsed["global_step"].is_number()) {
+    status.set_step(parsed["global_step"].get<int64_t>());
+  }
+  if (parsed.contains("loss") && parsed["loss"].is_number()) status.set_loss(parsed["loss"].get<double>());
+  persist_locked(job);
+}
+
+void JobManager::finish_locked(Job& job, JobState state, int exit_code, std::string cause) {
+  auto& status = job.record.status;
+  const auto previous = status.state();
+  status.set_state(state);
+  status.set_exit_code(exit_code);
+  status.set_cause(std::move(cause));
+  status.set_ended_unix_ms(now_ms());
+  status.set_metrics_url("");
+  if (previous == aln::v1::STARTING || previous == aln::v1::RUNNING) {
+    for (const auto& [host, slots] : allocation_of(status.hosts())) free_slots_[host] += slots;
+  }
+  persist_locked(job);
+  metrics_
+      .counter("aln_launcher_jobs_ended_total", "Jobs that reached a final state",
+               {{"state", aln::v1::JobState_Name(state)}})
+      .Increment();
+  log_.info("job %s: %s%s%s", status.job_id(), aln::v1::JobState_Name(state), status.cause().empty() ? "" : ": ",
+            status.cause());
+  wake_.notify_all();
+}
+
+void JobManager::persist_locked(const Job& job) {
+  if (auto s = store_->put(job.record); !s.ok()) {
+    log_.error("job %s: %s (the state lives on in memory; it is written again with the next change)",
+               job.record.status.job_id(), std::string(s.message()));
+  }
+}
+
+void JobManager::update_gauges_locked() {
+  std::map<JobState, int> counts;
+  for (const auto& [id, job] : jobs_) ++counts[job.record.status.state()];
+  for (int s = aln::v1::QUEUED; s <= aln::v1::LOST; ++s) {
+    metrics_
+        .gauge("aln_launcher_jobs", "Jobs known to the launcher by state",
+               {{"state", aln::v1::JobState_Name(static_cast<JobState>(s))}})
+        .Set(counts[static_cast<JobState>(s)]);
+  }
+  metrics_.gauge("aln_launcher_queue_depth", "Jobs waiting for slots").Set(static_cast<double>(queue_.size()));
+  int free = 0;
+  for (const auto& [host, n] : free_slots_) free += n;
+  metrics_.gauge("aln_launcher_free_slots", "Slots of the resource pool not held by a job").Set(free);
+}
+
+}  // namespace aln::launcher

@@ -1,0 +1,94 @@
+#pragma once
+// The launcher's heart: the job queue over the resource pool, the state machine
+// QUEUED -> STARTING -> RUNNING -> SUCCEEDED | FAILED | CANCELLED (LOST after a restart that found
+// nothing to re-attach to), progress from each job's train_log.jsonl, and the durable store.
+// One mutex guards all jobs; a poll thread starts queued jobs, reaps ended ones and reads progress.
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "aln/v1/launcher.pb.h"
+#include "core/logging.h"
+#include "core/metrics.h"
+#include "launcher/job_record.h"
+#include "launcher/job_store.h"
+#include "launcher/launcher_config.h"
+
+namespace aln::launcher {
+
+class JobManager {
+ public:
+  // Opens the store under config.data_dir, re-attaches to jobs that still run and marks the others.
+  static absl::StatusOr<std::unique_ptr<JobManager>> create(LauncherConfig config, MetricsRegistry& metrics,
+                                                            Logger log);
+  // Stops the poll thread. Running jobs keep running: a restarted launcher re-attaches to them.
+  ~JobManager();
+  JobManager(const JobManager&) = delete;
+  JobManager& operator=(const JobManager&) = delete;
+
+  // Validates (schema, cross-field rules, placement against the pool) and queues. Errors are
+  // INVALID_ARGUMENT naming the key path (and line, for YAML).
+  absl::StatusOr<aln::v1::JobStatus> submit(const aln::v1::SubmitJobRequest& request, const std::string& user);
+  absl::StatusOr<aln::v1::JobStatus> get(const std::string& job_id) const;
+  std::vector<aln::v1::JobStatus> list(const aln::v1::ListJobsRequest& request) const;
+  // Queued jobs end at once; running ones get SIGTERM, then SIGKILL after the grace period.
+  // Only the job's owner or an admin may cancel (PERMISSION_DENIED otherwise).
+  absl::StatusOr<aln::v1::JobStatus> cancel(const std::string& job_id, const Principal& who);
+  // The job's log file and whether the job has ended (no more lines will come).
+  absl::StatusOr<std::pair<std::string, bool>> log_of(const std::string& job_id) const;
+  // Prometheus HTTP service discovery: the /metrics targets of starting and running jobs (JSON).
+  std::string service_discovery_json() const;
+
+  const LauncherConfig& config() const { return config_; }
+
+ private:
+  struct Job {
+    JobRecord record;
+    bool reattached = false;  // not our child: watched through /proc and the exit-status file
+    bool cancel_requested = false;
+    std::chrono::steady_clock::time_point kill_at;
+    bool killed = false;
+    std::string cancelled_by;
+    std::chrono::steady_clock::time_point started;
+  };
+
+  JobManager(LauncherConfig config, std::unique_ptr<JobStore> store, MetricsRegistry& metrics, Logger log);
+  absl::Status recover();
+  void poll_loop();
+  void poll_once();
+  void schedule_locked();
+  void start_locked(Job& job);
+  void check_running_locked(Job& job);
+  void finish_locked(Job& job, aln::v1::JobState state, int exit_code, std::string cause);
+  void read_progress_locked(Job& job);
+  void persist_locked(const Job& job);
+  void update_gauges_locked();
+  int pick_metrics_port_locked() const;
+  std::string job_dir(const std::string& job_id) const;
+  aln::v1::JobStatus snapshot_locked(const Job& job) const;
+
+  LauncherConfig config_;
+  std::unique_ptr<JobStore> store_;
+  MetricsRegistry& metrics_;
+  Logger log_;
+
+  mutable std::mutex mu_;
+  std::map<std::string, Job> jobs_;  // by id
+  std::vector<std::string> queue_;   // queued job ids in submission order
+  std::map<std::string, int> free_slots_;
+  int64_t next_seq_ = 1;
+
+  std::atomic<bool> stop_{false};
+  std::condition_variable wake_;
+  std::thread poller_;
+};
+
+}  // namespace aln::launcher

@@ -1,0 +1,52 @@
+#pragma once
+// The launcher's settings (command-line flags) and the parts of them that need parsing: the
+// resource pool ("host:slots,...") and the bearer-token file.
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace aln::launcher {
+
+struct Host {
+  std::string name;
+  int slots = 1;
+};
+
+struct Principal {
+  std::string user;
+  bool admin = false;
+};
+
+struct LauncherConfig {
+  std::string listen = "127.0.0.1:50051";   // gRPC address; loopback unless told otherwise
+  std::string http_listen = "127.0.0.1:0";  // /metrics (the launcher's own) and /sd (job targets)
+  std::string data_dir = "launcher-data";   // SQLite store, job directories and logs
+  std::vector<Host> hosts;                  // the resource pool
+  std::string aln_binary;                   // `aln` started for each job
+  // How a job is started. Words split on spaces, placeholders replaced: {aln} {spec} {np} {hosts}
+  // {job_id} {run_dir}. Empty: `{aln} train {spec}` for one process, mpirun for more.
+  std::string launch_template;
+  std::string tokens_file;  // empty: no authentication (loopback development use)
+  std::string tls_cert;     // both set: TLS
+  std::string tls_key;
+  double cancel_grace_s = 10;  // SIGTERM, then SIGKILL after this long
+  int max_message_bytes = 4 << 20;
+  int job_metrics_port_base = 9500;  // jobs' /metrics ports: base, base+1, ...
+  int job_metrics_port_count = 100;
+  double poll_interval_s = 0.2;  // how often running jobs' processes and progress are checked
+};
+
+// "h1:4,h2:4" or "localhost" (slots 1). Errors name the entry.
+absl::StatusOr<std::vector<Host>> parse_hosts(const std::string& text);
+std::string format_hosts(const std::vector<Host>& hosts);
+
+// One principal per line: `TOKEN USER [admin]`; '#' starts a comment. Errors name file:line.
+absl::StatusOr<std::map<std::string, Principal>> load_tokens(const std::string& path);
+
+// Parses the flags; `usage` receives the help text. Errors name the flag.
+absl::StatusOr<LauncherConfig> parse_launcher_flags(const std::vector<std::string>& args);
+extern const char* const kLauncherUsage;
+
+}  // namespace aln::launcher

@@ -1,0 +1,201 @@
+// The launcher's parts on their own: pool and token parsing, the launch template, the SQLite store
+// (incl. reopening it, as a restarted launcher does) and process groups (exit status through the
+// wrapper, a signal ending the whole group, a failed start reported).
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "launcher/job_store.h"
+#include "launcher/launch_command.h"
+#include "launcher/launcher_config.h"
+#include "launcher/process_group.h"
+
+namespace fs = std::filesystem;
+using namespace aln::launcher;
+
+namespace {
+
+fs::path temp_dir(const std::string& name) {
+  fs::path dir = fs::temp_directory_path() / ("aln-launcher-test-" + name + "-" + std::to_string(getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir;
+}
+
+std::optional<int> wait_exit(pid_t pid, double seconds) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(static_cast<int>(seconds * 1000));
+  while (std::chrono::steady_clock::now() < until) {
+    if (auto s = try_reap(pid)) return s;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+TEST(LauncherConfig, ParsesHostsAndNamesBadEntries) {
+  auto hosts = parse_hosts("h1:4, h2:2,h3");
+  ASSERT_TRUE(hosts.ok()) << hosts.status();
+  ASSERT_EQ(hosts->size(), 3u);
+  EXPECT_EQ((*hosts)[0].name, "h1");
+  EXPECT_EQ((*hosts)[0].slots, 4);
+  EXPECT_EQ((*hosts)[2].slots, 1);
+  EXPECT_EQ(format_hosts(*hosts), "h1:4,h2:2,h3:1");
+  auto bad = parse_hosts("h1:4,h2:zero");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("'h2:zero'"), std::string::npos) << bad.status();
+  EXPECT_FALSE(parse_hosts("h1:0").ok());
+  EXPECT_FALSE(parse_hosts("").ok());
+}
+
+TEST(LauncherConfig, TokensFileErrorsNameTheLine) {
+  const fs::path dir = temp_dir("tokens");
+  const std::string path = (dir / "tokens").string();
+  std::ofstream(path) << "# comment\n0123456789abcdef0123 alice\n\nfedcba9876543210fedc root admin  # the admin\n";
+  auto tokens = load_tokens(path);
+  ASSERT_TRUE(tokens.ok()) << tokens.status();
+  EXPECT_EQ(tokens->at("0123456789abcdef0123").user, "alice");
+  EXPECT_FALSE(tokens->at("0123456789abcdef0123").admin);
+  EXPECT_TRUE(tokens->at("fedcba9876543210fedc").admin);
+  std::ofstream(path) << "0123456789abcdef0123 alice\nshort bob\n";
+  auto bad = load_tokens(path);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find(path + ":2:"), std::string::npos) << bad.status();
+  std::ofstream(path) << "0123456789abcdef0123 alice superuser\n";
+  EXPECT_NE(load_tokens(path).status().message().find(":1:"), std::string::npos);
+  EXPECT_FALSE(load_tokens((dir / "missing").string()).ok());
+  fs::remove_all(dir);
+}
+
+TEST(LauncherConfig, FlagsAndDefaults) {
+  auto config =
+      parse_launcher_flags({"--hosts", "a:2,b:3", "--cancel-grace-s", "1.5", "--job-metrics-ports", "9600:10"});
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->hosts.size(), 2u);
+  EXPECT_DOUBLE_EQ(config->cancel_grace_s, 1.5);
+  EXPECT_EQ(config->job_metrics_port_base, 9600);
+  EXPECT_EQ(config->listen, "127.0.0.1:50051");                      // loopback unless told otherwise
+  EXPECT_FALSE(parse_launcher_flags({"--tls-cert", "c.pem"}).ok());  // a key is needed too
+  auto unknown = parse_launcher_flags({"--frobnicate"});
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_NE(unknown.status().message().find("--frobnicate"), std::string::npos);
+  EXPECT_FALSE(parse_launcher_flags({"--cancel-grace-s", "soon"}).ok());
+}
+
+TEST(LaunchCommand, ExpandsPlaceholdersWordByWord) {
+  const std::map<std::string, std::string> values = {
+      {"aln", "/opt/aln/bin/aln"}, {"spec", "/data/my jobs/job.yaml"}, {"np", "4"},
+      {"hosts", "h1:2,h2:2"},      {"job_id", "job-000007"},           {"run_dir", "/data/run"}};
+  auto argv = expand_launch_template(default_launch_template(4), values);
+  ASSERT_TRUE(argv.ok()) << argv.status();
+  EXPECT_EQ(argv->front(), "mpirun");
+  EXPECT_EQ((*argv)[2], "4");
+  EXPECT_EQ(argv->back(), "/data/my jobs/job.yaml");  // one word, spaces and all
+  auto single = expand_launch_template(default_launch_template(1), values);
+  ASSERT_TRUE(single.ok());
+  EXPECT_EQ(*single, (std::vector<std::string>{"/opt/aln/bin/aln", "train", "/data/my jobs/job.yaml"}));
+  auto mixed = expand_launch_template("srun --job-name=aln-{job_id} {aln}", values);
+  ASSERT_TRUE(mixed.ok());
+  EXPECT_EQ((*mixed)[1], "--job-name=aln-job-000007");
+  auto unknown = expand_launch_template("{aln} {gpu}", values);
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_NE(unknown.status().message().find("{gpu}"), std::string::npos);
+  EXPECT_FALSE(expand_launch_template("{aln", values).ok());
+  EXPECT_FALSE(expand_launch_template("   ", values).ok());
+}
+
+TEST(JobStore, RoundTripAndReopen) {
+  const fs::path dir = temp_dir("store");
+  const std::string path = (dir / "jobs.sqlite").string();
+  {
+    auto store = JobStore::open(path);
+    ASSERT_TRUE(store.ok()) << store.status();
+    for (int i = 1; i <= 3; ++i) {
+      JobRecord job;
+      job.seq = i;
+      job.status.set_job_id("job-" + std::to_string(i));
+      job.status.set_user(i == 2 ? "bob" : "alice");
+      job.status.set_state(aln::v1::QUEUED);
+      job.spec_yaml = "name: j" + std::to_string(i) + "\n";
+      job.workdir = "/tmp";
+      ASSERT_TRUE((*store)->put(job).ok());
+    }
+    JobRecord update;
+    update.seq = 2;
+    update.status.set_job_id("job-2");
+    update.status.set_user("bob");
+    update.status.set_state(aln::v1::RUNNING);
+    update.status.set_loss(1.25);
+    update.pgid = 4242;
+    update.start_ticks = 99;
+    update.metrics_port = 9501;
+    ASSERT_TRUE((*store)->put(update).ok());
+  }
+  auto reopened = JobStore::open(path);  // what a restarted launcher does
+  ASSERT_TRUE(reopened.ok());
+  auto jobs = (*reopened)->load_all();
+  ASSERT_TRUE(jobs.ok()) << jobs.status();
+  ASSERT_EQ(jobs->size(), 3u);  // the update replaced its row, no duplicate
+  EXPECT_EQ((*jobs)[1].status.state(), aln::v1::RUNNING);
+  EXPECT_EQ((*jobs)[1].status.loss(), 1.25);
+  EXPECT_EQ((*jobs)[1].pgid, 4242);
+  EXPECT_EQ((*jobs)[1].start_ticks, 99);
+  EXPECT_EQ((*jobs)[2].spec_yaml, "name: j3\n");
+  auto unwritable = JobStore::open((dir / "no-such-dir" / "jobs.sqlite").string());
+  ASSERT_FALSE(unwritable.ok());
+  EXPECT_NE(unwritable.status().message().find("no-such-dir"), std::string::npos);
+  fs::remove_all(dir);
+}
+
+TEST(ProcessGroup, ExitStatusEnvironmentAndWorkdir) {
+  const fs::path dir = temp_dir("spawn");
+  const std::string log = (dir / "job.log").string();
+  const std::string exit_file = (dir / "exit_status").string();
+  auto spawned = spawn_process_group({"/bin/sh", "-c", "pwd; echo \"id=$ALN_JOB_ID\"; exit 3"},
+                                     {{"ALN_JOB_ID", "job-000042"}}, dir.string(), log, exit_file);
+  ASSERT_TRUE(spawned.ok()) << spawned.status();
+  EXPECT_EQ(getpgid(spawned->pid), spawned->pid);  // its own group
+  auto status = wait_exit(spawned->pid, 10);
+  ASSERT_TRUE(status.has_value());
+  EXPECT_EQ(describe_wait_status(*status).first, 3);
+  EXPECT_EQ(read_exit_status(exit_file), 3);  // what a restarted launcher would read
+  std::ifstream in(log);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find(dir.string()), std::string::npos) << text;
+  EXPECT_NE(text.find("id=job-000042"), std::string::npos) << text;
+  auto missing = spawn_process_group({"/bin/true"}, {}, (dir / "nowhere").string(), log, exit_file);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().message().find("nowhere"), std::string::npos);
+  fs::remove_all(dir);
+}
+
+TEST(ProcessGroup, SignalReachesTheWholeGroup) {
+  const fs::path dir = temp_dir("group");
+  // A grandchild in the background: the group signal must end it too.
+  auto spawned = spawn_process_group({"/bin/sh", "-c", "sleep 300 & echo $! > child.pid; wait"}, {}, dir.string(),
+                                     (dir / "log").string(), (dir / "exit_status").string());
+  ASSERT_TRUE(spawned.ok());
+  pid_t child = 0;
+  for (int i = 0; i < 200 && child == 0; ++i) {
+    std::ifstream in(dir / "child.pid");
+    if (!(in >> child)) child = 0;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_GT(child, 0);
+  EXPECT_TRUE(leader_alive(spawned->pid, spawned->start_ticks));
+  EXPECT_FALSE(leader_alive(spawned->pid, spawned->start_ticks + 1));  // a reused pid is not the job
+  signal_group(spawned->pid, SIGTERM);
+  auto status = wait_exit(spawned->pid, 10);
+  ASSERT_TRUE(status.has_value());
+  // Gone or a zombie (reparented; whether PID 1 reaps it is not ours to say).
+  for (int i = 0; i < 100 && process_start_ticks(child); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_FALSE(process_start_ticks(child).has_value()) << "the grandchild survived the group signal";
+  EXPECT_FALSE(read_exit_status((dir / "exit_status").string()).has_value());  // killed: no status written
+  fs::remove_all(dir);
+}
