@@ -18,9 +18,15 @@ extern char** environ;
 namespace aln::launcher {
 namespace {
 
-// The wrapper: "$0" is the exit-status file, "$@" the job's command. The status goes to a temp
-// file that is renamed, so a reader never sees half a number.
-constexpr const char* kWrapper = "\"$@\"; code=$?; echo $code > \"$0.tmp\" && mv \"$0.tmp\" \"$0\"; exit $code";
+// The wrapper: "$0" is the exit-status file, "$@" the job's command. It outlives a SIGTERM to the
+// group (trapped, not ignored: an ignored signal would be inherited by the job) so the job's own
+// shutdown decides when the job ends, and the grace period before SIGKILL means something. It
+// waits until the command has really ended (a trapped signal interrupts `wait`), then writes the
+// status to a temp file that is renamed, so a reader never sees half a number.
+constexpr const char* kWrapper =
+    "\"$@\" <&0 & child=$!; trap ': ' TERM INT HUP; "
+    "while :; do wait $child; code=$?; kill -0 $child 2>/dev/null || break; done; "
+    "echo $code > \"$0.tmp\" && mv \"$0.tmp\" \"$0\"; exit $code";
 
 }  // namespace
 
@@ -155,6 +161,9 @@ std::pair<int, std::string> describe_wait_status(int status) {
   if (WIFEXITED(status)) {
     const int code = WEXITSTATUS(status);
     if (code == 0) return {0, ""};
+    if (code > 128 && code < 128 + 65) {  // the wrapper reports a signal-killed command as 128+N
+      return {code, absl::StrCat("killed by signal ", code - 128, " (", strsignal(code - 128), ")")};
+    }
     return {code, absl::StrCat("exited with code ", code, code == 2 ? " (bad input: see the log)" : "; see the log")};
   }
   if (WIFSIGNALED(status)) {

@@ -17,6 +17,7 @@ APT_PACKAGES=(
   prometheus-cpp-dev libopenmpi-dev openmpi-bin libyaml-cpp-dev libsqlite3-dev sqlite3 zlib1g-dev
   libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev clang libclang-rt-14-dev prometheus iproute2 curl
   procps  # pgrep/pkill in the multi-rank tests; absent from minimal Debian images
+  openssl  # the launcher TLS test makes a throwaway certificate
 )
 
 start=$(date +%s)

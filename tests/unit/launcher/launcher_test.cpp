@@ -196,6 +196,9 @@ TEST(ProcessGroup, SignalReachesTheWholeGroup) {
   for (int i = 0; i < 100 && process_start_ticks(child); ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   EXPECT_FALSE(process_start_ticks(child).has_value()) << "the grandchild survived the group signal";
-  EXPECT_FALSE(read_exit_status((dir / "exit_status").string()).has_value());  // killed: no status written
+  // The wrapper outlived the SIGTERM and recorded how the command ended (128 + SIGTERM).
+  EXPECT_EQ(read_exit_status((dir / "exit_status").string()), 128 + SIGTERM);
+  EXPECT_EQ(describe_wait_status(*status).first, 128 + SIGTERM);
+  EXPECT_NE(describe_wait_status(*status).second.find("signal 15"), std::string::npos);
   fs::remove_all(dir);
 }
