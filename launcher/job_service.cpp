@@ -185,8 +185,11 @@ StreamTicker::~StreamTicker() {
 }
 
 void StreamTicker::add(Tickable* t) {
+  // The first message goes out now, not at the next tick. Under the ticker's lock, like every
+  // tick: a stream that finishes at once cannot be deleted (OnDone -> remove) until this returns.
   std::lock_guard<std::mutex> lock(mu_);
   streams_.insert(t);
+  t->tick();
 }
 
 void StreamTicker::remove(Tickable* t) {

@@ -29,6 +29,7 @@ class StreamTicker {
   // `open_streams` (may be null) is kept equal to the number of open streams.
   StreamTicker(int interval_ms, prometheus::Gauge* open_streams);
   ~StreamTicker();
+  // Registers `t` and gives it its first tick.
   void add(Tickable* t);
   // Blocks while a tick of `t` is under way, so `t` may be deleted afterwards.
   void remove(Tickable* t);
