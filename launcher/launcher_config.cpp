@@ -14,7 +14,7 @@ namespace aln::launcher {
 const char* const kLauncherUsage =
     "usage: aln-launcher [options]\n"
     "  --listen ADDR            gRPC address (default 127.0.0.1:50051; loopback unless you say otherwise)\n"
-    "  --http-listen ADDR       /metrics and /sd (Prometheus HTTP service discovery) (default 127.0.0.1:0)\n"
+    "  --http-listen ADDR       /metrics and /sd (Prometheus HTTP service discovery) (default 127.0.0.1:9480)\n"
     "  --data-dir DIR           job store (SQLite), job directories and logs (default launcher-data)\n"
     "  --hosts H:S[,H:S...]     resource pool, hosts and slots (default localhost:<cores>)\n"
     "  --aln PATH               the aln binary jobs run (default: next to aln-launcher)\n"

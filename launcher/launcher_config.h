@@ -21,7 +21,7 @@ struct Principal {
 
 struct LauncherConfig {
   std::string listen = "127.0.0.1:50051";   // gRPC address; loopback unless told otherwise
-  std::string http_listen = "127.0.0.1:0";  // /metrics (the launcher's own) and /sd (job targets)
+  std::string http_listen = "127.0.0.1:9480";  // /metrics (the launcher's own) and /sd (job targets)
   std::string data_dir = "launcher-data";   // SQLite store, job directories and logs
   std::vector<Host> hosts;                  // the resource pool
   std::string aln_binary;                   // `aln` started for each job

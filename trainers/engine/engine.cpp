@@ -132,6 +132,10 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
   trainers::TrainerRegistry registry("trainer");
   trainers::register_all(registry);
   Meters meters(metrics);
+  // Static facts the dashboards need: FLOP estimates (about 6 x parameters per token) and MFU, and
+  // the "a rank is missing" alert (series per rank vs the ranks the job was started with).
+  metrics.gauge("aln_model_parameters", "Parameters of the policy").Set(static_cast<double>(policy.num_parameters()));
+  metrics.gauge("aln_data_parallel_size", "Data-parallel ranks of the job").Set(dp.size());
 
   JobReport report;
   if (resumed) {
@@ -151,6 +155,7 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
     trainers::Trainer& trainer = **trainer_or;
     const trainers::Needs needs = trainer.needs();
     const Labels labels{{"stage", stage_name}, {"trainer", method}};
+    meters.skipped.Add(labels);  // exported at 0 from the start, so dashboards and alerts see the series
 
     auto data = build_stage_data(stage, needs.records, **encoder, static_cast<uint64_t>(spec.seed()) + s);
     if (!data.ok()) return data.status();
