@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdio>
 #include <ctime>
+#include <map>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -139,7 +140,14 @@ void print_status(const aln::v1::JobStatus& s, bool json) {
   if (s.state() == aln::v1::QUEUED) std::printf("queue      position %d\n", s.queue_position());
   std::printf("methods    %s\nprocesses  %d%s%s\n", s.methods().c_str(), s.world_size(),
               s.hosts().empty() ? "" : " on ", s.hosts().c_str());
-  std::printf("progress   step %lld, loss %.6g\n", static_cast<long long>(s.step()), s.loss());
+  std::printf("progress   step %lld, loss %.6g%s%s\n", static_cast<long long>(s.step()), s.loss(),
+              s.stage().empty() ? "" : ", stage ", s.stage().c_str());
+  if (!s.metrics().empty()) {
+    std::map<std::string, double> sorted(s.metrics().begin(), s.metrics().end());
+    std::string line;
+    for (const auto& [k, v] : sorted) line += absl::StrFormat("%s%s %.4g", line.empty() ? "" : ", ", k, v);
+    std::printf("metrics    %s\n", line.c_str());
+  }
   std::printf("submitted  %s ago\n", age(s.submitted_unix_ms()).c_str());
   if (s.ended_unix_ms() > 0)
     std::printf("ended      %s ago, exit code %d\n", age(s.ended_unix_ms()).c_str(), s.exit_code());

@@ -523,6 +523,17 @@ void JobManager::read_progress_locked(Job& job) {
     status.set_step(parsed["global_step"].get<int64_t>());
   }
   if (parsed.contains("loss") && parsed["loss"].is_number()) status.set_loss(parsed["loss"].get<double>());
+  if (parsed.contains("stage") && parsed["stage"].is_string()) status.set_stage(parsed["stage"].get<std::string>());
+  auto& summary = *status.mutable_metrics();
+  summary.clear();
+  for (const char* key : {"tokens_per_second", "grad_norm", "lr"}) {
+    if (parsed.contains(key) && parsed[key].is_number()) summary[key] = parsed[key].get<double>();
+  }
+  if (parsed.contains("metrics") && parsed["metrics"].is_object()) {
+    for (const auto& [k, v] : parsed["metrics"].items()) {
+      if (v.is_number()) summary[k] = v.get<double>();
+    }
+  }
   persist_locked(job);
 }
 

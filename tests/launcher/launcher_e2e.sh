@@ -30,6 +30,9 @@ check "watch saw queued/starting/running before succeeded" '[[ "$out" == *runnin
 status_json="$(ctl --json status "$job1")"
 check "status: step 12, exit code 0, a loss" \
   '[[ "$status_json" == *"\"step\":\"12\""* && "$status_json" == *"\"exit_code\":0,"* && "$status_json" != *"\"loss\":0,"* ]]'
+human="$(ctl status "$job1")"
+check "status summarises the last step's metrics (stage, nll, tokens/s)" \
+  '[[ "$human" == *"stage tiny-sft"* && "$human" == *nll* && "$human" == *tokens_per_second* ]]'
 check "list --state succeeded has the job" 'ctl list --state succeeded | grep -q "^$job1 .*tiny-sft"'
 check "logs stream the job's output" 'ctl logs "$job1" | grep -q "final model"'
 check "the job ran in the submitter's directory, outputs in its run dir" \
