@@ -1,11 +1,13 @@
 // Explicit registration of every built-in trainer (no static-initialiser magic: what exists is
-// listed here, in one place). Still to come with the safety-methods work: tdpo, radpo, grpo,
-// ptalign, controllable, hair.
+// listed here, in one place). Still to come with the safety-methods work: grpo, ptalign,
+// controllable, hair.
 #include "core/status.h"
 #include "trainers/dpo/dpo_trainer.h"
+#include "trainers/radpo/radpo_trainer.h"
 #include "trainers/reward/reward_trainer.h"
 #include "trainers/safedpo/safedpo_trainer.h"
 #include "trainers/sft/sft_trainer.h"
+#include "trainers/tdpo/tdpo_trainer.h"
 #include "trainers/trainer.h"
 
 namespace aln::trainers {
@@ -15,6 +17,9 @@ void register_all(TrainerRegistry& registry) {
   ALN_THROW_IF_ERROR(registry.add("reward", make_reward_trainer, "Bradley-Terry reward model"));
   ALN_THROW_IF_ERROR(registry.add("dpo", make_dpo_trainer, "DPO (sigmoid, ipo, hinge, robust)"));
   ALN_THROW_IF_ERROR(registry.add("safedpo", make_safedpo_trainer, "SafeDPO with the safety transform and margin"));
+  ALN_THROW_IF_ERROR(registry.add("tdpo", make_tdpo_trainer, "token-level DPO (sequential KL, variants 1 and 2)"));
+  ALN_THROW_IF_ERROR(
+      registry.add("radpo", make_radpo_trainer, "risk-aware DPO (CVaR or entropic risk, variants 1 and 2)"));
 }
 
 }  // namespace aln::trainers

@@ -27,6 +27,9 @@ struct Needs {
   RecordKind records = RecordKind::kSequences;
   ModelHead head = ModelHead::kLanguageModel;
   bool reference_logprobs = false;  // per-pair reference sums, cached or computed on the fly
+  // The reference model itself in every step (full next-token distributions, as TDPO and Ra-DPO
+  // need): the stage runs with the reference on the fly whatever reference.mode says.
+  bool reference_model = false;
 };
 
 struct PrepareContext {

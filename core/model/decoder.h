@@ -47,6 +47,10 @@ class DecoderModel {
   // callers project only the positions they score (training needs log-probs of response tokens
   // only; the projection over the vocabulary is the largest activation of a small model).
   at::Tensor output_logits(const at::Tensor& hidden) const;
+  // The output projection's weight [V, H] (the embedding tensor itself when tied): output_logits
+  // is linear(hidden, output_weight()). Trainers that form the logits' gradient themselves
+  // (chunked full-vocabulary losses) contract it with this weight.
+  at::Tensor output_weight() const;
   // Sequence-classification scores [B, num_labels] at the last non-padding token (reward models).
   at::Tensor scores(const at::Tensor& input_ids, const at::Tensor& attention_mask) const;
 
@@ -71,7 +75,6 @@ class DecoderModel {
  private:
   DecoderModel(ModelConfig config, TensorMap tensors) : config_(std::move(config)), tensors_(std::move(tensors)) {}
   const at::Tensor& t(const std::string& name) const;
-  at::Tensor output_weight() const;
 
   ModelConfig config_;
   TensorMap tensors_;

@@ -75,14 +75,14 @@ check "third job waits: QUEUED at position 0" \
   '[[ "$(state "$A_port" "$queued")" == queued ]] && ctl status "$queued" | grep -q "position 0"'
 check "cancelling a queued job ends it at once" \
   'ctl cancel "$queued" >/dev/null && [[ "$(state "$A_port" "$queued")" == cancelled ]]'
-mapfile -t job_pids < <(pgrep -f "jobs/$long1/job.yaml")
+mapfile -t job_pids < <(pgrep -f "$work/a-data/jobs/$long1/job.yaml")
 check "the running job has processes (${job_pids[*]:-none})" '[[ ${#job_pids[@]} -ge 1 ]]'
 t0=$SECONDS
 ctl cancel "$long1" >/dev/null
 check "cancel: CANCELLED well within the grace period (aln stops on SIGTERM)" 'wait_state "$A_port" "$long1" cancelled 20'
 check "cancel took $((SECONDS - t0)) s" '(( SECONDS - t0 < 5 ))'
 sleep 0.3
-check "no process of the cancelled job is left" '! pgrep -f "jobs/$long1/job.yaml" >/dev/null'
+check "no process of the cancelled job is left" '! pgrep -f "$work/a-data/jobs/$long1/job.yaml" >/dev/null'
 check "cancelling an ended job: FAILED_PRECONDITION" '! ctl cancel "$long1" 2>"$work/err" && grep -q FAILED_PRECONDITION "$work/err"'
 ctl logs -f "$long2" >"$work/follow.out" 2>&1 &
 follow_pid=$!
@@ -104,7 +104,9 @@ tiny_job "$work/medium.yaml" 60
 finisher="$(ctlb submit "$work/medium.yaml")"
 check "a short job started under B" 'wait_state "$B_port" "$finisher" running 60'
 kill -KILL "$B_pid"; wait "$B_pid" 2>/dev/null
-pkill -KILL -f "jobs/$victim/job.yaml"  # dies while nobody watches: no exit status
+# The whole group at once (wrapper included) while nobody watches: no exit status is written.
+victim_pgid="$(ps -o pgid= -p "$(pgrep -f "$work/b-data/jobs/$victim/job.yaml" | head -1)" | tr -d ' ')"
+kill -KILL -- "-$victim_pgid"
 for _ in $(seq 1 300); do [[ -s "$work/b-data/jobs/$finisher/exit_status" ]] && break; sleep 0.1; done
 check "the short job finished while the launcher was down" '[[ "$(cat "$work/b-data/jobs/$finisher/exit_status")" == 0 ]]'
 start_launcher B --data-dir "$work/b-data" --hosts localhost:3 --job-metrics-ports "$(ports)"
@@ -118,7 +120,7 @@ check "ids continue after a restart ($next)" '[[ "$next" == job-000004 ]]'
 ctlb cancel "$survivor" >/dev/null
 check "the re-attached job can be cancelled" 'wait_state "$B_port" "$survivor" cancelled 20'
 sleep 0.3
-check "and its processes are gone" '! pgrep -f "jobs/$survivor/job.yaml" >/dev/null'
+check "and its processes are gone" '! pgrep -f "$work/b-data/jobs/$survivor/job.yaml" >/dev/null'
 check "the job submitted after the restart succeeds" 'wait_state "$B_port" "$next" succeeded 60'
 
 # ---------------------------------------------------------------- C. SIGTERM ignored -> SIGKILL
@@ -133,7 +135,7 @@ t0=$SECONDS
 ctlc cancel "$stubborn" >/dev/null
 check "a job ignoring SIGTERM is CANCELLED after SIGKILL" 'wait_state "$C_port" "$stubborn" cancelled 15'
 check "the grace period was honoured ($((SECONDS - t0)) s)" '(( SECONDS - t0 >= 1 ))'
-check "its sleep is gone too" '! pgrep -f "stubborn.sh $stubborn" >/dev/null'
+check "its sleep is gone too" '! pgrep -f "$work/stubborn.sh $stubborn" >/dev/null'
 
 # ---------------------------------------------------------------- D. tokens, TLS, size limit
 alice=alice-0123456789abcdef; bob=bob-0123456789abcdef0; root=root-0123456789abcdef

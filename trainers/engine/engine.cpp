@@ -187,6 +187,11 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
     const int64_t micro = opt.micro_batch_size();
     std::optional<model::DecoderModel> reference;
     std::string reference_key;
+    const bool on_the_fly = needs.reference_model || stage.reference().mode() == aln::v1::ON_THE_FLY;
+    if (needs.reference_model && stage.reference().mode() != aln::v1::ON_THE_FLY) {
+      log.info("stage %s: %s needs the reference's full distributions; the reference runs on the fly", stage_name,
+               method);
+    }
     if (needs.reference_logprobs) {
       const auto ref_start = Clock::now();
       if (resuming && resumed->reference) {
@@ -195,10 +200,10 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
         auto loaded = model::load_hf_model(stage.reference().path());
         if (!loaded.ok()) return loaded.status();
         reference = std::move(*loaded);
-      } else if (!(resuming && stage.reference().mode() != aln::v1::ON_THE_FLY)) {
+      } else if (!(resuming && !on_the_fly)) {
         reference = policy.to(at::kFloat);
       }
-      if (stage.reference().mode() != aln::v1::ON_THE_FLY) {
+      if (!on_the_fly) {
         if (resuming && resumed->state.reference_cache_key.empty()) {
           return absl::FailedPreconditionError(absl::StrCat(resumed->path, " has no reference-cache key for stage ",
                                                             stage_name, "; cannot resume it mid-way"));

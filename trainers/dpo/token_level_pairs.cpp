@@ -1,0 +1,107 @@
+#include "trainers/dpo/token_level_pairs.h"
+
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+
+#include "core/error.h"
+
+namespace aln::trainers {
+
+LossOutput token_level_pair_loss(const std::vector<const buffer::Example*>& batch, StepContext& ctx,
+                                 const TokenLevelSettings& s) {
+  ALN_CHECK(ctx.reference != nullptr, "TDPO and Ra-DPO need the reference model itself (full distributions)");
+  const int64_t pairs = static_cast<int64_t>(batch.size());
+  buffer::SequenceBatch b = buffer::collate_pairs(batch, ctx.pad_id);
+  const int64_t t = b.input_ids.size(1);
+  ALN_CHECK(t >= 2, "sequences need at least two tokens to score a response");
+  // Position p predicts token p + 1: the positions whose next token is a response token.
+  const at::Tensor scored = b.response_mask.narrow(1, 1, t - 1).reshape(-1) > 0;
+  const at::Tensor flat = scored.nonzero().squeeze(1);
+  const int64_t n = flat.numel();
+  ALN_CHECK(n > 0, "no response tokens in the batch");
+  const at::Tensor rows = at::div(flat, t - 1, "floor");
+  const at::Tensor targets = b.input_ids.narrow(1, 1, t - 1).reshape(-1).index_select(0, flat);
+
+  const bool training = at::GradMode::is_enabled();
+  const at::Tensor hidden = ctx.policy->hidden_states(b.input_ids, b.attention_mask);
+  const int64_t h = hidden.size(2);
+  const at::Tensor selected = hidden.narrow(1, 0, t - 1).reshape({-1, h}).index_select(0, flat);  // [N, H]
+  at::Tensor ref_selected;
+  {
+    at::NoGradGuard no_grad;
+    const at::Tensor ref_hidden = ctx.reference->hidden_states(b.input_ids, b.attention_mask);
+    ref_selected = ref_hidden.narrow(1, 0, t - 1).reshape({-1, ref_hidden.size(2)}).index_select(0, flat);
+  }
+  const at::Tensor weight = ctx.policy->output_weight();  // [V, H], the parameter (tied or not)
+  const at::Tensor ref_weight = ctx.reference->output_weight();
+  const at::Tensor sel_detached = selected.detach();
+  auto chunk_logits = [&](int64_t start, int64_t len) {
+    at::NoGradGuard no_grad;
+    return std::pair{at::linear(sel_detached.narrow(0, start, len), weight.detach()),
+                     at::linear(ref_selected.narrow(0, start, len), ref_weight)};
+  };
+
+  // Pass 1: per-sequence sums of log pi(y), log pi_ref(y) and the divergence terms.
+  const auto opts = sel_detached.options();
+  at::Tensor sums_policy = at::zeros({2 * pairs}, opts);
+  at::Tensor sums_reference = at::zeros({2 * pairs}, opts);
+  at::Tensor sums_divergence = at::zeros({2 * pairs}, opts);
+  for (int64_t start = 0; start < n; start += s.chunk) {
+    const int64_t len = std::min(s.chunk, n - start);
+    auto [z, r] = chunk_logits(start, len);
+    kernels::PositionTerms terms = kernels::position_terms(z, r, targets.narrow(0, start, len), s.divergence);
+    const at::Tensor row = rows.narrow(0, start, len);
+    sums_policy.index_add_(0, row, terms.policy_logp);
+    sums_reference.index_add_(0, row, terms.reference_logp);
+    sums_divergence.index_add_(0, row, terms.divergence);
+  }
+  kernels::TokenLevelCoefficients k = kernels::tdpo_family_coefficients(sums_policy, sums_reference, sums_divergence,
+                                                                        pairs, s.variant, s.beta, s.alpha);
+
+  LossOutput out;
+  out.loss = k.loss.loss;
+  if (training) {
+    // Pass 2: dL/dz per chunk, contracted into dL/dh [N, H] and dL/dW [V, H].
+    at::Tensor grad_hidden = at::empty({n, h}, opts);
+    at::Tensor grad_weight = at::zeros(weight.sizes(), opts);
+    {
+      at::NoGradGuard no_grad;
+      for (int64_t start = 0; start < n; start += s.chunk) {
+        const int64_t len = std::min(s.chunk, n - start);
+        auto [z, r] = chunk_logits(start, len);
+        const at::Tensor row = rows.narrow(0, start, len);
+        const at::Tensor g =
+            kernels::position_terms_grad(z, r, targets.narrow(0, start, len), k.policy.index_select(0, row),
+                                         k.divergence.index_select(0, row), s.divergence);
+        grad_hidden.narrow(0, start, len).copy_(at::mm(g, weight.detach()));
+        grad_weight.addmm_(g.t(), sel_detached.narrow(0, start, len));
+      }
+    }
+    // d(surrogate)/d(selected) = grad_hidden and d/d(weight) = grad_weight; its value is replaced
+    // by the loss's.
+    const at::Tensor surrogate = (selected * grad_hidden).sum() + (weight * grad_weight).sum();
+    out.loss = surrogate - surrogate.detach() + k.loss.loss;
+  }
+  out.tokens = b.attention_mask.sum().item<int64_t>();
+  const auto& l = k.loss;
+  out.metrics["rewards_chosen"] = l.rewards_chosen.mean().item<double>();
+  out.metrics["rewards_rejected"] = l.rewards_rejected.mean().item<double>();
+  out.metrics["rewards_accuracy"] = l.accuracy;
+  out.metrics["rewards_margin"] = l.margin;
+  const at::Tensor dw = sums_divergence.narrow(0, 0, pairs), dl = sums_divergence.narrow(0, pairs, pairs);
+  out.metrics[s.metric_name + "_chosen"] = dw.mean().item<double>();
+  out.metrics[s.metric_name + "_rejected"] = dl.mean().item<double>();
+  out.metrics[s.metric_name + "_margin"] = (dl - dw).mean().item<double>();
+  const at::Tensor counts = scored.reshape({2 * pairs, t - 1}).sum(1).to(opts.dtype());
+  const at::Tensor lr = (sums_policy - sums_reference).to(at::kDouble);
+  out.metrics["logratio_chosen"] = lr.narrow(0, 0, pairs).mean().item<double>();
+  out.metrics["logratio_rejected"] = lr.narrow(0, pairs, pairs).mean().item<double>();
+  // The exact per-token KL(pi_ref || pi) is what TDPO's term is; for Ra-DPO report the log-ratio
+  // estimate like the other pair trainers.
+  out.metrics["kl_estimate"] = (lr / counts.to(at::kDouble).clamp_min(1)).mean().item<double>();
+  out.sequence_logprobs = sums_policy;
+  out.sequence_tokens = counts;
+  return out;
+}
+
+}  // namespace aln::trainers
