@@ -345,7 +345,11 @@ double DecoderModel::forward_flops_per_token(int64_t context) const {
 
 DecoderModel DecoderModel::to(at::ScalarType dtype) const {
   TensorMap out;
-  for (const auto& [name, value] : tensors_) out.emplace(name, value.to(dtype));
+  // Always a copy: a frozen reference made with policy.to(kFloat) must not share storage with the
+  // policy the optimizer updates in place (Tensor::to returns the tensor itself for the same dtype).
+  for (const auto& [name, value] : tensors_) {
+    out.emplace(name, value.detach().to(dtype, /*non_blocking=*/false, /*copy=*/true));
+  }
   return DecoderModel(config_, std::move(out));
 }
 

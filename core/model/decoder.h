@@ -65,6 +65,7 @@ class DecoderModel {
   // included); training is about 3x this.
   double forward_flops_per_token(int64_t context) const;
 
+  // A deep copy in `dtype` (never shares storage with this model, even in the same dtype).
   DecoderModel to(at::ScalarType dtype) const;
   // Grows the vocabulary to `new_vocab_size` (for added special tokens such as control tokens). New
   // embedding and output rows start at the mean of the existing rows, as transformers does, so new

@@ -66,7 +66,8 @@ TEST_P(DecoderTest, ScoreHeadReadsLastRealToken) {
   at::Tensor ids = at::randint(97, {1, 5}, at::kLong);
   at::Tensor alone = m.scores(ids, at::ones({1, 5}, at::kLong));
   ASSERT_EQ(alone.sizes(), (at::IntArrayRef{1, 1}));
-  at::Tensor batch_ids = at::cat({at::cat({at::zeros({1, 2}, at::kLong), ids}, 1), at::cat({ids, at::zeros({1, 2}, at::kLong)}, 1)});
+  at::Tensor batch_ids =
+      at::cat({at::cat({at::zeros({1, 2}, at::kLong), ids}, 1), at::cat({ids, at::zeros({1, 2}, at::kLong)}, 1)});
   at::Tensor batch_mask = at::cat({at::cat({at::zeros({1, 2}, at::kLong), at::ones({1, 5}, at::kLong)}, 1),
                                    at::cat({at::ones({1, 5}, at::kLong), at::zeros({1, 2}, at::kLong)}, 1)});
   at::Tensor both = m.scores(batch_ids, batch_mask);
@@ -88,6 +89,17 @@ TEST_P(DecoderTest, GradientsReachEveryParameter) {
 INSTANTIATE_TEST_SUITE_P(Families, DecoderTest, ::testing::Values(Family::kLlama, Family::kGpt2),
                          [](const auto& info) { return info.param == Family::kLlama ? "Llama" : "Gpt2"; });
 
+// The engine's default reference is policy.to(kFloat): it must be a copy, or the optimizer's
+// in-place updates of the policy would move the "frozen" reference with it.
+TEST(Decoder, ToSameDtypeIsADeepCopy) {
+  DecoderModel m = DecoderModel::random_init(tiny(Family::kLlama), 3);
+  DecoderModel copy = m.to(at::kFloat);
+  for (auto& [name, t] : m.tensors()) t.add_(1.0);
+  for (const auto& [name, t] : copy.tensors()) {
+    EXPECT_FALSE(at::equal(t, m.tensors().at(name))) << name << " shares storage with the original";
+  }
+}
+
 TEST(Decoder, ParameterAndFlopCounts) {
   ModelConfig c = tiny(Family::kLlama);
   DecoderModel m = DecoderModel::random_init(c, 1);
@@ -107,12 +119,14 @@ TEST(Decoder, CheckpointErrorsNameTheTensor) {
             "1 tensor(s) missing from the checkpoint, first: 'model.layers.1.mlp.up_proj.weight'");
   TensorMap wrong = tensors;
   wrong["model.norm.weight"] = at::ones({31});
-  EXPECT_EQ(DecoderModel::from_tensors(c, wrong).status().message(),
-            "tensor 'model.norm.weight' has shape [31] but the config needs [32]; the config does not match the weights");
+  EXPECT_EQ(
+      DecoderModel::from_tensors(c, wrong).status().message(),
+      "tensor 'model.norm.weight' has shape [31] but the config needs [32]; the config does not match the weights");
   TensorMap extra = tensors;
   extra["model.layers.2.mlp.up_proj.weight"] = at::ones({1});
-  EXPECT_EQ(DecoderModel::from_tensors(c, extra).status().message(),
-            "unexpected tensor(s) in the checkpoint: model.layers.2.mlp.up_proj.weight (wrong architecture in config.json?)");
+  EXPECT_EQ(
+      DecoderModel::from_tensors(c, extra).status().message(),
+      "unexpected tensor(s) in the checkpoint: model.layers.2.mlp.up_proj.weight (wrong architecture in config.json?)");
   EXPECT_TRUE(DecoderModel::from_tensors(c, tensors).ok());
 }
 
@@ -163,7 +177,8 @@ TEST(ModelConfig, ParsesTransformersConfigsAndRejectsBadOnes) {
             "config.json: hidden_size: missing");
   EXPECT_EQ(parse_hf_config("{not json", "config.json").status().code(), absl::StatusCode::kInvalidArgument);
   auto gqa = parse_hf_config(R"({"model_type": "llama", "vocab_size": 10, "hidden_size": 12, "num_hidden_layers": 1,
-      "num_attention_heads": 3, "num_key_value_heads": 2, "intermediate_size": 16})", "config.json");
+      "num_attention_heads": 3, "num_key_value_heads": 2, "intermediate_size": 16})",
+                             "config.json");
   EXPECT_EQ(gqa.status().message(), "config.json: num_key_value_heads: 2 does not divide num_attention_heads 3");
 }
 

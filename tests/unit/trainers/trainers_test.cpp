@@ -7,11 +7,11 @@
 
 #include <cstdlib>
 
+#include "tests/unit/trainers/tiny_model.h"
 #include "trainers/dpo/pair_logprobs.h"
 #include "trainers/engine/text_encoder.h"
 #include "trainers/sequence_logprobs.h"
 #include "trainers/trainer.h"
-#include "tests/unit/trainers/tiny_model.h"
 
 namespace aln::trainers {
 namespace {
@@ -52,7 +52,7 @@ buffer::Example pair(std::vector<int64_t> p, std::vector<int64_t> c, std::vector
 TEST(Trainers, RegistryListsTheAlignmentCoreMethods) {
   TrainerRegistry registry("trainer");
   register_all(registry);
-  EXPECT_EQ(registry.names(), (std::vector<std::string>{"dpo", "reward", "safedpo", "sft"}));
+  EXPECT_EQ(registry.names(), (std::vector<std::string>{"dpo", "radpo", "reward", "safedpo", "sft", "tdpo"}));
 }
 
 TEST(Trainers, SftIsMeanNllOverResponseTokens) {
@@ -214,6 +214,89 @@ TEST(Trainers, ResponseOnlyProjectionEqualsFullLogits) {
   auto g_full = grads(full.sums);
   auto g_fast = grads(fast.sums);
   for (const auto& [name, g] : g_full) EXPECT_TRUE(at::allclose(g, g_fast.at(name), 1e-4, 1e-6)) << name;
+}
+
+// TDPO / Ra-DPO through the chunked two-pass trainer path equal the same loss written directly on
+// full logits with autograd (METHODS.md formulas), values and every parameter's gradient.
+TEST(Trainers, TokenLevelTrainersEqualFullLogitsAutograd) {
+  struct Case {
+    std::string method;
+    aln::v1::RiskMeasure risk;
+    bool split;
+    aln::v1::PairVariant variant;
+  };
+  const std::vector<Case> cases = {{"tdpo", aln::v1::CVAR, false, aln::v1::VARIANT_1},
+                                   {"tdpo", aln::v1::CVAR, false, aln::v1::VARIANT_2},
+                                   {"radpo", aln::v1::CVAR, false, aln::v1::VARIANT_2},
+                                   {"radpo", aln::v1::CVAR, true, aln::v1::VARIANT_1},
+                                   {"radpo", aln::v1::ERM, false, aln::v1::VARIANT_2}};
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.method + (c.risk == aln::v1::ERM ? " erm" : " cvar") + (c.split ? " split" : "") + " variant " +
+                 std::to_string(c.variant));
+    auto policy = model::DecoderModel::random_init(tiny(model::Head::kCausalLm), 21);
+    auto reference = model::DecoderModel::random_init(tiny(model::Head::kCausalLm), 22);
+    std::vector<buffer::Example> ex = {pair({1, 2, 3}, {4, 5, 6}, {7}), pair({8}, {9, 10}, {11, 12, 13, 14})};
+    std::vector<const buffer::Example*> view = {&ex[0], &ex[1]};
+    aln::v1::StageSpec stage;
+    const double mu = c.risk == aln::v1::ERM ? 5.0 : 0.8;
+    if (c.method == "tdpo") {
+      auto* o = stage.mutable_trainer()->mutable_tdpo();
+      o->set_beta(0.5), o->set_alpha(0.5), o->set_variant(c.variant), o->set_chunk_size(3);
+    } else {
+      auto* o = stage.mutable_trainer()->mutable_radpo();
+      o->set_beta(0.5), o->set_alpha(0.5), o->set_variant(c.variant), o->set_chunk_size(3);
+      o->set_risk(c.risk), o->set_mu(mu), o->set_split_vocabulary(c.split);
+    }
+    auto trainer = make(c.method, &stage);
+    EXPECT_TRUE(trainer->needs().reference_model);
+    policy.set_requires_grad(true);
+    auto grads_of = [&](const at::Tensor& loss) {
+      for (auto& [name, p] : policy.tensors()) p.mutable_grad() = at::Tensor();
+      loss.backward();
+      std::map<std::string, at::Tensor> g;
+      for (auto& [name, p] : policy.tensors()) g[name] = p.grad().clone();
+      return g;
+    };
+    StepContext ctx{&policy, &reference, 0, 0};
+    LossOutput chunked = trainer->compute_loss(view, ctx);
+    auto g_chunked = grads_of(chunked.loss);
+
+    buffer::SequenceBatch b = buffer::collate_pairs(view, 0);
+    const int64_t t = b.input_ids.size(1);
+    at::Tensor logp = at::log_softmax(policy.logits(b.input_ids, b.attention_mask).narrow(1, 0, t - 1), -1);
+    at::Tensor ref_logp =
+        at::log_softmax(reference.logits(b.input_ids, b.attention_mask).narrow(1, 0, t - 1), -1).detach();
+    at::Tensor mask = b.response_mask.narrow(1, 1, t - 1).to(at::kFloat);
+    at::Tensor y = b.input_ids.narrow(1, 1, t - 1).unsqueeze(2);
+    at::Tensor d = ref_logp - logp;
+    at::Tensor term;
+    if (c.method == "tdpo") {
+      term = (ref_logp.exp() * d).sum(-1);
+    } else if (c.risk == aln::v1::ERM) {
+      term = at::log((ref_logp.exp() * at::exp(mu * d)).sum(-1)) / mu;
+    } else {
+      auto above = [&](const at::Tensor& x) { return (x > at::quantile(x, 1 - mu, -1, true, "linear")).to(x.dtype()); };
+      const int64_t v = d.size(-1), first = (v + 1) / 2;
+      at::Tensor m =
+          c.split ? at::cat({above(d.narrow(-1, 0, first)), above(d.narrow(-1, first, v - first))}, -1) : above(d);
+      term = (ref_logp.exp() * d * m).sum(-1);
+    }
+    at::Tensor lr = ((logp.gather(2, y) - ref_logp.gather(2, y)).squeeze(2) * mask).sum(1);
+    at::Tensor div = (term * mask).sum(1);
+    const int64_t n = 2;
+    at::Tensor h = lr.narrow(0, 0, n) - lr.narrow(0, n, n);
+    at::Tensor dw = div.narrow(0, 0, n), dl = div.narrow(0, n, n);
+    at::Tensor penalty = c.variant == aln::v1::VARIANT_1 ? dl - dw : 0.5 * (dl - dw.detach());
+    at::Tensor direct = -at::log_sigmoid(0.5 * (h - penalty)).mean();
+    EXPECT_NEAR(chunked.loss.item<double>(), direct.item<double>(), 1e-5);
+    auto g_direct = grads_of(direct);
+    for (const auto& [name, g] : g_direct) {
+      EXPECT_TRUE(at::allclose(g_chunked.at(name), g, 1e-3, 1e-6))
+          << name << " max diff " << (g_chunked.at(name) - g).abs().max().item<double>();
+    }
+    const std::string key = c.method == "tdpo" ? "seqkl_chosen" : "risk_chosen";
+    EXPECT_NEAR(chunked.metrics.at(key), dw.mean().item<double>(), 1e-5);
+  }
 }
 
 TEST(Trainers, ResponsesEndWithTheEndOfTextId) {
