@@ -112,7 +112,7 @@ int main(int argc, char** argv) {
     s.divergence.mu = 0.95;
     s.chunk = chunk;
     s.metric_name = "risk";
-    aln::trainers::StepContext ctx{&policy, &reference, 0, 0};
+    auto ctx = aln::trainers::make_step_context(&policy, &reference, 0, 0);
     aln::trainers::LossOutput out = aln::trainers::token_level_pair_loss(view, ctx, s);
     out.loss.backward();
     loss = out.loss.item<double>();

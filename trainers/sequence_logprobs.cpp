@@ -6,7 +6,8 @@
 
 namespace aln::trainers {
 
-kernels::ResponseLogprobs response_logprobs(const model::DecoderModel& model, const buffer::SequenceBatch& batch) {
+kernels::ResponseLogprobs response_logprobs(const model::DecoderModel& model, const buffer::SequenceBatch& batch,
+                                            double temperature) {
   const int64_t b = batch.input_ids.size(0);
   const int64_t t = batch.input_ids.size(1);
   ALN_CHECK(t >= 2, "sequences need at least two tokens to score a response");
@@ -14,14 +15,17 @@ kernels::ResponseLogprobs response_logprobs(const model::DecoderModel& model, co
   at::Tensor scored = batch.response_mask.narrow(1, 1, t - 1).reshape(-1) > 0;
   at::Tensor flat = scored.nonzero().squeeze(1);  // indices into [B * (T-1)]
   if (flat.numel() == 0) {
-    return kernels::response_logprobs(model.logits(batch.input_ids, batch.attention_mask), batch.input_ids,
-                                      batch.response_mask);
+    at::Tensor logits = model.logits(batch.input_ids, batch.attention_mask);
+    if (temperature != 1.0) logits = logits / temperature;
+    return kernels::response_logprobs(logits, batch.input_ids, batch.response_mask);
   }
   at::Tensor hidden = model.hidden_states(batch.input_ids, batch.attention_mask);
   const int64_t h = hidden.size(2);
   at::Tensor selected = hidden.narrow(1, 0, t - 1).reshape({-1, h}).index_select(0, flat);
   at::Tensor targets = batch.input_ids.narrow(1, 1, t - 1).reshape(-1).index_select(0, flat);
-  at::Tensor lp = kernels::token_logprobs(model.output_logits(selected).unsqueeze(0), targets.unsqueeze(0)).squeeze(0);
+  at::Tensor logits = model.output_logits(selected);
+  if (temperature != 1.0) logits = logits / temperature;
+  at::Tensor lp = kernels::token_logprobs(logits.unsqueeze(0), targets.unsqueeze(0)).squeeze(0);
   at::Tensor rows = at::div(flat, t - 1, "floor");
   kernels::ResponseLogprobs out;
   out.sums = at::zeros({b}, lp.options()).index_add(0, rows, lp);

@@ -13,6 +13,9 @@ namespace aln::trainers {
 // Same result as kernels::response_logprobs(model.logits(...), ...): per-row sums and token counts
 // over the response tokens (sums differentiable), and the per-token values [B, T-1] (zero where no
 // response token is scored).
-kernels::ResponseLogprobs response_logprobs(const model::DecoderModel& model, const buffer::SequenceBatch& batch);
+// `temperature` divides the logits first (GRPO scores its samples under the distribution it sampled
+// from, as TRL does).
+kernels::ResponseLogprobs response_logprobs(const model::DecoderModel& model, const buffer::SequenceBatch& batch,
+                                            double temperature = 1.0);
 
 }  // namespace aln::trainers

@@ -4,6 +4,7 @@
 // (batching, gradient accumulation, optimizer, clipping, schedule, reference log-probs,
 // checkpoints, metrics export, evaluation cadence, data/pipeline parallelism).
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -44,8 +45,26 @@ struct StepContext {
   // Set when reference log-probs are computed on the fly (not cached in the examples).
   const model::DecoderModel* reference = nullptr;
   int64_t pad_id = 0;
-  int64_t step = 0;
+  int64_t step = 0;  // the policy version: optimizer steps taken in this stage
+  // For rollout-based trainers (GRPO): ids -> text (rule rewards), the end-of-response id, the job's
+  // seed (sampling seeds derive from it, the step and the prompts, so runs and resumes repeat), and
+  // the stage's reward models (score heads).
+  std::function<std::string(const std::vector<int64_t>&)> decode;
+  int64_t eos_id = -1;
+  uint64_t seed = 0;
+  std::vector<const model::DecoderModel*> reward_models;
 };
+
+// A context with the four basic fields (the rollout fields keep their defaults).
+inline StepContext make_step_context(const model::DecoderModel* policy, const model::DecoderModel* reference,
+                                     int64_t pad_id, int64_t step) {
+  StepContext ctx;
+  ctx.policy = policy;
+  ctx.reference = reference;
+  ctx.pad_id = pad_id;
+  ctx.step = step;
+  return ctx;
+}
 
 struct LossOutput {
   at::Tensor loss;                        // scalar, differentiable

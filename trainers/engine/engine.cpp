@@ -222,6 +222,21 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
       meters.phase.Add({{"stage", stage_name}, {"phase", "reference"}}).Set(since(ref_start));
     }
     const model::DecoderModel* ref_ptr = reference ? &*reference : nullptr;
+    // Reward models with score heads (rollout-based trainers score their samples with them).
+    std::vector<model::DecoderModel> reward_models;
+    for (const auto& rm : stage.reward_models()) {
+      auto loaded = model::load_hf_model(rm.path());
+      if (!loaded.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat("reward_models: ", rm.name().empty() ? rm.path() : rm.name(),
+                                                       ": ", loaded.status().message()));
+      }
+      reward_models.push_back(std::move(*loaded));
+    }
+    trainers::StepContext extras;
+    extras.decode = [enc = encoder->get()](const std::vector<int64_t>& ids) { return enc->decode(ids); };
+    extras.eos_id = (*encoder)->eos_id();
+    extras.seed = static_cast<uint64_t>(spec.seed()) + static_cast<uint64_t>(s);
+    for (const auto& rm : reward_models) extras.reward_models.push_back(&rm);
     // Saved with checkpoints only when it exists nowhere else (the policy as the stage started).
     const model::DecoderModel* ref_to_save = stage.reference().path().empty() ? ref_ptr : nullptr;
 
@@ -239,7 +254,7 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
     if (resuming) {
       stage_report.before = resumed->state.stage_before;
     } else {
-      stage_report.before = evaluate(trainer, policy, ref_ptr, data->eval, micro, pad_id);
+      stage_report.before = evaluate(trainer, policy, ref_ptr, data->eval, micro, pad_id, true, &extras);
       absl::Status logged = log_eval("before", 0, stage_report.before);
       if (!logged.ok()) return logged;
     }
@@ -304,7 +319,11 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
       for (int64_t a = 0; a < opt.gradient_accumulation(); ++a) {
         const auto& batch = micro_batches[static_cast<size_t>(a)];
         t0 = Clock::now();
-        trainers::StepContext ctx{&policy, ref_ptr, pad_id, step};
+        trainers::StepContext ctx = extras;
+        ctx.policy = &policy;
+        ctx.reference = ref_ptr;
+        ctx.pad_id = pad_id;
+        ctx.step = step;
         trainers::LossOutput out = trainer.compute_loss(batch, ctx);
         // In one process without accumulation the weight is exactly 1 and the loss is used as is.
         const double weight = normalizers[static_cast<size_t>(a)] / normalizer_total;
@@ -409,7 +428,8 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
       if (!logged.ok()) return logged;
       progress.update(step + 1, step_loss, static_cast<double>(tokens) / step_t);
       if (spec.eval().every_steps() > 0 && (step + 1) % spec.eval().every_steps() == 0) {
-        logged = log_eval("periodic", step + 1, evaluate(trainer, policy, ref_ptr, data->eval, micro, pad_id));
+        logged = log_eval("periodic", step + 1,
+                          evaluate(trainer, policy, ref_ptr, data->eval, micro, pad_id, true, &extras));
         if (!logged.ok()) return logged;
       }
       stage_report.steps = step + 1;
@@ -443,7 +463,7 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
     policy.set_requires_grad(false);
     stage_report.seconds = since(stage_start);
     if (resuming) stage_report.steps = std::max(stage_report.steps, first_step);
-    stage_report.after = evaluate(trainer, policy, ref_ptr, data->eval, micro, pad_id);
+    stage_report.after = evaluate(trainer, policy, ref_ptr, data->eval, micro, pad_id, true, &extras);
     absl::Status logged = log_eval("after", stage_report.steps, stage_report.after);
     if (!logged.ok()) return logged;
     report.stages.push_back(stage_report);

@@ -11,7 +11,8 @@
 namespace aln::engine {
 
 MetricMap evaluate(trainers::Trainer& trainer, const model::DecoderModel& policy, const model::DecoderModel* reference,
-                   const std::vector<buffer::Example>& eval, int64_t micro, int64_t pad_id, bool with_loss) {
+                   const std::vector<buffer::Example>& eval, int64_t micro, int64_t pad_id, bool with_loss,
+                   const trainers::StepContext* extras) {
   MetricMap out;
   if (eval.empty()) return out;
   at::NoGradGuard no_grad;
@@ -27,7 +28,11 @@ MetricMap evaluate(trainers::Trainer& trainer, const model::DecoderModel& policy
     const double weight = static_cast<double>(batch.size());
     at::Tensor seq_sums, seq_tokens;
     if (with_loss) {
-      trainers::StepContext ctx{&policy, reference, pad_id, 0};
+      trainers::StepContext ctx = extras != nullptr ? *extras : trainers::StepContext{};
+      ctx.policy = &policy;
+      ctx.reference = reference;
+      ctx.pad_id = pad_id;
+      ctx.step = 0;  // evaluation samples the same rollouts before and after a stage
       trainers::LossOutput step = trainer.compute_loss(batch, ctx);
       loss += step.loss.item<double>() * weight;
       for (const auto& [k, v] : step.metrics) sums[k] += v * weight;

@@ -22,7 +22,9 @@ namespace aln::engine {
 // logratio_chosen/rejected (mean Δlr) and kl_estimate from their loss output.
 // With `with_loss` false only the policy-alone metrics are computed (for `aln eval` without a
 // reference model, where the trainer's loss cannot be evaluated).
+// `extras` (optional) supplies what rollout-based trainers need (decoder, end id, seed, reward models).
 MetricMap evaluate(trainers::Trainer& trainer, const model::DecoderModel& policy, const model::DecoderModel* reference,
-                   const std::vector<buffer::Example>& eval, int64_t micro, int64_t pad_id, bool with_loss = true);
+                   const std::vector<buffer::Example>& eval, int64_t micro, int64_t pad_id, bool with_loss = true,
+                   const trainers::StepContext* extras = nullptr);
 
 }  // namespace aln::engine

@@ -59,6 +59,16 @@ absl::StatusOr<StageData> build_stage_data(const aln::v1::StageSpec& stage, trai
           add(encoder.encode(prompt_text(encoder, r.prompt, r.prompt_messages, fmt)),
               encoder.encode_response(r.response), {}, std::move(e));
         }
+      } else if (kind == trainers::RecordKind::kPrompts) {
+        auto records = data::read_prompts(source.path(), options, &report);
+        if (!records.ok()) return records.status();
+        for (const auto& r : *records) {
+          buffer::Example e;
+          e.source = absl::StrCat(r.origin.file, ":", r.origin.line);
+          e.category = r.category;
+          const aln::v1::DataFormat fmt = r.prompt.rfind("\n\nHuman:", 0) == 0 ? aln::v1::HH_RLHF : source.format();
+          add(encoder.encode(prompt_text(encoder, r.prompt, {}, fmt)), {}, {}, std::move(e));
+        }
       } else {
         auto records = data::read_preferences(source.path(), options, &report);
         if (!records.ok()) return records.status();

@@ -41,6 +41,11 @@ absl::Status check_supported(const aln::v1::JobSpec& spec) {
       return absl::UnimplementedError(absl::StrCat(where, "data.packing: not supported yet; set it to false (",
                                                    "data.length_grouping reduces padding instead)"));
     }
+    if (stages[s].trainer().has_grpo() && stages[s].trainer().grpo().max_staleness() != 0) {
+      return absl::UnimplementedError(absl::StrCat(where,
+                                                   "trainer.grpo.max_staleness: only on-policy rollouts (0) are "
+                                                   "implemented yet; remove the key or set 0"));
+    }
     for (int i = 0; i < d.train_size(); ++i) {
       if (d.train(i).weight() != 1.0) {
         return absl::UnimplementedError(absl::StrCat(where, "data.train[", i,

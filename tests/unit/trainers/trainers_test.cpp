@@ -52,7 +52,7 @@ buffer::Example pair(std::vector<int64_t> p, std::vector<int64_t> c, std::vector
 TEST(Trainers, RegistryListsTheAlignmentCoreMethods) {
   TrainerRegistry registry("trainer");
   register_all(registry);
-  EXPECT_EQ(registry.names(), (std::vector<std::string>{"dpo", "radpo", "reward", "safedpo", "sft", "tdpo"}));
+  EXPECT_EQ(registry.names(), (std::vector<std::string>{"dpo", "grpo", "radpo", "reward", "safedpo", "sft", "tdpo"}));
 }
 
 TEST(Trainers, SftIsMeanNllOverResponseTokens) {
@@ -62,7 +62,7 @@ TEST(Trainers, SftIsMeanNllOverResponseTokens) {
   a.response = {4, 5};
   b.prompt = {6};
   b.response = {7, 8, 9};
-  StepContext ctx{&policy, nullptr, 0, 0};
+  auto ctx = make_step_context(&policy, nullptr, 0, 0);
   LossOutput out = make("sft")->compute_loss({&a, &b}, ctx);
   // Direct: -log p(4|1 2 3) - log p(5|1 2 3 4) for a, three terms for b, divided by 5.
   double total = 0;
@@ -80,7 +80,7 @@ TEST(Trainers, SftIsMeanNllOverResponseTokens) {
 TEST(Trainers, RewardIsBradleyTerryOnScores) {
   auto rm = model::DecoderModel::random_init(tiny(model::Head::kSequenceScore), 2);
   auto e1 = pair({1, 2}, {3, 4}, {5}), e2 = pair({6}, {7}, {8, 9, 10});
-  StepContext ctx{&rm, nullptr, 0, 0};
+  auto ctx = make_step_context(&rm, nullptr, 0, 0);
   LossOutput out = make("reward")->compute_loss({&e1, &e2}, ctx);
   auto score = [&](std::vector<int64_t> ids) {
     at::Tensor t = at::tensor(ids, at::kLong).unsqueeze(0);
@@ -97,12 +97,12 @@ TEST(Trainers, DpoCachedReferenceEqualsOnTheFly) {
   auto policy = model::DecoderModel::random_init(tiny(model::Head::kCausalLm), 3);
   auto reference = model::DecoderModel::random_init(tiny(model::Head::kCausalLm), 4);
   std::vector<buffer::Example> ex = {pair({1, 2}, {3, 4}, {5}), pair({6}, {7}, {8, 9, 10})};
-  StepContext live{&policy, &reference, 0, 0};
+  auto live = make_step_context(&policy, &reference, 0, 0);
   auto trainer = make("dpo");
   const double on_the_fly = trainer->compute_loss({&ex[0], &ex[1]}, live).loss.item<double>();
   reference_pair_logprobs(reference, {&ex[0], &ex[1]}, 0);
   EXPECT_TRUE(std::isfinite(ex[0].reference_chosen));
-  StepContext cached{&policy, nullptr, 0, 0};
+  auto cached = make_step_context(&policy, nullptr, 0, 0);
   EXPECT_NEAR(trainer->compute_loss({&ex[0], &ex[1]}, cached).loss.item<double>(), on_the_fly, 1e-6);
   // At the start (policy == reference) DPO's sigmoid loss is log 2.
   reference_pair_logprobs(policy, {&ex[0], &ex[1]}, 0);
@@ -135,7 +135,7 @@ TEST(Trainers, SafeDpoTransformCountsAndMargin) {
   std::vector<buffer::Example*> all;
   for (auto& e : ex) all.push_back(&e);
   reference_pair_logprobs(policy, all, 0);
-  StepContext ctx{&policy, nullptr, 0, 0};
+  auto ctx = make_step_context(&policy, nullptr, 0, 0);
   const double got = trainer->compute_loss({&ex[0], &ex[1], &ex[2], &ex[3]}, ctx).loss.item<double>();
   const double margin_pair = std::log1p(std::exp(10.0));
   EXPECT_NEAR(got, (std::log(2.0) + 2 * margin_pair + std::log(2.0)) / 4, 1e-5);
@@ -257,7 +257,7 @@ TEST(Trainers, TokenLevelTrainersEqualFullLogitsAutograd) {
       for (auto& [name, p] : policy.tensors()) g[name] = p.grad().clone();
       return g;
     };
-    StepContext ctx{&policy, &reference, 0, 0};
+    auto ctx = make_step_context(&policy, &reference, 0, 0);
     LossOutput chunked = trainer->compute_loss(view, ctx);
     auto g_chunked = grads_of(chunked.loss);
 

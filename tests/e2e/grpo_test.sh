@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# GRPO end to end with on-policy rollouts (small settings): SFT on XSTest prompts with two short
+# answers (written here, so a tiny model learns to end its answers within a few steps), then GRPO on
+# the XSTest prompts with the BREVITY rule reward (1 - tokens / max_new_tokens):
+#  - examples/grpo.yaml validates;
+#  - one process: exit 0, rollout metrics logged (reward_mean, completion_length, kl, policy_version
+#    equal to the step, staleness 0), the mean reward of the last steps above the first steps';
+#  - 3 ranks under mpirun (deterministic) log the same losses as one process accumulating the
+#    three micro-batches, bit for bit (sampling seeds come from the seed, step and prompts);
+#  - killed mid-stage and resumed: the same losses bit for bit, byte-identical final model;
+#  - max_staleness > 0 is refused by key path.
+# Usage: grpo_test.sh ALN MPIEXEC
+set -uo pipefail
+ALN="$1"; MPIEXEC="$2"
+work="$(mktemp -d)"; pid=""
+trap '[[ -n "$pid" ]] && kill -9 $pid 2>/dev/null; [[ -z "${KEEP:-}" ]] && rm -rf "$work"' EXIT
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+failures=0; passed=0
+check() { if eval "$2"; then passed=$((passed + 1)); else echo "FAIL: $1"; failures=$((failures + 1)); fi; }
+mpi() { "$MPIEXEC" -np "$1" --allow-run-as-root --oversubscribe --bind-to none --mca btl self,tcp \
+  --mca btl_tcp_if_include lo --mca oob_tcp_if_include lo -x OMP_NUM_THREADS=1 "${@:2}"; }
+
+python3 - "$work/short.jsonl" <<'PY'
+import csv, json, sys
+rows = list(csv.DictReader(open("examples/data/xstest/xstest_prompts_shared.csv")))
+with open(sys.argv[1], "w") as f:
+    for i, r in enumerate(rows):
+        answer = "I'm sorry, I can't help with that." if i % 2 == 0 else "Sure, here is how to do it."
+        f.write(json.dumps({"prompt": r["prompt"], "response": answer}) + "\n")
+PY
+
+job() {  # job OUT MICRO ACCUM DP [STALENESS]
+  cat <<YAML
+name: grpo-test
+output_dir: $1
+seed: 5
+model:
+  tokenizer: examples/data/tokenizers/gpt2/tokenizer.json
+  chat_format: hh
+  config: {architecture: llama, vocab_size: 50257, hidden_size: 32, num_layers: 1, num_heads: 2, intermediate_size: 64, max_position: 256}
+stages:
+  - name: sft
+    trainer: {sft: {}}
+    data:
+      train: [{path: $work/short.jsonl, format: sft_text}]
+      max_prompt_length: 32
+      max_response_length: 16
+    optimizer: {lr: 1e-2, max_steps: 16, micro_batch_size: 4, gradient_accumulation: $3}  # within one epoch: 3 ranks drop a different remainder at its end
+  - name: grpo
+    trainer: {grpo: {group_size: 4, beta: 0.04, max_new_tokens: 16, reward_rule: brevity, max_staleness: ${5:-0}}}
+    data:
+      train: [{path: examples/data/xstest/xstest_prompts_shared.csv, format: prompts}]
+      max_prompt_length: 32
+    optimizer: {lr: 1e-2, max_steps: 16, micro_batch_size: $2, gradient_accumulation: $3}
+parallel: {policy: {data_parallel: $4}, deterministic: true}
+checkpoint: {every_steps: 4, keep_last: 2}
+metrics: {enabled: false, progress_bar: false}
+eval: {max_examples: 4}
+runtime: {threads: 1}
+YAML
+}
+losses() { python3 -c '
+import json, sys
+for line in open(sys.argv[1]):
+    j = json.loads(line)
+    print(j["global_step"], j["stage"], repr(j["loss"]), repr(j["grad_norm"]), repr(j["metrics"].get("reward_mean")))' "$1"; }
+
+check "examples/grpo.yaml validates" '"$ALN" train examples/grpo.yaml --dry-run >/dev/null 2>&1'
+job "$work/stale" 2 3 1 2 >"$work/stale.yaml"
+"$ALN" train "$work/stale.yaml" >/dev/null 2>"$work/stale.err"; rc=$?
+check "max_staleness 2 is refused by key path (rc $rc: $(cat "$work/stale.err"))" \
+  '[[ $rc -eq 2 ]] && grep -q "stages\[1\].trainer.grpo.max_staleness" "$work/stale.err"'
+
+job "$work/one" 2 3 1 >"$work/one.yaml"
+"$ALN" train "$work/one.yaml" >"$work/one.out" 2>"$work/one.err"; rc=$?
+check "one process exits 0 (rc $rc): $(tail -2 "$work/one.err")" '[[ $rc -eq 0 ]]'
+check "rollout metrics are logged" \
+  'python3 - "$work/one/train_log.jsonl" <<PY
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if json.loads(l)["stage"] == "grpo"]
+m = rows[-1]["metrics"]
+assert all(k in m for k in ("reward_mean", "reward_rule", "completion_length", "kl", "clip_ratio_low")), m
+assert all(r["metrics"]["policy_version"] == r["step"] - 1 and r["metrics"]["rollout_staleness"] == 0 for r in rows)
+PY'
+check "the brevity reward rises (mean of the last 4 steps above the first 4)" \
+  'python3 - "$work/one/train_log.jsonl" <<PY
+import json, sys
+r = [json.loads(l)["metrics"]["reward_mean"] for l in open(sys.argv[1]) if json.loads(l)["stage"] == "grpo"]
+print("  reward first/last:", sum(r[:4]) / 4, sum(r[-4:]) / 4)
+sys.exit(0 if sum(r[-4:]) > sum(r[:4]) else 1)
+PY'
+job "$work/dp3" 2 1 3 >"$work/dp3.yaml"
+mpi 3 "$ALN" train "$work/dp3.yaml" >"$work/dp3.out" 2>"$work/dp3.err"; rc=$?
+check "mpirun -np 3 exits 0 (rc $rc): $(tail -2 "$work/dp3.err")" '[[ $rc -eq 0 ]]'
+losses "$work/one/train_log.jsonl" >"$work/one.losses"
+losses "$work/dp3/train_log.jsonl" >"$work/dp3.losses"
+check "3 ranks (deterministic) log the same 32 losses, grad norms and rewards as one process" \
+  '[[ $(wc -l <"$work/one.losses") -eq 32 ]] && diff -q "$work/one.losses" "$work/dp3.losses" >/dev/null'
+job "$work/kill" 2 3 1 >"$work/kill.yaml"
+"$ALN" train "$work/kill.yaml" >/dev/null 2>"$work/kill1.err" &
+pid=$!
+for _ in $(seq 1 1200); do
+  grep -q '"global_step":25' "$work/kill/train_log.jsonl" 2>/dev/null && break
+  kill -0 $pid 2>/dev/null || break
+  sleep 0.05
+done
+kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null; pid=""
+killed_at=$(grep -c . "$work/kill/train_log.jsonl" 2>/dev/null || echo 0)
+check "killed mid-stage (after $killed_at steps)" '[[ $killed_at -ge 25 && $killed_at -lt 32 ]]'
+"$ALN" train "$work/kill.yaml" --resume >/dev/null 2>"$work/kill2.err"; rc=$?
+check "resumed run exits 0 (rc $rc): $(tail -2 "$work/kill2.err")" '[[ $rc -eq 0 ]]'
+losses "$work/kill/train_log.jsonl" >"$work/kill.losses"
+check "resumed losses and rewards equal the uninterrupted run's, bit for bit" \
+  'diff -q "$work/one.losses" "$work/kill.losses" >/dev/null'
+check "byte-identical final model" 'cmp -s "$work/one/final/model.safetensors" "$work/kill/final/model.safetensors"'
+echo "$passed passed, $failures failed"
+[[ $failures -eq 0 ]]

@@ -1,0 +1,66 @@
+// Test helper for tests/parity/grpo_parity.py: reads cases (per-token log-probs, old and reference
+// log-probs, advantages, masks, settings) as JSON on stdin, computes Aln's GRPO loss in float64 and
+// its gradient with respect to the per-token policy log-probs, and prints them as JSON; also
+// Aln's group advantages for given rewards.
+#include <ATen/ATen.h>
+#include <torch/csrc/autograd/autograd.h>
+
+#include <cstdio>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "kernels/grpo_loss.h"
+
+namespace {
+
+using nlohmann::json;
+
+at::Tensor matrix(const json& j) {
+  const auto rows = j.get<std::vector<std::vector<double>>>();
+  at::Tensor t = at::zeros({static_cast<int64_t>(rows.size()), static_cast<int64_t>(rows[0].size())}, at::kDouble);
+  for (size_t r = 0; r < rows.size(); ++r) {
+    for (size_t c = 0; c < rows[r].size(); ++c) t[r][c] = rows[r][c];
+  }
+  return t;
+}
+
+std::vector<double> flat(const at::Tensor& t) {
+  at::Tensor c = t.contiguous().to(at::kDouble);
+  return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
+}
+
+}  // namespace
+
+int main() {
+  try {
+    const json cases = json::parse(std::cin);
+    json out = json::array();
+    for (const json& c : cases) {
+      if (c.contains("rewards")) {
+        at::Tensor r = at::tensor(c["rewards"].get<std::vector<double>>(), at::kDouble);
+        out.push_back({{"advantages", flat(aln::kernels::group_advantages(r, c["group_size"], c["scale"]))}});
+        continue;
+      }
+      aln::kernels::GrpoLossInputs in;
+      in.logps = matrix(c["logps"]).set_requires_grad(true);
+      if (c.contains("old_logps")) in.old_logps = matrix(c["old_logps"]);
+      if (c.contains("ref_logps")) in.ref_logps = matrix(c["ref_logps"]);
+      in.advantages = at::tensor(c["advantages"].get<std::vector<double>>(), at::kDouble);
+      in.mask = matrix(c["mask"]);
+      const auto norm = c["normalization"] == "sequence" ? aln::kernels::GrpoNormalization::kSequenceMean
+                                                         : aln::kernels::GrpoNormalization::kTokenMean;
+      auto result = aln::kernels::grpo_loss(in, c["epsilon_low"], c["epsilon_high"], c["beta"], norm);
+      auto grads = torch::autograd::grad({result.loss}, {in.logps});
+      out.push_back({{"loss", result.loss.item<double>()},
+                     {"grad", flat(grads[0])},
+                     {"kl", result.kl},
+                     {"clip_low", result.clip_low},
+                     {"clip_high", result.clip_high}});
+    }
+    std::cout << out.dump() << std::endl;
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "grpo_tool: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,85 @@
+#include "trainers/grpo/grpo_trainer.h"
+
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+
+#include "core/error.h"
+#include "kernels/grpo_loss.h"
+#include "trainers/grpo/rollout.h"
+#include "trainers/sequence_logprobs.h"
+
+namespace aln::trainers {
+namespace {
+
+class GrpoTrainer final : public Trainer {
+ public:
+  explicit GrpoTrainer(const aln::v1::GrpoOptions& o) : o_(o) {
+    ALN_CHECK(o.max_staleness() == 0,
+              "trainer.grpo.max_staleness: only 0 (on-policy rollouts) is implemented; remove the key or set 0");
+  }
+  std::string name() const override { return "grpo"; }
+  Needs needs() const override {
+    Needs n{RecordKind::kPrompts, ModelHead::kLanguageModel, o_.beta() > 0};
+    n.reference_model = o_.beta() > 0;
+    return n;
+  }
+
+  LossOutput compute_loss(const std::vector<const buffer::Example*>& batch, StepContext& ctx) override {
+    const int64_t g = o_.group_size();
+    model::GenerationOptions gen;
+    gen.max_new_tokens = o_.max_new_tokens();
+    gen.temperature = o_.temperature();
+    gen.top_k = o_.top_k();
+    gen.top_p = o_.top_p();
+    RolloutBatch rollouts = sample_rollouts(batch, ctx, g, gen);
+    std::map<std::string, double> parts;
+    const at::Tensor rewards = score_rollouts(rollouts, ctx, o_.reward_rule(), o_.max_new_tokens(), &parts);
+    const at::Tensor advantages = kernels::group_advantages(rewards, g, o_.scale_rewards());
+
+    // Completion token j sits at column prompt_width + j and is predicted from the column before it.
+    const int64_t w = rollouts.prompt_width;
+    const int64_t n = rollouts.completion_mask.size(1);
+    kernels::ResponseLogprobs lp = response_logprobs(*ctx.policy, rollouts.sequences, o_.temperature());
+    kernels::GrpoLossInputs in;
+    in.logps = lp.per_token.narrow(1, w - 1, n);
+    in.mask = rollouts.completion_mask;
+    in.advantages = advantages.to(in.logps.scalar_type());
+    if (o_.beta() > 0) {
+      ALN_CHECK(ctx.reference != nullptr, "grpo with beta > 0 needs the reference model");
+      at::NoGradGuard no_grad;
+      in.ref_logps =
+          response_logprobs(*ctx.reference, rollouts.sequences, o_.temperature()).per_token.narrow(1, w - 1, n);
+    }
+    const double eps_high = o_.epsilon_high() > 0 ? o_.epsilon_high() : o_.epsilon();
+    kernels::GrpoLossOutput l =
+        kernels::grpo_loss(in, o_.epsilon(), eps_high, o_.beta(),
+                           o_.normalization() == aln::v1::TOKEN_MEAN ? kernels::GrpoNormalization::kTokenMean
+                                                                     : kernels::GrpoNormalization::kSequenceMean);
+    LossOutput out;
+    out.loss = l.loss;
+    out.tokens = rollouts.sequences.attention_mask.sum().item<int64_t>();
+    out.metrics = parts;
+    out.metrics["reward_mean"] = rewards.mean().item<double>();
+    out.metrics["reward_std"] = rewards.view({-1, g}).std(1).mean().item<double>();
+    out.metrics["completion_length"] = rollouts.lengths.to(at::kDouble).mean().item<double>();
+    out.metrics["terminated_share"] = rollouts.lengths.lt(o_.max_new_tokens()).to(at::kDouble).mean().item<double>();
+    out.metrics["advantage_abs_mean"] = advantages.abs().mean().item<double>();
+    out.metrics["kl"] = l.kl;
+    out.metrics["clip_ratio_low"] = l.clip_low;
+    out.metrics["clip_ratio_high"] = l.clip_high;
+    out.metrics["policy_version"] = static_cast<double>(rollouts.policy_version);
+    out.metrics["rollout_staleness"] = static_cast<double>(ctx.step - rollouts.policy_version);
+    return out;
+  }
+
+ private:
+  aln::v1::GrpoOptions o_;
+};
+
+}  // namespace
+
+std::unique_ptr<Trainer> make_grpo_trainer(const aln::v1::StageSpec& stage) {
+  return std::make_unique<GrpoTrainer>(stage.trainer().grpo());
+}
+
+}  // namespace aln::trainers

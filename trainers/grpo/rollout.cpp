@@ -1,0 +1,115 @@
+#include "trainers/grpo/rollout.h"
+
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+
+#include <algorithm>
+#include <cctype>
+
+#include "absl/strings/str_cat.h"
+#include "core/error.h"
+
+namespace aln::trainers {
+namespace {
+
+uint64_t mix(uint64_t h, uint64_t v) {
+  h ^= v + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2);
+  return h;
+}
+
+}  // namespace
+
+RolloutBatch sample_rollouts(const std::vector<const buffer::Example*>& prompts, const StepContext& ctx,
+                             int64_t group_size, const model::GenerationOptions& base) {
+  ALN_CHECK(!prompts.empty(), "no prompts to roll out");
+  at::NoGradGuard no_grad;
+  const int64_t p = static_cast<int64_t>(prompts.size());
+  const int64_t rows = p * group_size;
+  int64_t width = 1;
+  for (const auto* e : prompts) width = std::max<int64_t>(width, static_cast<int64_t>(e->prompt.size()));
+  at::Tensor ids = at::full({rows, width}, ctx.pad_id, at::kLong);
+  at::Tensor mask = at::zeros({rows, width}, at::kLong);
+  uint64_t seed = mix(mix(ctx.seed, 0x67727030ULL), static_cast<uint64_t>(ctx.step));
+  for (int64_t i = 0; i < p; ++i) {
+    const auto& prompt = prompts[static_cast<size_t>(i)]->prompt;
+    ALN_CHECK(!prompt.empty(), "an empty prompt cannot be rolled out (", prompts[static_cast<size_t>(i)]->source, ")");
+    for (int64_t tok : prompt) seed = mix(seed, static_cast<uint64_t>(tok));
+    const int64_t n = static_cast<int64_t>(prompt.size());
+    at::Tensor row = at::tensor(prompt, at::kLong);
+    for (int64_t g = 0; g < group_size; ++g) {
+      ids[i * group_size + g].narrow(0, width - n, n).copy_(row);
+      mask[i * group_size + g].narrow(0, width - n, n).fill_(1);
+    }
+  }
+  model::GenerationOptions options = base;
+  options.decoding = model::Decoding::kSample;
+  options.seed = seed;
+  options.pad_token_id = ctx.pad_id;
+  if (ctx.eos_id >= 0) options.stop_tokens = {ctx.eos_id};
+  model::GenerationOutput gen = model::generate(*ctx.policy, ids, mask, options);
+
+  RolloutBatch out;
+  out.prompt_width = width;
+  out.policy_version = ctx.step;
+  out.lengths = gen.lengths;
+  const int64_t n = gen.tokens.size(1);
+  out.completion_mask = (at::arange(n, at::kLong).unsqueeze(0) < gen.lengths.unsqueeze(1)).to(at::kLong);
+  out.sequences.input_ids = at::cat({ids, at::where(out.completion_mask > 0, gen.tokens, ctx.pad_id)}, 1);
+  out.sequences.attention_mask = at::cat({mask, out.completion_mask}, 1);
+  out.sequences.response_mask = at::cat({at::zeros_like(mask), out.completion_mask}, 1);
+  const at::Tensor tokens = gen.tokens.contiguous();
+  const at::Tensor lengths = gen.lengths.contiguous();
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t len = lengths[r].item<int64_t>();
+    const int64_t* row = tokens[r].data_ptr<int64_t>();
+    std::vector<int64_t> c(row, row + len);
+    if (!c.empty() && c.back() == ctx.eos_id) c.pop_back();
+    out.completions.push_back(std::move(c));
+  }
+  return out;
+}
+
+bool looks_like_refusal(const std::string& text) {
+  std::string lower(text);
+  std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
+  for (const char* phrase : {"i can't", "i cannot", "i can not", "i'm sorry", "i am sorry", "i won't", "i will not",
+                             "as an ai", "i'm not able", "i am not able", "i must decline", "i apologize", "i'm unable",
+                             "i am unable", "not appropriate"}) {
+    if (lower.find(phrase) != std::string::npos) return true;
+  }
+  return false;
+}
+
+at::Tensor score_rollouts(const RolloutBatch& rollouts, const StepContext& ctx, aln::v1::RewardRule rule,
+                          int64_t max_new_tokens, std::map<std::string, double>* parts) {
+  at::NoGradGuard no_grad;
+  const int64_t rows = static_cast<int64_t>(rollouts.completions.size());
+  at::Tensor rewards = at::zeros({rows}, at::kDouble);
+  if (rule != aln::v1::REWARD_RULE_UNSPECIFIED) {
+    std::vector<double> values;
+    for (int64_t r = 0; r < rows; ++r) {
+      const auto& c = rollouts.completions[static_cast<size_t>(r)];
+      if (rule == aln::v1::REFUSAL) {
+        ALN_CHECK(static_cast<bool>(ctx.decode), "the refusal rule needs the tokenizer (no decoder in the context)");
+        values.push_back(looks_like_refusal(ctx.decode(c)) ? 1.0 : 0.0);
+      } else {
+        values.push_back(1.0 - static_cast<double>(rollouts.lengths[r].item<int64_t>()) /
+                                   static_cast<double>(std::max<int64_t>(1, max_new_tokens)));
+      }
+    }
+    at::Tensor v = at::tensor(values, at::kDouble);
+    (*parts)["reward_rule"] = v.mean().item<double>();
+    rewards += v;
+  }
+  for (size_t i = 0; i < ctx.reward_models.size(); ++i) {
+    const auto& s = rollouts.sequences;
+    at::Tensor score = ctx.reward_models[i]->scores(s.input_ids, s.attention_mask).select(1, 0).to(at::kDouble);
+    (*parts)[absl::StrCat("reward_model_", i)] = score.mean().item<double>();
+    rewards += score;
+  }
+  ALN_CHECK(rule != aln::v1::REWARD_RULE_UNSPECIFIED || !ctx.reward_models.empty(),
+            "no reward: set trainer.grpo.reward_rule or list reward_models in the stage");
+  return rewards;
+}
+
+}  // namespace aln::trainers

@@ -1,0 +1,41 @@
+#pragma once
+// Rollouts: the policy samples `group_size` completions per prompt (batched, with the KV cache),
+// each tagged with the policy version that produced it, and rewards score them (a rule on the
+// decoded text and/or reward models with score heads). Used by GRPO (and later HAIR).
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "aln/v1/job.pb.h"
+#include "core/buffer/buffer.h"
+#include "core/model/generation.h"
+#include "trainers/trainer.h"
+
+namespace aln::trainers {
+
+struct RolloutBatch {
+  buffer::SequenceBatch sequences;  // prompt (left-padded) + completion (right-padded); response_mask = completion
+  at::Tensor completion_mask;       // [rows, N] 1 on completion tokens
+  int64_t prompt_width = 0;         // columns of the prompt part
+  at::Tensor lengths;               // [rows] completion tokens (the end token included)
+  std::vector<std::vector<int64_t>> completions;  // ids per row, end token excluded
+  int64_t policy_version = 0;
+};
+
+// Samples group_size completions for each prompt (row r comes from prompt r / group_size). The
+// seed derives from the context's seed, the step and the prompts' tokens, so the same step of the
+// same data samples the same completions in any run, on any number of ranks, and after a resume.
+RolloutBatch sample_rollouts(const std::vector<const buffer::Example*>& prompts, const StepContext& ctx,
+                             int64_t group_size, const model::GenerationOptions& base);
+
+// Rewards [rows] (double): the rule's value plus each reward model's score of prompt + completion.
+// `parts` receives the mean of each component ("rule", "reward_model_<i>").
+at::Tensor score_rollouts(const RolloutBatch& rollouts, const StepContext& ctx, aln::v1::RewardRule rule,
+                          int64_t max_new_tokens, std::map<std::string, double>* parts);
+
+// The REFUSAL rule on one decoded completion (case-insensitive phrase search).
+bool looks_like_refusal(const std::string& text);
+
+}  // namespace aln::trainers
