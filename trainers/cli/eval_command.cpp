@@ -83,8 +83,22 @@ absl::StatusOr<nlohmann::json> evaluate_job(const aln::v1::JobSpec& spec, const 
   }
   const bool needs_reference = (*trainer)->needs().reference_logprobs;
   const bool with_loss = !needs_reference || reference.has_value();
-  engine::MetricMap m = engine::evaluate(**trainer, *policy, reference ? &*reference : nullptr, data->eval,
-                                         stage.optimizer().micro_batch_size(), (*encoder)->pad_id(), with_loss);
+  // What rollout-based trainers need: the same seed as training's evaluation, the tokenizer for rule
+  // rewards, and the stage's reward models.
+  std::vector<model::DecoderModel> reward_models;
+  for (const auto& rm : stage.reward_models()) {
+    auto loaded = model::load_hf_model(rm.path());
+    if (!loaded.ok()) return loaded.status();
+    reward_models.push_back(std::move(*loaded));
+  }
+  trainers::StepContext extras;
+  extras.decode = [enc = encoder->get()](const std::vector<int64_t>& ids) { return enc->decode(ids); };
+  extras.eos_id = (*encoder)->eos_id();
+  extras.seed = static_cast<uint64_t>(spec.seed()) + static_cast<uint64_t>(index);
+  for (const auto& rm : reward_models) extras.reward_models.push_back(&rm);
+  engine::MetricMap m =
+      engine::evaluate(**trainer, *policy, reference ? &*reference : nullptr, data->eval,
+                       stage.optimizer().micro_batch_size(), (*encoder)->pad_id(), with_loss, &extras);
   nlohmann::json out = {{"model", model_dir}, {"reference", reference_dir},    {"stage", stage.name()},
                         {"trainer", method},  {"examples", data->eval.size()}, {"metrics", m}};
   for (const auto& [k, v] : counters) out["data"][k] = v;
