@@ -38,6 +38,19 @@ struct PrepareContext {
   std::vector<buffer::Example>* examples = nullptr;  // may be filtered or rewritten in place
   std::map<std::string, double>* counters =
       nullptr;  // exported as aln_data_records{outcome=<name>} (train set; e.g. swaps)
+  // For trainers that build their data with the model (PT-ALIGN's self-generation); may be unset.
+  bool training_set = true;                                                 // false for the held-out set
+  const model::DecoderModel* policy = nullptr;                              // the policy as the stage starts
+  std::function<std::vector<int64_t>(const std::string&)> encode_prompt;    // text -> prompt ids (chat format)
+  std::function<std::vector<int64_t>(const std::string&)> encode_response;  // text -> response ids (+ end id)
+  std::function<std::vector<int64_t>(const std::string&)> encode_text;      // plain text -> ids
+  std::function<std::string(const std::vector<int64_t>&)> decode;
+  int64_t eos_id = -1;
+  int64_t pad_id = 0;
+  uint64_t seed = 0;
+  std::string work_dir;   // where the trainer may keep what it built (<output_dir>/<stage>)
+  bool lead = true;       // this rank writes files
+  bool resuming = false;  // the stage resumes from a checkpoint: reuse what was built, do not rebuild
 };
 
 struct StepContext {

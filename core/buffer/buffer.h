@@ -23,8 +23,10 @@ struct Example {
   int safer = -1;  // which response the safety preference picks: 0 chosen, 1 rejected
   double reference_chosen = std::numeric_limits<double>::quiet_NaN();  // cached reference log-probs
   double reference_rejected = std::numeric_limits<double>::quiet_NaN();
-  std::string category;  // prompts: harm category or dataset type when the data has one
-  std::string source;    // "file:line" for messages
+  std::string category;     // prompts: harm category or dataset type when the data has one
+  std::string prompt_text;  // the prompt as written in the data, before the chat format (plain-text prompts)
+  std::vector<float> rejected_weights;  // per-token weights on `rejected` (PT-ALIGN's unlikelihood); empty = none
+  std::string source;                   // "file:line" for messages
 };
 
 struct Position {

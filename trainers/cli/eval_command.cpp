@@ -61,7 +61,10 @@ absl::StatusOr<nlohmann::json> evaluate_job(const aln::v1::JobSpec& spec, const 
                                        static_cast<uint64_t>(spec.seed()) + static_cast<uint64_t>(index));
   if (!data.ok()) return data.status();
   std::map<std::string, double> counters;
-  trainers::PrepareContext prep{&stage, &data->eval, &counters};
+  trainers::PrepareContext prep;
+  prep.stage = &stage;
+  prep.examples = &data->eval;
+  prep.counters = &counters;
   absl::Status prepared = (*trainer)->prepare(prep);
   if (!prepared.ok()) return prepared;
   if (spec.eval().max_examples() > 0 && data->eval.size() > static_cast<size_t>(spec.eval().max_examples())) {

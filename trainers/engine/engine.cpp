@@ -163,7 +163,23 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
     // Counters of the training set are exported; the held-out set's go to the eval log only.
     std::map<std::string, double> counters, eval_counters;
     for (auto [set, c] : {std::pair{&data->train, &counters}, {&data->eval, &eval_counters}}) {
-      trainers::PrepareContext prep{&stage, set, c};
+      trainers::PrepareContext prep;
+      prep.stage = &stage;
+      prep.examples = set;
+      prep.counters = c;
+      prep.training_set = set == &data->train;
+      prep.policy = &policy;
+      const TextEncoder* enc = encoder->get();
+      prep.encode_prompt = [enc](const std::string& text) { return enc->encode(enc->render_prompt({{"user", text}})); };
+      prep.encode_response = [enc](const std::string& text) { return enc->encode_response(text); };
+      prep.encode_text = [enc](const std::string& text) { return enc->encode(text); };
+      prep.decode = [enc](const std::vector<int64_t>& ids) { return enc->decode(ids); };
+      prep.eos_id = enc->eos_id();
+      prep.pad_id = pad_id;
+      prep.seed = static_cast<uint64_t>(spec.seed()) * 1000003ULL + s;
+      prep.work_dir = (fs::path(spec.output_dir()) / stage_name).string();
+      prep.lead = dp.lead();
+      prep.resuming = resuming;
       absl::Status prepared = trainer.prepare(prep);
       if (!prepared.ok()) return prepared;
     }

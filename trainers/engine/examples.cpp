@@ -66,6 +66,7 @@ absl::StatusOr<StageData> build_stage_data(const aln::v1::StageSpec& stage, trai
           buffer::Example e;
           e.source = absl::StrCat(r.origin.file, ":", r.origin.line);
           e.category = r.category;
+          e.prompt_text = r.prompt;
           const aln::v1::DataFormat fmt = r.prompt.rfind("\n\nHuman:", 0) == 0 ? aln::v1::HH_RLHF : source.format();
           add(encoder.encode(prompt_text(encoder, r.prompt, {}, fmt)), {}, {}, std::move(e));
         }
@@ -78,6 +79,7 @@ absl::StatusOr<StageData> build_stage_data(const aln::v1::StageSpec& stage, trai
           e.unsafe_chosen = p.unsafe_chosen.value_or(-1);
           e.unsafe_rejected = p.unsafe_rejected.value_or(-1);
           e.safer = p.safer_index.value_or(-1);
+          if (p.prompt_messages.empty()) e.prompt_text = p.prompt;
           const aln::v1::DataFormat fmt = p.prompt.rfind("\n\nHuman:", 0) == 0 ? aln::v1::HH_RLHF : source.format();
           add(encoder.encode(prompt_text(encoder, p.prompt, p.prompt_messages, fmt)), encoder.encode_response(p.chosen),
               encoder.encode_response(p.rejected), std::move(e));

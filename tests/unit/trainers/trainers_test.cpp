@@ -10,6 +10,7 @@
 #include "tests/unit/trainers/tiny_model.h"
 #include "trainers/dpo/pair_logprobs.h"
 #include "trainers/engine/text_encoder.h"
+#include "trainers/ptalign/token_weights.h"
 #include "trainers/sequence_logprobs.h"
 #include "trainers/trainer.h"
 
@@ -52,7 +53,8 @@ buffer::Example pair(std::vector<int64_t> p, std::vector<int64_t> c, std::vector
 TEST(Trainers, RegistryListsTheAlignmentCoreMethods) {
   TrainerRegistry registry("trainer");
   register_all(registry);
-  EXPECT_EQ(registry.names(), (std::vector<std::string>{"dpo", "grpo", "radpo", "reward", "safedpo", "sft", "tdpo"}));
+  EXPECT_EQ(registry.names(),
+            (std::vector<std::string>{"dpo", "grpo", "ptalign", "radpo", "reward", "safedpo", "sft", "tdpo"}));
 }
 
 TEST(Trainers, SftIsMeanNllOverResponseTokens) {
@@ -119,7 +121,10 @@ TEST(Trainers, SafeDpoTransformCountsAndMargin) {
   };
   std::map<std::string, double> counters;
   aln::v1::StageSpec stage = stage_with("safedpo");
-  PrepareContext prep{&stage, &ex, &counters};
+  trainers::PrepareContext prep;
+  prep.stage = &stage;
+  prep.examples = &ex;
+  prep.counters = &counters;
   auto trainer = make("safedpo");
   ASSERT_TRUE(trainer->prepare(prep).ok());
   EXPECT_EQ(ex.size(), 4u);
@@ -141,7 +146,10 @@ TEST(Trainers, SafeDpoTransformCountsAndMargin) {
   EXPECT_NEAR(got, (std::log(2.0) + 2 * margin_pair + std::log(2.0)) / 4, 1e-5);
   // All-dropped data leaves an empty set; the engine (not the plugin) reports an empty train set.
   std::vector<buffer::Example> bad = {pair({1}, {2}, {3}, 1, 1)};
-  PrepareContext prep_bad{&stage, &bad, &counters};
+  trainers::PrepareContext prep_bad;
+  prep_bad.stage = &stage;
+  prep_bad.examples = &bad;
+  prep_bad.counters = &counters;
   EXPECT_TRUE(make("safedpo")->prepare(prep_bad).ok());
   EXPECT_TRUE(bad.empty());
 }
@@ -152,7 +160,10 @@ TEST(Trainers, SafeDpoPartialLabelsAndVariants) {
     aln::v1::StageSpec stage = stage_with("safedpo");
     stage.mutable_trainer()->mutable_safedpo()->set_variant(variant);
     stage.mutable_trainer()->mutable_safedpo()->set_drop_unlabeled(drop_unlabeled);
-    PrepareContext prep{&stage, &ex, counters};
+    trainers::PrepareContext prep;
+    prep.stage = &stage;
+    prep.examples = &ex;
+    prep.counters = counters;
     auto trainer = make("safedpo", &stage);
     EXPECT_TRUE(trainer->prepare(prep).ok());
     return ex;
@@ -297,6 +308,16 @@ TEST(Trainers, TokenLevelTrainersEqualFullLogitsAutograd) {
     const std::string key = c.method == "tdpo" ? "seqkl_chosen" : "risk_chosen";
     EXPECT_NEAR(chunked.metrics.at(key), dw.mean().item<double>(), 1e-5);
   }
+}
+
+TEST(Trainers, PtAlignTokenWeights) {
+  buffer::Example e = pair({1}, {5, 6, 7, 9}, {5, 8, 9, 3, 4, 9});  // 9 = the end token
+  EXPECT_EQ(toxic_token_weights(e, aln::v1::NOT_IN_POSITIVE, {}, 9),
+            (std::vector<float>{0, 1, 0, 1, 1, 0}));  // 5 is in y+, 8/3/4 are not, the end token never
+  EXPECT_EQ(toxic_token_weights(e, aln::v1::ALL_TOKENS, {}, 9), (std::vector<float>{1, 1, 0, 1, 1, 0}));
+  const std::vector<std::vector<int64_t>> lexicon = {{3, 4}, {8}, {7, 7}};
+  EXPECT_EQ(toxic_token_weights(e, aln::v1::LEXICON, lexicon, 9), (std::vector<float>{0, 1, 0, 1, 1, 0}));
+  EXPECT_EQ(toxic_token_weights(e, aln::v1::LEXICON, {{4, 3}}, 9), (std::vector<float>(6, 0.0f)));  // order matters
 }
 
 TEST(Trainers, ResponsesEndWithTheEndOfTextId) {

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# PT-ALIGN end to end (small settings): SFT, then PT-ALIGN on the shipped seed pairs expanded by the
+# policy's own generation:
+#  - examples/ptalign.yaml validates;
+#  - one process: exit 0; the generated pairs are written (text and ids) and counted; the stage
+#    logs its metrics; the held-out positive-vs-toxic preference accuracy rises;
+#  - 3 ranks under mpirun (deterministic): every rank generates the same pairs; losses equal one
+#    process accumulating three micro-batches, bit for bit;
+#  - killed mid-stage and resumed: the pairs are read back, not regenerated; losses bit for bit,
+#    byte-identical final model;
+#  - lexicon weights work; span weights are refused with a message.
+# Usage: ptalign_test.sh ALN MPIEXEC
+set -uo pipefail
+ALN="$1"; MPIEXEC="$2"
+work="$(mktemp -d)"; pid=""
+trap '[[ -n "$pid" ]] && kill -9 $pid 2>/dev/null; [[ -z "${KEEP:-}" ]] && rm -rf "$work"' EXIT
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+failures=0; passed=0
+check() { if eval "$2"; then passed=$((passed + 1)); else echo "FAIL: $1"; failures=$((failures + 1)); fi; }
+mpi() { "$MPIEXEC" -np "$1" --allow-run-as-root --oversubscribe --bind-to none --mca btl self,tcp \
+  --mca btl_tcp_if_include lo --mca oob_tcp_if_include lo -x OMP_NUM_THREADS=1 "${@:2}"; }
+
+job() {  # job OUT MICRO ACCUM DP [WEIGHTS]
+  cat <<YAML
+name: ptalign-test
+output_dir: $1
+seed: 9
+model:
+  tokenizer: examples/data/tokenizers/gpt2/tokenizer.json
+  chat_format: hh
+  config: {architecture: llama, vocab_size: 50257, hidden_size: 32, num_layers: 1, num_heads: 2, intermediate_size: 64, max_position: 256}
+stages:
+  - name: sft
+    trainer: {sft: {}}
+    data:
+      train: [{path: examples/data/xstest/xstest_pairs_shared.jsonl, format: saferlhf}]
+      max_prompt_length: 32
+      max_response_length: 16
+    optimizer: {lr: 3e-3, max_steps: 4, micro_batch_size: 4, gradient_accumulation: $3}
+  - name: ptalign
+    trainer: {ptalign: {token_weights: ${5:-not_in_positive}, lexicon_path: examples/ptalign/lexicon.txt,
+              num_instructions: 6, max_new_tokens: 10, refinement_rounds: 1, min_response_tokens: 1}}
+    data:
+      train: [{path: examples/ptalign/seeds.jsonl, format: preference}]
+      max_prompt_length: 40
+      max_response_length: 24
+      eval_fraction: 0.2
+    optimizer: {lr: 5e-3, max_steps: 8, micro_batch_size: $2, gradient_accumulation: $3}  # within one epoch: 3 ranks drop a different remainder at its end
+parallel: {policy: {data_parallel: $4}, deterministic: true}
+checkpoint: {every_steps: 2, keep_last: 2}
+metrics: {enabled: false, progress_bar: false}
+runtime: {threads: 1}
+YAML
+}
+losses() { python3 -c '
+import json, sys
+for line in open(sys.argv[1]):
+    j = json.loads(line)
+    print(j["global_step"], j["stage"], repr(j["loss"]), repr(j["grad_norm"]))' "$1"; }
+
+check "examples/ptalign.yaml validates" '"$ALN" train examples/ptalign.yaml --dry-run >/dev/null 2>&1'
+job "$work/one" 1 3 1 >"$work/one.yaml"
+"$ALN" train "$work/one.yaml" >"$work/one.out" 2>"$work/one.err"; rc=$?
+check "one process exits 0 (rc $rc): $(tail -2 "$work/one.err")" '[[ $rc -eq 0 ]]'
+pairs="$work/one/ptalign/ptalign_pairs.jsonl"
+check "self-generated pairs written with text and ids ($(wc -l <"$pairs" 2>/dev/null) pairs)" \
+  '[[ -s "$pairs" ]] && head -1 "$pairs" | grep -q "\"rejected_ids\""'
+check "the stage logs likelihood, unlikelihood and the toxic-token probability" \
+  'tail -1 "$work/one/train_log.jsonl" | grep -q "\"unlikelihood_loss\"" && tail -1 "$work/one/train_log.jsonl" | grep -q "toxic_token_probability"'
+check "held-out preference for the positive over the toxic response rises over the stage" \
+  'python3 - "$work/one/eval.jsonl" <<PY
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if json.loads(l)["stage"] == "ptalign"]
+before = next(r for r in rows if r["when"] == "before")["metrics"]["preference_accuracy"]
+after = next(r for r in rows if r["when"] == "after")["metrics"]["preference_accuracy"]
+print("  held-out preference accuracy before/after:", before, after)
+sys.exit(0 if after > before else 1)
+PY'
+job "$work/dp3" 1 1 3 >"$work/dp3.yaml"
+mpi 3 "$ALN" train "$work/dp3.yaml" >"$work/dp3.out" 2>"$work/dp3.err"; rc=$?
+check "mpirun -np 3 exits 0 (rc $rc): $(tail -2 "$work/dp3.err")" '[[ $rc -eq 0 ]]'
+check "3 ranks generated the same pairs as one process" 'cmp -s "$pairs" "$work/dp3/ptalign/ptalign_pairs.jsonl"'
+losses "$work/one/train_log.jsonl" >"$work/one.losses"
+losses "$work/dp3/train_log.jsonl" >"$work/dp3.losses"
+check "3 ranks (deterministic) log the same 12 losses as one process" \
+  '[[ $(wc -l <"$work/one.losses") -eq 12 ]] && diff -q "$work/one.losses" "$work/dp3.losses" >/dev/null'
+job "$work/kill" 1 3 1 >"$work/kill.yaml"
+"$ALN" train "$work/kill.yaml" >/dev/null 2>"$work/kill1.err" &
+pid=$!
+for _ in $(seq 1 1200); do
+  grep -q '"global_step":9' "$work/kill/train_log.jsonl" 2>/dev/null && break
+  kill -0 $pid 2>/dev/null || break
+  sleep 0.05
+done
+kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null; pid=""
+killed_at=$(grep -c . "$work/kill/train_log.jsonl" 2>/dev/null || echo 0)
+check "killed mid-stage (after $killed_at steps)" '[[ $killed_at -ge 9 && $killed_at -lt 12 ]]'
+"$ALN" train "$work/kill.yaml" --resume >/dev/null 2>"$work/kill2.err"; rc=$?
+check "resumed run exits 0 (rc $rc): $(tail -2 "$work/kill2.err")" '[[ $rc -eq 0 ]]'
+losses "$work/kill/train_log.jsonl" >"$work/kill.losses"
+check "resumed losses equal the uninterrupted run's, bit for bit" 'diff -q "$work/one.losses" "$work/kill.losses" >/dev/null'
+check "byte-identical final model" 'cmp -s "$work/one/final/model.safetensors" "$work/kill/final/model.safetensors"'
+job "$work/lex" 1 3 1 lexicon >"$work/lex.yaml"
+"$ALN" train "$work/lex.yaml" >/dev/null 2>"$work/lex.err"; rc=$?
+check "lexicon weights run (rc $rc): $(tail -1 "$work/lex.err")" '[[ $rc -eq 0 ]]'
+job "$work/spans" 1 3 1 spans >"$work/spans.yaml"
+"$ALN" train "$work/spans.yaml" >/dev/null 2>"$work/spans.err"; rc=$?
+check "span weights are refused with a message (rc $rc)" '[[ $rc -ne 0 ]] && grep -q "token_weights: spans" "$work/spans.err"'
+echo "$passed passed, $failures failed"
+[[ $failures -eq 0 ]]

@@ -1,0 +1,108 @@
+#include "trainers/ptalign/ptalign_trainer.h"
+
+#include <ATen/ATen.h>
+
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "core/error.h"
+#include "kernels/unlikelihood.h"
+#include "trainers/ptalign/self_generation.h"
+#include "trainers/ptalign/token_weights.h"
+#include "trainers/sequence_logprobs.h"
+
+namespace aln::trainers {
+namespace {
+
+class PtAlignTrainer final : public Trainer {
+ public:
+  explicit PtAlignTrainer(const aln::v1::PtAlignOptions& o) : o_(o) {}
+  std::string name() const override { return "ptalign"; }
+  Needs needs() const override { return {RecordKind::kPreferencePairs, ModelHead::kLanguageModel, false}; }
+
+  absl::Status prepare(PrepareContext& ctx) override {
+    if (o_.token_weights() == aln::v1::SPANS) {
+      return absl::UnimplementedError(
+          "trainer.ptalign.token_weights: spans: Aln's data readers do not carry span annotations yet; use "
+          "not_in_positive, lexicon or all_tokens");
+    }
+    std::vector<std::vector<int64_t>> lexicon;
+    if (o_.token_weights() == aln::v1::LEXICON) {
+      if (o_.lexicon_path().empty()) {
+        return absl::InvalidArgumentError("trainer.ptalign.lexicon_path: token_weights: lexicon needs a lexicon file");
+      }
+      if (!ctx.encode_text) return absl::FailedPreconditionError("the lexicon needs the tokenizer");
+      auto loaded = load_lexicon(o_.lexicon_path(), ctx.encode_text);
+      if (!loaded.ok()) return loaded.status();
+      lexicon = std::move(*loaded);
+    }
+    auto& examples = *ctx.examples;
+    if (ctx.training_set && o_.num_instructions() > 0) {
+      const std::string path = (std::filesystem::path(ctx.work_dir) / "ptalign_pairs.jsonl").string();
+      absl::StatusOr<std::vector<buffer::Example>> generated =
+          ctx.resuming ? read_generated_pairs(path) : self_generate_pairs(examples, ctx, o_, ctx.counters);
+      if (!generated.ok()) return generated.status();
+      (*ctx.counters)["seed_pairs"] = static_cast<double>(examples.size());
+      (*ctx.counters)["generated_pairs"] = static_cast<double>(generated->size());
+      for (auto& e : *generated) examples.push_back(std::move(e));
+    }
+    double weighted = 0, tokens = 0;
+    for (auto& e : examples) {
+      e.rejected_weights = toxic_token_weights(e, o_.token_weights(), lexicon, ctx.eos_id);
+      for (float w : e.rejected_weights) weighted += w > 0;
+      tokens += static_cast<double>(e.rejected.size());
+    }
+    (*ctx.counters)["toxic_tokens_weighted"] = weighted;
+    (*ctx.counters)["toxic_tokens"] = tokens;
+    return absl::OkStatus();
+  }
+
+  LossOutput compute_loss(const std::vector<const buffer::Example*>& batch, StepContext& ctx) override {
+    const int64_t n = static_cast<int64_t>(batch.size());
+    buffer::SequenceBatch b = buffer::collate_pairs(batch, ctx.pad_id);
+    kernels::ResponseLogprobs lp = response_logprobs(*ctx.policy, b);
+    const int64_t t = b.input_ids.size(1);
+    const at::Tensor mask = b.response_mask.narrow(1, 1, t - 1);  // column c scores token c + 1
+    // The toxic weights laid out like the per-token log-probs: the k-th response token of a rejected
+    // row gets rejected_weights[k].
+    at::Tensor weights = at::zeros({n, t - 1}, lp.per_token.options());
+    const at::Tensor rejected_mask = mask.narrow(0, n, n).to(at::kLong).contiguous();
+    for (int64_t i = 0; i < n; ++i) {
+      const auto& w = batch[static_cast<size_t>(i)]->rejected_weights;
+      const int64_t* m = rejected_mask[i].data_ptr<int64_t>();
+      size_t k = 0;
+      for (int64_t c = 0; c < t - 1; ++c) {
+        if (m[c] > 0) {
+          if (k < w.size()) weights[i][c] = w[k];
+          ++k;
+        }
+      }
+    }
+    kernels::UnlikelihoodOutput l =
+        kernels::unlikelihood_loss(lp.per_token.narrow(0, 0, n), mask.narrow(0, 0, n), lp.per_token.narrow(0, n, n),
+                                   rejected_mask, weights, o_.lambda());
+    LossOutput out;
+    out.loss = l.loss;
+    out.tokens = b.attention_mask.sum().item<int64_t>();
+    out.metrics["likelihood_loss"] = l.likelihood;
+    out.metrics["unlikelihood_loss"] = l.unlikelihood;
+    const double total = l.likelihood + o_.lambda() * l.unlikelihood;
+    out.metrics["unlikelihood_share"] = total != 0 ? o_.lambda() * l.unlikelihood / total : 0;
+    out.metrics["weighted_token_share"] = l.weighted_share;
+    out.metrics["toxic_token_probability"] = l.toxic_probability;
+    out.sequence_logprobs = lp.sums.detach();
+    out.sequence_tokens = lp.tokens.detach();
+    return out;
+  }
+
+ private:
+  aln::v1::PtAlignOptions o_;
+};
+
+}  // namespace
+
+std::unique_ptr<Trainer> make_ptalign_trainer(const aln::v1::StageSpec& stage) {
+  return std::make_unique<PtAlignTrainer>(stage.trainer().ptalign());
+}
+
+}  // namespace aln::trainers

@@ -1,0 +1,62 @@
+#include "trainers/ptalign/token_weights.h"
+
+#include <fstream>
+#include <unordered_set>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+
+namespace aln::trainers {
+
+absl::StatusOr<std::vector<std::vector<int64_t>>> load_lexicon(
+    const std::string& path, const std::function<std::vector<int64_t>(const std::string&)>& encode_text) {
+  std::ifstream in(path);
+  if (!in) {
+    return absl::NotFoundError(absl::StrCat(path, ": cannot read the lexicon (trainer.ptalign.lexicon_path)"));
+  }
+  std::vector<std::vector<int64_t>> out;
+  std::string line;
+  while (std::getline(in, line)) {
+    if (const size_t hash = line.find('#'); hash != std::string::npos) line.resize(hash);
+    const std::string word(absl::StripAsciiWhitespace(line));
+    if (word.empty()) continue;
+    for (const std::string& variant : {word, " " + word}) {
+      auto ids = encode_text(variant);
+      if (!ids.empty()) out.push_back(std::move(ids));
+    }
+  }
+  if (out.empty()) return absl::InvalidArgumentError(absl::StrCat(path, ": the lexicon has no entries"));
+  return out;
+}
+
+std::vector<float> toxic_token_weights(const buffer::Example& e, aln::v1::TokenWeightSource source,
+                                       const std::vector<std::vector<int64_t>>& lexicon, int64_t end_id) {
+  const auto& y = e.rejected;
+  std::vector<float> w(y.size(), 0.0f);
+  switch (source) {
+    case aln::v1::ALL_TOKENS:
+      std::fill(w.begin(), w.end(), 1.0f);
+      break;
+    case aln::v1::LEXICON:
+      for (const auto& phrase : lexicon) {
+        if (phrase.empty() || phrase.size() > y.size()) continue;
+        for (size_t i = 0; i + phrase.size() <= y.size(); ++i) {
+          if (std::equal(phrase.begin(), phrase.end(), y.begin() + static_cast<long>(i))) {
+            for (size_t k = 0; k < phrase.size(); ++k) w[i + k] = 1.0f;
+          }
+        }
+      }
+      break;
+    default: {  // NOT_IN_POSITIVE
+      const std::unordered_set<int64_t> positive(e.chosen.begin(), e.chosen.end());
+      for (size_t i = 0; i < y.size(); ++i) w[i] = positive.count(y[i]) == 0 ? 1.0f : 0.0f;
+      break;
+    }
+  }
+  for (size_t i = 0; i < y.size(); ++i) {
+    if (y[i] == end_id) w[i] = 0.0f;
+  }
+  return w;
+}
+
+}  // namespace aln::trainers
