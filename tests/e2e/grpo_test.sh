@@ -12,13 +12,8 @@
 # Usage: grpo_test.sh ALN MPIEXEC
 set -uo pipefail
 ALN="$1"; MPIEXEC="$2"
-work="$(mktemp -d)"; pid=""
-trap '[[ -n "$pid" ]] && kill -9 $pid 2>/dev/null; [[ -z "${KEEP:-}" ]] && rm -rf "$work"' EXIT
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-failures=0; passed=0
-check() { if eval "$2"; then passed=$((passed + 1)); else echo "FAIL: $1"; failures=$((failures + 1)); fi; }
-mpi() { "$MPIEXEC" -np "$1" --allow-run-as-root --oversubscribe --bind-to none --mca btl self,tcp \
-  --mca btl_tcp_if_include lo --mca oob_tcp_if_include lo -x OMP_NUM_THREADS=1 "${@:2}"; }
+source tests/e2e/train_lib.sh
 
 python3 - "$work/short.jsonl" <<'PY'
 import csv, json, sys
@@ -59,11 +54,6 @@ eval: {max_examples: 4}
 runtime: {threads: 1}
 YAML
 }
-losses() { python3 -c '
-import json, sys
-for line in open(sys.argv[1]):
-    j = json.loads(line)
-    print(j["global_step"], j["stage"], repr(j["loss"]), repr(j["grad_norm"]), repr(j["metrics"].get("reward_mean")))' "$1"; }
 
 check "examples/grpo.yaml validates" '"$ALN" train examples/grpo.yaml --dry-run >/dev/null 2>&1'
 job "$work/stale" 2 3 1 2 >"$work/stale.yaml"
@@ -92,26 +82,17 @@ PY'
 job "$work/dp3" 2 1 3 >"$work/dp3.yaml"
 mpi 3 "$ALN" train "$work/dp3.yaml" >"$work/dp3.out" 2>"$work/dp3.err"; rc=$?
 check "mpirun -np 3 exits 0 (rc $rc): $(tail -2 "$work/dp3.err")" '[[ $rc -eq 0 ]]'
-losses "$work/one/train_log.jsonl" >"$work/one.losses"
-losses "$work/dp3/train_log.jsonl" >"$work/dp3.losses"
+losses "$work/one/train_log.jsonl" reward_mean >"$work/one.losses"
+losses "$work/dp3/train_log.jsonl" reward_mean >"$work/dp3.losses"
 check "3 ranks (deterministic) log the same 32 losses, grad norms and rewards as one process" \
   '[[ $(wc -l <"$work/one.losses") -eq 32 ]] && diff -q "$work/one.losses" "$work/dp3.losses" >/dev/null'
 job "$work/kill" 2 3 1 >"$work/kill.yaml"
-"$ALN" train "$work/kill.yaml" >/dev/null 2>"$work/kill1.err" &
-pid=$!
-for _ in $(seq 1 1200); do
-  grep -q '"global_step":25' "$work/kill/train_log.jsonl" 2>/dev/null && break
-  kill -0 $pid 2>/dev/null || break
-  sleep 0.05
-done
-kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null; pid=""
-killed_at=$(grep -c . "$work/kill/train_log.jsonl" 2>/dev/null || echo 0)
+run_and_kill "$work/kill.yaml" "$work/kill" 25
 check "killed mid-stage (after $killed_at steps)" '[[ $killed_at -ge 25 && $killed_at -lt 32 ]]'
 "$ALN" train "$work/kill.yaml" --resume >/dev/null 2>"$work/kill2.err"; rc=$?
 check "resumed run exits 0 (rc $rc): $(tail -2 "$work/kill2.err")" '[[ $rc -eq 0 ]]'
-losses "$work/kill/train_log.jsonl" >"$work/kill.losses"
+losses "$work/kill/train_log.jsonl" reward_mean >"$work/kill.losses"
 check "resumed losses and rewards equal the uninterrupted run's, bit for bit" \
   'diff -q "$work/one.losses" "$work/kill.losses" >/dev/null'
 check "byte-identical final model" 'cmp -s "$work/one/final/model.safetensors" "$work/kill/final/model.safetensors"'
-echo "$passed passed, $failures failed"
-[[ $failures -eq 0 ]]
+summary

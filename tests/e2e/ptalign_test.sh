@@ -12,13 +12,8 @@
 # Usage: ptalign_test.sh ALN MPIEXEC
 set -uo pipefail
 ALN="$1"; MPIEXEC="$2"
-work="$(mktemp -d)"; pid=""
-trap '[[ -n "$pid" ]] && kill -9 $pid 2>/dev/null; [[ -z "${KEEP:-}" ]] && rm -rf "$work"' EXIT
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-failures=0; passed=0
-check() { if eval "$2"; then passed=$((passed + 1)); else echo "FAIL: $1"; failures=$((failures + 1)); fi; }
-mpi() { "$MPIEXEC" -np "$1" --allow-run-as-root --oversubscribe --bind-to none --mca btl self,tcp \
-  --mca btl_tcp_if_include lo --mca oob_tcp_if_include lo -x OMP_NUM_THREADS=1 "${@:2}"; }
+source tests/e2e/train_lib.sh
 
 job() {  # job OUT MICRO ACCUM DP [WEIGHTS]
   cat <<YAML
@@ -52,11 +47,6 @@ metrics: {enabled: false, progress_bar: false}
 runtime: {threads: 1}
 YAML
 }
-losses() { python3 -c '
-import json, sys
-for line in open(sys.argv[1]):
-    j = json.loads(line)
-    print(j["global_step"], j["stage"], repr(j["loss"]), repr(j["grad_norm"]))' "$1"; }
 
 check "examples/ptalign.yaml validates" '"$ALN" train examples/ptalign.yaml --dry-run >/dev/null 2>&1'
 job "$work/one" 1 3 1 >"$work/one.yaml"
@@ -85,15 +75,7 @@ losses "$work/dp3/train_log.jsonl" >"$work/dp3.losses"
 check "3 ranks (deterministic) log the same 12 losses as one process" \
   '[[ $(wc -l <"$work/one.losses") -eq 12 ]] && diff -q "$work/one.losses" "$work/dp3.losses" >/dev/null'
 job "$work/kill" 1 3 1 >"$work/kill.yaml"
-"$ALN" train "$work/kill.yaml" >/dev/null 2>"$work/kill1.err" &
-pid=$!
-for _ in $(seq 1 1200); do
-  grep -q '"global_step":9' "$work/kill/train_log.jsonl" 2>/dev/null && break
-  kill -0 $pid 2>/dev/null || break
-  sleep 0.05
-done
-kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null; pid=""
-killed_at=$(grep -c . "$work/kill/train_log.jsonl" 2>/dev/null || echo 0)
+run_and_kill "$work/kill.yaml" "$work/kill" 9
 check "killed mid-stage (after $killed_at steps)" '[[ $killed_at -ge 9 && $killed_at -lt 12 ]]'
 "$ALN" train "$work/kill.yaml" --resume >/dev/null 2>"$work/kill2.err"; rc=$?
 check "resumed run exits 0 (rc $rc): $(tail -2 "$work/kill2.err")" '[[ $rc -eq 0 ]]'
@@ -106,5 +88,4 @@ check "lexicon weights run (rc $rc): $(tail -1 "$work/lex.err")" '[[ $rc -eq 0 ]
 job "$work/spans" 1 3 1 spans >"$work/spans.yaml"
 "$ALN" train "$work/spans.yaml" >/dev/null 2>"$work/spans.err"; rc=$?
 check "span weights are refused with a message (rc $rc)" '[[ $rc -ne 0 ]] && grep -q "token_weights: spans" "$work/spans.err"'
-echo "$passed passed, $failures failed"
-[[ $failures -eq 0 ]]
+summary

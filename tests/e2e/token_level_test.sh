@@ -10,13 +10,8 @@
 # Usage: token_level_test.sh ALN MPIEXEC
 set -uo pipefail
 ALN="$1"; MPIEXEC="$2"
-work="$(mktemp -d)"; pid=""
-trap '[[ -n "$pid" ]] && kill -9 $pid 2>/dev/null; rm -rf "$work"' EXIT
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-failures=0; passed=0
-check() { if eval "$2"; then passed=$((passed + 1)); else echo "FAIL: $1"; failures=$((failures + 1)); fi; }
-mpi() { "$MPIEXEC" -np "$1" --allow-run-as-root --oversubscribe --bind-to none --mca btl self,tcp \
-  --mca btl_tcp_if_include lo --mca oob_tcp_if_include lo -x OMP_NUM_THREADS=1 "${@:2}"; }
+source tests/e2e/train_lib.sh
 
 job() {  # job OUT TRAINER_LINE MICRO ACCUM DP
   cat <<YAML
@@ -49,11 +44,6 @@ eval: {max_examples: 24}
 runtime: {threads: 1}
 YAML
 }
-losses() { python3 -c '
-import json, sys
-for line in open(sys.argv[1]):
-    j = json.loads(line)
-    print(j["global_step"], j["stage"], repr(j["loss"]), repr(j["grad_norm"]))' "$1"; }
 
 for example in examples/tdpo.yaml examples/radpo.yaml; do
   check "$example validates" '"$ALN" train "$example" --dry-run >/dev/null 2>&1'
@@ -80,15 +70,7 @@ for method in tdpo radpo; do
     '[[ $(wc -l <"$work/$method-one.losses") -eq 20 ]] && diff -q "$work/$method-one.losses" "$work/$method-dp3.losses" >/dev/null'
   # Killed in the pairs stage after global step 15 (checkpoint at 12), then resumed.
   job "$work/$method-kill" "$line" 2 3 1 >"$work/$method-kill.yaml"
-  "$ALN" train "$work/$method-kill.yaml" >/dev/null 2>"$work/$method-kill1.err" &
-  pid=$!
-  for _ in $(seq 1 1200); do
-    grep -q '"global_step":15' "$work/$method-kill/train_log.jsonl" 2>/dev/null && break
-    kill -0 $pid 2>/dev/null || break
-    sleep 0.05
-  done
-  kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null; pid=""
-  killed_at=$(grep -c . "$work/$method-kill/train_log.jsonl" 2>/dev/null || echo 0)
+  run_and_kill "$work/$method-kill.yaml" "$work/$method-kill" 15
   check "$method: killed mid-stage (after $killed_at steps)" '[[ $killed_at -ge 13 && $killed_at -lt 20 ]]'
   "$ALN" train "$work/$method-kill.yaml" --resume >/dev/null 2>"$work/$method-kill2.err"; rc=$?
   check "$method: resumed run exits 0 (rc $rc): $(tail -2 "$work/$method-kill2.err")" '[[ $rc -eq 0 ]]'
@@ -98,5 +80,4 @@ for method in tdpo radpo; do
   check "$method: byte-identical final model" \
     'cmp -s "$work/$method-one/final/model.safetensors" "$work/$method-kill/final/model.safetensors"'
 done
-echo "$passed passed, $failures failed"
-[[ $failures -eq 0 ]]
+summary

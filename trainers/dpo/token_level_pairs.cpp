@@ -104,4 +104,31 @@ LossOutput token_level_pair_loss(const std::vector<const buffer::Example*>& batc
   return out;
 }
 
+namespace {
+
+class TokenLevelTrainer final : public Trainer {
+ public:
+  TokenLevelTrainer(std::string name, TokenLevelSettings settings)
+      : name_(std::move(name)), settings_(std::move(settings)) {}
+  std::string name() const override { return name_; }
+  Needs needs() const override {
+    Needs n{RecordKind::kPreferencePairs, ModelHead::kLanguageModel, true};
+    n.reference_model = true;
+    return n;
+  }
+  LossOutput compute_loss(const std::vector<const buffer::Example*>& batch, StepContext& ctx) override {
+    return token_level_pair_loss(batch, ctx, settings_);
+  }
+
+ private:
+  std::string name_;
+  TokenLevelSettings settings_;
+};
+
+}  // namespace
+
+std::unique_ptr<Trainer> make_token_level_trainer(std::string name, TokenLevelSettings settings) {
+  return std::make_unique<TokenLevelTrainer>(std::move(name), std::move(settings));
+}
+
 }  // namespace aln::trainers

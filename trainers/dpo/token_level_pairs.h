@@ -9,6 +9,7 @@
 // [positions, hidden] and the output projection [vocab, hidden]. A surrogate term carries those into
 // autograd, so the engine's backward() reaches every parameter. Peak extra memory: a few
 // [chunk, vocab] buffers and one [vocab, hidden] accumulator.
+#include <memory>
 #include <string>
 
 #include "kernels/token_level.h"
@@ -27,5 +28,8 @@ struct TokenLevelSettings {
 
 LossOutput token_level_pair_loss(const std::vector<const buffer::Example*>& batch, StepContext& ctx,
                                  const TokenLevelSettings& settings);
+
+// The trainer both methods are: preference pairs, the reference model itself, this loss.
+std::unique_ptr<Trainer> make_token_level_trainer(std::string name, TokenLevelSettings settings);
 
 }  // namespace aln::trainers

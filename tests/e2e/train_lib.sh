@@ -1,0 +1,30 @@
+# Shared by the method end-to-end tests (token_level, grpo, ptalign): a temp dir removed on exit
+# (kept with KEEP=1), check/summary counters, mpirun on loopback, the logged losses of a run, and
+# starting a run that is killed with SIGKILL once it has logged a given global step.
+work="$(mktemp -d)"; pid=""
+trap '[[ -n "$pid" ]] && kill -9 $pid 2>/dev/null; [[ -z "${KEEP:-}" ]] && rm -rf "$work"' EXIT
+failures=0; passed=0
+check() { if eval "$2"; then passed=$((passed + 1)); else echo "FAIL: $1"; failures=$((failures + 1)); fi; }
+summary() { echo "$passed passed, $failures failed"; [[ $failures -eq 0 ]]; }
+mpi() { "$MPIEXEC" -np "$1" --allow-run-as-root --oversubscribe --bind-to none --mca btl self,tcp \
+  --mca btl_tcp_if_include lo --mca oob_tcp_if_include lo -x OMP_NUM_THREADS=1 "${@:2}"; }
+# losses TRAIN_LOG [METRIC]: "global_step stage loss grad_norm [metric]" per logged step, exact reprs
+losses() { python3 -c '
+import json, sys
+for line in open(sys.argv[1]):
+    j = json.loads(line)
+    extra = " " + repr(j["metrics"].get(sys.argv[2])) if len(sys.argv) > 2 else ""
+    print(j["global_step"], j["stage"], repr(j["loss"]), repr(j["grad_norm"]) + extra)' "$@"; }
+# run_and_kill YAML OUTPUT_DIR STEP: trains in the background and SIGKILLs it once STEP is logged;
+# sets killed_at to the number of logged steps.
+run_and_kill() {
+  "$ALN" train "$1" >/dev/null 2>"$2.kill.err" &
+  pid=$!
+  for _ in $(seq 1 1200); do
+    grep -q "\"global_step\":$3," "$2/train_log.jsonl" 2>/dev/null && break
+    kill -0 $pid 2>/dev/null || break
+    sleep 0.05
+  done
+  kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null; pid=""
+  killed_at=$(grep -c . "$2/train_log.jsonl" 2>/dev/null || echo 0)
+}
