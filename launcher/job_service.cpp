@@ -40,71 +40,91 @@ std::string metadata(grpc::CallbackServerContext* context, const char* key) {
   return it == md.end() ? std::string() : std::string(it->second.data(), it->second.size());
 }
 
-// WatchJob: sends the job's status whenever it changed, ends after sending a final state.
-class WatchReactor final : public grpc::ServerWriteReactor<aln::v1::JobStatus>, public Tickable {
+// A server stream the ticker drives: each tick offers the stream its next message (next(), called
+// under the stream's lock while no write is in flight); the reactions below are the same for both
+// streams. Derived constructors call start() last, so the first tick sees them fully built.
+template <typename T>
+class TickedStream : public grpc::ServerWriteReactor<T>, public Tickable {
  public:
-  WatchReactor(JobManager& manager, StreamTicker& ticker, std::string job_id)
-      : manager_(manager), ticker_(ticker), job_id_(std::move(job_id)) {
-    ticker_.add(this);
-  }
-  void tick() override {
+  TickedStream(JobManager& manager, StreamTicker& ticker) : manager_(manager), ticker_(ticker) {}
+  void tick() final {
     std::lock_guard<std::recursive_mutex> lock(mu_);
     if (writing_ || finished_) return;
+    next();
+  }
+  void OnWriteDone(bool ok) final {
+    std::lock_guard<std::recursive_mutex> lock(mu_);
+    writing_ = false;
+    if (!ok && !finished_) end(grpc::Status(grpc::StatusCode::CANCELLED, "client went away"));
+  }
+  void OnCancel() final {
+    std::lock_guard<std::recursive_mutex> lock(mu_);
+    if (!writing_ && !finished_) end(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client"));
+  }
+  void OnDone() final {
+    ticker_.remove(this);
+    delete this;
+  }
+
+ protected:
+  virtual void next() = 0;
+  void start() { ticker_.add(this); }
+  void send() {
+    writing_ = true;
+    this->StartWrite(&message_);
+  }
+  void end(const grpc::Status& status) {
+    finished_ = true;
+    this->Finish(status);
+  }
+  JobManager& manager_;
+  T message_;
+
+ private:
+  StreamTicker& ticker_;
+  std::recursive_mutex mu_;
+  bool writing_ = false;
+  bool finished_ = false;
+};
+
+// WatchJob: sends the job's status whenever it changed, ends after sending a final state.
+class WatchReactor final : public TickedStream<aln::v1::JobStatus> {
+ public:
+  WatchReactor(JobManager& manager, StreamTicker& ticker, std::string job_id)
+      : TickedStream(manager, ticker), job_id_(std::move(job_id)) {
+    start();
+  }
+
+ private:
+  void next() override {
     if (sent_final_) return end(grpc::Status::OK);
     auto status = manager_.get(job_id_);
     if (!status.ok()) return end(to_grpc(status.status()));
     std::string bytes = status->SerializeAsString();
     if (bytes == last_) return;
     last_ = std::move(bytes);
-    current_ = *status;
-    sent_final_ = is_terminal(current_.state());
-    writing_ = true;
-    StartWrite(&current_);
+    message_ = *status;
+    sent_final_ = is_terminal(message_.state());
+    send();
   }
-  void OnWriteDone(bool ok) override {
-    std::lock_guard<std::recursive_mutex> lock(mu_);
-    writing_ = false;
-    if (!ok && !finished_) end(grpc::Status(grpc::StatusCode::CANCELLED, "client went away"));
-  }
-  void OnCancel() override {
-    std::lock_guard<std::recursive_mutex> lock(mu_);
-    if (!writing_ && !finished_) end(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client"));
-  }
-  void OnDone() override {
-    ticker_.remove(this);
-    delete this;
-  }
-
- private:
-  void end(const grpc::Status& status) {
-    finished_ = true;
-    Finish(status);
-  }
-  JobManager& manager_;
-  StreamTicker& ticker_;
   std::string job_id_;
-  std::recursive_mutex mu_;
-  bool writing_ = false;
-  bool finished_ = false;
   bool sent_final_ = false;
   std::string last_;
-  aln::v1::JobStatus current_;
 };
 
 // StreamLogs: the log from `offset` in chunks; in follow mode it waits for more until the job ends.
-class LogsReactor final : public grpc::ServerWriteReactor<aln::v1::LogChunk>, public Tickable {
+class LogsReactor final : public TickedStream<aln::v1::LogChunk> {
  public:
   LogsReactor(JobManager& manager, StreamTicker& ticker, const aln::v1::StreamLogsRequest& request)
-      : manager_(manager),
-        ticker_(ticker),
+      : TickedStream(manager, ticker),
         job_id_(request.job_id()),
         follow_(request.follow()),
         offset_(std::max<int64_t>(0, request.offset())) {
-    ticker_.add(this);
+    start();
   }
-  void tick() override {
-    std::lock_guard<std::recursive_mutex> lock(mu_);
-    if (writing_ || finished_) return;
+
+ private:
+  void next() override {
     auto log = manager_.log_of(job_id_);
     if (!log.ok()) return end(to_grpc(log.status()));
     const bool ended = log->second;  // read before the file, so no line written before the end is missed
@@ -120,40 +140,14 @@ class LogsReactor final : public grpc::ServerWriteReactor<aln::v1::LogChunk>, pu
       if (!follow_ || ended) end(grpc::Status::OK);
       return;
     }
-    chunk_.set_offset(offset_);
+    message_.set_offset(offset_);
     offset_ += static_cast<int64_t>(data.size());
-    chunk_.set_data(std::move(data));
-    writing_ = true;
-    StartWrite(&chunk_);
+    message_.set_data(std::move(data));
+    send();
   }
-  void OnWriteDone(bool ok) override {
-    std::lock_guard<std::recursive_mutex> lock(mu_);
-    writing_ = false;
-    if (!ok && !finished_) end(grpc::Status(grpc::StatusCode::CANCELLED, "client went away"));
-  }
-  void OnCancel() override {
-    std::lock_guard<std::recursive_mutex> lock(mu_);
-    if (!writing_ && !finished_) end(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client"));
-  }
-  void OnDone() override {
-    ticker_.remove(this);
-    delete this;
-  }
-
- private:
-  void end(const grpc::Status& status) {
-    finished_ = true;
-    Finish(status);
-  }
-  JobManager& manager_;
-  StreamTicker& ticker_;
   std::string job_id_;
   bool follow_;
   int64_t offset_;
-  std::recursive_mutex mu_;
-  bool writing_ = false;
-  bool finished_ = false;
-  aln::v1::LogChunk chunk_;
 };
 
 // A stream refused before it started (authentication, bad request).
