@@ -157,7 +157,7 @@ for signal in KILL STOP; do
   check "$signal: within 60 s (${took}s)" "[[ $took -le 60 ]]"
   if [[ $signal == STOP ]]; then
     check "STOP: rank 0 names the stalled collective: $(grep -m1 'did not complete' "$work/$name.out")" \
-      "grep -q 'rank 0 on .*all_reduce #[0-9]* did not complete within 5000 ms.*last collectives of this rank' '$work/$name.out'"
+      "grep -Eq 'rank 0 on .*(all_reduce|all_gather|broadcast) #[0-9]* did not complete within 5000 ms.*last collectives of this rank' '$work/$name.out'"
   else
     check "KILL: the failure names rank 1: $(grep -m1 -i 'rank 1' "$work/$name.out")" "grep -qi 'rank 1' '$work/$name.out'"
   fi

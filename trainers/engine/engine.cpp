@@ -64,8 +64,10 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
   const std::string fingerprint = spec_fingerprint(spec);
   const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(spec.parallel().timeout_s() * 1000));
   const DataParallel dp(options.comm, timeout);
-  // A checkpoint save on rank 0 may take much longer than a collective; the others wait this long.
-  const auto save_timeout = std::max(timeout, std::chrono::milliseconds(30 * 60 * 1000));
+  // A checkpoint save on rank 0 may take much longer than a collective; the others wait this long
+  // for its verdict. Rank 0 itself uses the normal timeout: when it has saved, the others are
+  // already waiting, so a peer that stopped (or died) during the save is found as fast as anywhere.
+  const auto save_timeout = dp.lead() ? timeout : std::max(timeout, std::chrono::milliseconds(30 * 60 * 1000));
   if (spec.parallel().policy().data_parallel() != dp.size()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "parallel.policy.data_parallel is ", spec.parallel().policy().data_parallel(), " but the job runs on ",
