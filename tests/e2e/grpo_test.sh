@@ -25,14 +25,8 @@ with open(sys.argv[1], "w") as f:
 PY
 
 job() {  # job OUT MICRO ACCUM DP [STALENESS]
+  job_head grpo-test "$1" 5
   cat <<YAML
-name: grpo-test
-output_dir: $1
-seed: 5
-model:
-  tokenizer: examples/data/tokenizers/gpt2/tokenizer.json
-  chat_format: hh
-  config: {architecture: llama, vocab_size: 50257, hidden_size: 32, num_layers: 1, num_heads: 2, intermediate_size: 64, max_position: 256}
 stages:
   - name: sft
     trainer: {sft: {}}
@@ -47,12 +41,9 @@ stages:
       train: [{path: examples/data/xstest/xstest_prompts_shared.csv, format: prompts}]
       max_prompt_length: 32
     optimizer: {lr: 1e-2, max_steps: 16, micro_batch_size: $2, gradient_accumulation: $3}
-parallel: {policy: {data_parallel: $4}, deterministic: true}
-checkpoint: {every_steps: 4, keep_last: 2}
-metrics: {enabled: false, progress_bar: false}
 eval: {max_examples: 4}
-runtime: {threads: 1}
 YAML
+  job_tail $4 4
 }
 
 check "examples/grpo.yaml validates" '"$ALN" train examples/grpo.yaml --dry-run >/dev/null 2>&1'

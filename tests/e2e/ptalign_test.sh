@@ -16,14 +16,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 source tests/e2e/train_lib.sh
 
 job() {  # job OUT MICRO ACCUM DP [WEIGHTS]
+  job_head ptalign-test "$1" 9
   cat <<YAML
-name: ptalign-test
-output_dir: $1
-seed: 9
-model:
-  tokenizer: examples/data/tokenizers/gpt2/tokenizer.json
-  chat_format: hh
-  config: {architecture: llama, vocab_size: 50257, hidden_size: 32, num_layers: 1, num_heads: 2, intermediate_size: 64, max_position: 256}
 stages:
   - name: sft
     trainer: {sft: {}}
@@ -41,11 +35,8 @@ stages:
       max_response_length: 24
       eval_fraction: 0.2
     optimizer: {lr: 5e-3, max_steps: 8, micro_batch_size: $2, gradient_accumulation: $3}  # within one epoch: 3 ranks drop a different remainder at its end
-parallel: {policy: {data_parallel: $4}, deterministic: true}
-checkpoint: {every_steps: 2, keep_last: 2}
-metrics: {enabled: false, progress_bar: false}
-runtime: {threads: 1}
 YAML
+  job_tail $4 2
 }
 
 check "examples/ptalign.yaml validates" '"$ALN" train examples/ptalign.yaml --dry-run >/dev/null 2>&1'

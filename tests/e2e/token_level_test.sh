@@ -14,14 +14,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 source tests/e2e/train_lib.sh
 
 job() {  # job OUT TRAINER_LINE MICRO ACCUM DP
+  job_head token-level-test "$1" 11
   cat <<YAML
-name: token-level-test
-output_dir: $1
-seed: 11
-model:
-  tokenizer: examples/data/tokenizers/gpt2/tokenizer.json
-  chat_format: hh
-  config: {architecture: llama, vocab_size: 50257, hidden_size: 32, num_layers: 1, num_heads: 2, intermediate_size: 64, max_position: 256}
 stages:
   - name: sft
     trainer: {sft: {}}
@@ -37,12 +31,9 @@ stages:
       max_prompt_length: 32
       max_response_length: 16
     optimizer: {lr: 3e-3, max_steps: 14, micro_batch_size: $3, gradient_accumulation: $4}
-parallel: {policy: {data_parallel: $5}, deterministic: true}
-checkpoint: {every_steps: 4, keep_last: 2}
-metrics: {enabled: false, progress_bar: false}
 eval: {max_examples: 24}
-runtime: {threads: 1}
 YAML
+  job_tail $5 4
 }
 
 for example in examples/tdpo.yaml examples/radpo.yaml; do

@@ -28,3 +28,24 @@ run_and_kill() {
   kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null; pid=""
   killed_at=$(grep -c . "$2/train_log.jsonl" 2>/dev/null || echo 0)
 }
+# job_head NAME OUTPUT_DIR SEED: the top of a test job (the tiny one-layer Llama, GPT-2 tokenizer).
+job_head() {
+  cat <<YAML
+name: $1
+output_dir: $2
+seed: $3
+model:
+  tokenizer: examples/data/tokenizers/gpt2/tokenizer.json
+  chat_format: hh
+  config: {architecture: llama, vocab_size: 50257, hidden_size: 32, num_layers: 1, num_heads: 2, intermediate_size: 64, max_position: 256}
+YAML
+}
+# job_tail DATA_PARALLEL CHECKPOINT_EVERY: deterministic ranks, checkpoints, quiet, one thread.
+job_tail() {
+  cat <<YAML
+parallel: {policy: {data_parallel: $1}, deterministic: true}
+checkpoint: {every_steps: $2, keep_last: 2}
+metrics: {enabled: false, progress_bar: false}
+runtime: {threads: 1}
+YAML
+}
