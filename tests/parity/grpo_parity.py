@@ -17,17 +17,10 @@ import types
 import torch
 from trl.trainer.grpo_trainer import GRPOTrainer
 
+from checks import check, finish, rel
+
 TOOL = sys.argv[1]
 torch.manual_seed(0)
-failures, checks = [], 0
-
-
-def check(name, ok, detail=""):
-    global checks
-    checks += 1
-    print(("ok   " if ok else "FAIL ") + name + (f": {detail}" if detail else ""))
-    if not ok:
-        failures.append(name)
 
 
 def trl_loss(logps, old, ref, adv, mask, eps_low, eps_high, beta, loss_type):
@@ -55,11 +48,6 @@ def trl_loss(logps, old, ref, adv, mask, eps_low, eps_high, beta, loss_type):
     loss = GRPOTrainer._compute_loss(fake, None, inputs)
     (grad,) = torch.autograd.grad(loss, leaf)
     return loss.item(), grad, fake._metrics["train"]
-
-
-def rel(a, b):
-    a, b = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
-    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
 
 
 cases, expected = [], []
@@ -100,5 +88,4 @@ scaled = ((g - g.mean(1, keepdim=True)) / (g.std(1, keepdim=True) + 1e-4)).resha
 check("group advantages (r - mean) / (std + 1e-4)", rel(out[-2]["advantages"], scaled) < 1e-12)
 check("unscaled group advantages r - mean", rel(out[-1]["advantages"], (g - g.mean(1, keepdim=True)).reshape(-1)) < 1e-12)
 check("a group with equal rewards has zero advantages", max(abs(x) for x in out[-2]["advantages"][8:16]) == 0)
-print(f"{checks - len(failures)} passed, {len(failures)} failed")
-sys.exit(1 if failures else 0)
+finish()

@@ -18,17 +18,10 @@ import torch
 import torch.nn.functional as F
 from trl.trainer.dpo_trainer import DPOTrainer
 
+from checks import check, finish
+
 TOOL = sys.argv[1]
 torch.manual_seed(0)
-failures, checks = [], 0
-
-
-def check(name, ok, detail=""):
-    global checks
-    checks += 1
-    print(("ok   " if ok else "FAIL ") + name + (f": {detail}" if detail else ""))
-    if not ok:
-        failures.append(name)
 
 
 def random_case(pairs=6, length=7):
@@ -159,5 +152,4 @@ for delta in (10.0, 0.0, 3.5):
     check(f"safedpo delta={delta} vs float64 reference: gradient",
           close(o["grad_chosen"] + o["grad_rejected"], torch.cat([gc, gr]).tolist())[0])
 
-print(f"{checks - len(failures)} passed, {len(failures)} failed")
-sys.exit(1 if failures else 0)
+finish()

@@ -19,17 +19,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from checks import check, finish, rel
+
 TOOL = sys.argv[1]
 torch.manual_seed(0)
-failures, checks = [], 0
-
-
-def check(name, ok, detail=""):
-    global checks
-    checks += 1
-    print(("ok   " if ok else "FAIL ") + name + (f": {detail}" if detail else ""))
-    if not ok:
-        failures.append(name)
 
 
 def reference(z, r, y, seq, pairs, kind, mu, split, variant, beta, alpha):
@@ -68,11 +61,6 @@ def run_tool(case_dir, meta, z, r, y, seq):
     out = json.loads((case_dir / "out.json").read_text())
     grad = np.fromfile(case_dir / "grad.bin", dtype="<f8").reshape(z.shape)
     return out, torch.from_numpy(grad)
-
-
-def rel(a, b):
-    a, b = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
-    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
 
 
 with tempfile.TemporaryDirectory() as tmp:
@@ -118,5 +106,4 @@ with tempfile.TemporaryDirectory() as tmp:
           rel(aln_grad, with_sg) < 1e-6 and rel(aln_grad, grad_no_sg) > 1e-4,
           f"vs sg {rel(aln_grad, with_sg):.1e}, vs no sg {rel(aln_grad, grad_no_sg):.1e}")
 
-print(f"{checks - len(failures)} passed, {len(failures)} failed")
-sys.exit(1 if failures else 0)
+finish()
