@@ -1,8 +1,9 @@
 // Explicit registration of every built-in trainer (no static-initialiser magic: what exists is
-// listed here, in one place). Still to come with the safety-methods work: controllable, hair.
+// listed here, in one place). Still to come with the safety-methods work: controllable.
 #include "core/status.h"
 #include "trainers/dpo/dpo_trainer.h"
 #include "trainers/grpo/grpo_trainer.h"
+#include "trainers/hair/hair_trainer.h"
 #include "trainers/ptalign/ptalign_trainer.h"
 #include "trainers/radpo/radpo_trainer.h"
 #include "trainers/reward/reward_trainer.h"
@@ -23,6 +24,8 @@ void register_all(TrainerRegistry& registry) {
       registry.add("radpo", make_radpo_trainer, "risk-aware DPO (CVaR or entropic risk, variants 1 and 2)"));
   ALN_THROW_IF_ERROR(registry.add("ptalign", make_ptalign_trainer, "PT-ALIGN: likelihood + fine-grained unlikelihood"));
   ALN_THROW_IF_ERROR(registry.add("grpo", make_grpo_trainer, "GRPO with on-policy rollouts (rule or reward models)"));
+  ALN_THROW_IF_ERROR(
+      registry.add("hair", make_hair_trainer, "HAIR: per-category IRL shadow rewards + hardness-aware GRPO"));
 }
 
 }  // namespace aln::trainers

@@ -66,6 +66,16 @@ struct StepContext {
   int64_t eos_id = -1;
   uint64_t seed = 0;
   std::vector<const model::DecoderModel*> reward_models;
+  std::function<std::vector<int64_t>(const std::string&)> encode_text;  // plain text -> ids
+  // false in evaluation: trainers that learn besides the policy (HAIR's shadow reward models) only
+  // learn from training steps.
+  bool training = true;
+  // The policy's data-parallel group, for trainers with state of their own to keep equal on every
+  // rank; unset in one process (the identity). `sum` adds a tensor over ranks in place;
+  // `sum_gradients` adds the gradients of named parameters over ranks (missing ones count as
+  // zeros) in the engine's reduction order, so ranks stay identical to one process accumulating them.
+  std::function<void(at::Tensor&)> sum;
+  std::function<void(std::map<std::string, at::Tensor>&)> sum_gradients;
 };
 
 // A context with the four basic fields (the rollout fields keep their defaults).
@@ -103,6 +113,15 @@ class Trainer {
   virtual double normalizer(const std::vector<const buffer::Example*>& batch) const {
     return static_cast<double>(batch.size());
   }
+  // Called on every rank after each training step's policy update (before the step is logged): a
+  // trainer that learns something besides the policy updates it here. Returned metrics join the
+  // step's (they must already be equal on every rank).
+  virtual std::map<std::string, double> after_step(StepContext& context) { return {}; }
+  // That learned state, saved with every checkpoint (into an empty directory, on rank 0) and read
+  // back when the stage resumes; `finish` writes what the user keeps once the stage ends.
+  virtual absl::Status save_state(const std::string& dir) const { return absl::OkStatus(); }
+  virtual absl::Status load_state(const std::string& dir) { return absl::OkStatus(); }
+  virtual absl::Status finish(const std::string& work_dir) const { return absl::OkStatus(); }
 };
 
 using TrainerRegistry = Registry<Trainer, const aln::v1::StageSpec&>;

@@ -147,10 +147,9 @@ absl::Status verify_manifest(const std::string& path) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::string> CheckpointManager::save(const model::DecoderModel& policy,
-                                                    const model::DecoderModel* reference,
-                                                    const optim::TensorMap& optimizer,
-                                                    const TrainingState& state) const {
+absl::StatusOr<std::string> CheckpointManager::save(
+    const model::DecoderModel& policy, const model::DecoderModel* reference, const optim::TensorMap& optimizer,
+    const TrainingState& state, const std::function<absl::Status(const std::string&)>& trainer_state) const {
   const std::string name = absl::StrFormat("step-%08d", state.global_step);
   const fs::path final_dir = fs::path(dir_) / name;
   const fs::path tmp = fs::path(dir_) / absl::StrCat(".", name, ".tmp-", ::getpid());
@@ -177,6 +176,11 @@ absl::StatusOr<std::string> CheckpointManager::save(const model::DecoderModel& p
     s = io::save_safetensors((tmp / "optimizer.safetensors").string(),
                              io::NamedTensors(optimizer.begin(), optimizer.end()));
   if (s.ok()) s = io::save_safetensors((tmp / "rng.safetensors").string(), {{"cpu", cpu_rng_state()}});
+  if (s.ok() && trainer_state) {
+    fs::create_directories(tmp / "trainer", ec);
+    s = ec ? absl::InternalError(absl::StrCat("cannot create ", (tmp / "trainer").string(), ": ", ec.message()))
+           : trainer_state((tmp / "trainer").string());
+  }
   if (s.ok()) s = io::write_text_atomically((tmp / "state.json").string(), state_json(state).dump(2) + "\n");
   if (!s.ok()) return fail(s);
   json files = json::object();

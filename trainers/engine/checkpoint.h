@@ -6,6 +6,7 @@
 //   reference/              the frozen reference, only when its log-probs are computed on the fly
 //   optimizer.safetensors   AdamW moments and step count
 //   rng.safetensors         LibTorch's CPU generator state
+//   trainer/                what the trainer learns besides the policy (HAIR's shadow reward models)
 //   state.json              stage, step, Buffer position, guard counter, reference-cache key, reports
 //   MANIFEST.json           written last: every file above with its size
 //
@@ -13,6 +14,7 @@
 // last, then renamed into place and the parent directory fsync'ed; a directory without a valid
 // manifest is never used. After each save only the newest `keep_last` checkpoints remain.
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -60,8 +62,10 @@ class CheckpointManager {
   const std::string& dir() const { return dir_; }
 
   // Writes step-<global_step> atomically, then prunes old checkpoints. Returns its path.
+  // `trainer_state` (when set) writes the trainer's own state into the given directory (trainer/).
   absl::StatusOr<std::string> save(const model::DecoderModel& policy, const model::DecoderModel* reference,
-                                   const optim::TensorMap& optimizer, const TrainingState& state) const;
+                                   const optim::TensorMap& optimizer, const TrainingState& state,
+                                   const std::function<absl::Status(const std::string&)>& trainer_state = {}) const;
 
   // The newest complete checkpoint (none: nullopt). Incomplete or damaged ones are skipped with a
   // warning naming what is wrong.

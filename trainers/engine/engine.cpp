@@ -255,6 +255,13 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
     extras.eos_id = (*encoder)->eos_id();
     extras.seed = static_cast<uint64_t>(spec.seed()) + static_cast<uint64_t>(s);
     for (const auto& rm : reward_models) extras.reward_models.push_back(&rm);
+    extras.encode_text = [enc = encoder->get()](const std::string& text) { return enc->encode(text); };
+    if (dp.size() > 1) {
+      extras.sum = [&dp](at::Tensor& t) { dp.sum(t); };
+      extras.sum_gradients = [&dp, deterministic = spec.parallel().deterministic()](optim::TensorMap& params) {
+        dp.all_reduce_gradients(params, deterministic);
+      };
+    }
     // Saved with checkpoints only when it exists nowhere else (the policy as the stage started).
     const model::DecoderModel* ref_to_save = stage.reference().path().empty() ? ref_ptr : nullptr;
 
@@ -304,6 +311,11 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
       }
       buffer.seek(resumed->state.position);
       adamw.load_state(resumed->optimizer);
+      const std::string trainer_dir = (fs::path(resumed->path) / "trainer").string();
+      if (fs::is_directory(trainer_dir)) {
+        absl::Status loaded = trainer.load_state(trainer_dir);
+        if (!loaded.ok()) return loaded;
+      }
       first_step = resumed->state.stage_step;
       consecutive_bad = resumed->state.consecutive_nonfinite;
     }
@@ -402,6 +414,14 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
         adamw.step(params, lr);
       }
       for (auto& [name, p] : params) p.mutable_grad() = at::Tensor();
+      {
+        trainers::StepContext ctx = extras;
+        ctx.policy = &policy;
+        ctx.reference = ref_ptr;
+        ctx.pad_id = pad_id;
+        ctx.step = step;
+        for (const auto& [k, v] : trainer.after_step(ctx)) step_metrics[k] = v;
+      }
       const double opt_t = since(t0);
       ++global_step;
       const double step_t = since(step_start);
@@ -466,7 +486,10 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
         state.stage_before = stage_report.before;
         state.data_parallel = dp.size();
         absl::StatusOr<std::string> saved = std::string();
-        if (dp.lead()) saved = checkpoints.save(policy, ref_to_save, adamw.state(), state);
+        if (dp.lead()) {
+          saved = checkpoints.save(policy, ref_to_save, adamw.state(), state,
+                                   [&trainer](const std::string& dir) { return trainer.save_state(dir); });
+        }
         // Everyone learns whether rank 0's save worked, so a failed save stops every rank at once.
         if (dp.sum(saved.ok() ? 0.0 : 1.0, save_timeout) > 0) {
           return saved.ok() ? absl::InternalError("rank 0 could not write the checkpoint (see its log)")
@@ -480,6 +503,10 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
     progress.finish();
     policy.set_requires_grad(false);
     stage_report.seconds = since(stage_start);
+    if (dp.lead()) {
+      absl::Status finished = trainer.finish((fs::path(spec.output_dir()) / stage_name).string());
+      if (!finished.ok()) return finished;
+    }
     if (resuming) stage_report.steps = std::max(stage_report.steps, first_step);
     stage_report.after = evaluate(trainer, policy, ref_ptr, data->eval, micro, pad_id, true, &extras);
     absl::Status logged = log_eval("after", stage_report.steps, stage_report.after);

@@ -33,6 +33,7 @@ MetricMap evaluate(trainers::Trainer& trainer, const model::DecoderModel& policy
       ctx.reference = reference;
       ctx.pad_id = pad_id;
       ctx.step = 0;  // evaluation samples the same rollouts before and after a stage
+      ctx.training = false;
       trainers::LossOutput step = trainer.compute_loss(batch, ctx);
       loss += step.loss.item<double>() * weight;
       for (const auto& [k, v] : step.metrics) sums[k] += v * weight;

@@ -1,0 +1,371 @@
+#include "trainers/hair/hair_trainer.h"
+
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+
+#include <filesystem>
+#include <optional>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "core/error.h"
+#include "core/model/hf_checkpoint.h"
+#include "kernels/grpo_loss.h"
+#include "kernels/hair.h"
+#include "trainers/grpo/rollout.h"
+#include "trainers/hair/demonstrations.h"
+#include "trainers/hair/sentence_encoder.h"
+#include "trainers/hair/shadow_rewards.h"
+#include "trainers/sequence_logprobs.h"
+
+namespace aln::trainers {
+namespace {
+
+using hair::ShadowRewards;
+
+// Rows of `ids`/`mask` scored by one shadow model ([rows] float32, differentiable when its
+// tensors require grad).
+at::Tensor score(const model::DecoderModel& m, const at::Tensor& ids, const at::Tensor& mask, const at::Tensor& rows) {
+  return m.scores(ids.index_select(0, rows), mask.index_select(0, rows)).select(1, 0);
+}
+
+// What a training micro-batch leaves for the shadow-reward update that follows the policy step.
+struct PendingIrl {
+  at::Tensor sample_ids, sample_mask;  // [P*G, T] prompt + completion
+  at::Tensor demo_ids, demo_mask;      // [P, T'] prompt + demonstration
+  std::vector<size_t> prompt_model;    // shadow model of each prompt
+};
+
+class HairTrainer final : public Trainer {
+ public:
+  explicit HairTrainer(const aln::v1::HairOptions& o) : o_(o) {}
+  std::string name() const override { return "hair"; }
+  Needs needs() const override {
+    // The reference is always there: the KL term and, by default, the sentence encoder (frozen, and
+    // saved with checkpoints, so hardness is the same after a resume).
+    Needs n{RecordKind::kPrompts, ModelHead::kLanguageModel, true};
+    n.reference_model = true;
+    return n;
+  }
+
+  absl::Status prepare(PrepareContext& ctx) override {
+    auto& examples = *ctx.examples;
+    if (ctx.training_set) {
+      (*ctx.counters)["hair_dropped_for_balance"] =
+          static_cast<double>(hair::balance_categories(examples, o_.per_category(), ctx.seed ^ 0x68616972ULL));
+    }
+    if (!o_.demonstrations().empty() && !demonstrations_) {
+      auto read = hair::read_demonstrations(o_.demonstrations());
+      if (!read.ok()) return read.status();
+      demonstrations_ = std::move(*read);
+    }
+    const std::string tmpl =
+        o_.demonstration_template().empty() ? hair::kDefaultDemonstrationTemplate : o_.demonstration_template();
+    const int64_t max_response = ctx.stage->data().max_response_length();
+    double from_file = 0;
+    for (auto& e : examples) {
+      const std::string prompt = e.prompt_text.empty() ? ctx.decode(e.prompt) : e.prompt_text;
+      std::string demo;
+      if (demonstrations_) {
+        auto it = demonstrations_->find(prompt);
+        if (it != demonstrations_->end()) {
+          demo = it->second;
+          ++from_file;
+        }
+      }
+      if (demo.empty()) demo = hair::render_demonstration(tmpl, prompt, hair::category_of(e));
+      if (hair::split_sentences(demo).empty()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(e.source, ": the demonstration has no sentence to compare samples with (\"",
+                         demo.substr(0, 60), "\"); check trainer.hair.demonstrations / demonstration_template"));
+      }
+      e.response = ctx.encode_response(demo);
+      if (max_response > 0 && static_cast<int64_t>(e.response.size()) > max_response) {
+        e.response.resize(static_cast<size_t>(max_response));
+      }
+      categories_.insert(hair::category_of(e));
+    }
+    if (ctx.training_set) {
+      (*ctx.counters)["hair_demonstrations_from_file"] = from_file;
+      std::map<std::string, double> per;
+      for (const auto& e : examples) per[hair::metric_suffix(hair::category_of(e))] += 1;
+      for (const auto& [c, n] : per) (*ctx.counters)[absl::StrCat("hair_category_", c)] = n;
+    }
+    if (!o_.encoder().empty() && !encoder_) {
+      auto loaded = model::load_hf_model(o_.encoder());
+      if (!loaded.ok())
+        return absl::InvalidArgumentError(absl::StrCat("trainer.hair.encoder: ", loaded.status().message()));
+      encoder_ = std::move(*loaded);
+    }
+    // The category list is known once both sets are prepared; rebuilt when the held-out set adds one.
+    std::vector<std::string> cats(categories_.begin(), categories_.end());
+    if (!shadows_ || shadows_->categories() != cats) {
+      const model::DecoderModel* base = ctx.policy;
+      std::optional<model::DecoderModel> init;
+      if (!o_.shadow_init().empty()) {
+        auto loaded = model::load_hf_model(o_.shadow_init());
+        if (!loaded.ok()) {
+          return absl::InvalidArgumentError(absl::StrCat("trainer.hair.shadow_init: ", loaded.status().message()));
+        }
+        init = std::move(*loaded);
+        base = &*init;
+      }
+      ALN_CHECK(base != nullptr, "HAIR needs the policy to start its shadow reward models from");
+      shadows_.emplace(cats, *base, o_.shared_reward_model(), o_.irl_lr());
+    }
+    return absl::OkStatus();
+  }
+
+  LossOutput compute_loss(const std::vector<const buffer::Example*>& batch, StepContext& ctx) override {
+    ALN_CHECK(shadows_.has_value(), "HAIR was not prepared (no shadow reward models)");
+    const int64_t g = o_.group_size();
+    const int64_t p = static_cast<int64_t>(batch.size());
+    model::GenerationOptions gen;
+    gen.max_new_tokens = o_.max_new_tokens();
+    gen.temperature = o_.temperature();
+    gen.top_k = o_.top_k();
+    gen.top_p = o_.top_p();
+    RolloutBatch rollouts = sample_rollouts(batch, ctx, g, gen);
+
+    std::vector<std::pair<const std::vector<int64_t>*, const std::vector<int64_t>*>> demo_rows;
+    std::vector<size_t> prompt_model, prompt_category;
+    for (const auto* e : batch) {
+      demo_rows.emplace_back(&e->prompt, &e->response);
+      const std::string c = hair::category_of(*e);
+      prompt_model.push_back(shadows_->model_of(c));
+      prompt_category.push_back(index_of(c));
+    }
+    const buffer::SequenceBatch demos = buffer::collate(demo_rows, ctx.pad_id);
+
+    // Shadow rewards of the samples and of the demonstrations, each by its category's model.
+    at::Tensor sample_reward = at::zeros({p * g}, at::kDouble);
+    at::Tensor demo_reward = at::zeros({p}, at::kDouble);
+    {
+      at::NoGradGuard no_grad;
+      for (size_t m = 0; m < shadows_->num_models(); ++m) {
+        std::vector<int64_t> prompts, rows;
+        for (int64_t i = 0; i < p; ++i) {
+          if (prompt_model[static_cast<size_t>(i)] != m) continue;
+          prompts.push_back(i);
+          for (int64_t j = 0; j < g; ++j) rows.push_back(i * g + j);
+        }
+        if (prompts.empty()) continue;
+        const at::Tensor pi = at::tensor(prompts, at::kLong), ri = at::tensor(rows, at::kLong);
+        const auto& s = rollouts.sequences;
+        sample_reward.index_copy_(0, ri, score(shadows_->model(m), s.input_ids, s.attention_mask, ri).to(at::kDouble));
+        demo_reward.index_copy_(0, pi,
+                                score(shadows_->model(m), demos.input_ids, demos.attention_mask, pi).to(at::kDouble));
+      }
+    }
+    std::map<std::string, double> parts;
+    at::Tensor rewards = sample_reward.clone();
+    if (o_.reward_rule() != aln::v1::REWARD_RULE_UNSPECIFIED) {
+      StepContext rule_ctx = ctx;
+      rule_ctx.reward_models.clear();
+      rewards += score_rollouts(rollouts, rule_ctx, o_.reward_rule(), o_.max_new_tokens(), &parts);
+    }
+
+    LossOutput out;
+    at::Tensor advantages;
+    if (o_.hardness()) {
+      const at::Tensor delta = data_hardness(batch, rollouts, ctx, g);
+      const at::Tensor alpha_d = kernels::hair_data_alpha(delta, g);
+      const at::Tensor gaps = sample_reward - demo_reward.repeat_interleave(g);
+      const kernels::HairResponsiveness resp = kernels::hair_model_alpha(gaps, g, o_.tau());
+      advantages = kernels::hair_advantages(rewards, alpha_d, resp.alpha, g);
+      out.metrics["similarity_mean"] = (1 - delta).mean().item<double>();
+      out.metrics["alpha_d_mean"] = alpha_d.mean().item<double>();
+      out.metrics["alpha_d_min"] = alpha_d.min().item<double>();
+      out.metrics["alpha_d_max"] = alpha_d.max().item<double>();
+      out.metrics["alpha_m_mean"] = resp.alpha.mean().item<double>();
+      out.metrics["outlier_share"] = 1 - resp.kept.mean().item<double>();
+      out.metrics["reward_gap_mean"] = gaps.mean().item<double>();
+    } else {
+      advantages = kernels::group_advantages(rewards, g, true);
+    }
+
+    const int64_t w = rollouts.prompt_width;
+    const int64_t n = rollouts.completion_mask.size(1);
+    kernels::ResponseLogprobs lp = response_logprobs(*ctx.policy, rollouts.sequences, o_.temperature());
+    kernels::GrpoLossInputs in;
+    in.logps = lp.per_token.narrow(1, w - 1, n);
+    in.mask = rollouts.completion_mask;
+    in.advantages = advantages.to(in.logps.scalar_type());
+    if (o_.beta() > 0) {
+      ALN_CHECK(ctx.reference != nullptr, "hair with beta > 0 needs the reference model");
+      at::NoGradGuard no_grad;
+      in.ref_logps =
+          response_logprobs(*ctx.reference, rollouts.sequences, o_.temperature()).per_token.narrow(1, w - 1, n);
+    }
+    kernels::GrpoLossOutput l =
+        kernels::grpo_loss(in, o_.epsilon(), o_.epsilon(), o_.beta(),
+                           o_.normalization() == aln::v1::TOKEN_MEAN ? kernels::GrpoNormalization::kTokenMean
+                                                                     : kernels::GrpoNormalization::kSequenceMean);
+    out.loss = l.loss;
+    out.tokens = rollouts.sequences.attention_mask.sum().item<int64_t>();
+    for (const auto& [k, v] : parts) out.metrics[k] = v;
+    out.metrics["reward_mean"] = rewards.mean().item<double>();
+    out.metrics["reward_std"] = rewards.view({-1, g}).std(1).mean().item<double>();
+    out.metrics["shadow_reward_mean"] = sample_reward.mean().item<double>();
+    out.metrics["demo_reward_mean"] = demo_reward.mean().item<double>();
+    out.metrics["completion_length"] = rollouts.lengths.to(at::kDouble).mean().item<double>();
+    out.metrics["advantage_abs_mean"] = advantages.abs().mean().item<double>();
+    out.metrics["kl"] = l.kl;
+    out.metrics["clip_ratio_low"] = l.clip_low;
+    out.metrics["clip_ratio_high"] = l.clip_high;
+    out.metrics["policy_version"] = static_cast<double>(rollouts.policy_version);
+
+    if (ctx.training) {
+      pending_.push_back({rollouts.sequences.input_ids, rollouts.sequences.attention_mask, demos.input_ids,
+                          demos.attention_mask, prompt_model});
+      if (!category_sums_.defined())
+        category_sums_ = at::zeros({2 * static_cast<int64_t>(categories_.size())}, at::kDouble);
+      const int64_t nc = static_cast<int64_t>(categories_.size());
+      for (int64_t i = 0; i < p; ++i) {
+        const int64_t c = static_cast<int64_t>(prompt_category[static_cast<size_t>(i)]);
+        category_sums_[c] += sample_reward.narrow(0, i * g, g).sum();
+        category_sums_[nc + c] += static_cast<double>(g);
+      }
+    }
+    return out;
+  }
+
+  std::map<std::string, double> after_step(StepContext& ctx) override {
+    std::map<std::string, double> metrics;
+    if (pending_.empty()) return metrics;
+    const size_t nm = shadows_->num_models();
+    const int64_t nc = static_cast<int64_t>(categories_.size());
+    // Global pair counts per model and reward sums per category, so every rank normalises the IRL
+    // loss the same way and logs the same per-category numbers.
+    at::Tensor stats = at::zeros({static_cast<int64_t>(nm) + 2 * nc}, at::kDouble);
+    for (const auto& pi : pending_) {
+      for (size_t m : pi.prompt_model) stats[static_cast<int64_t>(m)] += static_cast<double>(o_.group_size());
+    }
+    stats.narrow(0, static_cast<int64_t>(nm), 2 * nc).copy_(category_sums_);
+    if (ctx.sum) ctx.sum(stats);
+    const double* st = stats.data_ptr<double>();
+    size_t c = 0;
+    for (const auto& name : categories_) {
+      const double count = st[nm + static_cast<size_t>(nc) + c];
+      if (count > 0) metrics[absl::StrCat("reward/", hair::metric_suffix(name))] = st[nm + c] / count;
+      ++c;
+    }
+    const int64_t g = o_.group_size();
+    for (int k = 0; k < o_.irl_steps(); ++k) {
+      at::Tensor irl = at::zeros({2 * static_cast<int64_t>(nm)}, at::kDouble);  // loss sums, demo-wins
+      for (size_t m = 0; m < nm; ++m) {
+        const double global = st[m];
+        if (global == 0) continue;
+        model::DecoderModel& model = shadows_->model(m);
+        model.set_requires_grad(true);
+        for (const auto& pi : pending_) {
+          std::vector<int64_t> prompts, rows;
+          for (size_t i = 0; i < pi.prompt_model.size(); ++i) {
+            if (pi.prompt_model[i] != m) continue;
+            prompts.push_back(static_cast<int64_t>(i));
+            for (int64_t j = 0; j < g; ++j) rows.push_back(static_cast<int64_t>(i) * g + j);
+          }
+          if (prompts.empty()) continue;
+          const at::Tensor demo = score(model, pi.demo_ids, pi.demo_mask, at::tensor(prompts, at::kLong));
+          const at::Tensor sample = score(model, pi.sample_ids, pi.sample_mask, at::tensor(rows, at::kLong));
+          const at::Tensor diff = demo.repeat_interleave(g) - sample;
+          const at::Tensor losses = at::softplus(-diff);  // -log sigmoid(r_demo - r_sample)
+          (losses.sum() / global).backward();
+          irl[static_cast<int64_t>(m)] += losses.detach().sum().to(at::kDouble);
+          irl[static_cast<int64_t>(nm + m)] += diff.detach().gt(0).sum().to(at::kDouble);
+        }
+        if (ctx.sum_gradients) ctx.sum_gradients(model.tensors());
+        shadows_->step(m);
+        model.set_requires_grad(false);
+      }
+      if (k == 0) {
+        if (ctx.sum) ctx.sum(irl);
+        double pairs = 0, loss = 0, wins = 0;
+        for (size_t m = 0; m < nm; ++m) {
+          pairs += st[m];
+          loss += irl[static_cast<int64_t>(m)].item<double>();
+          wins += irl[static_cast<int64_t>(nm + m)].item<double>();
+        }
+        metrics["irl_loss"] = pairs > 0 ? loss / pairs : 0;
+        metrics["irl_accuracy"] = pairs > 0 ? wins / pairs : 0;
+      }
+    }
+    pending_.clear();
+    category_sums_ = at::Tensor();
+    return metrics;
+  }
+
+  absl::Status save_state(const std::string& dir) const override { return shadows_->save(dir); }
+  absl::Status load_state(const std::string& dir) override { return shadows_->load(dir); }
+  absl::Status finish(const std::string& work_dir) const override {
+    return shadows_->export_models((std::filesystem::path(work_dir) / "shadow_rewards").string());
+  }
+
+ private:
+  size_t index_of(const std::string& category) const {
+    return static_cast<size_t>(std::distance(categories_.begin(), categories_.find(category)));
+  }
+
+  // delta_i = 1 - W_i of each sample against its prompt's demonstration (sentence embeddings).
+  at::Tensor data_hardness(const std::vector<const buffer::Example*>& batch, const RolloutBatch& rollouts,
+                           const StepContext& ctx, int64_t g) {
+    ALN_CHECK(static_cast<bool>(ctx.decode) && static_cast<bool>(ctx.encode_text),
+              "HAIR's data hardness needs the tokenizer in the step context");
+    const model::DecoderModel* encoder = encoder_ ? &*encoder_ : ctx.reference;
+    ALN_CHECK(encoder != nullptr,
+              "HAIR's sentence encoder is missing (no reference model and no trainer.hair.encoder)");
+    auto sentence_ids = [&](const std::string& text) {
+      std::vector<std::vector<int64_t>> out;
+      for (const auto& s : hair::split_sentences(text)) {
+        auto ids = ctx.encode_text(s);
+        if (!ids.empty()) out.push_back(std::move(ids));
+      }
+      return out;
+    };
+    // Demonstrations are embedded once: the encoder is frozen for the whole stage.
+    std::vector<at::Tensor> demo_embeddings;
+    for (const auto* e : batch) {
+      auto it = demo_cache_.find(e->source);
+      if (it == demo_cache_.end()) {
+        std::vector<int64_t> ids = e->response;
+        if (!ids.empty() && ids.back() == ctx.eos_id) ids.pop_back();
+        auto sentences = sentence_ids(ctx.decode(ids));
+        ALN_CHECK(!sentences.empty(), e->source, ": the demonstration has no sentence after truncation");
+        it = demo_cache_.emplace(e->source, hair::mean_pooled_embeddings(*encoder, sentences, ctx.pad_id)).first;
+      }
+      demo_embeddings.push_back(it->second);
+    }
+    std::vector<std::vector<int64_t>> all;
+    std::vector<std::pair<int64_t, int64_t>> spans;
+    for (const auto& c : rollouts.completions) {
+      auto s = sentence_ids(ctx.decode(c));
+      spans.emplace_back(static_cast<int64_t>(all.size()), static_cast<int64_t>(s.size()));
+      for (auto& ids : s) all.push_back(std::move(ids));
+    }
+    const at::Tensor emb = all.empty() ? at::zeros({0, encoder->config().hidden_size}, at::kFloat)
+                                       : hair::mean_pooled_embeddings(*encoder, all, ctx.pad_id);
+    std::vector<double> delta;
+    for (size_t r = 0; r < spans.size(); ++r) {
+      const at::Tensor out = emb.narrow(0, spans[r].first, spans[r].second);
+      delta.push_back(1.0 - kernels::hair_similarity(out, demo_embeddings[r / static_cast<size_t>(g)]));
+    }
+    return at::tensor(delta, at::kDouble);
+  }
+
+  aln::v1::HairOptions o_;
+  std::set<std::string> categories_;
+  std::optional<std::map<std::string, std::string>> demonstrations_;
+  std::optional<ShadowRewards> shadows_;
+  std::optional<model::DecoderModel> encoder_;
+  std::map<std::string, at::Tensor> demo_cache_;
+  std::vector<PendingIrl> pending_;
+  at::Tensor category_sums_;  // [2 * categories]: sample-reward sums, then sample counts, this step
+};
+
+}  // namespace
+
+std::unique_ptr<Trainer> make_hair_trainer(const aln::v1::StageSpec& stage) {
+  return std::make_unique<HairTrainer>(stage.trainer().hair());
+}
+
+}  // namespace aln::trainers
