@@ -1,6 +1,7 @@
 // Explicit registration of every built-in trainer (no static-initialiser magic: what exists is
-// listed here, in one place). Still to come with the safety-methods work: controllable.
+// listed here, in one place).
 #include "core/status.h"
+#include "trainers/controllable/controllable_trainer.h"
 #include "trainers/dpo/dpo_trainer.h"
 #include "trainers/grpo/grpo_trainer.h"
 #include "trainers/hair/hair_trainer.h"
@@ -26,6 +27,8 @@ void register_all(TrainerRegistry& registry) {
   ALN_THROW_IF_ERROR(registry.add("grpo", make_grpo_trainer, "GRPO with on-policy rollouts (rule or reward models)"));
   ALN_THROW_IF_ERROR(
       registry.add("hair", make_hair_trainer, "HAIR: per-category IRL shadow rewards + hardness-aware GRPO"));
+  ALN_THROW_IF_ERROR(registry.add("controllable", make_controllable_trainer,
+                                  "controllable safety/helpfulness (control tokens; clm, contrastive, rl)"));
 }
 
 }  // namespace aln::trainers

@@ -51,6 +51,7 @@ struct PrepareContext {
   std::string work_dir;   // where the trainer may keep what it built (<output_dir>/<stage>)
   bool lead = true;       // this rank writes files
   bool resuming = false;  // the stage resumes from a checkpoint: reuse what was built, do not rebuild
+  std::vector<const model::DecoderModel*> reward_models;  // the stage's, in the order listed
 };
 
 struct StepContext {
@@ -122,6 +123,10 @@ class Trainer {
   virtual absl::Status save_state(const std::string& dir) const { return absl::OkStatus(); }
   virtual absl::Status load_state(const std::string& dir) { return absl::OkStatus(); }
   virtual absl::Status finish(const std::string& work_dir) const { return absl::OkStatus(); }
+  // Evaluation: called once after compute_loss has seen every held-out batch (context.training
+  // false); the metrics join the held-out ones. For numbers over the whole set, not a mean over
+  // batches (the controllable method's rank correlations).
+  virtual std::map<std::string, double> evaluation_summary() { return {}; }
 };
 
 using TrainerRegistry = Registry<Trainer, const aln::v1::StageSpec&>;

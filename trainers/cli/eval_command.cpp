@@ -14,6 +14,7 @@
 #include "core/model/hf_checkpoint.h"
 #include "core/status.h"
 #include "trainers/cli/commands.h"
+#include "trainers/controllable/control_tokens.h"
 #include "trainers/engine/evaluate.h"
 #include "trainers/engine/examples.h"
 #include "trainers/engine/text_encoder.h"
@@ -56,6 +57,12 @@ absl::StatusOr<nlohmann::json> evaluate_job(const aln::v1::JobSpec& spec, const 
 
   auto encoder = engine::load_text_encoder(spec.model().tokenizer(), spec.model().chat_format());
   if (!encoder.ok()) return encoder.status();
+  // The job's control tokens, with the same ids as in training.
+  if (const int levels = trainers::controllable::job_control_levels(spec); levels > 0) {
+    (*encoder)->add_special_tokens(trainers::controllable::control_token_names(levels));
+  }
+  auto policy = model::load_hf_model(model_dir);
+  if (!policy.ok()) return policy.status();
   // The same seed as training, so the held-out split is the one training never saw.
   auto data = engine::build_stage_data(stage, (*trainer)->needs().records, **encoder,
                                        static_cast<uint64_t>(spec.seed()) + static_cast<uint64_t>(index));
@@ -65,6 +72,20 @@ absl::StatusOr<nlohmann::json> evaluate_job(const aln::v1::JobSpec& spec, const 
   prep.stage = &stage;
   prep.examples = &data->eval;
   prep.counters = &counters;
+  prep.training_set = false;
+  prep.policy = &*policy;
+  const engine::TextEncoder* enc = encoder->get();
+  prep.encode_prompt = [enc](const std::string& text) { return enc->encode(enc->render_prompt({{"user", text}})); };
+  prep.encode_response = [enc](const std::string& text) { return enc->encode_response(text); };
+  prep.encode_text = [enc](const std::string& text) { return enc->encode(text); };
+  prep.decode = [enc](const std::vector<int64_t>& ids) { return enc->decode(ids); };
+  prep.eos_id = enc->eos_id();
+  prep.pad_id = enc->pad_id();
+  prep.seed = static_cast<uint64_t>(spec.seed()) * 1000003ULL + static_cast<uint64_t>(index);
+  const std::string stage_label = stage.name().empty() ? absl::StrCat("stage", index + 1) : stage.name();
+  prep.work_dir = (std::filesystem::path(spec.output_dir()) / stage_label).string();
+  prep.lead = false;     // evaluation writes nothing into the run's directory
+  prep.resuming = true;  // reuse what training built there (self-generated data) when it exists
   absl::Status prepared = (*trainer)->prepare(prep);
   if (!prepared.ok()) return prepared;
   if (spec.eval().max_examples() > 0 && data->eval.size() > static_cast<size_t>(spec.eval().max_examples())) {
@@ -75,8 +96,6 @@ absl::StatusOr<nlohmann::json> evaluate_job(const aln::v1::JobSpec& spec, const 
                                                    " has no held-out examples; set data.eval "
                                                    "or data.eval_fraction > 0 in the job file"));
   }
-  auto policy = model::load_hf_model(model_dir);
-  if (!policy.ok()) return policy.status();
   if (reference_dir.empty()) reference_dir = stage.reference().path();
   std::optional<model::DecoderModel> reference;
   if (!reference_dir.empty()) {
@@ -97,6 +116,7 @@ absl::StatusOr<nlohmann::json> evaluate_job(const aln::v1::JobSpec& spec, const 
   trainers::StepContext extras;
   extras.decode = [enc = encoder->get()](const std::vector<int64_t>& ids) { return enc->decode(ids); };
   extras.eos_id = (*encoder)->eos_id();
+  extras.encode_text = [enc](const std::string& text) { return enc->encode(text); };
   extras.seed = static_cast<uint64_t>(spec.seed()) + static_cast<uint64_t>(index);
   for (const auto& rm : reward_models) extras.reward_models.push_back(&rm);
   engine::MetricMap m =

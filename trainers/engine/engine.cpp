@@ -19,6 +19,7 @@
 #include "core/fingerprint.h"
 #include "core/model/hf_checkpoint.h"
 #include "core/optim/optimizer.h"
+#include "trainers/controllable/control_tokens.h"
 #include "trainers/dpo/pair_logprobs.h"
 #include "trainers/engine/checkpoint.h"
 #include "trainers/engine/data_parallel.h"
@@ -116,6 +117,15 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
       resumed ? absl::StatusOr<model::DecoderModel>(std::move(resumed->policy)) : initial_policy(spec, **encoder);
   if (!policy_or.ok()) return policy_or.status();
   model::DecoderModel policy = std::move(*policy_or);
+  // Control tokens of the controllable method (after the vocabulary, always in the same order).
+  const int control_levels = trainers::controllable::job_control_levels(spec);
+  if (control_levels > 0) (*encoder)->add_special_tokens(trainers::controllable::control_token_names(control_levels));
+  // (Added after the policy is made, so a from-scratch config sized for the tokenizer stays valid.)
+  if (policy.config().vocab_size < (*encoder)->vocab_size()) {
+    // New embedding rows for added tokens (control tokens) start at the mean of the existing ones.
+    log.info("policy vocabulary %d -> %d rows for added tokens", policy.config().vocab_size, (*encoder)->vocab_size());
+    policy.resize_vocabulary((*encoder)->vocab_size());
+  }
   dp.broadcast(policy.tensors());  // identical start on every rank, whatever each one loaded
   log.info("policy: %s, %.2fM parameters", policy.config().model_type, policy.num_parameters() / 1e6);
 
@@ -164,6 +174,16 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
     for (const auto& p : data->problems) log.warning("%s", p);
     // Counters of the training set are exported; the held-out set's go to the eval log only.
     std::map<std::string, double> counters, eval_counters;
+    // Reward models with score heads (rollout-based trainers score their samples with them).
+    std::vector<model::DecoderModel> reward_models;
+    for (const auto& rm : stage.reward_models()) {
+      auto loaded = model::load_hf_model(rm.path());
+      if (!loaded.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat("reward_models: ", rm.name().empty() ? rm.path() : rm.name(),
+                                                       ": ", loaded.status().message()));
+      }
+      reward_models.push_back(std::move(*loaded));
+    }
     for (auto [set, c] : {std::pair{&data->train, &counters}, {&data->eval, &eval_counters}}) {
       trainers::PrepareContext prep;
       prep.stage = &stage;
@@ -182,6 +202,7 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
       prep.work_dir = (fs::path(spec.output_dir()) / stage_name).string();
       prep.lead = dp.lead();
       prep.resuming = resuming;
+      for (const auto& rm : reward_models) prep.reward_models.push_back(&rm);
       absl::Status prepared = trainer.prepare(prep);
       if (!prepared.ok()) return prepared;
     }
@@ -240,16 +261,6 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
       meters.phase.Add({{"stage", stage_name}, {"phase", "reference"}}).Set(since(ref_start));
     }
     const model::DecoderModel* ref_ptr = reference ? &*reference : nullptr;
-    // Reward models with score heads (rollout-based trainers score their samples with them).
-    std::vector<model::DecoderModel> reward_models;
-    for (const auto& rm : stage.reward_models()) {
-      auto loaded = model::load_hf_model(rm.path());
-      if (!loaded.ok()) {
-        return absl::InvalidArgumentError(absl::StrCat("reward_models: ", rm.name().empty() ? rm.path() : rm.name(),
-                                                       ": ", loaded.status().message()));
-      }
-      reward_models.push_back(std::move(*loaded));
-    }
     trainers::StepContext extras;
     extras.decode = [enc = encoder->get()](const std::vector<int64_t>& ids) { return enc->decode(ids); };
     extras.eos_id = (*encoder)->eos_id();

@@ -69,6 +69,9 @@ MetricMap evaluate(trainers::Trainer& trainer, const model::DecoderModel& policy
       out["safe_vs_unsafe_pairs"] = safe_total;
     }
   }
+  if (with_loss) {
+    for (const auto& [k, v] : trainer.evaluation_summary()) out[k] = v;
+  }
   // Per-batch counters make no sense averaged.
   out.erase("response_tokens");
   return out;

@@ -46,6 +46,19 @@ absl::Status check_supported(const aln::v1::JobSpec& spec) {
                                                    "trainer.grpo.max_staleness: only on-policy rollouts (0) are "
                                                    "implemented yet; remove the key or set 0"));
     }
+    if (stages[s].trainer().has_controllable()) {
+      const auto& c = stages[s].trainer().controllable();
+      for (const auto& [attribute, rule] : {std::pair{"helpful", c.helpful_rule()}, {"harmless", c.harmless_rule()}}) {
+        bool named = false;
+        for (const auto& rm : stages[s].reward_models()) named = named || rm.name() == attribute;
+        if (!named && rule == aln::v1::REWARD_RULE_UNSPECIFIED) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(where, "trainer.controllable.", attribute, "_rule: no ", attribute,
+                           " scorer; add a reward model named \"", attribute,
+                           "\" to the stage's reward_models or set this rule (length, brevity, refusal)"));
+        }
+      }
+    }
     for (int i = 0; i < d.train_size(); ++i) {
       if (d.train(i).weight() != 1.0) {
         return absl::UnimplementedError(absl::StrCat(where, "data.train[", i,

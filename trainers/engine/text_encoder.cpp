@@ -47,6 +47,10 @@ class BpeTextEncoder final : public TextEncoder {
     if (eos_id_ >= 0) ids.push_back(eos_id_);
     return ids;
   }
+  std::vector<int64_t> add_special_tokens(const std::vector<std::string>& tokens) override {
+    const auto ids = tok_.add_special_tokens(tokens);
+    return {ids.begin(), ids.end()};
+  }
 
  private:
   tokenizer::Tokenizer tok_;

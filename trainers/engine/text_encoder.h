@@ -28,6 +28,9 @@ class TextEncoder {
   // token such as GPT-2's <|endoftext|> is declared single_word, so "...word<|endoftext|>" would
   // tokenise into its literal characters and the response would never end.
   virtual std::vector<int64_t> encode_response(const std::string& text) const = 0;
+  // Adds special tokens (matched whole in text, never split) after the current vocabulary; tokens
+  // already known keep their ids. Returns the ids in order.
+  virtual std::vector<int64_t> add_special_tokens(const std::vector<std::string>& tokens) = 0;
 };
 
 absl::StatusOr<std::unique_ptr<TextEncoder>> load_text_encoder(const std::string& tokenizer_path,

@@ -93,8 +93,9 @@ at::Tensor score_rollouts(const RolloutBatch& rollouts, const StepContext& ctx, 
         ALN_CHECK(static_cast<bool>(ctx.decode), "the refusal rule needs the tokenizer (no decoder in the context)");
         values.push_back(looks_like_refusal(ctx.decode(c)) ? 1.0 : 0.0);
       } else {
-        values.push_back(1.0 - static_cast<double>(rollouts.lengths[r].item<int64_t>()) /
-                                   static_cast<double>(std::max<int64_t>(1, max_new_tokens)));
+        const double share = static_cast<double>(rollouts.lengths[r].item<int64_t>()) /
+                             static_cast<double>(std::max<int64_t>(1, max_new_tokens));
+        values.push_back(rule == aln::v1::LENGTH ? share : 1.0 - share);
       }
     }
     at::Tensor v = at::tensor(values, at::kDouble);

@@ -1,0 +1,13 @@
+#pragma once
+#include <memory>
+
+#include "trainers/trainer.h"
+
+namespace aln::trainers {
+
+// Controllable safety/helpfulness (METHODS.md §4, docs/methods/controllable.md): self-generated
+// answers scored for helpfulness and harmlessness, binned into levels stated by control tokens;
+// objectives clm, contrastive and rl; held-out controllability metrics.
+std::unique_ptr<Trainer> make_controllable_trainer(const aln::v1::StageSpec& stage);
+
+}  // namespace aln::trainers
