@@ -54,7 +54,7 @@ TEST(Trainers, RegistryListsTheAlignmentCoreMethods) {
   TrainerRegistry registry("trainer");
   register_all(registry);
   EXPECT_EQ(registry.names(),
-            (std::vector<std::string>{"dpo", "grpo", "hair", "ptalign", "radpo", "reward", "safedpo", "sft", "tdpo"}));
+            (std::vector<std::string>{"controllable", "dpo", "grpo", "hair", "ptalign", "radpo", "reward", "safedpo", "sft", "tdpo"}));
 }
 
 TEST(Trainers, SftIsMeanNllOverResponseTokens) {
