@@ -41,11 +41,6 @@ absl::Status check_supported(const aln::v1::JobSpec& spec) {
       return absl::UnimplementedError(absl::StrCat(where, "data.packing: not supported yet; set it to false (",
                                                    "data.length_grouping reduces padding instead)"));
     }
-    if (stages[s].trainer().has_grpo() && stages[s].trainer().grpo().max_staleness() != 0) {
-      return absl::UnimplementedError(absl::StrCat(where,
-                                                   "trainer.grpo.max_staleness: only on-policy rollouts (0) are "
-                                                   "implemented yet; remove the key or set 0"));
-    }
     if (stages[s].trainer().has_controllable()) {
       const auto& c = stages[s].trainer().controllable();
       for (const auto& [attribute, rule] : {std::pair{"helpful", c.helpful_rule()}, {"harmless", c.harmless_rule()}}) {

@@ -3,7 +3,12 @@
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 
+#include <filesystem>
+#include <optional>
+
+#include "absl/strings/str_cat.h"
 #include "core/error.h"
+#include "core/io/safetensors.h"
 #include "kernels/grpo_loss.h"
 #include "trainers/grpo/rollout.h"
 #include "trainers/sequence_logprobs.h"
@@ -13,10 +18,7 @@ namespace {
 
 class GrpoTrainer final : public Trainer {
  public:
-  explicit GrpoTrainer(const aln::v1::GrpoOptions& o) : o_(o) {
-    ALN_CHECK(o.max_staleness() == 0,
-              "trainer.grpo.max_staleness: only 0 (on-policy rollouts) is implemented; remove the key or set 0");
-  }
+  explicit GrpoTrainer(const aln::v1::GrpoOptions& o) : o_(o) {}
   std::string name() const override { return "grpo"; }
   Needs needs() const override {
     Needs n{RecordKind::kPrompts, ModelHead::kLanguageModel, o_.beta() > 0};
@@ -31,7 +33,17 @@ class GrpoTrainer final : public Trainer {
     gen.temperature = o_.temperature();
     gen.top_k = o_.top_k();
     gen.top_p = o_.top_p();
-    RolloutBatch rollouts = sample_rollouts(batch, ctx, g, gen);
+    // Bounded staleness: training steps sample with a snapshot of the policy taken at most
+    // max_staleness versions ago (refreshed when it would be older); evaluation samples on-policy.
+    const bool stale = ctx.training && o_.max_staleness() > 0;
+    if (stale && (!sampler_ || ctx.step - sampler_version_ > o_.max_staleness())) {
+      sampler_ = ctx.policy->to(at::kFloat);
+      sampler_version_ = ctx.step;
+    }
+    StepContext sample_ctx = ctx;
+    if (stale) sample_ctx.policy = &*sampler_;
+    RolloutBatch rollouts = sample_rollouts(batch, sample_ctx, g, gen);
+    if (stale) rollouts.policy_version = sampler_version_;
     std::map<std::string, double> parts;
     const at::Tensor rewards = score_rollouts(rollouts, ctx, o_.reward_rule(), o_.max_new_tokens(), &parts);
     const at::Tensor advantages = kernels::group_advantages(rewards, g, o_.scale_rewards());
@@ -44,6 +56,11 @@ class GrpoTrainer final : public Trainer {
     in.logps = lp.per_token.narrow(1, w - 1, n);
     in.mask = rollouts.completion_mask;
     in.advantages = advantages.to(in.logps.scalar_type());
+    if (stale) {
+      // The sampling policy's log-probs: the importance ratio pi_theta / pi_old is no longer 1.
+      at::NoGradGuard no_grad;
+      in.old_logps = response_logprobs(*sampler_, rollouts.sequences, o_.temperature()).per_token.narrow(1, w - 1, n);
+    }
     if (o_.beta() > 0) {
       ALN_CHECK(ctx.reference != nullptr, "grpo with beta > 0 needs the reference model");
       at::NoGradGuard no_grad;
@@ -72,8 +89,42 @@ class GrpoTrainer final : public Trainer {
     return out;
   }
 
+  // The sampling snapshot travels with checkpoints, so a resumed run samples what it would have.
+  absl::Status save_state(const std::string& dir) const override {
+    if (!sampler_) return absl::OkStatus();
+    const auto& t = sampler_->tensors();
+    io::NamedTensors named(t.begin(), t.end());
+    named.emplace_back("__sampler_version__", at::tensor({sampler_version_}, at::kLong));
+    return io::save_safetensors((std::filesystem::path(dir) / "grpo_sampler.safetensors").string(), named);
+  }
+  absl::Status load_state(const std::string& dir) override {
+    const std::string path = (std::filesystem::path(dir) / "grpo_sampler.safetensors").string();
+    if (!std::filesystem::exists(path)) return absl::OkStatus();
+    auto file = io::load_safetensors(path);
+    if (!file.ok()) return file.status();
+    auto version = file->tensors.find("__sampler_version__");
+    if (version == file->tensors.end()) {
+      return absl::DataLossError(absl::StrCat(path, ": no __sampler_version__; the checkpoint cannot resume GRPO"));
+    }
+    sampler_version_ = version->second.item<int64_t>();
+    file->tensors.erase(version);
+    aln::model::TensorMap tensors(file->tensors.begin(), file->tensors.end());
+    if (!config_) return absl::FailedPreconditionError("GRPO was not prepared before its state was loaded");
+    auto m = model::DecoderModel::from_tensors(*config_, std::move(tensors));
+    if (!m.ok()) return absl::DataLossError(absl::StrCat(path, ": ", m.status().message()));
+    sampler_ = std::move(*m);
+    return absl::OkStatus();
+  }
+  absl::Status prepare(PrepareContext& ctx) override {
+    if (ctx.policy != nullptr) config_ = ctx.policy->config();
+    return absl::OkStatus();
+  }
+
  private:
   aln::v1::GrpoOptions o_;
+  std::optional<model::DecoderModel> sampler_;  // the policy that samples (max_staleness > 0)
+  int64_t sampler_version_ = 0;
+  std::optional<model::ModelConfig> config_;
 };
 
 }  // namespace
