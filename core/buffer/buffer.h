@@ -25,8 +25,9 @@ struct Example {
   double reference_rejected = std::numeric_limits<double>::quiet_NaN();
   std::string category;     // prompts: harm category or dataset type when the data has one
   std::string prompt_text;  // the prompt as written in the data, before the chat format (plain-text prompts)
-  std::vector<float> rejected_weights;  // per-token weights on `rejected` (PT-ALIGN's unlikelihood); empty = none
-  std::string source;                   // "file:line" for messages
+  std::vector<float> rejected_weights;      // per-token weights on `rejected` (PT-ALIGN's unlikelihood); empty = none
+  std::vector<std::string> rejected_spans;  // annotated harmful parts of `rejected` (text), when the data has them
+  std::string source;                       // "file:line" for messages
 };
 
 struct Position {

@@ -79,8 +79,8 @@ absl::StatusOr<std::vector<Record>> read_rows(const std::string& path, const Rea
       ++r.skip_reasons[reason];
       return absl::OkStatus();
     }
-    return absl::InvalidArgumentError(absl::StrCat(
-        message, " (set data.bad_records: skip to skip and count such records)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(message, " (set data.bad_records: skip to skip and count such records)"));
   };
   absl::Status s = for_each_row(
       path,
@@ -183,7 +183,8 @@ bool convert_preference(const json& row, aln::v1::DataFormat format, PreferenceP
         chosen.erase(chosen.begin(), chosen.begin() + static_cast<long>(k));
         rejected.erase(rejected.begin(), rejected.begin() + static_cast<long>(k));
       }
-      if (chosen.size() != 1 || rejected.size() != 1 || chosen[0].role != "assistant" || rejected[0].role != "assistant") {
+      if (chosen.size() != 1 || rejected.size() != 1 || chosen[0].role != "assistant" ||
+          rejected[0].role != "assistant") {
         *problem = {"chosen", "each response must be exactly one assistant message", "bad message"};
         return false;
       }
@@ -209,6 +210,32 @@ bool convert_preference(const json& row, aln::v1::DataFormat format, PreferenceP
   if (p->chosen == p->rejected) {
     *problem = {"rejected", "identical to chosen (the pair carries no preference)", "identical responses"};
     return false;
+  }
+  if (row.contains("rejected_spans") && !row.at("rejected_spans").is_null()) {
+    const json& spans = row.at("rejected_spans");
+    if (!spans.is_array()) {
+      *problem = {"rejected_spans", "expected a list of strings or [start, end] offsets", "bad spans"};
+      return false;
+    }
+    for (const json& s : spans) {
+      if (s.is_string() && !s.get<std::string>().empty() &&
+          p->rejected.find(s.get<std::string>()) != std::string::npos) {
+        p->rejected_spans.push_back(s.get<std::string>());
+      } else if (s.is_array() && s.size() == 2 && s[0].is_number_integer() && s[1].is_number_integer() &&
+                 s[0].get<int64_t>() >= 0 && s[0].get<int64_t>() < s[1].get<int64_t>() &&
+                 s[1].get<int64_t>() <= static_cast<int64_t>(p->rejected.size())) {
+        const auto b = static_cast<size_t>(s[0].get<int64_t>()), e = static_cast<size_t>(s[1].get<int64_t>());
+        p->rejected_spans.push_back(p->rejected.substr(b, e - b));
+      } else {
+        *problem = {
+            "rejected_spans",
+            absl::StrCat("each span must be a non-empty substring of rejected or [start, end) with 0 <= start < "
+                         "end <= ",
+                         p->rejected.size(), " (got ", s.dump(), ")"),
+            "bad spans"};
+        return false;
+      }
+    }
   }
   return true;
 }
@@ -310,15 +337,18 @@ absl::StatusOr<std::vector<SftRecord>> read_sft(const std::string& path, const R
       PreferencePair p;
       if (!convert_preference(row, aln::v1::SAFERLHF, &p, problem)) return false;
       r->prompt = p.prompt;
-      if (p.unsafe_chosen.value_or(0) == 0) r->response = p.chosen;
-      else if (p.unsafe_rejected.value_or(1) == 0) r->response = p.rejected;
+      if (p.unsafe_chosen.value_or(0) == 0)
+        r->response = p.chosen;
+      else if (p.unsafe_rejected.value_or(1) == 0)
+        r->response = p.rejected;
       else {
         *problem = {"response_0", "neither response is safe; nothing to imitate", "no safe response"};
         return false;
       }
     } else {
       const char* response_key = row.contains("completion") ? "completion" : "response";
-      if (!get_text(row, "prompt", true, &r->prompt, problem) || !get_text(row, response_key, false, &r->response, problem)) {
+      if (!get_text(row, "prompt", true, &r->prompt, problem) ||
+          !get_text(row, response_key, false, &r->response, problem)) {
         return false;
       }
     }

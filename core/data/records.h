@@ -31,6 +31,9 @@ struct PreferencePair {
   // PKU-SafeRLHF-style fields: which response is safer (0 = chosen, 1 = rejected) and categories.
   std::optional<int> safer_index;
   std::vector<std::string> harm_categories;
+  // Harmful parts of the rejected response when annotated ("rejected_spans": strings, or
+  // [start, end) byte offsets into rejected), as text.
+  std::vector<std::string> rejected_spans;
   Origin origin;
 };
 

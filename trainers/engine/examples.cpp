@@ -79,6 +79,7 @@ absl::StatusOr<StageData> build_stage_data(const aln::v1::StageSpec& stage, trai
           e.unsafe_chosen = p.unsafe_chosen.value_or(-1);
           e.unsafe_rejected = p.unsafe_rejected.value_or(-1);
           e.safer = p.safer_index.value_or(-1);
+          e.rejected_spans = p.rejected_spans;
           if (p.prompt_messages.empty()) e.prompt_text = p.prompt;
           const aln::v1::DataFormat fmt = p.prompt.rfind("\n\nHuman:", 0) == 0 ? aln::v1::HH_RLHF : source.format();
           add(encoder.encode(prompt_text(encoder, p.prompt, p.prompt_messages, fmt)), encoder.encode_response(p.chosen),

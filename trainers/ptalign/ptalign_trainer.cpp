@@ -1,6 +1,7 @@
 #include "trainers/ptalign/ptalign_trainer.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 
 #include <filesystem>
 
@@ -21,10 +22,9 @@ class PtAlignTrainer final : public Trainer {
   Needs needs() const override { return {RecordKind::kPreferencePairs, ModelHead::kLanguageModel, false}; }
 
   absl::Status prepare(PrepareContext& ctx) override {
-    if (o_.token_weights() == aln::v1::SPANS) {
-      return absl::UnimplementedError(
-          "trainer.ptalign.token_weights: spans: Aln's data readers do not carry span annotations yet; use "
-          "not_in_positive, lexicon or all_tokens");
+    if (o_.reward_filter() && ctx.training_set && ctx.reward_models.empty()) {
+      return absl::InvalidArgumentError(
+          "trainer.ptalign.reward_filter: needs a reward model; list one under the stage's reward_models");
     }
     std::vector<std::vector<int64_t>> lexicon;
     if (o_.token_weights() == aln::v1::LEXICON) {
@@ -44,16 +44,31 @@ class PtAlignTrainer final : public Trainer {
       if (!generated.ok()) return generated.status();
       (*ctx.counters)["seed_pairs"] = static_cast<double>(examples.size());
       (*ctx.counters)["generated_pairs"] = static_cast<double>(generated->size());
-      for (auto& e : *generated) examples.push_back(std::move(e));
+      double dropped = 0;
+      for (auto& e : *generated) {
+        if (o_.reward_filter() && reward_margin(e, ctx) < o_.min_reward_margin()) {
+          ++dropped;
+          continue;
+        }
+        examples.push_back(std::move(e));
+      }
+      if (o_.reward_filter()) (*ctx.counters)["dropped_reward_margin"] = dropped;
     }
-    double weighted = 0, tokens = 0;
+    double weighted = 0, tokens = 0, with_spans = 0;
+    if (o_.token_weights() == aln::v1::SPANS && !ctx.decode) {
+      return absl::FailedPreconditionError("span weights need the tokenizer");
+    }
     for (auto& e : examples) {
-      e.rejected_weights = toxic_token_weights(e, o_.token_weights(), lexicon, ctx.eos_id);
+      with_spans += !e.rejected_spans.empty();
+      e.rejected_weights = o_.token_weights() == aln::v1::SPANS
+                               ? span_token_weights(e, ctx.decode, ctx.eos_id)
+                               : toxic_token_weights(e, o_.token_weights(), lexicon, ctx.eos_id);
       for (float w : e.rejected_weights) weighted += w > 0;
       tokens += static_cast<double>(e.rejected.size());
     }
     (*ctx.counters)["toxic_tokens_weighted"] = weighted;
     (*ctx.counters)["toxic_tokens"] = tokens;
+    if (o_.token_weights() == aln::v1::SPANS) (*ctx.counters)["pairs_with_spans"] = with_spans;
     return absl::OkStatus();
   }
 
@@ -96,6 +111,15 @@ class PtAlignTrainer final : public Trainer {
   }
 
  private:
+  // r(x, y+) - r(x, y-) by the stage's first reward model.
+  static double reward_margin(const buffer::Example& e, const PrepareContext& ctx) {
+    at::NoGradGuard no_grad;
+    const buffer::Example* one[] = {&e};
+    buffer::SequenceBatch b = buffer::collate_pairs({one[0]}, ctx.pad_id);
+    at::Tensor s = ctx.reward_models.front()->scores(b.input_ids, b.attention_mask).select(1, 0);
+    return (s[0] - s[1]).item<double>();
+  }
+
   aln::v1::PtAlignOptions o_;
 };
 

@@ -1,5 +1,6 @@
 #include "trainers/ptalign/token_weights.h"
 
+#include <algorithm>
 #include <fstream>
 #include <unordered_set>
 
@@ -27,6 +28,29 @@ absl::StatusOr<std::vector<std::vector<int64_t>>> load_lexicon(
   }
   if (out.empty()) return absl::InvalidArgumentError(absl::StrCat(path, ": the lexicon has no entries"));
   return out;
+}
+
+std::vector<float> span_token_weights(const buffer::Example& e,
+                                      const std::function<std::string(const std::vector<int64_t>&)>& decode,
+                                      int64_t end_id) {
+  if (e.rejected_spans.empty()) return toxic_token_weights(e, aln::v1::NOT_IN_POSITIVE, {}, end_id);
+  const auto& y = e.rejected;
+  std::vector<size_t> offset(y.size() + 1, 0);  // token i covers [offset[i], offset[i + 1]) of the text
+  std::vector<int64_t> prefix;
+  for (size_t i = 0; i < y.size(); ++i) {
+    if (y[i] != end_id) prefix.push_back(y[i]);
+    offset[i + 1] = std::max(offset[i], decode(prefix).size());
+  }
+  const std::string text = decode(prefix);
+  std::vector<float> w(y.size(), 0.0f);
+  for (const auto& span : e.rejected_spans) {
+    for (size_t at = text.find(span); !span.empty() && at != std::string::npos; at = text.find(span, at + 1)) {
+      for (size_t i = 0; i < y.size(); ++i) {
+        if (y[i] != end_id && offset[i] < at + span.size() && offset[i + 1] > at) w[i] = 1.0f;
+      }
+    }
+  }
+  return w;
 }
 
 std::vector<float> toxic_token_weights(const buffer::Example& e, aln::v1::TokenWeightSource source,
