@@ -8,14 +8,16 @@
 #    process accumulating three micro-batches, bit for bit;
 #  - killed mid-stage and resumed: the pairs are read back, not regenerated; losses bit for bit,
 #    byte-identical final model;
-#  - lexicon weights work; span weights are refused with a message.
-# Usage: ptalign_test.sh ALN MPIEXEC
+#  - lexicon weights work; span weights (the seeds' rejected_spans) work;
+#  - the reward-margin filter drops generated pairs a reward model (a random one made by transformers)
+#    ranks the wrong way, and is refused without a reward model.
+# Usage: ptalign_test.sh ALN MPIEXEC PYTHON
 set -uo pipefail
-ALN="$1"; MPIEXEC="$2"
+ALN="$1"; MPIEXEC="$2"; PYTHON="${3:-python3}"
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 source tests/e2e/train_lib.sh
 
-job() {  # job OUT MICRO ACCUM DP [WEIGHTS]
+job() {  # job OUT MICRO ACCUM DP [WEIGHTS] [EXTRA_OPTIONS] [STAGE_EXTRA]
   job_head ptalign-test "$1" 9
   cat <<YAML
 stages:
@@ -28,7 +30,7 @@ stages:
     optimizer: {lr: 3e-3, max_steps: 4, micro_batch_size: 4, gradient_accumulation: $3}
   - name: ptalign
     trainer: {ptalign: {token_weights: ${5:-not_in_positive}, lexicon_path: examples/ptalign/lexicon.txt,
-              num_instructions: 6, max_new_tokens: 10, refinement_rounds: 1, min_response_tokens: 1}}
+              num_instructions: 6, max_new_tokens: 10, refinement_rounds: 1, min_response_tokens: 1${6:-}}}${7:-}
     data:
       train: [{path: examples/ptalign/seeds.jsonl, format: preference}]
       max_prompt_length: 40
@@ -78,5 +80,27 @@ job "$work/lex" 1 3 1 lexicon >"$work/lex.yaml"
 check "lexicon weights run (rc $rc): $(tail -1 "$work/lex.err")" '[[ $rc -eq 0 ]]'
 job "$work/spans" 1 3 1 spans >"$work/spans.yaml"
 "$ALN" train "$work/spans.yaml" >/dev/null 2>"$work/spans.err"; rc=$?
-check "span weights are refused with a message (rc $rc)" '[[ $rc -ne 0 ]] && grep -q "token_weights: spans" "$work/spans.err"'
+check "span weights run (rc $rc): $(tail -1 "$work/spans.err")" \
+  '[[ $rc -eq 0 ]] && tail -1 "$work/spans/train_log.jsonl" | grep -q "weighted_token_share"'
+"$PYTHON" - "$work/rm" <<'PY'
+import sys, torch
+from transformers import LlamaConfig, LlamaForSequenceClassification
+torch.manual_seed(0)
+c = LlamaConfig(vocab_size=50257, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+                intermediate_size=64, max_position_embeddings=256, pad_token_id=50256, num_labels=1)
+m = LlamaForSequenceClassification(c)
+with torch.no_grad():
+    m.score.weight.normal_(0, 1.0)
+m.save_pretrained(sys.argv[1], safe_serialization=True)
+PY
+job "$work/rf" 1 3 1 not_in_positive ", reward_filter: true, min_reward_margin: 0.0" "
+    reward_models: [{name: judge, path: $work/rm}]" >"$work/rf.yaml"
+"$ALN" train "$work/rf.yaml" >/dev/null 2>"$work/rf.err"; rc=$?
+kept() { grep -o "stage ptalign (ptalign): [0-9]* train" "$1" | grep -o "[0-9]* train" | cut -d" " -f1; }
+check "the reward-margin filter drops generated pairs (rc $rc; $(kept "$work/one.err") -> $(kept "$work/rf.err") train pairs)" \
+  '[[ $rc -eq 0 && $(kept "$work/rf.err") -lt $(kept "$work/one.err") ]]'
+job "$work/rf0" 1 3 1 not_in_positive ", reward_filter: true" >"$work/rf0.yaml"
+"$ALN" train "$work/rf0.yaml" >/dev/null 2>"$work/rf0.err"; rc=$?
+check "the reward filter without a reward model is refused (rc $rc)" \
+  '[[ $rc -ne 0 ]] && grep -q "trainer.ptalign.reward_filter: needs a reward model" "$work/rf0.err"'
 summary

@@ -42,7 +42,8 @@ TEST(Readers, HhRlhfRealFile) {
   }
   EXPECT_EQ((*pairs)[0].origin.line, 1);
   // With the default policy the first empty response stops the read, naming its line.
-  auto strict = read_preferences(repo("examples/data/hh-rlhf/harmless-base/test_shared.jsonl.gz"), ReadOptions{}, nullptr);
+  auto strict =
+      read_preferences(repo("examples/data/hh-rlhf/harmless-base/test_shared.jsonl.gz"), ReadOptions{}, nullptr);
   ASSERT_FALSE(strict.ok());
   EXPECT_NE(strict.status().message().find("empty response (set data.bad_records: skip"), std::string::npos)
       << strict.status();
@@ -56,8 +57,8 @@ TEST(Readers, HhPromptIsTheCommonPrefixEndingInAssistant) {
   EXPECT_EQ(c, " A");
   EXPECT_EQ(r, " B");
   // A response that itself contains "\n\nAssistant:" does not move the split.
-  ASSERT_TRUE(split_hh_dialogue("\n\nHuman: q\n\nAssistant: x\n\nAssistant: y", "\n\nHuman: q\n\nAssistant: z",
-                                &prompt, &c, &r));
+  ASSERT_TRUE(split_hh_dialogue("\n\nHuman: q\n\nAssistant: x\n\nAssistant: y", "\n\nHuman: q\n\nAssistant: z", &prompt,
+                                &c, &r));
   EXPECT_EQ(prompt, "\n\nHuman: q\n\nAssistant:");
   EXPECT_EQ(c, " x\n\nAssistant: y");
   EXPECT_FALSE(split_hh_dialogue("hello", "help", &prompt, &c, &r));
@@ -75,7 +76,8 @@ TEST(Readers, SafeRlhfSchemaWithSafetyLabels) {
   }
   EXPECT_EQ(with_labels, 476);
   EXPECT_GT(safe_vs_unsafe, 0);
-  auto pku = read_preferences(repo("examples/data/pku-saferlhf-sample/test_Alpaca-7B_first5.jsonl"), ReadOptions{}, nullptr);
+  auto pku =
+      read_preferences(repo("examples/data/pku-saferlhf-sample/test_Alpaca-7B_first5.jsonl"), ReadOptions{}, nullptr);
   ASSERT_TRUE(pku.ok()) << pku.status();
   ASSERT_EQ(pku->size(), 5u);
   // Row 1: better_response_id 1, both unsafe, categories from both responses.
@@ -100,9 +102,11 @@ TEST(Readers, PromptListsFromCsv) {
 }
 
 TEST(Readers, TrlPreferencesTextAndMessages) {
-  const std::string path = write_temp("trl.jsonl",
+  const std::string path = write_temp(
+      "trl.jsonl",
       "{\"prompt\": \"2+2?\", \"chosen\": \"4\", \"rejected\": \"5\"}\n"
-      "{\"prompt\": [{\"role\": \"user\", \"content\": \"hi\"}], \"chosen\": [{\"role\": \"assistant\", \"content\": \"hello\"}],"
+      "{\"prompt\": [{\"role\": \"user\", \"content\": \"hi\"}], \"chosen\": [{\"role\": \"assistant\", \"content\": "
+      "\"hello\"}],"
       " \"rejected\": [{\"role\": \"assistant\", \"content\": \"go away\"}]}\n"
       "{\"chosen\": [{\"role\": \"user\", \"content\": \"q\"}, {\"role\": \"assistant\", \"content\": \"a\"}],"
       " \"rejected\": [{\"role\": \"user\", \"content\": \"q\"}, {\"role\": \"assistant\", \"content\": \"b\"}]}\n");
@@ -127,12 +131,19 @@ TEST(Readers, BadInputNamesFileLineAndField) {
   const std::vector<BadCase> cases = {
       {"malformed", "{\"prompt\": \"p\", \"chosen\": ", "2: invalid JSON: "},
       {"missing", "{\"prompt\": \"p\", \"chosen\": \"a\"}", "2: rejected: missing"},
-      {"wrong_type", "{\"prompt\": \"p\", \"chosen\": 3, \"rejected\": \"b\"}", "2: chosen: wrong type: expected a string, got number"},
-      {"non_utf8", "{\"prompt\": \"p\", \"chosen\": \"\xff\xfe\", \"rejected\": \"b\"}", "2: not valid UTF-8 (byte 27 of the line)"},
+      {"wrong_type", "{\"prompt\": \"p\", \"chosen\": 3, \"rejected\": \"b\"}",
+       "2: chosen: wrong type: expected a string, got number"},
+      {"non_utf8", "{\"prompt\": \"p\", \"chosen\": \"\xff\xfe\", \"rejected\": \"b\"}",
+       "2: not valid UTF-8 (byte 27 of the line)"},
       {"empty", "{\"prompt\": \"p\", \"chosen\": \"  \", \"rejected\": \"b\"}", "2: chosen: empty"},
       {"identical", "{\"prompt\": \"p\", \"chosen\": \"same\", \"rejected\": \"same\"}",
        "2: rejected: identical to chosen (the pair carries no preference)"},
       {"not_object", "[1, 2]", "2: expected a JSON object"},
+      {"span_outside", "{\"prompt\": \"p\", \"chosen\": \"a\", \"rejected\": \"bad\", \"rejected_spans\": [[1, 9]]}",
+       "2: rejected_spans: each span must be a non-empty substring of rejected or [start, end) with 0 <= start < end "
+       "<= 3"},
+      {"span_not_found", "{\"prompt\": \"p\", \"chosen\": \"a\", \"rejected\": \"bad\", \"rejected_spans\": [\"x\"]}",
+       "2: rejected_spans: each span must be"},
   };
   for (const auto& c : cases) {
     const std::string path = write_temp(c.name + ".jsonl", good + c.line + "\n" + good);
@@ -149,6 +160,15 @@ TEST(Readers, BadInputNamesFileLineAndField) {
     EXPECT_EQ(report.skipped, 1) << c.name;
     EXPECT_EQ((*lenient)[1].origin.line, 3) << c.name;
   }
+}
+
+TEST(Readers, RejectedSpansAsTextOrOffsets) {
+  const std::string path = write_temp("spans.jsonl",
+                                      "{\"prompt\": \"p\", \"chosen\": \"no\", \"rejected\": \"grab a pick\", "
+                                      "\"rejected_spans\": [\"pick\", [0, 4]]}\n");
+  auto pairs = read_preferences(path, ReadOptions{}, nullptr);
+  ASSERT_TRUE(pairs.ok()) << pairs.status();
+  EXPECT_EQ((*pairs)[0].rejected_spans, (std::vector<std::string>{"pick", "grab"}));
 }
 
 TEST(Readers, CsvQuotedFieldsAndRaggedRows) {
@@ -168,9 +188,9 @@ TEST(Readers, CsvQuotedFieldsAndRaggedRows) {
 TEST(Readers, Utf8Validation) {
   EXPECT_EQ(first_invalid_utf8("plain ascii"), -1);
   EXPECT_EQ(first_invalid_utf8("caf\xc3\xa9 \xf0\x9f\x98\x80"), -1);
-  EXPECT_EQ(first_invalid_utf8("ab\xc0\xaf"), 2);      // overlong '/'
-  EXPECT_EQ(first_invalid_utf8("\xed\xa0\x80"), 0);    // surrogate
-  EXPECT_EQ(first_invalid_utf8("x\xe2\x82"), 1);       // truncated
+  EXPECT_EQ(first_invalid_utf8("ab\xc0\xaf"), 2);    // overlong '/'
+  EXPECT_EQ(first_invalid_utf8("\xed\xa0\x80"), 0);  // surrogate
+  EXPECT_EQ(first_invalid_utf8("x\xe2\x82"), 1);     // truncated
 }
 
 TEST(Readers, MissingFileAndUnknownType) {

@@ -53,8 +53,8 @@ buffer::Example pair(std::vector<int64_t> p, std::vector<int64_t> c, std::vector
 TEST(Trainers, RegistryListsTheAlignmentCoreMethods) {
   TrainerRegistry registry("trainer");
   register_all(registry);
-  EXPECT_EQ(registry.names(),
-            (std::vector<std::string>{"controllable", "dpo", "grpo", "hair", "ptalign", "radpo", "reward", "safedpo", "sft", "tdpo"}));
+  EXPECT_EQ(registry.names(), (std::vector<std::string>{"controllable", "dpo", "grpo", "hair", "ptalign", "radpo",
+                                                        "reward", "safedpo", "sft", "tdpo"}));
 }
 
 TEST(Trainers, SftIsMeanNllOverResponseTokens) {
@@ -318,6 +318,26 @@ TEST(Trainers, PtAlignTokenWeights) {
   const std::vector<std::vector<int64_t>> lexicon = {{3, 4}, {8}, {7, 7}};
   EXPECT_EQ(toxic_token_weights(e, aln::v1::LEXICON, lexicon, 9), (std::vector<float>{0, 1, 0, 1, 1, 0}));
   EXPECT_EQ(toxic_token_weights(e, aln::v1::LEXICON, {{4, 3}}, 9), (std::vector<float>(6, 0.0f)));  // order matters
+}
+
+// Span weights: tokens whose text overlaps an annotated span (a span may cut a token); no spans: the
+// not_in_positive weights; the end token never.
+TEST(Trainers, SpanWeightsCoverTheAnnotatedText) {
+  const std::map<int64_t, std::string> vocab = {{1, "Sure"}, {2, " grab"}, {3, " a"}, {4, " pick"}, {9, ""}};
+  auto decode = [&](const std::vector<int64_t>& ids) {
+    std::string t;
+    for (int64_t id : ids) t += vocab.at(id);
+    return t;
+  };
+  buffer::Example e;
+  e.chosen = {1, 9};
+  e.rejected = {1, 2, 3, 4, 9};
+  e.rejected_spans = {"grab a"};
+  EXPECT_EQ(span_token_weights(e, decode, 9), (std::vector<float>{0, 1, 1, 0, 0}));
+  e.rejected_spans = {"ure", "ick"};  // inside tokens
+  EXPECT_EQ(span_token_weights(e, decode, 9), (std::vector<float>{1, 0, 0, 1, 0}));
+  e.rejected_spans.clear();
+  EXPECT_EQ(span_token_weights(e, decode, 9), (std::vector<float>{0, 1, 1, 1, 0}));
 }
 
 TEST(Trainers, ResponsesEndWithTheEndOfTextId) {
