@@ -9,7 +9,7 @@
 #    on the final model reproduces them exactly; `aln generate --control` works in the tokens, prompt
 #    and rerank modes, and refuses a model without rows for the control tokens;
 #  - contrastive, one process: exit 0 with the DPO-style metrics;
-#  - rl: 3 ranks under mpirun (deterministic) log the same losses as one process accumulating three
+#  - rl: a running job exports its metrics on /metrics; 3 ranks under mpirun (deterministic) log the same losses as one process accumulating three
 #    micro-batches, bit for bit; killed mid-stage and resumed: the same losses and a byte-identical
 #    final model (the self-generated set is read back, not generated again).
 # Usage: controllable_test.sh ALN MPIEXEC
@@ -101,6 +101,9 @@ m = [json.loads(l) for l in open(sys.argv[1]) if json.loads(l)[\"stage\"] == \"c
 assert all(k in m for k in (\"rewards_accuracy\", \"rewards_margin\", \"logratio_chosen\")), m" "$work/con/train_log.jsonl"'
 
 job "$work/rl1" rl 2 3 1 >"$work/rl1.yaml"
+scrape_while_running "$work/rl1.yaml" "$work/scrape" 'aln_train_metric\{.*name="level_match".*trainer="controllable"'
+check "rl: a running job exports its metrics on /metrics ($(echo "$scraped" | head -1 | cut -c1-120))" '[[ -n "$scraped" ]]'
+
 "$ALN" train "$work/rl1.yaml" >/dev/null 2>"$work/rl1.err"; rc=$?
 check "rl: one process exits 0 (rc $rc): $(tail -2 "$work/rl1.err")" '[[ $rc -eq 0 ]]'
 job "$work/rl3" rl 2 1 3 >"$work/rl3.yaml"

@@ -12,6 +12,7 @@
 #    ranks in the engine's order);
 #  - killed mid-stage and resumed: the same losses bit for bit, byte-identical final policy and
 #    shadow reward models (their weights and AdamW state travel in the checkpoint);
+#  - a running job exports HAIR's metrics on its /metrics endpoint;
 #  - a missing demonstrations file is a clear error naming the key.
 # Usage: hair_test.sh ALN MPIEXEC PYTHON
 set -uo pipefail
@@ -91,6 +92,8 @@ assert not info["missing_keys"] and not info["unexpected_keys"], info
 assert m.score.weight.abs().sum() > 0
 PY'
 
+scrape_while_running "$work/one.yaml" "$work/scrape" 'aln_train_metric\{.*name="alpha_d_mean".*trainer="hair"'
+check "a running job exports HAIR's metrics on /metrics ($(echo "$scraped" | head -1 | cut -c1-120))" '[[ -n "$scraped" ]]'
 job "$work/dp3" 2 1 3 >"$work/dp3.yaml"
 mpi 3 "$ALN" train "$work/dp3.yaml" >"$work/dp3.out" 2>"$work/dp3.err"; rc=$?
 check "mpirun -np 3 exits 0 (rc $rc): $(tail -2 "$work/dp3.err")" '[[ $rc -eq 0 ]]'

@@ -49,3 +49,24 @@ metrics: {enabled: false, progress_bar: false}
 runtime: {threads: 1}
 YAML
 }
+# scrape_while_running YAML OUT PATTERN: trains YAML with its metrics endpoint on a free loopback port
+# (metrics.port 0; the job logs the URL) and its output in OUT, and polls /metrics until a line
+# matches PATTERN (grep -E) or the job ends; then kills it. Sets scraped to the matching lines.
+scrape_while_running() {
+  sed "s|^metrics: .*|metrics: {enabled: true, port: 0, progress_bar: false}|; s|^output_dir: .*|output_dir: $2|" "$1" \
+    >"$2.scrape.yaml"
+  "$ALN" train "$2.scrape.yaml" >/dev/null 2>"$2.scrape.err" &
+  pid=$!
+  scraped=""
+  local url=""
+  for _ in $(seq 1 1200); do
+    kill -0 $pid 2>/dev/null || break
+    [[ -z "$url" ]] && url=$(grep -o "metrics at http://[0-9.:]*/metrics" "$2.scrape.err" 2>/dev/null | head -1 | cut -d" " -f3)
+    if [[ -n "$url" ]]; then
+      scraped=$(curl -sf --max-time 2 "$url" 2>/dev/null | grep -E "$3")
+      [[ -n "$scraped" ]] && break
+    fi
+    sleep 0.1
+  done
+  kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null; pid=""
+}
