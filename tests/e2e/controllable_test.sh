@@ -12,9 +12,11 @@
 #  - rl: a running job exports its metrics on /metrics; 3 ranks under mpirun (deterministic) log the same losses as one process accumulating three
 #    micro-batches, bit for bit; killed mid-stage and resumed: the same losses and a byte-identical
 #    final model (the self-generated set is read back, not generated again).
-# Usage: controllable_test.sh ALN MPIEXEC
+#  - reward models as scorers: two random reward models made by transformers, named helpful and
+#    harmless in the stage, score the answers (continuous scores, all levels used).
+# Usage: controllable_test.sh ALN MPIEXEC PYTHON
 set -uo pipefail
-ALN="$1"; MPIEXEC="$2"
+ALN="$1"; MPIEXEC="$2"; PYTHON="${3:-python3}"
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 source tests/e2e/train_lib.sh
 
@@ -28,7 +30,7 @@ with open(sys.argv[1], "w") as f:
         f.write(json.dumps({"prompt": r["prompt"], "response": answers[i % 4]}) + "\n")
 PY
 
-job() {  # job OUT OBJECTIVE MICRO ACCUM DP [SCORERS]
+job() {  # job OUT OBJECTIVE MICRO ACCUM DP [SCORERS] [STAGE_EXTRA]
   job_head ctl-test "$1" 11
   cat <<YAML
 stages:
@@ -45,7 +47,7 @@ stages:
       train: [{path: examples/data/xstest/xstest_prompts_shared.csv, format: prompts, limit: 60}]
       max_prompt_length: 40
       eval_fraction: 0.1
-    optimizer: {lr: 1e-2, max_steps: 8, micro_batch_size: $3, gradient_accumulation: $4}
+    optimizer: {lr: 1e-2, max_steps: 8, micro_batch_size: $3, gradient_accumulation: $4}${7:-}
 eval: {max_examples: 6}
 YAML
   job_tail $5 4
@@ -121,4 +123,15 @@ check "rl: resumed run exits 0 (rc $rc): $(tail -2 "$work/kill2.err")" '[[ $rc -
 losses "$work/kill/train_log.jsonl" reward_mean >"$work/kill.losses"
 check "rl: resumed losses equal the uninterrupted run's, bit for bit" 'diff "$work/rl1.losses" "$work/kill.losses" >&2'
 check "rl: byte-identical final model" 'cmp -s "$work/rl1/final/model.safetensors" "$work/kill/final/model.safetensors"'
+"$PYTHON" tests/e2e/make_random_rm.py "$work/rm_help" 1 >/dev/null 2>&1
+"$PYTHON" tests/e2e/make_random_rm.py "$work/rm_safe" 2 >/dev/null 2>&1
+job "$work/rms" clm 4 1 1 "eval_samples: 0" "
+    reward_models: [{name: helpful, path: $work/rm_help}, {name: harmless, path: $work/rm_safe}]" >"$work/rms.yaml"
+"$ALN" train "$work/rms.yaml" >/dev/null 2>"$work/rms.err"; rc=$?
+check "reward models named helpful/harmless score the answers (rc $rc): $(tail -1 "$work/rms.err")" \
+  '[[ $rc -eq 0 ]] && python3 - "$work/rms/ctl/controllable_train.jsonl" <<PY
+import json, sys
+scores = [json.loads(l)["scores"] for l in open(sys.argv[1])]
+assert len(scores) == 216 and all(len({round(s[a], 9) for s in scores}) > 100 for a in (0, 1)), "not continuous"
+PY'
 summary

@@ -12,9 +12,10 @@
 #    (staleness 0, 1, 2, 0, ...; policy_version = step - staleness), the losses differ from on-policy
 #    ones (the importance ratio is no longer 1), and a run killed while its snapshot is stale
 #    resumes bit for bit (the snapshot is in the checkpoint).
-# Usage: grpo_test.sh ALN MPIEXEC
+#  - a reward model (a random one made by transformers) as the only reward: its scores are logged.
+# Usage: grpo_test.sh ALN MPIEXEC PYTHON
 set -uo pipefail
-ALN="$1"; MPIEXEC="$2"
+ALN="$1"; MPIEXEC="$2"; PYTHON="${3:-python3}"
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 source tests/e2e/train_lib.sh
 
@@ -27,7 +28,7 @@ with open(sys.argv[1], "w") as f:
         f.write(json.dumps({"prompt": r["prompt"], "response": answer}) + "\n")
 PY
 
-job() {  # job OUT MICRO ACCUM DP [STALENESS]
+job() {  # job OUT MICRO ACCUM DP [STALENESS] [RULE_OPTION] [STAGE_EXTRA]
   job_head grpo-test "$1" 5
   cat <<YAML
 stages:
@@ -39,7 +40,7 @@ stages:
       max_response_length: 16
     optimizer: {lr: 1e-2, max_steps: 16, micro_batch_size: 4, gradient_accumulation: $3}  # within one epoch: 3 ranks drop a different remainder at its end
   - name: grpo
-    trainer: {grpo: {group_size: 4, beta: 0.04, max_new_tokens: 16, reward_rule: brevity, max_staleness: ${5:-0}}}
+    trainer: {grpo: {group_size: 4, beta: 0.04, max_new_tokens: 16${6-, reward_rule: brevity}, max_staleness: ${5:-0}}}${7:-}
     data:
       train: [{path: examples/data/xstest/xstest_prompts_shared.csv, format: prompts}]
       max_prompt_length: 32
@@ -106,4 +107,15 @@ check "stale run killed after $killed_at steps resumes (rc $rc): $(tail -1 "$wor
 losses "$work/stalekill/train_log.jsonl" reward_mean >"$work/stalekill.losses"
 check "resumed stale run: the same losses bit for bit (the sampling snapshot was restored)" \
   'diff "$work/stale.losses" "$work/stalekill.losses" >&2'
+"$PYTHON" tests/e2e/make_random_rm.py "$work/rm" >/dev/null 2>&1
+job "$work/rm_run" 2 1 1 0 "" "
+    reward_models: [{name: judge, path: $work/rm}]" >"$work/rm_run.yaml"
+"$ALN" train "$work/rm_run.yaml" >/dev/null 2>"$work/rm_run.err"; rc=$?
+check "a reward model as the only reward (rc $rc): $(tail -1 "$work/rm_run.err")" \
+  '[[ $rc -eq 0 ]] && python3 - "$work/rm_run/train_log.jsonl" <<PY
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if json.loads(l)["stage"] == "grpo"]
+assert all("reward_model_0" in r["metrics"] and "reward_rule" not in r["metrics"] for r in rows)
+assert all(r["metrics"]["reward_std"] > 0 for r in rows), [r["metrics"]["reward_std"] for r in rows]
+PY'
 summary

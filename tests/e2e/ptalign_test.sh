@@ -82,17 +82,7 @@ job "$work/spans" 1 3 1 spans >"$work/spans.yaml"
 "$ALN" train "$work/spans.yaml" >/dev/null 2>"$work/spans.err"; rc=$?
 check "span weights run (rc $rc): $(tail -1 "$work/spans.err")" \
   '[[ $rc -eq 0 ]] && tail -1 "$work/spans/train_log.jsonl" | grep -q "weighted_token_share"'
-"$PYTHON" - "$work/rm" <<'PY'
-import sys, torch
-from transformers import LlamaConfig, LlamaForSequenceClassification
-torch.manual_seed(0)
-c = LlamaConfig(vocab_size=50257, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
-                intermediate_size=64, max_position_embeddings=256, pad_token_id=50256, num_labels=1)
-m = LlamaForSequenceClassification(c)
-with torch.no_grad():
-    m.score.weight.normal_(0, 1.0)
-m.save_pretrained(sys.argv[1], safe_serialization=True)
-PY
+"$PYTHON" tests/e2e/make_random_rm.py "$work/rm" >/dev/null 2>&1
 job "$work/rf" 1 3 1 not_in_positive ", reward_filter: true, min_reward_margin: 0.0" "
     reward_models: [{name: judge, path: $work/rm}]" >"$work/rf.yaml"
 "$ALN" train "$work/rf.yaml" >/dev/null 2>"$work/rf.err"; rc=$?
