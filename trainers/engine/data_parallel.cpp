@@ -29,6 +29,14 @@ std::vector<double> DataParallel::gather(const std::vector<double>& values) cons
   return std::vector<double>(out.data_ptr<double>(), out.data_ptr<double>() + out.numel());
 }
 
+at::Tensor DataParallel::all_gather(const at::Tensor& tensor) const {
+  at::Tensor in = tensor.contiguous();
+  if (size() == 1) return in.clone();
+  at::Tensor out = at::empty({size() * in.numel()}, in.options());
+  ALN_THROW_IF_ERROR(comm_->all_gather(in, out)->wait(timeout_));
+  return out;
+}
+
 void DataParallel::broadcast(optim::TensorMap& tensors) const {
   if (size() == 1) return;
   std::vector<std::unique_ptr<dist::Work>> pending;

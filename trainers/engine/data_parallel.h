@@ -35,6 +35,9 @@ class DataParallel {
   // Every rank's `values` (all ranks pass the same count), rank by rank: size() * values.size().
   std::vector<double> gather(const std::vector<double>& values) const;
 
+  // Every rank's `tensor` (all ranks pass the same size), concatenated in rank order.
+  at::Tensor all_gather(const at::Tensor& tensor) const;
+
   // Rank 0's values everywhere.
   void broadcast(optim::TensorMap& tensors) const;
 

@@ -30,6 +30,7 @@
 #include "trainers/engine/progress.h"
 #include "trainers/engine/reference_cache.h"
 #include "trainers/engine/run_log.h"
+#include "trainers/engine/sharded_adamw.h"
 
 namespace aln::engine {
 namespace {
@@ -148,6 +149,8 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
   // the "a rank is missing" alert (series per rank vs the ranks the job was started with).
   metrics.gauge("aln_model_parameters", "Parameters of the policy").Set(static_cast<double>(policy.num_parameters()));
   metrics.gauge("aln_data_parallel_size", "Data-parallel ranks of the job").Set(dp.size());
+  prometheus::Gauge& optimizer_bytes =
+      metrics.gauge("aln_optimizer_state_bytes", "AdamW moment bytes held by this rank (ZeRO-1 shards them)");
 
   JobReport report;
   if (resumed) {
@@ -308,7 +311,12 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
     const int64_t per_step = micro * opt.gradient_accumulation();
     const int64_t total_steps =
         opt.max_steps() > 0 ? opt.max_steps() : std::max<int64_t>(1, opt.epochs() * buffer.shard_size() / per_step);
-    optim::AdamW adamw({opt.lr(), opt.beta1(), opt.beta2(), opt.eps(), opt.weight_decay()});
+    ShardedAdamW adamw({opt.lr(), opt.beta1(), opt.beta2(), opt.eps(), opt.weight_decay()}, dp, spec.parallel().zero1(),
+                       policy.tensors());
+    if (adamw.sharded()) {
+      log.info("ZeRO-1: AdamW moments sharded over %d ranks (this rank holds %.1f%% of the parameters' moments)",
+               dp.size(), 100.0 * adamw.owned_share());
+    }
     int64_t first_step = 0;
     int64_t consecutive_bad = 0;
     if (resuming) {
@@ -423,6 +431,7 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
       } else {
         consecutive_bad = 0;
         adamw.step(params, lr);
+        optimizer_bytes.Set(static_cast<double>(adamw.state_bytes()));
       }
       for (auto& [name, p] : params) p.mutable_grad() = at::Tensor();
       {
@@ -497,8 +506,9 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
         state.stage_before = stage_report.before;
         state.data_parallel = dp.size();
         absl::StatusOr<std::string> saved = std::string();
+        const optim::TensorMap optimizer_state = adamw.state();  // collective when sharded
         if (dp.lead()) {
-          saved = checkpoints.save(policy, ref_to_save, adamw.state(), state,
+          saved = checkpoints.save(policy, ref_to_save, optimizer_state, state,
                                    [&trainer](const std::string& dir) { return trainer.save_state(dir); });
         }
         // Everyone learns whether rank 0's save worked, so a failed save stops every rank at once.
