@@ -48,8 +48,9 @@ void AddedVocabulary::rebuild_index() {
     by_first_byte_[static_cast<uint8_t>(tokens_[i].content[0])].push_back(i);
   }
   for (auto& list : by_first_byte_) {
-    std::stable_sort(list.begin(), list.end(),
-                     [&](std::size_t a, std::size_t b) { return tokens_[a].content.size() > tokens_[b].content.size(); });
+    std::stable_sort(list.begin(), list.end(), [&](std::size_t a, std::size_t b) {
+      return tokens_[a].content.size() > tokens_[b].content.size();
+    });
   }
 }
 
@@ -82,6 +83,16 @@ std::vector<Segment> AddedVocabulary::split(std::string_view text) const {
     }
   }
   return out;
+}
+
+std::vector<Segment> AddedVocabulary::split_raw(std::string_view text) const {
+  std::vector<Segment> out;
+  split_pass(text, Pass::kRaw, out);
+  return out;
+}
+
+void AddedVocabulary::split_normalized(std::string_view normalized, std::vector<Segment>& out) const {
+  split_pass(normalized, Pass::kNormalized, out);
 }
 
 void AddedVocabulary::split_pass(std::string_view text, Pass pass, std::vector<Segment>& out) const {

@@ -34,6 +34,10 @@ class AddedVocabulary {
   // Adds or replaces (same content) a token.
   void add(const AddedToken& token);
   std::vector<Segment> split(std::string_view text) const;
+  // The two passes of split() on their own, for a tokenizer with a normalizer: non-normalized
+  // tokens are matched in the raw text, normalized ones in the normalized gaps between them.
+  std::vector<Segment> split_raw(std::string_view text) const;
+  void split_normalized(std::string_view normalized, std::vector<Segment>& out) const;
 
   std::optional<int32_t> token_to_id(std::string_view content) const;
   const AddedToken* find_id(int32_t id) const;

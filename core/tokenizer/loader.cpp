@@ -147,12 +147,14 @@ class Loader {
 
   absl::Status load_split(const json& obj, const std::string& path, TokenizerConfig& config) const {
     const auto pattern = obj.find("pattern");
-    if (pattern == obj.end() || !pattern->is_object() || !pattern->contains("Regex") || !(*pattern)["Regex"].is_string()) {
+    if (pattern == obj.end() || !pattern->is_object() || !pattern->contains("Regex") ||
+        !(*pattern)["Regex"].is_string()) {
       return unsupported(path + ".pattern", "Split pattern (only {\"Regex\": ...})");
     }
     const auto p = split_pattern_from_regex((*pattern)["Regex"].get<std::string>());
     if (!p.ok()) return unsupported(path + ".pattern.Regex", p.status().message());
-    if (obj.value("behavior", std::string()) != "Isolated") return unsupported(path + ".behavior", "Split behavior (only Isolated)");
+    if (obj.value("behavior", std::string()) != "Isolated")
+      return unsupported(path + ".behavior", "Split behavior (only Isolated)");
     ALN_ASSIGN_OR_RETURN(const bool invert, get_bool(obj, path, "invert", false));
     if (invert) return unsupported(path + ".invert", "inverted Split");
     if (config.split) return unsupported(path, "second Split");
@@ -162,12 +164,14 @@ class Loader {
 
   absl::Status load_pre_tokenizer(const json& root, TokenizerConfig& config) const {
     const auto pt = root.find("pre_tokenizer");
-    if (pt == root.end() || pt->is_null()) return unsupported("$.pre_tokenizer", "missing pre-tokenizer (need ByteLevel)");
+    if (pt == root.end() || pt->is_null())
+      return unsupported("$.pre_tokenizer", "missing pre-tokenizer (need ByteLevel)");
     ALN_ASSIGN_OR_RETURN(const std::string type, get_type(*pt, "$.pre_tokenizer"));
     if (type == "ByteLevel") return load_byte_level(*pt, "$.pre_tokenizer", config);
     if (type != "Sequence") return unsupported("$.pre_tokenizer.type", absl::StrCat("pre-tokenizer ", type));
     const auto list = pt->find("pretokenizers");
-    if (list == pt->end() || !list->is_array()) return error("$.pre_tokenizer.pretokenizers", "missing or not an array");
+    if (list == pt->end() || !list->is_array())
+      return error("$.pre_tokenizer.pretokenizers", "missing or not an array");
     bool byte_level = false;
     for (std::size_t i = 0; i < list->size(); ++i) {
       const std::string path = absl::StrCat("$.pre_tokenizer.pretokenizers[", i, "]");
@@ -185,9 +189,19 @@ class Loader {
     return absl::OkStatus();
   }
 
-  absl::Status load_decoder_and_normalizer(const json& root) const {
+  absl::Status load_decoder_and_normalizer(const json& root, bool* nfc) const {
     if (const auto n = root.find("normalizer"); n != root.end() && !n->is_null()) {
-      return unsupported("$.normalizer", absl::StrCat("normalizer ", n->dump().substr(0, 80)));
+      // NFC alone, or a Sequence of just NFC (Qwen2's files); anything else changes text in ways
+      // this tokenizer does not reproduce.
+      const json* one = &*n;
+      if (n->is_object() && n->value("type", "") == "Sequence" && n->contains("normalizers") &&
+          (*n)["normalizers"].is_array() && (*n)["normalizers"].size() == 1) {
+        one = &(*n)["normalizers"][0];
+      }
+      if (!one->is_object() || one->value("type", "") != "NFC") {
+        return unsupported("$.normalizer", absl::StrCat("normalizer ", n->dump().substr(0, 80), " (only NFC is)"));
+      }
+      *nfc = true;
     }
     const auto d = root.find("decoder");
     if (d == root.end() || d->is_null()) return unsupported("$.decoder", "missing decoder (need ByteLevel)");
@@ -212,11 +226,13 @@ class Loader {
         const std::string name = item["SpecialToken"]["id"].get<std::string>();
         if (specials == obj.end() || !specials->is_object() || !specials->contains(name) ||
             !(*specials)[name].contains("ids") || !(*specials)[name]["ids"].is_array()) {
-          return error(ipath, absl::StrCat("special token ", json(name).dump(), " is not in ", path, ".special_tokens"));
+          return error(ipath,
+                       absl::StrCat("special token ", json(name).dump(), " is not in ", path, ".special_tokens"));
         }
         auto& target = seen_sequence ? config.template_suffix : config.template_prefix;
         for (const json& id : (*specials)[name]["ids"]) {
-          if (!id.is_number_integer() || id.get<int64_t>() < 0) return error(ipath, "special token ids must be integers");
+          if (!id.is_number_integer() || id.get<int64_t>() < 0)
+            return error(ipath, "special token ids must be integers");
           target.push_back(id.get<int32_t>());
         }
       } else {
@@ -254,7 +270,7 @@ absl::StatusOr<TokenizerConfig> load_checked(const Loader& loader, std::string_v
   TokenizerConfig config;
   ALN_RETURN_IF_ERROR(loader.load_model(root, config));
   ALN_RETURN_IF_ERROR(loader.load_added_tokens(root, config));
-  ALN_RETURN_IF_ERROR(loader.load_decoder_and_normalizer(root));
+  ALN_RETURN_IF_ERROR(loader.load_decoder_and_normalizer(root, &config.nfc));
   ALN_RETURN_IF_ERROR(loader.load_pre_tokenizer(root, config));
   if (const auto pp = root.find("post_processor"); pp != root.end()) {
     ALN_RETURN_IF_ERROR(loader.load_post_processor(*pp, "$.post_processor", config));
@@ -273,7 +289,6 @@ absl::StatusOr<TokenizerConfig> load_tokenizer_config(std::string_view json_text
     return loader.error("$", absl::StrCat("malformed tokenizer: ", e.what()));
   }
 }
-
 
 absl::StatusOr<Tokenizer> Tokenizer::from_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "core/tokenizer/byte_level.h"
+#include "core/tokenizer/normalize.h"
 #include "core/tokenizer/utf8.h"
 
 namespace aln::tokenizer {
@@ -21,11 +22,27 @@ Tokenizer::Tokenizer(TokenizerConfig config) : config_(std::move(config)) {
 std::vector<int32_t> Tokenizer::encode(std::string_view text, AddSpecialTokens add_special) const {
   std::vector<int32_t> ids;
   if (add_special == AddSpecialTokens::kYes) ids = config_.template_prefix;
-  for (const Segment& s : added_.split(text)) {
+  auto emit = [&](const Segment& s) {
     if (s.id) {
       ids.push_back(*s.id);
     } else {
       for_each_word(s.text, [&](std::string_view word) { config_.model->encode_word(word, ids); });
+    }
+  };
+  if (!config_.nfc) {
+    for (const Segment& s : added_.split(text)) emit(s);
+  } else {
+    // As `tokenizers`: non-normalized added tokens on the raw text, then the normalizer on the
+    // gaps, then normalized added tokens and the model on the normalized text.
+    for (const Segment& raw : added_.split_raw(text)) {
+      if (raw.id) {
+        emit(raw);
+        continue;
+      }
+      const std::string normalized = nfc(raw.text);
+      std::vector<Segment> parts;
+      added_.split_normalized(normalized, parts);
+      for (const Segment& s : parts) emit(s);
     }
   }
   if (add_special == AddSpecialTokens::kYes) {

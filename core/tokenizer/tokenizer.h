@@ -34,6 +34,7 @@ struct TokenizerConfig {
   // Post-processor template for one sequence: ids before and after it.
   std::vector<int32_t> template_prefix;
   std::vector<int32_t> template_suffix;
+  bool nfc = false;  // normalizer: Unicode NFC (Qwen2)
 };
 
 absl::StatusOr<TokenizerConfig> load_tokenizer_config(std::string_view json_text, std::string_view origin);

@@ -62,6 +62,8 @@ def torture_texts():
         "URL https://example.com/a?b=c&d=e#f email a.b@c.de", "code: def f(x):\n    return x**2  # sq\n",
         "{\"json\": [1, 2, {\"k\": null}]}", "$$\\sum_{i=1}^n i^2$$", "----====****____", "...!?;:",
         "MiXeD CaSe WoRdS", "Ünïcödé çäsé façade naïve", "ǅungla ǈ Σσς", "ſ long s", "Unicode 15: a\U00011f04b \U00031350\U0002ebf0x \U0001e030", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 𝐁𝐨𝐥𝐝",
+        "NFC: e\u0301 \u212b \u2126 \u1100\u1161\u11a8 \u0958 a\u0301\u0328 a\u0328\u0301 e\u0304\u0301 \u1e9b\u0323",
+        "decomposed Hangul \u1112\u1161\u11ab\u1100\u1173\u11af and composed \ud55c\uae00, caf\u0065\u0301 na\u0131\u0308ve",
         "a" * 300, "ab " * 100, " " * 50 + "x", "\n" * 20, "9" * 25, "\t \t \t\n",
     ]
     return t
@@ -117,6 +119,8 @@ def make_tokenizers(tmp, texts):
     # space is the RoBERTa-style option.
     variant(paths, tmp, "llama3-style", "llama3-style-ignore-merges", lambda j: j["model"].update(ignore_merges=True))
     variant(paths, tmp, "gpt2", "gpt2-prefix-space", lambda j: j["pre_tokenizer"].update(add_prefix_space=True))
+    # Qwen2's real tokenizer.json normalizes with NFC.
+    variant(paths, tmp, "qwen2-style", "qwen2-style-nfc", lambda j: j.update(normalizer={"type": "NFC"}))
     variant(paths, tmp, "llama3-style", "llama3-style-prefix-space",
             lambda j: j["pre_tokenizer"]["pretokenizers"][1].update(add_prefix_space=True))
     # One file with legacy "a b" merge strings, to cover the other merges format end to end.
@@ -129,6 +133,40 @@ def make_tokenizers(tmp, texts):
     return paths
 
 
+def nfc_cases():
+    """Every code point that NFC could touch (a decomposition, a combining class, or a Hangul jamo or
+    syllable), alone and after a base letter, plus seeded random strings of bases and marks."""
+    import random
+    import unicodedata
+    touch = [cp for cp in range(0x110000) if not 0xD800 <= cp <= 0xDFFF and
+             (unicodedata.decomposition(chr(cp)) or unicodedata.combining(chr(cp)) or 0x1100 <= cp <= 0x11FF or
+              0xAC00 <= cp <= 0xD7A3)]
+    texts = [chr(cp) for cp in touch] + ["a" + chr(cp) for cp in touch if unicodedata.combining(chr(cp))]
+    rng = random.Random(5)
+    marks = [cp for cp in touch if unicodedata.combining(chr(cp))]
+    bases = [ord(c) for c in "aeiouAEOUnNcCsSzZ"] + [0x1100, 0x1161, 0x11A8, 0xAC00, 0x0915, 0x3046, 0x3099]
+    for _ in range(3000):
+        texts.append("".join(chr(rng.choice(marks if rng.random() < 0.5 else bases)) for _ in range(rng.randint(1, 8))))
+    return texts
+
+
+def check_nfc(tool, tmp):
+    texts = nfc_cases()
+    path = os.path.join(tmp, "nfc.jsonl")
+    with open(path, "w", encoding="utf-8") as f:
+        for t in texts:
+            f.write(json.dumps(t) + "\n")
+    run = subprocess.run([tool, "--nfc", path], capture_output=True, text=True, encoding="utf-8", check=True)
+    ours = [json.loads(l) for l in run.stdout.split("\n") if l]
+    import unicodedata
+    bad = [t for t, o in zip(texts, ours, strict=True) if o != unicodedata.normalize("NFC", t)]
+    for t in bad[:5]:
+        print(f"FAIL nfc {t!r}: ours {ours[texts.index(t)]!r} python {unicodedata.normalize('NFC', t)!r}")
+    print(f"{'ok  ' if not bad else 'FAIL'} nfc: {len(texts) - len(bad)}/{len(texts)} strings equal Python's "
+          f"unicodedata.normalize('NFC') (Unicode {unicodedata.unidata_version})")
+    return 1 if bad else 0
+
+
 def main():
     tool = sys.argv[1]
     start = time.time()
@@ -136,6 +174,7 @@ def main():
     texts = data + torture_texts()
     failures = 0
     with tempfile.TemporaryDirectory() as tmp:
+        failures += check_nfc(tool, tmp)
         paths = make_tokenizers(tmp, data)
         texts_path = os.path.join(tmp, "texts.jsonl")
         with open(texts_path, "w", encoding="utf-8") as f:

@@ -1,17 +1,26 @@
 // Tokenizer parity helper: encodes texts with Aln's tokenizer for tests/parity/tokenizer_parity.py.
-// Usage: tokenizer_tool TOKENIZER_JSON TEXTS_JSONL
+// Usage: tokenizer_tool TOKENIZER_JSON TEXTS_JSONL  |  tokenizer_tool --nfc TEXTS_JSONL (NFC of each text)
 // Each input line is a JSON string; each output line is
 // {"ids": [...], "ids_no_special": [...], "decoded": "...", "pieces": [...], "decoded_skip": "..."}.
 #include <fstream>
 #include <iostream>
 #include <string>
 
+#include "core/tokenizer/normalize.h"
 #include "core/tokenizer/tokenizer.h"
 #include "nlohmann/json.hpp"
 
 int main(int argc, char** argv) {
   using aln::tokenizer::AddSpecialTokens;
   using aln::tokenizer::SkipSpecialTokens;
+  if (argc == 3 && std::string(argv[1]) == "--nfc") {
+    std::ifstream in(argv[2]);
+    std::string line;
+    while (std::getline(in, line)) {
+      std::cout << nlohmann::json(aln::tokenizer::nfc(nlohmann::json::parse(line).get<std::string>())).dump() << "\n";
+    }
+    return 0;
+  }
   if (argc != 3) {
     std::cerr << "usage: tokenizer_tool TOKENIZER_JSON TEXTS_JSONL\n";
     return 2;

@@ -11,6 +11,7 @@
 #include "absl/strings/match.h"
 #include "core/error.h"
 #include "core/tokenizer/chat_format.h"
+#include "core/tokenizer/normalize.h"
 #include "core/tokenizer/tokenizer.h"
 #include "nlohmann/json.hpp"
 
@@ -129,12 +130,13 @@ TEST(Tiny, MergesInBothFormsAndTemplate) {
 
   nlohmann::json j = tiny_json();
   using nlohmann::json;
-  j["model"]["merges"] = json::array({json::array({"h", "e"}), json::array({"l", "l"}), json::array({"he", "ll"}),
-                                      json::array({"hell", "o"})});
-  j["post_processor"] = {{"type", "TemplateProcessing"},
-                         {"single", {{{"SpecialToken", {{"id", "<|eot|>"}, {"type_id", 0}}}},
-                                     {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
-                         {"special_tokens", {{"<|eot|>", {{"id", "<|eot|>"}, {"ids", {99}}, {"tokens", {"<|eot|>"}}}}}}};
+  j["model"]["merges"] = json::array(
+      {json::array({"h", "e"}), json::array({"l", "l"}), json::array({"he", "ll"}), json::array({"hell", "o"})});
+  j["post_processor"] = {
+      {"type", "TemplateProcessing"},
+      {"single",
+       {{{"SpecialToken", {{"id", "<|eot|>"}, {"type_id", 0}}}}, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
+      {"special_tokens", {{"<|eot|>", {{"id", "<|eot|>"}, {"ids", {99}}, {"tokens", {"<|eot|>"}}}}}}};
   auto pairs = Tokenizer::from_json(j.dump());
   ASSERT_TRUE(pairs.ok()) << pairs.status();
   EXPECT_EQ(pairs->encode("hello"), (Ids{99, 98}));
@@ -173,8 +175,9 @@ TEST(Malformed, Rejected) {
   expect_error(j, "$.pre_tokenizer.type");
   j = tiny_json();
   j["pre_tokenizer"] = {{"type", "Sequence"},
-                        {"pretokenizers", {{{"type", "Split"}, {"pattern", {{"Regex", "\\w+"}}}, {"behavior", "Isolated"}},
-                                           {{"type", "ByteLevel"}, {"use_regex", false}}}}};
+                        {"pretokenizers",
+                         {{{"type", "Split"}, {"pattern", {{"Regex", "\\w+"}}}, {"behavior", "Isolated"}},
+                          {{"type", "ByteLevel"}, {"use_regex", false}}}}};
   expect_error(j, "$.pre_tokenizer.pretokenizers[0].pattern.Regex");
   j = tiny_json();
   j["added_tokens"][0]["id"] = "seven";
@@ -188,14 +191,46 @@ TEST(Malformed, Rejected) {
   j = tiny_json();
   j["pre_tokenizer"]["use_regex"] = "yes";
   expect_error(j, "$.pre_tokenizer.use_regex");
+  j = tiny_json();
+  j["normalizer"] = {{"type", "Lowercase"}};
+  expect_error(j, "$.normalizer");
+  j = tiny_json();
+  j["normalizer"] = {{"type", "Sequence"}, {"normalizers", {{{"type", "NFC"}}, {{"type", "Lowercase"}}}}};
+  expect_error(j, "$.normalizer");
+}
+
+// NFC on hand-checked cases (the parity test compares whole tokenizers with `tokenizers`).
+TEST(Nfc, ComposesReordersAndKeepsInvalidBytes) {
+  EXPECT_EQ(nfc("plain ascii"), "plain ascii");
+  EXPECT_EQ(nfc("e\u0301"), "\u00e9");                    // e + acute -> é
+  EXPECT_EQ(nfc("\u212b"), "\u00c5");                     // Angstrom sign (singleton) -> Å
+  EXPECT_EQ(nfc("\u1100\u1161\u11a8"), "\uac01");         // Hangul jamo L V T -> 각
+  EXPECT_EQ(nfc("\u0958"), "\u0915\u093c");               // composition exclusion stays decomposed
+  EXPECT_EQ(nfc("a\u0301\u0328"), nfc("a\u0328\u0301"));  // canonical order: ogonek (202) before acute (230)
+  EXPECT_EQ(nfc("a\u0328\u0301"), "\u0105\u0301");        // ą + acute (no precomposed ą́)
+  EXPECT_EQ(nfc("e\u0304\u0301"), "\u1e17");              // ē + acute -> ḗ (two steps)
+  EXPECT_EQ(nfc("\u00e9"), "\u00e9");                     // already NFC
+  EXPECT_EQ(nfc(std::string("e\xff\u0301", 4)), std::string("e\xff\u0301", 4));  // a bad byte blocks composition
+}
+
+TEST(Nfc, NormalizerFromTokenizerJson) {
+  nlohmann::json j = tiny_json();
+  auto plain = Tokenizer::from_json(j.dump(), "tiny.json");
+  j["normalizer"] = {{"type", "Sequence"}, {"normalizers", {{{"type", "NFC"}}}}};
+  auto with_nfc = Tokenizer::from_json(j.dump(), "tiny.json");
+  ASSERT_TRUE(plain.ok() && with_nfc.ok()) << with_nfc.status();
+  // The decomposed and the composed spelling give the same ids once normalized.
+  EXPECT_EQ(with_nfc->encode("e\u0301", AddSpecialTokens::kNo), with_nfc->encode("\u00e9", AddSpecialTokens::kNo));
+  EXPECT_NE(plain->encode("e\u0301", AddSpecialTokens::kNo), plain->encode("\u00e9", AddSpecialTokens::kNo));
 }
 
 TEST(ChatFormat, Render) {
   const std::vector<ChatMessage> chat = {{"user", "Hi"}, {"assistant", "Hello!"}, {"user", "Bye"}};
   EXPECT_EQ(render_chat(chat, ChatFormat::kHH, GenerationPrompt::kYes),
             "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Bye\n\nAssistant:");
-  EXPECT_EQ(render_chat(chat, ChatFormat::kChatML),
-            "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n<|im_start|>user\nBye<|im_end|>\n");
+  EXPECT_EQ(
+      render_chat(chat, ChatFormat::kChatML),
+      "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n<|im_start|>user\nBye<|im_end|>\n");
   const std::vector<ChatMessage> one = {{"system", "Be safe."}, {"user", "Hi"}};
   EXPECT_EQ(render_chat(one, ChatFormat::kLlama3, GenerationPrompt::kYes),
             "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBe safe.<|eot_id|>"
