@@ -247,7 +247,18 @@ at::Tensor DecoderModel::hidden_states(const at::Tensor& input_ids, const at::Te
       q = q * cos + rotate_half(q) * sin;
       k = k * cos + rotate_half(k) * sin;
     }
-    if (cache != nullptr) {
+    if (cache != nullptr && cache->capacity > 0) {
+      ALN_CHECK(past + n <= cache->capacity, "KV cache capacity ", cache->capacity, " exceeded (", past + n, ")");
+      if (!cache->keys[i].defined()) {
+        cache->keys[i] = at::empty({b, k.size(1), cache->capacity, k.size(3)}, k.options());
+        cache->values[i] = at::empty({b, v.size(1), cache->capacity, v.size(3)}, v.options());
+      }
+      cache->keys[i].narrow(2, past, n).copy_(k);
+      cache->values[i].narrow(2, past, n).copy_(v);
+      k = cache->keys[i].narrow(2, 0, past + n);
+      v = cache->values[i].narrow(2, 0, past + n);
+      if (i + 1 == c.num_layers) cache->filled = past + n;
+    } else if (cache != nullptr) {
       if (cache->keys[i].defined()) {
         k = at::cat({cache->keys[i], k}, 2);
         v = at::cat({cache->values[i], v}, 2);

@@ -16,11 +16,19 @@ namespace aln::model {
 
 using TensorMap = std::map<std::string, at::Tensor>;
 
-// Per-layer key/value cache for incremental decoding: [B, kv_heads, T_cached, head_dim] each.
+// Per-layer key/value cache for incremental decoding: [B, kv_heads, T_cached, head_dim] each. With
+// `capacity` set (generation knows prompt + max_new_tokens), the buffers are allocated once at that
+// length and each step writes its keys in place: appending by concatenation would copy the whole
+// cache every step.
 struct KvCache {
-  std::vector<at::Tensor> keys;
+  std::vector<at::Tensor> keys;  // [B, kv_heads, capacity or T_cached, head_dim]
   std::vector<at::Tensor> values;
-  int64_t length() const { return keys.empty() || !keys[0].defined() ? 0 : keys[0].size(2); }
+  int64_t capacity = 0;  // 0: grow by concatenation
+  int64_t filled = 0;    // positions written (with capacity)
+  int64_t length() const {
+    if (capacity > 0) return filled;
+    return keys.empty() || !keys[0].defined() ? 0 : keys[0].size(2);
+  }
 };
 
 class DecoderModel {

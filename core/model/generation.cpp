@@ -38,6 +38,7 @@ GenerationOutput generate(const DecoderModel& model, const at::Tensor& prompt_id
   const int64_t b = prompt_ids.size(0);
   at::Generator gen = at::detail::createCPUGenerator(options.seed);
   KvCache cache;
+  cache.capacity = prompt_ids.size(1) + std::max<int64_t>(options.max_new_tokens, 1);
   at::Tensor mask = prompt_mask.to(at::kLong);
   at::Tensor step_logits = model.last_logits(prompt_ids, mask, &cache);
   std::vector<std::vector<int64_t>> generated(b);
