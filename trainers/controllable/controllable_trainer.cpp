@@ -366,19 +366,11 @@ class ControllableTrainer final : public Trainer {
     }
     const at::Tensor reward = at::tensor(rewards, at::kDouble);
     const at::Tensor adv = kernels::group_advantages(reward, g, true);
-    const int64_t w = r.prompt_width, n = r.completion_mask.size(1);
-    kernels::ResponseLogprobs lp = response_logprobs(*ctx.policy, r.sequences, o_.temperature());
-    kernels::GrpoLossInputs in;
-    in.logps = lp.per_token.narrow(1, w - 1, n);
-    in.mask = r.completion_mask;
-    in.advantages = adv.to(in.logps.scalar_type());
-    if (o_.rl_beta() > 0) {
-      ALN_CHECK(ctx.reference != nullptr, "controllable rl with rl_beta > 0 needs the reference model");
-      at::NoGradGuard no_grad;
-      in.ref_logps = response_logprobs(*ctx.reference, r.sequences, o_.temperature()).per_token.narrow(1, w - 1, n);
-    }
-    kernels::GrpoLossOutput l =
-        kernels::grpo_loss(in, o_.epsilon(), o_.epsilon(), o_.rl_beta(), kernels::GrpoNormalization::kSequenceMean);
+    RolloutLossOptions lo;
+    lo.temperature = o_.temperature();
+    lo.epsilon_low = lo.epsilon_high = o_.epsilon();
+    lo.beta = o_.rl_beta();
+    kernels::GrpoLossOutput l = rollout_grpo_loss(r, ctx, adv, lo);
     LossOutput out;
     out.loss = l.loss;
     out.tokens = r.sequences.attention_mask.sum().item<int64_t>();

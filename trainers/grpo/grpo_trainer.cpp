@@ -48,30 +48,15 @@ class GrpoTrainer final : public Trainer {
     const at::Tensor rewards = score_rollouts(rollouts, ctx, o_.reward_rule(), o_.max_new_tokens(), &parts);
     const at::Tensor advantages = kernels::group_advantages(rewards, g, o_.scale_rewards());
 
-    // Completion token j sits at column prompt_width + j and is predicted from the column before it.
-    const int64_t w = rollouts.prompt_width;
-    const int64_t n = rollouts.completion_mask.size(1);
-    kernels::ResponseLogprobs lp = response_logprobs(*ctx.policy, rollouts.sequences, o_.temperature());
-    kernels::GrpoLossInputs in;
-    in.logps = lp.per_token.narrow(1, w - 1, n);
-    in.mask = rollouts.completion_mask;
-    in.advantages = advantages.to(in.logps.scalar_type());
-    if (stale) {
-      // The sampling policy's log-probs: the importance ratio pi_theta / pi_old is no longer 1.
-      at::NoGradGuard no_grad;
-      in.old_logps = response_logprobs(*sampler_, rollouts.sequences, o_.temperature()).per_token.narrow(1, w - 1, n);
-    }
-    if (o_.beta() > 0) {
-      ALN_CHECK(ctx.reference != nullptr, "grpo with beta > 0 needs the reference model");
-      at::NoGradGuard no_grad;
-      in.ref_logps =
-          response_logprobs(*ctx.reference, rollouts.sequences, o_.temperature()).per_token.narrow(1, w - 1, n);
-    }
-    const double eps_high = o_.epsilon_high() > 0 ? o_.epsilon_high() : o_.epsilon();
-    kernels::GrpoLossOutput l =
-        kernels::grpo_loss(in, o_.epsilon(), eps_high, o_.beta(),
-                           o_.normalization() == aln::v1::TOKEN_MEAN ? kernels::GrpoNormalization::kTokenMean
-                                                                     : kernels::GrpoNormalization::kSequenceMean);
+    RolloutLossOptions lo;
+    lo.temperature = o_.temperature();
+    lo.epsilon_low = o_.epsilon();
+    lo.epsilon_high = o_.epsilon_high() > 0 ? o_.epsilon_high() : o_.epsilon();
+    lo.beta = o_.beta();
+    lo.token_mean = o_.normalization() == aln::v1::TOKEN_MEAN;
+    // Stale rollouts: the sampling policy's log-probs make the importance ratio differ from 1.
+    if (stale) lo.sampler = &*sampler_;
+    kernels::GrpoLossOutput l = rollout_grpo_loss(rollouts, ctx, advantages, lo);
     LossOutput out;
     out.loss = l.loss;
     out.tokens = rollouts.sequences.attention_mask.sum().item<int64_t>();

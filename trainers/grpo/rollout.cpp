@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/error.h"
+#include "trainers/sequence_logprobs.h"
 
 namespace aln::trainers {
 namespace {
@@ -67,6 +68,31 @@ RolloutBatch sample_rollouts(const std::vector<const buffer::Example*>& prompts,
     out.completions.push_back(std::move(c));
   }
   return out;
+}
+
+kernels::GrpoLossOutput rollout_grpo_loss(const RolloutBatch& rollouts, const StepContext& ctx,
+                                          const at::Tensor& advantages, const RolloutLossOptions& options) {
+  // Completion token j sits at column prompt_width + j and is predicted from the column before it.
+  const int64_t w = rollouts.prompt_width;
+  const int64_t n = rollouts.completion_mask.size(1);
+  auto completion_logps = [&](const model::DecoderModel& m) {
+    return response_logprobs(m, rollouts.sequences, options.temperature).per_token.narrow(1, w - 1, n);
+  };
+  kernels::GrpoLossInputs in;
+  in.logps = completion_logps(*ctx.policy);
+  in.mask = rollouts.completion_mask;
+  in.advantages = advantages.to(in.logps.scalar_type());
+  {
+    at::NoGradGuard no_grad;  // the old and reference log-probs are constants of the loss
+    if (options.sampler != nullptr) in.old_logps = completion_logps(*options.sampler);
+    if (options.beta > 0) {
+      ALN_CHECK(ctx.reference != nullptr, "a KL term (beta > 0) needs the reference model");
+      in.ref_logps = completion_logps(*ctx.reference);
+    }
+  }
+  return kernels::grpo_loss(
+      in, options.epsilon_low, options.epsilon_high, options.beta,
+      options.token_mean ? kernels::GrpoNormalization::kTokenMean : kernels::GrpoNormalization::kSequenceMean);
 }
 
 bool looks_like_refusal(const std::string& text) {

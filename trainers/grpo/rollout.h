@@ -11,6 +11,7 @@
 #include "aln/v1/job.pb.h"
 #include "core/buffer/buffer.h"
 #include "core/model/generation.h"
+#include "kernels/grpo_loss.h"
 #include "trainers/trainer.h"
 
 namespace aln::trainers {
@@ -34,6 +35,20 @@ RolloutBatch sample_rollouts(const std::vector<const buffer::Example*>& prompts,
 // `parts` receives the mean of each component ("rule", "reward_model_<i>").
 at::Tensor score_rollouts(const RolloutBatch& rollouts, const StepContext& ctx, aln::v1::RewardRule rule,
                           int64_t max_new_tokens, std::map<std::string, double>* parts);
+
+// GRPO's loss on rollouts (shared by grpo, hair and the controllable rl objective): per-token
+// log-probs of the completions under the policy (temperature-scaled, as sampled), `sampler`'s as the
+// old policy when given (bounded staleness; else on-policy), the reference's for the KL when beta > 0.
+struct RolloutLossOptions {
+  double temperature = 1.0;
+  double epsilon_low = 0.2;
+  double epsilon_high = 0.2;
+  double beta = 0.0;
+  bool token_mean = false;
+  const model::DecoderModel* sampler = nullptr;
+};
+kernels::GrpoLossOutput rollout_grpo_loss(const RolloutBatch& rollouts, const StepContext& ctx,
+                                          const at::Tensor& advantages, const RolloutLossOptions& options);
 
 // The REFUSAL rule on one decoded completion (case-insensitive phrase search).
 bool looks_like_refusal(const std::string& text);

@@ -184,23 +184,12 @@ class HairTrainer final : public Trainer {
       advantages = kernels::group_advantages(rewards, g, true);
     }
 
-    const int64_t w = rollouts.prompt_width;
-    const int64_t n = rollouts.completion_mask.size(1);
-    kernels::ResponseLogprobs lp = response_logprobs(*ctx.policy, rollouts.sequences, o_.temperature());
-    kernels::GrpoLossInputs in;
-    in.logps = lp.per_token.narrow(1, w - 1, n);
-    in.mask = rollouts.completion_mask;
-    in.advantages = advantages.to(in.logps.scalar_type());
-    if (o_.beta() > 0) {
-      ALN_CHECK(ctx.reference != nullptr, "hair with beta > 0 needs the reference model");
-      at::NoGradGuard no_grad;
-      in.ref_logps =
-          response_logprobs(*ctx.reference, rollouts.sequences, o_.temperature()).per_token.narrow(1, w - 1, n);
-    }
-    kernels::GrpoLossOutput l =
-        kernels::grpo_loss(in, o_.epsilon(), o_.epsilon(), o_.beta(),
-                           o_.normalization() == aln::v1::TOKEN_MEAN ? kernels::GrpoNormalization::kTokenMean
-                                                                     : kernels::GrpoNormalization::kSequenceMean);
+    RolloutLossOptions lo;
+    lo.temperature = o_.temperature();
+    lo.epsilon_low = lo.epsilon_high = o_.epsilon();
+    lo.beta = o_.beta();
+    lo.token_mean = o_.normalization() == aln::v1::TOKEN_MEAN;
+    kernels::GrpoLossOutput l = rollout_grpo_loss(rollouts, ctx, advantages, lo);
     out.loss = l.loss;
     out.tokens = rollouts.sequences.attention_mask.sum().item<int64_t>();
     for (const auto& [k, v] : parts) out.metrics[k] = v;
