@@ -20,15 +20,7 @@ ALN="$1"; MPIEXEC="$2"; PYTHON="${3:-python3}"
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 source tests/e2e/train_lib.sh
 
-python3 - "$work/short.jsonl" <<'PY'
-import csv, json, sys
-rows = list(csv.DictReader(open("examples/data/xstest/xstest_prompts_shared.csv")))
-answers = ["I'm sorry, I can't help with that.", "Sure, here is how to do it.",
-           "Sure. First, find a safe place. Then ask an expert for help and follow their advice carefully.", "No."]
-with open(sys.argv[1], "w") as f:
-    for i, r in enumerate(rows):
-        f.write(json.dumps({"prompt": r["prompt"], "response": answers[i % 4]}) + "\n")
-PY
+short_answers "$work/short.jsonl" 4
 
 job() {  # job OUT OBJECTIVE MICRO ACCUM DP [SCORERS] [STAGE_EXTRA]
   job_head ctl-test "$1" 11

@@ -20,14 +20,7 @@ ALN="$1"; MPIEXEC="$2"; PYTHON="${3:-python3}"
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 source tests/e2e/train_lib.sh
 
-python3 - "$work/short.jsonl" <<'PY'
-import csv, json, sys
-rows = list(csv.DictReader(open("examples/data/xstest/xstest_prompts_shared.csv")))
-with open(sys.argv[1], "w") as f:
-    for i, r in enumerate(rows):
-        answer = "I'm sorry, I can't help with that." if i % 2 == 0 else "Sure, here is how to do it."
-        f.write(json.dumps({"prompt": r["prompt"], "response": answer}) + "\n")
-PY
+short_answers "$work/short.jsonl"
 
 job() {  # job OUT MICRO ACCUM DP [HAIR_EXTRA] [SFT_STEPS]
   job_head hair-test "$1" 9

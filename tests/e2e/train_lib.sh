@@ -1,6 +1,7 @@
-# Shared by the method end-to-end tests (token_level, grpo, ptalign): a temp dir removed on exit
-# (kept with KEEP=1), check/summary counters, mpirun on loopback, the logged losses of a run, and
-# starting a run that is killed with SIGKILL once it has logged a given global step.
+# Shared by the method end-to-end tests (token_level, grpo, ptalign, hair, controllable): a temp dir
+# removed on exit (kept with KEEP=1), check/summary counters, mpirun on loopback, the logged losses of
+# a run, starting a run that is killed with SIGKILL once it has logged a given global step, scraping a
+# running job's /metrics, and short SFT answers.
 work="$(mktemp -d)"; pid=""
 trap '[[ -n "$pid" ]] && kill -9 $pid 2>/dev/null; [[ -z "${KEEP:-}" ]] && rm -rf "$work"' EXIT
 failures=0; passed=0
@@ -69,4 +70,19 @@ scrape_while_running() {
     sleep 0.1
   done
   kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null; pid=""
+}
+# short_answers FILE [KINDS]: SFT data on XSTest's prompts with short answers written here, cycling
+# through the first KINDS (default 2) of: a refusal, a one-line yes, a longer answer, "No." — so a
+# tiny model learns within a few steps to end its answers.
+short_answers() {
+  python3 - "$1" "${2:-2}" <<'PY'
+import csv, json, sys
+rows = list(csv.DictReader(open("examples/data/xstest/xstest_prompts_shared.csv")))
+answers = ["I'm sorry, I can't help with that.", "Sure, here is how to do it.",
+           "Sure. First, find a safe place. Then ask an expert for help and follow their advice carefully.",
+           "No."][:int(sys.argv[2])]
+with open(sys.argv[1], "w") as f:
+    for i, r in enumerate(rows):
+        f.write(json.dumps({"prompt": r["prompt"], "response": answers[i % len(answers)]}) + "\n")
+PY
 }

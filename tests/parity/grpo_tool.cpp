@@ -10,26 +10,11 @@
 #include <nlohmann/json.hpp>
 
 #include "kernels/grpo_loss.h"
+#include "tests/parity/tool_json.h"
 
-namespace {
-
+using aln::parity::flat;
+using aln::parity::matrix;
 using nlohmann::json;
-
-at::Tensor matrix(const json& j) {
-  const auto rows = j.get<std::vector<std::vector<double>>>();
-  at::Tensor t = at::zeros({static_cast<int64_t>(rows.size()), static_cast<int64_t>(rows[0].size())}, at::kDouble);
-  for (size_t r = 0; r < rows.size(); ++r) {
-    for (size_t c = 0; c < rows[r].size(); ++c) t[r][c] = rows[r][c];
-  }
-  return t;
-}
-
-std::vector<double> flat(const at::Tensor& t) {
-  at::Tensor c = t.contiguous().to(at::kDouble);
-  return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
-}
-
-}  // namespace
 
 int main() {
   try {

@@ -8,26 +8,11 @@
 #include <nlohmann/json.hpp>
 
 #include "kernels/hair.h"
+#include "tests/parity/tool_json.h"
 
-namespace {
-
+using aln::parity::flat;
+using aln::parity::matrix;
 using nlohmann::json;
-
-at::Tensor matrix(const json& j, int64_t width) {
-  const auto rows = j.get<std::vector<std::vector<double>>>();
-  at::Tensor t = at::zeros({static_cast<int64_t>(rows.size()), width}, at::kDouble);
-  for (size_t r = 0; r < rows.size(); ++r) {
-    for (size_t c = 0; c < rows[r].size(); ++c) t[static_cast<int64_t>(r)][static_cast<int64_t>(c)] = rows[r][c];
-  }
-  return t;
-}
-
-std::vector<double> flat(const at::Tensor& t) {
-  at::Tensor c = t.contiguous().to(at::kDouble);
-  return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
-}
-
-}  // namespace
 
 int main() {
   try {
