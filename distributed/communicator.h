@@ -19,6 +19,9 @@ class Work {
   // OK when the operation finished; DeadlineExceeded (naming rank, op and sequence number) when it
   // did not finish within `timeout`.
   virtual absl::Status wait(std::chrono::milliseconds timeout) = 0;
+  // Lets the operation advance without waiting (MPI progresses non-blocking collectives only inside
+  // MPI calls, so code that overlaps them with compute calls this now and then). Never blocks.
+  virtual void progress() {}
 };
 
 class Communicator {

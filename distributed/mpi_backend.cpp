@@ -46,7 +46,17 @@ class MpiWork final : public Work {
   MpiWork(MPI_Request request, int rank, std::string op, int64_t seq, std::shared_ptr<FlightRecorder> recorder)
       : request_(request), rank_(rank), op_(std::move(op)), seq_(seq), recorder_(std::move(recorder)) {}
 
+  void progress() override {
+    if (done_) return;
+    int done = 0;
+    if (MPI_Test(&request_, &done, MPI_STATUS_IGNORE) == MPI_SUCCESS && done) {
+      done_ = true;
+      recorder_->finished(seq_);
+    }
+  }
+
   absl::Status wait(std::chrono::milliseconds timeout) override {
+    if (done_) return absl::OkStatus();
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     auto pause = std::chrono::microseconds(1);
     while (true) {
@@ -57,6 +67,7 @@ class MpiWork final : public Work {
             absl::StrCat("rank ", rank_, " on ", host_name(), ": ", op_, " #", seq_, ": ", mpi_error_string(rc)));
       }
       if (done) {
+        done_ = true;
         recorder_->finished(seq_);
         return absl::OkStatus();
       }
@@ -77,6 +88,7 @@ class MpiWork final : public Work {
   std::string op_;
   int64_t seq_;
   std::shared_ptr<FlightRecorder> recorder_;
+  bool done_ = false;
 };
 
 class MpiCommunicator final : public Communicator {

@@ -10,6 +10,7 @@
 // on the same summed gradient, so parameters stay identical on all ranks without a broadcast.
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
@@ -37,6 +38,13 @@ class DataParallel {
 
   // Every rank's `tensor` (all ranks pass the same size), concatenated in rank order.
   at::Tensor all_gather(const at::Tensor& tensor) const;
+
+  // Asynchronous building blocks (the caller keeps the tensors alive until the work is waited for).
+  std::unique_ptr<dist::Work> start_sum(at::Tensor& flat) const { return comm_->all_reduce_sum(flat); }
+  std::unique_ptr<dist::Work> start_all_gather(const at::Tensor& flat, at::Tensor& out) const {
+    return comm_->all_gather(flat, out);
+  }
+  std::chrono::milliseconds timeout() const { return timeout_; }
 
   // Rank 0's values everywhere.
   void broadcast(optim::TensorMap& tensors) const;

@@ -27,6 +27,7 @@
 #include "trainers/engine/examples.h"
 #include "trainers/engine/job_setup.h"
 #include "trainers/engine/meters.h"
+#include "trainers/engine/overlap.h"
 #include "trainers/engine/progress.h"
 #include "trainers/engine/reference_cache.h"
 #include "trainers/engine/run_log.h"
@@ -149,6 +150,8 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
   // the "a rank is missing" alert (series per rank vs the ranks the job was started with).
   metrics.gauge("aln_model_parameters", "Parameters of the policy").Set(static_cast<double>(policy.num_parameters()));
   metrics.gauge("aln_data_parallel_size", "Data-parallel ranks of the job").Set(dp.size());
+  prometheus::Gauge& overlap_share = metrics.gauge(
+      "aln_gradient_overlap_share", "Share of gradient bytes whose sum over ranks started during backward");
   prometheus::Gauge& optimizer_bytes =
       metrics.gauge("aln_optimizer_state_bytes", "AdamW moment bytes held by this rank (ZeRO-1 shards them)");
 
@@ -365,6 +368,7 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
       }
       normalizer_total = dp.sum(normalizer_total);
       data_t += since(t0);
+      std::unique_ptr<OverlappedGradientSum> overlapped;
       for (int64_t a = 0; a < opt.gradient_accumulation(); ++a) {
         const auto& batch = micro_batches[static_cast<size_t>(a)];
         t0 = Clock::now();
@@ -378,6 +382,10 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
         const double weight = normalizers[static_cast<size_t>(a)] / normalizer_total;
         fwd += since(t0);
         t0 = Clock::now();
+        // The step's last backward sums gradient buckets over ranks while it runs (parallel.overlap).
+        if (dp.size() > 1 && spec.parallel().overlap() && a + 1 == opt.gradient_accumulation()) {
+          overlapped = std::make_unique<OverlappedGradientSum>(dp, policy.tensors(), spec.parallel().deterministic());
+        }
         (weight == 1.0 ? out.loss : out.loss * weight).backward();
         bwd += since(t0);
         step_loss += out.loss.item<double>() * weight;
@@ -388,7 +396,13 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
       optim::TensorMap& params = policy.tensors();
       const int64_t local_tokens = tokens;
       if (dp.size() > 1) {
-        dp.all_reduce_gradients(params, spec.parallel().deterministic());
+        if (overlapped) {
+          overlapped->finish();
+          overlap_share.Set(overlapped->started_during_backward());
+          overlapped.reset();  // removes the hooks
+        } else {
+          dp.all_reduce_gradients(params, spec.parallel().deterministic());
+        }
         // Loss (already weighted), tokens and samples add up; trainer scalars are averaged.
         std::vector<double> v = {step_loss, static_cast<double>(tokens), static_cast<double>(samples)};
         for (const auto& [k, value] : step_metrics) v.push_back(value / dp.size());
