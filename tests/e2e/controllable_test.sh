@@ -9,6 +9,7 @@
 #    on the final model reproduces them exactly; `aln generate --control` works in the tokens, prompt
 #    and rerank modes, and refuses a model without rows for the control tokens;
 #  - contrastive, one process: exit 0 with the DPO-style metrics;
+#  - clm on 3 ranks under mpirun equals one process accumulating three micro-batches, bit for bit;
 #  - rl: a running job exports its metrics on /metrics; 3 ranks under mpirun (deterministic) log the same losses as one process accumulating three
 #    micro-batches, bit for bit; killed mid-stage and resumed: the same losses and a byte-identical
 #    final model (the self-generated set is read back, not generated again).
@@ -94,6 +95,14 @@ import json, sys
 m = [json.loads(l) for l in open(sys.argv[1]) if json.loads(l)[\"stage\"] == \"ctl\"][-1][\"metrics\"]
 assert all(k in m for k in (\"rewards_accuracy\", \"rewards_margin\", \"logratio_chosen\")), m" "$work/con/train_log.jsonl"'
 
+job "$work/clm1" clm 2 3 1 >"$work/clm1.yaml"
+"$ALN" train "$work/clm1.yaml" >/dev/null 2>"$work/clm1.err"; rc=$?
+job "$work/clm3" clm 2 1 3 >"$work/clm3.yaml"
+mpi 3 "$ALN" train "$work/clm3.yaml" >/dev/null 2>"$work/clm3.err"; rc3=$?
+losses "$work/clm1/train_log.jsonl" >"$work/clm1.losses"
+losses "$work/clm3/train_log.jsonl" >"$work/clm3.losses"
+check "clm (the example's objective): 3 ranks (rc $rc3) log the same 16 losses as one process (rc $rc) bit for bit" \
+  '[[ $rc -eq 0 && $rc3 -eq 0 && $(wc -l <"$work/clm1.losses") -eq 16 ]] && diff "$work/clm1.losses" "$work/clm3.losses" >&2'
 job "$work/rl1" rl 2 3 1 >"$work/rl1.yaml"
 scrape_while_running "$work/rl1.yaml" "$work/scrape" 'aln_train_metric\{.*name="level_match".*trainer="controllable"'
 check "rl: a running job exports its metrics on /metrics ($(echo "$scraped" | head -1 | cut -c1-120))" '[[ -n "$scraped" ]]'
