@@ -38,6 +38,15 @@ class Communicator {
   // `input` in rank order. Both must stay alive until wait() returns.
   virtual std::unique_ptr<Work> all_gather(const at::Tensor& input, at::Tensor& output) = 0;
   virtual std::unique_ptr<Work> barrier() = 0;
+  // Point to point (pipeline stages pass activations and gradients): `tensor` goes to rank `peer`,
+  // which posts a recv of the same size, dtype and tag. Messages between two ranks with one tag
+  // arrive in the order sent. The tensor must stay alive (and, for send, unchanged) until wait().
+  virtual std::unique_ptr<Work> send(const at::Tensor& tensor, int peer, int tag) = 0;
+  virtual std::unique_ptr<Work> recv(at::Tensor& tensor, int peer, int tag) = 0;
+  // A sub-group of the ranks passing the same `color`, ordered by `key` (MPI_Comm_split): the
+  // data-parallel group of one pipeline stage, the pipeline of one data-parallel replica. Every rank
+  // of this group must call it.
+  virtual std::unique_ptr<Communicator> split(int color, int key) = 0;
 };
 
 // World size 1: every collective is the identity and completes at once.

@@ -27,6 +27,13 @@ class LocalCommunicator final : public Communicator {
     return std::make_unique<DoneWork>();
   }
   std::unique_ptr<Work> barrier() override { return std::make_unique<DoneWork>(); }
+  std::unique_ptr<Work> send(const at::Tensor&, int peer, int) override {
+    ALN_FAIL("send to rank ", peer, ": a world of size 1 has no peer");
+  }
+  std::unique_ptr<Work> recv(at::Tensor&, int peer, int) override {
+    ALN_FAIL("recv from rank ", peer, ": a world of size 1 has no peer");
+  }
+  std::unique_ptr<Communicator> split(int, int) override { return std::make_unique<LocalCommunicator>(); }
 };
 
 }  // namespace

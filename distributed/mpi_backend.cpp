@@ -144,14 +144,45 @@ class MpiCommunicator final : public Communicator {
     return started(rc, request, "barrier");
   }
 
+  std::unique_ptr<Work> send(const at::Tensor& tensor, int peer, int tag) override {
+    check_tensor(tensor, "send");
+    check_peer(peer, "send");
+    MPI_Request request;
+    const int rc =
+        MPI_Isend(tensor.data_ptr(), static_cast<int>(tensor.numel()), mpi_type(tensor), peer, tag, comm_, &request);
+    return started(rc, request, absl::StrCat("send to ", peer, " tag ", tag), &tensor);
+  }
+
+  std::unique_ptr<Work> recv(at::Tensor& tensor, int peer, int tag) override {
+    check_tensor(tensor, "recv");
+    check_peer(peer, "recv");
+    MPI_Request request;
+    const int rc =
+        MPI_Irecv(tensor.data_ptr(), static_cast<int>(tensor.numel()), mpi_type(tensor), peer, tag, comm_, &request);
+    return started(rc, request, absl::StrCat("recv from ", peer, " tag ", tag), &tensor);
+  }
+
+  std::unique_ptr<Communicator> split(int color, int key) override {
+    MPI_Comm sub;
+    const int rc = MPI_Comm_split(comm_, color, key, &sub);
+    if (rc != MPI_SUCCESS) throw DistError(mpi_error_string(rc), rank_, host_name(), "split", seq_, __FILE__, __LINE__);
+    return std::make_unique<MpiCommunicator>(sub);
+  }
+
  private:
+  void check_peer(int peer, const char* op) const {
+    ALN_CHECK(peer >= 0 && peer < size_ && peer != rank_, op, ": rank ", peer, " is not another rank of this group of ",
+              size_);
+  }
+
   void check_tensor(const at::Tensor& tensor, const char* op) const {
     ALN_CHECK(tensor.device().is_cpu(), op, ": the MPI backend takes CPU tensors");
     ALN_CHECK(tensor.is_contiguous(), op, ": tensor must be contiguous");
     ALN_CHECK(tensor.numel() < (int64_t{1} << 31), op, ": tensor too large for one MPI call");
   }
 
-  std::unique_ptr<Work> started(int rc, MPI_Request request, const char* op, const at::Tensor* tensor = nullptr) {
+  std::unique_ptr<Work> started(int rc, MPI_Request request, const std::string& op,
+                                const at::Tensor* tensor = nullptr) {
     const int64_t seq = ++seq_;
     recorder_->started(seq, op, tensor != nullptr ? tensor->numel() : 0,
                        tensor != nullptr ? std::string(c10::toString(tensor->scalar_type())) : "-");

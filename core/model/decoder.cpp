@@ -208,9 +208,16 @@ at::Tensor DecoderModel::hidden_states(const at::Tensor& input_ids, const at::Te
   }
 
   const bool gpt2 = c.family == Family::kGpt2;
-  at::Tensor x = gpt2 ? at::embedding(t("transformer.wte.weight"), input_ids) +
-                            at::embedding(t("transformer.wpe.weight"), positions)
-                      : at::embedding(t("model.embed_tokens.weight"), input_ids);
+  ALN_CHECK(is_whole() || (cache == nullptr && link_ != nullptr),
+            "a pipeline stage runs only inside the pipeline engine (no KV cache, a link set)");
+  at::Tensor x;
+  if (!is_first_stage()) {
+    x = link_->receive({b, n, c.hidden_size}, tensors_.begin()->second.scalar_type());
+  } else if (gpt2) {
+    x = at::embedding(t("transformer.wte.weight"), input_ids) + at::embedding(t("transformer.wpe.weight"), positions);
+  } else {
+    x = at::embedding(t("model.embed_tokens.weight"), input_ids);
+  }
   at::Tensor cos, sin;
   if (!gpt2) {
     at::Tensor freqs = positions.to(at::kFloat).unsqueeze(-1) * rope_inv_freq(c).unsqueeze(0).unsqueeze(0);
@@ -223,7 +230,7 @@ at::Tensor DecoderModel::hidden_states(const at::Tensor& input_ids, const at::Te
     cache->values.resize(c.num_layers);
   }
   const int64_t groups = c.num_heads / c.num_kv_heads;
-  for (int64_t i = 0; i < c.num_layers; ++i) {
+  for (int64_t i = first_layer_; i < end_layer_; ++i) {
     at::Tensor q, k, v, attn_out;
     if (gpt2) {
       at::Tensor h = at::layer_norm(x, {c.hidden_size}, t(layer(i, "ln_1.weight", c.family)),
@@ -301,6 +308,7 @@ at::Tensor DecoderModel::hidden_states(const at::Tensor& input_ids, const at::Te
       x = x + at::linear(gate * up, t(layer(i, "mlp.down_proj.weight", c.family)));
     }
   }
+  if (!is_last_stage()) link_->hand_on(x);
   if (gpt2) {
     return at::layer_norm(x, {c.hidden_size}, t("transformer.ln_f.weight"), t("transformer.ln_f.bias"), c.norm_eps);
   }
@@ -309,7 +317,10 @@ at::Tensor DecoderModel::hidden_states(const at::Tensor& input_ids, const at::Te
 
 at::Tensor DecoderModel::logits(const at::Tensor& input_ids, const at::Tensor& attention_mask, KvCache* cache) const {
   ALN_CHECK(config_.head == Head::kCausalLm, "this model has a score head; use scores()");
-  return at::linear(hidden_states(input_ids, attention_mask, cache), output_weight());
+  // Hidden states first: on a pipeline stage that is not the last the pass ends inside them (and
+  // such a stage has no output weight).
+  at::Tensor h = hidden_states(input_ids, attention_mask, cache);
+  return at::linear(h, output_weight());
 }
 
 at::Tensor DecoderModel::output_logits(const at::Tensor& hidden) const {
@@ -361,7 +372,39 @@ DecoderModel DecoderModel::to(at::ScalarType dtype) const {
   for (const auto& [name, value] : tensors_) {
     out.emplace(name, value.detach().to(dtype, /*non_blocking=*/false, /*copy=*/true));
   }
-  return DecoderModel(config_, std::move(out));
+  DecoderModel copy(config_, std::move(out));
+  copy.first_layer_ = first_layer_;
+  copy.end_layer_ = end_layer_;
+  return copy;
+}
+
+int64_t DecoderModel::layer_of(const ModelConfig& c, const std::string& name) {
+  const std::string prefix = c.family == Family::kGpt2 ? "transformer.h." : "model.layers.";
+  if (name.rfind(prefix, 0) != 0) return -1;
+  return std::stoll(name.substr(prefix.size(), name.find('.', prefix.size()) - prefix.size()));
+}
+
+bool DecoderModel::stage_owns(const ModelConfig& c, const std::string& name, int64_t first, int64_t end) {
+  const int64_t i = layer_of(c, name);
+  if (i >= 0) return i >= first && i < end;
+  const bool embedding =
+      name == "transformer.wte.weight" || name == "transformer.wpe.weight" || name == "model.embed_tokens.weight";
+  const bool output_embedding = c.tie_embeddings && c.head == Head::kCausalLm &&
+                                (name == "transformer.wte.weight" || name == "model.embed_tokens.weight");
+  if (embedding) return first == 0 || (end == c.num_layers && output_embedding);
+  return end == c.num_layers;  // final norm, lm_head, score
+}
+
+DecoderModel DecoderModel::stage(int64_t first, int64_t end) && {
+  ALN_CHECK(is_whole(), "stage(): the model is already a stage");
+  ALN_CHECK(0 <= first && first < end && end <= config_.num_layers, "stage layers [", first, ", ", end,
+            ") are not a non-empty range of the model's ", config_.num_layers, " layers");
+  for (auto it = tensors_.begin(); it != tensors_.end();) {
+    it = stage_owns(config_, it->first, first, end) ? std::next(it) : tensors_.erase(it);
+  }
+  first_layer_ = first;
+  end_layer_ = end;
+  return std::move(*this);
 }
 
 void DecoderModel::resize_vocabulary(int64_t new_vocab_size) {

@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "core/model/model_config.h"
+#include "core/model/pipeline_link.h"
 
 namespace aln::model {
 
@@ -81,12 +82,35 @@ class DecoderModel {
   void resize_vocabulary(int64_t new_vocab_size);
   void set_requires_grad(bool requires_grad);
 
+  // Pipeline stages. A stage holds decoder layers [first, end) of the whole model, the embedding
+  // when first == 0 and the final norm and head when end == num_layers (with tied embeddings the
+  // last stage keeps its own copy of the embedding as the output weight; the engine keeps the two
+  // copies equal). Tensor names stay the whole model's, so stages save into one checkpoint.
+  static bool stage_owns(const ModelConfig& config, const std::string& name, int64_t first, int64_t end);
+  // The decoder layer a tensor belongs to, or -1 (embedding, final norm, head).
+  static int64_t layer_of(const ModelConfig& config, const std::string& name);
+  // This model cut down to a stage (it must be whole); drops the other tensors.
+  DecoderModel stage(int64_t first, int64_t end) &&;
+  int64_t first_layer() const { return first_layer_; }
+  int64_t end_layer() const { return end_layer_; }
+  bool is_first_stage() const { return first_layer_ == 0; }
+  bool is_last_stage() const { return end_layer_ == config_.num_layers; }
+  bool is_whole() const { return is_first_stage() && is_last_stage(); }
+  // Where a stage that is not whole gets its input and sends its output (not owned; unset for a
+  // whole model). Set by the pipeline engine around each forward pass.
+  // (A runtime attachment, not model state: mutable, so const models used by trainers can run.)
+  void set_pipeline_link(PipelineLink* link) const { link_ = link; }
+
  private:
-  DecoderModel(ModelConfig config, TensorMap tensors) : config_(std::move(config)), tensors_(std::move(tensors)) {}
+  DecoderModel(ModelConfig config, TensorMap tensors)
+      : config_(std::move(config)), tensors_(std::move(tensors)), end_layer_(config_.num_layers) {}
   const at::Tensor& t(const std::string& name) const;
 
   ModelConfig config_;
   TensorMap tensors_;
+  int64_t first_layer_ = 0;
+  int64_t end_layer_ = 0;
+  mutable PipelineLink* link_ = nullptr;
 };
 
 }  // namespace aln::model

@@ -65,12 +65,16 @@ double scheduled_lr(ScheduleKind kind, double base_lr, int64_t step, int64_t war
   return base_lr * 0.5 * (1.0 + std::cos(M_PI * progress));
 }
 
-double clip_grad_norm(TensorMap& params, double max_norm) {
+double clip_grad_norm(TensorMap& params, double max_norm) { return clip_grad_norm(params, max_norm, nullptr, ""); }
+
+double clip_grad_norm(TensorMap& params, double max_norm, const std::function<double(double)>& total_of,
+                      const std::string& not_counted) {
   at::NoGradGuard no_grad;
   double total = 0;
   for (const auto& [name, p] : params) {
-    if (p.grad().defined()) total += p.grad().to(at::kDouble).pow(2).sum().item<double>();
+    if (p.grad().defined() && name != not_counted) total += p.grad().to(at::kDouble).pow(2).sum().item<double>();
   }
+  if (total_of) total = total_of(total);
   const double norm = std::sqrt(total);
   if (max_norm > 0 && std::isfinite(norm) && norm > max_norm) {
     const double scale = max_norm / (norm + 1e-6);

@@ -3,6 +3,7 @@
 // and global gradient-norm clipping. Our own implementation over named tensors so its state is a
 // plain TensorMap that checkpoints save and restore bitwise, and that ZeRO-1 can shard by name.
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 
@@ -49,5 +50,10 @@ double scheduled_lr(ScheduleKind kind, double base_lr, int64_t step, int64_t war
 // Scales all gradients so their global L2 norm is at most `max_norm` (0 = no clipping). Returns the
 // norm before clipping (non-finite when a gradient is NaN/Inf, which callers treat as a bad step).
 double clip_grad_norm(TensorMap& params, double max_norm);
+// The same over parameters spread across ranks (pipeline stages): `total` turns this rank's sum of
+// squared gradient entries into the sum over all ranks; `not_counted` names a tensor whose gradient
+// another rank counts already (a tied embedding's second copy), scaled but not counted here.
+double clip_grad_norm(TensorMap& params, double max_norm, const std::function<double(double)>& total,
+                      const std::string& not_counted);
 
 }  // namespace aln::optim

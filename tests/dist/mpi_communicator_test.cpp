@@ -46,6 +46,46 @@ TEST(MpiCommunicator, BroadcastFromEveryRoot) {
   }
 }
 
+TEST(MpiCommunicator, SendRecvAlongARing) {
+  auto comm = g_runtime->world();
+  const int n = comm->size(), r = comm->rank();
+  if (n < 2) GTEST_SKIP() << "needs two ranks";
+  // Each rank sends to the next and receives from the previous, with two tags in flight at once
+  // (a pipeline stage's activations and gradients).
+  at::Tensor out_a = at::arange(1000, at::kFloat) + r, out_b = at::full({3, 5}, r * 10.0, at::kDouble);
+  at::Tensor in_a = at::empty({1000}, at::kFloat), in_b = at::empty({3, 5}, at::kDouble);
+  auto recv_b = comm->recv(in_b, (r + n - 1) % n, 1);
+  auto recv_a = comm->recv(in_a, (r + n - 1) % n, 0);
+  auto send_a = comm->send(out_a, (r + 1) % n, 0);
+  auto send_b = comm->send(out_b, (r + 1) % n, 1);
+  for (auto* w : {recv_a.get(), recv_b.get(), send_a.get(), send_b.get()}) {
+    ASSERT_TRUE(w->wait(std::chrono::seconds(30)).ok());
+  }
+  const int prev = (r + n - 1) % n;
+  EXPECT_TRUE(at::equal(in_a, at::arange(1000, at::kFloat) + prev));
+  EXPECT_TRUE(at::equal(in_b, at::full({3, 5}, prev * 10.0, at::kDouble)));
+  EXPECT_THROW(comm->send(out_a, r, 0), Error);  // to itself
+  EXPECT_THROW(comm->recv(in_a, n, 0), Error);   // no such rank
+}
+
+TEST(MpiCommunicator, SplitMakesIndependentGroups) {
+  auto comm = g_runtime->world();
+  const int n = comm->size(), r = comm->rank();
+  // Even and odd ranks, ordered by descending world rank.
+  auto group = comm->split(r % 2, -r);
+  const int members = (n + 1 - r % 2) / 2;
+  EXPECT_EQ(group->size(), members);
+  at::Tensor t = at::full({4}, static_cast<double>(r), at::kDouble);
+  ASSERT_TRUE(group->all_reduce_sum(t)->wait(std::chrono::seconds(30)).ok());
+  double want = 0;
+  for (int k = r % 2; k < n; k += 2) want += k;
+  EXPECT_TRUE(at::equal(t, at::full({4}, want, at::kDouble)));
+  // Rank 0 of the group is its highest world rank.
+  at::Tensor top = at::full({1}, static_cast<double>(r), at::kDouble);
+  ASSERT_TRUE(group->broadcast(top, 0)->wait(std::chrono::seconds(30)).ok());
+  EXPECT_EQ(top.item<double>(), static_cast<double>(r % 2 + 2 * (members - 1)));
+}
+
 TEST(MpiCommunicator, WaitTimesOutNamingRankAndOperation) {
   auto comm = g_runtime->world();
   if (comm->size() < 2) GTEST_SKIP() << "needs two ranks";

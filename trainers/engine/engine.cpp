@@ -28,6 +28,8 @@
 #include "trainers/engine/job_setup.h"
 #include "trainers/engine/meters.h"
 #include "trainers/engine/overlap.h"
+#include "trainers/engine/pipeline.h"
+#include "trainers/engine/pipeline_job.h"
 #include "trainers/engine/progress.h"
 #include "trainers/engine/reference_cache.h"
 #include "trainers/engine/run_log.h"
@@ -66,20 +68,36 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
   const int64_t pad_id = (*encoder)->pad_id();
   const std::string fingerprint = spec_fingerprint(spec);
   const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(spec.parallel().timeout_s() * 1000));
-  const DataParallel dp(options.comm, timeout);
+  // The policy's grid: world rank = replica * pipeline_parallel + stage. The data-parallel group
+  // is one stage's replicas (gradients are summed there); the pipeline group one replica's stages.
+  const aln::v1::GridSpec& grid = spec.parallel().policy();
+  const int world_size = options.comm != nullptr ? options.comm->size() : 1;
+  const int world_rank = options.comm != nullptr ? options.comm->rank() : 0;
+  if (grid.data_parallel() * grid.pipeline_parallel() != world_size) {
+    const int need = grid.data_parallel() * grid.pipeline_parallel();
+    return absl::InvalidArgumentError(absl::StrCat(
+        "parallel.policy is data_parallel ", grid.data_parallel(), " x pipeline_parallel ", grid.pipeline_parallel(),
+        " = ", need, " process(es) but the job runs on ", world_size, "; start it with `mpirun -np ", need,
+        " aln train JOB.yaml` or make data_parallel x pipeline_parallel equal ", world_size));
+  }
+  std::unique_ptr<dist::Communicator> dp_comm, pp_comm;
+  std::optional<Pipeline> pipeline;
+  if (grid.pipeline_parallel() > 1) {
+    absl::Status ok = check_pipeline_supported(spec, options.resume == Resume::kFromLatest);
+    if (!ok.ok()) return ok;
+    const int replica = world_rank / grid.pipeline_parallel(), stage_index = world_rank % grid.pipeline_parallel();
+    dp_comm = options.comm->split(stage_index, replica);
+    pp_comm = options.comm->split(replica, stage_index);
+    pipeline.emplace(pp_comm.get(), timeout);
+  }
+  const DataParallel dp(pipeline ? dp_comm.get() : options.comm, timeout);
+  const DataParallel world(options.comm, timeout);
+  // World rank 0 (replica 0, first stage) writes the logs, checkpoints and the final model.
+  const bool lead = world_rank == 0;
   // A checkpoint save on rank 0 may take much longer than a collective; the others wait this long
   // for its verdict. Rank 0 itself uses the normal timeout: when it has saved, the others are
   // already waiting, so a peer that stopped (or died) during the save is found as fast as anywhere.
-  const auto save_timeout = dp.lead() ? timeout : std::max(timeout, std::chrono::milliseconds(30 * 60 * 1000));
-  if (spec.parallel().policy().data_parallel() != dp.size()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "parallel.policy.data_parallel is ", spec.parallel().policy().data_parallel(), " but the job runs on ",
-        dp.size(), " process(es); start it with `mpirun -np ", spec.parallel().policy().data_parallel(),
-        " aln train JOB.yaml` or set data_parallel to ", dp.size()));
-  }
-  if (spec.parallel().policy().pipeline_parallel() != 1) {
-    return absl::UnimplementedError("parallel.policy.pipeline_parallel > 1 is not supported yet; set it to 1");
-  }
+  const auto save_timeout = lead ? timeout : std::max(timeout, std::chrono::milliseconds(30 * 60 * 1000));
 
   const std::string checkpoint_dir = spec.checkpoint().dir().empty()
                                          ? (fs::path(spec.output_dir()) / "checkpoints").string()
@@ -130,11 +148,22 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
   }
   dp.broadcast(policy.tensors());  // identical start on every rank, whatever each one loaded
   log.info("policy: %s, %.2fM parameters", policy.config().model_type, policy.num_parameters() / 1e6);
+  const int64_t policy_parameters = policy.num_parameters();
+  std::vector<int64_t> stage_bounds;
+  if (pipeline) {
+    auto bounds = pipeline_stage_bounds(policy, grid);
+    if (!bounds.ok()) return bounds.status();
+    stage_bounds = *bounds;
+    const int st = pipeline->stage();
+    policy = std::move(policy).stage(stage_bounds[st], stage_bounds[st + 1]);
+    log.info("pipeline: %d stages over layers %s (%s schedule); %d data-parallel replica(s)", pipeline->stages(),
+             describe_bounds(stage_bounds), aln::v1::PipelineSchedule_Name(grid.schedule()), dp.size());
+  }
 
   // Rank 0 writes the logs, checkpoints and the final model; every rank computes the same numbers.
   const int64_t resumed_step = resumed ? resumed->state.global_step : 0;
   std::optional<JsonlLog> train_log, eval_log;
-  if (dp.lead()) {
+  if (lead) {
     auto opened = JsonlLog::open((fs::path(spec.output_dir()) / "train_log.jsonl").string(), resumed_step);
     if (!opened.ok()) return opened.status();
     train_log.emplace(std::move(*opened));
@@ -148,7 +177,7 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
   Meters meters(metrics);
   // Static facts the dashboards need: FLOP estimates (about 6 x parameters per token) and MFU, and
   // the "a rank is missing" alert (series per rank vs the ranks the job was started with).
-  metrics.gauge("aln_model_parameters", "Parameters of the policy").Set(static_cast<double>(policy.num_parameters()));
+  metrics.gauge("aln_model_parameters", "Parameters of the policy").Set(static_cast<double>(policy_parameters));
   metrics.gauge("aln_data_parallel_size", "Data-parallel ranks of the job").Set(dp.size());
   prometheus::Gauge& overlap_share = metrics.gauge(
       "aln_gradient_overlap_share", "Share of gradient bytes whose sum over ranks started during backward");
@@ -206,7 +235,7 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
       prep.pad_id = pad_id;
       prep.seed = static_cast<uint64_t>(spec.seed()) * 1000003ULL + s;
       prep.work_dir = (fs::path(spec.output_dir()) / stage_name).string();
-      prep.lead = dp.lead();
+      prep.lead = lead;
       prep.resuming = resuming;
       for (const auto& rm : reward_models) prep.reward_models.push_back(&rm);
       absl::Status prepared = trainer.prepare(prep);
@@ -248,15 +277,21 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
       } else if (!(resuming && !on_the_fly)) {
         reference = policy.to(at::kFloat);
       }
+      // Pipelined: the reference is cut like the policy and its passes run through the stages.
+      if (pipeline && reference && reference->is_whole()) {
+        const int st = pipeline->stage();
+        reference = std::move(*reference).stage(stage_bounds[st], stage_bounds[st + 1]);
+      }
       if (!on_the_fly) {
         if (resuming && resumed->state.reference_cache_key.empty()) {
           return absl::FailedPreconditionError(absl::StrCat(resumed->path, " has no reference-cache key for stage ",
                                                             stage_name, "; cannot resume it mid-way"));
         }
         const std::string resume_key = resuming ? resumed->state.reference_cache_key : "";
-        auto key = reference
-                       ? fill_reference_logprobs(spec, stage, *reference, *data, micro, pad_id, resume_key, dp, log)
-                       : fill_reference_logprobs(spec, stage, policy, *data, micro, pad_id, resume_key, dp, log);
+        auto key = reference ? fill_reference_logprobs(spec, stage, *reference, *data, micro, pad_id, resume_key, dp,
+                                                       log, pipeline ? &*pipeline : nullptr)
+                             : fill_reference_logprobs(spec, stage, policy, *data, micro, pad_id, resume_key, dp, log,
+                                                       pipeline ? &*pipeline : nullptr);
         if (!key.ok()) return key.status();
         reference_key = *key;
         reference.reset();
@@ -267,6 +302,7 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
       meters.phase.Add({{"stage", stage_name}, {"phase", "reference"}}).Set(since(ref_start));
     }
     const model::DecoderModel* ref_ptr = reference ? &*reference : nullptr;
+    Pipeline* pp = pipeline ? &*pipeline : nullptr;
     trainers::StepContext extras;
     extras.decode = [enc = encoder->get()](const std::vector<int64_t>& ids) { return enc->decode(ids); };
     extras.eos_id = (*encoder)->eos_id();
@@ -296,7 +332,7 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
     if (resuming) {
       stage_report.before = resumed->state.stage_before;
     } else {
-      stage_report.before = evaluate(trainer, policy, ref_ptr, data->eval, micro, pad_id, true, &extras);
+      stage_report.before = evaluate(trainer, policy, ref_ptr, data->eval, micro, pad_id, true, &extras, pp);
       absl::Status logged = log_eval("before", 0, stage_report.before);
       if (!logged.ok()) return logged;
     }
@@ -343,7 +379,7 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
     }
     policy.set_requires_grad(true);
     Progress progress(stage_name, total_steps,
-                      !dp.lead()                      ? ProgressStyle::kNone
+                      !lead                           ? ProgressStyle::kNone
                       : spec.metrics().progress_bar() ? ProgressStyle::kBar
                                                       : ProgressStyle::kLines);
     const auto stage_start = Clock::now();
@@ -369,7 +405,34 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
       normalizer_total = dp.sum(normalizer_total);
       data_t += since(t0);
       std::unique_ptr<OverlappedGradientSum> overlapped;
-      for (int64_t a = 0; a < opt.gradient_accumulation(); ++a) {
+      if (pipeline) {
+        // The stages run the micro-batches' passes in the schedule's order; the last one computes
+        // the losses and every stage gets their numbers.
+        std::vector<double> weights;
+        for (double n : normalizers) weights.push_back(n / normalizer_total);
+        std::vector<trainers::LossOutput> outs = pipeline->train_step(
+            policy, pipeline_schedule(grid.schedule()),
+            [&](int m) {
+              trainers::StepContext ctx = extras;
+              ctx.policy = &policy;
+              ctx.reference = ref_ptr;
+              ctx.pad_id = pad_id;
+              ctx.step = step;
+              return trainer.compute_loss(micro_batches[static_cast<size_t>(m)], ctx);
+            },
+            weights);
+        for (size_t a = 0; a < outs.size(); ++a) {
+          step_loss += outs[a].loss.item<double>() * weights[a];
+          tokens += outs[a].tokens;
+          for (const auto& [k, v] : outs[a].metrics) {
+            step_metrics[k] += v / static_cast<double>(opt.gradient_accumulation());
+          }
+        }
+        fwd = pipeline->stats().forward_s;
+        bwd = pipeline->stats().backward_s;
+        sum_tied_embedding_gradients(policy, *pipeline);
+      }
+      for (int64_t a = 0; a < (pipeline ? 0 : opt.gradient_accumulation()); ++a) {
         const auto& batch = micro_batches[static_cast<size_t>(a)];
         t0 = Clock::now();
         trainers::StepContext ctx = extras;
@@ -428,7 +491,10 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
         }
       }
       t0 = Clock::now();
-      const double norm = optim::clip_grad_norm(params, opt.max_grad_norm());
+      const double norm = pipeline ? optim::clip_grad_norm(
+                                         params, opt.max_grad_norm(),
+                                         [&](double local) { return pipeline->sum(local); }, tied_copy_name(policy))
+                                   : optim::clip_grad_norm(params, opt.max_grad_norm());
       const double lr =
           optim::scheduled_lr(schedule_kind(opt.schedule()), opt.lr(), step, opt.warmup_steps(), total_steps);
       const bool finite = std::isfinite(step_loss) && std::isfinite(norm);
@@ -479,6 +545,11 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
       for (const auto& [k, v] : step_metrics) {
         meters.method.Add({{"stage", stage_name}, {"trainer", method}, {"name", k}}).Set(v);
       }
+      json pipeline_line;
+      if (pipeline) {
+        pipeline_line =
+            export_pipeline_stats(*pipeline, static_cast<int>(opt.gradient_accumulation()), stage_name, metrics);
+      }
       json line = {
           {"stage", stage_name},
           {"trainer", method},
@@ -496,12 +567,13 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
            {{"data", data_t}, {"forward", fwd}, {"backward", bwd}, {"communication", comm_t}, {"optimizer", opt_t}}},
           {"peak_rss_bytes", rss},
           {"metrics", json(step_metrics)}};
+      if (pipeline) line["pipeline"] = pipeline_line;
       absl::Status logged = train_log ? train_log->append(line.dump()) : absl::OkStatus();
       if (!logged.ok()) return logged;
       progress.update(step + 1, step_loss, static_cast<double>(tokens) / step_t);
       if (spec.eval().every_steps() > 0 && (step + 1) % spec.eval().every_steps() == 0) {
         logged = log_eval("periodic", step + 1,
-                          evaluate(trainer, policy, ref_ptr, data->eval, micro, pad_id, true, &extras));
+                          evaluate(trainer, policy, ref_ptr, data->eval, micro, pad_id, true, &extras, pp));
         if (!logged.ok()) return logged;
       }
       stage_report.steps = step + 1;
@@ -521,7 +593,7 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
         state.data_parallel = dp.size();
         absl::StatusOr<std::string> saved = std::string();
         const optim::TensorMap optimizer_state = adamw.state();  // collective when sharded
-        if (dp.lead()) {
+        if (lead) {
           saved = checkpoints.save(policy, ref_to_save, optimizer_state, state,
                                    [&trainer](const std::string& dir) { return trainer.save_state(dir); });
         }
@@ -538,21 +610,24 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
     progress.finish();
     policy.set_requires_grad(false);
     stage_report.seconds = since(stage_start);
-    if (dp.lead()) {
+    if (lead) {
       absl::Status finished = trainer.finish((fs::path(spec.output_dir()) / stage_name).string());
       if (!finished.ok()) return finished;
     }
     if (resuming) stage_report.steps = std::max(stage_report.steps, first_step);
-    stage_report.after = evaluate(trainer, policy, ref_ptr, data->eval, micro, pad_id, true, &extras);
+    stage_report.after = evaluate(trainer, policy, ref_ptr, data->eval, micro, pad_id, true, &extras, pp);
     absl::Status logged = log_eval("after", stage_report.steps, stage_report.after);
     if (!logged.ok()) return logged;
     report.stages.push_back(stage_report);
     if (options.stop_after_steps > 0 && global_step >= options.stop_after_steps) break;
   }
   report.final_model_dir = (fs::path(spec.output_dir()) / "final").string();
-  absl::Status saved = dp.lead() ? model::save_hf_model(policy, report.final_model_dir) : absl::OkStatus();
-  if (dp.sum(saved.ok() ? 0.0 : 1.0, save_timeout) > 0 && saved.ok()) {
-    return absl::InternalError("rank 0 could not write the final model (see its log)");
+  absl::Status saved = pipeline
+                           ? save_pipeline_model(policy, stage_bounds, report.final_model_dir, dp.lead(), *pipeline)
+                       : lead ? model::save_hf_model(policy, report.final_model_dir)
+                              : absl::OkStatus();
+  if (world.sum(saved.ok() ? 0.0 : 1.0, save_timeout) > 0 && saved.ok()) {
+    return absl::InternalError("another rank could not write its part of the final model (see its log)");
   }
   if (!saved.ok()) return saved;
   return report;

@@ -12,7 +12,7 @@ namespace aln::engine {
 
 MetricMap evaluate(trainers::Trainer& trainer, const model::DecoderModel& policy, const model::DecoderModel* reference,
                    const std::vector<buffer::Example>& eval, int64_t micro, int64_t pad_id, bool with_loss,
-                   const trainers::StepContext* extras) {
+                   const trainers::StepContext* extras, Pipeline* pipeline) {
   MetricMap out;
   if (eval.empty()) return out;
   at::NoGradGuard no_grad;
@@ -34,7 +34,13 @@ MetricMap evaluate(trainers::Trainer& trainer, const model::DecoderModel& policy
       ctx.pad_id = pad_id;
       ctx.step = 0;  // evaluation samples the same rollouts before and after a stage
       ctx.training = false;
-      trainers::LossOutput step = trainer.compute_loss(batch, ctx);
+      trainers::LossOutput step;
+      // Pipeline stages: every stage runs the pass, the last one computes (and keeps) the numbers.
+      if (pipeline != nullptr) {
+        if (!pipeline->forward_only(policy, [&] { step = trainer.compute_loss(batch, ctx); })) continue;
+      } else {
+        step = trainer.compute_loss(batch, ctx);
+      }
       loss += step.loss.item<double>() * weight;
       for (const auto& [k, v] : step.metrics) sums[k] += v * weight;
       seq_sums = step.sequence_logprobs;
@@ -74,7 +80,7 @@ MetricMap evaluate(trainers::Trainer& trainer, const model::DecoderModel& policy
   }
   // Per-batch counters make no sense averaged.
   out.erase("response_tokens");
-  return out;
+  return pipeline != nullptr ? pipeline->share_from_last(out) : out;
 }
 
 }  // namespace aln::engine

@@ -5,6 +5,7 @@
 
 #include "core/buffer/buffer.h"
 #include "core/model/decoder.h"
+#include "trainers/engine/pipeline.h"
 #include "trainers/engine/report.h"
 #include "trainers/trainer.h"
 
@@ -23,8 +24,10 @@ namespace aln::engine {
 // With `with_loss` false only the policy-alone metrics are computed (for `aln eval` without a
 // reference model, where the trainer's loss cannot be evaluated).
 // `extras` (optional) supplies what rollout-based trainers need (decoder, end id, seed, reward models).
+// `pipeline` (a pipeline-parallel policy): the passes run through the stages; every stage returns
+// the last stage's numbers.
 MetricMap evaluate(trainers::Trainer& trainer, const model::DecoderModel& policy, const model::DecoderModel* reference,
                    const std::vector<buffer::Example>& eval, int64_t micro, int64_t pad_id, bool with_loss = true,
-                   const trainers::StepContext* extras = nullptr);
+                   const trainers::StepContext* extras = nullptr, Pipeline* pipeline = nullptr);
 
 }  // namespace aln::engine

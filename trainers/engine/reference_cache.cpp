@@ -104,7 +104,7 @@ absl::Status load_reference_cache(const std::string& file, std::vector<buffer::E
 absl::StatusOr<std::string> fill_reference_logprobs(const aln::v1::JobSpec& spec, const aln::v1::StageSpec& stage,
                                                     const model::DecoderModel& reference, StageData& data,
                                                     int64_t micro, int64_t pad_id, const std::string& resume_key,
-                                                    const DataParallel& dp, const Logger& log) {
+                                                    const DataParallel& dp, const Logger& log, Pipeline* pipeline) {
   std::string cache_dir = stage.reference().cache_dir();
   if (cache_dir.empty()) cache_dir = (fs::path(spec.output_dir()) / "reference_cache").string();
   std::string key = resume_key;
@@ -112,8 +112,17 @@ absl::StatusOr<std::string> fill_reference_logprobs(const aln::v1::JobSpec& spec
       "tokenizer ", spec.model().tokenizer(), ", chat format ", spec.model().chat_format(), ", max_prompt_length ",
       stage.data().max_prompt_length(), ", max_response_length ", stage.data().max_response_length());
   if (key.empty()) {
+    std::string weights = model_fingerprint(reference);
+    if (pipeline != nullptr && pipeline->stages() > 1) {
+      // Every stage's fingerprint, in stage order: the same key on every rank of the pipeline.
+      std::vector<double> codes;
+      for (char c : weights) codes.push_back(static_cast<unsigned char>(c));
+      Fingerprint all;
+      for (double c : pipeline->gather(codes)) all.add(static_cast<int64_t>(c));
+      weights = all.hex();
+    }
     key = Fingerprint()
-              .add(model_fingerprint(reference))
+              .add(weights)
               .add(examples_fingerprint(data.train, data.eval))
               .add(file_fingerprint(spec.model().tokenizer()))
               .add(description)
@@ -121,7 +130,8 @@ absl::StatusOr<std::string> fill_reference_logprobs(const aln::v1::JobSpec& spec
   }
   const std::string file = (fs::path(cache_dir) / (key + ".safetensors")).string();
   absl::Status loaded = load_reference_cache(file, &data.train, &data.eval);
-  const double found = dp.sum(loaded.ok() ? 1.0 : 0.0);
+  double found = dp.sum(loaded.ok() ? 1.0 : 0.0);
+  if (pipeline != nullptr) found = pipeline->sum(found) / pipeline->stages();
   if (found == dp.size()) {
     log.info("reference log-probs: reused %s", file);
     return key;
@@ -141,10 +151,21 @@ absl::StatusOr<std::string> fill_reference_logprobs(const aln::v1::JobSpec& spec
       if (chunk_index % dp.size() != dp.rank()) continue;
       std::vector<buffer::Example*> chunk;
       for (size_t k = i; k < std::min(set->size(), i + static_cast<size_t>(micro)); ++k) chunk.push_back(&(*set)[k]);
-      trainers::reference_pair_logprobs(reference, chunk, pad_id);
+      if (pipeline != nullptr) {
+        pipeline->forward_only(reference, [&] { trainers::reference_pair_logprobs(reference, chunk, pad_id); });
+      } else {
+        trainers::reference_pair_logprobs(reference, chunk, pad_id);
+      }
     }
   }
-  if (dp.size() > 1) {
+  if (pipeline != nullptr && !pipeline->last()) {
+    // Only the last stage computed sums; the others add zeros below.
+    for (auto* set : {&data.train, &data.eval}) {
+      for (auto& e : *set) e.reference_chosen = e.reference_rejected = 0.0;
+    }
+  }
+  const bool pipelined = pipeline != nullptr && pipeline->stages() > 1;
+  if (dp.size() > 1 || pipelined) {
     // Gather by summing: every rank contributes its chunks and zeros elsewhere.
     std::vector<double> values;
     for (auto* set : {&data.train, &data.eval}) {
@@ -155,6 +176,7 @@ absl::StatusOr<std::string> fill_reference_logprobs(const aln::v1::JobSpec& spec
     }
     at::Tensor all = at::tensor(values, at::kDouble);
     dp.sum(all);
+    if (pipelined) pipeline->sum(all);
     const double* v = all.data_ptr<double>();
     for (auto* set : {&data.train, &data.eval}) {
       for (auto& e : *set) {
@@ -163,7 +185,7 @@ absl::StatusOr<std::string> fill_reference_logprobs(const aln::v1::JobSpec& spec
       }
     }
   }
-  if (dp.lead()) {
+  if (dp.lead() && (pipeline == nullptr || pipeline->first())) {
     absl::Status saved = save_reference_cache(file, data.train, data.eval, description);
     if (!saved.ok()) return saved;
     log.info("reference log-probs: computed and cached in %s", file);

@@ -14,6 +14,7 @@
 #include "core/model/decoder.h"
 #include "trainers/engine/data_parallel.h"
 #include "trainers/engine/examples.h"
+#include "trainers/engine/pipeline.h"
 
 namespace aln::engine {
 
@@ -34,10 +35,12 @@ absl::Status load_reference_cache(const std::string& file, std::vector<buffer::E
 // Fills the examples' reference sums for a stage: from the cache file named by the key (`resume_key`
 // when resuming, else computed from `reference` and the data), else by running `reference` over
 // them (chunks dealt round-robin over the data-parallel ranks) and writing the cache from rank 0.
-// Returns the key.
+// Returns the key. With `pipeline`, `reference` is this rank's stage of the reference: the passes
+// run through the stages, the key covers every stage's weights, and all stages get the sums.
 absl::StatusOr<std::string> fill_reference_logprobs(const aln::v1::JobSpec& spec, const aln::v1::StageSpec& stage,
                                                     const model::DecoderModel& reference, StageData& data,
                                                     int64_t micro, int64_t pad_id, const std::string& resume_key,
-                                                    const DataParallel& dp, const Logger& log);
+                                                    const DataParallel& dp, const Logger& log,
+                                                    Pipeline* pipeline = nullptr);
 
 }  // namespace aln::engine

@@ -86,6 +86,72 @@ TEST_P(DecoderTest, GradientsReachEveryParameter) {
   }
 }
 
+// Pipeline stages chained in one process through a link that passes tensors by hand: the same
+// logits (padded batch) and the same gradients as the whole model, and each tensor owned by exactly
+// the stages that need it.
+class HandLink final : public PipelineLink {
+ public:
+  at::Tensor next_input;  // what the previous stage handed on (a leaf, like a received tensor)
+  at::Tensor output;
+  at::Tensor receive(const std::vector<int64_t>& shape, at::ScalarType dtype) override {
+    EXPECT_EQ(next_input.sizes().vec(), shape);
+    EXPECT_EQ(next_input.scalar_type(), dtype);
+    return next_input;
+  }
+  [[noreturn]] void hand_on(const at::Tensor& out) override {
+    output = out;
+    throw ForwardHandedOn{};
+  }
+};
+
+TEST_P(DecoderTest, StagesChainedEqualTheWholeModel) {
+  ModelConfig c = tiny(GetParam());
+  c.num_layers = 3;
+  DecoderModel whole = DecoderModel::random_init(c, 11);
+  const std::vector<int64_t> bounds = {0, 1, 3};
+  std::vector<DecoderModel> stages;
+  for (size_t s = 0; s + 1 < bounds.size(); ++s) stages.push_back(whole.to(at::kFloat).stage(bounds[s], bounds[s + 1]));
+  // Ownership: every tensor on some stage; layers on exactly one; a tied embedding on first and last.
+  for (const auto& [name, t] : whole.tensors()) {
+    int owners = 0;
+    for (const auto& st : stages) owners += st.tensors().count(name);
+    const bool tied_embedding = c.tie_embeddings && (name == "transformer.wte.weight");
+    EXPECT_EQ(owners, tied_embedding ? 2 : 1) << name;
+  }
+  EXPECT_TRUE(stages[0].is_first_stage() && !stages[0].is_last_stage());
+  EXPECT_THROW(std::move(stages[0]).stage(0, 1), Error);                                             // already a stage
+  EXPECT_THROW(stages[1].logits(at::zeros({1, 2}, at::kLong), at::ones({1, 2}, at::kLong)), Error);  // no link
+
+  at::Tensor ids = at::randint(97, {2, 6}, at::kLong);
+  at::Tensor mask = at::ones({2, 6}, at::kLong);
+  mask.narrow(1, 0, 2).select(0, 1).zero_();  // left padding in row 1
+  whole.set_requires_grad(true);
+  at::Tensor want = whole.logits(ids, mask);
+  want.pow(2).mean().backward();
+
+  HandLink link;
+  for (auto& st : stages) {
+    st.set_requires_grad(true);
+    st.set_pipeline_link(&link);
+  }
+  EXPECT_THROW(stages[0].logits(ids, mask), ForwardHandedOn);
+  at::Tensor boundary = link.output.detach().requires_grad_(true);
+  link.next_input = boundary;
+  at::Tensor got = stages[1].logits(ids, mask);
+  EXPECT_LT(max_diff(got, want), 1e-6);
+  got.pow(2).mean().backward();
+  link.output.backward(boundary.grad());
+  for (const auto& [name, t] : whole.tensors()) {
+    at::Tensor g;
+    for (const auto& st : stages) {
+      auto it = st.tensors().find(name);
+      if (it == st.tensors().end()) continue;
+      g = g.defined() ? g + it->second.grad() : it->second.grad();  // tied copies: the sum of both
+    }
+    EXPECT_LT(max_diff(g, t.grad()), 1e-6) << name;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Families, DecoderTest, ::testing::Values(Family::kLlama, Family::kGpt2),
                          [](const auto& info) { return info.param == Family::kLlama ? "Llama" : "Gpt2"; });
 

@@ -1,0 +1,208 @@
+#include "trainers/engine/pipeline.h"
+
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+
+#include <cstring>
+
+#include <nlohmann/json.hpp>
+#include <utility>
+
+#include "core/error.h"
+#include "core/status.h"
+
+namespace aln::engine {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+}  // namespace
+
+// The stage model's view of its neighbours for the micro-batch being run.
+class Pipeline::Link final : public model::PipelineLink {
+ public:
+  Link(Pipeline& pipeline, bool grad) : p_(pipeline), grad_(grad) {}
+  ~Link() override {
+    // Sends still in flight when a step fails: their buffers must outlive MPI's use of them, and
+    // the job is ending anyway (the caller reports the error and aborts the world).
+    for (auto& s : sends_) s.work->progress();
+  }
+
+  int micro = 0;
+  std::map<int, at::Tensor> inputs;   // received activations (leaves with gradients when training)
+  std::map<int, at::Tensor> outputs;  // this stage's outputs, to run backward from
+
+  at::Tensor receive(const std::vector<int64_t>& shape, at::ScalarType dtype) override {
+    at::Tensor x = at::empty(shape, at::TensorOptions().dtype(dtype));
+    auto work = p_.group_->recv(x, p_.stage() - 1, 2 * micro);
+    p_.wait(*work, &idle_s);
+    if (grad_) x.requires_grad_(true);
+    inputs[micro] = x;
+    return x;
+  }
+
+  [[noreturn]] void hand_on(const at::Tensor& output) override {
+    if (grad_) outputs[micro] = output;
+    send(output.detach().contiguous(), p_.stage() + 1, 2 * micro);
+    throw model::ForwardHandedOn{};
+  }
+
+  void send(at::Tensor tensor, int peer, int tag) {
+    p_.stats_.sent_bytes += static_cast<double>(tensor.nbytes());
+    Pending pending{std::move(tensor), nullptr};
+    pending.work = p_.group_->send(pending.tensor, peer, tag);
+    sends_.push_back(std::move(pending));
+  }
+
+  void finish_sends() {
+    for (auto& s : sends_) p_.wait(*s.work, &idle_s);
+    sends_.clear();
+  }
+
+  double idle_s = 0;
+
+ private:
+  struct Pending {
+    at::Tensor tensor;
+    std::unique_ptr<dist::Work> work;
+  };
+  Pipeline& p_;
+  bool grad_;
+  std::vector<Pending> sends_;
+};
+
+void Pipeline::wait(dist::Work& work, double* idle_s) const {
+  const auto start = Clock::now();
+  ALN_THROW_IF_ERROR(work.wait(timeout_));
+  *idle_s += since(start);
+}
+
+std::vector<trainers::LossOutput> Pipeline::train_step(const model::DecoderModel& policy,
+                                                       dist::PipelineSchedule schedule,
+                                                       const std::function<trainers::LossOutput(int)>& forward,
+                                                       const std::vector<double>& weights) {
+  const int micro_batches = static_cast<int>(weights.size());
+  stats_ = PipelineStats{};
+  const auto start = Clock::now();
+  Link link(*this, /*grad=*/true);
+  std::vector<trainers::LossOutput> outputs(static_cast<size_t>(micro_batches));
+  int alive = 0;
+  for (const dist::PipelineOp& op : dist::pipeline_ops(schedule, stages(), stage(), micro_batches)) {
+    const int m = op.micro;
+    link.micro = m;
+    const double idle_before = link.idle_s;
+    const auto t0 = Clock::now();
+    if (op.forward) {
+      policy.set_pipeline_link(&link);
+      try {
+        outputs[static_cast<size_t>(m)] = forward(m);
+      } catch (const model::ForwardHandedOn&) {
+        // not the last stage: the pass ended at this stage's output
+      }
+      policy.set_pipeline_link(nullptr);
+      stats_.max_alive = std::max(stats_.max_alive, ++alive);
+      stats_.forward_s += since(t0) - (link.idle_s - idle_before);
+      continue;
+    }
+    if (last()) {
+      trainers::LossOutput& out = outputs[static_cast<size_t>(m)];
+      const double w = weights[static_cast<size_t>(m)];
+      (w == 1.0 ? out.loss : out.loss * w).backward();
+    } else {
+      at::Tensor output = link.outputs.at(m);
+      at::Tensor grad = at::empty(output.sizes(), output.options().requires_grad(false));
+      auto work = group_->recv(grad, stage() + 1, 2 * m + 1);
+      wait(*work, &link.idle_s);
+      output.backward(grad);
+      link.outputs.erase(m);
+    }
+    if (!first()) {
+      at::Tensor input = link.inputs.at(m);
+      ALN_CHECK(input.grad().defined(), "pipeline stage ", stage(), ": no gradient reached this stage's input");
+      link.send(input.grad().contiguous(), stage() - 1, 2 * m + 1);
+      link.inputs.erase(m);
+    }
+    --alive;
+    stats_.backward_s += since(t0) - (link.idle_s - idle_before);
+  }
+  link.finish_sends();
+  stats_.idle_s = link.idle_s;
+  stats_.total_s = since(start);
+
+  // The last stage's numbers to every stage (rank 0, on the first stage, logs them).
+  nlohmann::json shared = nlohmann::json::array();
+  if (last()) {
+    for (auto& out : outputs) {
+      out.loss = out.loss.detach();
+      shared.push_back({{"loss", out.loss.item<double>()}, {"tokens", out.tokens}, {"metrics", out.metrics}});
+    }
+  }
+  if (stages() > 1) {
+    shared = nlohmann::json::parse(share_from_last(last() ? shared.dump() : std::string()));
+    if (!last()) {
+      for (size_t m = 0; m < outputs.size(); ++m) {
+        outputs[m].loss = at::scalar_tensor(shared[m]["loss"].get<double>(), at::kDouble);
+        outputs[m].tokens = shared[m]["tokens"].get<int64_t>();
+        outputs[m].metrics = shared[m]["metrics"].get<std::map<std::string, double>>();
+      }
+    }
+  }
+  return outputs;
+}
+
+bool Pipeline::forward_only(const model::DecoderModel& model, const std::function<void()>& forward) {
+  at::NoGradGuard no_grad;
+  Link link(*this, /*grad=*/false);
+  model.set_pipeline_link(&link);
+  bool finished = true;
+  try {
+    forward();
+  } catch (const model::ForwardHandedOn&) {
+    finished = false;
+  } catch (...) {
+    model.set_pipeline_link(nullptr);
+    throw;
+  }
+  model.set_pipeline_link(nullptr);
+  link.finish_sends();
+  return finished;
+}
+
+std::string Pipeline::share_from_last(const std::string& bytes) const {
+  if (stages() == 1) return bytes;
+  const int root = stages() - 1;
+  at::Tensor size = at::full({1}, static_cast<int64_t>(bytes.size()), at::kLong);
+  ALN_THROW_IF_ERROR(group_->broadcast(size, root)->wait(timeout_));
+  at::Tensor data = at::empty({size.item<int64_t>()}, at::kByte);
+  if (last()) std::memcpy(data.data_ptr(), bytes.data(), bytes.size());
+  ALN_THROW_IF_ERROR(group_->broadcast(data, root)->wait(timeout_));
+  return std::string(static_cast<const char*>(data.data_ptr()), static_cast<size_t>(data.numel()));
+}
+
+std::map<std::string, double> Pipeline::share_from_last(const std::map<std::string, double>& metrics) const {
+  if (stages() == 1) return metrics;
+  const std::string text = share_from_last(last() ? nlohmann::json(metrics).dump() : std::string());
+  return nlohmann::json::parse(text).get<std::map<std::string, double>>();
+}
+
+void Pipeline::sum(at::Tensor& tensor) const {
+  if (stages() == 1) return;
+  ALN_THROW_IF_ERROR(group_->all_reduce_sum(tensor)->wait(timeout_));
+}
+
+double Pipeline::sum(double value) const {
+  at::Tensor t = at::full({1}, value, at::kDouble);
+  sum(t);
+  return t.item<double>();
+}
+
+std::vector<double> Pipeline::gather(const std::vector<double>& values) const {
+  if (stages() == 1) return values;
+  at::Tensor in = at::tensor(values, at::kDouble);
+  at::Tensor out = at::empty({stages() * in.numel()}, at::kDouble);
+  ALN_THROW_IF_ERROR(group_->all_gather(in, out)->wait(timeout_));
+  return std::vector<double>(out.data_ptr<double>(), out.data_ptr<double>() + out.numel());
+}
+
+}  // namespace aln::engine
