@@ -12,6 +12,9 @@
 #  - checkpoint: the final model of 2 stages is one sharded checkpoint (a shard per stage + index)
 #    that transformers loads with logits identical to the unsplit run's, and aln generates from it
 #    exactly what it generates from the unsplit one;
+#  - resume: a 2-stage run killed after step 7 resumes from its step-5 checkpoint (which holds the
+#    whole model and optimizer state) with 2 stages and with 1, both ending where the uninterrupted
+#    run does, bit for bit;
 #  - metrics: a running pipelined job serves aln_pipeline_bubble_fraction per pipeline_stage;
 #  - faults: a stage killed (SIGKILL) or frozen (SIGSTOP) mid-step ends the job non-zero within 60 s
 #    (the frozen case with the stalled receive and the flight recorder in the message);
@@ -149,6 +152,25 @@ gen() { "$ALN" generate --model "$work/$1/final" --tokenizer examples/data/token
   --prompt "How do I bake bread?" --max-new-tokens 12 2>/dev/null; }
 check "aln generates the same from the 2-stage checkpoint as from the unsplit one" \
   "[[ -n \"\$(gen dpo-p2)\" && \"\$(gen dpo-p2)\" == \"\$(gen dpo-1)\" ]]"
+
+# Checkpoints and resume with the same or another pipeline size.
+job ck dpo 1 2 one_f_one_b 4 | sed 's/^metrics:/checkpoint: {every_steps: 5}\nmetrics:/' >"$work/ck.yaml"
+mpi 2 "$ALN" train "$work/ck.yaml" >"$work/ck.out" 2>&1 &
+pid=$!
+for _ in $(seq 1 600); do grep -q '"global_step":7,' "$work/ck/train_log.jsonl" 2>/dev/null && break; kill -0 $pid 2>/dev/null || break; sleep 0.05; done
+pkill -9 -f "aln train $work/ck.yaml"; wait $pid 2>/dev/null; pid=""
+check "the 2-stage run was killed after a checkpoint ($(ls "$work/ck/checkpoints" 2>/dev/null | tr '\n' ' '))" \
+  "[[ -d '$work/ck/checkpoints/step-00000005' && ! -d '$work/ck/final' ]]"
+cp -r "$work/ck" "$work/ck1"
+sed "s|^output_dir: .*|output_dir: $work/ck1|; s/pipeline_parallel: 2/pipeline_parallel: 1/" "$work/ck.yaml" >"$work/ck1.yaml"
+mpi 2 "$ALN" train "$work/ck.yaml" --resume >"$work/ck.out" 2>&1; rc=$?
+check "resumed with 2 stages (rc $rc)" "[[ $rc -eq 0 ]] && grep -q 'resuming from .*step-00000005' '$work/ck.out'"
+"$ALN" train "$work/ck1.yaml" --resume >"$work/ck1.out" 2>&1; rc=$?
+check "resumed with 1 stage (rc $rc)" "[[ $rc -eq 0 ]] && grep -q 'resuming from .*step-00000005' '$work/ck1.out'"
+for run in ck ck1; do
+  # train_log.jsonl keeps the killed run's lines up to the checkpoint, then the resumed ones.
+  expect_same dpo-p2 $run
+done
 
 # Faults: kill or freeze the last stage mid-run; a running job first shows per-stage metrics.
 rank_pid() {  # the PID of the aln process with OMPI_COMM_WORLD_RANK=$1 whose job file is $2

@@ -83,7 +83,7 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
   std::unique_ptr<dist::Communicator> dp_comm, pp_comm;
   std::optional<Pipeline> pipeline;
   if (grid.pipeline_parallel() > 1) {
-    absl::Status ok = check_pipeline_supported(spec, options.resume == Resume::kFromLatest);
+    absl::Status ok = check_pipeline_supported(spec);
     if (!ok.ok()) return ok;
     const int replica = world_rank / grid.pipeline_parallel(), stage_index = world_rank % grid.pipeline_parallel();
     dp_comm = options.comm->split(stage_index, replica);
@@ -368,7 +368,17 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
             resumed->state.data_parallel, dp.size());
       }
       buffer.seek(resumed->state.position);
-      adamw.load_state(resumed->optimizer);
+      if (pipeline) {
+        // The checkpoint holds every stage's moments: keep this stage's.
+        optim::TensorMap mine;
+        for (const auto& [key, t] : resumed->optimizer) {
+          const std::string name = key.substr(0, key.rfind(".exp_avg"));
+          if (key == "step" || policy.tensors().count(name) > 0) mine.emplace(key, t);
+        }
+        adamw.load_state(mine);
+      } else {
+        adamw.load_state(resumed->optimizer);
+      }
       const std::string trainer_dir = (fs::path(resumed->path) / "trainer").string();
       if (fs::is_directory(trainer_dir)) {
         absl::Status loaded = trainer.load_state(trainer_dir);
@@ -592,13 +602,27 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
         state.stage_before = stage_report.before;
         state.data_parallel = dp.size();
         absl::StatusOr<std::string> saved = std::string();
-        const optim::TensorMap optimizer_state = adamw.state();  // collective when sharded
+        optim::TensorMap optimizer_state = adamw.state();  // collective when sharded
+        const model::DecoderModel* to_save = &policy;
+        std::optional<model::DecoderModel> whole;
+        if (pipeline && dp.lead()) {
+          // Replica 0's stages send theirs to rank 0: the checkpoint holds the whole model and
+          // optimizer state, so it resumes with any pipeline (or data-parallel) size.
+          optim::TensorMap weights = pipeline->gather_to_first(policy.tensors());
+          optimizer_state = pipeline->gather_to_first(optimizer_state);
+          if (lead) {
+            auto made = model::DecoderModel::from_tensors(policy.config(), std::move(weights));
+            if (!made.ok()) return made.status();
+            whole = std::move(*made);
+            to_save = &*whole;
+          }
+        }
         if (lead) {
-          saved = checkpoints.save(policy, ref_to_save, optimizer_state, state,
+          saved = checkpoints.save(*to_save, ref_to_save, optimizer_state, state,
                                    [&trainer](const std::string& dir) { return trainer.save_state(dir); });
         }
         // Everyone learns whether rank 0's save worked, so a failed save stops every rank at once.
-        if (dp.sum(saved.ok() ? 0.0 : 1.0, save_timeout) > 0) {
+        if (world.sum(saved.ok() ? 0.0 : 1.0, save_timeout) > 0) {
           return saved.ok() ? absl::InternalError("rank 0 could not write the checkpoint (see its log)")
                             : saved.status();
         }

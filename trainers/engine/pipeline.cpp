@@ -197,6 +197,46 @@ double Pipeline::sum(double value) const {
   return t.item<double>();
 }
 
+std::map<std::string, at::Tensor> Pipeline::gather_to_first(const std::map<std::string, at::Tensor>& mine) const {
+  // Tags above any micro-batch's (2m, 2m + 1): a header size, the header, then the tensors in order.
+  constexpr int kTag = 1 << 20;
+  std::map<std::string, at::Tensor> out;
+  if (!first()) {
+    nlohmann::json header = nlohmann::json::array();
+    std::vector<at::Tensor> data;
+    for (const auto& [name, t] : mine) {
+      data.push_back(t.detach().contiguous());
+      header.push_back({{"name", name}, {"shape", t.sizes().vec()}, {"dtype", static_cast<int>(t.scalar_type())}});
+    }
+    const std::string text = header.dump();
+    at::Tensor size = at::full({1}, static_cast<int64_t>(text.size()), at::kLong);
+    at::Tensor bytes = at::empty({static_cast<int64_t>(text.size())}, at::kByte);
+    std::memcpy(bytes.data_ptr(), text.data(), text.size());
+    std::vector<std::unique_ptr<dist::Work>> sent;
+    sent.push_back(group_->send(size, 0, kTag));
+    sent.push_back(group_->send(bytes, 0, kTag + 1));
+    for (const auto& t : data) sent.push_back(group_->send(t, 0, kTag + 2));
+    for (auto& w : sent) ALN_THROW_IF_ERROR(w->wait(timeout_));
+    return out;
+  }
+  for (const auto& [name, t] : mine) out[name] = t.detach();
+  for (int s = 1; s < stages(); ++s) {
+    at::Tensor size = at::empty({1}, at::kLong);
+    ALN_THROW_IF_ERROR(group_->recv(size, s, kTag)->wait(timeout_));
+    at::Tensor bytes = at::empty({size.item<int64_t>()}, at::kByte);
+    ALN_THROW_IF_ERROR(group_->recv(bytes, s, kTag + 1)->wait(timeout_));
+    const auto header = nlohmann::json::parse(
+        std::string(static_cast<const char*>(bytes.data_ptr()), static_cast<size_t>(bytes.numel())));
+    for (const auto& entry : header) {
+      at::Tensor t = at::empty(entry["shape"].get<std::vector<int64_t>>(),
+                               at::TensorOptions().dtype(static_cast<at::ScalarType>(entry["dtype"].get<int>())));
+      ALN_THROW_IF_ERROR(group_->recv(t, s, kTag + 2)->wait(timeout_));
+      out.emplace(entry["name"].get<std::string>(), t);  // a tied copy arrives twice: the first stays
+    }
+  }
+  return out;
+}
+
 std::vector<double> Pipeline::gather(const std::vector<double>& values) const {
   if (stages() == 1) return values;
   at::Tensor in = at::tensor(values, at::kDouble);

@@ -66,6 +66,9 @@ class Pipeline {
   // Sum over the stages in place (contiguous CPU tensor).
   void sum(at::Tensor& tensor) const;
   double sum(double value) const;
+  // Every stage's tensors on the first stage (which returns them all; the others return {}), for
+  // checkpoints that hold the whole model and optimizer state, so they resume with any pipeline size.
+  std::map<std::string, at::Tensor> gather_to_first(const std::map<std::string, at::Tensor>& mine) const;
   // Every stage's `values` (same count on each), stage by stage.
   std::vector<double> gather(const std::vector<double>& values) const;
 

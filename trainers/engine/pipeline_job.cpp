@@ -24,13 +24,8 @@ bool tied_output(const model::ModelConfig& c) { return c.tie_embeddings && c.hea
 
 }  // namespace
 
-absl::Status check_pipeline_supported(const aln::v1::JobSpec& spec, bool resuming) {
+absl::Status check_pipeline_supported(const aln::v1::JobSpec& spec) {
   const auto& p = spec.parallel();
-  if (resuming || spec.checkpoint().every_steps() > 0) {
-    return absl::UnimplementedError(
-        "checkpoint.every_steps / --resume: pipeline-parallel runs do not write resumable checkpoints yet (the final "
-        "model is written); set checkpoint.every_steps: 0 or parallel.policy.pipeline_parallel: 1");
-  }
   if (p.overlap()) {
     return absl::UnimplementedError(
         "parallel.overlap: not combined with pipeline stages yet; set it to false when pipeline_parallel > 1");

@@ -18,7 +18,7 @@
 namespace aln::engine {
 
 // Unimplemented (naming the key to change) for what pipelined jobs do not support yet.
-absl::Status check_pipeline_supported(const aln::v1::JobSpec& spec, bool resuming);
+absl::Status check_pipeline_supported(const aln::v1::JobSpec& spec);
 
 // Stage boundaries for the whole `policy`: the grid's stage_layers, else balanced by parameter
 // count (embedding counted on the first stage, final norm and output projection on the last).
