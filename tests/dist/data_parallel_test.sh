@@ -154,7 +154,7 @@ check "overlap: 2 ranks with accumulation and MPI's reduction match the run with
 
 # Wrong rank count: a clear error, not a hang.
 mpi 2 "$ALN" train "$work/dpo-1.yaml" >"$work/wrong.out" 2>&1; rc=$?
-check "data_parallel 1 under 2 ranks is rejected (rc $rc)" "[[ $rc -ne 0 ]] && grep -q 'parallel.policy.data_parallel is 1 but the job runs on 2' '$work/wrong.out'"
+check "data_parallel 1 under 2 ranks is rejected (rc $rc)" "[[ $rc -ne 0 ]] && grep -q 'parallel.policy is data_parallel 1 x pipeline_parallel 1 = 1 process(es) but the job runs on 2' '$work/wrong.out'"
 "$ALN" train "$work/dpo-2-det.yaml" >"$work/nompi.out" 2>&1; rc=$?
 check "data_parallel 2 without mpirun says how to start it (rc $rc)" "[[ $rc -eq 2 ]] && grep -q 'mpirun -np 2' '$work/nompi.out'"
 

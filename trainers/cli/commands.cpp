@@ -116,11 +116,16 @@ int run_train(const Args& args) {
   // Under mpirun every rank runs this same command; rank 0 serves metrics and writes the outputs.
   const bool under_mpi = std::getenv("OMPI_COMM_WORLD_SIZE") != nullptr || std::getenv("PMIX_RANK") != nullptr ||
                          std::getenv("PMI_SIZE") != nullptr;
-  const int dp_size = loaded->spec.parallel().policy().data_parallel();
-  if (dp_size > 1 && !under_mpi) {
-    std::fprintf(
-        stderr, "aln train: %s: parallel.policy.data_parallel is %d; start the job with `mpirun -np %d aln train %s`\n",
-        loaded->file.c_str(), dp_size, dp_size, file.empty() ? "JOB.yaml" : file.c_str());
+  const auto& par = loaded->spec.parallel();
+  const bool separate = par.placement() == aln::v1::SEPARATE;
+  const int processes = par.policy().data_parallel() * par.policy().pipeline_parallel() +
+                        (separate ? par.reference().data_parallel() * par.reference().pipeline_parallel() : 0);
+  if (processes > 1 && !under_mpi) {
+    std::fprintf(stderr,
+                 "aln train: %s: the job needs %d processes (parallel.policy data_parallel x pipeline_parallel%s); "
+                 "start it with `mpirun -np %d aln train %s`\n",
+                 loaded->file.c_str(), processes, separate ? ", plus the reference's with placement: separate" : "",
+                 processes, file.empty() ? "JOB.yaml" : file.c_str());
     return 2;
   }
   std::unique_ptr<dist::MpiRuntime> mpi;

@@ -19,6 +19,7 @@
 #include "core/fingerprint.h"
 #include "core/model/hf_checkpoint.h"
 #include "core/optim/optimizer.h"
+#include "distributed/placement.h"
 #include "trainers/controllable/control_tokens.h"
 #include "trainers/dpo/pair_logprobs.h"
 #include "trainers/engine/checkpoint.h"
@@ -32,8 +33,10 @@
 #include "trainers/engine/pipeline_job.h"
 #include "trainers/engine/progress.h"
 #include "trainers/engine/reference_cache.h"
+#include "trainers/engine/reference_role.h"
 #include "trainers/engine/run_log.h"
 #include "trainers/engine/sharded_adamw.h"
+#include "trainers/engine/stage_setup.h"
 
 namespace aln::engine {
 namespace {
@@ -73,12 +76,36 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
   const aln::v1::GridSpec& grid = spec.parallel().policy();
   const int world_size = options.comm != nullptr ? options.comm->size() : 1;
   const int world_rank = options.comm != nullptr ? options.comm->rank() : 0;
-  if (grid.data_parallel() * grid.pipeline_parallel() != world_size) {
-    const int need = grid.data_parallel() * grid.pipeline_parallel();
-    return absl::InvalidArgumentError(absl::StrCat(
-        "parallel.policy is data_parallel ", grid.data_parallel(), " x pipeline_parallel ", grid.pipeline_parallel(),
-        " = ", need, " process(es) but the job runs on ", world_size, "; start it with `mpirun -np ", need,
-        " aln train JOB.yaml` or make data_parallel x pipeline_parallel equal ", world_size));
+  trainers::TrainerRegistry registry("trainer");
+  trainers::register_all(registry);
+  // Roles: the policy's grid, then (placement: separate) the reference's ranks. Checked before
+  // anything is loaded.
+  bool uses_reference = false;
+  for (const auto& st : config::effective_stages(spec)) {
+    auto t = registry.create(config::method_name(st.trainer()), st);
+    if (!t.ok()) return t.status();
+    uses_reference = uses_reference || served_by_reference_ranks((*t)->needs());
+  }
+  const auto& ref_grid = spec.parallel().reference();
+  auto layout = dist::plan_layout({grid.data_parallel(), grid.pipeline_parallel()},
+                                  {ref_grid.data_parallel(), ref_grid.pipeline_parallel()},
+                                  spec.parallel().placement() == aln::v1::SEPARATE, uses_reference, world_size);
+  if (!layout.ok()) return layout.status();
+  std::unique_ptr<dist::Communicator> role_comm;
+  dist::Communicator* policy_world = options.comm;  // the policy's ranks
+  std::optional<RemoteReference> remote;
+  if (layout->separate) {
+    const dist::Role role = layout->role_of(world_rank);
+    role_comm = options.comm->split(static_cast<int>(role), world_rank);
+    remote = RemoteReference{options.comm, layout->reference_ranks,
+                             std::max(timeout, std::chrono::milliseconds(30 * 60 * 1000))};
+    if (role == dist::Role::kReference) {
+      absl::Status served = run_reference_role(spec, *remote, layout->index_in_role(world_rank), log);
+      if (!served.ok()) return served;
+      return JobReport{};
+    }
+    policy_world = role_comm.get();
+    log.info("placement separate: the reference runs on world ranks %d..%d", layout->policy_ranks, layout->world() - 1);
   }
   std::unique_ptr<dist::Communicator> dp_comm, pp_comm;
   std::optional<Pipeline> pipeline;
@@ -86,12 +113,12 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
     absl::Status ok = check_pipeline_supported(spec);
     if (!ok.ok()) return ok;
     const int replica = world_rank / grid.pipeline_parallel(), stage_index = world_rank % grid.pipeline_parallel();
-    dp_comm = options.comm->split(stage_index, replica);
-    pp_comm = options.comm->split(replica, stage_index);
+    dp_comm = policy_world->split(stage_index, replica);
+    pp_comm = policy_world->split(replica, stage_index);
     pipeline.emplace(pp_comm.get(), timeout);
   }
-  const DataParallel dp(pipeline ? dp_comm.get() : options.comm, timeout);
-  const DataParallel world(options.comm, timeout);
+  const DataParallel dp(pipeline ? dp_comm.get() : policy_world, timeout);
+  const DataParallel world(policy_world, timeout);  // every policy rank
   // World rank 0 (replica 0, first stage) writes the logs, checkpoints and the final model.
   const bool lead = world_rank == 0;
   // A checkpoint save on rank 0 may take much longer than a collective; the others wait this long
@@ -172,8 +199,6 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
     eval_log.emplace(std::move(*opened));
   }
 
-  trainers::TrainerRegistry registry("trainer");
-  trainers::register_all(registry);
   Meters meters(metrics);
   // Static facts the dashboards need: FLOP estimates (about 6 x parameters per token) and MFU, and
   // the "a rank is missing" alert (series per rank vs the ranks the job was started with).
@@ -191,6 +216,7 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
   }
   int64_t global_step = resumed ? resumed->state.global_step : 0;
   const auto stages = config::effective_stages(spec);
+  if (remote) announce_first_stage(*remote, resumed ? resumed->state.stage_index : 0);
   for (size_t s = 0; s < stages.size(); ++s) {
     if (resumed && static_cast<int64_t>(s) < resumed->state.stage_index) continue;  // done before the checkpoint
     const bool resuming = resumed && static_cast<int64_t>(s) == resumed->state.stage_index;
@@ -204,11 +230,6 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
     const Labels labels{{"stage", stage_name}, {"trainer", method}};
     meters.skipped.Add(labels);  // exported at 0 from the start, so dashboards and alerts see the series
 
-    auto data = build_stage_data(stage, needs.records, **encoder, static_cast<uint64_t>(spec.seed()) + s);
-    if (!data.ok()) return data.status();
-    for (const auto& p : data->problems) log.warning("%s", p);
-    // Counters of the training set are exported; the held-out set's go to the eval log only.
-    std::map<std::string, double> counters, eval_counters;
     // Reward models with score heads (rollout-based trainers score their samples with them).
     std::vector<model::DecoderModel> reward_models;
     for (const auto& rm : stage.reward_models()) {
@@ -219,35 +240,12 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
       }
       reward_models.push_back(std::move(*loaded));
     }
-    for (auto [set, c] : {std::pair{&data->train, &counters}, {&data->eval, &eval_counters}}) {
-      trainers::PrepareContext prep;
-      prep.stage = &stage;
-      prep.examples = set;
-      prep.counters = c;
-      prep.training_set = set == &data->train;
-      prep.policy = &policy;
-      const TextEncoder* enc = encoder->get();
-      prep.encode_prompt = [enc](const std::string& text) { return enc->encode(enc->render_prompt({{"user", text}})); };
-      prep.encode_response = [enc](const std::string& text) { return enc->encode_response(text); };
-      prep.encode_text = [enc](const std::string& text) { return enc->encode(text); };
-      prep.decode = [enc](const std::vector<int64_t>& ids) { return enc->decode(ids); };
-      prep.eos_id = enc->eos_id();
-      prep.pad_id = pad_id;
-      prep.seed = static_cast<uint64_t>(spec.seed()) * 1000003ULL + s;
-      prep.work_dir = (fs::path(spec.output_dir()) / stage_name).string();
-      prep.lead = lead;
-      prep.resuming = resuming;
-      for (const auto& rm : reward_models) prep.reward_models.push_back(&rm);
-      absl::Status prepared = trainer.prepare(prep);
-      if (!prepared.ok()) return prepared;
-    }
-    if (data->train.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat("stage ", stage_name, ": no training examples are left after ",
-                                                     method, "'s preparation; check the data and its labels"));
-    }
-    if (spec.eval().max_examples() > 0 && data->eval.size() > static_cast<size_t>(spec.eval().max_examples())) {
-      data->eval.resize(static_cast<size_t>(spec.eval().max_examples()));
-    }
+    auto prepared =
+        prepare_stage_data(spec, stage, s, stage_name, trainer, **encoder, policy, reward_models, lead, resuming, log);
+    if (!prepared.ok()) return prepared.status();
+    StageData* data = &prepared->data;
+    const std::map<std::string, double>& counters = prepared->counters;
+    const std::map<std::string, double>& eval_counters = prepared->eval_counters;
     meters.data.Add({{"stage", stage_name}, {"outcome", "read"}}).Set(static_cast<double>(data->rows));
     meters.data.Add({{"stage", stage_name}, {"outcome", "skipped"}}).Set(static_cast<double>(data->skipped));
     meters.data.Add({{"stage", stage_name}, {"outcome", "truncated"}}).Set(static_cast<double>(data->truncated));
@@ -261,7 +259,10 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
     const int64_t micro = opt.micro_batch_size();
     std::optional<model::DecoderModel> reference;
     std::string reference_key;
-    const bool on_the_fly = needs.reference_model || stage.reference().mode() == aln::v1::ON_THE_FLY;
+    // With the reference on its own ranks, per-pair sums always come from them up front.
+    const bool remote_reference = remote && served_by_reference_ranks(needs);
+    const bool on_the_fly =
+        needs.reference_model || (stage.reference().mode() == aln::v1::ON_THE_FLY && !remote_reference);
     if (needs.reference_model && stage.reference().mode() != aln::v1::ON_THE_FLY) {
       log.info("stage %s: %s needs the reference's full distributions; the reference runs on the fly", stage_name,
                method);
@@ -274,7 +275,7 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
         auto loaded = model::load_hf_model(stage.reference().path());
         if (!loaded.ok()) return loaded.status();
         reference = std::move(*loaded);
-      } else if (!(resuming && !on_the_fly)) {
+      } else if (!(resuming && !on_the_fly) && !remote_reference) {
         reference = policy.to(at::kFloat);
       }
       // Pipelined: the reference is cut like the policy and its passes run through the stages.
@@ -288,10 +289,11 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
                                                             stage_name, "; cannot resume it mid-way"));
         }
         const std::string resume_key = resuming ? resumed->state.reference_cache_key : "";
+        const RemoteReference* remote_ptr = remote_reference ? &*remote : nullptr;
         auto key = reference ? fill_reference_logprobs(spec, stage, *reference, *data, micro, pad_id, resume_key, dp,
-                                                       log, pipeline ? &*pipeline : nullptr)
+                                                       log, pipeline ? &*pipeline : nullptr, remote_ptr)
                              : fill_reference_logprobs(spec, stage, policy, *data, micro, pad_id, resume_key, dp, log,
-                                                       pipeline ? &*pipeline : nullptr);
+                                                       pipeline ? &*pipeline : nullptr, remote_ptr);
         if (!key.ok()) return key.status();
         reference_key = *key;
         reference.reset();

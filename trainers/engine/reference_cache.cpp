@@ -104,7 +104,8 @@ absl::Status load_reference_cache(const std::string& file, std::vector<buffer::E
 absl::StatusOr<std::string> fill_reference_logprobs(const aln::v1::JobSpec& spec, const aln::v1::StageSpec& stage,
                                                     const model::DecoderModel& reference, StageData& data,
                                                     int64_t micro, int64_t pad_id, const std::string& resume_key,
-                                                    const DataParallel& dp, const Logger& log, Pipeline* pipeline) {
+                                                    const DataParallel& dp, const Logger& log, Pipeline* pipeline,
+                                                    const RemoteReference* remote) {
   std::string cache_dir = stage.reference().cache_dir();
   if (cache_dir.empty()) cache_dir = (fs::path(spec.output_dir()) / "reference_cache").string();
   std::string key = resume_key;
@@ -133,6 +134,7 @@ absl::StatusOr<std::string> fill_reference_logprobs(const aln::v1::JobSpec& spec
   double found = dp.sum(loaded.ok() ? 1.0 : 0.0);
   if (pipeline != nullptr) found = pipeline->sum(found) / pipeline->stages();
   if (found == dp.size()) {
+    if (remote != nullptr) skip_reference_stage(*remote);
     log.info("reference log-probs: reused %s", file);
     return key;
   }
@@ -144,6 +146,15 @@ absl::StatusOr<std::string> fill_reference_logprobs(const aln::v1::JobSpec& spec
   if (!resume_key.empty() || loaded.code() != absl::StatusCode::kNotFound) {
     return absl::Status(loaded.code(),
                         absl::StrCat(loaded.message(), resume_key.empty() ? "" : " (needed to resume this stage)"));
+  }
+  if (remote != nullptr) {
+    receive_reference_logprobs(*remote, stage.reference().path().empty() ? &reference : nullptr, data);
+    if (dp.lead()) {
+      absl::Status saved = save_reference_cache(file, data.train, data.eval, description);
+      if (!saved.ok()) return saved;
+      log.info("reference log-probs: computed on the reference ranks and cached in %s", file);
+    }
+    return key;
   }
   int64_t chunk_index = 0;
   for (auto* set : {&data.train, &data.eval}) {

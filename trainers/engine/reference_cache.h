@@ -15,6 +15,7 @@
 #include "trainers/engine/data_parallel.h"
 #include "trainers/engine/examples.h"
 #include "trainers/engine/pipeline.h"
+#include "trainers/engine/reference_role.h"
 
 namespace aln::engine {
 
@@ -36,11 +37,14 @@ absl::Status load_reference_cache(const std::string& file, std::vector<buffer::E
 // when resuming, else computed from `reference` and the data), else by running `reference` over
 // them (chunks dealt round-robin over the data-parallel ranks) and writing the cache from rank 0.
 // Returns the key. With `pipeline`, `reference` is this rank's stage of the reference: the passes
-// run through the stages, the key covers every stage's weights, and all stages get the sums.
+// run through the stages, the key covers every stage's weights, and all stages get the sums. With
+// `remote` (placement: separate) the reference ranks compute them; `reference` then only names the
+// weights (sent to them when the stage's reference is the policy, i.e. reference.path is empty).
 absl::StatusOr<std::string> fill_reference_logprobs(const aln::v1::JobSpec& spec, const aln::v1::StageSpec& stage,
                                                     const model::DecoderModel& reference, StageData& data,
                                                     int64_t micro, int64_t pad_id, const std::string& resume_key,
                                                     const DataParallel& dp, const Logger& log,
-                                                    Pipeline* pipeline = nullptr);
+                                                    Pipeline* pipeline = nullptr,
+                                                    const RemoteReference* remote = nullptr);
 
 }  // namespace aln::engine

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Role placement under a real mpirun: the reference on its own ranks (parallel.placement: separate).
+#  - DPO on 2 policy ranks with the reference on 1 and on 2 further ranks ends bit for bit where the
+#    colocated run does (the reference ranks compute the same micro-batch chunks; the sums reach
+#    the policy ranks as one number plus zeros);
+#  - a two-stage job (SFT, then DPO whose reference is the policy after SFT: the weights are sent to
+#    the reference ranks) and a reference given by path equal their colocated runs;
+#  - a second run finds the reference cache and the reference ranks compute nothing;
+#  - the layout check: wrong process counts, a job without a reference stage, a pipelined
+#    reference are refused before anything loads, saying what would fit;
+#  - a reference rank killed mid-run ends the job non-zero within 60 s.
+set -uo pipefail
+ALN="$1"; MPIEXEC="$2"; PY="$3"
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+source tests/e2e/train_lib.sh
+trap '[[ -n "$pid" ]] && kill -9 $pid 2>/dev/null; pkill -9 -f "$work/" 2>/dev/null; [[ -z "${KEEP:-}" ]] && rm -rf "$work"' EXIT
+
+job() {  # job NAME PLACEMENT REFERENCE_RANKS [TWO_STAGES] [REFERENCE_PATH] [CACHE_DIR]
+  cat <<YAML
+name: placement
+output_dir: $work/$1
+seed: 3
+model:
+  tokenizer: examples/data/tokenizers/gpt2/tokenizer.json
+  chat_format: hh
+  config: {architecture: llama, vocab_size: 50257, hidden_size: 32, num_layers: 2, num_heads: 4, num_kv_heads: 2, intermediate_size: 64, max_position: 256}
+YAML
+  local dpo_stage="{name: dpo, trainer: {dpo: {}}, data: {train: [{path: examples/data/xstest/xstest_pairs_shared.jsonl, format: saferlhf, limit: 96}], max_prompt_length: 40, max_response_length: 24, bad_records: skip}, optimizer: {lr: 2e-3, max_steps: 10, micro_batch_size: 2, gradient_accumulation: 2, warmup_steps: 2}, reference: {cache_dir: \"${6:-$work/$1/refcache}\", path: \"${5:-}\"}}"
+  if [[ -n "${4:-}" ]]; then
+    echo "stages:"
+    echo "  - {name: sft, trainer: {sft: {}}, data: {train: [{path: examples/data/hh-rlhf/harmless-base/test_shared.jsonl.gz, format: hh_rlhf, limit: 48}], max_prompt_length: 40, max_response_length: 24, bad_records: skip}, optimizer: {lr: 2e-3, max_steps: 4, micro_batch_size: 2}}"
+    echo "  - $dpo_stage"
+  else
+    echo "stages:"
+    echo "  - $dpo_stage"
+  fi
+  cat <<YAML
+parallel: {policy: {data_parallel: 2}, placement: $2, reference: {data_parallel: $3}, timeout_s: 10, deterministic: true}
+metrics: {enabled: false, progress_bar: false}
+runtime: {threads: 1}
+YAML
+}
+train() {  # train NAME NP PLACEMENT REFERENCE_RANKS [TWO_STAGES] [REFERENCE_PATH] [CACHE_DIR]
+  job "$1" "${@:3}" >"$work/$1.yaml"
+  mpi "$2" "$ALN" train "$work/$1.yaml" >"$work/$1.out" 2>&1
+  local rc=$?
+  check "$1 exits 0 (rc $rc): $(tail -2 "$work/$1.out")" "[[ $rc -eq 0 ]]"
+}
+same() {  # same RUN_A RUN_B: identical final tensors and logged losses
+  "$PY" - "$work/$1" "$work/$2" <<'PY'
+import json, sys
+from safetensors.numpy import load_file
+a, b = (load_file(d + "/final/model.safetensors") for d in sys.argv[1:3])
+la, lb = ([json.loads(l)["loss"] for l in open(d + "/train_log.jsonl")] for d in sys.argv[1:3])
+sys.exit(0 if a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a) and la == lb and len(la) >= 10 else 1)
+PY
+}
+
+train colocated 2 colocated 1
+train separate 3 separate 1
+train separate2 4 separate 2
+check "reference on 1 separate rank: same parameters and losses as colocated" "same colocated separate"
+check "reference on 2 separate ranks: same parameters and losses as colocated" "same colocated separate2"
+check "the policy logs where the reference runs" "grep -q 'placement separate: the reference runs on world ranks 2..3' '$work/separate2.out'"
+check "the reference ranks computed the cache" "grep -q 'computed on the reference ranks' '$work/separate.out'"
+
+train two-colocated 2 colocated 1 yes
+train two-separate 3 separate 1 yes
+check "SFT then DPO (reference = the policy after SFT, sent to the reference rank): same as colocated" \
+  "same two-colocated two-separate"
+
+train path-colocated 2 colocated 1 "" "$work/colocated/final"
+train path-separate 3 separate 1 "" "$work/colocated/final"
+check "a reference given by path, loaded by the reference rank: same as colocated" "same path-colocated path-separate"
+
+train reuse 3 separate 1 "" "" "$work/separate/refcache"
+check "a second run reuses the cache (the reference rank computes nothing)" \
+  "grep -q 'reference log-probs: reused' '$work/reuse.out' && ! grep -q 'computed on the reference ranks' '$work/reuse.out' && same separate reuse"
+
+# The layout check.
+job wrong-np separate 1 >"$work/wrong-np.yaml"
+mpi 2 "$ALN" train "$work/wrong-np.yaml" >"$work/wrong-np.out" 2>&1; rc=$?
+check "separate on 2 processes says 2 + 1 = 3 would fit (rc $rc)" \
+  "[[ $rc -eq 2 ]] && grep -q 'needs 2 policy + 1 reference process(es) (parallel.reference.data_parallel) = 3, but the job runs on 2; start it with .mpirun -np 3 aln train JOB.yaml., or set placement: colocated to run on 2' '$work/wrong-np.out'"
+mpi 4 "$ALN" train "$work/wrong-np.yaml" >"$work/wrong-np4.out" 2>&1; rc=$?
+check "separate on 4 processes suggests reference.data_parallel 2 (rc $rc)" \
+  "[[ $rc -eq 2 ]] && grep -q 'or set parallel.reference.data_parallel to 2' '$work/wrong-np4.out'"
+job no-ref separate 1 | sed 's/trainer: {dpo: {}}/trainer: {sft: {}}/; s|examples/data/xstest/xstest_pairs_shared.jsonl, format: saferlhf|examples/data/hh-rlhf/harmless-base/test_shared.jsonl.gz, format: hh_rlhf|' >"$work/no-ref.yaml"
+mpi 3 "$ALN" train "$work/no-ref.yaml" >"$work/no-ref.out" 2>&1; rc=$?
+check "separate without a reference stage is refused (rc $rc)" \
+  "[[ $rc -ne 0 ]] && grep -q 'no stage takes reference log-probs' '$work/no-ref.out'"
+job piped separate 1 | sed 's/reference: {data_parallel: 1}/reference: {data_parallel: 1, pipeline_parallel: 2}/' >"$work/piped.yaml"
+mpi 3 "$ALN" train "$work/piped.yaml" >"$work/piped.out" 2>&1; rc=$?
+check "a pipelined reference on its own ranks is refused by key (rc $rc)" \
+  "[[ $rc -ne 0 ]] && grep -q 'parallel.reference.pipeline_parallel' '$work/piped.out'"
+
+# A reference rank killed while the job runs.
+job fault separate 1 yes | sed 's/max_steps: 4,/max_steps: 100000,/' >"$work/fault.yaml"
+mpi 3 "$ALN" train "$work/fault.yaml" >"$work/fault.out" 2>&1 &
+pid=$!
+victim=""
+for _ in $(seq 1 600); do
+  for p in $(pgrep -f "aln train $work/fault.yaml"); do
+    tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=2" && victim=$p
+  done
+  [[ -n "$victim" && -f "$work/fault/train_log.jsonl" ]] && break
+  sleep 0.1
+done
+check "found the reference rank while the policy trains" "[[ -n '$victim' ]]"
+[[ -n "$victim" ]] && kill -9 "$victim"
+killed=$(date +%s)
+for _ in $(seq 1 900); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
+kill -0 $pid 2>/dev/null && { kill -9 $pid; echo "FAIL: still running 90 s after the kill"; failures=$((failures + 1)); }
+wait $pid; rc=$?; pid=""
+took=$(( $(date +%s) - killed ))
+check "killing the reference rank ends the job non-zero within 60 s (rc $rc, ${took}s)" "[[ $rc -ne 0 && $took -le 60 ]]"
+check "the failure names rank 2: $(grep -m1 -i 'rank 2' "$work/fault.out")" "grep -qi 'rank 2' '$work/fault.out'"
+
+summary

@@ -1,0 +1,131 @@
+#include "trainers/engine/reference_role.h"
+
+#include <ATen/ATen.h>
+
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "core/config/job_config.h"
+#include "core/error.h"
+#include "core/model/hf_checkpoint.h"
+#include "core/status.h"
+#include "trainers/controllable/control_tokens.h"
+#include "trainers/dpo/pair_logprobs.h"
+#include "trainers/engine/job_setup.h"
+#include "trainers/engine/stage_setup.h"
+
+namespace aln::engine {
+namespace {
+
+int64_t broadcast_code(const RemoteReference& remote, int64_t value) {
+  at::Tensor t = at::full({1}, value, at::kLong);
+  ALN_THROW_IF_ERROR(remote.world->broadcast(t, 0)->wait(remote.timeout));
+  return t.item<int64_t>();
+}
+
+void broadcast_weights(const RemoteReference& remote, model::DecoderModel& model) {
+  for (auto& [name, t] : model.tensors()) {
+    at::Tensor buffer = t.detach().contiguous();
+    ALN_THROW_IF_ERROR(remote.world->broadcast(buffer, 0)->wait(remote.timeout));
+    if (!buffer.is_same(t)) t.detach().copy_(buffer);
+  }
+}
+
+int64_t value_count(const StageData& data) { return 2 * static_cast<int64_t>(data.train.size() + data.eval.size()); }
+
+// The world sum that hands the sums over: the reference ranks contribute what they computed, the
+// policy ranks zeros, so each entry is one rank's number plus zeros (exact).
+void exchange(const RemoteReference& remote, StageData& data, bool contribute) {
+  std::vector<double> values;
+  values.reserve(static_cast<size_t>(value_count(data)));
+  for (auto* set : {&data.train, &data.eval}) {
+    for (const auto& e : *set) {
+      values.push_back(contribute && !std::isnan(e.reference_chosen) ? e.reference_chosen : 0.0);
+      values.push_back(contribute && !std::isnan(e.reference_rejected) ? e.reference_rejected : 0.0);
+    }
+  }
+  at::Tensor all = at::tensor(values, at::kDouble);
+  ALN_THROW_IF_ERROR(remote.world->all_reduce_sum(all)->wait(remote.timeout));
+  const double* v = all.data_ptr<double>();
+  for (auto* set : {&data.train, &data.eval}) {
+    for (auto& e : *set) {
+      e.reference_chosen = *v++;
+      e.reference_rejected = *v++;
+    }
+  }
+}
+
+}  // namespace
+
+bool served_by_reference_ranks(const trainers::Needs& needs) {
+  return needs.reference_logprobs && !needs.reference_model;
+}
+
+void announce_first_stage(const RemoteReference& remote, int64_t first_stage) { broadcast_code(remote, first_stage); }
+
+void skip_reference_stage(const RemoteReference& remote) { broadcast_code(remote, 0); }
+
+void receive_reference_logprobs(const RemoteReference& remote, const model::DecoderModel* weights, StageData& data) {
+  broadcast_code(remote, weights != nullptr ? 1 : 2);
+  if (weights != nullptr) {
+    model::DecoderModel copy = weights->to(at::kFloat);  // broadcast needs contiguous buffers it may write
+    broadcast_weights(remote, copy);
+  }
+  exchange(remote, data, /*contribute=*/false);
+}
+
+absl::Status run_reference_role(const aln::v1::JobSpec& spec, const RemoteReference& remote, int index,
+                                const Logger& log) {
+  auto encoder = load_text_encoder(spec.model().tokenizer(), spec.model().chat_format());
+  if (!encoder.ok()) return encoder.status();
+  // The same model the policy ranks start from (shapes for the weights they send).
+  auto initial = initial_policy(spec, **encoder);
+  if (!initial.ok()) return initial.status();
+  model::DecoderModel policy = std::move(*initial);
+  const int control_levels = trainers::controllable::job_control_levels(spec);
+  if (control_levels > 0) (*encoder)->add_special_tokens(trainers::controllable::control_token_names(control_levels));
+  if (policy.config().vocab_size < (*encoder)->vocab_size()) policy.resize_vocabulary((*encoder)->vocab_size());
+
+  trainers::TrainerRegistry registry("trainer");
+  trainers::register_all(registry);
+  const int64_t first_stage = broadcast_code(remote, 0);
+  const auto stages = config::effective_stages(spec);
+  for (size_t s = static_cast<size_t>(first_stage); s < stages.size(); ++s) {
+    const aln::v1::StageSpec& stage = stages[s];
+    auto trainer = registry.create(config::method_name(stage.trainer()), stage);
+    if (!trainer.ok()) return trainer.status();
+    if (!served_by_reference_ranks((*trainer)->needs())) continue;
+    const int64_t flag = broadcast_code(remote, 0);
+    if (flag == 0) continue;
+    std::optional<model::DecoderModel> loaded;
+    if (flag == 1) {
+      broadcast_weights(remote, policy);
+    } else {
+      auto from_path = model::load_hf_model(stage.reference().path());
+      if (!from_path.ok()) return from_path.status();
+      loaded = std::move(*from_path);
+    }
+    const model::DecoderModel& reference = loaded ? *loaded : policy;
+    const std::string stage_name = stage.name().empty() ? absl::StrCat("stage", s + 1) : stage.name();
+    auto prepared = prepare_stage_data(spec, stage, s, stage_name, **trainer, **encoder, policy, {}, /*lead=*/false,
+                                       /*resuming=*/false, log);
+    if (!prepared.ok()) return prepared.status();
+    StageData& data = prepared->data;
+    const int64_t micro = stage.optimizer().micro_batch_size();
+    int64_t chunk_index = 0;
+    for (auto* set : {&data.train, &data.eval}) {
+      for (size_t i = 0; i < set->size(); i += static_cast<size_t>(micro), ++chunk_index) {
+        if (chunk_index % remote.reference_ranks != index) continue;
+        std::vector<buffer::Example*> chunk;
+        for (size_t k = i; k < std::min(set->size(), i + static_cast<size_t>(micro)); ++k) chunk.push_back(&(*set)[k]);
+        trainers::reference_pair_logprobs(reference, chunk, (*encoder)->pad_id());
+      }
+    }
+    log.info("stage %s: reference log-probs of %d examples computed on reference rank %d", stage_name,
+             data.train.size() + data.eval.size(), index);
+    exchange(remote, data, /*contribute=*/true);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace aln::engine
