@@ -76,6 +76,11 @@ MetricsServer::~MetricsServer() = default;
 
 absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::start(const std::string& host, int port,
                                                                     const MetricsRegistry& registry) {
+  return start(host, port, std::shared_ptr<prometheus::Collectable>(registry.registry()));
+}
+
+absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::start(
+    const std::string& host, int port, std::shared_ptr<prometheus::Collectable> collectable) {
   const std::string address = absl::StrCat(host, ":", port);
   std::unique_ptr<prometheus::Exposer> exposer;
   try {
@@ -84,10 +89,12 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::start(const std::s
     return absl::UnavailableError(absl::StrCat("cannot serve metrics on ", address, ": ", e.what(),
                                                "; choose another metrics.port (0 picks a free one)"));
   }
-  exposer->RegisterCollectable(registry.registry());
+  exposer->RegisterCollectable(collectable);
   const auto ports = exposer->GetListeningPorts();
   const int bound = ports.empty() ? port : static_cast<int>(ports.front());
-  return std::unique_ptr<MetricsServer>(new MetricsServer(std::move(exposer), host, bound));
+  auto server = std::unique_ptr<MetricsServer>(new MetricsServer(std::move(exposer), host, bound));
+  server->served_ = std::move(collectable);
+  return server;
 }
 
 std::string MetricsServer::url() const { return absl::StrCat("http://", host_, ":", port_, "/metrics"); }

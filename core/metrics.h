@@ -60,6 +60,9 @@ class MetricsServer {
   // Binds host:port (port 0 picks a free one). Fails with a message naming the address in use.
   static absl::StatusOr<std::unique_ptr<MetricsServer>> start(const std::string& host, int port,
                                                               const MetricsRegistry& registry);
+  // Serves `collectable` instead (rank 0 of a job: its registry merged with the other ranks').
+  static absl::StatusOr<std::unique_ptr<MetricsServer>> start(const std::string& host, int port,
+                                                              std::shared_ptr<prometheus::Collectable> collectable);
   ~MetricsServer();
   MetricsServer(const MetricsServer&) = delete;
   MetricsServer& operator=(const MetricsServer&) = delete;
@@ -70,6 +73,7 @@ class MetricsServer {
  private:
   MetricsServer(std::unique_ptr<prometheus::Exposer> exposer, std::string host, int port);
   std::unique_ptr<prometheus::Exposer> exposer_;
+  std::shared_ptr<prometheus::Collectable> served_;  // the exposer holds only a weak reference
   std::string host_;
   int port_;
 };

@@ -22,6 +22,8 @@ class Work {
   // Lets the operation advance without waiting (MPI progresses non-blocking collectives only inside
   // MPI calls, so code that overlaps them with compute calls this now and then). Never blocks.
   virtual void progress() {}
+  // True once the operation has finished (advances it like progress()). Never blocks.
+  virtual bool done() = 0;
 };
 
 class Communicator {

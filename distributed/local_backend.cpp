@@ -9,6 +9,7 @@ namespace {
 class DoneWork final : public Work {
  public:
   absl::Status wait(std::chrono::milliseconds) override { return absl::OkStatus(); }
+  bool done() override { return true; }
 };
 
 class LocalCommunicator final : public Communicator {

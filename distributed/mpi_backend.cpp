@@ -55,6 +55,11 @@ class MpiWork final : public Work {
     }
   }
 
+  bool done() override {
+    progress();
+    return done_;
+  }
+
   absl::Status wait(std::chrono::milliseconds timeout) override {
     if (done_) return absl::OkStatus();
     const auto deadline = std::chrono::steady_clock::now() + timeout;
@@ -213,6 +218,8 @@ absl::StatusOr<std::unique_ptr<MpiRuntime>> MpiRuntime::init(int* argc, char*** 
   MPI_Comm_size(MPI_COMM_WORLD, &runtime->size_);
   return runtime;
 }
+
+bool MpiRuntime::threads_supported() const { return thread_level_ >= MPI_THREAD_MULTIPLE; }
 
 MpiRuntime::~MpiRuntime() {
   int finalized = 0;

@@ -21,6 +21,8 @@ class MpiRuntime {
   int world_rank() const { return rank_; }
   int world_size() const { return size_; }
   int thread_level() const { return thread_level_; }
+  // Whether any thread may call MPI at any time (MPI_THREAD_MULTIPLE): heartbeats need it.
+  bool threads_supported() const;
 
   // Ends every rank of the job (MPI_Abort): the way out after a failure, since MPI_Finalize would
   // wait for peers that may be dead or stuck.

@@ -41,9 +41,8 @@ int world_size_of(const aln::v1::JobSpec& spec) {
     return std::max(1, g.data_parallel()) * std::max(1, g.pipeline_parallel());
   };
   int n = grid(spec.parallel().policy());
-  if (spec.parallel().placement() == aln::v1::SEPARATE) {
-    n += grid(spec.parallel().reference()) + grid(spec.parallel().reward());
-  }
+  // The reference's ranks follow the policy's (reward models stay on the policy ranks for now).
+  if (spec.parallel().placement() == aln::v1::SEPARATE) n += grid(spec.parallel().reference());
   return n;
 }
 

@@ -8,7 +8,8 @@
 #  - a second run finds the reference cache and the reference ranks compute nothing;
 #  - the layout check: wrong process counts, a job without a reference stage, a pipelined
 #    reference are refused before anything loads, saying what would fit;
-#  - a reference rank killed mid-run ends the job non-zero within 60 s.
+#  - a reference rank killed or frozen mid-run ends the job non-zero within 60 s (the frozen one is
+#    found by rank 0's heartbeat monitor, which also serves every rank's metrics).
 set -uo pipefail
 ALN="$1"; MPIEXEC="$2"; PY="$3"
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -94,26 +95,46 @@ mpi 3 "$ALN" train "$work/piped.yaml" >"$work/piped.out" 2>&1; rc=$?
 check "a pipelined reference on its own ranks is refused by key (rc $rc)" \
   "[[ $rc -ne 0 ]] && grep -q 'parallel.reference.pipeline_parallel' '$work/piped.out'"
 
-# A reference rank killed while the job runs.
-job fault separate 1 yes | sed 's/max_steps: 4,/max_steps: 100000,/' >"$work/fault.yaml"
-mpi 3 "$ALN" train "$work/fault.yaml" >"$work/fault.out" 2>&1 &
-pid=$!
-victim=""
-for _ in $(seq 1 600); do
-  for p in $(pgrep -f "aln train $work/fault.yaml"); do
-    tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=2" && victim=$p
+# A reference rank killed (SIGKILL) or frozen (SIGSTOP) while the policy trains: the reference
+# rank idles then (its sums were handed over), outside any collective, so only mpirun (KILL) or rank
+# 0's heartbeat monitor (STOP: silent for max(2 x timeout_s, 3 x heartbeat_s) = 20 s) can notice.
+for signal in KILL STOP; do
+  port=$(( 20000 + RANDOM % 20000 ))
+  job fault-$signal separate 1 yes | sed "s/max_steps: 4,/max_steps: 100000,/; s/^metrics: .*/metrics: {port: $port, progress_bar: false}/" >"$work/fault-$signal.yaml"
+  mpi 3 "$ALN" train "$work/fault-$signal.yaml" >"$work/fault-$signal.out" 2>&1 &
+  pid=$!
+  victim=""
+  for _ in $(seq 1 600); do
+    for p in $(pgrep -f "aln train $work/fault-$signal.yaml"); do
+      tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=2" && victim=$p
+    done
+    [[ -n "$victim" && -f "$work/fault-$signal/train_log.jsonl" ]] && [[ $(wc -l <"$work/fault-$signal/train_log.jsonl") -ge 6 ]] && break
+    sleep 0.1
   done
-  [[ -n "$victim" && -f "$work/fault/train_log.jsonl" ]] && break
-  sleep 0.1
+  check "$signal: found the reference rank while the policy trains" "[[ -n '$victim' ]]"
+  if [[ $signal == STOP ]]; then
+    # Rank 1's training series arrive with its next heartbeat (every heartbeat_s = 5 s).
+    for _ in $(seq 1 80); do
+      curl -sf "http://127.0.0.1:$port/metrics" >"$work/fault.metrics" 2>/dev/null
+      grep -q '^aln_train_steps_total{.*rank="1"' "$work/fault.metrics" && break
+      sleep 0.25
+    done
+    check "rank 0 serves policy rank 1's own series (rank label 1) and every rank's heartbeat age" \
+      "grep -q '^aln_train_steps_total{.*rank=\"1\"' '$work/fault.metrics' && grep -q '^aln_rank_heartbeat_age_seconds{peer_rank=\"2\",peer_role=\"reference\"}' '$work/fault.metrics'"
+  fi
+  [[ -n "$victim" ]] && kill -$signal "$victim"
+  killed=$(date +%s)
+  for _ in $(seq 1 900); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
+  kill -0 $pid 2>/dev/null && { kill -9 $pid; [[ -n "$victim" ]] && kill -9 "$victim"; echo "FAIL: $signal: still running 90 s after the fault"; failures=$((failures + 1)); }
+  wait $pid; rc=$?; pid=""
+  took=$(( $(date +%s) - killed ))
+  check "$signal of the reference rank ends the job non-zero within 60 s (rc $rc, ${took}s)" "[[ $rc -ne 0 && $took -le 60 ]]"
+  if [[ $signal == STOP ]]; then
+    check "STOP: rank 0 names the silent rank: $(grep -m1 'sent no heartbeat' "$work/fault-$signal.out")" \
+      "grep -q 'rank 2 (reference on .*) sent no heartbeat for 2[0-9] s' '$work/fault-$signal.out'"
+  else
+    check "KILL: the failure names rank 2: $(grep -m1 -i 'rank 2' "$work/fault-$signal.out")" "grep -qi 'rank 2' '$work/fault-$signal.out'"
+  fi
 done
-check "found the reference rank while the policy trains" "[[ -n '$victim' ]]"
-[[ -n "$victim" ]] && kill -9 "$victim"
-killed=$(date +%s)
-for _ in $(seq 1 900); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
-kill -0 $pid 2>/dev/null && { kill -9 $pid; echo "FAIL: still running 90 s after the kill"; failures=$((failures + 1)); }
-wait $pid; rc=$?; pid=""
-took=$(( $(date +%s) - killed ))
-check "killing the reference rank ends the job non-zero within 60 s (rc $rc, ${took}s)" "[[ $rc -ne 0 && $took -le 60 ]]"
-check "the failure names rank 2: $(grep -m1 -i 'rank 2' "$work/fault.out")" "grep -qi 'rank 2' '$work/fault.out'"
 
 summary

@@ -11,6 +11,7 @@
 #include "core/logging.h"
 #include "core/metrics.h"
 #include "core/status.h"
+#include "distributed/heartbeat.h"
 #include "distributed/mpi_backend.h"
 #include "trainers/engine/engine.h"
 #include "trainers/trainer.h"
@@ -141,16 +142,42 @@ int run_train(const Args& args) {
   }
   const int rank = world ? world->rank() : 0;
   const Environment env = read_environment();
+  // With placement: separate the ranks after the policy's grid are the reference's.
+  const int policy_ranks = par.policy().data_parallel() * par.policy().pipeline_parallel();
+  const std::string role = separate && rank >= policy_ranks ? "reference" : "policy";
   // Ranks other than 0 repeat rank 0's progress; they log warnings and errors only.
-  Logger log(rank, "policy", rank == 0 ? env.log_level : std::max(env.log_level, LogLevel::kWarning));
+  Logger log(rank, role, rank == 0 ? env.log_level : std::max(env.log_level, LogLevel::kWarning));
   if (!env.problems.empty()) log.warning("%s", env.problems);
   if (env.threads) loaded->spec.mutable_runtime()->set_threads(*env.threads);
   if (env.metrics_port) loaded->spec.mutable_metrics()->set_port(*env.metrics_port);
   // main owns the exposer; the engine only sees the registry.
-  MetricsRegistry metrics(Labels{{"job", loaded->spec.name()}, {"rank", std::to_string(rank)}, {"role", "policy"}});
+  MetricsRegistry metrics(Labels{{"job", loaded->spec.name()}, {"rank", std::to_string(rank)}, {"role", role}});
+  // Every rank heartbeats rank 0 with its metrics; rank 0 serves them all and ends the job when a
+  // rank goes silent for twice the collective timeout (so a stalled collective reports first).
+  std::unique_ptr<dist::Heartbeats> heartbeats;
+  if (world && world->size() > 1) {
+    if (!mpi->threads_supported()) {
+      log.warning(
+          "this MPI library gives no MPI_THREAD_MULTIPLE: no heartbeats, and rank 0 serves only its own metrics");
+    } else {
+      const auto ms = [](double s) { return std::chrono::milliseconds(static_cast<int64_t>(s * 1000)); };
+      dist::Heartbeats::Options hb;
+      hb.interval = ms(par.heartbeat_s());
+      hb.timeout = std::max(ms(2 * par.timeout_s()), ms(3 * par.heartbeat_s()));
+      hb.role = role;
+      heartbeats = std::make_unique<dist::Heartbeats>(world->split(0, rank), hb, metrics,
+                                                      [&log, &mpi](const std::string& message) {
+                                                        log.error("%s; ending the job", message);
+                                                        mpi->abort(1);
+                                                      });
+    }
+  }
   std::unique_ptr<MetricsServer> server;
   if (loaded->spec.metrics().enabled() && rank == 0) {
-    auto started = MetricsServer::start(loaded->spec.metrics().host(), loaded->spec.metrics().port(), metrics);
+    auto started =
+        heartbeats
+            ? MetricsServer::start(loaded->spec.metrics().host(), loaded->spec.metrics().port(), heartbeats->exposed())
+            : MetricsServer::start(loaded->spec.metrics().host(), loaded->spec.metrics().port(), metrics);
     if (!started.ok()) {
       std::fprintf(stderr, "aln train: %s\n", std::string(started.status().message()).c_str());
       return 1;

@@ -656,6 +656,7 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
     return absl::InternalError("another rank could not write its part of the final model (see its log)");
   }
   if (!saved.ok()) return saved;
+  if (remote) finish_reference_role(*remote);
   return report;
 }
 

@@ -125,7 +125,19 @@ absl::Status run_reference_role(const aln::v1::JobSpec& spec, const RemoteRefere
              data.train.size() + data.eval.size(), index);
     exchange(remote, data, /*contribute=*/true);
   }
+  // Stay until the policy finishes (heartbeating meanwhile, so a stopped reference rank is noticed
+  // and the job ends cleanly for everyone). The wait is renewed while training goes on: a dead or
+  // stopped policy rank ends the job through mpirun or the policy's own timeouts.
+  at::Tensor end = at::full({1}, int64_t{0}, at::kLong);
+  auto work = remote.world->broadcast(end, 0);
+  while (true) {
+    absl::Status s = work->wait(remote.timeout);
+    if (s.ok()) break;
+    if (s.code() != absl::StatusCode::kDeadlineExceeded) return s;
+  }
   return absl::OkStatus();
 }
+
+void finish_reference_role(const RemoteReference& remote) { broadcast_code(remote, -1); }
 
 }  // namespace aln::engine

@@ -11,7 +11,8 @@
 // Protocol, in order: first stage to run (int64); then for each served stage from it: a flag
 // (0 nothing to do: the cache was found; 1 compute with the policy's weights, which follow tensor
 // by tensor in name order; 2 compute with the stage's reference.path), and when computing, the sum
-// of 2 x (train + eval) float64 sums (chosen, rejected per example).
+// of 2 x (train + eval) float64 sums (chosen, rejected per example); finally, when the policy is
+// done, an end code (the reference ranks stay until then, so they keep heartbeating).
 #include <chrono>
 #include <cstdint>
 
@@ -42,6 +43,9 @@ void skip_reference_stage(const RemoteReference& remote);
 // Asks the reference ranks for the stage's sums (sending `weights` when the reference is the policy,
 // i.e. `weights` non-null) and fills them into the examples.
 void receive_reference_logprobs(const RemoteReference& remote, const model::DecoderModel* weights, StageData& data);
+
+// Policy side, when the job has ended well: releases the reference ranks.
+void finish_reference_role(const RemoteReference& remote);
 
 // Reference side: the whole role for a job (`index` among the reference ranks).
 absl::Status run_reference_role(const aln::v1::JobSpec& spec, const RemoteReference& remote, int index,
