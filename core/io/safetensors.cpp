@@ -301,7 +301,7 @@ absl::StatusOr<SafetensorsHeader> read_safetensors_header(const std::string& pat
 // checkpoint overwritten during training), tensor offsets in foreign files need not be aligned to
 // the element size, and the trainers move weights to the GPU or convert dtypes right after loading,
 // so the copy costs no extra peak memory (we read straight into the tensor, no staging buffer).
-absl::StatusOr<SafetensorsFile> load_safetensors(const std::string& path) {
+absl::StatusOr<SafetensorsFile> load_safetensors(const std::string& path, const TensorFilter& wanted) {
   ReadFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (fd.get() < 0) return absl::NotFoundError(absl::StrCat(path, ": cannot open: ", std::strerror(errno)));
   auto header = read_header_from(fd.get(), path);
@@ -310,6 +310,7 @@ absl::StatusOr<SafetensorsFile> load_safetensors(const std::string& path) {
   SafetensorsFile out;
   out.metadata = std::move(header->metadata);
   for (const SafetensorsEntry& e : header->entries) {
+    if (wanted && !wanted(e.name)) continue;
     at::Tensor t;
     try {
       t = at::empty(e.shape, at::TensorOptions().dtype(e.dtype));

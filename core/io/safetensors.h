@@ -6,6 +6,7 @@
 // load in Python's `safetensors` and are byte-identical to its output for the same tensors (with at
 // most one metadata entry: Python orders metadata by a randomly seeded hash, we order it by key).
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -62,7 +63,10 @@ absl::StatusOr<SafetensorsHeader> read_safetensors_header(const std::string& pat
 // Reads the whole file. Every malformed input (truncation, bad JSON, unknown dtype, offsets that
 // overlap, leave holes or run past the end, sizes that disagree with shapes, duplicate names, BOOL
 // bytes other than 0/1) is an InvalidArgument error naming the file and the problem.
-absl::StatusOr<SafetensorsFile> load_safetensors(const std::string& path);
+// `wanted` (optional) picks the tensors to read (the header is checked whole either way): a
+// pipeline stage reads only its own layers.
+using TensorFilter = std::function<bool(const std::string&)>;
+absl::StatusOr<SafetensorsFile> load_safetensors(const std::string& path, const TensorFilter& wanted = {});
 
 // Writes `tensors` (any device/layout; copied to contiguous CPU) atomically to `path`. Names must be
 // unique, valid UTF-8 and not "__metadata__". Entries are laid out like Python's safetensors: by

@@ -93,7 +93,7 @@ std::vector<std::vector<size_t>> plan_shards(const std::vector<uint64_t>& tensor
   return shards;
 }
 
-absl::StatusOr<SafetensorsFile> load_sharded_safetensors(const std::string& index_path) {
+absl::StatusOr<SafetensorsFile> load_sharded_safetensors(const std::string& index_path, const TensorFilter& wanted) {
   std::ifstream in(index_path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat(index_path, ": cannot open"));
   std::stringstream text;
@@ -120,11 +120,11 @@ absl::StatusOr<SafetensorsFile> load_sharded_safetensors(const std::string& inde
       return bad_index(index_path, absl::StrCat("weight_map['", name,
                                                 "'] must be a file name in the index's folder, got ", file.dump()));
     }
-    names_by_shard[file.get<std::string>()].insert(name);
+    if (!wanted || wanted(name)) names_by_shard[file.get<std::string>()].insert(name);
   }
   const fs::path dir = fs::path(index_path).parent_path();
   for (const auto& [file, names] : names_by_shard) {
-    auto shard = load_safetensors((dir / file).string());
+    auto shard = load_safetensors((dir / file).string(), wanted);
     if (!shard.ok()) return shard.status();
     for (auto& [name, tensor] : shard->tensors) {
       if (!names.contains(name)) {
@@ -143,12 +143,12 @@ absl::StatusOr<SafetensorsFile> load_sharded_safetensors(const std::string& inde
   return out;
 }
 
-absl::StatusOr<SafetensorsFile> load_safetensors_checkpoint(const std::string& dir) {
+absl::StatusOr<SafetensorsFile> load_safetensors_checkpoint(const std::string& dir, const TensorFilter& wanted) {
   const fs::path single = fs::path(dir) / kSafetensorsSingleFile;
   const fs::path index = fs::path(dir) / kSafetensorsIndexFile;
   std::error_code ec;
-  if (fs::exists(single, ec)) return load_safetensors(single.string());
-  if (fs::exists(index, ec)) return load_sharded_safetensors(index.string());
+  if (fs::exists(single, ec)) return load_safetensors(single.string(), wanted);
+  if (fs::exists(index, ec)) return load_sharded_safetensors(index.string(), wanted);
   return absl::NotFoundError(
       absl::StrCat(dir, ": neither ", single.filename().string(), " nor ", index.filename().string(), " found"));
 }

@@ -27,10 +27,12 @@ std::vector<std::vector<size_t>> plan_shards(const std::vector<uint64_t>& tensor
 // The index and the shards must agree exactly (every listed tensor in its shard, no unlisted tensors,
 // no name in two shards). `metadata` of the result is the index's "metadata" object, with non-string
 // values as compact JSON (e.g. "total_size" -> "1234").
-absl::StatusOr<SafetensorsFile> load_sharded_safetensors(const std::string& index_path);
+// `wanted` (optional): only those tensors, and only the shards that hold one.
+absl::StatusOr<SafetensorsFile> load_sharded_safetensors(const std::string& index_path,
+                                                         const TensorFilter& wanted = {});
 
 // Loads `dir/model.safetensors` when present (as transformers prefers it), else `dir/model.safetensors.index.json`.
-absl::StatusOr<SafetensorsFile> load_safetensors_checkpoint(const std::string& dir);
+absl::StatusOr<SafetensorsFile> load_safetensors_checkpoint(const std::string& dir, const TensorFilter& wanted = {});
 
 // Writes `tensors` into `dir` (which must exist) as transformers' save_pretrained does: shards planned
 // by plan_shards, each with `shard_metadata` ({"format": "pt"} by default, what transformers checks),

@@ -127,6 +127,11 @@ DecoderModel DecoderModel::random_init(const ModelConfig& config, uint64_t seed)
 }
 
 absl::StatusOr<DecoderModel> DecoderModel::from_tensors(const ModelConfig& config, TensorMap tensors) {
+  return stage_from_tensors(config, std::move(tensors), 0, config.num_layers);
+}
+
+absl::StatusOr<DecoderModel> DecoderModel::stage_from_tensors(const ModelConfig& config, TensorMap tensors,
+                                                              int64_t first, int64_t end) {
   absl::Status valid = validate(config, "config.json");
   if (!valid.ok()) return valid;
   // Tied checkpoints may still carry lm_head.weight; GPT-2 files may carry attention-mask buffers.
@@ -137,8 +142,16 @@ absl::StatusOr<DecoderModel> DecoderModel::from_tensors(const ModelConfig& confi
                         n.find("rotary_emb.inv_freq") != std::string::npos;
     it = buffer ? tensors.erase(it) : std::next(it);
   }
+  if (first < 0 || first >= end || end > config.num_layers) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("stage layers [", first, ", ", end, ") are not a range of the ", config.num_layers, " layers"));
+  }
+  std::vector<std::pair<std::string, std::vector<int64_t>>> expected;
+  for (auto& e : expected_shapes(config)) {
+    if (stage_owns(config, e.first, first, end)) expected.push_back(std::move(e));
+  }
   std::vector<std::string> missing;
-  for (const auto& [name, shape] : expected_shapes(config)) {
+  for (const auto& [name, shape] : expected) {
     auto it = tensors.find(name);
     if (it == tensors.end()) {
       missing.push_back(name);
@@ -154,9 +167,8 @@ absl::StatusOr<DecoderModel> DecoderModel::from_tensors(const ModelConfig& confi
     return absl::InvalidArgumentError(
         absl::StrCat(missing.size(), " tensor(s) missing from the checkpoint, first: '", missing.front(), "'"));
   }
-  if (tensors.size() != expected_shapes(config).size()) {
+  if (tensors.size() != expected.size()) {
     std::vector<std::string> extra;
-    const auto expected = expected_shapes(config);
     for (const auto& [name, value] : tensors) {
       bool known = false;
       for (const auto& e : expected) known = known || e.first == name;
@@ -166,7 +178,10 @@ absl::StatusOr<DecoderModel> DecoderModel::from_tensors(const ModelConfig& confi
         absl::StrCat("unexpected tensor(s) in the checkpoint: ", absl::StrJoin(extra, ", "),
                      " (wrong architecture in config.json?)"));
   }
-  return DecoderModel(config, std::move(tensors));
+  DecoderModel model(config, std::move(tensors));
+  model.first_layer_ = first;
+  model.end_layer_ = end;
+  return model;
 }
 
 at::Tensor DecoderModel::output_weight() const {

@@ -39,6 +39,9 @@ class DecoderModel {
   // Checks that every expected tensor is present with the expected shape and that there are no
   // unexpected ones; errors name the tensor.
   static absl::StatusOr<DecoderModel> from_tensors(const ModelConfig& config, TensorMap tensors);
+  // The same for a pipeline stage: exactly the tensors stage_owns(first, end) names.
+  static absl::StatusOr<DecoderModel> stage_from_tensors(const ModelConfig& config, TensorMap tensors, int64_t first,
+                                                         int64_t end);
 
   // Names and shapes this config needs, in checkpoint naming.
   static std::vector<std::pair<std::string, std::vector<int64_t>>> expected_shapes(const ModelConfig& config);

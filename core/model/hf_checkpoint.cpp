@@ -35,6 +35,21 @@ absl::StatusOr<DecoderModel> load_hf_model(const std::string& dir, at::ScalarTyp
   return model;
 }
 
+absl::StatusOr<DecoderModel> load_hf_stage(const std::string& dir, int64_t first, int64_t end, at::ScalarType dtype) {
+  const fs::path root(dir);
+  auto config = load_hf_config((root / "config.json").string());
+  if (!config.ok()) return config.status();
+  const ModelConfig& c = *config;
+  auto loaded = io::load_safetensors_checkpoint(
+      dir, [&c, first, end](const std::string& name) { return DecoderModel::stage_owns(c, name, first, end); });
+  if (!loaded.ok()) return loaded.status();
+  TensorMap tensors;
+  for (auto& [name, t] : loaded->tensors) tensors.emplace(name, t.to(dtype));
+  auto model = DecoderModel::stage_from_tensors(c, std::move(tensors), first, end);
+  if (!model.ok()) return absl::InvalidArgumentError(absl::StrCat(dir, ": ", model.status().message()));
+  return model;
+}
+
 absl::Status save_hf_model(const DecoderModel& model, const std::string& dir, at::ScalarType dtype,
                            int64_t max_shard_bytes) {
   const fs::path target(dir);

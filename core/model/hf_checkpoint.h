@@ -12,6 +12,10 @@ namespace aln::model {
 
 // Loads config.json and the weights (single file or sharded), converted to `dtype`.
 absl::StatusOr<DecoderModel> load_hf_model(const std::string& dir, at::ScalarType dtype = at::kFloat);
+// A pipeline stage of it: reads only the tensors of layers [first, end) (plus the embedding or the
+// head when the stage holds them), from whichever shards hold them.
+absl::StatusOr<DecoderModel> load_hf_stage(const std::string& dir, int64_t first, int64_t end,
+                                           at::ScalarType dtype = at::kFloat);
 
 // Writes config.json and the weights in `dtype` (float32, bfloat16 or float16). Shards when the
 // tensors exceed `max_shard_bytes` (0 = never). The directory is written atomically: into

@@ -111,6 +111,15 @@ check "the explicit split is used: $(grep -o 'pipeline: .*' "$work/dpo-p2-explic
   "grep -q 'layers \[0, 1) \[1, 4)' '$work/dpo-p2-explicit.out'"
 check "the balanced split of 4 stages is one layer each" "grep -q 'layers \[0, 1) \[1, 2) \[2, 3) \[3, 4)' '$work/dpo-p4.out'"
 
+# Starting from a Hugging Face directory, each stage reads only its own tensors (here from the
+# 2-stage run's sharded checkpoint) and training matches one process started from the same directory.
+from_path() { sed "s|^output_dir: .*|output_dir: $work/$1|; s|^  config: .*|  path: $work/dpo-p2/final|; s|/$2/refcache|/$1/refcache|" "$work/$2.yaml"; }
+from_path path-1 dpo-1 >"$work/path-1.yaml"; "$ALN" train "$work/path-1.yaml" >"$work/path-1.out" 2>&1
+from_path path-p2 dpo-p2 >"$work/path-p2.yaml"; mpi 2 "$ALN" train "$work/path-p2.yaml" >"$work/path-p2.out" 2>&1
+check "stage 0 read only its 19 tensors (embedding, layers 0-1) from the sharded checkpoint: $(grep -o 'pipeline stage 0: read .*' "$work/path-p2.out" | head -1)" \
+  "grep -q 'pipeline stage 0: read 19 tensors (layers \[0, 2))' '$work/path-p2.out'"
+expect_same path-1 path-p2
+
 # Activations alive per stage (the engine's counter), and the logged bubble numbers.
 alive() { "$PY" -c 'import json, sys; print(" ".join(str(max(json.loads(l)["pipeline"]["max_alive"][s] for l in open(sys.argv[1]))) for s in range(int(sys.argv[2]))))' "$work/$1/train_log.jsonl" "$2"; }
 check "1F1B, 4 stages, 4 micro-batches: at most 4 3 2 1 alive ($(alive dpo-p4 4))" "[[ '$(alive dpo-p4 4)' == '4 3 2 1' ]]"

@@ -160,8 +160,27 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
                 checkpoint_dir);
   }
 
-  absl::StatusOr<model::DecoderModel> policy_or =
-      resumed ? absl::StatusOr<model::DecoderModel>(std::move(resumed->policy)) : initial_policy(spec, **encoder);
+  // A pipeline stage reads only its own tensors from a Hugging Face directory (model.path); random
+  // init and checkpoints (which hold the whole model) are cut after loading.
+  std::vector<int64_t> stage_bounds;
+  absl::StatusOr<model::DecoderModel> policy_or = absl::UnknownError("no policy");
+  if (resumed) {
+    policy_or = std::move(resumed->policy);
+  } else if (pipeline && !spec.model().path().empty()) {
+    auto config = model::load_hf_config((fs::path(spec.model().path()) / "config.json").string());
+    if (!config.ok()) return config.status();
+    auto bounds = pipeline_stage_bounds(*config, grid);
+    if (!bounds.ok()) return bounds.status();
+    stage_bounds = *bounds;
+    policy_or =
+        model::load_hf_stage(spec.model().path(), stage_bounds[pipeline->stage()], stage_bounds[pipeline->stage() + 1]);
+    if (policy_or.ok()) {
+      log.info("pipeline stage %d: read %d tensors (layers [%d, %d)) of %s", pipeline->stage(),
+               policy_or->tensors().size(), policy_or->first_layer(), policy_or->end_layer(), spec.model().path());
+    }
+  } else {
+    policy_or = initial_policy(spec, **encoder);
+  }
   if (!policy_or.ok()) return policy_or.status();
   model::DecoderModel policy = std::move(*policy_or);
   // Control tokens of the controllable method (after the vocabulary, always in the same order).
@@ -174,15 +193,22 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
     policy.resize_vocabulary((*encoder)->vocab_size());
   }
   dp.broadcast(policy.tensors());  // identical start on every rank, whatever each one loaded
-  log.info("policy: %s, %.2fM parameters", policy.config().model_type, policy.num_parameters() / 1e6);
-  const int64_t policy_parameters = policy.num_parameters();
-  std::vector<int64_t> stage_bounds;
+  // The whole model's count, also where this rank holds one stage.
+  int64_t policy_parameters = 0;
+  for (const auto& [name, shape] : model::DecoderModel::expected_shapes(policy.config())) {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    policy_parameters += n;
+  }
+  log.info("policy: %s, %.2fM parameters", policy.config().model_type, policy_parameters / 1e6);
   if (pipeline) {
-    auto bounds = pipeline_stage_bounds(policy, grid);
-    if (!bounds.ok()) return bounds.status();
-    stage_bounds = *bounds;
+    if (stage_bounds.empty()) {
+      auto bounds = pipeline_stage_bounds(policy.config(), grid);
+      if (!bounds.ok()) return bounds.status();
+      stage_bounds = *bounds;
+    }
     const int st = pipeline->stage();
-    policy = std::move(policy).stage(stage_bounds[st], stage_bounds[st + 1]);
+    if (policy.is_whole()) policy = std::move(policy).stage(stage_bounds[st], stage_bounds[st + 1]);
     log.info("pipeline: %d stages over layers %s (%s schedule); %d data-parallel replica(s)", pipeline->stages(),
              describe_bounds(stage_bounds), aln::v1::PipelineSchedule_Name(grid.schedule()), dp.size());
   }

@@ -51,9 +51,7 @@ absl::Status check_pipeline_supported(const aln::v1::JobSpec& spec) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<int64_t>> pipeline_stage_bounds(const model::DecoderModel& policy,
-                                                           const aln::v1::GridSpec& grid) {
-  const model::ModelConfig& c = policy.config();
+absl::StatusOr<std::vector<int64_t>> pipeline_stage_bounds(const model::ModelConfig& c, const aln::v1::GridSpec& grid) {
   const int stages = grid.pipeline_parallel();
   if (c.num_layers < stages) {
     return absl::InvalidArgumentError(absl::StrCat("parallel.policy.pipeline_parallel: ", stages,
@@ -69,8 +67,9 @@ absl::StatusOr<std::vector<int64_t>> pipeline_stage_bounds(const model::DecoderM
   // multiplies by it).
   std::vector<double> layers(static_cast<size_t>(c.num_layers), 0.0);
   double first = 0, last = 0;
-  for (const auto& [name, t] : policy.tensors()) {
-    const double n = static_cast<double>(t.numel());
+  for (const auto& [name, shape] : model::DecoderModel::expected_shapes(c)) {
+    double n = 1;
+    for (int64_t d : shape) n *= static_cast<double>(d);
     const int64_t i = model::DecoderModel::layer_of(c, name);
     if (i >= 0) {
       layers[static_cast<size_t>(i)] += n;

@@ -20,9 +20,9 @@ namespace aln::engine {
 // Unimplemented (naming the key to change) for what pipelined jobs do not support yet.
 absl::Status check_pipeline_supported(const aln::v1::JobSpec& spec);
 
-// Stage boundaries for the whole `policy`: the grid's stage_layers, else balanced by parameter
+// Stage boundaries for a model of `config`: the grid's stage_layers, else balanced by parameter
 // count (embedding counted on the first stage, final norm and output projection on the last).
-absl::StatusOr<std::vector<int64_t>> pipeline_stage_bounds(const model::DecoderModel& policy,
+absl::StatusOr<std::vector<int64_t>> pipeline_stage_bounds(const model::ModelConfig& config,
                                                            const aln::v1::GridSpec& grid);
 std::string describe_bounds(const std::vector<int64_t>& bounds);  // "[0, 2) [2, 4)"
 dist::PipelineSchedule pipeline_schedule(aln::v1::PipelineSchedule schedule);

@@ -10,6 +10,7 @@
 
 #include <ATen/ops/arange.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/equal.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -144,6 +145,32 @@ TEST_F(ShardedCheckpointTest, RejectsIndexThatDisagreesWithShards) {
   missing_shard["weight_map"]["ghost"] = "model-00009-of-00009.safetensors";
   std::ofstream(index_path) << missing_shard.dump();
   EXPECT_EQ(load_sharded_safetensors(index_path).status().code(), absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace aln::io
+
+namespace aln::io {
+namespace {
+
+// A pipeline stage reads only its tensors: the filter picks them, from whichever shards hold them.
+TEST_F(ShardedCheckpointTest, FilteredLoadReadsOnlyTheWantedTensors) {
+  const NamedTensors tensors = model_tensors();
+  ASSERT_TRUE(save_sharded_safetensors(dir_.string(), tensors, 200).ok());
+  auto wanted = [](const std::string& name) { return name == "layers.7.weight" || name == "ids"; };
+  auto loaded = load_safetensors_checkpoint(dir_.string(), wanted);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  ASSERT_EQ(loaded->tensors.size(), 2u);
+  EXPECT_TRUE(
+      at::equal(loaded->tensors.at("layers.7.weight"), at::arange(70, 80, at::TensorOptions().dtype(at::kFloat))));
+  EXPECT_TRUE(at::equal(loaded->tensors.at("ids"), at::arange(3, at::TensorOptions().dtype(at::kLong))));
+  // One file: the same filter.
+  const fs::path single = dir_ / "single";
+  fs::create_directories(single);
+  ASSERT_TRUE(save_sharded_safetensors(single.string(), tensors).ok());
+  auto one = load_safetensors_checkpoint(single.string(), wanted);
+  ASSERT_TRUE(one.ok()) << one.status();
+  EXPECT_EQ(one->tensors.size(), 2u);
 }
 
 }  // namespace
