@@ -182,39 +182,18 @@ for run in ck ck1; do
 done
 
 # Faults: kill or freeze the last stage mid-run; a running job first shows per-stage metrics.
-rank_pid() {  # the PID of the aln process with OMPI_COMM_WORLD_RANK=$1 whose job file is $2
-  for p in $(pgrep -f "aln train $2"); do
-    if tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$1"; then echo "$p"; return; fi
-  done
-}
+source tests/dist/fault_lib.sh
 for signal in KILL STOP; do
   name="fault-$signal"
   port=$(( 20000 + RANDOM % 20000 ))
   job "$name" dpo 1 2 one_f_one_b 4 false "" 100000 | sed "s/^metrics: .*/metrics: {port: $port, progress_bar: false}/" >"$work/$name.yaml"
-  mpi 2 "$ALN" train "$work/$name.yaml" >"$work/$name.out" 2>&1 &
-  pid=$!
-  victim=""
-  for _ in $(seq 1 600); do
-    [[ -f "$work/$name/train_log.jsonl" ]] && [[ $(wc -l <"$work/$name/train_log.jsonl") -ge 3 ]] && victim=$(rank_pid 1 "$work/$name.yaml") && [[ -n "$victim" ]] && break
-    kill -0 $pid 2>/dev/null || break
-    sleep 0.1
-  done
+  signal_rank 2 "$work/$name.yaml" "$work/$name.out" 1 $signal "$work/$name/train_log.jsonl" 3 \
+    "curl -sf http://127.0.0.1:$port/metrics >'$work/$name.metrics' 2>/dev/null"
   check "$signal: found stage 1 while training" "[[ -n '$victim' ]]"
-  curl -sf "http://127.0.0.1:$port/metrics" >"$work/$name.metrics" 2>/dev/null
   check "$signal: rank 0 serves the bubble of both stages" \
     "grep -q '^aln_pipeline_bubble_fraction{.*pipeline_stage=\"1\"' '$work/$name.metrics' && grep -q '^aln_pipeline_activations_alive_max{.*pipeline_stage=\"0\"' '$work/$name.metrics'"
-  [[ -n "$victim" ]] && kill -$signal "$victim"
-  killed=$(date +%s)
-  for _ in $(seq 1 900); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
-  if kill -0 $pid 2>/dev/null; then
-    echo "FAIL: $signal: job still running 90 s after the fault"; failures=$((failures + 1))
-    kill -9 $pid; [[ -n "$victim" ]] && kill -9 "$victim" 2>/dev/null
-  fi
-  wait $pid; rc=$?; pid=""
-  took=$(( $(date +%s) - killed ))
-  echo "$signal: job ended with rc $rc ${took}s after the fault"
-  check "$signal: job exits non-zero (rc $rc)" "[[ $rc -ne 0 ]]"
-  check "$signal: within 60 s (${took}s)" "[[ $took -le 60 ]]"
+  check "$signal: job exits non-zero (rc $fault_rc)" "[[ $fault_rc -ne 0 ]]"
+  check "$signal: within 60 s (${fault_took}s)" "[[ $fault_took -le 60 ]]"
   if [[ $signal == STOP ]]; then
     check "STOP: stage 0 names the stalled exchange: $(grep -m1 'did not complete' "$work/$name.out" | cut -c1-160)" \
       "grep -Eq 'rank 0 on .*(recv from 1|send to 1|broadcast|all_reduce|all_gather).* did not complete within 5000 ms.*last collectives of this rank' '$work/$name.out'"

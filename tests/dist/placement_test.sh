@@ -98,37 +98,27 @@ check "a pipelined reference on its own ranks is refused by key (rc $rc)" \
 # A reference rank killed (SIGKILL) or frozen (SIGSTOP) while the policy trains: the reference
 # rank idles then (its sums were handed over), outside any collective, so only mpirun (KILL) or rank
 # 0's heartbeat monitor (STOP: silent for max(2 x timeout_s, 3 x heartbeat_s) = 20 s) can notice.
+source tests/dist/fault_lib.sh
+# Rank 1's training series reach rank 0 with its next heartbeat (every heartbeat_s = 5 s).
+scrape_rank1() {
+  for _ in $(seq 1 80); do
+    curl -sf "http://127.0.0.1:$1/metrics" >"$work/fault.metrics" 2>/dev/null
+    grep -q '^aln_train_steps_total{.*rank="1"' "$work/fault.metrics" && break
+    sleep 0.25
+  done
+}
 for signal in KILL STOP; do
   port=$(( 20000 + RANDOM % 20000 ))
   job fault-$signal separate 1 yes | sed "s/max_steps: 4,/max_steps: 100000,/; s/^metrics: .*/metrics: {port: $port, progress_bar: false}/" >"$work/fault-$signal.yaml"
-  mpi 3 "$ALN" train "$work/fault-$signal.yaml" >"$work/fault-$signal.out" 2>&1 &
-  pid=$!
-  victim=""
-  for _ in $(seq 1 600); do
-    for p in $(pgrep -f "aln train $work/fault-$signal.yaml"); do
-      tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=2" && victim=$p
-    done
-    [[ -n "$victim" && -f "$work/fault-$signal/train_log.jsonl" ]] && [[ $(wc -l <"$work/fault-$signal/train_log.jsonl") -ge 6 ]] && break
-    sleep 0.1
-  done
+  signal_rank 3 "$work/fault-$signal.yaml" "$work/fault-$signal.out" 2 $signal "$work/fault-$signal/train_log.jsonl" 6 \
+    "$([[ $signal == STOP ]] && echo "scrape_rank1 $port")"
   check "$signal: found the reference rank while the policy trains" "[[ -n '$victim' ]]"
   if [[ $signal == STOP ]]; then
-    # Rank 1's training series arrive with its next heartbeat (every heartbeat_s = 5 s).
-    for _ in $(seq 1 80); do
-      curl -sf "http://127.0.0.1:$port/metrics" >"$work/fault.metrics" 2>/dev/null
-      grep -q '^aln_train_steps_total{.*rank="1"' "$work/fault.metrics" && break
-      sleep 0.25
-    done
     check "rank 0 serves policy rank 1's own series (rank label 1) and every rank's heartbeat age" \
       "grep -q '^aln_train_steps_total{.*rank=\"1\"' '$work/fault.metrics' && grep -q '^aln_rank_heartbeat_age_seconds{peer_rank=\"2\",peer_role=\"reference\"}' '$work/fault.metrics'"
   fi
-  [[ -n "$victim" ]] && kill -$signal "$victim"
-  killed=$(date +%s)
-  for _ in $(seq 1 900); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
-  kill -0 $pid 2>/dev/null && { kill -9 $pid; [[ -n "$victim" ]] && kill -9 "$victim"; echo "FAIL: $signal: still running 90 s after the fault"; failures=$((failures + 1)); }
-  wait $pid; rc=$?; pid=""
-  took=$(( $(date +%s) - killed ))
-  check "$signal of the reference rank ends the job non-zero within 60 s (rc $rc, ${took}s)" "[[ $rc -ne 0 && $took -le 60 ]]"
+  check "$signal of the reference rank ends the job non-zero within 60 s (rc $fault_rc, ${fault_took}s)" \
+    "[[ $fault_rc -ne 0 && $fault_took -le 60 ]]"
   if [[ $signal == STOP ]]; then
     check "STOP: rank 0 names the silent rank: $(grep -m1 'sent no heartbeat' "$work/fault-$signal.out")" \
       "grep -q 'rank 2 (reference on .*) sent no heartbeat for 2[0-9] s' '$work/fault-$signal.out'"

@@ -1,0 +1,36 @@
+# Shared by the tests under mpirun that signal one rank mid-run (data_parallel, pipeline, placement);
+# needs `mpi`, $ALN and the `pid` variable the caller's EXIT trap kills.
+# rank_pid RANK YAML: the PID of the aln process of world rank RANK running job file YAML.
+rank_pid() {
+  for p in $(pgrep -f "aln train $2"); do
+    if tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$1"; then echo "$p"; return; fi
+  done
+}
+# signal_rank NP YAML OUT RANK SIGNAL TRAIN_LOG LINES [BEFORE]: starts `mpi NP aln train YAML` (output in
+# OUT), waits until TRAIN_LOG has LINES lines and rank RANK is found, runs the command BEFORE (a
+# /metrics scrape), sends SIGNAL to the rank and waits for the job to end (90 s at most, then kills
+# it). Sets victim (empty when the rank was not found), fault_rc, and fault_took (seconds from the
+# signal to the end; 999 when it had to be killed).
+signal_rank() {
+  mpi "$1" "$ALN" train "$2" >"$3" 2>&1 &
+  pid=$!
+  victim=""
+  for _ in $(seq 1 600); do
+    [[ -f "$6" ]] && [[ $(wc -l <"$6") -ge $7 ]] && victim=$(rank_pid "$4" "$2") && [[ -n "$victim" ]] && break
+    kill -0 $pid 2>/dev/null || break
+    sleep 0.1
+  done
+  [[ -n "${8:-}" ]] && eval "$8"
+  [[ -n "$victim" ]] && kill -"$5" "$victim"
+  local signalled
+  signalled=$(date +%s)
+  for _ in $(seq 1 900); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
+  fault_took=""
+  if kill -0 $pid 2>/dev/null; then
+    kill -9 $pid; [[ -n "$victim" ]] && kill -9 "$victim" 2>/dev/null
+    fault_took=999
+  fi
+  wait $pid; fault_rc=$?; pid=""
+  [[ -z "$fault_took" ]] && fault_took=$(( $(date +%s) - signalled ))
+  echo "$5 of rank $4: job ended with rc $fault_rc ${fault_took}s after the signal"
+}
