@@ -2,12 +2,16 @@
 // with ==, not a tolerance (the nccl-tests habit).
 #include <gtest/gtest.h>
 
+#include <cstring>
+
 #include <ATen/ATen.h>
 
 #include <mpi.h>
 
 #include "core/error.h"
 #include "distributed/mpi_backend.h"
+#include "distributed/nccl_backend.h"
+#include "distributed/nccl_info.h"
 
 namespace aln::dist {
 namespace {
@@ -84,6 +88,42 @@ TEST(MpiCommunicator, SplitMakesIndependentGroups) {
   at::Tensor top = at::full({1}, static_cast<double>(r), at::kDouble);
   ASSERT_TRUE(group->broadcast(top, 0)->wait(std::chrono::seconds(30)).ok());
   EXPECT_EQ(top.item<double>(), static_cast<double>(r % 2 + 2 * (members - 1)));
+}
+
+// The NCCL backend's parts that run without a GPU: the unique id made by rank 0 reaches every rank
+// over MPI intact; without a device, creating the communicator fails on every rank with a message
+// that says so (no crash, no hang); the dtype table.
+TEST(NcclBackend, BootstrapsTheUniqueIdOverMpi) {
+  if (!nccl_compiled()) GTEST_SKIP() << "built without CUDA/NCCL";
+  auto comm = g_runtime->world();
+  auto id = bootstrap_nccl_unique_id(*comm, std::chrono::seconds(30));
+  ASSERT_TRUE(id.ok()) << id.status();
+  ASSERT_EQ(id->size(), 128u);  // NCCL_UNIQUE_ID_BYTES
+  EXPECT_NE(*id, std::string(128, '\0'));
+  // Every rank holds rank 0's bytes.
+  at::Tensor mine = at::empty({128}, at::kByte);
+  std::memcpy(mine.data_ptr(), id->data(), 128);
+  at::Tensor all = at::empty({128 * comm->size()}, at::kByte);
+  ASSERT_TRUE(comm->all_gather(mine, all)->wait(std::chrono::seconds(30)).ok());
+  for (int r = 1; r < comm->size(); ++r) EXPECT_TRUE(at::equal(all.narrow(0, r * 128, 128), mine));
+}
+
+TEST(NcclBackend, WithoutAGpuCreationFailsClearlyOnEveryRank) {
+  if (!nccl_compiled()) GTEST_SKIP() << "built without CUDA/NCCL";
+  auto comm = g_runtime->world();
+  auto nccl = make_nccl_communicator(*comm, 0, std::chrono::seconds(30));
+  if (nccl.ok()) GTEST_SKIP() << "a GPU is present";
+  EXPECT_EQ(nccl.status().code(), absl::StatusCode::kFailedPrecondition) << nccl.status();
+  EXPECT_NE(nccl.status().message().find("needs a CUDA device"), std::string::npos) << nccl.status();
+}
+
+TEST(NcclBackend, DtypeTable) {
+  if (!nccl_compiled()) GTEST_SKIP() << "built without CUDA/NCCL";
+  EXPECT_TRUE(nccl_data_type(at::kFloat).has_value());
+  EXPECT_TRUE(nccl_data_type(at::kBFloat16).has_value());
+  EXPECT_NE(nccl_data_type(at::kFloat), nccl_data_type(at::kDouble));
+  EXPECT_FALSE(nccl_data_type(at::kBool).has_value());
+  EXPECT_FALSE(nccl_data_type(at::kComplexFloat).has_value());
 }
 
 TEST(MpiCommunicator, WaitTimesOutNamingRankAndOperation) {
