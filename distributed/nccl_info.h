@@ -1,6 +1,5 @@
 #pragma once
-// What the build knows about NCCL. The NCCL communicator itself lands with the distributed runtime;
-// this part links NCCL in every CUDA build so the dependency is exercised now.
+// What the build knows about NCCL (the communicator itself: nccl_backend.h).
 #include <string>
 
 namespace aln::dist {
