@@ -520,8 +520,10 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
       if (dp.size() > 1) {
         // Every rank's own numbers reach rank 0, which exports them with a rank label: a slow or
         // stalling rank shows up as the one with little communication time (the others wait for it).
+        // (Only rank 0 sets them: the other ranks' series reach its /metrics with their heartbeats,
+        // and a second copy of rank r's numbers would be a duplicate series there.)
         const std::vector<double> all = dp.gather({fwd + bwd, comm_t, static_cast<double>(local_tokens)});
-        for (int r = 0; r < dp.size(); ++r) {
+        for (int r = 0; r < (lead ? dp.size() : 0); ++r) {
           const Labels rank_labels{{"rank", std::to_string(r)}, {"stage", stage_name}};
           meters.rank_compute.Add(rank_labels).Set(all[static_cast<size_t>(3 * r)]);
           meters.rank_communication.Add(rank_labels).Set(all[static_cast<size_t>(3 * r + 1)]);
