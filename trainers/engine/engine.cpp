@@ -588,7 +588,7 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
       json pipeline_line;
       if (pipeline) {
         pipeline_line =
-            export_pipeline_stats(*pipeline, static_cast<int>(opt.gradient_accumulation()), stage_name, metrics);
+            export_pipeline_stats(*pipeline, static_cast<int>(opt.gradient_accumulation()), stage_name, metrics, lead);
       }
       json line = {
           {"stage", stage_name},

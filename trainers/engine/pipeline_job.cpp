@@ -120,7 +120,7 @@ std::string tied_copy_name(const model::DecoderModel& stage) {
 }
 
 nlohmann::json export_pipeline_stats(Pipeline& pipeline, int micro_batches, const std::string& stage_name,
-                                     MetricsRegistry& metrics) {
+                                     MetricsRegistry& metrics, bool exporter) {
   const PipelineStats& st = pipeline.stats();
   const std::vector<double> all = pipeline.gather(
       {st.forward_s, st.backward_s, st.idle_s, st.total_s, st.sent_bytes, static_cast<double>(st.max_alive)});
@@ -135,6 +135,7 @@ nlohmann::json export_pipeline_stats(Pipeline& pipeline, int micro_batches, cons
     out["backward_seconds"].push_back(v[1]);
     out["sent_bytes"].push_back(v[4]);
     out["max_alive"].push_back(static_cast<int>(v[5]));
+    if (!exporter) continue;
     const Labels l{{"stage", stage_name}, {"pipeline_stage", std::to_string(s)}};
     metrics
         .gauge("aln_pipeline_bubble_fraction", "Share of the last step a pipeline stage waited for its neighbours", l)
@@ -151,9 +152,12 @@ nlohmann::json export_pipeline_stats(Pipeline& pipeline, int micro_batches, cons
                "Most micro-batches whose activations a stage held at once in the last step", l)
         .Set(v[5]);
   }
-  metrics
-      .gauge("aln_pipeline_bubble_theoretical", "(stages - 1) / (micro-batches + stages - 1)", {{"stage", stage_name}})
-      .Set(out["theoretical_bubble"].get<double>());
+  if (exporter) {
+    metrics
+        .gauge("aln_pipeline_bubble_theoretical", "(stages - 1) / (micro-batches + stages - 1)",
+               {{"stage", stage_name}})
+        .Set(out["theoretical_bubble"].get<double>());
+  }
   return out;
 }
 

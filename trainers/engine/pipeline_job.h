@@ -38,8 +38,10 @@ std::string tied_copy_name(const model::DecoderModel& stage);
 // Every stage's numbers of the last step, exported with `pipeline_stage` labels
 // (aln_pipeline_bubble_fraction, aln_pipeline_seconds{pass}, aln_pipeline_sent_bytes,
 // aln_pipeline_activations_alive_max) and returned for the step's log line.
+// Collective over the pipeline group; only `exporter` (rank 0) sets the gauges (the stages' numbers
+// are the same on every rank, and other ranks' series reach rank 0's /metrics too).
 nlohmann::json export_pipeline_stats(Pipeline& pipeline, int micro_batches, const std::string& stage_name,
-                                     MetricsRegistry& metrics);
+                                     MetricsRegistry& metrics, bool exporter);
 
 // The final model as one checkpoint: every stage of replica 0 (`writer`) writes its own tensors as
 // shard k of n, the first stage adds config.json and model.safetensors.index.json; the directory
