@@ -9,6 +9,15 @@
 
 #include "core/io/safetensors.h"
 
+namespace {
+// The scratch file of this fuzzing process, removed when the process ends (libFuzzer exits through
+// exit(), which runs static destructors), so repeated runs leave nothing in /tmp.
+struct ScratchFile {
+  std::string path = "/tmp/aln_fuzz_safetensors_" + std::to_string(::getpid());
+  ~ScratchFile() { std::remove(path.c_str()); }
+};
+}  // namespace
+
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view text(reinterpret_cast<const char*>(data), size);
   // As a header alone, with data sizes around the interesting boundaries.
@@ -16,7 +25,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     (void)aln::io::parse_safetensors_header(text, data_size, "fuzz");
   }
   // As a whole file through the loader.
-  static const std::string path = "/tmp/aln_fuzz_safetensors_" + std::to_string(::getpid());
+  static const ScratchFile scratch;
+  const std::string& path = scratch.path;
   if (FILE* f = std::fopen(path.c_str(), "wb")) {
     std::fwrite(data, 1, size, f);
     std::fclose(f);
