@@ -11,6 +11,7 @@
 #include "core/status.h"
 #include "trainers/controllable/control_tokens.h"
 #include "trainers/dpo/pair_logprobs.h"
+#include "trainers/engine/data_parallel.h"
 #include "trainers/engine/job_setup.h"
 #include "trainers/engine/stage_setup.h"
 
@@ -23,12 +24,9 @@ int64_t broadcast_code(const RemoteReference& remote, int64_t value) {
   return t.item<int64_t>();
 }
 
+// Rank 0's weights on every rank of the world (the engine's broadcast, over the whole job).
 void broadcast_weights(const RemoteReference& remote, model::DecoderModel& model) {
-  for (auto& [name, t] : model.tensors()) {
-    at::Tensor buffer = t.detach().contiguous();
-    ALN_THROW_IF_ERROR(remote.world->broadcast(buffer, 0)->wait(remote.timeout));
-    if (!buffer.is_same(t)) t.detach().copy_(buffer);
-  }
+  DataParallel(remote.world, remote.timeout).broadcast(model.tensors());
 }
 
 int64_t value_count(const StageData& data) { return 2 * static_cast<int64_t>(data.train.size() + data.eval.size()); }
