@@ -9,9 +9,11 @@
 #include <mpi.h>
 
 #include "core/error.h"
+#include "core/status.h"
 #include "distributed/mpi_backend.h"
 #include "distributed/nccl_backend.h"
 #include "distributed/nccl_info.h"
+#include "distributed/service.h"
 
 namespace aln::dist {
 namespace {
@@ -93,6 +95,72 @@ TEST(MpiCommunicator, SplitMakesIndependentGroups) {
 // The NCCL backend's parts that run without a GPU: the unique id made by rank 0 reaches every rank
 // over MPI intact; without a device, creating the communicator fails on every rank with a message
 // that says so (no crash, no hang); the dtype table.
+// Rank 0 serves the others (the reward ranks' pattern): each client asks several times, one request
+// fails in the handler (an error reply; the server goes on), then says goodbye.
+TEST(Service, ServerAnswersEveryClientUntilGoodbye) {
+  auto comm = g_runtime->world();
+  const int n = comm->size(), r = comm->rank();
+  if (n < 2) GTEST_SKIP() << "needs two ranks";
+  const auto timeout = std::chrono::seconds(30);
+  if (r == 0) {
+    std::vector<int> clients;
+    for (int c = 1; c < n; ++c) clients.push_back(c);
+    int served = 0;
+    absl::Status s = serve(
+        comm.get(), clients,
+        [&](int client, const aln::v1::ServiceRequest& request) {
+          ALN_CHECK(request.method() == "double", "cannot ", request.method());
+          auto t = from_proto(request.tensors(0));
+          ALN_THROW_IF_ERROR(t.status());
+          aln::v1::ServiceReply reply;
+          to_proto(*t * 2 + client, reply.add_tensors());
+          ++served;
+          return reply;
+        },
+        timeout);
+    EXPECT_TRUE(s.ok()) << s;
+    EXPECT_EQ(served, 3 * (n - 1));
+  } else {
+    ServiceClient client(comm.get(), 0);
+    for (int k = 0; k < 3; ++k) {
+      aln::v1::ServiceRequest request;
+      request.set_method("double");
+      to_proto(at::arange(6, at::kLong).reshape({2, 3}) + k, request.add_tensors());
+      auto reply = client.call(request, timeout);
+      ASSERT_TRUE(reply.ok()) << reply.status();
+      auto t = from_proto(reply->tensors(0));
+      ASSERT_TRUE(t.ok());
+      EXPECT_TRUE(at::equal(*t, (at::arange(6, at::kLong).reshape({2, 3}) + k) * 2 + r));
+    }
+    aln::v1::ServiceRequest bad;
+    bad.set_method("triple");
+    auto failed = client.call(bad, timeout);
+    EXPECT_EQ(failed.status().code(), absl::StatusCode::kInternal);
+    EXPECT_NE(failed.status().message().find("request \"triple\" to rank 0 failed there: "), std::string::npos)
+        << failed.status();
+    EXPECT_NE(failed.status().message().find("cannot triple"), std::string::npos) << failed.status();
+    EXPECT_TRUE(client.goodbye(timeout).ok());
+  }
+}
+
+TEST(Service, TensorsSurviveTheTripAndBadOnesAreRefused) {
+  for (const at::Tensor& t :
+       {at::randn({3, 4}, at::kFloat), at::randn({5}, at::kDouble).t(), at::arange(12, at::kLong).reshape({3, 4}).t(),
+        at::ones({2, 2}, at::kBool), at::randn({4}, at::kFloat).to(at::kBFloat16), at::empty({0, 3}, at::kInt)}) {
+    aln::v1::TensorData data;
+    to_proto(t, &data);
+    auto back = from_proto(data);
+    ASSERT_TRUE(back.ok()) << back.status();
+    EXPECT_TRUE(at::equal(*back, t)) << t.scalar_type();
+  }
+  aln::v1::TensorData data;
+  to_proto(at::ones({2, 3}, at::kFloat), &data);
+  data.mutable_data()->resize(20);
+  EXPECT_NE(from_proto(data).status().message().find("6 float32 elements arrived with 20 bytes"), std::string::npos);
+  data.set_dtype("complex7");
+  EXPECT_NE(from_proto(data).status().message().find("\"complex7\" unknown"), std::string::npos);
+}
+
 TEST(NcclBackend, BootstrapsTheUniqueIdOverMpi) {
   if (!nccl_compiled()) GTEST_SKIP() << "built without CUDA/NCCL";
   auto comm = g_runtime->world();

@@ -1,0 +1,52 @@
+#pragma once
+// Request and reply between ranks, for work one role does for another (the reward ranks score the
+// policy's samples). Messages are aln.v1.ServiceRequest / ServiceReply protobufs, each sent as its
+// size and then its bytes, on a communicator of their own (so they never mix with training traffic).
+// A client asks its one server and waits, bounded, for the answer; a server answers its clients in
+// the order their requests arrive until every one of them has said goodbye.
+#include <chrono>
+#include <functional>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "absl/status/statusor.h"
+#include "aln/v1/control.pb.h"
+#include "distributed/communicator.h"
+
+namespace aln::dist {
+
+// Tensors in control messages (CPU; any layout, sent row-major). from_proto checks the dtype name
+// and that the bytes match the shape.
+void to_proto(const at::Tensor& tensor, aln::v1::TensorData* out);
+absl::StatusOr<at::Tensor> from_proto(const aln::v1::TensorData& data);
+
+class ServiceClient {
+ public:
+  // `channel` must outlive the client; `server` is a rank of it.
+  ServiceClient(Communicator* channel, int server) : channel_(channel), server_(server) {}
+  int server() const { return server_; }
+
+  // Sends `request` and waits for the reply: `timeout` for each message to go and for the reply to
+  // come (so it covers the server's work). A reply with an error comes back as an Internal status
+  // carrying the server's message.
+  absl::StatusOr<aln::v1::ServiceReply> call(const aln::v1::ServiceRequest& request, std::chrono::milliseconds timeout);
+  // Tells the server this client is done (no reply).
+  absl::Status goodbye(std::chrono::milliseconds timeout);
+
+ private:
+  Communicator* channel_;
+  int server_;
+};
+
+using ServiceHandler = std::function<aln::v1::ServiceReply(int client, const aln::v1::ServiceRequest& request)>;
+
+// Serves `clients` (ranks of `channel`) until each has said goodbye. Waiting for a request has no
+// limit (an idle server is normal: the policy may be loading, evaluating or writing; a lost client
+// ends the job through mpirun or rank 0's heartbeat monitor); a request's bytes that do not follow
+// its size, or a reply the client does not take, within `timeout` are errors. The handler's
+// exceptions become error replies; the server goes on.
+absl::Status serve(Communicator* channel, const std::vector<int>& clients, const ServiceHandler& handler,
+                   std::chrono::milliseconds timeout);
+
+}  // namespace aln::dist
