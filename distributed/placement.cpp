@@ -4,10 +4,12 @@
 
 namespace aln::dist {
 
-std::string role_name(Role role) { return role == Role::kPolicy ? "policy" : "reference"; }
+std::string role_name(Role role) {
+  return role == Role::kPolicy ? "policy" : role == Role::kReference ? "reference" : "reward";
+}
 
-absl::StatusOr<Layout> plan_layout(const RoleGrid& policy, const RoleGrid& reference, bool separate,
-                                   bool uses_reference, int world_size) {
+absl::StatusOr<Layout> plan_layout(const RoleGrid& policy, const RoleGrid& reference, const RoleGrid& reward,
+                                   bool separate, RoleUse use, int world_size) {
   Layout layout;
   layout.separate = separate;
   layout.policy_ranks = policy.ranks();
@@ -22,32 +24,50 @@ absl::StatusOr<Layout> plan_layout(const RoleGrid& policy, const RoleGrid& refer
     }
     return layout;
   }
-  if (reference.pipeline_parallel != 1) {
+  if (use.reference && reference.pipeline_parallel != 1) {
     return absl::UnimplementedError(
         "parallel.reference.pipeline_parallel: a reference on its own ranks runs unsplit for now; set it to 1");
   }
-  if (!uses_reference) {
+  if (use.reward && reward.pipeline_parallel != 1) {
+    return absl::UnimplementedError(
+        "parallel.reward.pipeline_parallel: reward models on their own ranks run unsplit for now; set it to 1");
+  }
+  if (!use.reference && !use.reward) {
     return absl::InvalidArgumentError(
         absl::StrCat("parallel.placement: separate, but no stage takes reference log-probs the reference ranks could "
-                     "compute (dpo, safedpo); the ",
-                     reference.ranks(), " reference rank(s) would idle. Use placement: colocated on ", policy.ranks(),
-                     " process(es)"));
+                     "compute (dpo, safedpo) and no stage lists reward_models; the frozen roles' ranks would idle. "
+                     "Use placement: colocated on ",
+                     policy.ranks(), " process(es)"));
   }
   if (policy.pipeline_parallel != 1) {
     return absl::UnimplementedError(
         "parallel.placement: separate is not combined with a pipelined policy yet (pipelined jobs compute the "
         "reference through their own stages); set placement: colocated");
   }
-  layout.reference_ranks = reference.ranks();
+  if (use.reward && reward.data_parallel > policy.ranks()) {
+    return absl::InvalidArgumentError(absl::StrCat("parallel.reward.data_parallel is ", reward.data_parallel,
+                                                   " but each reward rank serves at least one of the ", policy.ranks(),
+                                                   " policy rank(s); set it to at most ", policy.ranks()));
+  }
+  layout.reference_ranks = use.reference ? reference.ranks() : 0;
+  layout.reward_ranks = use.reward ? reward.ranks() : 0;
   if (layout.world() != world_size) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "parallel.placement: separate needs ", policy.ranks(), " policy + ", reference.ranks(),
-        " reference process(es) (parallel.reference.data_parallel) = ", layout.world(), ", but the job runs on ",
-        world_size, "; start it with `mpirun -np ", layout.world(), " aln train JOB.yaml`",
-        world_size == policy.ranks() ? absl::StrCat(", or set placement: colocated to run on ", world_size)
-        : world_size > policy.ranks()
-            ? absl::StrCat(", or set parallel.reference.data_parallel to ", world_size - policy.ranks())
-            : ""));
+    std::string parts = absl::StrCat(policy.ranks(), " policy");
+    if (use.reference) absl::StrAppend(&parts, " + ", reference.ranks(), " reference");
+    if (use.reward) absl::StrAppend(&parts, " + ", reward.ranks(), " reward");
+    std::string keys = use.reference && use.reward ? "parallel.reference.data_parallel, parallel.reward.data_parallel"
+                       : use.reference             ? "parallel.reference.data_parallel"
+                                                   : "parallel.reward.data_parallel";
+    std::string other;
+    if (world_size == policy.ranks()) {
+      other = absl::StrCat(", or set placement: colocated to run on ", world_size);
+    } else if (world_size > policy.ranks() && use.reference != use.reward) {
+      other = absl::StrCat(", or set ", keys, " to ", world_size - policy.ranks());
+    }
+    return absl::InvalidArgumentError(absl::StrCat("parallel.placement: separate needs ", parts, " process(es) (", keys,
+                                                   ") = ", layout.world(), ", but the job runs on ", world_size,
+                                                   "; start it with `mpirun -np ", layout.world(),
+                                                   " aln train JOB.yaml`", other));
   }
   return layout;
 }

@@ -1,15 +1,16 @@
 #pragma once
 // Where each role of a job runs. The world is the policy's grid (data_parallel x pipeline_parallel
-// ranks, world ranks 0..) followed, with placement `separate`, by the reference's ranks. The layout
-// is checked against the processes mpirun started before anything is loaded; an impossible one is
-// refused with what would fit.
+// ranks, world ranks 0..) followed, with placement `separate`, by the reference's ranks (when some
+// stage takes reference log-probs they can compute) and then the reward models' ranks (when some
+// stage lists reward models). The layout is checked against the processes mpirun started before
+// anything is loaded; an impossible one is refused with what would fit.
 #include <string>
 
 #include "absl/status/statusor.h"
 
 namespace aln::dist {
 
-enum class Role { kPolicy, kReference };
+enum class Role { kPolicy, kReference, kReward };
 
 struct RoleGrid {
   int data_parallel = 1;
@@ -21,16 +22,29 @@ struct Layout {
   bool separate = false;
   int policy_ranks = 1;
   int reference_ranks = 0;  // separate only
-  int world() const { return policy_ranks + reference_ranks; }
-  Role role_of(int world_rank) const { return world_rank < policy_ranks ? Role::kPolicy : Role::kReference; }
+  int reward_ranks = 0;     // separate only
+  int world() const { return policy_ranks + reference_ranks + reward_ranks; }
+  int first_of(Role role) const {
+    return role == Role::kPolicy ? 0 : role == Role::kReference ? policy_ranks : policy_ranks + reference_ranks;
+  }
+  Role role_of(int world_rank) const {
+    return world_rank < policy_ranks                     ? Role::kPolicy
+           : world_rank < policy_ranks + reference_ranks ? Role::kReference
+                                                         : Role::kReward;
+  }
   // Index of a world rank within its role's ranks.
-  int index_in_role(int world_rank) const { return world_rank < policy_ranks ? world_rank : world_rank - policy_ranks; }
+  int index_in_role(int world_rank) const { return world_rank - first_of(role_of(world_rank)); }
 };
 
-// `uses_reference`: some stage takes reference log-probs that the reference ranks can compute
-// (per-pair sums); `world_size`: processes started. Errors name the keys and the mpirun -np that fits.
-absl::StatusOr<Layout> plan_layout(const RoleGrid& policy, const RoleGrid& reference, bool separate,
-                                   bool uses_reference, int world_size);
+// What the job's stages ask of the frozen roles.
+struct RoleUse {
+  bool reference = false;  // some stage takes reference log-probs the reference ranks can compute (per-pair sums)
+  bool reward = false;     // some stage lists reward models
+};
+
+// `world_size`: processes started. Errors name the keys and the mpirun -np that fits.
+absl::StatusOr<Layout> plan_layout(const RoleGrid& policy, const RoleGrid& reference, const RoleGrid& reward,
+                                   bool separate, RoleUse use, int world_size);
 
 std::string role_name(Role role);
 

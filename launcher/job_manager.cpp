@@ -36,16 +36,6 @@ int64_t now_ms() {
       .count();
 }
 
-int world_size_of(const aln::v1::JobSpec& spec) {
-  auto grid = [](const aln::v1::GridSpec& g) {
-    return std::max(1, g.data_parallel()) * std::max(1, g.pipeline_parallel());
-  };
-  int n = grid(spec.parallel().policy());
-  // The reference's ranks follow the policy's (reward models stay on the policy ranks for now).
-  if (spec.parallel().placement() == aln::v1::SEPARATE) n += grid(spec.parallel().reference());
-  return n;
-}
-
 // True when something accepts TCP connections at host:port within `timeout_ms`.
 bool port_answers(const std::string& host, int port, int timeout_ms) {
   addrinfo hints{};
@@ -188,7 +178,7 @@ absl::StatusOr<JobStatus> JobManager::submit(const aln::v1::SubmitJobRequest& re
   auto loaded = aln::config::load_job_text(yaml, "submitted job");
   if (!loaded.ok()) return absl::InvalidArgumentError(loaded.status().message());
   const aln::v1::JobSpec& spec = loaded->spec;
-  const int world = world_size_of(spec);
+  const int world = config::job_world_size(spec);
   int pool = 0;
   for (const Host& h : config_.hosts) pool += h.slots;
   if (world > pool) {

@@ -33,6 +33,27 @@ struct Needs {
   bool reference_model = false;
 };
 
+// A reward model as trainers use it: scores [B, num_labels] at each row's last non-padding token.
+// The engine hands trainers the stage's reward models loaded in this process, or (placement:
+// separate) stand-ins that ask the reward ranks; trainers cannot tell which.
+class RewardModel {
+ public:
+  virtual ~RewardModel() = default;
+  virtual at::Tensor scores(const at::Tensor& input_ids, const at::Tensor& attention_mask) const = 0;
+};
+
+// A reward model in this process (must outlive the wrapper).
+class LocalRewardModel final : public RewardModel {
+ public:
+  explicit LocalRewardModel(const model::DecoderModel& model) : model_(model) {}
+  at::Tensor scores(const at::Tensor& input_ids, const at::Tensor& attention_mask) const override {
+    return model_.scores(input_ids, attention_mask);
+  }
+
+ private:
+  const model::DecoderModel& model_;
+};
+
 struct PrepareContext {
   const aln::v1::StageSpec* stage = nullptr;
   std::vector<buffer::Example>* examples = nullptr;  // may be filtered or rewritten in place
@@ -51,7 +72,7 @@ struct PrepareContext {
   std::string work_dir;   // where the trainer may keep what it built (<output_dir>/<stage>)
   bool lead = true;       // this rank writes files
   bool resuming = false;  // the stage resumes from a checkpoint: reuse what was built, do not rebuild
-  std::vector<const model::DecoderModel*> reward_models;  // the stage's, in the order listed
+  std::vector<const RewardModel*> reward_models;  // the stage's, in the order listed
 };
 
 struct StepContext {
@@ -66,7 +87,7 @@ struct StepContext {
   std::function<std::string(const std::vector<int64_t>&)> decode;
   int64_t eos_id = -1;
   uint64_t seed = 0;
-  std::vector<const model::DecoderModel*> reward_models;
+  std::vector<const RewardModel*> reward_models;
   std::function<std::vector<int64_t>(const std::string&)> encode_text;  // plain text -> ids
   // false in evaluation: trainers that learn besides the policy (HAIR's shadow reward models) only
   // learn from training steps.

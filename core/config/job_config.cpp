@@ -1,5 +1,6 @@
 #include "core/config/job_config.h"
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -56,6 +57,29 @@ std::string method_name(const aln::v1::TrainerSpec& trainer) {
   const auto* oneof = trainer.GetDescriptor()->FindOneofByName("method");
   const auto* field = trainer.GetReflection()->GetOneofFieldDescriptor(trainer, oneof);
   return field == nullptr ? std::string() : field->name();
+}
+
+SeparateRoles separate_roles(const aln::v1::JobSpec& spec) {
+  SeparateRoles roles;
+  for (const auto& stage : effective_stages(spec)) {
+    const std::string method = method_name(stage.trainer());
+    roles.reference = roles.reference || method == "dpo" || method == "safedpo";
+    roles.reward = roles.reward || stage.reward_models_size() > 0;
+  }
+  return roles;
+}
+
+int job_world_size(const aln::v1::JobSpec& spec) {
+  auto grid = [](const aln::v1::GridSpec& g) {
+    return std::max(1, g.data_parallel()) * std::max(1, g.pipeline_parallel());
+  };
+  int n = grid(spec.parallel().policy());
+  if (spec.parallel().placement() == aln::v1::SEPARATE) {
+    const SeparateRoles roles = separate_roles(spec);
+    if (roles.reference) n += grid(spec.parallel().reference());
+    if (roles.reward) n += grid(spec.parallel().reward());
+  }
+  return n;
 }
 
 absl::StatusOr<LoadedJob> load_job_text(const std::string& text, const std::string& file_name) {

@@ -28,6 +28,19 @@ std::vector<aln::v1::StageSpec> effective_stages(const aln::v1::JobSpec& spec);
 // Short name of the stage's method ("sft", "dpo", ...), "" when none is set.
 std::string method_name(const aln::v1::TrainerSpec& trainer);
 
+// With parallel.placement: separate, which frozen roles get ranks of their own: the reference when
+// a stage's method takes per-pair reference log-prob sums (dpo, safedpo: work done once, up front;
+// the trainers' needs agree, tested), the reward models when a stage lists reward_models.
+struct SeparateRoles {
+  bool reference = false;
+  bool reward = false;
+};
+SeparateRoles separate_roles(const aln::v1::JobSpec& spec);
+
+// Processes the job runs on: the policy's grid plus, with placement separate, the grids of the
+// roles that get ranks of their own (launcher, CLI and engine count alike).
+int job_world_size(const aln::v1::JobSpec& spec);
+
 // A readable dump of the resolved spec (protobuf text format).
 std::string to_text(const aln::v1::JobSpec& spec);
 

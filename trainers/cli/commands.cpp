@@ -119,13 +119,12 @@ int run_train(const Args& args) {
                          std::getenv("PMI_SIZE") != nullptr;
   const auto& par = loaded->spec.parallel();
   const bool separate = par.placement() == aln::v1::SEPARATE;
-  const int processes = par.policy().data_parallel() * par.policy().pipeline_parallel() +
-                        (separate ? par.reference().data_parallel() * par.reference().pipeline_parallel() : 0);
+  const int processes = config::job_world_size(loaded->spec);
   if (processes > 1 && !under_mpi) {
     std::fprintf(stderr,
                  "aln train: %s: the job needs %d processes (parallel.policy data_parallel x pipeline_parallel%s); "
                  "start it with `mpirun -np %d aln train %s`\n",
-                 loaded->file.c_str(), processes, separate ? ", plus the reference's with placement: separate" : "",
+                 loaded->file.c_str(), processes, separate ? ", plus the frozen roles' with placement: separate" : "",
                  processes, file.empty() ? "JOB.yaml" : file.c_str());
     return 2;
   }
@@ -142,9 +141,15 @@ int run_train(const Args& args) {
   }
   const int rank = world ? world->rank() : 0;
   const Environment env = read_environment();
-  // With placement: separate the ranks after the policy's grid are the reference's.
+  // With placement: separate the ranks after the policy's grid are the reference's, then the
+  // reward models' (the engine checks the layout; this only labels logs and metrics).
   const int policy_ranks = par.policy().data_parallel() * par.policy().pipeline_parallel();
-  const std::string role = separate && rank >= policy_ranks ? "reference" : "policy";
+  const int reference_ranks = separate && config::separate_roles(loaded->spec).reference
+                                  ? par.reference().data_parallel() * par.reference().pipeline_parallel()
+                                  : 0;
+  const std::string role = !separate || rank < policy_ranks        ? "policy"
+                           : rank < policy_ranks + reference_ranks ? "reference"
+                                                                   : "reward";
   // Ranks other than 0 repeat rank 0's progress; they log warnings and errors only.
   Logger log(rank, role, rank == 0 ? env.log_level : std::max(env.log_level, LogLevel::kWarning));
   if (!env.problems.empty()) log.warning("%s", env.problems);

@@ -118,7 +118,8 @@ absl::StatusOr<nlohmann::json> evaluate_job(const aln::v1::JobSpec& spec, const 
   extras.eos_id = (*encoder)->eos_id();
   extras.encode_text = [enc](const std::string& text) { return enc->encode(text); };
   extras.seed = static_cast<uint64_t>(spec.seed()) + static_cast<uint64_t>(index);
-  for (const auto& rm : reward_models) extras.reward_models.push_back(&rm);
+  std::vector<trainers::LocalRewardModel> scorers(reward_models.begin(), reward_models.end());
+  for (const auto& rm : scorers) extras.reward_models.push_back(&rm);
   engine::MetricMap m =
       engine::evaluate(**trainer, *policy, reference ? &*reference : nullptr, data->eval,
                        stage.optimizer().micro_batch_size(), (*encoder)->pad_id(), with_loss, &extras);

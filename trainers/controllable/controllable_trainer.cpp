@@ -258,7 +258,7 @@ class ControllableTrainer final : public Trainer {
  private:
   // The attribute scores of rollouts: the reward model named after it, else its rule.
   std::array<std::vector<double>, 2> score(const RolloutBatch& r, const StepContext& ctx,
-                                           const std::vector<const model::DecoderModel*>& models) const {
+                                           const std::vector<const RewardModel*>& models) const {
     std::array<std::vector<double>, 2> out;
     for (int a = 0; a < 2; ++a) {
       StepContext c = ctx;

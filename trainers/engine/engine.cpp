@@ -34,6 +34,7 @@
 #include "trainers/engine/progress.h"
 #include "trainers/engine/reference_cache.h"
 #include "trainers/engine/reference_role.h"
+#include "trainers/engine/reward_role.h"
 #include "trainers/engine/run_log.h"
 #include "trainers/engine/sharded_adamw.h"
 #include "trainers/engine/stage_setup.h"
@@ -78,34 +79,57 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
   const int world_rank = options.comm != nullptr ? options.comm->rank() : 0;
   trainers::TrainerRegistry registry("trainer");
   trainers::register_all(registry);
-  // Roles: the policy's grid, then (placement: separate) the reference's ranks. Checked before
-  // anything is loaded.
-  bool uses_reference = false;
-  for (const auto& st : config::effective_stages(spec)) {
-    auto t = registry.create(config::method_name(st.trainer()), st);
-    if (!t.ok()) return t.status();
-    uses_reference = uses_reference || served_by_reference_ranks((*t)->needs());
-  }
+  // Roles: the policy's grid, then (placement: separate) the reference's ranks and the reward
+  // models' ranks. Checked before anything is loaded.
+  const config::SeparateRoles roles = config::separate_roles(spec);
   const auto& ref_grid = spec.parallel().reference();
-  auto layout = dist::plan_layout({grid.data_parallel(), grid.pipeline_parallel()},
-                                  {ref_grid.data_parallel(), ref_grid.pipeline_parallel()},
-                                  spec.parallel().placement() == aln::v1::SEPARATE, uses_reference, world_size);
+  const auto& reward_grid = spec.parallel().reward();
+  auto layout = dist::plan_layout(
+      {grid.data_parallel(), grid.pipeline_parallel()}, {ref_grid.data_parallel(), ref_grid.pipeline_parallel()},
+      {reward_grid.data_parallel(), reward_grid.pipeline_parallel()}, spec.parallel().placement() == aln::v1::SEPARATE,
+      {roles.reference, roles.reward}, world_size);
   if (!layout.ok()) return layout.status();
-  std::unique_ptr<dist::Communicator> role_comm;
+  std::unique_ptr<dist::Communicator> role_comm, frozen_comm, service_comm;
   dist::Communicator* policy_world = options.comm;  // the policy's ranks
   std::optional<RemoteReference> remote;
+  std::optional<RemoteRewards> rewards;
   if (layout->separate) {
+    // Loading, preparing data or computing a whole cache on the other side may take long.
+    const auto long_wait = std::max(timeout, std::chrono::milliseconds(30 * 60 * 1000));
     const dist::Role role = layout->role_of(world_rank);
+    const int index = layout->index_in_role(world_rank);
+    // Every rank takes part in every split, in this order: its role's ranks; the policy's and the
+    // reference's ranks (the reference protocol's collectives); a channel for reward requests.
     role_comm = options.comm->split(static_cast<int>(role), world_rank);
-    remote = RemoteReference{options.comm, layout->reference_ranks,
-                             std::max(timeout, std::chrono::milliseconds(30 * 60 * 1000))};
-    if (role == dist::Role::kReference) {
-      absl::Status served = run_reference_role(spec, *remote, layout->index_in_role(world_rank), log);
+    frozen_comm = options.comm->split(role == dist::Role::kReward ? 1 : 0, world_rank);
+    service_comm = options.comm->split(0, world_rank);
+    const RewardPlacement reward_placement{
+        service_comm.get(), layout->policy_ranks, layout->first_of(dist::Role::kReward), layout->reward_ranks, timeout,
+        long_wait};
+    if (role == dist::Role::kReward) {
+      absl::Status served = run_reward_role(spec, reward_placement, index, log, metrics);
       if (!served.ok()) return served;
       return JobReport{};
     }
+    if (layout->reference_ranks > 0) remote = RemoteReference{frozen_comm.get(), layout->reference_ranks, long_wait};
+    if (role == dist::Role::kReference) {
+      absl::Status served = run_reference_role(spec, *remote, index, log);
+      if (!served.ok()) return served;
+      return JobReport{};
+    }
+    if (layout->reward_ranks > 0) rewards.emplace(reward_placement, world_rank);
     policy_world = role_comm.get();
-    log.info("placement separate: the reference runs on world ranks %d..%d", layout->policy_ranks, layout->world() - 1);
+    if (layout->reference_ranks > 0) {
+      log.info("placement separate: the reference runs on world ranks %d..%d", layout->first_of(dist::Role::kReference),
+               layout->first_of(dist::Role::kReward) - 1);
+    }
+    if (layout->reward_ranks > 0) {
+      log.info(
+          "placement separate: the reward models run on world ranks %d..%d (policy rank r asks world rank %d + r %% "
+          "%d)",
+          layout->first_of(dist::Role::kReward), layout->world() - 1, layout->first_of(dist::Role::kReward),
+          layout->reward_ranks);
+    }
   }
   std::unique_ptr<dist::Communicator> dp_comm, pp_comm;
   std::optional<Pipeline> pipeline;
@@ -256,18 +280,29 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
     const Labels labels{{"stage", stage_name}, {"trainer", method}};
     meters.skipped.Add(labels);  // exported at 0 from the start, so dashboards and alerts see the series
 
-    // Reward models with score heads (rollout-based trainers score their samples with them).
+    // Reward models with score heads (rollout-based trainers score their samples with them): loaded
+    // here, or on the reward ranks with stand-ins here that ask them.
     std::vector<model::DecoderModel> reward_models;
-    for (const auto& rm : stage.reward_models()) {
-      auto loaded = model::load_hf_model(rm.path());
-      if (!loaded.ok()) {
-        return absl::InvalidArgumentError(absl::StrCat("reward_models: ", rm.name().empty() ? rm.path() : rm.name(),
-                                                       ": ", loaded.status().message()));
+    std::vector<std::unique_ptr<trainers::RewardModel>> reward_scorers;
+    if (rewards && stage.reward_models_size() > 0) {
+      auto remote_models = rewards->open_stage(static_cast<int64_t>(s), stage);
+      if (!remote_models.ok()) return remote_models.status();
+      reward_scorers = std::move(*remote_models);
+    } else {
+      for (const auto& rm : stage.reward_models()) {
+        auto loaded = model::load_hf_model(rm.path());
+        if (!loaded.ok()) {
+          return absl::InvalidArgumentError(absl::StrCat("reward_models: ", rm.name().empty() ? rm.path() : rm.name(),
+                                                         ": ", loaded.status().message()));
+        }
+        reward_models.push_back(std::move(*loaded));
       }
-      reward_models.push_back(std::move(*loaded));
+      for (const auto& rm : reward_models) reward_scorers.push_back(std::make_unique<trainers::LocalRewardModel>(rm));
     }
+    std::vector<const trainers::RewardModel*> reward_ptrs;
+    for (const auto& rm : reward_scorers) reward_ptrs.push_back(rm.get());
     auto prepared =
-        prepare_stage_data(spec, stage, s, stage_name, trainer, **encoder, policy, reward_models, lead, resuming, log);
+        prepare_stage_data(spec, stage, s, stage_name, trainer, **encoder, policy, reward_ptrs, lead, resuming, log);
     if (!prepared.ok()) return prepared.status();
     StageData* data = &prepared->data;
     const std::map<std::string, double>& counters = prepared->counters;
@@ -335,7 +370,7 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
     extras.decode = [enc = encoder->get()](const std::vector<int64_t>& ids) { return enc->decode(ids); };
     extras.eos_id = (*encoder)->eos_id();
     extras.seed = static_cast<uint64_t>(spec.seed()) + static_cast<uint64_t>(s);
-    for (const auto& rm : reward_models) extras.reward_models.push_back(&rm);
+    extras.reward_models = reward_ptrs;
     extras.encode_text = [enc = encoder->get()](const std::string& text) { return enc->encode(text); };
     if (dp.size() > 1) {
       extras.sum = [&dp](at::Tensor& t) { dp.sum(t); };
@@ -685,6 +720,10 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
   }
   if (!saved.ok()) return saved;
   if (remote) finish_reference_role(*remote);
+  if (rewards) {
+    absl::Status bye = rewards->finish();
+    if (!bye.ok()) return bye;
+  }
   return report;
 }
 

@@ -10,8 +10,8 @@ absl::StatusOr<PreparedStage> prepare_stage_data(const aln::v1::JobSpec& spec, c
                                                  size_t index, const std::string& stage_name,
                                                  trainers::Trainer& trainer, const TextEncoder& encoder,
                                                  const model::DecoderModel& policy,
-                                                 const std::vector<model::DecoderModel>& reward_models, bool lead,
-                                                 bool resuming, const Logger& log) {
+                                                 const std::vector<const trainers::RewardModel*>& reward_models,
+                                                 bool lead, bool resuming, const Logger& log) {
   auto data = build_stage_data(stage, trainer.needs().records, encoder, static_cast<uint64_t>(spec.seed()) + index);
   if (!data.ok()) return data.status();
   for (const auto& p : data->problems) log.warning("%s", p);
@@ -35,7 +35,7 @@ absl::StatusOr<PreparedStage> prepare_stage_data(const aln::v1::JobSpec& spec, c
     prep.work_dir = (std::filesystem::path(spec.output_dir()) / stage_name).string();
     prep.lead = lead;
     prep.resuming = resuming;
-    for (const auto& rm : reward_models) prep.reward_models.push_back(&rm);
+    prep.reward_models = reward_models;
     absl::Status prepared = trainer.prepare(prep);
     if (!prepared.ok()) return prepared;
   }

@@ -28,7 +28,7 @@ absl::StatusOr<PreparedStage> prepare_stage_data(const aln::v1::JobSpec& spec, c
                                                  size_t index, const std::string& stage_name,
                                                  trainers::Trainer& trainer, const TextEncoder& encoder,
                                                  const model::DecoderModel& policy,
-                                                 const std::vector<model::DecoderModel>& reward_models, bool lead,
-                                                 bool resuming, const Logger& log);
+                                                 const std::vector<const trainers::RewardModel*>& reward_models,
+                                                 bool lead, bool resuming, const Logger& log);
 
 }  // namespace aln::engine

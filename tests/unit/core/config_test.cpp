@@ -164,5 +164,26 @@ TEST(JobConfig, ShippedExamplesLoad) {
   EXPECT_EQ(method_name(job->spec.stages(1).trainer()), "safedpo");
 }
 
+// The process count the launcher and the CLI derive from a spec: the policy's grid plus the grids
+// of the frozen roles that get ranks of their own.
+TEST(JobConfig, WorldSizeCountsTheRolesPlacedSeparately) {
+  auto job = [](const std::string& stages, const std::string& placement) {
+    auto loaded = load_job_text("stages:\n" + stages + "parallel: {policy: {data_parallel: 2}, placement: " +
+                                    placement + ", reference: {data_parallel: 2}, reward: {data_parallel: 1}}\n",
+                                "w.yaml");
+    EXPECT_TRUE(loaded.ok()) << loaded.status();
+    return loaded->spec;
+  };
+  const std::string dpo = "  - {trainer: {dpo: {}}, data: {train: [{path: p.jsonl}]}}\n";
+  const std::string grpo =
+      "  - {trainer: {grpo: {}}, reward_models: [{name: rm, path: rm}], data: {train: [{path: p.csv}]}}\n";
+  EXPECT_EQ(job_world_size(job(dpo + grpo, "colocated")), 2);
+  EXPECT_EQ(job_world_size(job(dpo, "separate")), 4);
+  EXPECT_EQ(job_world_size(job(grpo, "separate")), 3);
+  EXPECT_EQ(job_world_size(job(dpo + grpo, "separate")), 5);
+  EXPECT_FALSE(separate_roles(job(grpo, "separate")).reference);
+  EXPECT_TRUE(separate_roles(job(grpo, "separate")).reward);
+}
+
 }  // namespace
 }  // namespace aln::config

@@ -7,11 +7,11 @@ namespace aln::dist {
 namespace {
 
 TEST(Placement, ColocatedNeedsExactlyThePolicyGrid) {
-  auto ok = plan_layout({2, 2}, {1, 1}, false, true, 4);
+  auto ok = plan_layout({2, 2}, {1, 1}, {1, 1}, false, {true, false}, 4);
   ASSERT_TRUE(ok.ok()) << ok.status();
   EXPECT_EQ(ok->world(), 4);
   EXPECT_EQ(ok->role_of(3), Role::kPolicy);
-  auto wrong = plan_layout({2, 2}, {1, 1}, false, true, 3);
+  auto wrong = plan_layout({2, 2}, {1, 1}, {1, 1}, false, {true, false}, 3);
   EXPECT_EQ(wrong.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(
       wrong.status().message().find("data_parallel 2 x pipeline_parallel 2 = 4 process(es) but the job runs on 3"),
@@ -20,7 +20,7 @@ TEST(Placement, ColocatedNeedsExactlyThePolicyGrid) {
 }
 
 TEST(Placement, SeparatePutsTheReferenceAfterThePolicy) {
-  auto ok = plan_layout({2, 1}, {2, 1}, true, true, 4);
+  auto ok = plan_layout({2, 1}, {2, 1}, {1, 1}, true, {true, false}, 4);
   ASSERT_TRUE(ok.ok()) << ok.status();
   EXPECT_EQ(ok->role_of(1), Role::kPolicy);
   EXPECT_EQ(ok->role_of(2), Role::kReference);
@@ -29,18 +29,48 @@ TEST(Placement, SeparatePutsTheReferenceAfterThePolicy) {
 }
 
 TEST(Placement, SeparateErrorsSayWhatFits) {
-  auto too_few = plan_layout({2, 1}, {1, 1}, true, true, 2);
+  auto too_few = plan_layout({2, 1}, {1, 1}, {1, 1}, true, {true, false}, 2);
   EXPECT_NE(too_few.status().message().find("= 3, but the job runs on 2; start it with `mpirun -np 3"),
             std::string::npos);
   EXPECT_NE(too_few.status().message().find("or set placement: colocated to run on 2"), std::string::npos);
-  auto too_many = plan_layout({2, 1}, {1, 1}, true, true, 5);
+  auto too_many = plan_layout({2, 1}, {1, 1}, {1, 1}, true, {true, false}, 5);
   EXPECT_NE(too_many.status().message().find("or set parallel.reference.data_parallel to 3"), std::string::npos);
-  auto idle = plan_layout({2, 1}, {1, 1}, true, false, 3);
+  auto idle = plan_layout({2, 1}, {1, 1}, {1, 1}, true, {false, false}, 3);
   EXPECT_NE(idle.status().message().find("would idle"), std::string::npos);
-  auto piped_reference = plan_layout({2, 1}, {1, 2}, true, true, 4);
+  auto piped_reference = plan_layout({2, 1}, {1, 2}, {1, 1}, true, {true, false}, 4);
   EXPECT_EQ(piped_reference.status().code(), absl::StatusCode::kUnimplemented);
-  auto piped_policy = plan_layout({1, 2}, {1, 1}, true, true, 3);
+  auto piped_policy = plan_layout({1, 2}, {1, 1}, {1, 1}, true, {true, false}, 3);
   EXPECT_EQ(piped_policy.status().code(), absl::StatusCode::kUnimplemented);
+}
+
+TEST(Placement, RewardRanksComeLast) {
+  // Reference and reward models both on their own ranks: policy 0..1, reference 2, reward 3..4.
+  auto both = plan_layout({2, 1}, {1, 1}, {2, 1}, true, {true, true}, 5);
+  ASSERT_TRUE(both.ok()) << both.status();
+  EXPECT_EQ(both->role_of(1), Role::kPolicy);
+  EXPECT_EQ(both->role_of(2), Role::kReference);
+  EXPECT_EQ(both->role_of(3), Role::kReward);
+  EXPECT_EQ(both->index_in_role(4), 1);
+  EXPECT_EQ(both->first_of(Role::kReward), 3);
+  EXPECT_EQ(role_name(Role::kReward), "reward");
+  // Reward models only: no reference ranks.
+  auto reward_only = plan_layout({2, 1}, {1, 1}, {1, 1}, true, {false, true}, 3);
+  ASSERT_TRUE(reward_only.ok()) << reward_only.status();
+  EXPECT_EQ(reward_only->reference_ranks, 0);
+  EXPECT_EQ(reward_only->role_of(2), Role::kReward);
+  auto wrong = plan_layout({2, 1}, {1, 1}, {1, 1}, true, {true, true}, 3);
+  EXPECT_NE(wrong.status().message().find(
+                "needs 2 policy + 1 reference + 1 reward process(es) (parallel.reference.data_parallel, "
+                "parallel.reward.data_parallel) = 4, but the job runs on 3; start it with `mpirun -np 4"),
+            std::string::npos)
+      << wrong.status();
+  auto more = plan_layout({2, 1}, {1, 1}, {1, 1}, true, {false, true}, 4);
+  EXPECT_NE(more.status().message().find("or set parallel.reward.data_parallel to 2"), std::string::npos)
+      << more.status();
+  auto too_many = plan_layout({2, 1}, {1, 1}, {3, 1}, true, {false, true}, 5);
+  EXPECT_NE(too_many.status().message().find("set it to at most 2"), std::string::npos) << too_many.status();
+  auto piped = plan_layout({2, 1}, {1, 1}, {1, 2}, true, {false, true}, 4);
+  EXPECT_NE(piped.status().message().find("parallel.reward.pipeline_parallel"), std::string::npos);
 }
 
 }  // namespace

@@ -7,8 +7,10 @@
 
 #include <cstdlib>
 
+#include "core/config/job_config.h"
 #include "tests/unit/trainers/tiny_model.h"
 #include "trainers/dpo/pair_logprobs.h"
+#include "trainers/engine/reference_role.h"
 #include "trainers/engine/text_encoder.h"
 #include "trainers/ptalign/token_weights.h"
 #include "trainers/sequence_logprobs.h"
@@ -55,6 +57,30 @@ TEST(Trainers, RegistryListsTheAlignmentCoreMethods) {
   register_all(registry);
   EXPECT_EQ(registry.names(), (std::vector<std::string>{"controllable", "dpo", "grpo", "hair", "ptalign", "radpo",
                                                         "reward", "safedpo", "sft", "tdpo"}));
+}
+
+// The launcher and the CLI count a separate reference's ranks from the spec alone (no trainers);
+// the engine hands a stage to those ranks from the trainer's needs. Both must say the same.
+TEST(Trainers, SeparateRolesAgreeWithTrainerNeeds) {
+  TrainerRegistry registry("trainer");
+  register_all(registry);
+  int checked = 0;
+  for (const std::string& name : registry.names()) {
+    aln::v1::JobSpec job;
+    aln::v1::StageSpec* stage = job.add_stages();
+    const auto* field = aln::v1::TrainerSpec::descriptor()->FindFieldByName(name);
+    ASSERT_NE(field, nullptr) << name;
+    stage->mutable_trainer()->GetReflection()->MutableMessage(stage->mutable_trainer(), field);
+    if (name == "controllable") {  // needs a scorer per attribute
+      stage->mutable_trainer()->mutable_controllable()->set_helpful_rule(aln::v1::LENGTH);
+      stage->mutable_trainer()->mutable_controllable()->set_harmless_rule(aln::v1::REFUSAL);
+    }
+    auto trainer = registry.create(name, *stage);
+    ASSERT_TRUE(trainer.ok()) << name << ": " << trainer.status();
+    EXPECT_EQ(config::separate_roles(job).reference, engine::served_by_reference_ranks((*trainer)->needs())) << name;
+    ++checked;
+  }
+  EXPECT_EQ(checked, 10);
 }
 
 TEST(Trainers, SftIsMeanNllOverResponseTokens) {

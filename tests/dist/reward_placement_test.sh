@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Reward models on ranks of their own (parallel.placement: separate, a stage lists reward_models),
+# under a real mpirun. GRPO scores its rollouts with a random reward model made by transformers:
+#  - 2 policy ranks with the reward model on 1 and on 2 further ranks end bit for bit where the
+#    colocated run does (parameters, every loss and the logged reward-model scores);
+#  - DPO then GRPO with the reference and the reward model each on a rank of its own (4 processes):
+#    the same as colocated;
+#  - the reward ranks say what they served (logs; request counters on rank 0's /metrics);
+#  - the layout check counts the reward ranks; a reward model that does not load names itself;
+#  - a reward rank killed mid-run ends the job non-zero within 60 s; one frozen mid-run makes the
+#    policy's score request time out (parallel.timeout_s) naming the reward rank, with the flight
+#    recorder.
+set -uo pipefail
+ALN="$1"; MPIEXEC="$2"; PY="$3"
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+source tests/e2e/train_lib.sh
+trap '[[ -n "$pid" ]] && kill -9 $pid 2>/dev/null; pkill -9 -f "$work/" 2>/dev/null; [[ -z "${KEEP:-}" ]] && rm -rf "$work"' EXIT
+pid=""
+
+"$PY" tests/e2e/make_random_rm.py "$work/rm" >/dev/null 2>&1
+check "a random reward model was made" "[[ -f '$work/rm/model.safetensors' ]]"
+
+job() {  # job NAME PLACEMENT REWARD_RANKS [WITH_DPO] [REWARD_PATH] [GRPO_STEPS]
+  cat <<YAML
+name: reward-placement
+output_dir: $work/$1
+seed: 3
+model:
+  tokenizer: examples/data/tokenizers/gpt2/tokenizer.json
+  chat_format: hh
+  config: {architecture: llama, vocab_size: 50257, hidden_size: 32, num_layers: 2, num_heads: 4, num_kv_heads: 2, intermediate_size: 64, max_position: 256}
+stages:
+YAML
+  if [[ -n "${4:-}" ]]; then
+    echo "  - {name: dpo, trainer: {dpo: {}}, data: {train: [{path: examples/data/xstest/xstest_pairs_shared.jsonl, format: saferlhf, limit: 48}], max_prompt_length: 40, max_response_length: 24, bad_records: skip}, optimizer: {lr: 2e-3, max_steps: 4, micro_batch_size: 2, gradient_accumulation: 2}}"
+  fi
+  cat <<YAML
+  - name: grpo
+    trainer: {grpo: {group_size: 4, beta: 0.04, max_new_tokens: 8}}
+    reward_models: [{name: judge, path: ${5:-$work/rm}}]
+    data: {train: [{path: examples/data/xstest/xstest_prompts_shared.csv, format: prompts}], max_prompt_length: 32}
+    optimizer: {lr: 1e-2, max_steps: ${6:-10}, micro_batch_size: 2, gradient_accumulation: 2}
+eval: {max_examples: 4}
+parallel: {policy: {data_parallel: 2}, placement: $2, reward: {data_parallel: $3}, timeout_s: 10, deterministic: true}
+metrics: {enabled: false, progress_bar: false}
+runtime: {threads: 1}
+YAML
+}
+train() {  # train NAME NP PLACEMENT REWARD_RANKS [WITH_DPO]
+  job "$1" "${@:3}" >"$work/$1.yaml"
+  mpi "$2" "$ALN" train "$work/$1.yaml" >"$work/$1.out" 2>&1
+  local rc=$?
+  check "$1 exits 0 (rc $rc): $(tail -2 "$work/$1.out")" "[[ $rc -eq 0 ]]"
+}
+same() {  # same RUN_A RUN_B: identical final tensors, logged losses and reward-model scores
+  "$PY" - "$work/$1" "$work/$2" <<'PY'
+import json, sys
+from safetensors.numpy import load_file
+a, b = (load_file(d + "/final/model.safetensors") for d in sys.argv[1:3])
+rows = [[json.loads(l) for l in open(d + "/train_log.jsonl")] for d in sys.argv[1:3]]
+la, lb = ([(r["loss"], r["metrics"].get("reward_model_0")) for r in rs] for rs in rows)
+scored = [s for _, s in la if s is not None]
+sys.exit(0 if a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a) and la == lb and len(scored) >= 10 else 1)
+PY
+}
+
+train colocated 2 colocated 1
+train separate 3 separate 1
+train separate2 4 separate 2
+check "reward model on 1 separate rank: same parameters, losses and scores as colocated" "same colocated separate"
+check "reward model on 2 separate ranks: same parameters, losses and scores as colocated" "same colocated separate2"
+check "the policy logs where the reward models run" \
+  "grep -q 'placement separate: the reward models run on world ranks 2..3' '$work/separate2.out'"
+check "and which reward rank serves which policy rank" \
+  "grep -q 'policy rank r asks world rank 2 + r % 2' '$work/separate2.out'"
+
+train two-colocated 2 colocated 1 yes
+train two-separate 4 separate 1 yes
+check "DPO then GRPO, reference and reward model each on a rank of its own: same as colocated" \
+  "same two-colocated two-separate"
+check "the 4-process job placed both roles" \
+  "grep -q 'the reference runs on world ranks 2..2' '$work/two-separate.out' && grep -q 'the reward models run on world ranks 3..3' '$work/two-separate.out'"
+
+# The layout check and a reward model that cannot be loaded.
+job wrong-np separate 1 yes >"$work/wrong-np.yaml"
+mpi 3 "$ALN" train "$work/wrong-np.yaml" >"$work/wrong-np.out" 2>&1; rc=$?
+check "3 processes for policy 2 + reference 1 + reward 1: says 4 would fit (rc $rc)" \
+  "[[ $rc -eq 2 ]] && grep -q 'needs 2 policy + 1 reference + 1 reward process(es) (parallel.reference.data_parallel, parallel.reward.data_parallel) = 4' '$work/wrong-np.out'"
+job bad-rm separate 1 "" "$work/no-such-model" >"$work/bad-rm.yaml"
+mpi 3 "$ALN" train "$work/bad-rm.yaml" >"$work/bad-rm.out" 2>&1; rc=$?
+check "a reward model that does not load: the policy's error names it and the reward rank (rc $rc)" \
+  "[[ $rc -ne 0 ]] && grep -q 'request \"load\" to rank 2 failed there: .*reward_models: judge: .*no-such-model/config.json' '$work/bad-rm.out'"
+
+# Faults. While the policy trains the reward rank answers a few requests per step.
+source tests/dist/fault_lib.sh
+# The reward rank's counters reach rank 0 with its heartbeats (every heartbeat_s = 5 s).
+scrape_reward() {
+  for _ in $(seq 1 80); do
+    curl -sf "http://127.0.0.1:$1/metrics" >"$work/fault.metrics" 2>/dev/null
+    grep -q '^aln_reward_requests_total{.*method="score".*rank="2"' "$work/fault.metrics" && break
+    sleep 0.25
+  done
+}
+for signal in KILL STOP; do
+  port=$(( 20000 + RANDOM % 20000 ))
+  job fault-$signal separate 1 "" "" 100000 | sed "s/^metrics: .*/metrics: {port: $port, progress_bar: false}/" >"$work/fault-$signal.yaml"
+  before=""
+  [[ $signal == STOP ]] && before="scrape_reward $port"
+  signal_rank 3 "$work/fault-$signal.yaml" "$work/fault-$signal.out" 2 $signal "$work/fault-$signal/train_log.jsonl" 3 "$before"
+  check "$signal: found the reward rank while the policy trains" "[[ -n '$victim' ]]"
+  check "$signal of the reward rank ends the job non-zero within 60 s (rc $fault_rc, ${fault_took}s)" \
+    "[[ $fault_rc -ne 0 && $fault_took -le 60 ]]"
+  if [[ $signal == STOP ]]; then
+    check "rank 0's /metrics carries the reward rank's request counter (role reward)" \
+      "grep -q '^aln_reward_requests_total{.*method=\"score\".*rank=\"2\",role=\"reward\"' '$work/fault.metrics'"
+    check "STOP: the score request times out naming the reward rank: $(grep -m1 'reward rank 2' "$work/fault-$signal.out")" \
+      "grep -q 'reward model judge on reward rank 2: request \"score\" to rank 2: ' '$work/fault-$signal.out' && grep -q 'last collectives of this rank (oldest first): ' '$work/fault-$signal.out'"
+  else
+    check "KILL: the failure names rank 2: $(grep -m1 -i 'rank 2' "$work/fault-$signal.out")" "grep -qi 'rank 2' '$work/fault-$signal.out'"
+  fi
+done
+
+summary

@@ -1,0 +1,134 @@
+#include "trainers/engine/reward_role.h"
+
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "core/config/job_config.h"
+#include "core/error.h"
+#include "core/model/hf_checkpoint.h"
+#include "core/status.h"
+
+namespace aln::engine {
+namespace {
+
+// Scores from the reward rank; stands in for one reward model of the current stage.
+class RemoteRewardModel final : public trainers::RewardModel {
+ public:
+  RemoteRewardModel(dist::ServiceClient* client, std::chrono::milliseconds timeout, int64_t stage, int64_t index,
+                    std::string name)
+      : client_(client), timeout_(timeout), stage_(stage), index_(index), name_(std::move(name)) {}
+
+  at::Tensor scores(const at::Tensor& input_ids, const at::Tensor& attention_mask) const override {
+    aln::v1::ServiceRequest request;
+    request.set_method("score");
+    request.set_stage(stage_);
+    request.set_model(index_);
+    dist::to_proto(input_ids, request.add_tensors());
+    dist::to_proto(attention_mask, request.add_tensors());
+    auto reply = client_->call(request, timeout_);
+    if (!reply.ok()) {
+      ALN_FAIL("reward model ", name_, " on reward rank ", client_->server(), ": ", reply.status().message());
+    }
+    ALN_CHECK(reply->tensors_size() == 1, "reward rank ", client_->server(), " sent ", reply->tensors_size(),
+              " tensors for one score request");
+    auto scores = dist::from_proto(reply->tensors(0));
+    ALN_THROW_IF_ERROR(scores.status());
+    ALN_CHECK(scores->dim() == 2 && scores->size(0) == input_ids.size(0), "reward rank ", client_->server(),
+              " sent scores of ", scores->dim(), " dimension(s) and ", scores->size(0), " rows for ", input_ids.size(0),
+              " sequences");
+    return *scores;
+  }
+
+ private:
+  dist::ServiceClient* client_;
+  std::chrono::milliseconds timeout_;
+  int64_t stage_, index_;
+  std::string name_;
+};
+
+std::string model_name(const aln::v1::RewardModelSpec& rm) { return rm.name().empty() ? rm.path() : rm.name(); }
+
+}  // namespace
+
+RemoteRewards::RemoteRewards(const RewardPlacement& placement, int policy_rank)
+    : placement_(placement), client_(placement.channel, placement.server_of(policy_rank)) {}
+
+absl::StatusOr<std::vector<std::unique_ptr<trainers::RewardModel>>> RemoteRewards::open_stage(
+    int64_t stage, const aln::v1::StageSpec& spec) {
+  aln::v1::ServiceRequest request;
+  request.set_method("load");
+  request.set_stage(stage);
+  auto reply = client_.call(request, placement_.load_timeout);
+  if (!reply.ok()) return reply.status();
+  std::vector<std::unique_ptr<trainers::RewardModel>> out;
+  for (int i = 0; i < spec.reward_models_size(); ++i) {
+    out.push_back(
+        std::make_unique<RemoteRewardModel>(&client_, placement_.timeout, stage, i, model_name(spec.reward_models(i))));
+  }
+  return out;
+}
+
+absl::Status RemoteRewards::finish() { return client_.goodbye(placement_.timeout); }
+
+absl::Status run_reward_role(const aln::v1::JobSpec& spec, const RewardPlacement& placement, int index,
+                             const Logger& log, MetricsRegistry& metrics) {
+  std::vector<int> clients;
+  for (int r = 0; r < placement.policy_ranks; ++r) {
+    if (placement.server_of(r) == placement.first_reward_rank + index) clients.push_back(r);
+  }
+  const auto stages = config::effective_stages(spec);
+  auto& requests = metrics.counter_family("aln_reward_requests_total", "Requests a reward rank served, by method");
+  auto& sequences = metrics.counter("aln_reward_scored_sequences_total", "Sequences a reward rank scored");
+  auto& seconds = metrics.counter("aln_reward_score_seconds_total", "Seconds a reward rank spent scoring");
+  // One stage's models at a time (stages run in order); every client of this rank loads the same.
+  int64_t loaded_stage = -1;
+  std::vector<model::DecoderModel> models;
+  auto handler = [&](int client, const aln::v1::ServiceRequest& request) {
+    aln::v1::ServiceReply reply;
+    ALN_CHECK(request.stage() >= 0 && request.stage() < static_cast<int64_t>(stages.size()), "stage index ",
+              request.stage(), " is not one of the job's ", stages.size(), " stages");
+    const aln::v1::StageSpec& stage = stages[static_cast<size_t>(request.stage())];
+    requests.Add({{"method", request.method()}}).Increment();
+    if (request.method() == "load") {
+      if (loaded_stage != request.stage()) {
+        models.clear();
+        loaded_stage = -1;
+        for (const auto& rm : stage.reward_models()) {
+          auto m = model::load_hf_model(rm.path());
+          if (!m.ok()) ALN_FAIL("reward_models: ", model_name(rm), ": ", m.status().message());
+          models.push_back(std::move(*m));
+        }
+        loaded_stage = request.stage();
+        log.info("stage %s: %d reward model(s) loaded on reward rank %d (serving policy rank(s) %s)",
+                 stage.name().empty() ? absl::StrCat("stage", request.stage() + 1) : stage.name(), models.size(), index,
+                 absl::StrJoin(clients, ", "));
+      }
+      return reply;
+    }
+    ALN_CHECK(request.method() == "score", "unknown request \"", request.method(), "\" from rank ", client);
+    ALN_CHECK(request.stage() == loaded_stage, "scores asked for stage ", request.stage(), " but stage ", loaded_stage,
+              " is loaded");
+    ALN_CHECK(request.model() >= 0 && request.model() < static_cast<int64_t>(models.size()), "reward model index ",
+              request.model(), " out of range (the stage lists ", models.size(), ")");
+    ALN_CHECK(request.tensors_size() == 2, "a score request carries input ids and attention mask");
+    auto ids = dist::from_proto(request.tensors(0));
+    ALN_THROW_IF_ERROR(ids.status());
+    auto mask = dist::from_proto(request.tensors(1));
+    ALN_THROW_IF_ERROR(mask.status());
+    const auto start = std::chrono::steady_clock::now();
+    at::NoGradGuard no_grad;
+    at::Tensor scores = models[static_cast<size_t>(request.model())].scores(*ids, *mask);
+    seconds.Increment(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    sequences.Increment(static_cast<double>(ids->size(0)));
+    dist::to_proto(scores, reply.add_tensors());
+    return reply;
+  };
+  log.info("reward rank %d serves policy rank(s) %s", index, absl::StrJoin(clients, ", "));
+  return dist::serve(placement.channel, clients, handler, placement.timeout);
+}
+
+}  // namespace aln::engine
