@@ -35,7 +35,8 @@ absl::StatusOr<Layout> plan_layout(const RoleGrid& policy, const RoleGrid& refer
   if (!use.reference && !use.reward) {
     return absl::InvalidArgumentError(
         absl::StrCat("parallel.placement: separate, but no stage takes reference log-probs the reference ranks could "
-                     "compute (dpo, safedpo) and no stage lists reward_models; the frozen roles' ranks would idle. "
+                     "compute (dpo, safedpo, grpo with beta > 0) and no stage lists reward_models; the frozen roles' "
+                     "ranks would idle. "
                      "Use placement: colocated on ",
                      policy.ranks(), " process(es)"));
   }

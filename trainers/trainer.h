@@ -31,6 +31,10 @@ struct Needs {
   // The reference model itself in every step (full next-token distributions, as TDPO and Ra-DPO
   // need): the stage runs with the reference on the fly whatever reference.mode says.
   bool reference_model = false;
+  // With reference_model: the trainer uses the reference only through per-token log-probs of given
+  // sequences (StepContext::reference_token_logprobs when set), so the reference may run on ranks of
+  // its own and answer each step (GRPO's KL term).
+  bool reference_token_logprobs_only = false;
 };
 
 // A reward model as trainers use it: scores [B, num_labels] at each row's last non-padding token.
@@ -79,6 +83,10 @@ struct StepContext {
   const model::DecoderModel* policy = nullptr;
   // Set when reference log-probs are computed on the fly (not cached in the examples).
   const model::DecoderModel* reference = nullptr;
+  // Set instead of `reference` when the reference runs on ranks of its own (trainers whose needs say
+  // reference_token_logprobs_only): per-token log-probs [B, T-1] of `sequences` under the reference
+  // with the logits divided by `temperature`, as response_logprobs(...).per_token gives them.
+  std::function<at::Tensor(const buffer::SequenceBatch& sequences, double temperature)> reference_token_logprobs;
   int64_t pad_id = 0;
   int64_t step = 0;  // the policy version: optimizer steps taken in this stage
   // For rollout-based trainers (GRPO): ids -> text (rule rewards), the end-of-response id, the job's

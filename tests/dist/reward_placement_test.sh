@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Reward models on ranks of their own (parallel.placement: separate, a stage lists reward_models),
-# under a real mpirun. GRPO scores its rollouts with a random reward model made by transformers:
+# Reward models and GRPO's reference on ranks of their own (parallel.placement: separate), under a
+# real mpirun. GRPO scores its rollouts with a random reward model made by transformers:
 #  - 2 policy ranks with the reward model on 1 and on 2 further ranks end bit for bit where the
 #    colocated run does (parameters, every loss and the logged reward-model scores);
-#  - DPO then GRPO with the reference and the reward model each on a rank of its own (4 processes):
-#    the same as colocated;
+#  - DPO then GRPO with a KL term (beta > 0), the reference and the reward model each on a rank of
+#    its own (4 processes): the reference rank computes DPO's sums up front, then answers GRPO's
+#    per-token log-prob requests each step; the same as colocated, bit for bit, KL included;
+#  - that job killed mid-GRPO and resumed (rank 0 kept the reference for the checkpoint and sends
+#    it again) ends where the uninterrupted one does;
 #  - the reward ranks say what they served (logs; request counters on rank 0's /metrics);
 #  - the layout check counts the reward ranks; a reward model that does not load names itself;
 #  - a reward rank killed mid-run ends the job non-zero within 60 s; one frozen mid-run makes the
@@ -20,7 +23,7 @@ pid=""
 "$PY" tests/e2e/make_random_rm.py "$work/rm" >/dev/null 2>&1
 check "a random reward model was made" "[[ -f '$work/rm/model.safetensors' ]]"
 
-job() {  # job NAME PLACEMENT REWARD_RANKS [WITH_DPO] [REWARD_PATH] [GRPO_STEPS]
+job() {  # job NAME PLACEMENT REWARD_RANKS [WITH_DPO] [REWARD_PATH] [GRPO_STEPS] [BETA]
   cat <<YAML
 name: reward-placement
 output_dir: $work/$1
@@ -36,17 +39,18 @@ YAML
   fi
   cat <<YAML
   - name: grpo
-    trainer: {grpo: {group_size: 4, beta: 0.04, max_new_tokens: 8}}
+    trainer: {grpo: {group_size: 4, beta: ${7:-0}, max_new_tokens: 8}}
     reward_models: [{name: judge, path: ${5:-$work/rm}}]
     data: {train: [{path: examples/data/xstest/xstest_prompts_shared.csv, format: prompts}], max_prompt_length: 32}
     optimizer: {lr: 1e-2, max_steps: ${6:-10}, micro_batch_size: 2, gradient_accumulation: 2}
 eval: {max_examples: 4}
 parallel: {policy: {data_parallel: 2}, placement: $2, reward: {data_parallel: $3}, timeout_s: 10, deterministic: true}
+checkpoint: {every_steps: 5}
 metrics: {enabled: false, progress_bar: false}
 runtime: {threads: 1}
 YAML
 }
-train() {  # train NAME NP PLACEMENT REWARD_RANKS [WITH_DPO]
+train() {  # train NAME NP PLACEMENT REWARD_RANKS [WITH_DPO] [REWARD_PATH] [GRPO_STEPS] [BETA]
   job "$1" "${@:3}" >"$work/$1.yaml"
   mpi "$2" "$ALN" train "$work/$1.yaml" >"$work/$1.out" 2>&1
   local rc=$?
@@ -74,12 +78,28 @@ check "the policy logs where the reward models run" \
 check "and which reward rank serves which policy rank" \
   "grep -q 'policy rank r asks world rank 2 + r % 2' '$work/separate2.out'"
 
-train two-colocated 2 colocated 1 yes
-train two-separate 4 separate 1 yes
-check "DPO then GRPO, reference and reward model each on a rank of its own: same as colocated" \
+train two-colocated 2 colocated 1 yes "" 10 0.04
+train two-separate 4 separate 1 yes "" 10 0.04
+check "DPO then GRPO with a KL term, reference and reward model each on a rank of its own: same as colocated" \
   "same two-colocated two-separate"
-check "the 4-process job placed both roles" \
-  "grep -q 'the reference runs on world ranks 2..2' '$work/two-separate.out' && grep -q 'the reward models run on world ranks 3..3' '$work/two-separate.out'"
+check "the KL term is in the compared losses" \
+  "grep -q '\"kl\":[0-9.e-]*[1-9]' '$work/two-separate/train_log.jsonl'"
+check "the 4-process job placed both roles and served GRPO's reference each step" \
+  "grep -q 'the reference runs on world ranks 2..2' '$work/two-separate.out' && grep -q 'the reward models run on world ranks 3..3' '$work/two-separate.out' && grep -q 'stage grpo: the reference ranks answer the per-token log-prob requests' '$work/two-separate.out'"
+
+# Killed mid-GRPO (after its step-10 checkpoint: DPO's 4 steps + 6) and resumed.
+job resume separate 1 yes "" 10 0.04 >"$work/resume.yaml"
+mpi 4 "$ALN" train "$work/resume.yaml" >"$work/resume.out" 2>&1 &
+pid=$!
+for _ in $(seq 1 1200); do grep -q '"global_step":12,' "$work/resume/train_log.jsonl" 2>/dev/null && break; kill -0 $pid 2>/dev/null || break; sleep 0.05; done
+pkill -9 -f "aln train $work/resume.yaml"; wait $pid 2>/dev/null; pid=""
+check "killed mid-GRPO after a checkpoint ($(ls "$work/resume/checkpoints" 2>/dev/null | tr '\n' ' '))" \
+  "[[ -d '$work/resume/checkpoints/step-00000010' && ! -d '$work/resume/final' ]]"
+check "the checkpoint holds GRPO's reference (the policy as the stage started)" \
+  "[[ -f '$work/resume/checkpoints/step-00000010/reference/model.safetensors' ]]"
+mpi 4 "$ALN" train "$work/resume.yaml" --resume >"$work/resume2.out" 2>&1; rc=$?
+check "resumed (rc $rc): $(tail -1 "$work/resume2.out")" "[[ $rc -eq 0 ]] && grep -q 'resuming from .*step-00000010' '$work/resume2.out'"
+check "the resumed run ends where the uninterrupted one does (parameters, losses, scores)" "same two-separate resume"
 
 # The layout check and a reward model that cannot be loaded.
 job wrong-np separate 1 yes >"$work/wrong-np.yaml"

@@ -111,7 +111,15 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
       if (!served.ok()) return served;
       return JobReport{};
     }
-    if (layout->reference_ranks > 0) remote = RemoteReference{frozen_comm.get(), layout->reference_ranks, long_wait};
+    if (layout->reference_ranks > 0) {
+      remote = RemoteReference{frozen_comm.get(),
+                               layout->reference_ranks,
+                               long_wait,
+                               service_comm.get(),
+                               layout->first_of(dist::Role::kReference),
+                               layout->policy_ranks,
+                               timeout};
+    }
     if (role == dist::Role::kReference) {
       absl::Status served = run_reference_role(spec, *remote, index, log);
       if (!served.ok()) return served;
@@ -320,11 +328,13 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
     const int64_t micro = opt.micro_batch_size();
     std::optional<model::DecoderModel> reference;
     std::string reference_key;
-    // With the reference on its own ranks, per-pair sums always come from them up front.
+    // With the reference on its own ranks, per-pair sums always come from them up front; per-token
+    // log-probs of what the trainer samples, each step.
     const bool remote_reference = remote && served_by_reference_ranks(needs);
+    const bool remote_each_step = remote_reference && served_each_step(needs);
     const bool on_the_fly =
         needs.reference_model || (stage.reference().mode() == aln::v1::ON_THE_FLY && !remote_reference);
-    if (needs.reference_model && stage.reference().mode() != aln::v1::ON_THE_FLY) {
+    if (needs.reference_model && stage.reference().mode() != aln::v1::ON_THE_FLY && !remote_each_step) {
       log.info("stage %s: %s needs the reference's full distributions; the reference runs on the fly", stage_name,
                method);
     }
@@ -333,10 +343,12 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
       if (resuming && resumed->reference) {
         reference = std::move(resumed->reference);
       } else if (!stage.reference().path().empty()) {
-        auto loaded = model::load_hf_model(stage.reference().path());
-        if (!loaded.ok()) return loaded.status();
-        reference = std::move(*loaded);
-      } else if (!(resuming && !on_the_fly) && !remote_reference) {
+        if (!remote_each_step) {
+          auto loaded = model::load_hf_model(stage.reference().path());
+          if (!loaded.ok()) return loaded.status();
+          reference = std::move(*loaded);
+        }
+      } else if (!(resuming && !on_the_fly) && (!remote_reference || remote_each_step)) {
         reference = policy.to(at::kFloat);
       }
       // Pipelined: the reference is cut like the policy and its passes run through the stages.
@@ -364,13 +376,22 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
       }
       meters.phase.Add({{"stage", stage_name}, {"phase", "reference"}}).Set(since(ref_start));
     }
-    const model::DecoderModel* ref_ptr = reference ? &*reference : nullptr;
+    // Served each step by the reference ranks: world rank 0's copy goes to them (when it exists
+    // nowhere else, rank 0 keeps it for checkpoints; the other policy ranks drop theirs).
+    std::function<at::Tensor(const buffer::SequenceBatch&, double)> remote_logprobs;
+    if (remote_each_step) {
+      remote_logprobs = open_reference_stage(*remote, reference ? &*reference : nullptr, world_rank);
+      if (!lead || !stage.reference().path().empty()) reference.reset();
+      log.info("stage %s: the reference ranks answer the per-token log-prob requests", stage_name);
+    }
+    const model::DecoderModel* ref_ptr = reference && !remote_each_step ? &*reference : nullptr;
     Pipeline* pp = pipeline ? &*pipeline : nullptr;
     trainers::StepContext extras;
     extras.decode = [enc = encoder->get()](const std::vector<int64_t>& ids) { return enc->decode(ids); };
     extras.eos_id = (*encoder)->eos_id();
     extras.seed = static_cast<uint64_t>(spec.seed()) + static_cast<uint64_t>(s);
     extras.reward_models = reward_ptrs;
+    extras.reference_token_logprobs = remote_logprobs;
     extras.encode_text = [enc = encoder->get()](const std::string& text) { return enc->encode(text); };
     if (dp.size() > 1) {
       extras.sum = [&dp](at::Tensor& t) { dp.sum(t); };
@@ -379,7 +400,7 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
       };
     }
     // Saved with checkpoints only when it exists nowhere else (the policy as the stage started).
-    const model::DecoderModel* ref_to_save = stage.reference().path().empty() ? ref_ptr : nullptr;
+    const model::DecoderModel* ref_to_save = stage.reference().path().empty() && reference ? &*reference : nullptr;
 
     auto log_eval = [&](const char* when, int64_t step, const MetricMap& m) -> absl::Status {
       for (const auto& [k, v] : m) meters.eval.Add({{"stage", stage_name}, {"name", k}}).Set(v);
@@ -705,6 +726,10 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
     }
     if (resuming) stage_report.steps = std::max(stage_report.steps, first_step);
     stage_report.after = evaluate(trainer, policy, ref_ptr, data->eval, micro, pad_id, true, &extras, pp);
+    if (remote_each_step) {
+      absl::Status closed = close_reference_stage(*remote, world_rank);
+      if (!closed.ok()) return closed;
+    }
     absl::Status logged = log_eval("after", stage_report.steps, stage_report.after);
     if (!logged.ok()) return logged;
     report.stages.push_back(stage_report);

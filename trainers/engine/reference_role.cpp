@@ -1,6 +1,7 @@
 #include "trainers/engine/reference_role.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 
 #include <vector>
 
@@ -14,6 +15,7 @@
 #include "trainers/engine/data_parallel.h"
 #include "trainers/engine/job_setup.h"
 #include "trainers/engine/stage_setup.h"
+#include "trainers/sequence_logprobs.h"
 
 namespace aln::engine {
 namespace {
@@ -27,6 +29,34 @@ int64_t broadcast_code(const RemoteReference& remote, int64_t value) {
 // Rank 0's weights on every rank of the world (the engine's broadcast, over the whole job).
 void broadcast_weights(const RemoteReference& remote, model::DecoderModel& model) {
   DataParallel(remote.world, remote.timeout).broadcast(model.tensors());
+}
+
+int server_of(const RemoteReference& remote, int policy_rank) {
+  return remote.first_service_rank + policy_rank % remote.reference_ranks;
+}
+
+// Answers this reference rank's policy ranks with per-token log-probs under `reference` until each
+// says the stage is done.
+absl::Status serve_each_step(const RemoteReference& remote, int index, const model::DecoderModel& reference) {
+  std::vector<int> clients;
+  for (int r = 0; r < remote.policy_ranks; ++r) {
+    if (server_of(remote, r) == remote.first_service_rank + index) clients.push_back(r);
+  }
+  auto handler = [&reference](int client, const aln::v1::ServiceRequest& request) {
+    ALN_CHECK(request.method() == "logprobs", "unknown request \"", request.method(), "\" from rank ", client);
+    ALN_CHECK(request.tensors_size() == 3, "a log-prob request carries input ids, attention and response masks");
+    buffer::SequenceBatch batch;
+    for (auto [i, t] : {std::pair{0, &batch.input_ids}, {1, &batch.attention_mask}, {2, &batch.response_mask}}) {
+      auto tensor = dist::from_proto(request.tensors(i));
+      ALN_THROW_IF_ERROR(tensor.status());
+      *t = std::move(*tensor);
+    }
+    at::NoGradGuard no_grad;
+    aln::v1::ServiceReply reply;
+    dist::to_proto(trainers::response_logprobs(reference, batch, request.temperature()).per_token, reply.add_tensors());
+    return reply;
+  };
+  return dist::serve(remote.service, clients, handler, remote.request_timeout);
 }
 
 int64_t value_count(const StageData& data) { return 2 * static_cast<int64_t>(data.train.size() + data.eval.size()); }
@@ -56,7 +86,11 @@ void exchange(const RemoteReference& remote, StageData& data, bool contribute) {
 }  // namespace
 
 bool served_by_reference_ranks(const trainers::Needs& needs) {
-  return needs.reference_logprobs && !needs.reference_model;
+  return (needs.reference_logprobs && !needs.reference_model) || served_each_step(needs);
+}
+
+bool served_each_step(const trainers::Needs& needs) {
+  return needs.reference_model && needs.reference_token_logprobs_only;
 }
 
 void announce_first_stage(const RemoteReference& remote, int64_t first_stage) { broadcast_code(remote, first_stage); }
@@ -70,6 +104,36 @@ void receive_reference_logprobs(const RemoteReference& remote, const model::Deco
     broadcast_weights(remote, copy);
   }
   exchange(remote, data, /*contribute=*/false);
+}
+
+std::function<at::Tensor(const buffer::SequenceBatch&, double)> open_reference_stage(const RemoteReference& remote,
+                                                                                     const model::DecoderModel* weights,
+                                                                                     int policy_rank) {
+  broadcast_code(remote, weights != nullptr ? 3 : 4);
+  if (weights != nullptr) {
+    model::DecoderModel copy = weights->to(at::kFloat);
+    broadcast_weights(remote, copy);
+  }
+  auto client = std::make_shared<dist::ServiceClient>(remote.service, server_of(remote, policy_rank));
+  return [client, timeout = remote.request_timeout](const buffer::SequenceBatch& batch, double temperature) {
+    aln::v1::ServiceRequest request;
+    request.set_method("logprobs");
+    request.set_temperature(temperature);
+    dist::to_proto(batch.input_ids, request.add_tensors());
+    dist::to_proto(batch.attention_mask, request.add_tensors());
+    dist::to_proto(batch.response_mask, request.add_tensors());
+    auto reply = client->call(request, timeout);
+    if (!reply.ok()) ALN_FAIL("reference on reference rank ", client->server(), ": ", reply.status().message());
+    ALN_CHECK(reply->tensors_size() == 1, "reference rank ", client->server(), " sent ", reply->tensors_size(),
+              " tensors for one log-prob request");
+    auto logprobs = dist::from_proto(reply->tensors(0));
+    ALN_THROW_IF_ERROR(logprobs.status());
+    return *logprobs;
+  };
+}
+
+absl::Status close_reference_stage(const RemoteReference& remote, int policy_rank) {
+  return dist::ServiceClient(remote.service, server_of(remote, policy_rank)).goodbye(remote.request_timeout);
 }
 
 absl::Status run_reference_role(const aln::v1::JobSpec& spec, const RemoteReference& remote, int index,
@@ -96,7 +160,7 @@ absl::Status run_reference_role(const aln::v1::JobSpec& spec, const RemoteRefere
     const int64_t flag = broadcast_code(remote, 0);
     if (flag == 0) continue;
     std::optional<model::DecoderModel> loaded;
-    if (flag == 1) {
+    if (flag == 1 || flag == 3) {
       broadcast_weights(remote, policy);
     } else {
       auto from_path = model::load_hf_model(stage.reference().path());
@@ -104,6 +168,12 @@ absl::Status run_reference_role(const aln::v1::JobSpec& spec, const RemoteRefere
       loaded = std::move(*from_path);
     }
     const model::DecoderModel& reference = loaded ? *loaded : policy;
+    if (flag >= 3) {
+      absl::Status served = serve_each_step(remote, index, reference);
+      if (!served.ok()) return served;
+      log.info("stage %d: reference rank %d served the policy's log-prob requests", s + 1, index);
+      continue;
+    }
     const std::string stage_name = stage.name().empty() ? absl::StrCat("stage", s + 1) : stage.name();
     auto prepared = prepare_stage_data(spec, stage, s, stage_name, **trainer, **encoder, policy, {}, /*lead=*/false,
                                        /*resuming=*/false, log);

@@ -8,33 +8,51 @@
 // compute, the weights when the reference is the policy as the stage starts) are broadcasts from
 // world rank 0; every wait is bounded.
 //
+// Stages whose trainer needs only per-token log-probs of sequences it makes as it trains (GRPO's KL
+// term) are served each step instead: the reference ranks take the reference's weights as the
+// stage starts and answer requests (input ids, attention and response masks, temperature in;
+// per-token log-probs out, computed by the code a colocated run uses) until each of their policy
+// ranks says the stage is done. Policy rank r asks reference rank r % reference_ranks. Those
+// messages are aln.v1.ServiceRequest / ServiceReply on the service channel.
+//
 // Protocol, in order: first stage to run (int64); then for each served stage from it: a flag
 // (0 nothing to do: the cache was found; 1 compute with the policy's weights, which follow tensor
-// by tensor in name order; 2 compute with the stage's reference.path), and when computing, the sum
-// of 2 x (train + eval) float64 sums (chosen, rejected per example); finally, when the policy is
-// done, an end code (the reference ranks stay until then, so they keep heartbeating).
+// by tensor in name order; 2 compute with the stage's reference.path; 3 and 4 the same for a stage
+// served each step), and when computing sums, the sum of 2 x (train + eval) float64 sums (chosen,
+// rejected per example); finally, when the policy is done, an end code (the reference ranks stay
+// until then, so they keep heartbeating).
 #include <chrono>
 #include <cstdint>
+#include <functional>
 
 #include "absl/status/status.h"
 #include "aln/v1/job.pb.h"
 #include "core/logging.h"
 #include "core/model/decoder.h"
 #include "distributed/communicator.h"
+#include "distributed/service.h"
 #include "trainers/engine/examples.h"
 #include "trainers/trainer.h"
 
 namespace aln::engine {
 
 struct RemoteReference {
-  dist::Communicator* world = nullptr;  // every rank of the job
+  dist::Communicator* world = nullptr;  // the policy's and the reference's ranks
   int reference_ranks = 0;
   // Long: the other side may be loading, preparing data or computing a whole cache meanwhile.
   std::chrono::milliseconds timeout{0};
+  // Stages served each step: requests on `service` (every rank of the job), where the reference
+  // ranks start at `first_service_rank`; each request waits at most `request_timeout`.
+  dist::Communicator* service = nullptr;
+  int first_service_rank = 0;
+  int policy_ranks = 0;
+  std::chrono::milliseconds request_timeout{0};
 };
 
-// Stages the reference ranks serve: per-pair reference sums, no full reference distributions.
+// Stages whose reference work the reference ranks take: per-pair sums up front (dpo, safedpo), or
+// per-token log-probs each step (served_each_step).
 bool served_by_reference_ranks(const trainers::Needs& needs);
+bool served_each_step(const trainers::Needs& needs);
 
 // Policy side. World rank 0 announces the first stage it runs (all policy ranks call this).
 void announce_first_stage(const RemoteReference& remote, int64_t first_stage);
@@ -43,6 +61,16 @@ void skip_reference_stage(const RemoteReference& remote);
 // Asks the reference ranks for the stage's sums (sending `weights` when the reference is the policy,
 // i.e. `weights` non-null) and fills them into the examples.
 void receive_reference_logprobs(const RemoteReference& remote, const model::DecoderModel* weights, StageData& data);
+
+// Policy side, as a stage served each step starts (all policy ranks): sends the reference's weights
+// (`weights` non-null on every policy rank, same shapes; world rank 0's are sent) or has the
+// reference ranks load the stage's reference.path, and returns what trainers call for per-token
+// log-probs (StepContext::reference_token_logprobs) from this policy rank.
+std::function<at::Tensor(const buffer::SequenceBatch&, double)> open_reference_stage(const RemoteReference& remote,
+                                                                                     const model::DecoderModel* weights,
+                                                                                     int policy_rank);
+// Policy side, when that stage has ended (after its last evaluation).
+absl::Status close_reference_stage(const RemoteReference& remote, int policy_rank);
 
 // Policy side, when the job has ended well: releases the reference ranks.
 void finish_reference_role(const RemoteReference& remote);

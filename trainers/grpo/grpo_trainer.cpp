@@ -23,6 +23,7 @@ class GrpoTrainer final : public Trainer {
   Needs needs() const override {
     Needs n{RecordKind::kPrompts, ModelHead::kLanguageModel, o_.beta() > 0};
     n.reference_model = o_.beta() > 0;
+    n.reference_token_logprobs_only = true;  // the KL term's log-probs of the rollouts
     return n;
   }
 

@@ -85,7 +85,9 @@ kernels::GrpoLossOutput rollout_grpo_loss(const RolloutBatch& rollouts, const St
   {
     at::NoGradGuard no_grad;  // the old and reference log-probs are constants of the loss
     if (options.sampler != nullptr) in.old_logps = completion_logps(*options.sampler);
-    if (options.beta > 0) {
+    if (options.beta > 0 && ctx.reference_token_logprobs) {
+      in.ref_logps = ctx.reference_token_logprobs(rollouts.sequences, options.temperature).narrow(1, w - 1, n);
+    } else if (options.beta > 0) {
       ALN_CHECK(ctx.reference != nullptr, "a KL term (beta > 0) needs the reference model");
       in.ref_logps = completion_logps(*ctx.reference);
     }

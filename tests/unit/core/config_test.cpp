@@ -176,13 +176,17 @@ TEST(JobConfig, WorldSizeCountsTheRolesPlacedSeparately) {
   };
   const std::string dpo = "  - {trainer: {dpo: {}}, data: {train: [{path: p.jsonl}]}}\n";
   const std::string grpo =
-      "  - {trainer: {grpo: {}}, reward_models: [{name: rm, path: rm}], data: {train: [{path: p.csv}]}}\n";
+      "  - {trainer: {grpo: {beta: 0}}, reward_models: [{name: rm, path: rm}], data: {train: [{path: p.csv}]}}\n";
+  // GRPO's default KL term (beta > 0) takes the reference's log-probs each step.
+  const std::string grpo_kl = "  - {trainer: {grpo: {}}, data: {train: [{path: p.csv}]}}\n";
   EXPECT_EQ(job_world_size(job(dpo + grpo, "colocated")), 2);
   EXPECT_EQ(job_world_size(job(dpo, "separate")), 4);
   EXPECT_EQ(job_world_size(job(grpo, "separate")), 3);
   EXPECT_EQ(job_world_size(job(dpo + grpo, "separate")), 5);
+  EXPECT_EQ(job_world_size(job(grpo_kl, "separate")), 4);
   EXPECT_FALSE(separate_roles(job(grpo, "separate")).reference);
   EXPECT_TRUE(separate_roles(job(grpo, "separate")).reward);
+  EXPECT_TRUE(separate_roles(job(grpo_kl, "separate")).reference);
 }
 
 }  // namespace

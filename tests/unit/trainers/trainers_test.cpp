@@ -79,6 +79,13 @@ TEST(Trainers, SeparateRolesAgreeWithTrainerNeeds) {
     ASSERT_TRUE(trainer.ok()) << name << ": " << trainer.status();
     EXPECT_EQ(config::separate_roles(job).reference, engine::served_by_reference_ranks((*trainer)->needs())) << name;
     ++checked;
+    if (name == "grpo") {  // with a KL term the reference serves it each step
+      stage->mutable_trainer()->mutable_grpo()->set_beta(0.04);
+      auto with_kl = registry.create(name, *stage);
+      ASSERT_TRUE(with_kl.ok());
+      EXPECT_TRUE(engine::served_each_step((*with_kl)->needs()));
+      EXPECT_TRUE(config::separate_roles(job).reference);
+    }
   }
   EXPECT_EQ(checked, 10);
 }
