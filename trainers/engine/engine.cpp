@@ -89,13 +89,14 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
       {reward_grid.data_parallel(), reward_grid.pipeline_parallel()}, spec.parallel().placement() == aln::v1::SEPARATE,
       {roles.reference, roles.reward}, world_size);
   if (!layout.ok()) return layout.status();
+  // Reading or preparing data, loading a model or computing a whole cache on another rank may take long.
+  const auto long_wait = std::max(timeout, std::chrono::milliseconds(30 * 60 * 1000));
+  const bool lead_reads = spec.parallel().data_reader() == aln::v1::LEAD && world_size > 1;
   std::unique_ptr<dist::Communicator> role_comm, frozen_comm, service_comm;
   dist::Communicator* policy_world = options.comm;  // the policy's ranks
   std::optional<RemoteReference> remote;
   std::optional<RemoteRewards> rewards;
   if (layout->separate) {
-    // Loading, preparing data or computing a whole cache on the other side may take long.
-    const auto long_wait = std::max(timeout, std::chrono::milliseconds(30 * 60 * 1000));
     const dist::Role role = layout->role_of(world_rank);
     const int index = layout->index_in_role(world_rank);
     // Every rank takes part in every split, in this order: its role's ranks; the policy's and the
@@ -118,7 +119,8 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
                                service_comm.get(),
                                layout->first_of(dist::Role::kReference),
                                layout->policy_ranks,
-                               timeout};
+                               timeout,
+                               lead_reads};
     }
     if (role == dist::Role::kReference) {
       absl::Status served = run_reference_role(spec, *remote, index, log);
@@ -310,7 +312,8 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
     std::vector<const trainers::RewardModel*> reward_ptrs;
     for (const auto& rm : reward_scorers) reward_ptrs.push_back(rm.get());
     auto prepared =
-        prepare_stage_data(spec, stage, s, stage_name, trainer, **encoder, policy, reward_ptrs, lead, resuming, log);
+        prepare_stage_data(spec, stage, s, stage_name, trainer, **encoder, policy, reward_ptrs, lead, resuming, log,
+                           lead_reads && policy_world->size() > 1 ? DataSource{policy_world, long_wait} : DataSource{});
     if (!prepared.ok()) return prepared.status();
     StageData* data = &prepared->data;
     const std::map<std::string, double>& counters = prepared->counters;

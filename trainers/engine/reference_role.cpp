@@ -13,6 +13,7 @@
 #include "trainers/controllable/control_tokens.h"
 #include "trainers/dpo/pair_logprobs.h"
 #include "trainers/engine/data_parallel.h"
+#include "trainers/engine/data_share.h"
 #include "trainers/engine/job_setup.h"
 #include "trainers/engine/stage_setup.h"
 #include "trainers/sequence_logprobs.h"
@@ -103,6 +104,12 @@ void receive_reference_logprobs(const RemoteReference& remote, const model::Deco
     model::DecoderModel copy = weights->to(at::kFloat);  // broadcast needs contiguous buffers it may write
     broadcast_weights(remote, copy);
   }
+  if (remote.share_data) {
+    absl::StatusOr<StageData> mine = std::move(data);
+    share_stage_data(*remote.world, mine, remote.timeout);
+    ALN_THROW_IF_ERROR(mine.status());
+    data = std::move(*mine);
+  }
   exchange(remote, data, /*contribute=*/false);
 }
 
@@ -175,10 +182,18 @@ absl::Status run_reference_role(const aln::v1::JobSpec& spec, const RemoteRefere
       continue;
     }
     const std::string stage_name = stage.name().empty() ? absl::StrCat("stage", s + 1) : stage.name();
-    auto prepared = prepare_stage_data(spec, stage, s, stage_name, **trainer, **encoder, policy, {}, /*lead=*/false,
-                                       /*resuming=*/false, log);
-    if (!prepared.ok()) return prepared.status();
-    StageData& data = prepared->data;
+    StageData data;
+    if (remote.share_data) {
+      absl::StatusOr<StageData> received = absl::UnknownError("not received");
+      share_stage_data(*remote.world, received, remote.timeout);
+      if (!received.ok()) return received.status();
+      data = std::move(*received);
+    } else {
+      auto prepared = prepare_stage_data(spec, stage, s, stage_name, **trainer, **encoder, policy, {},
+                                         /*lead=*/false, /*resuming=*/false, log);
+      if (!prepared.ok()) return prepared.status();
+      data = std::move(prepared->data);
+    }
     const int64_t micro = stage.optimizer().micro_batch_size();
     int64_t chunk_index = 0;
     for (auto* set : {&data.train, &data.eval}) {

@@ -47,6 +47,9 @@ struct RemoteReference {
   int first_service_rank = 0;
   int policy_ranks = 0;
   std::chrono::milliseconds request_timeout{0};
+  // parallel.data_reader: lead: the reference ranks do not read the data either; world rank 0 sends
+  // them each served stage's prepared examples after the weights.
+  bool share_data = false;
 };
 
 // Stages whose reference work the reference ranks take: per-pair sums up front (dpo, safedpo), or

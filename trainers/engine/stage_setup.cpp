@@ -11,8 +11,13 @@ absl::StatusOr<PreparedStage> prepare_stage_data(const aln::v1::JobSpec& spec, c
                                                  trainers::Trainer& trainer, const TextEncoder& encoder,
                                                  const model::DecoderModel& policy,
                                                  const std::vector<const trainers::RewardModel*>& reward_models,
-                                                 bool lead, bool resuming, const Logger& log) {
-  auto data = build_stage_data(stage, trainer.needs().records, encoder, static_cast<uint64_t>(spec.seed()) + index);
+                                                 bool lead, bool resuming, const Logger& log,
+                                                 const DataSource& source) {
+  absl::StatusOr<StageData> data = absl::UnknownError("no data");
+  if (source.comm == nullptr || source.comm->rank() == 0) {
+    data = build_stage_data(stage, trainer.needs().records, encoder, static_cast<uint64_t>(spec.seed()) + index);
+  }
+  if (source.comm != nullptr) share_stage_data(*source.comm, data, source.timeout);
   if (!data.ok()) return data.status();
   for (const auto& p : data->problems) log.warning("%s", p);
   PreparedStage out;

@@ -12,6 +12,7 @@
 #include "aln/v1/job.pb.h"
 #include "core/logging.h"
 #include "core/model/decoder.h"
+#include "trainers/engine/data_share.h"
 #include "trainers/engine/examples.h"
 #include "trainers/engine/text_encoder.h"
 #include "trainers/trainer.h"
@@ -29,6 +30,7 @@ absl::StatusOr<PreparedStage> prepare_stage_data(const aln::v1::JobSpec& spec, c
                                                  trainers::Trainer& trainer, const TextEncoder& encoder,
                                                  const model::DecoderModel& policy,
                                                  const std::vector<const trainers::RewardModel*>& reward_models,
-                                                 bool lead, bool resuming, const Logger& log);
+                                                 bool lead, bool resuming, const Logger& log,
+                                                 const DataSource& source = {});
 
 }  // namespace aln::engine
