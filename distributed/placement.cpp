@@ -33,12 +33,12 @@ absl::StatusOr<Layout> plan_layout(const RoleGrid& policy, const RoleGrid& refer
         "parallel.reward.pipeline_parallel: reward models on their own ranks run unsplit for now; set it to 1");
   }
   if (!use.reference && !use.reward) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("parallel.placement: separate, but no stage takes reference log-probs the reference ranks could "
-                     "compute (dpo, safedpo, grpo with beta > 0) and no stage lists reward_models; the frozen roles' "
-                     "ranks would idle. "
-                     "Use placement: colocated on ",
-                     policy.ranks(), " process(es)"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "parallel.placement: separate, but no stage takes reference log-probs the reference ranks could "
+        "compute (dpo, safedpo, tdpo, radpo, grpo with beta > 0) and no stage lists reward_models; the frozen roles' "
+        "ranks would idle. "
+        "Use placement: colocated on ",
+        policy.ranks(), " process(es)"));
   }
   if (policy.pipeline_parallel != 1) {
     return absl::UnimplementedError(

@@ -35,6 +35,10 @@ struct Needs {
   // sequences (StepContext::reference_token_logprobs when set), so the reference may run on ranks of
   // its own and answer each step (GRPO's KL term).
   bool reference_token_logprobs_only = false;
+  // With reference_model: the trainer uses only the reference's final hidden states and its output
+  // projection (StepContext::reference_hidden_states / reference_output_weight when set), so the
+  // reference's body may run on ranks of its own each step (TDPO, Ra-DPO).
+  bool reference_hidden_states_only = false;
 };
 
 // A reward model as trainers use it: scores [B, num_labels] at each row's last non-padding token.
@@ -87,6 +91,11 @@ struct StepContext {
   // reference_token_logprobs_only): per-token log-probs [B, T-1] of `sequences` under the reference
   // with the logits divided by `temperature`, as response_logprobs(...).per_token gives them.
   std::function<at::Tensor(const buffer::SequenceBatch& sequences, double temperature)> reference_token_logprobs;
+  // Likewise for trainers whose needs say reference_hidden_states_only: the reference's final hidden
+  // states [B, T, H] (as DecoderModel::hidden_states), and its output projection [V, H] (frozen, held
+  // here; the model's body runs on the reference ranks).
+  std::function<at::Tensor(const at::Tensor& input_ids, const at::Tensor& attention_mask)> reference_hidden_states;
+  at::Tensor reference_output_weight;
   int64_t pad_id = 0;
   int64_t step = 0;  // the policy version: optimizer steps taken in this stage
   // For rollout-based trainers (GRPO): ids -> text (rule rewards), the end-of-response id, the job's

@@ -63,8 +63,8 @@ SeparateRoles separate_roles(const aln::v1::JobSpec& spec) {
   SeparateRoles roles;
   for (const auto& stage : effective_stages(spec)) {
     const std::string method = method_name(stage.trainer());
-    roles.reference = roles.reference || method == "dpo" || method == "safedpo" ||
-                      (method == "grpo" && stage.trainer().grpo().beta() > 0);
+    roles.reference = roles.reference || method == "dpo" || method == "safedpo" || method == "tdpo" ||
+                      method == "radpo" || (method == "grpo" && stage.trainer().grpo().beta() > 0);
     roles.reward = roles.reward || stage.reward_models_size() > 0;
   }
   return roles;

@@ -30,8 +30,9 @@ std::string method_name(const aln::v1::TrainerSpec& trainer);
 
 // With parallel.placement: separate, which frozen roles get ranks of their own: the reference when
 // a stage's method takes per-pair reference log-prob sums (dpo, safedpo: work done once, up front)
-// or per-token log-probs of its samples each step (grpo with a KL term, beta > 0) — the trainers'
-// needs agree, tested — and the reward models when a stage lists reward_models.
+// or what it needs of the reference each step (grpo with a KL term, beta > 0: per-token log-probs of
+// its samples; tdpo, radpo: hidden states) — the trainers' needs agree, tested — and the reward
+// models when a stage lists reward_models.
 struct SeparateRoles {
   bool reference = false;
   bool reward = false;

@@ -6,6 +6,8 @@
 #  - a two-stage job (SFT, then DPO whose reference is the policy after SFT: the weights are sent to
 #    the reference ranks) and a reference given by path equal their colocated runs;
 #  - a second run finds the reference cache and the reference ranks compute nothing;
+#  - TDPO and Ra-DPO (reference needed every step) with the reference's body on its own rank equal
+#    their colocated runs;
 #  - the layout check: wrong process counts, a job without a reference stage, a pipelined
 #    reference are refused before anything loads, saying what would fit;
 #  - a reference rank killed or frozen mid-run ends the job non-zero within 60 s (the frozen one is
@@ -77,6 +79,25 @@ check "a reference given by path, loaded by the reference rank: same as colocate
 train reuse 3 separate 1 "" "" "$work/separate/refcache"
 check "a second run reuses the cache (the reference rank computes nothing)" \
   "grep -q 'reference log-probs: reused' '$work/reuse.out' && ! grep -q 'computed on the reference ranks' '$work/reuse.out' && same separate reuse"
+
+# TDPO and Ra-DPO need the reference every step (full distributions): the reference rank runs its
+# body and sends the final hidden states; the policy ranks keep its output projection and form the
+# distributions. Same parameters and losses as colocated, with the policy as the reference and
+# with a reference given by path (the projection then read with the last layer from that path).
+token_level() {  # token_level NAME NP PLACEMENT METHOD [REFERENCE_PATH]
+  job "$1" "$3" 1 "" "${5:-}" | sed "s/trainer: {dpo: {}}/trainer: {$4: {}}/" >"$work/$1.yaml"
+  mpi "$2" "$ALN" train "$work/$1.yaml" >"$work/$1.out" 2>&1
+  local rc=$?
+  check "$1 exits 0 (rc $rc): $(tail -2 "$work/$1.out")" "[[ $rc -eq 0 ]]"
+}
+token_level tdpo-colocated 2 colocated tdpo
+token_level tdpo-separate 3 separate tdpo
+check "TDPO, reference body on its own rank: same parameters and losses as colocated" "same tdpo-colocated tdpo-separate"
+check "the reference rank answered hidden-state requests" \
+  "grep -q 'stage dpo: the reference ranks answer the per-token hidden-state requests' '$work/tdpo-separate.out'"
+token_level radpo-path-colocated 2 colocated radpo "$work/colocated/final"
+token_level radpo-path-separate 3 separate radpo "$work/colocated/final"
+check "Ra-DPO with a reference by path on its own rank: same as colocated" "same radpo-path-colocated radpo-path-separate"
 
 # The layout check.
 job wrong-np separate 1 >"$work/wrong-np.yaml"

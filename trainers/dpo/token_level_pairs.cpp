@@ -9,7 +9,8 @@ namespace aln::trainers {
 
 LossOutput token_level_pair_loss(const std::vector<const buffer::Example*>& batch, StepContext& ctx,
                                  const TokenLevelSettings& s) {
-  ALN_CHECK(ctx.reference != nullptr, "TDPO and Ra-DPO need the reference model itself (full distributions)");
+  const bool remote = static_cast<bool>(ctx.reference_hidden_states);
+  ALN_CHECK(remote || ctx.reference != nullptr, "TDPO and Ra-DPO need the reference model itself (full distributions)");
   const int64_t pairs = static_cast<int64_t>(batch.size());
   buffer::SequenceBatch b = buffer::collate_pairs(batch, ctx.pad_id);
   const int64_t t = b.input_ids.size(1);
@@ -29,11 +30,12 @@ LossOutput token_level_pair_loss(const std::vector<const buffer::Example*>& batc
   at::Tensor ref_selected;
   {
     at::NoGradGuard no_grad;
-    const at::Tensor ref_hidden = ctx.reference->hidden_states(b.input_ids, b.attention_mask);
+    const at::Tensor ref_hidden = remote ? ctx.reference_hidden_states(b.input_ids, b.attention_mask)
+                                         : ctx.reference->hidden_states(b.input_ids, b.attention_mask);
     ref_selected = ref_hidden.narrow(1, 0, t - 1).reshape({-1, ref_hidden.size(2)}).index_select(0, flat);
   }
   const at::Tensor weight = ctx.policy->output_weight();  // [V, H], the parameter (tied or not)
-  const at::Tensor ref_weight = ctx.reference->output_weight();
+  const at::Tensor ref_weight = remote ? ctx.reference_output_weight : ctx.reference->output_weight();
   const at::Tensor sel_detached = selected.detach();
   auto chunk_logits = [&](int64_t start, int64_t len) {
     at::NoGradGuard no_grad;
@@ -114,6 +116,7 @@ class TokenLevelTrainer final : public Trainer {
   Needs needs() const override {
     Needs n{RecordKind::kPreferencePairs, ModelHead::kLanguageModel, true};
     n.reference_model = true;
+    n.reference_hidden_states_only = true;  // the full distributions are formed here from them
     return n;
   }
   LossOutput compute_loss(const std::vector<const buffer::Example*>& batch, StepContext& ctx) override {

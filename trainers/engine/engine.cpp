@@ -18,6 +18,7 @@
 #include "core/config/job_config.h"
 #include "core/fingerprint.h"
 #include "core/model/hf_checkpoint.h"
+#include "core/model/model_config.h"
 #include "core/optim/optimizer.h"
 #include "distributed/placement.h"
 #include "trainers/controllable/control_tokens.h"
@@ -380,12 +381,28 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
       meters.phase.Add({{"stage", stage_name}, {"phase", "reference"}}).Set(since(ref_start));
     }
     // Served each step by the reference ranks: world rank 0's copy goes to them (when it exists
-    // nowhere else, rank 0 keeps it for checkpoints; the other policy ranks drop theirs).
-    std::function<at::Tensor(const buffer::SequenceBatch&, double)> remote_logprobs;
+    // nowhere else, rank 0 keeps it for checkpoints; the other policy ranks drop theirs). Trainers
+    // that take hidden states keep the reference's output projection here (from the copy, or read
+    // with the last layer from reference.path).
+    ReferenceStandIns remote_parts;
+    at::Tensor reference_head;
     if (remote_each_step) {
-      remote_logprobs = open_reference_stage(*remote, reference ? &*reference : nullptr, world_rank);
+      if (needs.reference_hidden_states_only) {
+        if (reference) {
+          reference_head = reference->output_weight().detach().clone();
+        } else {
+          const std::string& path = stage.reference().path();
+          auto config = model::load_hf_config((fs::path(path) / "config.json").string());
+          if (!config.ok()) return config.status();
+          auto last = model::load_hf_stage(path, config->num_layers - 1, config->num_layers);
+          if (!last.ok()) return last.status();
+          reference_head = last->output_weight().detach().clone();
+        }
+      }
+      remote_parts = open_reference_stage(*remote, reference ? &*reference : nullptr, world_rank);
       if (!lead || !stage.reference().path().empty()) reference.reset();
-      log.info("stage %s: the reference ranks answer the per-token log-prob requests", stage_name);
+      log.info("stage %s: the reference ranks answer the per-token %s requests", stage_name,
+               needs.reference_hidden_states_only ? "hidden-state" : "log-prob");
     }
     const model::DecoderModel* ref_ptr = reference && !remote_each_step ? &*reference : nullptr;
     Pipeline* pp = pipeline ? &*pipeline : nullptr;
@@ -394,7 +411,13 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
     extras.eos_id = (*encoder)->eos_id();
     extras.seed = static_cast<uint64_t>(spec.seed()) + static_cast<uint64_t>(s);
     extras.reward_models = reward_ptrs;
-    extras.reference_token_logprobs = remote_logprobs;
+    if (remote_each_step) {
+      extras.reference_token_logprobs = remote_parts.token_logprobs;
+      if (needs.reference_hidden_states_only) {
+        extras.reference_hidden_states = remote_parts.hidden_states;
+        extras.reference_output_weight = reference_head;
+      }
+    }
     extras.encode_text = [enc = encoder->get()](const std::string& text) { return enc->encode(text); };
     if (dp.size() > 1) {
       extras.sum = [&dp](at::Tensor& t) { dp.sum(t); };

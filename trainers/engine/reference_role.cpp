@@ -44,16 +44,22 @@ absl::Status serve_each_step(const RemoteReference& remote, int index, const mod
     if (server_of(remote, r) == remote.first_service_rank + index) clients.push_back(r);
   }
   auto handler = [&reference](int client, const aln::v1::ServiceRequest& request) {
-    ALN_CHECK(request.method() == "logprobs", "unknown request \"", request.method(), "\" from rank ", client);
-    ALN_CHECK(request.tensors_size() == 3, "a log-prob request carries input ids, attention and response masks");
-    buffer::SequenceBatch batch;
-    for (auto [i, t] : {std::pair{0, &batch.input_ids}, {1, &batch.attention_mask}, {2, &batch.response_mask}}) {
-      auto tensor = dist::from_proto(request.tensors(i));
-      ALN_THROW_IF_ERROR(tensor.status());
-      *t = std::move(*tensor);
-    }
     at::NoGradGuard no_grad;
     aln::v1::ServiceReply reply;
+    std::vector<at::Tensor> in;
+    for (const auto& t : request.tensors()) {
+      auto tensor = dist::from_proto(t);
+      ALN_THROW_IF_ERROR(tensor.status());
+      in.push_back(std::move(*tensor));
+    }
+    if (request.method() == "hidden") {
+      ALN_CHECK(in.size() == 2, "a hidden-state request carries input ids and an attention mask");
+      dist::to_proto(reference.hidden_states(in[0], in[1]), reply.add_tensors());
+      return reply;
+    }
+    ALN_CHECK(request.method() == "logprobs", "unknown request \"", request.method(), "\" from rank ", client);
+    ALN_CHECK(in.size() == 3, "a log-prob request carries input ids, attention and response masks");
+    const buffer::SequenceBatch batch{in[0], in[1], in[2]};
     dist::to_proto(trainers::response_logprobs(reference, batch, request.temperature()).per_token, reply.add_tensors());
     return reply;
   };
@@ -91,7 +97,7 @@ bool served_by_reference_ranks(const trainers::Needs& needs) {
 }
 
 bool served_each_step(const trainers::Needs& needs) {
-  return needs.reference_model && needs.reference_token_logprobs_only;
+  return needs.reference_model && (needs.reference_token_logprobs_only || needs.reference_hidden_states_only);
 }
 
 void announce_first_stage(const RemoteReference& remote, int64_t first_stage) { broadcast_code(remote, first_stage); }
@@ -113,30 +119,42 @@ void receive_reference_logprobs(const RemoteReference& remote, const model::Deco
   exchange(remote, data, /*contribute=*/false);
 }
 
-std::function<at::Tensor(const buffer::SequenceBatch&, double)> open_reference_stage(const RemoteReference& remote,
-                                                                                     const model::DecoderModel* weights,
-                                                                                     int policy_rank) {
+ReferenceStandIns open_reference_stage(const RemoteReference& remote, const model::DecoderModel* weights,
+                                       int policy_rank) {
   broadcast_code(remote, weights != nullptr ? 3 : 4);
   if (weights != nullptr) {
     model::DecoderModel copy = weights->to(at::kFloat);
     broadcast_weights(remote, copy);
   }
   auto client = std::make_shared<dist::ServiceClient>(remote.service, server_of(remote, policy_rank));
-  return [client, timeout = remote.request_timeout](const buffer::SequenceBatch& batch, double temperature) {
+  // One request, one tensor back.
+  auto ask = [client, timeout = remote.request_timeout](const aln::v1::ServiceRequest& request) {
+    auto reply = client->call(request, timeout);
+    if (!reply.ok()) ALN_FAIL("reference on reference rank ", client->server(), ": ", reply.status().message());
+    ALN_CHECK(reply->tensors_size() == 1, "reference rank ", client->server(), " sent ", reply->tensors_size(),
+              " tensors for one \"", request.method(), "\" request");
+    auto tensor = dist::from_proto(reply->tensors(0));
+    ALN_THROW_IF_ERROR(tensor.status());
+    return *tensor;
+  };
+  ReferenceStandIns out;
+  out.token_logprobs = [ask](const buffer::SequenceBatch& batch, double temperature) {
     aln::v1::ServiceRequest request;
     request.set_method("logprobs");
     request.set_temperature(temperature);
     dist::to_proto(batch.input_ids, request.add_tensors());
     dist::to_proto(batch.attention_mask, request.add_tensors());
     dist::to_proto(batch.response_mask, request.add_tensors());
-    auto reply = client->call(request, timeout);
-    if (!reply.ok()) ALN_FAIL("reference on reference rank ", client->server(), ": ", reply.status().message());
-    ALN_CHECK(reply->tensors_size() == 1, "reference rank ", client->server(), " sent ", reply->tensors_size(),
-              " tensors for one log-prob request");
-    auto logprobs = dist::from_proto(reply->tensors(0));
-    ALN_THROW_IF_ERROR(logprobs.status());
-    return *logprobs;
+    return ask(request);
   };
+  out.hidden_states = [ask](const at::Tensor& input_ids, const at::Tensor& attention_mask) {
+    aln::v1::ServiceRequest request;
+    request.set_method("hidden");
+    dist::to_proto(input_ids, request.add_tensors());
+    dist::to_proto(attention_mask, request.add_tensors());
+    return ask(request);
+  };
+  return out;
 }
 
 absl::Status close_reference_stage(const RemoteReference& remote, int policy_rank) {

@@ -9,10 +9,12 @@
 // world rank 0; every wait is bounded.
 //
 // Stages whose trainer needs only per-token log-probs of sequences it makes as it trains (GRPO's KL
-// term) are served each step instead: the reference ranks take the reference's weights as the
-// stage starts and answer requests (input ids, attention and response masks, temperature in;
-// per-token log-probs out, computed by the code a colocated run uses) until each of their policy
-// ranks says the stage is done. Policy rank r asks reference rank r % reference_ranks. Those
+// term), or only the reference's final hidden states and output projection (TDPO and Ra-DPO, which
+// form the full distributions themselves), are served each step instead: the reference ranks take
+// the reference's weights as the stage starts and answer requests (per-token log-probs of input ids
+// with attention and response masks at a temperature; or hidden states of input ids with an
+// attention mask; computed by the code a colocated run uses) until each of their policy ranks says
+// the stage is done. Policy rank r asks reference rank r % reference_ranks. Those
 // messages are aln.v1.ServiceRequest / ServiceReply on the service channel.
 //
 // Protocol, in order: first stage to run (int64); then for each served stage from it: a flag
@@ -69,9 +71,12 @@ void receive_reference_logprobs(const RemoteReference& remote, const model::Deco
 // (`weights` non-null on every policy rank, same shapes; world rank 0's are sent) or has the
 // reference ranks load the stage's reference.path, and returns what trainers call for per-token
 // log-probs (StepContext::reference_token_logprobs) from this policy rank.
-std::function<at::Tensor(const buffer::SequenceBatch&, double)> open_reference_stage(const RemoteReference& remote,
-                                                                                     const model::DecoderModel* weights,
-                                                                                     int policy_rank);
+struct ReferenceStandIns {
+  std::function<at::Tensor(const buffer::SequenceBatch&, double)> token_logprobs;  // "logprobs"
+  std::function<at::Tensor(const at::Tensor&, const at::Tensor&)> hidden_states;   // "hidden"
+};
+ReferenceStandIns open_reference_stage(const RemoteReference& remote, const model::DecoderModel* weights,
+                                       int policy_rank);
 // Policy side, when that stage has ended (after its last evaluation).
 absl::Status close_reference_stage(const RemoteReference& remote, int policy_rank);
 
