@@ -34,3 +34,24 @@ signal_rank() {
   [[ -z "$fault_took" ]] && fault_took=$(( $(date +%s) - signalled ))
   echo "$5 of rank $4: job ended with rc $fault_rc ${fault_took}s after the signal"
 }
+# scrape_until PORT PATTERN: scrapes rank 0's /metrics into $work/fault.metrics until a line matches
+# PATTERN (another rank's series arrive with its next heartbeat, every heartbeat_s), 20 s at most.
+scrape_until() {
+  for _ in $(seq 1 80); do
+    curl -sf "http://127.0.0.1:$1/metrics" >"$work/fault.metrics" 2>/dev/null
+    grep -q "$2" "$work/fault.metrics" && break
+    sleep 0.25
+  done
+}
+# kill_at_step NP YAML TRAIN_LOG STEP: runs `mpi NP aln train YAML` until TRAIN_LOG logs global step
+# STEP, then kills every rank with SIGKILL (a job stopped mid-run, to resume).
+kill_at_step() {
+  mpi "$1" "$ALN" train "$2" >/dev/null 2>&1 &
+  pid=$!
+  for _ in $(seq 1 1200); do
+    grep -q "\"global_step\":$4," "$3" 2>/dev/null && break
+    kill -0 $pid 2>/dev/null || break
+    sleep 0.05
+  done
+  pkill -9 -f "aln train $2"; wait $pid 2>/dev/null; pid=""
+}

@@ -23,6 +23,7 @@ set -uo pipefail
 ALN="$1"; MPIEXEC="$2"; PY="$3"
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 source tests/e2e/train_lib.sh
+source tests/dist/fault_lib.sh
 trap '[[ -n "$pid" ]] && kill -9 $pid 2>/dev/null; pkill -9 -f "$work/" 2>/dev/null; [[ -z "${KEEP:-}" ]] && rm -rf "$work"' EXIT
 
 job() {  # job NAME TRAINER DP PP SCHEDULE ACCUM [TIED] [EXTRA_PARALLEL] [MAX_STEPS]
@@ -164,10 +165,7 @@ check "aln generates the same from the 2-stage checkpoint as from the unsplit on
 
 # Checkpoints and resume with the same or another pipeline size.
 job ck dpo 1 2 one_f_one_b 4 | sed 's/^metrics:/checkpoint: {every_steps: 5}\nmetrics:/' >"$work/ck.yaml"
-mpi 2 "$ALN" train "$work/ck.yaml" >"$work/ck.out" 2>&1 &
-pid=$!
-for _ in $(seq 1 600); do grep -q '"global_step":7,' "$work/ck/train_log.jsonl" 2>/dev/null && break; kill -0 $pid 2>/dev/null || break; sleep 0.05; done
-pkill -9 -f "aln train $work/ck.yaml"; wait $pid 2>/dev/null; pid=""
+kill_at_step 2 "$work/ck.yaml" "$work/ck/train_log.jsonl" 7
 check "the 2-stage run was killed after a checkpoint ($(ls "$work/ck/checkpoints" 2>/dev/null | tr '\n' ' '))" \
   "[[ -d '$work/ck/checkpoints/step-00000005' && ! -d '$work/ck/final' ]]"
 cp -r "$work/ck" "$work/ck1"
@@ -182,7 +180,6 @@ for run in ck ck1; do
 done
 
 # Faults: kill or freeze the last stage mid-run; a running job first shows per-stage metrics.
-source tests/dist/fault_lib.sh
 for signal in KILL STOP; do
   name="fault-$signal"
   port=$(( 20000 + RANDOM % 20000 ))

@@ -120,19 +120,11 @@ check "a pipelined reference on its own ranks is refused by key (rc $rc)" \
 # rank idles then (its sums were handed over), outside any collective, so only mpirun (KILL) or rank
 # 0's heartbeat monitor (STOP: silent for max(2 x timeout_s, 3 x heartbeat_s) = 20 s) can notice.
 source tests/dist/fault_lib.sh
-# Rank 1's training series reach rank 0 with its next heartbeat (every heartbeat_s = 5 s).
-scrape_rank1() {
-  for _ in $(seq 1 80); do
-    curl -sf "http://127.0.0.1:$1/metrics" >"$work/fault.metrics" 2>/dev/null
-    grep -q '^aln_train_steps_total{.*rank="1"' "$work/fault.metrics" && break
-    sleep 0.25
-  done
-}
 for signal in KILL STOP; do
   port=$(( 20000 + RANDOM % 20000 ))
   job fault-$signal separate 1 yes | sed "s/max_steps: 4,/max_steps: 100000,/; s/^metrics: .*/metrics: {port: $port, progress_bar: false}/" >"$work/fault-$signal.yaml"
   signal_rank 3 "$work/fault-$signal.yaml" "$work/fault-$signal.out" 2 $signal "$work/fault-$signal/train_log.jsonl" 6 \
-    "$([[ $signal == STOP ]] && echo "scrape_rank1 $port")"
+    "$([[ $signal == STOP ]] && echo "scrape_until $port '^aln_train_steps_total{.*rank=\"1\"'")"
   check "$signal: found the reference rank while the policy trains" "[[ -n '$victim' ]]"
   if [[ $signal == STOP ]]; then
     check "rank 0 serves policy rank 1's own series (rank label 1) and every rank's heartbeat age" \

@@ -19,6 +19,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 source tests/e2e/train_lib.sh
 trap '[[ -n "$pid" ]] && kill -9 $pid 2>/dev/null; pkill -9 -f "$work/" 2>/dev/null; [[ -z "${KEEP:-}" ]] && rm -rf "$work"' EXIT
 pid=""
+source tests/dist/fault_lib.sh
 
 "$PY" tests/e2e/make_random_rm.py "$work/rm" >/dev/null 2>&1
 check "a random reward model was made" "[[ -f '$work/rm/model.safetensors' ]]"
@@ -89,10 +90,7 @@ check "the 4-process job placed both roles and served GRPO's reference each step
 
 # Killed mid-GRPO (after its step-10 checkpoint: DPO's 4 steps + 6) and resumed.
 job resume separate 1 yes "" 10 0.04 >"$work/resume.yaml"
-mpi 4 "$ALN" train "$work/resume.yaml" >"$work/resume.out" 2>&1 &
-pid=$!
-for _ in $(seq 1 1200); do grep -q '"global_step":12,' "$work/resume/train_log.jsonl" 2>/dev/null && break; kill -0 $pid 2>/dev/null || break; sleep 0.05; done
-pkill -9 -f "aln train $work/resume.yaml"; wait $pid 2>/dev/null; pid=""
+kill_at_step 4 "$work/resume.yaml" "$work/resume/train_log.jsonl" 12
 check "killed mid-GRPO after a checkpoint ($(ls "$work/resume/checkpoints" 2>/dev/null | tr '\n' ' '))" \
   "[[ -d '$work/resume/checkpoints/step-00000010' && ! -d '$work/resume/final' ]]"
 check "the checkpoint holds GRPO's reference (the policy as the stage started)" \
@@ -112,20 +110,11 @@ check "a reward model that does not load: the policy's error names it and the re
   "[[ $rc -ne 0 ]] && grep -q 'request \"load\" to rank 2 failed there: .*reward_models: judge: .*no-such-model/config.json' '$work/bad-rm.out'"
 
 # Faults. While the policy trains the reward rank answers a few requests per step.
-source tests/dist/fault_lib.sh
-# The reward rank's counters reach rank 0 with its heartbeats (every heartbeat_s = 5 s).
-scrape_reward() {
-  for _ in $(seq 1 80); do
-    curl -sf "http://127.0.0.1:$1/metrics" >"$work/fault.metrics" 2>/dev/null
-    grep -q '^aln_reward_requests_total{.*method="score".*rank="2"' "$work/fault.metrics" && break
-    sleep 0.25
-  done
-}
 for signal in KILL STOP; do
   port=$(( 20000 + RANDOM % 20000 ))
   job fault-$signal separate 1 "" "" 100000 | sed "s/^metrics: .*/metrics: {port: $port, progress_bar: false}/" >"$work/fault-$signal.yaml"
   before=""
-  [[ $signal == STOP ]] && before="scrape_reward $port"
+  [[ $signal == STOP ]] && before="scrape_until $port '^aln_reward_requests_total{.*method=\"score\".*rank=\"2\"'"
   signal_rank 3 "$work/fault-$signal.yaml" "$work/fault-$signal.out" 2 $signal "$work/fault-$signal/train_log.jsonl" 3 "$before"
   check "$signal: found the reward rank while the policy trains" "[[ -n '$victim' ]]"
   check "$signal of the reward rank ends the job non-zero within 60 s (rc $fault_rc, ${fault_took}s)" \
