@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -128,6 +129,10 @@ absl::Status serve(Communicator* channel, const std::vector<int>& clients, const
     }
     return status;
   };
+  // Requests come a few times per training step and none at all for long stretches (loading,
+  // evaluation, other stages): poll fast right after one, then back off to a few milliseconds,
+  // which keeps an idle server off the cores the policy may share.
+  auto pause = std::chrono::microseconds(100);
   while (!open.empty()) {
     bool served = false;
     for (size_t i = 0; i < open.size();) {
@@ -160,9 +165,12 @@ absl::Status serve(Communicator* channel, const std::vector<int>& clients, const
       c.pending = channel->recv(c.size, c.rank, kSizeTag);
       ++i;
     }
-    // Requests come at most a few times per training step: a short sleep costs nothing measurable
-    // and keeps the idle server off the core the policy may share.
-    if (!served) std::this_thread::sleep_for(std::chrono::microseconds(500));
+    if (served) {
+      pause = std::chrono::microseconds(100);
+    } else {
+      std::this_thread::sleep_for(pause);
+      pause = std::min(pause * 2, std::chrono::microseconds(5000));
+    }
   }
   return absl::OkStatus();
 }
