@@ -6,6 +6,7 @@
 #include <cstdlib>
 
 #include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "core/error.h"
@@ -43,8 +44,24 @@ std::string mpi_error_string(int code) {
 // instead of blocking forever inside MPI_Wait when a peer is dead or stopped.
 class MpiWork final : public Work {
  public:
-  MpiWork(MPI_Request request, int rank, std::string op, int64_t seq, std::shared_ptr<FlightRecorder> recorder)
-      : request_(request), rank_(rank), op_(std::move(op)), seq_(seq), recorder_(std::move(recorder)) {}
+  MpiWork(MPI_Request request, int rank, std::string op, int64_t seq, std::shared_ptr<FlightRecorder> recorder,
+          std::vector<at::Tensor> buffers)
+      : request_(request),
+        rank_(rank),
+        op_(std::move(op)),
+        seq_(seq),
+        recorder_(std::move(recorder)),
+        buffers_(std::move(buffers)) {}
+
+  // Dropped before the operation finished (its wait timed out; the job is ending): MPI may still
+  // read or write the buffers, so they are kept alive on purpose instead of being freed under it.
+  ~MpiWork() override {
+    if (!done_) {
+      for (const at::Tensor& t : buffers_) new at::Tensor(t);
+    }
+  }
+  MpiWork(const MpiWork&) = delete;
+  MpiWork& operator=(const MpiWork&) = delete;
 
   void progress() override {
     if (done_) return;
@@ -93,6 +110,7 @@ class MpiWork final : public Work {
   std::string op_;
   int64_t seq_;
   std::shared_ptr<FlightRecorder> recorder_;
+  std::vector<at::Tensor> buffers_;  // what MPI reads or writes until the operation is done
   bool done_ = false;
 };
 
@@ -140,7 +158,7 @@ class MpiCommunicator final : public Communicator {
     const int count = static_cast<int>(input.numel());
     const int rc = MPI_Iallgather(input.data_ptr(), count, mpi_type(input), output.data_ptr(), count, mpi_type(output),
                                   comm_, &request);
-    return started(rc, request, "all_gather", &input);
+    return started(rc, request, "all_gather", &input, &output);
   }
 
   std::unique_ptr<Work> barrier() override {
@@ -186,13 +204,17 @@ class MpiCommunicator final : public Communicator {
     ALN_CHECK(tensor.numel() < (int64_t{1} << 31), op, ": tensor too large for one MPI call");
   }
 
-  std::unique_ptr<Work> started(int rc, MPI_Request request, const std::string& op,
-                                const at::Tensor* tensor = nullptr) {
+  std::unique_ptr<Work> started(int rc, MPI_Request request, const std::string& op, const at::Tensor* tensor = nullptr,
+                                const at::Tensor* also = nullptr) {
     const int64_t seq = ++seq_;
     recorder_->started(seq, op, tensor != nullptr ? tensor->numel() : 0,
                        tensor != nullptr ? std::string(c10::toString(tensor->scalar_type())) : "-");
     if (rc != MPI_SUCCESS) throw DistError(mpi_error_string(rc), rank_, host_name(), op, seq, __FILE__, __LINE__);
-    return std::make_unique<MpiWork>(request, rank_, op, seq, recorder_);
+    std::vector<at::Tensor> buffers;
+    for (const at::Tensor* t : {tensor, also}) {
+      if (t != nullptr) buffers.push_back(*t);
+    }
+    return std::make_unique<MpiWork>(request, rank_, op, seq, recorder_, std::move(buffers));
   }
 
   MPI_Comm comm_;

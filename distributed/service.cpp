@@ -16,6 +16,8 @@ namespace aln::dist {
 namespace {
 
 constexpr int kSizeTag = 1, kBytesTag = 2;
+// Protobuf messages (and one MPI call's count) stop at 2 GiB.
+constexpr size_t kMaxMessageBytes = (size_t{1} << 31) - 1;
 
 const std::map<std::string, at::ScalarType>& dtypes() {
   static const auto* table = new std::map<std::string, at::ScalarType>{
@@ -34,6 +36,10 @@ std::string dtype_name(at::ScalarType type) {
 // Sends a message as two: its size, then its bytes; waits for both (bounded).
 absl::Status send_message(Communicator& channel, int peer, const google::protobuf::MessageLite& message,
                           std::chrono::milliseconds timeout) {
+  if (message.ByteSizeLong() > kMaxMessageBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("a control message of ", message.ByteSizeLong(),
+                                                   " bytes is over the 2 GiB one message can carry"));
+  }
   const std::string bytes = message.SerializeAsString();
   at::Tensor size = at::full({1}, static_cast<int64_t>(bytes.size()), at::kLong);
   at::Tensor data = at::empty({static_cast<int64_t>(bytes.size())}, at::kByte);
@@ -156,6 +162,11 @@ absl::Status serve(Communicator* channel, const std::vector<int>& clients, const
       if (!handled.ok()) {
         reply.Clear();
         reply.set_error(std::string(handled.message()));
+      } else if (reply.ByteSizeLong() > kMaxMessageBytes) {
+        const size_t size = reply.ByteSizeLong();
+        reply.Clear();
+        reply.set_error(absl::StrCat("the reply would be ", size,
+                                     " bytes, over the 2 GiB one message can carry; use smaller micro-batches"));
       }
       absl::Status sent = send_message(*channel, c.rank, reply, timeout);
       if (!sent.ok()) {

@@ -109,13 +109,15 @@ mpi 3 "$ALN" train "$work/bad-rm.yaml" >"$work/bad-rm.out" 2>&1; rc=$?
 check "a reward model that does not load: the policy's error names it and the reward rank (rc $rc)" \
   "[[ $rc -ne 0 ]] && grep -q 'request \"load\" to rank 2 failed there: .*reward_models: judge: .*no-such-model/config.json' '$work/bad-rm.out'"
 
-# Faults. While the policy trains the reward rank answers a few requests per step.
+# Faults. While the policy trains the reward ranks answer a few requests per step.
 for signal in KILL STOP; do
   port=$(( 20000 + RANDOM % 20000 ))
-  job fault-$signal separate 1 "" "" 100000 | sed "s/^metrics: .*/metrics: {port: $port, progress_bar: false}/" >"$work/fault-$signal.yaml"
+  # Two reward ranks, one per policy rank, so a request waits at most timeout_s (10 s), before rank
+  # 0's heartbeat monitor would call the frozen rank silent (20 s).
+  job fault-$signal separate 2 "" "" 100000 | sed "s/^metrics: .*/metrics: {port: $port, progress_bar: false}/" >"$work/fault-$signal.yaml"
   before=""
   [[ $signal == STOP ]] && before="scrape_until $port '^aln_reward_requests_total{.*method=\"score\".*rank=\"2\"'"
-  signal_rank 3 "$work/fault-$signal.yaml" "$work/fault-$signal.out" 2 $signal "$work/fault-$signal/train_log.jsonl" 3 "$before"
+  signal_rank 4 "$work/fault-$signal.yaml" "$work/fault-$signal.out" 2 $signal "$work/fault-$signal/train_log.jsonl" 3 "$before"
   check "$signal: found the reward rank while the policy trains" "[[ -n '$victim' ]]"
   check "$signal of the reward rank ends the job non-zero within 60 s (rc $fault_rc, ${fault_took}s)" \
     "[[ $fault_rc -ne 0 && $fault_took -le 60 ]]"

@@ -65,6 +65,14 @@ void share_stage_data(dist::Communicator& comm, absl::StatusOr<StageData>& data,
       message.set_truncated(data->truncated);
       for (const auto& p : data->problems) message.add_problems(p);
     }
+    if (message.ByteSizeLong() > (size_t{1} << 31) - 1) {
+      const size_t size = message.ByteSizeLong();
+      message.Clear();
+      message.set_error(absl::StrCat("the stage's examples are ", size,
+                                     " bytes, over the 2 GiB one message can carry; set parallel.data_reader: "
+                                     "every_rank for this data"));
+      data = absl::InvalidArgumentError(message.error());
+    }
     bytes = message.SerializeAsString();
   }
   at::Tensor size = at::full({1}, static_cast<int64_t>(bytes.size()), at::kLong);

@@ -105,9 +105,18 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
     role_comm = options.comm->split(static_cast<int>(role), world_rank);
     frozen_comm = options.comm->split(role == dist::Role::kReward ? 1 : 0, world_rank);
     service_comm = options.comm->split(0, world_rank);
-    const RewardPlacement reward_placement{
-        service_comm.get(), layout->policy_ranks, layout->first_of(dist::Role::kReward), layout->reward_ranks, timeout,
-        long_wait};
+    // A server answers its policy ranks one at a time, so a request may wait behind one from each
+    // of the others: its timeout grows with the clients per server.
+    auto per_request = [&](int servers) {
+      const int s = std::max(1, servers);
+      return timeout * ((layout->policy_ranks + s - 1) / s);
+    };
+    const RewardPlacement reward_placement{service_comm.get(),
+                                           layout->policy_ranks,
+                                           layout->first_of(dist::Role::kReward),
+                                           layout->reward_ranks,
+                                           per_request(layout->reward_ranks),
+                                           long_wait};
     if (role == dist::Role::kReward) {
       absl::Status served = run_reward_role(spec, reward_placement, index, log, metrics);
       if (!served.ok()) return served;
@@ -120,7 +129,7 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
                                service_comm.get(),
                                layout->first_of(dist::Role::kReference),
                                layout->policy_ranks,
-                               timeout,
+                               per_request(layout->reference_ranks),
                                lead_reads};
     }
     if (role == dist::Role::kReference) {

@@ -27,6 +27,19 @@ int64_t broadcast_code(const RemoteReference& remote, int64_t value) {
   return t.item<int64_t>();
 }
 
+// Reference side: the next code from world rank 0, however long the policy trains before sending
+// it (a whole stage may come first). The wait is renewed: a dead or stopped policy rank ends the
+// job through mpirun, the policy's own timeouts or rank 0's heartbeat monitor.
+absl::StatusOr<int64_t> await_code(const RemoteReference& remote) {
+  at::Tensor t = at::full({1}, int64_t{0}, at::kLong);
+  auto work = remote.world->broadcast(t, 0);
+  while (true) {
+    absl::Status s = work->wait(remote.timeout);
+    if (s.ok()) return t.item<int64_t>();
+    if (s.code() != absl::StatusCode::kDeadlineExceeded) return s;
+  }
+}
+
 // Rank 0's weights on every rank of the world (the engine's broadcast, over the whole job).
 void broadcast_weights(const RemoteReference& remote, model::DecoderModel& model) {
   DataParallel(remote.world, remote.timeout).broadcast(model.tensors());
@@ -46,6 +59,7 @@ absl::Status serve_each_step(const RemoteReference& remote, int index, const mod
   auto handler = [&reference](int client, const aln::v1::ServiceRequest& request) {
     at::NoGradGuard no_grad;
     aln::v1::ServiceReply reply;
+    if (request.method() == "ready") return reply;
     std::vector<at::Tensor> in;
     for (const auto& t : request.tensors()) {
       auto tensor = dist::from_proto(t);
@@ -137,6 +151,12 @@ ReferenceStandIns open_reference_stage(const RemoteReference& remote, const mode
     ALN_THROW_IF_ERROR(tensor.status());
     return *tensor;
   };
+  // The reference ranks may still be loading reference.path: this first exchange waits as long as
+  // the flag's did, the requests after it `request_timeout`.
+  aln::v1::ServiceRequest ready;
+  ready.set_method("ready");
+  auto answered = client->call(ready, remote.timeout);
+  if (!answered.ok()) ALN_FAIL("reference on reference rank ", client->server(), ": ", answered.status().message());
   ReferenceStandIns out;
   out.token_logprobs = [ask](const buffer::SequenceBatch& batch, double temperature) {
     aln::v1::ServiceRequest request;
@@ -175,14 +195,19 @@ absl::Status run_reference_role(const aln::v1::JobSpec& spec, const RemoteRefere
 
   trainers::TrainerRegistry registry("trainer");
   trainers::register_all(registry);
-  const int64_t first_stage = broadcast_code(remote, 0);
+  auto announced = await_code(remote);
+  if (!announced.ok()) return announced.status();
+  const int64_t first_stage = *announced;
   const auto stages = config::effective_stages(spec);
   for (size_t s = static_cast<size_t>(first_stage); s < stages.size(); ++s) {
     const aln::v1::StageSpec& stage = stages[s];
     auto trainer = registry.create(config::method_name(stage.trainer()), stage);
     if (!trainer.ok()) return trainer.status();
     if (!served_by_reference_ranks((*trainer)->needs())) continue;
-    const int64_t flag = broadcast_code(remote, 0);
+    auto code = await_code(remote);
+    if (!code.ok()) return code.status();
+    const int64_t flag = *code;
+    if (flag < 0) return absl::OkStatus();  // the policy ended before this stage (the end code)
     if (flag == 0) continue;
     std::optional<model::DecoderModel> loaded;
     if (flag == 1 || flag == 3) {
@@ -227,16 +252,9 @@ absl::Status run_reference_role(const aln::v1::JobSpec& spec, const RemoteRefere
     exchange(remote, data, /*contribute=*/true);
   }
   // Stay until the policy finishes (heartbeating meanwhile, so a stopped reference rank is noticed
-  // and the job ends cleanly for everyone). The wait is renewed while training goes on: a dead or
-  // stopped policy rank ends the job through mpirun or the policy's own timeouts.
-  at::Tensor end = at::full({1}, int64_t{0}, at::kLong);
-  auto work = remote.world->broadcast(end, 0);
-  while (true) {
-    absl::Status s = work->wait(remote.timeout);
-    if (s.ok()) break;
-    if (s.code() != absl::StatusCode::kDeadlineExceeded) return s;
-  }
-  return absl::OkStatus();
+  // and the job ends cleanly for everyone).
+  auto end = await_code(remote);
+  return end.ok() ? absl::OkStatus() : end.status();
 }
 
 void finish_reference_role(const RemoteReference& remote) { broadcast_code(remote, -1); }

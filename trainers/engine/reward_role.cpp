@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 
+#include <map>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -84,9 +85,10 @@ absl::Status run_reward_role(const aln::v1::JobSpec& spec, const RewardPlacement
   auto& requests = metrics.counter_family("aln_reward_requests_total", "Requests a reward rank served, by method");
   auto& sequences = metrics.counter("aln_reward_scored_sequences_total", "Sequences a reward rank scored");
   auto& seconds = metrics.counter("aln_reward_score_seconds_total", "Seconds a reward rank spent scoring");
-  // One stage's models at a time (stages run in order); every client of this rank loads the same.
-  int64_t loaded_stage = -1;
-  std::vector<model::DecoderModel> models;
+  // Stages run in order, but the policy ranks do not leave a stage together: one may load the next
+  // stage's models while another still scores with this stage's. So the previous stage's models
+  // are dropped only when a later one loads.
+  std::map<int64_t, std::vector<model::DecoderModel>> loaded;
   auto handler = [&](int client, const aln::v1::ServiceRequest& request) {
     aln::v1::ServiceReply reply;
     ALN_CHECK(request.stage() >= 0 && request.stage() < static_cast<int64_t>(stages.size()), "stage index ",
@@ -94,24 +96,25 @@ absl::Status run_reward_role(const aln::v1::JobSpec& spec, const RewardPlacement
     const aln::v1::StageSpec& stage = stages[static_cast<size_t>(request.stage())];
     requests.Add({{"method", request.method()}}).Increment();
     if (request.method() == "load") {
-      if (loaded_stage != request.stage()) {
-        models.clear();
-        loaded_stage = -1;
+      if (loaded.count(request.stage()) == 0) {
+        std::vector<model::DecoderModel> models;
         for (const auto& rm : stage.reward_models()) {
           auto m = model::load_hf_model(rm.path());
           if (!m.ok()) ALN_FAIL("reward_models: ", model_name(rm), ": ", m.status().message());
           models.push_back(std::move(*m));
         }
-        loaded_stage = request.stage();
+        loaded.erase(loaded.begin(), loaded.lower_bound(request.stage() - 1));
         log.info("stage %s: %d reward model(s) loaded on reward rank %d (serving policy rank(s) %s)",
                  stage.name().empty() ? absl::StrCat("stage", request.stage() + 1) : stage.name(), models.size(), index,
                  absl::StrJoin(clients, ", "));
+        loaded.emplace(request.stage(), std::move(models));
       }
       return reply;
     }
     ALN_CHECK(request.method() == "score", "unknown request \"", request.method(), "\" from rank ", client);
-    ALN_CHECK(request.stage() == loaded_stage, "scores asked for stage ", request.stage(), " but stage ", loaded_stage,
-              " is loaded");
+    auto found = loaded.find(request.stage());
+    ALN_CHECK(found != loaded.end(), "scores asked for stage ", request.stage(), " whose models were not loaded");
+    const std::vector<model::DecoderModel>& models = found->second;
     ALN_CHECK(request.model() >= 0 && request.model() < static_cast<int64_t>(models.size()), "reward model index ",
               request.model(), " out of range (the stage lists ", models.size(), ")");
     ALN_CHECK(request.tensors_size() == 2, "a score request carries input ids and attention mask");
