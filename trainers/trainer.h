@@ -92,9 +92,11 @@ struct StepContext {
   // with the logits divided by `temperature`, as response_logprobs(...).per_token gives them.
   std::function<at::Tensor(const buffer::SequenceBatch& sequences, double temperature)> reference_token_logprobs;
   // Likewise for trainers whose needs say reference_hidden_states_only: the reference's final hidden
-  // states [B, T, H] (as DecoderModel::hidden_states), and its output projection [V, H] (frozen, held
-  // here; the model's body runs on the reference ranks).
-  std::function<at::Tensor(const at::Tensor& input_ids, const at::Tensor& attention_mask)> reference_hidden_states;
+  // states at `positions` (indices into the [B x (T-1)] positions that predict a next token, i.e.
+  // hidden_states(...).narrow(1, 0, T-1).reshape({-1, H}).index_select(0, positions): [N, H]), and its
+  // output projection [V, H] (frozen, held here; the model's body runs on the reference ranks).
+  std::function<at::Tensor(const at::Tensor& input_ids, const at::Tensor& attention_mask, const at::Tensor& positions)>
+      reference_hidden_states;
   at::Tensor reference_output_weight;
   int64_t pad_id = 0;
   int64_t step = 0;  // the policy version: optimizer steps taken in this stage

@@ -30,9 +30,12 @@ LossOutput token_level_pair_loss(const std::vector<const buffer::Example*>& batc
   at::Tensor ref_selected;
   {
     at::NoGradGuard no_grad;
-    const at::Tensor ref_hidden = remote ? ctx.reference_hidden_states(b.input_ids, b.attention_mask)
-                                         : ctx.reference->hidden_states(b.input_ids, b.attention_mask);
-    ref_selected = ref_hidden.narrow(1, 0, t - 1).reshape({-1, ref_hidden.size(2)}).index_select(0, flat);
+    if (remote) {  // only the scored positions travel
+      ref_selected = ctx.reference_hidden_states(b.input_ids, b.attention_mask, flat);
+    } else {
+      const at::Tensor ref_hidden = ctx.reference->hidden_states(b.input_ids, b.attention_mask);
+      ref_selected = ref_hidden.narrow(1, 0, t - 1).reshape({-1, ref_hidden.size(2)}).index_select(0, flat);
+    }
   }
   const at::Tensor weight = ctx.policy->output_weight();  // [V, H], the parameter (tied or not)
   const at::Tensor ref_weight = remote ? ctx.reference_output_weight : ctx.reference->output_weight();

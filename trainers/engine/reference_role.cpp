@@ -67,8 +67,12 @@ absl::Status serve_each_step(const RemoteReference& remote, int index, const mod
       in.push_back(std::move(*tensor));
     }
     if (request.method() == "hidden") {
-      ALN_CHECK(in.size() == 2, "a hidden-state request carries input ids and an attention mask");
-      dist::to_proto(reference.hidden_states(in[0], in[1]), reply.add_tensors());
+      ALN_CHECK(in.size() == 3, "a hidden-state request carries input ids, an attention mask and positions");
+      // The same selection the trainer makes colocated: positions that predict a next token.
+      const at::Tensor hidden = reference.hidden_states(in[0], in[1]);
+      const int64_t t = hidden.size(1);
+      dist::to_proto(hidden.narrow(1, 0, t - 1).reshape({-1, hidden.size(2)}).index_select(0, in[2]),
+                     reply.add_tensors());
       return reply;
     }
     ALN_CHECK(request.method() == "logprobs", "unknown request \"", request.method(), "\" from rank ", client);
@@ -167,11 +171,13 @@ ReferenceStandIns open_reference_stage(const RemoteReference& remote, const mode
     dist::to_proto(batch.response_mask, request.add_tensors());
     return ask(request);
   };
-  out.hidden_states = [ask](const at::Tensor& input_ids, const at::Tensor& attention_mask) {
+  out.hidden_states = [ask](const at::Tensor& input_ids, const at::Tensor& attention_mask,
+                            const at::Tensor& positions) {
     aln::v1::ServiceRequest request;
     request.set_method("hidden");
     dist::to_proto(input_ids, request.add_tensors());
     dist::to_proto(attention_mask, request.add_tensors());
+    dist::to_proto(positions, request.add_tensors());
     return ask(request);
   };
   return out;

@@ -72,8 +72,8 @@ void receive_reference_logprobs(const RemoteReference& remote, const model::Deco
 // reference ranks load the stage's reference.path, and returns what trainers call for per-token
 // log-probs (StepContext::reference_token_logprobs) from this policy rank.
 struct ReferenceStandIns {
-  std::function<at::Tensor(const buffer::SequenceBatch&, double)> token_logprobs;  // "logprobs"
-  std::function<at::Tensor(const at::Tensor&, const at::Tensor&)> hidden_states;   // "hidden"
+  std::function<at::Tensor(const buffer::SequenceBatch&, double)> token_logprobs;                    // "logprobs"
+  std::function<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&)> hidden_states;  // "hidden"
 };
 ReferenceStandIns open_reference_stage(const RemoteReference& remote, const model::DecoderModel* weights,
                                        int policy_rank);
