@@ -117,24 +117,13 @@ absl::Status serve(Communicator* channel, const std::vector<int>& clients, const
   struct Client {
     int rank;
     at::Tensor size = at::empty({1}, at::kLong);
-    std::unique_ptr<Work> pending;
+    std::unique_ptr<Work> pending;  // an unfinished Work keeps its buffer alive when the server leaves early
   };
   std::vector<Client> open;
   for (int rank : clients) {
     open.push_back(Client{rank, at::empty({1}, at::kLong), nullptr});
     open.back().pending = channel->recv(open.back().size, rank, kSizeTag);
   }
-  // Leaving early (an error; the job is ending): receives still posted keep their buffers, leaked
-  // on purpose rather than freed under MPI.
-  auto abandon = [&open](absl::Status status) {
-    for (Client& c : open) {
-      if (c.pending && !c.pending->done()) {
-        new at::Tensor(c.size);
-        c.pending.release();
-      }
-    }
-    return status;
-  };
   // Requests come a few times per training step and none at all for long stretches (loading,
   // evaluation, other stages): poll fast right after one, then back off to a few milliseconds,
   // which keeps an idle server off the cores the policy may share.
@@ -149,7 +138,7 @@ absl::Status serve(Communicator* channel, const std::vector<int>& clients, const
       }
       served = true;
       auto request = receive_body<aln::v1::ServiceRequest>(*channel, c.rank, c.size.item<int64_t>(), timeout);
-      if (!request.ok()) return abandon(request.status());
+      if (!request.ok()) return request.status();
       if (request->goodbye()) {
         open.erase(open.begin() + static_cast<std::ptrdiff_t>(i));
         continue;
@@ -170,8 +159,8 @@ absl::Status serve(Communicator* channel, const std::vector<int>& clients, const
       }
       absl::Status sent = send_message(*channel, c.rank, reply, timeout);
       if (!sent.ok()) {
-        return abandon(
-            absl::Status(sent.code(), absl::StrCat("the reply to rank ", c.rank, " was not taken: ", sent.message())));
+        return absl::Status(sent.code(),
+                            absl::StrCat("the reply to rank ", c.rank, " was not taken: ", sent.message()));
       }
       c.pending = channel->recv(c.size, c.rank, kSizeTag);
       ++i;
