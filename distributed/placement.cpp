@@ -5,7 +5,10 @@
 namespace aln::dist {
 
 std::string role_name(Role role) {
-  return role == Role::kPolicy ? "policy" : role == Role::kReference ? "reference" : "reward";
+  return role == Role::kPolicy      ? "policy"
+         : role == Role::kReference ? "reference"
+         : role == Role::kReward    ? "reward"
+                                    : "coordinator";
 }
 
 absl::StatusOr<Layout> plan_layout(const RoleGrid& policy, const RoleGrid& reference, const RoleGrid& reward,
@@ -13,14 +16,18 @@ absl::StatusOr<Layout> plan_layout(const RoleGrid& policy, const RoleGrid& refer
   Layout layout;
   layout.separate = separate;
   layout.policy_ranks = policy.ranks();
-  const std::string policy_text =
-      absl::StrCat("parallel.policy is data_parallel ", policy.data_parallel, " x pipeline_parallel ",
-                   policy.pipeline_parallel, " = ", policy.ranks(), " process(es)");
+  const int c = use.coordinator ? 1 : 0;
+  layout.coordinator = c;
+  const std::string policy_text = absl::StrCat(
+      "parallel.policy is data_parallel ", policy.data_parallel, " x pipeline_parallel ", policy.pipeline_parallel,
+      " = ", policy.ranks(), " process(es)", c ? " plus 1 for the coordinator (parallel.coordinator: own_rank)" : "");
   if (!separate) {
-    if (policy.ranks() != world_size) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(policy_text, " but the job runs on ", world_size, "; start it with `mpirun -np ", policy.ranks(),
-                       " aln train JOB.yaml` or make data_parallel x pipeline_parallel equal ", world_size));
+    if (policy.ranks() + c != world_size) {
+      std::string fit =
+          world_size > c ? absl::StrCat(" or make data_parallel x pipeline_parallel equal ", world_size - c) : "";
+      return absl::InvalidArgumentError(absl::StrCat(policy_text, " but the job runs on ", world_size,
+                                                     "; start it with `mpirun -np ", policy.ranks() + c,
+                                                     " aln train JOB.yaml`", fit));
     }
     return layout;
   }
@@ -53,17 +60,17 @@ absl::StatusOr<Layout> plan_layout(const RoleGrid& policy, const RoleGrid& refer
   layout.reference_ranks = use.reference ? reference.ranks() : 0;
   layout.reward_ranks = use.reward ? reward.ranks() : 0;
   if (layout.world() != world_size) {
-    std::string parts = absl::StrCat(policy.ranks(), " policy");
+    std::string parts = absl::StrCat(c ? "1 coordinator + " : "", policy.ranks(), " policy");
     if (use.reference) absl::StrAppend(&parts, " + ", reference.ranks(), " reference");
     if (use.reward) absl::StrAppend(&parts, " + ", reward.ranks(), " reward");
     std::string keys = use.reference && use.reward ? "parallel.reference.data_parallel, parallel.reward.data_parallel"
                        : use.reference             ? "parallel.reference.data_parallel"
                                                    : "parallel.reward.data_parallel";
     std::string other;
-    if (world_size == policy.ranks()) {
+    if (world_size == policy.ranks() + c) {
       other = absl::StrCat(", or set placement: colocated to run on ", world_size);
-    } else if (world_size > policy.ranks() && use.reference != use.reward) {
-      other = absl::StrCat(", or set ", keys, " to ", world_size - policy.ranks());
+    } else if (world_size > policy.ranks() + c && use.reference != use.reward) {
+      other = absl::StrCat(", or set ", keys, " to ", world_size - policy.ranks() - c);
     }
     return absl::InvalidArgumentError(absl::StrCat("parallel.placement: separate needs ", parts, " process(es) (", keys,
                                                    ") = ", layout.world(), ", but the job runs on ", world_size,

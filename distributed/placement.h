@@ -1,6 +1,7 @@
 #pragma once
-// Where each role of a job runs. The world is the policy's grid (data_parallel x pipeline_parallel
-// ranks, world ranks 0..) followed, with placement `separate`, by the reference's ranks (when some
+// Where each role of a job runs. The world is the coordinator's own rank (parallel.coordinator:
+// own_rank; otherwise the policy's first rank coordinates), the policy's grid (data_parallel x
+// pipeline_parallel ranks) followed, with placement `separate`, by the reference's ranks (when some
 // stage takes reference log-probs they can compute) and then the reward models' ranks (when some
 // stage lists reward models). The layout is checked against the processes mpirun started before
 // anything is loaded; an impossible one is refused with what would fit.
@@ -10,7 +11,7 @@
 
 namespace aln::dist {
 
-enum class Role { kPolicy, kReference, kReward };
+enum class Role { kPolicy, kReference, kReward, kCoordinator };
 
 struct RoleGrid {
   int data_parallel = 1;
@@ -20,17 +21,28 @@ struct RoleGrid {
 
 struct Layout {
   bool separate = false;
+  int coordinator = 0;  // 1: world rank 0 is the coordinator alone
   int policy_ranks = 1;
   int reference_ranks = 0;  // separate only
   int reward_ranks = 0;     // separate only
-  int world() const { return policy_ranks + reference_ranks + reward_ranks; }
+  int world() const { return coordinator + policy_ranks + reference_ranks + reward_ranks; }
   int first_of(Role role) const {
-    return role == Role::kPolicy ? 0 : role == Role::kReference ? policy_ranks : policy_ranks + reference_ranks;
+    return role == Role::kCoordinator ? 0
+           : role == Role::kPolicy    ? coordinator
+           : role == Role::kReference ? coordinator + policy_ranks
+                                      : coordinator + policy_ranks + reference_ranks;
   }
   Role role_of(int world_rank) const {
-    return world_rank < policy_ranks                     ? Role::kPolicy
-           : world_rank < policy_ranks + reference_ranks ? Role::kReference
-                                                         : Role::kReward;
+    return world_rank < coordinator                                    ? Role::kCoordinator
+           : world_rank < coordinator + policy_ranks                   ? Role::kPolicy
+           : world_rank < coordinator + policy_ranks + reference_ranks ? Role::kReference
+                                                                       : Role::kReward;
+  }
+  // The same roles without the coordinator's rank: the ranks the coordinator serves, numbered from 0.
+  Layout workers() const {
+    Layout w = *this;
+    w.coordinator = 0;
+    return w;
   }
   // Index of a world rank within its role's ranks.
   int index_in_role(int world_rank) const { return world_rank - first_of(role_of(world_rank)); }
@@ -38,8 +50,9 @@ struct Layout {
 
 // What the job's stages ask of the frozen roles.
 struct RoleUse {
-  bool reference = false;  // some stage takes reference log-probs the reference ranks can compute (per-pair sums)
-  bool reward = false;     // some stage lists reward models
+  bool reference = false;    // some stage takes reference log-probs the reference ranks can compute (per-pair sums)
+  bool reward = false;       // some stage lists reward models
+  bool coordinator = false;  // parallel.coordinator: own_rank
 };
 
 // `world_size`: processes started. Errors name the keys and the mpirun -np that fits.

@@ -74,7 +74,7 @@ int job_world_size(const aln::v1::JobSpec& spec) {
   auto grid = [](const aln::v1::GridSpec& g) {
     return std::max(1, g.data_parallel()) * std::max(1, g.pipeline_parallel());
   };
-  int n = grid(spec.parallel().policy());
+  int n = grid(spec.parallel().policy()) + (spec.parallel().coordinator() == aln::v1::OWN_RANK ? 1 : 0);
   if (spec.parallel().placement() == aln::v1::SEPARATE) {
     const SeparateRoles roles = separate_roles(spec);
     if (roles.reference) n += grid(spec.parallel().reference());

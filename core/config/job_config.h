@@ -39,7 +39,7 @@ struct SeparateRoles {
 };
 SeparateRoles separate_roles(const aln::v1::JobSpec& spec);
 
-// Processes the job runs on: the policy's grid plus, with placement separate, the grids of the
+// Processes the job runs on: the coordinator's own rank (parallel.coordinator: own_rank), the policy's grid plus, with placement separate, the grids of the
 // roles that get ranks of their own (launcher, CLI and engine count alike).
 int job_world_size(const aln::v1::JobSpec& spec);
 

@@ -43,9 +43,11 @@ void print_plan(const config::LoadedJob& job) {
                 absl::StrJoin(files, ", ").c_str());
   }
   const auto& p = spec.parallel();
-  std::printf("  parallel: policy dp %d x pp %d, placement %s, backend %s, timeout %gs\n", p.policy().data_parallel(),
-              p.policy().pipeline_parallel(), aln::v1::Placement_Name(p.placement()).c_str(),
-              aln::v1::Backend_Name(p.backend()).c_str(), p.timeout_s());
+  std::printf("  parallel: policy dp %d x pp %d, placement %s, coordinator %s, backend %s, timeout %gs\n",
+              p.policy().data_parallel(), p.policy().pipeline_parallel(),
+              aln::v1::Placement_Name(p.placement()).c_str(),
+              aln::v1::CoordinatorPlacement_Name(p.coordinator()).c_str(), aln::v1::Backend_Name(p.backend()).c_str(),
+              p.timeout_s());
   std::printf("  metrics: %s:%d, checkpoints every %d steps (keep %d)\n", spec.metrics().host().c_str(),
               spec.metrics().port(), spec.checkpoint().every_steps(), spec.checkpoint().keep_last());
 }
@@ -119,13 +121,15 @@ int run_train(const Args& args) {
                          std::getenv("PMI_SIZE") != nullptr;
   const auto& par = loaded->spec.parallel();
   const bool separate = par.placement() == aln::v1::SEPARATE;
+  const bool own_coordinator = par.coordinator() == aln::v1::OWN_RANK;
   const int processes = config::job_world_size(loaded->spec);
   if (processes > 1 && !under_mpi) {
     std::fprintf(stderr,
-                 "aln train: %s: the job needs %d processes (parallel.policy data_parallel x pipeline_parallel%s); "
+                 "aln train: %s: the job needs %d processes (parallel.policy data_parallel x pipeline_parallel%s%s); "
                  "start it with `mpirun -np %d aln train %s`\n",
                  loaded->file.c_str(), processes, separate ? ", plus the frozen roles' with placement: separate" : "",
-                 processes, file.empty() ? "JOB.yaml" : file.c_str());
+                 own_coordinator ? ", plus the coordinator's with coordinator: own_rank" : "", processes,
+                 file.empty() ? "JOB.yaml" : file.c_str());
     return 2;
   }
   std::unique_ptr<dist::MpiRuntime> mpi;
@@ -141,17 +145,21 @@ int run_train(const Args& args) {
   }
   const int rank = world ? world->rank() : 0;
   const Environment env = read_environment();
-  // With placement: separate the ranks after the policy's grid are the reference's, then the
-  // reward models' (the engine checks the layout; this only labels logs and metrics).
+  // With coordinator: own_rank world rank 0 is the coordinator. With placement: separate the ranks
+  // after the policy's grid are the reference's, then the reward models' (the engine checks the
+  // layout; this only labels logs and metrics).
+  const int first_policy = own_coordinator ? 1 : 0;
   const int policy_ranks = par.policy().data_parallel() * par.policy().pipeline_parallel();
   const int reference_ranks = separate && config::separate_roles(loaded->spec).reference
                                   ? par.reference().data_parallel() * par.reference().pipeline_parallel()
                                   : 0;
-  const std::string role = !separate || rank < policy_ranks        ? "policy"
-                           : rank < policy_ranks + reference_ranks ? "reference"
-                                                                   : "reward";
-  // Ranks other than 0 repeat rank 0's progress; they log warnings and errors only.
-  Logger log(rank, role, rank == 0 ? env.log_level : std::max(env.log_level, LogLevel::kWarning));
+  const std::string role = rank < first_policy                                    ? "coordinator"
+                           : !separate || rank < first_policy + policy_ranks      ? "policy"
+                           : rank < first_policy + policy_ranks + reference_ranks ? "reference"
+                                                                                  : "reward";
+  // Other ranks repeat rank 0's progress; they log warnings and errors only (the policy's first
+  // rank logs what it does too when a coordinator of its own writes the outputs).
+  Logger log(rank, role, rank <= first_policy ? env.log_level : std::max(env.log_level, LogLevel::kWarning));
   if (!env.problems.empty()) log.warning("%s", env.problems);
   if (env.threads) loaded->spec.mutable_runtime()->set_threads(*env.threads);
   if (env.metrics_port) loaded->spec.mutable_metrics()->set_port(*env.metrics_port);

@@ -127,6 +127,38 @@ void set_cpu_rng_state(const at::Tensor& state) {
   gen.set_state(state);
 }
 
+std::string state_to_json(const TrainingState& state) { return state_json(state).dump(); }
+
+absl::StatusOr<TrainingState> state_from_json(const std::string& text, const std::string& source) {
+  try {
+    return state_from(json::parse(text));
+  } catch (const std::exception& e) {
+    return absl::DataLossError(absl::StrCat(source, ": not a training state: ", e.what()));
+  }
+}
+
+std::string report_to_json(const JobReport& report) {
+  TrainingState stages;
+  stages.finished = report.stages;
+  json j = state_json(stages);
+  j["final_model_dir"] = report.final_model_dir;
+  j["resumed_from"] = report.resumed_from;
+  return j.dump();
+}
+
+absl::StatusOr<JobReport> report_from_json(const std::string& text, const std::string& source) {
+  try {
+    const json j = json::parse(text);
+    JobReport report;
+    report.stages = state_from(j).finished;
+    report.final_model_dir = j.at("final_model_dir").get<std::string>();
+    report.resumed_from = j.at("resumed_from").get<std::string>();
+    return report;
+  } catch (const std::exception& e) {
+    return absl::DataLossError(absl::StrCat(source, ": not a job report: ", e.what()));
+  }
+}
+
 absl::Status verify_manifest(const std::string& path) {
   auto text = read_text(fs::path(path) / "MANIFEST.json");
   if (!text.ok()) return absl::NotFoundError(absl::StrCat(path, ": no MANIFEST.json (the checkpoint is incomplete)"));
@@ -149,7 +181,8 @@ absl::Status verify_manifest(const std::string& path) {
 
 absl::StatusOr<std::string> CheckpointManager::save(
     const model::DecoderModel& policy, const model::DecoderModel* reference, const optim::TensorMap& optimizer,
-    const TrainingState& state, const std::function<absl::Status(const std::string&)>& trainer_state) const {
+    const TrainingState& state, const std::function<absl::Status(const std::string&)>& trainer_state,
+    const at::Tensor& rng) const {
   const std::string name = absl::StrFormat("step-%08d", state.global_step);
   const fs::path final_dir = fs::path(dir_) / name;
   const fs::path tmp = fs::path(dir_) / absl::StrCat(".", name, ".tmp-", ::getpid());
@@ -175,7 +208,8 @@ absl::StatusOr<std::string> CheckpointManager::save(
   if (s.ok())
     s = io::save_safetensors((tmp / "optimizer.safetensors").string(),
                              io::NamedTensors(optimizer.begin(), optimizer.end()));
-  if (s.ok()) s = io::save_safetensors((tmp / "rng.safetensors").string(), {{"cpu", cpu_rng_state()}});
+  if (s.ok())
+    s = io::save_safetensors((tmp / "rng.safetensors").string(), {{"cpu", rng.defined() ? rng : cpu_rng_state()}});
   if (s.ok() && trainer_state) {
     fs::create_directories(tmp / "trainer", ec);
     s = ec ? absl::InternalError(absl::StrCat("cannot create ", (tmp / "trainer").string(), ": ", ec.message()))

@@ -63,9 +63,11 @@ class CheckpointManager {
 
   // Writes step-<global_step> atomically, then prunes old checkpoints. Returns its path.
   // `trainer_state` (when set) writes the trainer's own state into the given directory (trainer/).
+  // `rng`: the generator state to save (undefined: this process's, cpu_rng_state()).
   absl::StatusOr<std::string> save(const model::DecoderModel& policy, const model::DecoderModel* reference,
                                    const optim::TensorMap& optimizer, const TrainingState& state,
-                                   const std::function<absl::Status(const std::string&)>& trainer_state = {}) const;
+                                   const std::function<absl::Status(const std::string&)>& trainer_state = {},
+                                   const at::Tensor& rng = {}) const;
 
   // The newest complete checkpoint (none: nullopt). Incomplete or damaged ones are skipped with a
   // warning naming what is wrong.
@@ -78,6 +80,13 @@ class CheckpointManager {
   std::string dir_;
   int keep_last_;
 };
+
+// state.json's text and back (the coordinator's own process receives the state this way); a
+// report of finished stages in the same form.
+std::string state_to_json(const TrainingState& state);
+absl::StatusOr<TrainingState> state_from_json(const std::string& text, const std::string& source);
+std::string report_to_json(const JobReport& report);
+absl::StatusOr<JobReport> report_from_json(const std::string& text, const std::string& source);
 
 // Checks a checkpoint's manifest against the files present; the error says which file is missing
 // or has the wrong size.

@@ -50,31 +50,48 @@ buffer::Example from_message(const aln::v1::ExampleData& m) {
 
 }  // namespace
 
+aln::v1::StageExamples stage_message(absl::StatusOr<StageData>& data) {
+  aln::v1::StageExamples message;
+  if (!data.ok()) {
+    message.set_error(std::string(data.status().message()));
+    return message;
+  }
+  for (const auto& e : data->train) to_message(e, message.add_train());
+  for (const auto& e : data->eval) to_message(e, message.add_eval());
+  message.set_rows(data->rows);
+  message.set_skipped(data->skipped);
+  message.set_truncated(data->truncated);
+  for (const auto& p : data->problems) message.add_problems(p);
+  if (message.ByteSizeLong() > (size_t{1} << 31) - 1) {
+    const size_t size = message.ByteSizeLong();
+    message.Clear();
+    message.set_error(absl::StrCat("the stage's examples are ", size,
+                                   " bytes, over the 2 GiB one message can carry; set parallel.data_reader: "
+                                   "every_rank for this data"));
+    data = absl::InvalidArgumentError(message.error());
+  }
+  return message;
+}
+
+absl::StatusOr<StageData> stage_from_message(const aln::v1::StageExamples& message, const std::string& reader) {
+  if (!message.error().empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(reader, " could not read the stage's data: ", message.error()));
+  }
+  StageData out;
+  out.train.reserve(static_cast<size_t>(message.train_size()));
+  for (const auto& m : message.train()) out.train.push_back(from_message(m));
+  for (const auto& m : message.eval()) out.eval.push_back(from_message(m));
+  out.rows = message.rows();
+  out.skipped = message.skipped();
+  out.truncated = message.truncated();
+  out.problems.assign(message.problems().begin(), message.problems().end());
+  return out;
+}
+
 void share_stage_data(dist::Communicator& comm, absl::StatusOr<StageData>& data, std::chrono::milliseconds timeout) {
   const bool root = comm.rank() == 0;
   std::string bytes;
-  if (root) {
-    aln::v1::StageExamples message;
-    if (!data.ok()) {
-      message.set_error(std::string(data.status().message()));
-    } else {
-      for (const auto& e : data->train) to_message(e, message.add_train());
-      for (const auto& e : data->eval) to_message(e, message.add_eval());
-      message.set_rows(data->rows);
-      message.set_skipped(data->skipped);
-      message.set_truncated(data->truncated);
-      for (const auto& p : data->problems) message.add_problems(p);
-    }
-    if (message.ByteSizeLong() > (size_t{1} << 31) - 1) {
-      const size_t size = message.ByteSizeLong();
-      message.Clear();
-      message.set_error(absl::StrCat("the stage's examples are ", size,
-                                     " bytes, over the 2 GiB one message can carry; set parallel.data_reader: "
-                                     "every_rank for this data"));
-      data = absl::InvalidArgumentError(message.error());
-    }
-    bytes = message.SerializeAsString();
-  }
+  if (root) bytes = stage_message(data).SerializeAsString();
   at::Tensor size = at::full({1}, static_cast<int64_t>(bytes.size()), at::kLong);
   absl::Status sent = comm.broadcast(size, 0)->wait(timeout);
   at::Tensor buffer = at::empty({sent.ok() ? size.item<int64_t>() : 0}, at::kByte);
@@ -91,19 +108,7 @@ void share_stage_data(dist::Communicator& comm, absl::StatusOr<StageData>& data,
         absl::DataLossError(absl::StrCat("the stage's examples from rank 0 (", buffer.numel(), " bytes) do not parse"));
     return;
   }
-  if (!message.error().empty()) {
-    data = absl::InvalidArgumentError(absl::StrCat("rank 0 could not read the stage's data: ", message.error()));
-    return;
-  }
-  StageData out;
-  out.train.reserve(static_cast<size_t>(message.train_size()));
-  for (const auto& m : message.train()) out.train.push_back(from_message(m));
-  for (const auto& m : message.eval()) out.eval.push_back(from_message(m));
-  out.rows = message.rows();
-  out.skipped = message.skipped();
-  out.truncated = message.truncated();
-  out.problems.assign(message.problems().begin(), message.problems().end());
-  data = std::move(out);
+  data = stage_from_message(message, "rank 0");
 }
 
 }  // namespace aln::engine

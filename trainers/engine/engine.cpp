@@ -24,9 +24,11 @@
 #include "trainers/controllable/control_tokens.h"
 #include "trainers/dpo/pair_logprobs.h"
 #include "trainers/engine/checkpoint.h"
+#include "trainers/engine/coordinator.h"
 #include "trainers/engine/data_parallel.h"
 #include "trainers/engine/evaluate.h"
 #include "trainers/engine/examples.h"
+#include "trainers/engine/job_outputs.h"
 #include "trainers/engine/job_setup.h"
 #include "trainers/engine/meters.h"
 #include "trainers/engine/overlap.h"
@@ -76,8 +78,6 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
   // The policy's grid: world rank = replica * pipeline_parallel + stage. The data-parallel group
   // is one stage's replicas (gradients are summed there); the pipeline group one replica's stages.
   const aln::v1::GridSpec& grid = spec.parallel().policy();
-  const int world_size = options.comm != nullptr ? options.comm->size() : 1;
-  const int world_rank = options.comm != nullptr ? options.comm->rank() : 0;
   trainers::TrainerRegistry registry("trainer");
   trainers::register_all(registry);
   // Roles: the policy's grid, then (placement: separate) the reference's ranks and the reward
@@ -85,16 +85,31 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
   const config::SeparateRoles roles = config::separate_roles(spec);
   const auto& ref_grid = spec.parallel().reference();
   const auto& reward_grid = spec.parallel().reward();
+  const bool own_coordinator = spec.parallel().coordinator() == aln::v1::OWN_RANK;
   auto layout = dist::plan_layout(
       {grid.data_parallel(), grid.pipeline_parallel()}, {ref_grid.data_parallel(), ref_grid.pipeline_parallel()},
       {reward_grid.data_parallel(), reward_grid.pipeline_parallel()}, spec.parallel().placement() == aln::v1::SEPARATE,
-      {roles.reference, roles.reward}, world_size);
+      {roles.reference, roles.reward, own_coordinator}, options.comm != nullptr ? options.comm->size() : 1);
   if (!layout.ok()) return layout.status();
   // Reading or preparing data, loading a model or computing a whole cache on another rank may take long.
   const auto long_wait = std::max(timeout, std::chrono::milliseconds(30 * 60 * 1000));
+  // With a coordinator of its own, world rank 0 only serves the policy's first rank (world rank 1);
+  // the other ranks run the job below on a communicator without it, numbered from 0 as usual.
+  std::unique_ptr<dist::Communicator> coordinator_channel, workers;
+  dist::Communicator* comm = options.comm;
+  if (own_coordinator) {
+    const bool coordinator = options.comm->rank() == 0;
+    coordinator_channel = comm->split(0, options.comm->rank());
+    workers = comm->split(coordinator ? 1 : 0, options.comm->rank());
+    if (coordinator) return run_coordinator(spec, coordinator_channel.get(), 1, timeout, log, metrics);
+    comm = workers.get();
+    layout = layout->workers();
+  }
+  const int world_size = comm != nullptr ? comm->size() : 1;
+  const int world_rank = comm != nullptr ? comm->rank() : 0;
   const bool lead_reads = spec.parallel().data_reader() == aln::v1::LEAD && world_size > 1;
   std::unique_ptr<dist::Communicator> role_comm, frozen_comm, service_comm;
-  dist::Communicator* policy_world = options.comm;  // the policy's ranks
+  dist::Communicator* policy_world = comm;  // the policy's ranks
   std::optional<RemoteReference> remote;
   std::optional<RemoteRewards> rewards;
   if (layout->separate) {
@@ -102,9 +117,9 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
     const int index = layout->index_in_role(world_rank);
     // Every rank takes part in every split, in this order: its role's ranks; the policy's and the
     // reference's ranks (the reference protocol's collectives); a channel for reward requests.
-    role_comm = options.comm->split(static_cast<int>(role), world_rank);
-    frozen_comm = options.comm->split(role == dist::Role::kReward ? 1 : 0, world_rank);
-    service_comm = options.comm->split(0, world_rank);
+    role_comm = comm->split(static_cast<int>(role), world_rank);
+    frozen_comm = comm->split(role == dist::Role::kReward ? 1 : 0, world_rank);
+    service_comm = comm->split(0, world_rank);
     // A server answers its policy ranks one at a time, so a request may wait behind one from each
     // of the others: its timeout grows with the clients per server.
     auto per_request = [&](int servers) {
@@ -139,16 +154,18 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
     }
     if (layout->reward_ranks > 0) rewards.emplace(reward_placement, world_rank);
     policy_world = role_comm.get();
+    // (Numbered as mpirun numbers them, the coordinator's own rank included.)
+    const int shift = own_coordinator ? 1 : 0;
     if (layout->reference_ranks > 0) {
-      log.info("placement separate: the reference runs on world ranks %d..%d", layout->first_of(dist::Role::kReference),
-               layout->first_of(dist::Role::kReward) - 1);
+      log.info("placement separate: the reference runs on world ranks %d..%d",
+               shift + layout->first_of(dist::Role::kReference), shift + layout->first_of(dist::Role::kReward) - 1);
     }
     if (layout->reward_ranks > 0) {
       log.info(
           "placement separate: the reward models run on world ranks %d..%d (policy rank r asks world rank %d + r %% "
           "%d)",
-          layout->first_of(dist::Role::kReward), layout->world() - 1, layout->first_of(dist::Role::kReward),
-          layout->reward_ranks);
+          shift + layout->first_of(dist::Role::kReward), shift + layout->world() - 1,
+          shift + layout->first_of(dist::Role::kReward), layout->reward_ranks);
     }
   }
   std::unique_ptr<dist::Communicator> dp_comm, pp_comm;
@@ -163,7 +180,8 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
   }
   const DataParallel dp(pipeline ? dp_comm.get() : policy_world, timeout);
   const DataParallel world(policy_world, timeout);  // every policy rank
-  // World rank 0 (replica 0, first stage) writes the logs, checkpoints and the final model.
+  // World rank 0 (replica 0, first stage) writes the logs, checkpoints and the final model, or sends
+  // them to the coordinator's own process.
   const bool lead = world_rank == 0;
   // A checkpoint save on rank 0 may take much longer than a collective; the others wait this long
   // for its verdict. Rank 0 itself uses the normal timeout: when it has saved, the others are
@@ -174,6 +192,16 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
                                          ? (fs::path(spec.output_dir()) / "checkpoints").string()
                                          : spec.checkpoint().dir();
   CheckpointManager checkpoints(checkpoint_dir, spec.checkpoint().keep_last());
+  std::unique_ptr<JobOutputs> outputs;
+  RemoteOutputs* to_coordinator = nullptr;
+  if (lead && own_coordinator) {
+    auto remote_outputs = std::make_unique<RemoteOutputs>(coordinator_channel.get(), 0, timeout, long_wait);
+    to_coordinator = remote_outputs.get();
+    outputs = std::move(remote_outputs);
+  } else if (lead) {
+    outputs = std::make_unique<LocalOutputs>(
+        spec, checkpoint_dir, spec.metrics().progress_bar() ? ProgressStyle::kBar : ProgressStyle::kLines);
+  }
   std::optional<LoadedCheckpoint> resumed;
   if (options.resume == Resume::kFromLatest) {
     std::optional<std::string> latest = checkpoints.latest(log);
@@ -259,14 +287,9 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
 
   // Rank 0 writes the logs, checkpoints and the final model; every rank computes the same numbers.
   const int64_t resumed_step = resumed ? resumed->state.global_step : 0;
-  std::optional<JsonlLog> train_log, eval_log;
-  if (lead) {
-    auto opened = JsonlLog::open((fs::path(spec.output_dir()) / "train_log.jsonl").string(), resumed_step);
-    if (!opened.ok()) return opened.status();
-    train_log.emplace(std::move(*opened));
-    opened = JsonlLog::open((fs::path(spec.output_dir()) / "eval.jsonl").string(), resumed_step);
-    if (!opened.ok()) return opened.status();
-    eval_log.emplace(std::move(*opened));
+  if (outputs) {
+    absl::Status opened = outputs->open(resumed_step);
+    if (!opened.ok()) return opened;
   }
 
   Meters meters(metrics);
@@ -321,9 +344,13 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
     }
     std::vector<const trainers::RewardModel*> reward_ptrs;
     for (const auto& rm : reward_scorers) reward_ptrs.push_back(rm.get());
-    auto prepared =
-        prepare_stage_data(spec, stage, s, stage_name, trainer, **encoder, policy, reward_ptrs, lead, resuming, log,
-                           lead_reads && policy_world->size() > 1 ? DataSource{policy_world, long_wait} : DataSource{});
+    DataSource source;
+    if (lead_reads && policy_world->size() > 1) source = DataSource{policy_world, long_wait, {}};
+    if (to_coordinator != nullptr && spec.parallel().data_reader() == aln::v1::LEAD) {
+      source.fetch = [to_coordinator, s] { return to_coordinator->stage_data(static_cast<int64_t>(s)); };
+    }
+    auto prepared = prepare_stage_data(spec, stage, s, stage_name, trainer, **encoder, policy, reward_ptrs, lead,
+                                       resuming, log, source);
     if (!prepared.ok()) return prepared.status();
     StageData* data = &prepared->data;
     const std::map<std::string, double>& counters = prepared->counters;
@@ -442,7 +469,7 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
       json line = {{"stage", stage_name}, {"trainer", method},          {"when", when},
                    {"step", step},        {"global_step", global_step}, {"examples", data->eval.size()},
                    {"metrics", json(m)},  {"data", json(eval_counters)}};
-      return eval_log ? eval_log->append(line.dump()) : absl::OkStatus();
+      return outputs ? outputs->eval_line(line.dump()) : absl::OkStatus();
     };
 
     StageReport stage_report;
@@ -507,10 +534,10 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
       consecutive_bad = resumed->state.consecutive_nonfinite;
     }
     policy.set_requires_grad(true);
-    Progress progress(stage_name, total_steps,
-                      !lead                           ? ProgressStyle::kNone
-                      : spec.metrics().progress_bar() ? ProgressStyle::kBar
-                                                      : ProgressStyle::kLines);
+    if (outputs) {
+      absl::Status started = outputs->stage_started(stage_name, total_steps);
+      if (!started.ok()) return started;
+    }
     const auto stage_start = Clock::now();
     const int64_t every = spec.checkpoint().every_steps();
     for (int64_t step = first_step; step < total_steps; ++step) {
@@ -699,9 +726,8 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
           {"peak_rss_bytes", rss},
           {"metrics", json(step_metrics)}};
       if (pipeline) line["pipeline"] = pipeline_line;
-      absl::Status logged = train_log ? train_log->append(line.dump()) : absl::OkStatus();
+      absl::Status logged = outputs ? outputs->train_line(line.dump()) : absl::OkStatus();
       if (!logged.ok()) return logged;
-      progress.update(step + 1, step_loss, static_cast<double>(tokens) / step_t);
       if (spec.eval().every_steps() > 0 && (step + 1) % spec.eval().every_steps() == 0) {
         logged = log_eval("periodic", step + 1,
                           evaluate(trainer, policy, ref_ptr, data->eval, micro, pad_id, true, &extras, pp));
@@ -739,8 +765,8 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
           }
         }
         if (lead) {
-          saved = checkpoints.save(*to_save, ref_to_save, optimizer_state, state,
-                                   [&trainer](const std::string& dir) { return trainer.save_state(dir); });
+          saved = outputs->checkpoint(*to_save, ref_to_save, optimizer_state, state,
+                                      [&trainer](const std::string& dir) { return trainer.save_state(dir); });
         }
         // Everyone learns whether rank 0's save worked, so a failed save stops every rank at once.
         if (world.sum(saved.ok() ? 0.0 : 1.0, save_timeout) > 0) {
@@ -752,11 +778,15 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
         log.debug("checkpoint %s (%.2f s)", *saved, since(ck_start));
       }
     }
-    progress.finish();
+    if (outputs) {
+      absl::Status finished = outputs->stage_finished();
+      if (!finished.ok()) return finished;
+    }
     policy.set_requires_grad(false);
     stage_report.seconds = since(stage_start);
-    if (lead) {
-      absl::Status finished = trainer.finish((fs::path(spec.output_dir()) / stage_name).string());
+    if (outputs) {
+      absl::Status finished =
+          outputs->trainer_files(stage_name, [&trainer](const std::string& dir) { return trainer.finish(dir); });
       if (!finished.ok()) return finished;
     }
     if (resuming) stage_report.steps = std::max(stage_report.steps, first_step);
@@ -771,10 +801,19 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
     if (options.stop_after_steps > 0 && global_step >= options.stop_after_steps) break;
   }
   report.final_model_dir = (fs::path(spec.output_dir()) / "final").string();
-  absl::Status saved = pipeline
-                           ? save_pipeline_model(policy, stage_bounds, report.final_model_dir, dp.lead(), *pipeline)
-                       : lead ? model::save_hf_model(policy, report.final_model_dir)
-                              : absl::OkStatus();
+  absl::Status saved = absl::OkStatus();
+  if (pipeline && !own_coordinator) {
+    saved = save_pipeline_model(policy, stage_bounds, report.final_model_dir, dp.lead(), *pipeline);
+  } else if (pipeline && dp.lead()) {
+    // Replica 0's stages send theirs to rank 0, which sends the whole model to the coordinator.
+    optim::TensorMap weights = pipeline->gather_to_first(policy.tensors());
+    if (lead) {
+      auto whole = model::DecoderModel::from_tensors(policy.config(), std::move(weights));
+      saved = whole.ok() ? outputs->final_model(*whole, report.final_model_dir) : whole.status();
+    }
+  } else if (lead) {
+    saved = outputs->final_model(policy, report.final_model_dir);
+  }
   if (world.sum(saved.ok() ? 0.0 : 1.0, save_timeout) > 0 && saved.ok()) {
     return absl::InternalError("another rank could not write its part of the final model (see its log)");
   }
@@ -783,6 +822,10 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
   if (rewards) {
     absl::Status bye = rewards->finish();
     if (!bye.ok()) return bye;
+  }
+  if (outputs) {
+    absl::Status reported = outputs->report(report);
+    if (!reported.ok()) return reported;
   }
   return report;
 }

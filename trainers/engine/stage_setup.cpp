@@ -15,7 +15,9 @@ absl::StatusOr<PreparedStage> prepare_stage_data(const aln::v1::JobSpec& spec, c
                                                  const DataSource& source) {
   absl::StatusOr<StageData> data = absl::UnknownError("no data");
   if (source.comm == nullptr || source.comm->rank() == 0) {
-    data = build_stage_data(stage, trainer.needs().records, encoder, static_cast<uint64_t>(spec.seed()) + index);
+    data = source.fetch
+               ? source.fetch()
+               : build_stage_data(stage, trainer.needs().records, encoder, static_cast<uint64_t>(spec.seed()) + index);
   }
   if (source.comm != nullptr) share_stage_data(*source.comm, data, source.timeout);
   if (!data.ok()) return data.status();

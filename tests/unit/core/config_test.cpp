@@ -187,6 +187,11 @@ TEST(JobConfig, WorldSizeCountsTheRolesPlacedSeparately) {
   EXPECT_FALSE(separate_roles(job(grpo, "separate")).reference);
   EXPECT_TRUE(separate_roles(job(grpo, "separate")).reward);
   EXPECT_TRUE(separate_roles(job(grpo_kl, "separate")).reference);
+  // A coordinator of its own is one more process.
+  aln::v1::JobSpec with_coordinator = job(dpo, "separate");
+  with_coordinator.mutable_parallel()->set_coordinator(aln::v1::OWN_RANK);
+  EXPECT_EQ(job_world_size(with_coordinator), 5);
+  EXPECT_EQ(job(dpo, "colocated").parallel().coordinator(), aln::v1::WITH_POLICY);
 }
 
 }  // namespace

@@ -73,5 +73,36 @@ TEST(Placement, RewardRanksComeLast) {
   EXPECT_NE(piped.status().message().find("parallel.reward.pipeline_parallel"), std::string::npos);
 }
 
+// parallel.coordinator: own_rank: world rank 0 is the coordinator and every role moves up by one;
+// the workers' view numbers them from 0 again (the engine runs them on a communicator without it).
+TEST(Placement, CoordinatorOfItsOwnComesFirst) {
+  auto colocated = plan_layout({2, 1}, {1, 1}, {1, 1}, false, {false, false, true}, 3);
+  ASSERT_TRUE(colocated.ok()) << colocated.status();
+  EXPECT_EQ(colocated->role_of(0), Role::kCoordinator);
+  EXPECT_EQ(colocated->role_of(1), Role::kPolicy);
+  EXPECT_EQ(colocated->index_in_role(2), 1);
+  EXPECT_EQ(colocated->workers().world(), 2);
+  EXPECT_EQ(role_name(Role::kCoordinator), "coordinator");
+  auto separate = plan_layout({2, 1}, {1, 1}, {1, 1}, true, {true, true, true}, 5);
+  ASSERT_TRUE(separate.ok()) << separate.status();
+  EXPECT_EQ(separate->first_of(Role::kPolicy), 1);
+  EXPECT_EQ(separate->first_of(Role::kReference), 3);
+  EXPECT_EQ(separate->first_of(Role::kReward), 4);
+  EXPECT_EQ(separate->role_of(4), Role::kReward);
+  EXPECT_EQ(separate->workers().first_of(Role::kReference), 2);
+  EXPECT_EQ(separate->workers().role_of(0), Role::kPolicy);
+  auto short_one = plan_layout({2, 1}, {1, 1}, {1, 1}, false, {false, false, true}, 2);
+  EXPECT_NE(short_one.status().message().find("= 2 process(es) plus 1 for the coordinator (parallel.coordinator: "
+                                              "own_rank) but the job runs on 2; start it with `mpirun -np 3"),
+            std::string::npos)
+      << short_one.status();
+  auto short_separate = plan_layout({2, 1}, {1, 1}, {1, 1}, true, {true, false, true}, 3);
+  EXPECT_NE(short_separate.status().message().find("needs 1 coordinator + 2 policy + 1 reference process(es)"),
+            std::string::npos)
+      << short_separate.status();
+  EXPECT_NE(short_separate.status().message().find("or set placement: colocated to run on 3"), std::string::npos)
+      << short_separate.status();
+}
+
 }  // namespace
 }  // namespace aln::dist

@@ -10,10 +10,11 @@
 #include <fstream>
 
 #include "core/fingerprint.h"
+#include "tests/unit/trainers/tiny_model.h"
 #include "trainers/engine/checkpoint.h"
+#include "trainers/engine/job_outputs.h"
 #include "trainers/engine/reference_cache.h"
 #include "trainers/engine/run_log.h"
-#include "tests/unit/trainers/tiny_model.h"
 
 namespace aln::engine {
 namespace {
@@ -165,6 +166,53 @@ TEST(JsonlLog, ResumeDropsRedoneSteps) {
   std::ifstream in(path);
   std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   EXPECT_EQ(all, "{\"global_step\":1}\n{\"global_step\":2}\n{\"global_step\":3}\n{\"global_step\":4}\n");
+}
+
+// What the policy's first rank sends the coordinator's own process: the state and report as JSON
+// come back equal; a directory's files come back byte for byte; paths that leave the target are
+// refused.
+TEST(CoordinatorMessages, StateReportAndFilesRoundTrip) {
+  TrainingState state;
+  state.global_step = 12;
+  state.stage_index = 1;
+  state.stage_name = "dpo";
+  state.stage_step = 4;
+  state.position = {2, 17};
+  state.data_parallel = 3;
+  state.reference_cache_key = "abc";
+  state.spec_fingerprint = "f00d";
+  state.stage_before = {{"loss", 0.5}};
+  state.finished.push_back(StageReport{"sft", "sft", {{"loss", 2.0}}, {{"loss", 1.25}}, 8, 3.5});
+  auto back = state_from_json(state_to_json(state), "test");
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(state_to_json(*back), state_to_json(state));
+  EXPECT_EQ(back->position.offset, 17);
+  EXPECT_EQ(state_from_json("{\"global_step\": 1}", "the state").status().message().rfind("the state: ", 0), 0u);
+
+  JobReport report{state.finished, "/out/final", "/out/checkpoints/step-00000005"};
+  auto report_back = report_from_json(report_to_json(report), "test");
+  ASSERT_TRUE(report_back.ok()) << report_back.status();
+  EXPECT_EQ(report_back->final_model_dir, "/out/final");
+  EXPECT_EQ(report_back->resumed_from, report.resumed_from);
+  ASSERT_EQ(report_back->stages.size(), 1u);
+  EXPECT_EQ(report_back->stages[0].after.at("loss"), 1.25);
+
+  TempDir from, to;
+  fs::create_directories(from.path() / "sub");
+  { std::ofstream(from.path() / "a.bin", std::ios::binary) << std::string("x\0y", 3); }
+  { std::ofstream(from.path() / "sub" / "b.txt") << "hello"; }
+  google::protobuf::RepeatedPtrField<aln::v1::FileData> files;
+  ASSERT_TRUE(pack_files(from.path().string(), &files).ok());
+  ASSERT_EQ(files.size(), 2);
+  ASSERT_TRUE(unpack_files(files, (to.path() / "out").string()).ok());
+  std::ifstream a(to.path() / "out" / "a.bin", std::ios::binary), b(to.path() / "out" / "sub" / "b.txt");
+  EXPECT_EQ(std::string((std::istreambuf_iterator<char>(a)), std::istreambuf_iterator<char>()), std::string("x\0y", 3));
+  EXPECT_EQ(std::string((std::istreambuf_iterator<char>(b)), std::istreambuf_iterator<char>()), "hello");
+  for (const char* bad : {"../escape", "/etc/passwd", "sub/../../x"}) {
+    google::protobuf::RepeatedPtrField<aln::v1::FileData> evil;
+    evil.Add()->set_path(bad);
+    EXPECT_EQ(unpack_files(evil, to.path().string()).code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
 }
 
 }  // namespace

@@ -1,0 +1,195 @@
+#include "trainers/engine/coordinator.h"
+
+#include <filesystem>
+#include <map>
+#include <optional>
+
+#include "absl/strings/str_cat.h"
+#include "core/config/job_config.h"
+#include "core/model/hf_checkpoint.h"
+#include "core/model/model_config.h"
+#include "distributed/service.h"
+#include "trainers/controllable/control_tokens.h"
+#include "trainers/engine/data_share.h"
+#include "trainers/engine/job_outputs.h"
+#include "trainers/engine/text_encoder.h"
+#include "trainers/trainer.h"
+
+namespace aln::engine {
+namespace {
+
+namespace fs = std::filesystem;
+
+// What arrived with "put" requests since the last checkpoint or final model.
+struct Received {
+  std::string config_json;
+  model::TensorMap tensors;
+};
+
+// Errors inside a handler become the reply's error (the client fails with it, naming this rank).
+class Failed : public std::runtime_error {
+ public:
+  explicit Failed(const absl::Status& s) : std::runtime_error(std::string(s.message())) {}
+};
+
+void check(const absl::Status& s) {
+  if (!s.ok()) throw Failed(s);
+}
+
+class Coordinator {
+ public:
+  Coordinator(const aln::v1::JobSpec& spec, const Logger& log, MetricsRegistry& metrics)
+      : spec_(spec),
+        log_(log),
+        metrics_(metrics),
+        outputs_(spec,
+                 spec.checkpoint().dir().empty() ? (fs::path(spec.output_dir()) / "checkpoints").string()
+                                                 : spec.checkpoint().dir(),
+                 spec.metrics().progress_bar() ? ProgressStyle::kBar : ProgressStyle::kLines),
+        registry_("trainer") {
+    trainers::register_all(registry_);
+  }
+
+  aln::v1::ServiceReply handle(const aln::v1::ServiceRequest& request) {
+    metrics_
+        .counter("aln_coordinator_requests_total", "Requests the coordinator's process served, by method",
+                 {{"method", request.method()}})
+        .Increment();
+    aln::v1::ServiceReply reply;
+    const std::string& m = request.method();
+    if (m == "open") {
+      check(outputs_.open(request.step()));
+    } else if (m == "stage") {
+      check(outputs_.stage_started(request.text(), request.total()));
+    } else if (m == "train") {
+      check(outputs_.train_line(request.text()));
+    } else if (m == "eval") {
+      check(outputs_.eval_line(request.text()));
+    } else if (m == "stage_end") {
+      check(outputs_.stage_finished());
+    } else if (m == "data") {
+      *reply.mutable_payload() = read_stage(request.step());
+    } else if (m == "put") {
+      put(request);
+    } else if (m == "files") {
+      check(outputs_.trainer_files(request.text(),
+                                   [&](const std::string& dir) { return unpack_files(request.files(), dir); }));
+    } else if (m == "checkpoint") {
+      reply.set_text(checkpoint(request));
+    } else if (m == "final") {
+      model::DecoderModel policy = take_model("policy");
+      check(outputs_.final_model(policy, request.text()));
+      log_.info("final model written to %s", request.text());
+    } else if (m == "report") {
+      auto report = report_from_json(request.text(), "the policy's report");
+      check(report.status());
+      report_ = std::move(*report);
+    } else {
+      throw Failed(absl::InvalidArgumentError(absl::StrCat("unknown request \"", m, "\"")));
+    }
+    return reply;
+  }
+
+  std::optional<JobReport>& report() { return report_; }
+
+ private:
+  std::string read_stage(int64_t index) {
+    const auto stages = config::effective_stages(spec_);
+    if (index < 0 || index >= static_cast<int64_t>(stages.size())) {
+      throw Failed(absl::InvalidArgumentError(absl::StrCat("no stage ", index)));
+    }
+    if (!encoder_) {
+      auto encoder = load_text_encoder(spec_.model().tokenizer(), spec_.model().chat_format());
+      check(encoder.status());
+      encoder_ = std::move(*encoder);
+      // The policy's ranks add the controllable method's tokens before reading; so does this.
+      const int levels = trainers::controllable::job_control_levels(spec_);
+      if (levels > 0) encoder_->add_special_tokens(trainers::controllable::control_token_names(levels));
+    }
+    const aln::v1::StageSpec& stage = stages[static_cast<size_t>(index)];
+    auto trainer = registry_.create(config::method_name(stage.trainer()), stage);
+    check(trainer.status());
+    absl::StatusOr<StageData> data =
+        build_stage_data(stage, (*trainer)->needs().records, *encoder_,
+                         static_cast<uint64_t>(spec_.seed()) + static_cast<uint64_t>(index));
+    if (data.ok()) log_.info("stage %d: read %d examples; sending them to the policy", index + 1, data->train.size());
+    return stage_message(data).SerializeAsString();
+  }
+
+  void put(const aln::v1::ServiceRequest& request) {
+    Received& into = received_[request.text()];
+    for (const auto& file : request.files()) {
+      if (file.path() == "config.json") into.config_json = file.data();
+    }
+    for (const auto& named : request.named()) {
+      auto tensor = dist::from_proto(named.tensor());
+      if (!tensor.ok()) {
+        throw Failed(absl::InvalidArgumentError(
+            absl::StrCat(request.text(), " tensor ", named.name(), ": ", tensor.status().message())));
+      }
+      into.tensors[named.name()] = std::move(*tensor);
+    }
+  }
+
+  model::DecoderModel take_model(const std::string& set) {
+    auto it = received_.find(set);
+    if (it == received_.end())
+      throw Failed(absl::FailedPreconditionError(absl::StrCat("no ", set, " tensors arrived")));
+    auto config = model::parse_hf_config(it->second.config_json, absl::StrCat(set, " config.json"));
+    check(config.status());
+    auto made = model::DecoderModel::from_tensors(*config, std::move(it->second.tensors));
+    received_.erase(it);
+    check(made.status());
+    return std::move(*made);
+  }
+
+  std::string checkpoint(const aln::v1::ServiceRequest& request) {
+    auto state = state_from_json(request.text(), "the checkpoint's state");
+    check(state.status());
+    model::DecoderModel policy = take_model("policy");
+    std::optional<model::DecoderModel> reference;
+    if (received_.count("reference") > 0) reference = take_model("reference");
+    const optim::TensorMap optimizer = std::move(received_["optimizer"].tensors);
+    const model::TensorMap rng = std::move(received_["rng"].tensors);
+    received_.clear();
+    auto rng_it = rng.find("cpu");
+    if (rng_it == rng.end()) throw Failed(absl::FailedPreconditionError("no generator state arrived"));
+    WriteDir trainer_state;
+    if (request.files_size() > 0) {
+      trainer_state = [&](const std::string& dir) { return unpack_files(request.files(), dir); };
+    }
+    auto saved = outputs_.checkpoint_with_rng(policy, reference ? &*reference : nullptr, optimizer, *state,
+                                              trainer_state, rng_it->second);
+    check(saved.status());
+    log_.debug("checkpoint %s", *saved);
+    return *saved;
+  }
+
+  const aln::v1::JobSpec& spec_;
+  const Logger& log_;
+  MetricsRegistry& metrics_;
+  LocalOutputs outputs_;
+  trainers::TrainerRegistry registry_;
+  std::unique_ptr<TextEncoder> encoder_;
+  std::map<std::string, Received> received_;
+  std::optional<JobReport> report_;
+};
+
+}  // namespace
+
+absl::StatusOr<JobReport> run_coordinator(const aln::v1::JobSpec& spec, dist::Communicator* channel, int client,
+                                          std::chrono::milliseconds timeout, const Logger& log,
+                                          MetricsRegistry& metrics) {
+  log.info("coordinator: world rank 0 writes the outputs for world rank %d and holds no model", client);
+  Coordinator coordinator(spec, log, metrics);
+  absl::Status served = dist::serve(
+      channel, {client}, [&](int, const aln::v1::ServiceRequest& request) { return coordinator.handle(request); },
+      timeout);
+  if (!served.ok()) return served;
+  if (!coordinator.report()) {
+    return absl::InternalError("the policy's first rank said goodbye without a report (see its log)");
+  }
+  return std::move(*coordinator.report());
+}
+
+}  // namespace aln::engine

@@ -1,0 +1,281 @@
+#include "trainers/engine/job_outputs.h"
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "core/io/atomic_file.h"
+#include "core/model/hf_checkpoint.h"
+#include "core/model/model_config.h"
+#include "trainers/engine/data_share.h"
+
+namespace aln::engine {
+namespace {
+
+namespace fs = std::filesystem;
+
+// A temporary directory removed with its contents when this goes out of scope.
+class TempDir {
+ public:
+  TempDir() {
+    std::string pattern = (fs::temp_directory_path() / "aln-outputs-XXXXXX").string();
+    if (::mkdtemp(pattern.data()) != nullptr) path_ = pattern;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    if (!path_.empty()) fs::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// Messages stay well under protobuf's 2 GiB limit; a single tensor must fit in one.
+constexpr size_t kPutBytes = size_t{256} << 20;
+constexpr size_t kMessageLimit = (size_t{1} << 31) - (size_t{1} << 20);
+
+}  // namespace
+
+absl::Status pack_files(const std::string& dir, google::protobuf::RepeatedPtrField<aln::v1::FileData>* out) {
+  std::error_code ec;
+  for (const auto& entry : fs::recursive_directory_iterator(dir, ec)) {
+    if (!entry.is_regular_file()) continue;
+    std::ifstream in(entry.path(), std::ios::binary);
+    if (!in) return absl::NotFoundError(absl::StrCat(entry.path().string(), ": cannot open"));
+    std::ostringstream bytes;
+    bytes << in.rdbuf();
+    aln::v1::FileData* file = out->Add();
+    file->set_path(fs::relative(entry.path(), dir).generic_string());
+    file->set_data(bytes.str());
+  }
+  if (ec) return absl::InternalError(absl::StrCat(dir, ": cannot list: ", ec.message()));
+  return absl::OkStatus();
+}
+
+absl::Status unpack_files(const google::protobuf::RepeatedPtrField<aln::v1::FileData>& files, const std::string& dir) {
+  for (const auto& file : files) {
+    const fs::path rel = fs::path(file.path()).lexically_normal();
+    if (rel.empty() || rel.is_absolute() || *rel.begin() == "..") {
+      return absl::InvalidArgumentError(absl::StrCat("file path '", file.path(), "' is not below ", dir));
+    }
+    const fs::path path = fs::path(dir) / rel;
+    std::error_code ec;
+    fs::create_directories(path.parent_path(), ec);
+    if (ec) return absl::PermissionDeniedError(absl::StrCat(path.parent_path().string(), ": ", ec.message()));
+    absl::Status written = io::write_text_atomically(path.string(), file.data());
+    if (!written.ok()) return written;
+  }
+  return absl::OkStatus();
+}
+
+// --- LocalOutputs ---------------------------------------------------------------------------
+
+LocalOutputs::LocalOutputs(const aln::v1::JobSpec& spec, std::string checkpoint_dir, ProgressStyle style)
+    : output_dir_(spec.output_dir()),
+      checkpoints_(std::move(checkpoint_dir), spec.checkpoint().keep_last()),
+      style_(style) {}
+
+absl::Status LocalOutputs::open(int64_t resumed_step) {
+  auto opened = JsonlLog::open((fs::path(output_dir_) / "train_log.jsonl").string(), resumed_step);
+  if (!opened.ok()) return opened.status();
+  train_log_.emplace(std::move(*opened));
+  opened = JsonlLog::open((fs::path(output_dir_) / "eval.jsonl").string(), resumed_step);
+  if (!opened.ok()) return opened.status();
+  eval_log_.emplace(std::move(*opened));
+  return absl::OkStatus();
+}
+
+absl::Status LocalOutputs::stage_started(const std::string& stage, int64_t total_steps) {
+  progress_.emplace(stage, total_steps, style_);
+  return absl::OkStatus();
+}
+
+absl::Status LocalOutputs::train_line(const std::string& line) {
+  if (!train_log_) return absl::FailedPreconditionError("the train log is not open");
+  absl::Status appended = train_log_->append(line);
+  if (!appended.ok()) return appended;
+  if (progress_) {
+    const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_object()) {
+      progress_->update(j.value("step", int64_t{0}), j.value("loss", 0.0), j.value("tokens_per_second", 0.0));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status LocalOutputs::eval_line(const std::string& line) {
+  if (!eval_log_) return absl::FailedPreconditionError("the eval log is not open");
+  return eval_log_->append(line);
+}
+
+absl::Status LocalOutputs::stage_finished() {
+  if (progress_) progress_->finish();
+  progress_.reset();
+  return absl::OkStatus();
+}
+
+absl::Status LocalOutputs::trainer_files(const std::string& relative_dir, const WriteDir& write) {
+  return write((fs::path(output_dir_) / relative_dir).string());
+}
+
+absl::StatusOr<std::string> LocalOutputs::checkpoint(const model::DecoderModel& policy,
+                                                     const model::DecoderModel* reference,
+                                                     const optim::TensorMap& optimizer, const TrainingState& state,
+                                                     const WriteDir& trainer_state) {
+  return checkpoints_.save(policy, reference, optimizer, state, trainer_state);
+}
+
+absl::StatusOr<std::string> LocalOutputs::checkpoint_with_rng(const model::DecoderModel& policy,
+                                                              const model::DecoderModel* reference,
+                                                              const optim::TensorMap& optimizer,
+                                                              const TrainingState& state, const WriteDir& trainer_state,
+                                                              const at::Tensor& rng) {
+  return checkpoints_.save(policy, reference, optimizer, state, trainer_state, rng);
+}
+
+absl::Status LocalOutputs::final_model(const model::DecoderModel& policy, const std::string& dir) {
+  return model::save_hf_model(policy, dir);
+}
+
+// --- RemoteOutputs --------------------------------------------------------------------------
+
+absl::StatusOr<aln::v1::ServiceReply> RemoteOutputs::call(const aln::v1::ServiceRequest& request,
+                                                          std::chrono::milliseconds timeout) {
+  auto reply = client_.call(request, timeout);
+  if (!reply.ok()) {
+    return absl::Status(reply.status().code(), absl::StrCat("the coordinator (world rank 0), request \"",
+                                                            request.method(), "\": ", reply.status().message()));
+  }
+  return reply;
+}
+
+absl::Status RemoteOutputs::simple(const std::string& method, const std::string& text, int64_t step, int64_t total) {
+  aln::v1::ServiceRequest request;
+  request.set_method(method);
+  request.set_text(text);
+  request.set_step(step);
+  request.set_total(total);
+  return call(request, timeout_).status();
+}
+
+absl::Status RemoteOutputs::open(int64_t resumed_step) { return simple("open", "", resumed_step); }
+
+absl::Status RemoteOutputs::stage_started(const std::string& stage, int64_t total_steps) {
+  return simple("stage", stage, 0, total_steps);
+}
+
+absl::Status RemoteOutputs::train_line(const std::string& line) { return simple("train", line); }
+absl::Status RemoteOutputs::eval_line(const std::string& line) { return simple("eval", line); }
+absl::Status RemoteOutputs::stage_finished() { return simple("stage_end", ""); }
+
+absl::Status RemoteOutputs::trainer_files(const std::string& relative_dir, const WriteDir& write) {
+  TempDir tmp;
+  if (tmp.path().empty()) return absl::InternalError("cannot create a temporary directory for the trainer's files");
+  absl::Status written = write(tmp.path());
+  if (!written.ok()) return written;
+  aln::v1::ServiceRequest request;
+  request.set_method("files");
+  request.set_text(relative_dir);
+  absl::Status packed = pack_files(tmp.path(), request.mutable_files());
+  if (!packed.ok()) return packed;
+  return call(request, long_wait_).status();
+}
+
+absl::Status RemoteOutputs::put(const std::string& set, const optim::TensorMap& tensors,
+                                const std::string& config_json) {
+  aln::v1::ServiceRequest request;
+  auto start = [&] {
+    request.Clear();
+    request.set_method("put");
+    request.set_text(set);
+  };
+  start();
+  if (!config_json.empty()) {
+    aln::v1::FileData* config = request.add_files();
+    config->set_path("config.json");
+    config->set_data(config_json);
+  }
+  size_t bytes = 0;
+  for (const auto& [name, tensor] : tensors) {
+    const size_t size = static_cast<size_t>(tensor.numel()) * tensor.element_size();
+    if (size > kMessageLimit) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat(set, " tensor ", name, " is ", size,
+                       " bytes, over the 2 GiB one control message carries; use parallel.coordinator: with_policy"));
+    }
+    if (bytes > 0 && bytes + size > kPutBytes) {
+      absl::Status sent = call(request, long_wait_).status();
+      if (!sent.ok()) return sent;
+      start();
+      bytes = 0;
+    }
+    aln::v1::NamedTensor* named = request.add_named();
+    named->set_name(name);
+    dist::to_proto(tensor.detach(), named->mutable_tensor());
+    bytes += size;
+  }
+  return call(request, long_wait_).status();
+}
+
+absl::StatusOr<std::string> RemoteOutputs::checkpoint(const model::DecoderModel& policy,
+                                                      const model::DecoderModel* reference,
+                                                      const optim::TensorMap& optimizer, const TrainingState& state,
+                                                      const WriteDir& trainer_state) {
+  absl::Status sent = put("policy", policy.tensors(), model::to_hf_config_json(policy.config()));
+  if (sent.ok() && reference != nullptr) {
+    sent = put("reference", reference->tensors(), model::to_hf_config_json(reference->config()));
+  }
+  if (sent.ok()) sent = put("optimizer", optimizer, "");
+  if (sent.ok()) sent = put("rng", {{"cpu", cpu_rng_state()}}, "");
+  if (!sent.ok()) return sent;
+  aln::v1::ServiceRequest request;
+  request.set_method("checkpoint");
+  request.set_text(state_to_json(state));
+  if (trainer_state) {
+    TempDir tmp;
+    if (tmp.path().empty()) return absl::InternalError("cannot create a temporary directory for the trainer's state");
+    absl::Status written = trainer_state(tmp.path());
+    if (written.ok()) written = pack_files(tmp.path(), request.mutable_files());
+    if (!written.ok()) return written;
+  }
+  auto reply = call(request, long_wait_);
+  if (!reply.ok()) return reply.status();
+  return reply->text();
+}
+
+absl::Status RemoteOutputs::final_model(const model::DecoderModel& policy, const std::string& dir) {
+  absl::Status sent = put("policy", policy.tensors(), model::to_hf_config_json(policy.config()));
+  if (!sent.ok()) return sent;
+  aln::v1::ServiceRequest request;
+  request.set_method("final");
+  request.set_text(dir);
+  return call(request, long_wait_).status();
+}
+
+absl::Status RemoteOutputs::report(const JobReport& report) {
+  absl::Status sent = simple("report", report_to_json(report));
+  if (!sent.ok()) return sent;
+  return client_.goodbye(timeout_);
+}
+
+absl::StatusOr<StageData> RemoteOutputs::stage_data(int64_t stage) {
+  aln::v1::ServiceRequest request;
+  request.set_method("data");
+  request.set_step(stage);
+  auto reply = call(request, long_wait_);
+  if (!reply.ok()) return reply.status();
+  aln::v1::StageExamples message;
+  if (!message.ParseFromString(reply->payload())) {
+    return absl::DataLossError(
+        absl::StrCat("the stage's examples from the coordinator (", reply->payload().size(), " bytes) do not parse"));
+  }
+  return stage_from_message(message, "the coordinator (world rank 0)");
+}
+
+}  // namespace aln::engine
