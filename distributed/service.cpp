@@ -102,7 +102,12 @@ absl::StatusOr<aln::v1::ServiceReply> ServiceClient::call(const aln::v1::Service
   if (!got.ok()) return absl::Status(got.code(), absl::StrCat(what, ": no reply: ", got.message()));
   auto reply = receive_body<aln::v1::ServiceReply>(*channel_, server_, size.item<int64_t>(), timeout);
   if (!reply.ok()) return absl::Status(reply.status().code(), absl::StrCat(what, ": ", reply.status().message()));
-  if (!reply->error().empty()) return absl::InternalError(absl::StrCat(what, " failed there: ", reply->error()));
+  if (!reply->error().empty()) {
+    const auto code = reply->code() > 0 && reply->code() <= static_cast<int>(absl::StatusCode::kUnauthenticated)
+                          ? static_cast<absl::StatusCode>(reply->code())
+                          : absl::StatusCode::kInternal;
+    return absl::Status(code, absl::StrCat(what, " failed there: ", reply->error()));
+  }
   return reply;
 }
 

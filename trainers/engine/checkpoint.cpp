@@ -6,6 +6,7 @@
 #include <ATen/core/Generator.h>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <mutex>
@@ -26,11 +27,12 @@ namespace {
 
 constexpr const char* kFormat = "aln-checkpoint-v1";
 
-// Only numbers: a non-finite value was written as null and is left out rather than failing a resume.
+// JSON has no NaN or infinity: a non-finite value was written as null and comes back as NaN.
 MetricMap metrics_from(const json& j) {
   MetricMap out;
   for (auto it = j.begin(); it != j.end(); ++it) {
     if (it->is_number()) out[it.key()] = it->get<double>();
+    if (it->is_null()) out[it.key()] = std::nan("");
   }
   return out;
 }

@@ -26,10 +26,15 @@ struct Received {
   model::TensorMap tensors;
 };
 
-// Errors inside a handler become the reply's error (the client fails with it, naming this rank).
+// Errors inside a handler become the reply's error and code (the client fails with them, naming
+// this rank).
 class Failed : public std::runtime_error {
  public:
-  explicit Failed(const absl::Status& s) : std::runtime_error(std::string(s.message())) {}
+  explicit Failed(const absl::Status& s) : std::runtime_error(std::string(s.message())), code_(s.code()) {}
+  absl::StatusCode code() const { return code_; }
+
+ private:
+  absl::StatusCode code_;
 };
 
 void check(const absl::Status& s) {
@@ -55,6 +60,20 @@ class Coordinator {
         .counter("aln_coordinator_requests_total", "Requests the coordinator's process served, by method",
                  {{"method", request.method()}})
         .Increment();
+    try {
+      return serve(request);
+    } catch (const Failed& failed) {
+      aln::v1::ServiceReply reply;
+      reply.set_error(failed.what());
+      reply.set_code(static_cast<int>(failed.code()));
+      return reply;
+    }
+  }
+
+  std::optional<JobReport>& report() { return report_; }
+
+ private:
+  aln::v1::ServiceReply serve(const aln::v1::ServiceRequest& request) {
     aln::v1::ServiceReply reply;
     const std::string& m = request.method();
     if (m == "open") {
@@ -72,8 +91,9 @@ class Coordinator {
     } else if (m == "put") {
       put(request);
     } else if (m == "files") {
-      check(outputs_.trainer_files(request.text(),
-                                   [&](const std::string& dir) { return unpack_files(request.files(), dir); }));
+      const FileMap files = std::move(files_);
+      files_.clear();
+      check(outputs_.trainer_files(request.text(), [&](const std::string& dir) { return write_files(files, dir); }));
     } else if (m == "checkpoint") {
       reply.set_text(checkpoint(request));
     } else if (m == "final") {
@@ -90,9 +110,6 @@ class Coordinator {
     return reply;
   }
 
-  std::optional<JobReport>& report() { return report_; }
-
- private:
   std::string read_stage(int64_t index) {
     const auto stages = config::effective_stages(spec_);
     if (index < 0 || index >= static_cast<int64_t>(stages.size())) {
@@ -117,6 +134,10 @@ class Coordinator {
   }
 
   void put(const aln::v1::ServiceRequest& request) {
+    if (request.text() == "files") {  // a piece of a file (they come in order)
+      for (const auto& file : request.files()) files_[file.path()] += file.data();
+      return;
+    }
     Received& into = received_[request.text()];
     for (const auto& file : request.files()) {
       if (file.path() == "config.json") into.config_json = file.data();
@@ -154,10 +175,10 @@ class Coordinator {
     received_.clear();
     auto rng_it = rng.find("cpu");
     if (rng_it == rng.end()) throw Failed(absl::FailedPreconditionError("no generator state arrived"));
+    const FileMap files = std::move(files_);
+    files_.clear();
     WriteDir trainer_state;
-    if (request.files_size() > 0) {
-      trainer_state = [&](const std::string& dir) { return unpack_files(request.files(), dir); };
-    }
+    if (!files.empty()) trainer_state = [&](const std::string& dir) { return write_files(files, dir); };
     auto saved = outputs_.checkpoint_with_rng(policy, reference ? &*reference : nullptr, optimizer, *state,
                                               trainer_state, rng_it->second);
     check(saved.status());
@@ -172,6 +193,7 @@ class Coordinator {
   trainers::TrainerRegistry registry_;
   std::unique_ptr<TextEncoder> encoder_;
   std::map<std::string, Received> received_;
+  FileMap files_;  // pieces of the trainer's files since the last request that used them
   std::optional<JobReport> report_;
 };
 

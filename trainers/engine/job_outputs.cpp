@@ -1,5 +1,6 @@
 #include "trainers/engine/job_outputs.h"
 
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -42,33 +43,42 @@ constexpr size_t kMessageLimit = (size_t{1} << 31) - (size_t{1} << 20);
 
 }  // namespace
 
-absl::Status pack_files(const std::string& dir, google::protobuf::RepeatedPtrField<aln::v1::FileData>* out) {
+absl::Status read_file_chunks(const std::string& dir, size_t max_bytes,
+                              const std::function<absl::Status(const std::string&, std::string)>& chunk) {
   std::error_code ec;
   for (const auto& entry : fs::recursive_directory_iterator(dir, ec)) {
     if (!entry.is_regular_file()) continue;
     std::ifstream in(entry.path(), std::ios::binary);
     if (!in) return absl::NotFoundError(absl::StrCat(entry.path().string(), ": cannot open"));
-    std::ostringstream bytes;
-    bytes << in.rdbuf();
-    aln::v1::FileData* file = out->Add();
-    file->set_path(fs::relative(entry.path(), dir).generic_string());
-    file->set_data(bytes.str());
+    const std::string rel = entry.path().lexically_relative(dir).generic_string();
+    const size_t size = static_cast<size_t>(entry.file_size());
+    size_t offset = 0;
+    do {
+      std::string bytes(std::min(max_bytes, size - offset), '\0');
+      in.read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+      if (static_cast<size_t>(in.gcount()) != bytes.size()) {
+        return absl::DataLossError(absl::StrCat(entry.path().string(), ": short read"));
+      }
+      offset += bytes.size();
+      absl::Status sent = chunk(rel, std::move(bytes));
+      if (!sent.ok()) return sent;
+    } while (offset < size);
   }
   if (ec) return absl::InternalError(absl::StrCat(dir, ": cannot list: ", ec.message()));
   return absl::OkStatus();
 }
 
-absl::Status unpack_files(const google::protobuf::RepeatedPtrField<aln::v1::FileData>& files, const std::string& dir) {
-  for (const auto& file : files) {
-    const fs::path rel = fs::path(file.path()).lexically_normal();
+absl::Status write_files(const FileMap& files, const std::string& dir) {
+  for (const auto& [name, data] : files) {
+    const fs::path rel = fs::path(name).lexically_normal();
     if (rel.empty() || rel.is_absolute() || *rel.begin() == "..") {
-      return absl::InvalidArgumentError(absl::StrCat("file path '", file.path(), "' is not below ", dir));
+      return absl::InvalidArgumentError(absl::StrCat("file path '", name, "' is not below ", dir));
     }
     const fs::path path = fs::path(dir) / rel;
     std::error_code ec;
     fs::create_directories(path.parent_path(), ec);
     if (ec) return absl::PermissionDeniedError(absl::StrCat(path.parent_path().string(), ": ", ec.message()));
-    absl::Status written = io::write_text_atomically(path.string(), file.data());
+    absl::Status written = io::write_text_atomically(path.string(), data);
     if (!written.ok()) return written;
   }
   return absl::OkStatus();
@@ -101,10 +111,13 @@ absl::Status LocalOutputs::train_line(const std::string& line) {
   absl::Status appended = train_log_->append(line);
   if (!appended.ok()) return appended;
   if (progress_) {
+    // A skipped step's loss is NaN, which JSON writes as null.
     const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
-    if (j.is_object()) {
-      progress_->update(j.value("step", int64_t{0}), j.value("loss", 0.0), j.value("tokens_per_second", 0.0));
-    }
+    auto number = [&j](const char* key) {
+      return j.is_object() && j.contains(key) && j[key].is_number() ? j[key].get<double>() : std::nan("");
+    };
+    const double step = number("step");
+    if (std::isfinite(step)) progress_->update(static_cast<int64_t>(step), number("loss"), number("tokens_per_second"));
   }
   return absl::OkStatus();
 }
@@ -174,17 +187,29 @@ absl::Status RemoteOutputs::train_line(const std::string& line) { return simple(
 absl::Status RemoteOutputs::eval_line(const std::string& line) { return simple("eval", line); }
 absl::Status RemoteOutputs::stage_finished() { return simple("stage_end", ""); }
 
-absl::Status RemoteOutputs::trainer_files(const std::string& relative_dir, const WriteDir& write) {
+absl::Status RemoteOutputs::put_files(const WriteDir& write) {
   TempDir tmp;
-  if (tmp.path().empty()) return absl::InternalError("cannot create a temporary directory for the trainer's files");
+  if (tmp.path().empty()) {
+    return absl::InternalError(absl::StrCat("cannot create a temporary directory in ",
+                                            fs::temp_directory_path().string(), " (set TMPDIR to one with room)"));
+  }
   absl::Status written = write(tmp.path());
   if (!written.ok()) return written;
-  aln::v1::ServiceRequest request;
-  request.set_method("files");
-  request.set_text(relative_dir);
-  absl::Status packed = pack_files(tmp.path(), request.mutable_files());
-  if (!packed.ok()) return packed;
-  return call(request, long_wait_).status();
+  return read_file_chunks(tmp.path(), kPutBytes, [&](const std::string& path, std::string bytes) {
+    aln::v1::ServiceRequest request;
+    request.set_method("put");
+    request.set_text("files");
+    aln::v1::FileData* file = request.add_files();
+    file->set_path(path);
+    file->set_data(std::move(bytes));
+    return call(request, long_wait_).status();
+  });
+}
+
+absl::Status RemoteOutputs::trainer_files(const std::string& relative_dir, const WriteDir& write) {
+  absl::Status sent = put_files(write);
+  if (!sent.ok()) return sent;
+  return simple("files", relative_dir);
 }
 
 absl::Status RemoteOutputs::put(const std::string& set, const optim::TensorMap& tensors,
@@ -234,16 +259,13 @@ absl::StatusOr<std::string> RemoteOutputs::checkpoint(const model::DecoderModel&
   if (sent.ok()) sent = put("optimizer", optimizer, "");
   if (sent.ok()) sent = put("rng", {{"cpu", cpu_rng_state()}}, "");
   if (!sent.ok()) return sent;
+  if (trainer_state) {
+    sent = put_files(trainer_state);
+    if (!sent.ok()) return sent;
+  }
   aln::v1::ServiceRequest request;
   request.set_method("checkpoint");
   request.set_text(state_to_json(state));
-  if (trainer_state) {
-    TempDir tmp;
-    if (tmp.path().empty()) return absl::InternalError("cannot create a temporary directory for the trainer's state");
-    absl::Status written = trainer_state(tmp.path());
-    if (written.ok()) written = pack_files(tmp.path(), request.mutable_files());
-    if (!written.ok()) return written;
-  }
   auto reply = call(request, long_wait_);
   if (!reply.ok()) return reply.status();
   return reply->text();

@@ -6,6 +6,7 @@
 // with a LocalOutputs of its own (coordinator.h). The other ranks have no outputs.
 #include <chrono>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -105,15 +106,22 @@ class RemoteOutputs : public JobOutputs {
  private:
   absl::StatusOr<aln::v1::ServiceReply> call(const aln::v1::ServiceRequest& request, std::chrono::milliseconds timeout);
   absl::Status simple(const std::string& method, const std::string& text, int64_t step = 0, int64_t total = 0);
-  // A model's (or the optimizer's) tensors in messages of at most a few hundred MiB each.
+  // A model's (or the optimizer's) tensors, and the files `write` puts in a directory, in messages
+  // of at most 256 MiB each; the coordinator keeps them until the request that uses them.
   absl::Status put(const std::string& set, const optim::TensorMap& tensors, const std::string& config_json);
+  absl::Status put_files(const WriteDir& write);
   dist::ServiceClient client_;
   std::chrono::milliseconds timeout_, long_wait_;
 };
 
-// A directory's regular files as FileData (relative paths), and back below `dir`. Unpacking
-// refuses absolute paths and ones that climb out of `dir`.
-absl::Status pack_files(const std::string& dir, google::protobuf::RepeatedPtrField<aln::v1::FileData>* out);
-absl::Status unpack_files(const google::protobuf::RepeatedPtrField<aln::v1::FileData>& files, const std::string& dir);
+// Files by relative path.
+using FileMap = std::map<std::string, std::string>;
+
+// Calls `chunk(relative path, bytes)` for each regular file below `dir`, in pieces of at most
+// `max_bytes` (a file's pieces in order; an empty file is one empty piece).
+absl::Status read_file_chunks(const std::string& dir, size_t max_bytes,
+                              const std::function<absl::Status(const std::string&, std::string)>& chunk);
+// Writes `files` below `dir`; refuses absolute paths and ones that climb out of `dir`.
+absl::Status write_files(const FileMap& files, const std::string& dir);
 
 }  // namespace aln::engine

@@ -6,6 +6,7 @@
 
 #include <ATen/ATen.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 
@@ -169,8 +170,8 @@ TEST(JsonlLog, ResumeDropsRedoneSteps) {
 }
 
 // What the policy's first rank sends the coordinator's own process: the state and report as JSON
-// come back equal; a directory's files come back byte for byte; paths that leave the target are
-// refused.
+// come back equal (a NaN metric as NaN); a directory's files, sent in pieces, come back byte for
+// byte; paths that leave the target are refused.
 TEST(CoordinatorMessages, StateReportAndFilesRoundTrip) {
   TrainingState state;
   state.global_step = 12;
@@ -196,22 +197,31 @@ TEST(CoordinatorMessages, StateReportAndFilesRoundTrip) {
   EXPECT_EQ(report_back->resumed_from, report.resumed_from);
   ASSERT_EQ(report_back->stages.size(), 1u);
   EXPECT_EQ(report_back->stages[0].after.at("loss"), 1.25);
+  report.stages[0].after["loss"] = std::nan("");
+  report_back = report_from_json(report_to_json(report), "test");
+  ASSERT_TRUE(report_back.ok()) << report_back.status();
+  EXPECT_TRUE(std::isnan(report_back->stages[0].after.at("loss")));
 
   TempDir from, to;
   fs::create_directories(from.path() / "sub");
   { std::ofstream(from.path() / "a.bin", std::ios::binary) << std::string("x\0y", 3); }
   { std::ofstream(from.path() / "sub" / "b.txt") << "hello"; }
-  google::protobuf::RepeatedPtrField<aln::v1::FileData> files;
-  ASSERT_TRUE(pack_files(from.path().string(), &files).ok());
-  ASSERT_EQ(files.size(), 2);
-  ASSERT_TRUE(unpack_files(files, (to.path() / "out").string()).ok());
+  // Pieces of at most 2 bytes, reassembled in order.
+  FileMap files;
+  int pieces = 0;
+  ASSERT_TRUE(read_file_chunks(from.path().string(), 2, [&](const std::string& path, std::string bytes) {
+                ++pieces;
+                files[path] += bytes;
+                return absl::OkStatus();
+              }).ok());
+  EXPECT_EQ(pieces, 2 + 3);
+  ASSERT_EQ(files.size(), 2u);
+  ASSERT_TRUE(write_files(files, (to.path() / "out").string()).ok());
   std::ifstream a(to.path() / "out" / "a.bin", std::ios::binary), b(to.path() / "out" / "sub" / "b.txt");
   EXPECT_EQ(std::string((std::istreambuf_iterator<char>(a)), std::istreambuf_iterator<char>()), std::string("x\0y", 3));
   EXPECT_EQ(std::string((std::istreambuf_iterator<char>(b)), std::istreambuf_iterator<char>()), "hello");
   for (const char* bad : {"../escape", "/etc/passwd", "sub/../../x"}) {
-    google::protobuf::RepeatedPtrField<aln::v1::FileData> evil;
-    evil.Add()->set_path(bad);
-    EXPECT_EQ(unpack_files(evil, to.path().string()).code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_EQ(write_files({{bad, "x"}}, to.path().string()).code(), absl::StatusCode::kInvalidArgument) << bad;
   }
 }
 
