@@ -42,10 +42,11 @@ absl::StatusOr<Layout> plan_layout(const RoleGrid& policy, const RoleGrid& refer
   if (!use.reference && !use.reward) {
     return absl::InvalidArgumentError(absl::StrCat(
         "parallel.placement: separate, but no stage takes reference log-probs the reference ranks could "
-        "compute (dpo, safedpo, tdpo, radpo, grpo with beta > 0) and no stage lists reward_models; the frozen roles' "
+        "compute (dpo, safedpo, tdpo, radpo, grpo with beta > 0, controllable contrastive or rl with rl_beta > 0, "
+        "hair with an encoder of its own) and no stage lists reward_models; the frozen roles' "
         "ranks would idle. "
         "Use placement: colocated on ",
-        policy.ranks(), " process(es)"));
+        policy.ranks() + c, " process(es)"));
   }
   if (policy.pipeline_parallel != 1) {
     return absl::UnimplementedError(

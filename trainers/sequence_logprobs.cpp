@@ -34,4 +34,14 @@ kernels::ResponseLogprobs response_logprobs(const model::DecoderModel& model, co
   return out;
 }
 
+at::Tensor response_sums(const at::Tensor& per_token, const buffer::SequenceBatch& batch) {
+  const int64_t b = batch.input_ids.size(0);
+  const int64_t t = batch.input_ids.size(1);
+  ALN_CHECK(per_token.dim() == 2 && per_token.size(0) == b && per_token.size(1) == t - 1,
+            "per-token log-probs must be [B, T-1] for the batch's sequences");
+  at::Tensor flat = (batch.response_mask.narrow(1, 1, t - 1).reshape(-1) > 0).nonzero().squeeze(1);
+  at::Tensor rows = at::div(flat, t - 1, "floor");
+  return at::zeros({b}, per_token.options()).index_add(0, rows, per_token.reshape(-1).index_select(0, flat));
+}
+
 }  // namespace aln::trainers

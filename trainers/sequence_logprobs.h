@@ -18,4 +18,9 @@ namespace aln::trainers {
 kernels::ResponseLogprobs response_logprobs(const model::DecoderModel& model, const buffer::SequenceBatch& batch,
                                             double temperature = 1.0);
 
+// The per-row sums response_logprobs gives, from its per-token values [B, T-1] (the same numbers
+// added in the same order, so the same bits): for log-probs that came from elsewhere (the
+// reference's ranks).
+at::Tensor response_sums(const at::Tensor& per_token, const buffer::SequenceBatch& batch);
+
 }  // namespace aln::trainers

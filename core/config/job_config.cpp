@@ -63,8 +63,14 @@ SeparateRoles separate_roles(const aln::v1::JobSpec& spec) {
   SeparateRoles roles;
   for (const auto& stage : effective_stages(spec)) {
     const std::string method = method_name(stage.trainer());
+    const auto& controllable = stage.trainer().controllable();
+    const bool controllable_reference =
+        controllable.objective() == aln::v1::CONTRASTIVE ||
+        (controllable.objective() == aln::v1::RL && controllable.rl_beta() > 0);
     roles.reference = roles.reference || method == "dpo" || method == "safedpo" || method == "tdpo" ||
-                      method == "radpo" || (method == "grpo" && stage.trainer().grpo().beta() > 0);
+                      method == "radpo" || (method == "grpo" && stage.trainer().grpo().beta() > 0) ||
+                      (method == "hair" && !stage.trainer().hair().encoder().empty()) ||
+                      (method == "controllable" && controllable_reference);
     roles.reward = roles.reward || stage.reward_models_size() > 0;
   }
   return roles;

@@ -7,7 +7,8 @@
 #    the reference ranks) and a reference given by path equal their colocated runs;
 #  - a second run finds the reference cache and the reference ranks compute nothing;
 #  - TDPO and Ra-DPO (reference needed every step) with the reference's body on its own rank equal
-#    their colocated runs;
+#    their colocated runs; so do controllable (contrastive; RL with its KL term) and HAIR with a
+#    sentence encoder of its own, whose reference rank answers per-token log-prob requests;
 #  - the layout check: wrong process counts, a job without a reference stage, a pipelined
 #    reference are refused before anything loads, saying what would fit;
 #  - a reference rank killed or frozen mid-run ends the job non-zero within 60 s (the frozen one is
@@ -98,6 +99,32 @@ check "the reference rank answered hidden-state requests" \
 token_level radpo-path-colocated 2 colocated radpo "$work/colocated/final"
 token_level radpo-path-separate 3 separate radpo "$work/colocated/final"
 check "Ra-DPO with a reference by path on its own rank: same as colocated" "same radpo-path-colocated radpo-path-separate"
+
+# Controllable (contrastive pairs; RL with its KL term) and HAIR with a sentence encoder of its own
+# use only the reference's per-token log-probs of given sequences: the reference rank answers them
+# each step. Same parameters and losses as colocated.
+each_step() {  # each_step NAME NP PLACEMENT STAGES (YAML list items; \n between them)
+  job "$1" "$3" 1 | awk -v stages="$4" '/^  - \{name: dpo/ {print stages; next} {print}' >"$work/$1.yaml"
+  mpi "$2" "$ALN" train "$work/$1.yaml" >"$work/$1.out" 2>&1
+  local rc=$?
+  check "$1 exits 0 (rc $rc): $(tail -2 "$work/$1.out")" "[[ $rc -eq 0 ]]"
+}
+# (SFT on answers of four lengths first, so the samples differ in the attributes that are scored.)
+short_answers "$work/short.jsonl" 4
+sft="  - {name: sft, trainer: {sft: {}}, data: {train: [{path: $work/short.jsonl, format: sft_text}], max_prompt_length: 32, max_response_length: 24}, optimizer: {lr: 1e-2, max_steps: 8, micro_batch_size: 8}}"
+prompts="data: {train: [{path: examples/data/xstest/xstest_prompts_shared.csv, format: prompts, limit: 60}], max_prompt_length: 40}"
+for objective in contrastive rl; do
+  stage="$sft\n  - {name: ctl, trainer: {controllable: {objective: $objective, helpful_rule: length, harmless_rule: refusal, max_new_tokens: 12, group_size: 4}}, $prompts, optimizer: {lr: 1e-2, max_steps: 4, micro_batch_size: 2}}"
+  each_step "ctl-$objective-colocated" 2 colocated "$stage"
+  each_step "ctl-$objective-separate" 3 separate "$stage"
+  check "controllable ($objective), reference on its own rank: same parameters and losses as colocated" \
+    "same ctl-$objective-colocated ctl-$objective-separate && grep -q 'stage ctl: the reference ranks answer the per-token log-prob requests' '$work/ctl-$objective-separate.out'"
+done
+stage="  - {name: hair, trainer: {hair: {group_size: 2, max_new_tokens: 8, per_category: 4, encoder: $work/colocated/final}}, data: {train: [{path: examples/data/strongreject/strongreject_dataset.csv, format: prompts}], max_prompt_length: 40, max_response_length: 32}, optimizer: {lr: 1e-2, max_steps: 10, micro_batch_size: 1}}"
+each_step hair-colocated 2 colocated "$stage"
+each_step hair-separate 3 separate "$stage"
+check "HAIR with its own sentence encoder, reference on its own rank: same parameters and losses as colocated" \
+  "same hair-colocated hair-separate && grep -q 'stage hair: the reference ranks answer the per-token log-prob requests' '$work/hair-separate.out'"
 
 # The layout check.
 job wrong-np separate 1 >"$work/wrong-np.yaml"

@@ -57,6 +57,9 @@ class ControllableTrainer final : public Trainer {
     const bool rl_ref = o_.objective() == aln::v1::RL && o_.rl_beta() > 0;
     Needs n{RecordKind::kPrompts, ModelHead::kLanguageModel, contrastive || rl_ref};
     n.reference_model = contrastive || rl_ref;
+    // Both use only the reference's log-probs of given sequences (the pairs, or the rollouts for the
+    // KL term), so with placement: separate the reference's ranks answer them each step.
+    n.reference_token_logprobs_only = n.reference_model;
     return n;
   }
 

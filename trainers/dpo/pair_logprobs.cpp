@@ -32,6 +32,11 @@ PairForward pair_forward(const std::vector<const buffer::Example*>& batch, StepC
     }
     out.logprobs.reference_chosen = at::tensor(c, at::kDouble).to(lp.sums.scalar_type());
     out.logprobs.reference_rejected = at::tensor(r, at::kDouble).to(lp.sums.scalar_type());
+  } else if (ctx.reference == nullptr && ctx.reference_token_logprobs) {
+    // The reference on ranks of its own (trainers whose needs say reference_token_logprobs_only).
+    at::Tensor ref = response_sums(ctx.reference_token_logprobs(b, 1.0), b);
+    out.logprobs.reference_chosen = ref.narrow(0, 0, n);
+    out.logprobs.reference_rejected = ref.narrow(0, n, n);
   } else {
     ALN_CHECK(ctx.reference != nullptr, "reference log-probs are neither cached nor computable (no reference model)");
     at::NoGradGuard no_grad;

@@ -45,6 +45,9 @@ class HairTrainer final : public Trainer {
     // saved with checkpoints, so hardness is the same after a resume).
     Needs n{RecordKind::kPrompts, ModelHead::kLanguageModel, true};
     n.reference_model = true;
+    // With a sentence encoder of its own (trainer.hair.encoder) the reference only scores the
+    // rollouts for the KL term, which its own ranks can do each step (placement: separate).
+    n.reference_token_logprobs_only = !o_.encoder().empty();
     return n;
   }
 

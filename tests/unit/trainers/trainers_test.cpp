@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 
 #include <cstdlib>
+#include <tuple>
 
 #include "core/config/job_config.h"
 #include "tests/unit/trainers/tiny_model.h"
@@ -85,6 +86,26 @@ TEST(Trainers, SeparateRolesAgreeWithTrainerNeeds) {
       ASSERT_TRUE(with_kl.ok());
       EXPECT_TRUE(engine::served_each_step((*with_kl)->needs()));
       EXPECT_TRUE(config::separate_roles(job).reference);
+    }
+    if (name == "hair") {  // with an encoder of its own the reference only scores rollouts
+      stage->mutable_trainer()->mutable_hair()->set_encoder("enc");
+      auto with_encoder = registry.create(name, *stage);
+      ASSERT_TRUE(with_encoder.ok());
+      EXPECT_TRUE(engine::served_each_step((*with_encoder)->needs()));
+      EXPECT_TRUE(config::separate_roles(job).reference);
+    }
+    if (name == "controllable") {  // the contrastive objective and RL with a KL term
+      for (auto [objective, rl_beta, served] : {std::tuple{aln::v1::CONTRASTIVE, 0.0, true},
+                                                {aln::v1::RL, 0.04, true},
+                                                {aln::v1::RL, 0.0, false},
+                                                {aln::v1::CLM, 0.04, false}}) {
+        stage->mutable_trainer()->mutable_controllable()->set_objective(objective);
+        stage->mutable_trainer()->mutable_controllable()->set_rl_beta(rl_beta);
+        auto variant = registry.create(name, *stage);
+        ASSERT_TRUE(variant.ok()) << variant.status();
+        EXPECT_EQ(engine::served_each_step((*variant)->needs()), served) << objective << " " << rl_beta;
+        EXPECT_EQ(config::separate_roles(job).reference, served) << objective << " " << rl_beta;
+      }
     }
   }
   EXPECT_EQ(checked, 10);
@@ -258,6 +279,11 @@ TEST(Trainers, ResponseOnlyProjectionEqualsFullLogits) {
   auto g_full = grads(full.sums);
   auto g_fast = grads(fast.sums);
   for (const auto& [name, g] : g_full) EXPECT_TRUE(at::allclose(g, g_fast.at(name), 1e-4, 1e-6)) << name;
+  // Sums formed again from the per-token values (as when they come from the reference's ranks):
+  // the same bits.
+  policy.set_requires_grad(false);
+  kernels::ResponseLogprobs again = response_logprobs(policy, b);
+  EXPECT_TRUE(at::equal(response_sums(again.per_token, b), again.sums));
 }
 
 // TDPO / Ra-DPO through the chunked two-pass trainer path equal the same loss written directly on
