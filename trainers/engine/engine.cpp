@@ -665,7 +665,7 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
                                                   " consecutive non-finite steps (loss ", step_loss, ", grad norm ",
                                                   norm, "); lower optimizer.lr or check the data"));
         }
-        log.warning("step %d: non-finite loss or gradient, update skipped", step);
+        log.warning("step %d: non-finite loss or gradient, update skipped", step + 1);
       } else {
         consecutive_bad = 0;
         adamw.step(params, lr);

@@ -225,5 +225,22 @@ TEST(CoordinatorMessages, StateReportAndFilesRoundTrip) {
   }
 }
 
+// A skipped step's line has a null loss (JSON has no NaN): written, and the progress display takes it.
+TEST(CoordinatorMessages, LogLinesWithNullNumbers) {
+  TempDir dir;
+  aln::v1::JobSpec spec;
+  spec.set_output_dir(dir.path().string());
+  LocalOutputs outputs(spec, (dir.path() / "checkpoints").string(), ProgressStyle::kNone);
+  ASSERT_TRUE(outputs.open(0).ok());
+  ASSERT_TRUE(outputs.stage_started("s", 4).ok());
+  EXPECT_TRUE(outputs.train_line("{\"global_step\":1,\"step\":1,\"loss\":null,\"tokens_per_second\":null}").ok());
+  EXPECT_TRUE(outputs.train_line("not json").ok());
+  EXPECT_TRUE(outputs.stage_finished().ok());
+  std::ifstream in(dir.path() / "train_log.jsonl");
+  std::string first;
+  std::getline(in, first);
+  EXPECT_EQ(first, "{\"global_step\":1,\"step\":1,\"loss\":null,\"tokens_per_second\":null}");
+}
+
 }  // namespace
 }  // namespace aln::engine
