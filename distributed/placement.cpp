@@ -48,11 +48,6 @@ absl::StatusOr<Layout> plan_layout(const RoleGrid& policy, const RoleGrid& refer
         "Use placement: colocated on ",
         policy.ranks() + c, " process(es)"));
   }
-  if (policy.pipeline_parallel != 1) {
-    return absl::UnimplementedError(
-        "parallel.placement: separate is not combined with a pipelined policy yet (pipelined jobs compute the "
-        "reference through their own stages); set placement: colocated");
-  }
   if (use.reward && reward.data_parallel > policy.ranks()) {
     return absl::InvalidArgumentError(absl::StrCat("parallel.reward.data_parallel is ", reward.data_parallel,
                                                    " but each reward rank serves at least one of the ", policy.ranks(),

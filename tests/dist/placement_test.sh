@@ -9,6 +9,8 @@
 #  - TDPO and Ra-DPO (reference needed every step) with the reference's body on its own rank equal
 #    their colocated runs; so do controllable (contrastive; RL with its KL term) and HAIR with a
 #    sentence encoder of its own, whose reference rank answers per-token log-prob requests;
+#  - SFT then DPO on a 2-stage pipelined policy with the reference on its own rank equals the
+#    colocated pipelined run (rank 0 gathers the whole policy and sends it);
 #  - the layout check: wrong process counts, a job without a reference stage, a pipelined
 #    reference are refused before anything loads, saying what would fit;
 #  - a reference rank killed or frozen mid-run ends the job non-zero within 60 s (the frozen one is
@@ -54,7 +56,10 @@ same() {  # same RUN_A RUN_B: identical final tensors and logged losses
   "$PY" - "$work/$1" "$work/$2" <<'PY'
 import json, sys
 from safetensors.numpy import load_file
-a, b = (load_file(d + "/final/model.safetensors") for d in sys.argv[1:3])
+import glob
+# Every shard of the final model (a pipeline writes one per stage).
+a, b = ({k: v for f in sorted(glob.glob(d + "/final/*.safetensors")) for k, v in load_file(f).items()}
+        for d in sys.argv[1:3])
 la, lb = ([json.loads(l)["loss"] for l in open(d + "/train_log.jsonl")] for d in sys.argv[1:3])
 sys.exit(0 if a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a) and la == lb and len(la) >= 10 else 1)
 PY
@@ -99,6 +104,17 @@ check "the reference rank answered hidden-state requests" \
 token_level radpo-path-colocated 2 colocated radpo "$work/colocated/final"
 token_level radpo-path-separate 3 separate radpo "$work/colocated/final"
 check "Ra-DPO with a reference by path on its own rank: same as colocated" "same radpo-path-colocated radpo-path-separate"
+
+# A pipelined policy (2 stages) with the reference on its own rank: world rank 0 gathers the whole
+# policy after SFT from its stages and sends it; the same as the colocated pipelined run.
+job piped-colocated colocated 1 yes | sed 's/policy: {data_parallel: 2}/policy: {pipeline_parallel: 2}/' \
+  >"$work/piped-colocated.yaml"
+mpi 2 "$ALN" train "$work/piped-colocated.yaml" >"$work/piped-colocated.out" 2>&1; rc=$?
+job piped-separate separate 1 yes | sed 's/policy: {data_parallel: 2}/policy: {pipeline_parallel: 2}/' \
+  >"$work/piped-separate.yaml"
+mpi 3 "$ALN" train "$work/piped-separate.yaml" >"$work/piped-separate.out" 2>&1; rc2=$?
+check "SFT then DPO on 2 pipeline stages, reference on its own rank (rc $rc, $rc2): same as colocated" \
+  "[[ $rc -eq 0 && $rc2 -eq 0 ]] && grep -q 'computed on the reference ranks' '$work/piped-separate.out' && same piped-colocated piped-separate"
 
 # Controllable (contrastive pairs; RL with its KL term) and HAIR with a sentence encoder of its own
 # use only the reference's per-token log-probs of given sequences: the reference rank answers them

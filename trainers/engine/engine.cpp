@@ -108,7 +108,7 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
   const int world_size = comm != nullptr ? comm->size() : 1;
   const int world_rank = comm != nullptr ? comm->rank() : 0;
   const bool lead_reads = spec.parallel().data_reader() == aln::v1::LEAD && world_size > 1;
-  std::unique_ptr<dist::Communicator> role_comm, frozen_comm, service_comm;
+  std::unique_ptr<dist::Communicator> role_comm, frozen_comm, service_comm, weights_comm;
   dist::Communicator* policy_world = comm;  // the policy's ranks
   std::optional<RemoteReference> remote;
   std::optional<RemoteRewards> rewards;
@@ -120,6 +120,8 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
     role_comm = comm->split(static_cast<int>(role), world_rank);
     frozen_comm = comm->split(role == dist::Role::kReward ? 1 : 0, world_rank);
     service_comm = comm->split(0, world_rank);
+    const bool sends_or_takes_weights = world_rank == 0 || role == dist::Role::kReference;
+    weights_comm = comm->split(sends_or_takes_weights ? 0 : 1, world_rank);
     // A server answers its policy ranks one at a time, so a request may wait behind one from each
     // of the others: its timeout grows with the clients per server.
     auto per_request = [&](int servers) {
@@ -139,6 +141,7 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
     }
     if (layout->reference_ranks > 0) {
       remote = RemoteReference{frozen_comm.get(),
+                               sends_or_takes_weights ? weights_comm.get() : nullptr,
                                layout->reference_ranks,
                                long_wait,
                                service_comm.get(),
@@ -403,10 +406,22 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
         }
         const std::string resume_key = resuming ? resumed->state.reference_cache_key : "";
         const RemoteReference* remote_ptr = remote_reference ? &*remote : nullptr;
+        // A pipelined policy holds one stage per rank; the reference ranks get the whole model, which
+        // replica 0's stages gather on world rank 0 (only when the policy is the reference).
+        std::optional<model::DecoderModel> whole;
+        if (remote_reference && pipeline && stage.reference().path().empty() && resume_key.empty() && dp.lead()) {
+          optim::TensorMap weights = pipeline->gather_to_first(policy.tensors());
+          if (lead) {
+            auto made = model::DecoderModel::from_tensors(policy.config(), std::move(weights));
+            if (!made.ok()) return made.status();
+            whole = std::move(*made);
+          }
+        }
+        const model::DecoderModel* whole_ptr = whole ? &*whole : nullptr;
         auto key = reference ? fill_reference_logprobs(spec, stage, *reference, *data, micro, pad_id, resume_key, dp,
-                                                       log, pipeline ? &*pipeline : nullptr, remote_ptr)
+                                                       log, pipeline ? &*pipeline : nullptr, remote_ptr, whole_ptr)
                              : fill_reference_logprobs(spec, stage, policy, *data, micro, pad_id, resume_key, dp, log,
-                                                       pipeline ? &*pipeline : nullptr, remote_ptr);
+                                                       pipeline ? &*pipeline : nullptr, remote_ptr, whole_ptr);
         if (!key.ok()) return key.status();
         reference_key = *key;
         reference.reset();

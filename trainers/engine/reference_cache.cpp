@@ -105,7 +105,7 @@ absl::StatusOr<std::string> fill_reference_logprobs(const aln::v1::JobSpec& spec
                                                     const model::DecoderModel& reference, StageData& data,
                                                     int64_t micro, int64_t pad_id, const std::string& resume_key,
                                                     const DataParallel& dp, const Logger& log, Pipeline* pipeline,
-                                                    const RemoteReference* remote) {
+                                                    const RemoteReference* remote, const model::DecoderModel* whole) {
   std::string cache_dir = stage.reference().cache_dir();
   if (cache_dir.empty()) cache_dir = (fs::path(spec.output_dir()) / "reference_cache").string();
   std::string key = resume_key;
@@ -148,7 +148,8 @@ absl::StatusOr<std::string> fill_reference_logprobs(const aln::v1::JobSpec& spec
                         absl::StrCat(loaded.message(), resume_key.empty() ? "" : " (needed to resume this stage)"));
   }
   if (remote != nullptr) {
-    receive_reference_logprobs(*remote, stage.reference().path().empty() ? &reference : nullptr, data);
+    const model::DecoderModel* weights = whole != nullptr ? whole : &reference;
+    receive_reference_logprobs(*remote, stage.reference().path().empty() ? weights : nullptr, data);
     if (dp.lead()) {
       absl::Status saved = save_reference_cache(file, data.train, data.eval, description);
       if (!saved.ok()) return saved;

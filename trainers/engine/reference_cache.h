@@ -39,12 +39,14 @@ absl::Status load_reference_cache(const std::string& file, std::vector<buffer::E
 // Returns the key. With `pipeline`, `reference` is this rank's stage of the reference: the passes
 // run through the stages, the key covers every stage's weights, and all stages get the sums. With
 // `remote` (placement: separate) the reference ranks compute them; `reference` then only names the
-// weights (sent to them when the stage's reference is the policy, i.e. reference.path is empty).
+// weights (sent to them when the stage's reference is the policy, i.e. reference.path is empty;
+// `whole`, when set, is sent instead: a pipelined policy's whole model, gathered on world rank 0).
 absl::StatusOr<std::string> fill_reference_logprobs(const aln::v1::JobSpec& spec, const aln::v1::StageSpec& stage,
                                                     const model::DecoderModel& reference, StageData& data,
                                                     int64_t micro, int64_t pad_id, const std::string& resume_key,
                                                     const DataParallel& dp, const Logger& log,
                                                     Pipeline* pipeline = nullptr,
-                                                    const RemoteReference* remote = nullptr);
+                                                    const RemoteReference* remote = nullptr,
+                                                    const model::DecoderModel* whole = nullptr);
 
 }  // namespace aln::engine

@@ -40,9 +40,9 @@ absl::StatusOr<int64_t> await_code(const RemoteReference& remote) {
   }
 }
 
-// Rank 0's weights on every rank of the world (the engine's broadcast, over the whole job).
+// World rank 0's weights on every reference rank (the engine's broadcast, over rank 0 and them).
 void broadcast_weights(const RemoteReference& remote, model::DecoderModel& model) {
-  DataParallel(remote.world, remote.timeout).broadcast(model.tensors());
+  if (remote.weights != nullptr) DataParallel(remote.weights, remote.timeout).broadcast(model.tensors());
 }
 
 int server_of(const RemoteReference& remote, int policy_rank) {
@@ -124,7 +124,7 @@ void skip_reference_stage(const RemoteReference& remote) { broadcast_code(remote
 
 void receive_reference_logprobs(const RemoteReference& remote, const model::DecoderModel* weights, StageData& data) {
   broadcast_code(remote, weights != nullptr ? 1 : 2);
-  if (weights != nullptr) {
+  if (weights != nullptr && remote.weights != nullptr) {
     model::DecoderModel copy = weights->to(at::kFloat);  // broadcast needs contiguous buffers it may write
     broadcast_weights(remote, copy);
   }
@@ -140,7 +140,7 @@ void receive_reference_logprobs(const RemoteReference& remote, const model::Deco
 ReferenceStandIns open_reference_stage(const RemoteReference& remote, const model::DecoderModel* weights,
                                        int policy_rank) {
   broadcast_code(remote, weights != nullptr ? 3 : 4);
-  if (weights != nullptr) {
+  if (weights != nullptr && remote.weights != nullptr) {
     model::DecoderModel copy = weights->to(at::kFloat);
     broadcast_weights(remote, copy);
   }

@@ -40,6 +40,9 @@ namespace aln::engine {
 
 struct RemoteReference {
   dist::Communicator* world = nullptr;  // the policy's and the reference's ranks
+  // World rank 0 and the reference ranks (rank 0 sends the weights; the other policy ranks, which
+  // take no part, have none). A pipelined policy's rank 0 sends the whole model.
+  dist::Communicator* weights = nullptr;
   int reference_ranks = 0;
   // Long: the other side may be loading, preparing data or computing a whole cache meanwhile.
   std::chrono::milliseconds timeout{0};
@@ -64,11 +67,11 @@ void announce_first_stage(const RemoteReference& remote, int64_t first_stage);
 // Tells the reference ranks there is nothing to compute for this stage (the cache was found).
 void skip_reference_stage(const RemoteReference& remote);
 // Asks the reference ranks for the stage's sums (sending `weights` when the reference is the policy,
-// i.e. `weights` non-null) and fills them into the examples.
+// i.e. `weights` non-null on world rank 0, which decides) and fills them into the examples.
 void receive_reference_logprobs(const RemoteReference& remote, const model::DecoderModel* weights, StageData& data);
 
 // Policy side, as a stage served each step starts (all policy ranks): sends the reference's weights
-// (`weights` non-null on every policy rank, same shapes; world rank 0's are sent) or has the
+// (`weights` non-null on world rank 0, whose are sent) or has the
 // reference ranks load the stage's reference.path, and returns what trainers call for per-token
 // log-probs (StepContext::reference_token_logprobs) from this policy rank.
 struct ReferenceStandIns {
