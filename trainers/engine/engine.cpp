@@ -20,6 +20,7 @@
 #include "core/model/hf_checkpoint.h"
 #include "core/model/model_config.h"
 #include "core/optim/optimizer.h"
+#include "core/status.h"
 #include "distributed/placement.h"
 #include "trainers/controllable/control_tokens.h"
 #include "trainers/dpo/pair_logprobs.h"
@@ -392,7 +393,9 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
           reference = std::move(*loaded);
         }
       } else if (!(resuming && !on_the_fly) && (!remote_reference || remote_each_step)) {
-        reference = policy.to(at::kFloat);
+        // Served each step, the copy is world rank 0's to send (and keep for checkpoints); the other
+        // policy ranks need at most its output projection (hidden-state trainers).
+        if (!remote_each_step || lead || needs.reference_hidden_states_only) reference = policy.to(at::kFloat);
       }
       // Pipelined: the reference is cut like the policy and its passes run through the stages.
       if (pipeline && reference && reference->is_whole()) {
@@ -407,21 +410,22 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
         const std::string resume_key = resuming ? resumed->state.reference_cache_key : "";
         const RemoteReference* remote_ptr = remote_reference ? &*remote : nullptr;
         // A pipelined policy holds one stage per rank; the reference ranks get the whole model, which
-        // replica 0's stages gather on world rank 0 (only when the policy is the reference).
-        std::optional<model::DecoderModel> whole;
-        if (remote_reference && pipeline && stage.reference().path().empty() && resume_key.empty() && dp.lead()) {
-          optim::TensorMap weights = pipeline->gather_to_first(policy.tensors());
-          if (lead) {
+        // replica 0's stages gather on world rank 0 when the weights are to be sent.
+        std::function<std::optional<model::DecoderModel>()> whole_model;
+        if (remote_reference && pipeline) {
+          whole_model = [&]() -> std::optional<model::DecoderModel> {
+            if (!dp.lead()) return std::nullopt;
+            optim::TensorMap weights = pipeline->gather_to_first(policy.tensors());
+            if (!lead) return std::nullopt;
             auto made = model::DecoderModel::from_tensors(policy.config(), std::move(weights));
-            if (!made.ok()) return made.status();
-            whole = std::move(*made);
-          }
+            ALN_THROW_IF_ERROR(made.status());
+            return std::move(*made);
+          };
         }
-        const model::DecoderModel* whole_ptr = whole ? &*whole : nullptr;
         auto key = reference ? fill_reference_logprobs(spec, stage, *reference, *data, micro, pad_id, resume_key, dp,
-                                                       log, pipeline ? &*pipeline : nullptr, remote_ptr, whole_ptr)
+                                                       log, pipeline ? &*pipeline : nullptr, remote_ptr, whole_model)
                              : fill_reference_logprobs(spec, stage, policy, *data, micro, pad_id, resume_key, dp, log,
-                                                       pipeline ? &*pipeline : nullptr, remote_ptr, whole_ptr);
+                                                       pipeline ? &*pipeline : nullptr, remote_ptr, whole_model);
         if (!key.ok()) return key.status();
         reference_key = *key;
         reference.reset();

@@ -101,11 +101,11 @@ absl::Status load_reference_cache(const std::string& file, std::vector<buffer::E
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::string> fill_reference_logprobs(const aln::v1::JobSpec& spec, const aln::v1::StageSpec& stage,
-                                                    const model::DecoderModel& reference, StageData& data,
-                                                    int64_t micro, int64_t pad_id, const std::string& resume_key,
-                                                    const DataParallel& dp, const Logger& log, Pipeline* pipeline,
-                                                    const RemoteReference* remote, const model::DecoderModel* whole) {
+absl::StatusOr<std::string> fill_reference_logprobs(
+    const aln::v1::JobSpec& spec, const aln::v1::StageSpec& stage, const model::DecoderModel& reference,
+    StageData& data, int64_t micro, int64_t pad_id, const std::string& resume_key, const DataParallel& dp,
+    const Logger& log, Pipeline* pipeline, const RemoteReference* remote,
+    const std::function<std::optional<model::DecoderModel>()>& whole_model) {
   std::string cache_dir = stage.reference().cache_dir();
   if (cache_dir.empty()) cache_dir = (fs::path(spec.output_dir()) / "reference_cache").string();
   std::string key = resume_key;
@@ -148,9 +148,11 @@ absl::StatusOr<std::string> fill_reference_logprobs(const aln::v1::JobSpec& spec
                         absl::StrCat(loaded.message(), resume_key.empty() ? "" : " (needed to resume this stage)"));
   }
   if (remote != nullptr) {
-    const model::DecoderModel* weights = whole != nullptr ? whole : &reference;
+    std::optional<model::DecoderModel> whole;
+    if (stage.reference().path().empty() && whole_model) whole = whole_model();
+    const model::DecoderModel* weights = whole ? &*whole : &reference;
     receive_reference_logprobs(*remote, stage.reference().path().empty() ? weights : nullptr, data);
-    if (dp.lead()) {
+    if (dp.lead() && (pipeline == nullptr || pipeline->first())) {  // one writer per file
       absl::Status saved = save_reference_cache(file, data.train, data.eval, description);
       if (!saved.ok()) return saved;
       log.info("reference log-probs: computed on the reference ranks and cached in %s", file);

@@ -4,6 +4,8 @@
 // The key covers everything the numbers depend on: the reference model's weights and config, the
 // tokenised examples (which already reflect data, tokenizer, chat format and truncation) and, for
 // readability of the cache directory, the tokenizer file and truncation settings again.
+#include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -40,13 +42,12 @@ absl::Status load_reference_cache(const std::string& file, std::vector<buffer::E
 // run through the stages, the key covers every stage's weights, and all stages get the sums. With
 // `remote` (placement: separate) the reference ranks compute them; `reference` then only names the
 // weights (sent to them when the stage's reference is the policy, i.e. reference.path is empty;
-// `whole`, when set, is sent instead: a pipelined policy's whole model, gathered on world rank 0).
-absl::StatusOr<std::string> fill_reference_logprobs(const aln::v1::JobSpec& spec, const aln::v1::StageSpec& stage,
-                                                    const model::DecoderModel& reference, StageData& data,
-                                                    int64_t micro, int64_t pad_id, const std::string& resume_key,
-                                                    const DataParallel& dp, const Logger& log,
-                                                    Pipeline* pipeline = nullptr,
-                                                    const RemoteReference* remote = nullptr,
-                                                    const model::DecoderModel* whole = nullptr);
+// with `whole_model` set, what it returns on world rank 0 is sent instead: a pipelined policy's whole
+// model, which it gathers from the stages; every policy rank calls it, only when weights are sent).
+absl::StatusOr<std::string> fill_reference_logprobs(
+    const aln::v1::JobSpec& spec, const aln::v1::StageSpec& stage, const model::DecoderModel& reference,
+    StageData& data, int64_t micro, int64_t pad_id, const std::string& resume_key, const DataParallel& dp,
+    const Logger& log, Pipeline* pipeline = nullptr, const RemoteReference* remote = nullptr,
+    const std::function<std::optional<model::DecoderModel>()>& whole_model = {});
 
 }  // namespace aln::engine
