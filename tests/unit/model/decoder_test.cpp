@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 
 #include "core/error.h"
+#include "core/model/decode_linear.h"
 #include "core/model/decoder.h"
 
 namespace aln::model {
@@ -258,6 +259,49 @@ TEST(ModelConfig, RoundTripsThroughConfigJson) {
     EXPECT_EQ(back->tie_embeddings, c.tie_embeddings);
     EXPECT_EQ(back->family, f);
   }
+}
+
+}  // namespace
+}  // namespace aln::model
+
+namespace aln::model {
+namespace {
+
+// The decoding-step kernel against at::linear (the CPU reference): every row count it takes, K with
+// and without a 16-wide tail, with bias, a leading batch shape; float32 rounding only. Outside its
+// scope (more rows, autograd) it is at::linear itself.
+TEST(DecodeLinear, MatchesAtLinear) {
+  at::manual_seed(3);
+  for (int64_t k : {256, 100, 7}) {
+    for (int64_t m = 1; m <= kDecodeLinearMaxRows; ++m) {
+      const at::Tensor x = at::randn({m, 1, k});
+      const at::Tensor w = at::randn({333, k});
+      const at::Tensor b = at::randn({333});
+      const at::Tensor want = at::linear(x, w, b);
+      const at::Tensor got = decode_linear(x, w, b);
+      ASSERT_EQ(got.sizes(), want.sizes());
+      // Within the worst-case bound of a float32 dot product of length k (k u sum |x_j w_j|) of
+      // the float64 result, as at::linear is.
+      const at::Tensor exact = at::linear(x.to(at::kDouble), w.to(at::kDouble), b.to(at::kDouble));
+      const at::Tensor bound = (k + 1) * 6e-8 * (at::linear(x.abs().to(at::kDouble), w.abs().to(at::kDouble)) +
+                                                 b.abs().to(at::kDouble));
+      EXPECT_TRUE(((got.to(at::kDouble) - exact).abs() <= bound).all().item<bool>())
+          << "m " << m << " k " << k << " max diff " << (got - want).abs().max().item<float>();
+      EXPECT_TRUE(((want.to(at::kDouble) - exact).abs() <= bound).all().item<bool>());
+    }
+  }
+  const at::Tensor many = at::randn({kDecodeLinearMaxRows + 1, 64});
+  const at::Tensor w = at::randn({40, 64});
+  EXPECT_FALSE(decode_linear_applies(many, w));
+  EXPECT_TRUE(at::equal(decode_linear(many, w), at::linear(many, w)));
+}
+
+TEST(DecodeLinear, LeavesAutogradToAtLinear) {
+  const at::Tensor x = at::randn({2, 8});
+  const at::Tensor w = at::randn({5, 8}).requires_grad_(true);
+  EXPECT_FALSE(decode_linear_applies(x, w));
+  decode_linear(x, w).sum().backward();
+  EXPECT_TRUE(w.grad().defined());
 }
 
 }  // namespace

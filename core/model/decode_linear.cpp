@@ -1,0 +1,92 @@
+#include "core/model/decode_linear.h"
+
+#include <immintrin.h>
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/grad_mode.h>
+
+namespace aln::model {
+namespace {
+
+bool cpu_has_avx512() {
+  // A fact about the machine, read once (the CPU does not change under a running process).
+  static const bool yes = __builtin_cpu_supports("avx512f") != 0;
+  return yes;
+}
+
+// GCC 12's _mm512_reduce_add_ps trips a false "may be used uninitialized" inside its own header.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+// y[i, r] = sum_j x[i, j] * w[r, j] for rows r in [r0, r1): each weight row is loaded once and
+// multiplied into M accumulators (registers: M is a template argument).
+template <int M>
+__attribute__((target("avx512f"))) void rows_avx512(const float* x, int64_t k, const float* w, int64_t r0, int64_t r1,
+                                                    float* y, int64_t n) {
+  const int64_t full = k / 16 * 16;
+  const __mmask16 tail = static_cast<__mmask16>((1u << (k - full)) - 1u);
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* wr = w + r * k;
+    __m512 acc[M];
+    // (Fully unrolled, so the accumulators live in registers at -O2 too.)
+#pragma GCC unroll 16
+    for (int i = 0; i < M; ++i) acc[i] = _mm512_setzero_ps();
+    for (int64_t j = 0; j < full; j += 16) {
+      const __m512 wv = _mm512_loadu_ps(wr + j);
+#pragma GCC unroll 16
+      for (int i = 0; i < M; ++i) acc[i] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(x + i * k + j), acc[i]);
+    }
+    if (full < k) {
+      const __m512 wv = _mm512_maskz_loadu_ps(tail, wr + full);
+#pragma GCC unroll 16
+      for (int i = 0; i < M; ++i) acc[i] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(tail, x + i * k + full), acc[i]);
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < M; ++i) y[i * n + r] = _mm512_reduce_add_ps(acc[i]);
+  }
+}
+
+#pragma GCC diagnostic pop
+
+using RowsFn = void (*)(const float*, int64_t, const float*, int64_t, int64_t, float*, int64_t);
+
+template <int... Ms>
+RowsFn pick(int m, std::integer_sequence<int, Ms...>) {
+  RowsFn fn = nullptr;
+  ((fn = (m == Ms + 1 ? &rows_avx512<Ms + 1> : fn)), ...);
+  return fn;
+}
+
+}  // namespace
+
+bool decode_linear_applies(const at::Tensor& x, const at::Tensor& weight) {
+  if (at::GradMode::is_enabled() && (x.requires_grad() || weight.requires_grad())) return false;
+  if (x.scalar_type() != at::kFloat || weight.scalar_type() != at::kFloat) return false;
+  if (!x.device().is_cpu() || !weight.device().is_cpu() || weight.dim() != 2 || x.dim() < 1) return false;
+  if (x.size(-1) != weight.size(1) || x.numel() == 0 || weight.numel() == 0) return false;
+  const int64_t rows = x.numel() / x.size(-1);
+  return rows <= kDecodeLinearMaxRows && cpu_has_avx512();
+}
+
+at::Tensor decode_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+  if (!decode_linear_applies(x, weight)) return at::linear(x, weight, bias);
+  const int64_t k = weight.size(1), n = weight.size(0);
+  const int64_t m = x.numel() / k;
+  const at::Tensor xc = x.reshape({m, k}).contiguous();
+  const at::Tensor wc = weight.contiguous();
+  at::Tensor y = at::empty({m, n}, x.options());
+  const RowsFn fn = pick(static_cast<int>(m), std::make_integer_sequence<int, kDecodeLinearMaxRows>{});
+  const float* xp = xc.const_data_ptr<float>();
+  const float* wp = wc.const_data_ptr<float>();
+  float* yp = y.mutable_data_ptr<float>();
+  // About 64 KiB of weights per task: enough work to be worth a thread, small enough to balance.
+  const int64_t grain = std::max<int64_t>(16, (int64_t{1} << 14) / std::max<int64_t>(k, 1));
+  at::parallel_for(0, n, grain, [&](int64_t r0, int64_t r1) { fn(xp, k, wp, r0, r1, yp, n); });
+  if (bias.defined()) y.add_(bias);
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  shape.back() = n;
+  return y.view(shape);
+}
+
+}  // namespace aln::model
