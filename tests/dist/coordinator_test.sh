@@ -92,14 +92,7 @@ check "the coordinator wrote complete checkpoints at steps 5 and 10" \
 
 # Killed after step 7, resumed from the step-5 checkpoint the coordinator wrote.
 job killed own_rank >"$work/killed.yaml"
-run killed 3 &
-pid=$!
-for _ in $(seq 1 1200); do
-  grep -q '"global_step":7,' "$work/killed/train_log.jsonl" 2>/dev/null && break
-  kill -0 $pid 2>/dev/null || break
-  sleep 0.05
-done
-pkill -9 -f "aln train $work/killed.yaml"; wait $pid 2>/dev/null; pid=""
+kill_when_logged "$work/killed.yaml" "$work/killed/train_log.jsonl" 7 run killed 3
 check "the killed run logged step 7, left the step-5 checkpoint and no final model" \
   "grep -q '\"global_step\":7,' '$work/killed/train_log.jsonl' && [[ -f '$work/killed/checkpoints/step-00000005/MANIFEST.json' && ! -e '$work/killed/final' ]]"
 rm -rf "$work/killed/checkpoints/step-00000010"

@@ -45,13 +45,15 @@ scrape_until() {
 }
 # kill_at_step NP YAML TRAIN_LOG STEP: runs `mpi NP aln train YAML` until TRAIN_LOG logs global step
 # STEP, then kills every rank with SIGKILL (a job stopped mid-run, to resume).
-kill_at_step() {
-  mpi "$1" "$ALN" train "$2" >/dev/null 2>&1 &
+kill_at_step() { kill_when_logged "$2" "$3" "$4" mpi "$1" "$ALN" train "$2"; }
+# kill_when_logged YAML TRAIN_LOG STEP COMMAND...: the same for any command that trains YAML.
+kill_when_logged() {
+  "${@:4}" >/dev/null 2>&1 &
   pid=$!
   for _ in $(seq 1 1200); do
-    grep -q "\"global_step\":$4," "$3" 2>/dev/null && break
+    grep -q "\"global_step\":$3," "$2" 2>/dev/null && break
     kill -0 $pid 2>/dev/null || break
     sleep 0.05
   done
-  pkill -9 -f "aln train $2"; wait $pid 2>/dev/null; pid=""
+  pkill -9 -f "aln train $1"; wait $pid 2>/dev/null; pid=""
 }
