@@ -1,5 +1,6 @@
 #include "trainers/engine/coordinator.h"
 
+#include <cmath>
 #include <filesystem>
 #include <map>
 #include <optional>
@@ -81,7 +82,9 @@ class Coordinator {
     } else if (m == "stage") {
       check(outputs_.stage_started(request.text(), request.total()));
     } else if (m == "train") {
-      check(outputs_.train_line(request.text()));
+      const auto& v = request.values();
+      check(outputs_.train_line(request.text(), request.step(), v.size() > 0 ? v[0] : std::nan(""),
+                                v.size() > 1 ? v[1] : std::nan("")));
     } else if (m == "eval") {
       check(outputs_.eval_line(request.text()));
     } else if (m == "stage_end") {

@@ -745,7 +745,9 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
           {"peak_rss_bytes", rss},
           {"metrics", json(step_metrics)}};
       if (pipeline) line["pipeline"] = pipeline_line;
-      absl::Status logged = outputs ? outputs->train_line(line.dump()) : absl::OkStatus();
+      absl::Status logged =
+          outputs ? outputs->train_line(line.dump(), step + 1, step_loss, static_cast<double>(tokens) / step_t)
+                  : absl::OkStatus();
       if (!logged.ok()) return logged;
       if (spec.eval().every_steps() > 0 && (step + 1) % spec.eval().every_steps() == 0) {
         logged = log_eval("periodic", step + 1,

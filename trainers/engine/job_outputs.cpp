@@ -1,10 +1,8 @@
 #include "trainers/engine/job_outputs.h"
 
-#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
@@ -106,19 +104,11 @@ absl::Status LocalOutputs::stage_started(const std::string& stage, int64_t total
   return absl::OkStatus();
 }
 
-absl::Status LocalOutputs::train_line(const std::string& line) {
+absl::Status LocalOutputs::train_line(const std::string& line, int64_t step, double loss, double tokens_per_second) {
   if (!train_log_) return absl::FailedPreconditionError("the train log is not open");
   absl::Status appended = train_log_->append(line);
   if (!appended.ok()) return appended;
-  if (progress_) {
-    // A skipped step's loss is NaN, which JSON writes as null.
-    const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
-    auto number = [&j](const char* key) {
-      return j.is_object() && j.contains(key) && j[key].is_number() ? j[key].get<double>() : std::nan("");
-    };
-    const double step = number("step");
-    if (std::isfinite(step)) progress_->update(static_cast<int64_t>(step), number("loss"), number("tokens_per_second"));
-  }
+  if (progress_) progress_->update(step, loss, tokens_per_second);
   return absl::OkStatus();
 }
 
@@ -183,7 +173,15 @@ absl::Status RemoteOutputs::stage_started(const std::string& stage, int64_t tota
   return simple("stage", stage, 0, total_steps);
 }
 
-absl::Status RemoteOutputs::train_line(const std::string& line) { return simple("train", line); }
+absl::Status RemoteOutputs::train_line(const std::string& line, int64_t step, double loss, double tokens_per_second) {
+  aln::v1::ServiceRequest request;
+  request.set_method("train");
+  request.set_text(line);
+  request.set_step(step);
+  request.add_values(loss);
+  request.add_values(tokens_per_second);
+  return call(request, timeout_).status();
+}
 absl::Status RemoteOutputs::eval_line(const std::string& line) { return simple("eval", line); }
 absl::Status RemoteOutputs::stage_finished() { return simple("stage_end", ""); }
 

@@ -35,8 +35,9 @@ class JobOutputs {
   // Opens the logs, dropping lines past `resumed_step` (a resumed run redoes those steps; -1 keeps all).
   virtual absl::Status open(int64_t resumed_step) = 0;
   virtual absl::Status stage_started(const std::string& stage, int64_t total_steps) = 0;
-  // One optimizer step's line of train_log.jsonl: a JSON object with step, loss, tokens_per_second.
-  virtual absl::Status train_line(const std::string& line) = 0;
+  // One optimizer step's line of train_log.jsonl (a JSON object), and what the progress display shows
+  // of it: the stage's step (counted from 1), its loss (NaN for a skipped step) and throughput.
+  virtual absl::Status train_line(const std::string& line, int64_t step, double loss, double tokens_per_second) = 0;
   virtual absl::Status eval_line(const std::string& line) = 0;
   virtual absl::Status stage_finished() = 0;
   // `write` fills output_dir/<relative_dir>.
@@ -57,7 +58,7 @@ class LocalOutputs : public JobOutputs {
   LocalOutputs(const aln::v1::JobSpec& spec, std::string checkpoint_dir, ProgressStyle style);
   absl::Status open(int64_t resumed_step) override;
   absl::Status stage_started(const std::string& stage, int64_t total_steps) override;
-  absl::Status train_line(const std::string& line) override;
+  absl::Status train_line(const std::string& line, int64_t step, double loss, double tokens_per_second) override;
   absl::Status eval_line(const std::string& line) override;
   absl::Status stage_finished() override;
   absl::Status trainer_files(const std::string& relative_dir, const WriteDir& write) override;
@@ -90,7 +91,7 @@ class RemoteOutputs : public JobOutputs {
       : client_(channel, server), timeout_(timeout), long_wait_(long_wait) {}
   absl::Status open(int64_t resumed_step) override;
   absl::Status stage_started(const std::string& stage, int64_t total_steps) override;
-  absl::Status train_line(const std::string& line) override;
+  absl::Status train_line(const std::string& line, int64_t step, double loss, double tokens_per_second) override;
   absl::Status eval_line(const std::string& line) override;
   absl::Status stage_finished() override;
   absl::Status trainer_files(const std::string& relative_dir, const WriteDir& write) override;

@@ -225,7 +225,8 @@ TEST(CoordinatorMessages, StateReportAndFilesRoundTrip) {
   }
 }
 
-// A skipped step's line has a null loss (JSON has no NaN): written, and the progress display takes it.
+// A skipped step's line has a null loss (JSON has no NaN): written as is, and the progress display
+// takes the NaN.
 TEST(CoordinatorMessages, LogLinesWithNullNumbers) {
   TempDir dir;
   aln::v1::JobSpec spec;
@@ -233,8 +234,10 @@ TEST(CoordinatorMessages, LogLinesWithNullNumbers) {
   LocalOutputs outputs(spec, (dir.path() / "checkpoints").string(), ProgressStyle::kNone);
   ASSERT_TRUE(outputs.open(0).ok());
   ASSERT_TRUE(outputs.stage_started("s", 4).ok());
-  EXPECT_TRUE(outputs.train_line("{\"global_step\":1,\"step\":1,\"loss\":null,\"tokens_per_second\":null}").ok());
-  EXPECT_TRUE(outputs.train_line("not json").ok());
+  EXPECT_TRUE(outputs
+                  .train_line("{\"global_step\":1,\"step\":1,\"loss\":null,\"tokens_per_second\":null}", 1,
+                              std::nan(""), std::nan(""))
+                  .ok());
   EXPECT_TRUE(outputs.stage_finished().ok());
   std::ifstream in(dir.path() / "train_log.jsonl");
   std::string first;
