@@ -1,5 +1,6 @@
 # Shared by the tests under mpirun that signal one rank mid-run (data_parallel, pipeline, placement);
-# needs `mpi`, $ALN and the `pid` variable the caller's EXIT trap kills.
+# needs `mpi`, $ALN and the `pid` variable the caller's EXIT trap kills; the kill helpers also need
+# train_lib.sh's await_logged_step.
 # rank_pid RANK YAML: the PID of the aln process of world rank RANK running job file YAML.
 rank_pid() {
   for p in $(pgrep -f "aln train $2"); do
@@ -50,10 +51,6 @@ kill_at_step() { kill_when_logged "$2" "$3" "$4" mpi "$1" "$ALN" train "$2"; }
 kill_when_logged() {
   "${@:4}" >/dev/null 2>&1 &
   pid=$!
-  for _ in $(seq 1 1200); do
-    grep -q "\"global_step\":$3," "$2" 2>/dev/null && break
-    kill -0 $pid 2>/dev/null || break
-    sleep 0.05
-  done
+  await_logged_step "$2" "$3"
   pkill -9 -f "aln train $1"; wait $pid 2>/dev/null; pid=""
 }

@@ -6,11 +6,8 @@
 # checkpoint is skipped, a changed job is refused, the reference cache is reused by a later run.
 set -uo pipefail
 ALN="$1"
-work="$(mktemp -d)"; pid=""
-trap '[[ -n "$pid" ]] && kill -9 $pid 2>/dev/null; [[ -z "${KEEP:-}" ]] && rm -rf "$work"' EXIT
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-failures=0; passed=0
-check() { if eval "$2"; then passed=$((passed + 1)); else echo "FAIL: $1"; failures=$((failures + 1)); fi; }
+source tests/e2e/train_lib.sh
 
 job() {  # job OUTPUT_DIR [DPO_BETA]
   cat <<YAML
@@ -55,11 +52,7 @@ check "first run computes the reference cache" "grep -q 'reference log-probs: co
 # B: killed with SIGKILL once the log shows global step 47 (stage dpo, step 17), then resumed.
 "$ALN" train "$work/b.yaml" >"$work/b1.out" 2>"$work/b1.err" &
 pid=$!
-for _ in $(seq 1 1200); do
-  grep -q '"global_step":47' "$work/b/train_log.jsonl" 2>/dev/null && break
-  kill -0 $pid 2>/dev/null || break
-  sleep 0.05
-done
+await_logged_step "$work/b/train_log.jsonl" 47
 kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null; pid=""
 killed_at=$(grep -c . "$work/b/train_log.jsonl" 2>/dev/null || echo 0)
 check "run B was killed mid-way (after $killed_at logged steps, before 70)" "[[ $killed_at -ge 45 && $killed_at -lt 70 ]]"
@@ -69,11 +62,6 @@ check "resumed run exits 0 (rc $rc): $(tail -3 "$work/b2.err")" "[[ $rc -eq 0 ]]
 check "resumed mid-way through the dpo stage: $(grep resuming "$work/b2.err")" "grep -Eq 'resuming from .*step-000000[4-6][05] \(step [4-6][05], stage dpo at step [0-9]+\)' '$work/b2.err'"
 check "resumed run reuses the reference cache" "grep -q 'reference log-probs: reused' '$work/b2.err'"
 
-losses() { python3 -c '
-import json, sys
-for line in open(sys.argv[1]):
-    j = json.loads(line)
-    print(j["global_step"], j["stage"], j["step"], repr(j["loss"]), repr(j["grad_norm"]))' "$1"; }
 losses "$work/a/train_log.jsonl" >"$work/a.losses"
 losses "$work/b/train_log.jsonl" >"$work/b.losses"
 check "70 steps logged by each run ($(wc -l <"$work/a.losses"), $(wc -l <"$work/b.losses"))" \
@@ -98,5 +86,4 @@ job "$work/b" 0.5 >"$work/c.yaml"
 "$ALN" train "$work/c.yaml" --resume >/dev/null 2>"$work/c.err"; rc=$?
 check "changed job refused (rc $rc): $(tail -1 "$work/c.err")" "[[ $rc -ne 0 ]] && grep -q 'different model, seed, stages' '$work/c.err'"
 
-echo "$passed passed, $failures failed"
-[[ $failures -eq 0 ]]
+summary

@@ -16,16 +16,21 @@ for line in open(sys.argv[1]):
     j = json.loads(line)
     extra = " " + repr(j["metrics"].get(sys.argv[2])) if len(sys.argv) > 2 else ""
     print(j["global_step"], j["stage"], repr(j["loss"]), repr(j["grad_norm"]) + extra)' "$@"; }
+# await_logged_step TRAIN_LOG STEP: waits (60 s at most) until TRAIN_LOG logs global step STEP or the
+# background job $pid has ended.
+await_logged_step() {
+  for _ in $(seq 1 1200); do
+    grep -q "\"global_step\":$2," "$1" 2>/dev/null && break
+    kill -0 $pid 2>/dev/null || break
+    sleep 0.05
+  done
+}
 # run_and_kill YAML OUTPUT_DIR STEP: trains in the background and SIGKILLs it once STEP is logged;
 # sets killed_at to the number of logged steps.
 run_and_kill() {
   "$ALN" train "$1" >/dev/null 2>"$2.kill.err" &
   pid=$!
-  for _ in $(seq 1 1200); do
-    grep -q "\"global_step\":$3," "$2/train_log.jsonl" 2>/dev/null && break
-    kill -0 $pid 2>/dev/null || break
-    sleep 0.05
-  done
+  await_logged_step "$2/train_log.jsonl" "$3"
   kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null; pid=""
   killed_at=$(grep -c . "$2/train_log.jsonl" 2>/dev/null || echo 0)
 }
