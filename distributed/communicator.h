@@ -47,8 +47,10 @@ class Communicator {
   virtual std::unique_ptr<Work> recv(at::Tensor& tensor, int peer, int tag) = 0;
   // A sub-group of the ranks passing the same `color`, ordered by `key` (MPI_Comm_split): the
   // data-parallel group of one pipeline stage, the pipeline of one data-parallel replica. Every rank
-  // of this group must call it.
-  virtual std::unique_ptr<Communicator> split(int color, int key) = 0;
+  // of this group must call it. A rank that never arrives (stopped or dead while the job starts) is
+  // a DistError after `timeout` instead of a hang: the split itself has no timeout in MPI, so the
+  // ranks first meet in a barrier they wait for with one.
+  virtual std::unique_ptr<Communicator> split(int color, int key, std::chrono::milliseconds timeout) = 0;
 };
 
 // World size 1: every collective is the identity and completes at once.

@@ -34,7 +34,7 @@ class LocalCommunicator final : public Communicator {
   std::unique_ptr<Work> recv(at::Tensor&, int peer, int) override {
     ALN_FAIL("recv from rank ", peer, ": a world of size 1 has no peer");
   }
-  std::unique_ptr<Communicator> split(int, int) override { return std::make_unique<LocalCommunicator>(); }
+  std::unique_ptr<Communicator> split(int, int, std::chrono::milliseconds) override { return std::make_unique<LocalCommunicator>(); }
 };
 
 }  // namespace

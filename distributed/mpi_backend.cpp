@@ -5,6 +5,9 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include <condition_variable>
+#include <functional>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -185,7 +188,16 @@ class MpiCommunicator final : public Communicator {
     return started(rc, request, absl::StrCat("recv from ", peer, " tag ", tag), &tensor);
   }
 
-  std::unique_ptr<Communicator> split(int color, int key) override {
+  std::unique_ptr<Communicator> split(int color, int key, std::chrono::milliseconds timeout) override {
+    // Every rank of the group is in the barrier before any enters MPI_Comm_split, which cannot be
+    // given a timeout: a rank stopped or dead before the split is found here. (One that stops in the
+    // instant between the two still hangs the split; the heartbeats do not cover it either.)
+    absl::Status met = barrier()->wait(timeout);
+    if (!met.ok()) {
+      throw DistError(absl::StrCat("not every one of the ", size_, " ranks reached the communicator split (color ", color,
+                                   "); a rank stopped or died while the job started: ", met.message()),
+                      rank_, host_name(), "split", seq_, __FILE__, __LINE__);
+    }
     MPI_Comm sub;
     const int rc = MPI_Comm_split(comm_, color, key, &sub);
     if (rc != MPI_SUCCESS) throw DistError(mpi_error_string(rc), rank_, host_name(), "split", seq_, __FILE__, __LINE__);
@@ -224,14 +236,57 @@ class MpiCommunicator final : public Communicator {
   std::shared_ptr<FlightRecorder> recorder_ = std::make_shared<FlightRecorder>();
 };
 
+// Runs `expired` on a thread of its own unless the scope ends within `timeout` (RAII: the
+// destructor wakes and joins the thread).
+class Watchdog {
+ public:
+  Watchdog(std::chrono::milliseconds timeout, std::function<void()> expired)
+      : thread_([this, timeout, expired = std::move(expired)] {
+          std::unique_lock<std::mutex> lock(mutex_);
+          if (!wake_.wait_for(lock, timeout, [this] { return over_; })) expired();
+        }) {}
+  ~Watchdog() {
+    {
+      const std::lock_guard<std::mutex> lock(mutex_);
+      over_ = true;
+    }
+    wake_.notify_all();
+    thread_.join();
+  }
+  Watchdog(const Watchdog&) = delete;
+  Watchdog& operator=(const Watchdog&) = delete;
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  bool over_ = false;
+  std::thread thread_;  // last: started once the members it reads exist
+};
+
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<MpiRuntime>> MpiRuntime::init(int* argc, char*** argv) {
+absl::StatusOr<std::unique_ptr<MpiRuntime>> MpiRuntime::init(int* argc, char*** argv,
+                                                             std::chrono::milliseconds timeout) {
   int initialized = 0;
   MPI_Initialized(&initialized);
   if (initialized) return absl::FailedPreconditionError("MPI is already initialised in this process");
   std::unique_ptr<MpiRuntime> runtime(new MpiRuntime());
-  const int rc = MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &runtime->thread_level_);
+  int rc = MPI_SUCCESS;
+  {
+    // MPI_Init waits for every process of the job (Open MPI exchanges their addresses) and takes no
+    // timeout; nor can this process leave it for MPI_Abort. A process that is stopped or dead before
+    // it gets there would hang the others here, so a watchdog ends this one, and mpirun the job.
+    const Watchdog watchdog(timeout, [timeout] {
+      std::fprintf(stderr,
+                   "aln: MPI_Init on %s did not finish within %lld ms: another process of the job is stopped, dead or "
+                   "unreachable (mpirun's output names it, or check the hosts and network interfaces); ending this "
+                   "process\n",
+                   host_name().c_str(), static_cast<long long>(timeout.count()));
+      std::fflush(stderr);
+      std::_Exit(1);
+    });
+    rc = MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &runtime->thread_level_);
+  }
   if (rc != MPI_SUCCESS) {
     return absl::UnavailableError(absl::StrCat("MPI_Init_thread failed: ", mpi_error_string(rc),
                                                "; start the job with mpirun or check the MPI installation"));
@@ -256,9 +311,25 @@ void MpiRuntime::abort(int exit_code) const {
   std::_Exit(exit_code);  // MPI_Abort does not return; this only satisfies [[noreturn]]
 }
 
-std::unique_ptr<Communicator> MpiRuntime::world() const {
-  MPI_Comm comm;
-  MPI_Comm_dup(MPI_COMM_WORLD, &comm);
+std::unique_ptr<Communicator> MpiRuntime::world(std::chrono::milliseconds timeout) const {
+  // MPI_Comm_dup is collective without a timeout; its non-blocking form is polled against one.
+  MPI_Comm comm = MPI_COMM_NULL;
+  MPI_Request request = MPI_REQUEST_NULL;
+  const int rc = MPI_Comm_idup(MPI_COMM_WORLD, &comm, &request);
+  if (rc != MPI_SUCCESS) throw DistError(mpi_error_string(rc), rank_, host_name(), "world", 0, __FILE__, __LINE__);
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  auto pause = std::chrono::microseconds(10);
+  for (int done = 0; !done;) {
+    MPI_Test(&request, &done, MPI_STATUS_IGNORE);
+    if (done) break;
+    if (std::chrono::steady_clock::now() >= deadline) {
+      throw DistError(absl::StrCat("not every one of the ", size_, " ranks joined the job's communicator within ",
+                                   timeout.count(), " ms; a rank stopped or died while the job started"),
+                      rank_, host_name(), "world", 0, __FILE__, __LINE__);
+    }
+    std::this_thread::sleep_for(pause);
+    pause = std::min(pause * 2, std::chrono::microseconds(1000));
+  }
   return std::make_unique<MpiCommunicator>(comm);
 }
 

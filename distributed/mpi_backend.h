@@ -2,6 +2,7 @@
 // MPI backend for CPU tensors. MpiRuntime is the RAII owner of MPI_Init/MPI_Finalize (one per
 // process, created by main); MpiCommunicator wraps a duplicated communicator so Aln's traffic never
 // mixes with anyone else's.
+#include <chrono>
 #include <memory>
 #include <string>
 
@@ -12,8 +13,11 @@ namespace aln::dist {
 
 class MpiRuntime {
  public:
-  // Initialises MPI with MPI_THREAD_MULTIPLE when available (falls back to what MPI provides).
-  static absl::StatusOr<std::unique_ptr<MpiRuntime>> init(int* argc, char*** argv);
+  // Initialises MPI with MPI_THREAD_MULTIPLE when available (falls back to what MPI provides). If
+  // MPI_Init has not returned after `timeout` (another process of the job stopped or died before
+  // it), this process prints why and exits with 1, which makes mpirun end the job.
+  static absl::StatusOr<std::unique_ptr<MpiRuntime>> init(int* argc, char*** argv,
+                                                          std::chrono::milliseconds timeout = std::chrono::minutes(5));
   ~MpiRuntime();
   MpiRuntime(const MpiRuntime&) = delete;
   MpiRuntime& operator=(const MpiRuntime&) = delete;
@@ -28,8 +32,9 @@ class MpiRuntime {
   // wait for peers that may be dead or stuck.
   [[noreturn]] void abort(int exit_code) const;
 
-  // A communicator over the whole world (MPI_Comm_dup of MPI_COMM_WORLD).
-  std::unique_ptr<Communicator> world() const;
+  // A communicator over the whole world (a duplicate of MPI_COMM_WORLD). Throws DistError when not
+  // every rank joins within `timeout`.
+  std::unique_ptr<Communicator> world(std::chrono::milliseconds timeout = std::chrono::minutes(5)) const;
 
  private:
   MpiRuntime() = default;

@@ -143,7 +143,7 @@ class NcclCommunicator final : public Communicator {
     return run(absl::StrCat("recv from ", peer, " tag ", tag), &t,
                [&] { return ncclRecv(t.data_ptr(), t.numel(), type(t), peer, comm_, stream_); });
   }
-  std::unique_ptr<Communicator> split(int color, int key) override {
+  std::unique_ptr<Communicator> split(int color, int key, std::chrono::milliseconds timeout) override {
     ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
     config.blocking = 0;
     ncclComm_t sub = nullptr;
@@ -151,7 +151,7 @@ class NcclCommunicator final : public Communicator {
     if (r != ncclSuccess && r != ncclInProgress) {
       throw DistError(ncclGetErrorString(r), rank_, host_name(), "split", seq_, __FILE__, __LINE__);
     }
-    ALN_THROW_IF_ERROR(wait_ready(sub, std::chrono::minutes(5), "ncclCommSplit"));
+    ALN_THROW_IF_ERROR(wait_ready(sub, timeout, "ncclCommSplit"));
     return std::make_unique<NcclCommunicator>(sub, device_);
   }
 

@@ -11,7 +11,7 @@
 #  - overlap (gradient buckets summed during backward): 4 ranks deterministic with 2-fold accumulation
 #    end byte-identical to the same run without overlap; 2 ranks with MPI's reduction within 1e-6;
 #  - faults: a rank killed with SIGKILL, or one that stops answering (SIGSTOP), makes the whole job
-#    exit non-zero within a bounded time, never hang.
+#    exit non-zero within a bounded time, never hang; so does a rank stopped before MPI_Init.
 set -uo pipefail
 ALN="$1"; MPIEXEC="$2"; PY="$3"
 work="$(mktemp -d)"; pid=""
@@ -179,6 +179,22 @@ for signal in KILL STOP; do
     check "KILL: the failure names rank 1: $(grep -m1 -i 'rank 1' "$work/$name.out")" "grep -qi 'rank 1' '$work/$name.out'"
   fi
 done
+
+# Rank 0 stopped as it starts (SIGSTOP before it execs aln, so before MPI_Init): rank 1 waits in
+# MPI's start-up or for the job's first communicators, each bounded by timeout_s (5 s), then ends the
+# job. (timeout -s KILL only guards the test itself against the hang this checks for.)
+name=fault-startup
+job "$name" dpo 2 2 100000 5 >"$work/$name.yaml"
+started=$(date +%s)
+timeout -s KILL 120 "$MPIEXEC" -np 1 --allow-run-as-root --oversubscribe --bind-to none --mca btl self,tcp \
+  --mca btl_tcp_if_include lo --mca oob_tcp_if_include lo -x OMP_NUM_THREADS=1 \
+  bash -c 'kill -STOP $$; exec "$@"' stopped "$ALN" train "$work/$name.yaml" : -np 1 "$ALN" train "$work/$name.yaml" \
+  >"$work/$name.out" 2>&1; rc=$?
+took=$(( $(date +%s) - started ))
+pkill -9 -f "$work/$name.yaml" 2>/dev/null
+check "STOP at start-up: job exits non-zero (rc $rc) within 60 s (${took}s)" "[[ $rc -ne 0 && $rc -ne 137 && $took -le 60 ]]"
+check "STOP at start-up: rank 1 says where it waited: $(grep -m1 -E 'within 5000 ms' "$work/$name.out")" \
+  "grep -Eq '(MPI_Init on .* did not finish|joined the job.s communicator|reached the communicator split).* 5000 ms' '$work/$name.out'"
 
 echo "$passed passed, $failures failed"
 [[ $failures -eq 0 ]]

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <thread>
 
 #include <ATen/ATen.h>
 
@@ -10,6 +11,7 @@
 
 #include "core/error.h"
 #include "core/status.h"
+#include "distributed/dist_error.h"
 #include "distributed/mpi_backend.h"
 #include "distributed/nccl_backend.h"
 #include "distributed/nccl_info.h"
@@ -78,7 +80,7 @@ TEST(MpiCommunicator, SplitMakesIndependentGroups) {
   auto comm = g_runtime->world();
   const int n = comm->size(), r = comm->rank();
   // Even and odd ranks, ordered by descending world rank.
-  auto group = comm->split(r % 2, -r);
+  auto group = comm->split(r % 2, -r, std::chrono::seconds(30));
   const int members = (n + 1 - r % 2) / 2;
   EXPECT_EQ(group->size(), members);
   at::Tensor t = at::full({4}, static_cast<double>(r), at::kDouble);
@@ -90,6 +92,29 @@ TEST(MpiCommunicator, SplitMakesIndependentGroups) {
   at::Tensor top = at::full({1}, static_cast<double>(r), at::kDouble);
   ASSERT_TRUE(group->broadcast(top, 0)->wait(std::chrono::seconds(30)).ok());
   EXPECT_EQ(top.item<double>(), static_cast<double>(r % 2 + 2 * (members - 1)));
+}
+
+// A rank that does not come to a split (stopped or dead while the job starts) is a DistError on the
+// others after their timeout, not a hang in MPI_Comm_split. Rank 0 stands for the stopped rank: it
+// comes late, and only to the barrier the others' split posted, so the groups end in step.
+TEST(MpiCommunicator, SplitTimesOutWhenARankNeverComes) {
+  auto comm = g_runtime->world();
+  if (comm->rank() == 0) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    ASSERT_TRUE(comm->barrier()->wait(std::chrono::seconds(30)).ok());
+    return;
+  }
+  // The barrier this rank posted stays in flight until rank 0 comes: the communicator must outlive it
+  // (a job frees nothing here: it aborts), so the test lets it go unfreed.
+  Communicator* kept = comm.release();
+  try {
+    kept->split(0, kept->rank(), std::chrono::milliseconds(300));
+    ADD_FAILURE() << "the split returned without rank 0";
+  } catch (const DistError& e) {
+    EXPECT_EQ(e.op(), "split");
+    EXPECT_NE(std::string(e.what()).find("ranks reached the communicator split"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("did not complete within 300 ms"), std::string::npos) << e.what();
+  }
 }
 
 // The NCCL backend's parts that run without a GPU: the unique id made by rank 0 reaches every rank

@@ -134,14 +134,23 @@ int run_train(const Args& args) {
   }
   std::unique_ptr<dist::MpiRuntime> mpi;
   std::unique_ptr<dist::Communicator> world;
+  // Starting up waits for every process like any collective, so with the same bound.
+  const auto startup_timeout = std::chrono::milliseconds(static_cast<int64_t>(par.timeout_s() * 1000));
   if (under_mpi) {
-    auto runtime = dist::MpiRuntime::init(nullptr, nullptr);
+    auto runtime = dist::MpiRuntime::init(nullptr, nullptr, startup_timeout);
     if (!runtime.ok()) {
       std::fprintf(stderr, "aln train: %s\n", std::string(runtime.status().message()).c_str());
       return 1;
     }
     mpi = std::move(*runtime);
-    world = mpi->world();
+    absl::Status joined = capture_status([&] {
+      world = mpi->world(startup_timeout);
+      return absl::OkStatus();
+    });
+    if (!joined.ok()) {
+      std::fprintf(stderr, "aln train: %s\n", std::string(joined.message()).c_str());
+      mpi->abort(1);
+    }
   }
   const int rank = world ? world->rank() : 0;
   const Environment env = read_environment();
@@ -178,7 +187,16 @@ int run_train(const Args& args) {
       hb.interval = ms(par.heartbeat_s());
       hb.timeout = std::max(ms(2 * par.timeout_s()), ms(3 * par.heartbeat_s()));
       hb.role = role;
-      heartbeats = std::make_unique<dist::Heartbeats>(world->split(0, rank), hb, metrics,
+      std::unique_ptr<dist::Communicator> channel;
+      absl::Status split = capture_status([&] {
+        channel = world->split(0, rank, startup_timeout);
+        return absl::OkStatus();
+      });
+      if (!split.ok()) {
+        log.error("%s; ending the job", std::string(split.message()));
+        mpi->abort(1);
+      }
+      heartbeats = std::make_unique<dist::Heartbeats>(std::move(channel), hb, metrics,
                                                       [&log, &mpi](const std::string& message) {
                                                         log.error("%s; ending the job", message);
                                                         mpi->abort(1);
