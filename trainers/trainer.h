@@ -39,6 +39,10 @@ struct Needs {
   // projection (StepContext::reference_hidden_states / reference_output_weight when set), so the
   // reference's body may run on ranks of its own each step (TDPO, Ra-DPO).
   bool reference_hidden_states_only = false;
+  // With reference_token_logprobs_only: the trainer also embeds sentences with the reference (mean
+  // of its final hidden states; HAIR's default sentence encoder), through
+  // StepContext::reference_sentence_embeddings when the reference runs on ranks of its own.
+  bool reference_sentence_embeddings = false;
 };
 
 // A reward model as trainers use it: scores [B, num_labels] at each row's last non-padding token.
@@ -98,6 +102,11 @@ struct StepContext {
   std::function<at::Tensor(const at::Tensor& input_ids, const at::Tensor& attention_mask, const at::Tensor& positions)>
       reference_hidden_states;
   at::Tensor reference_output_weight;
+  // Likewise for trainers whose needs say reference_sentence_embeddings: the reference's mean-pooled
+  // final hidden states of each token sequence, [n, H] float32, as hair::mean_pooled_embeddings
+  // computes them with the reference in this process.
+  std::function<at::Tensor(const std::vector<std::vector<int64_t>>& sentences, int64_t pad_id)>
+      reference_sentence_embeddings;
   int64_t pad_id = 0;
   int64_t step = 0;  // the policy version: optimizer steps taken in this stage
   // For rollout-based trainers (GRPO): ids -> text (rule rewards), the end-of-response id, the job's

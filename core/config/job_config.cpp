@@ -69,7 +69,7 @@ SeparateRoles separate_roles(const aln::v1::JobSpec& spec) {
         (controllable.objective() == aln::v1::RL && controllable.rl_beta() > 0);
     roles.reference = roles.reference || method == "dpo" || method == "safedpo" || method == "tdpo" ||
                       method == "radpo" || (method == "grpo" && stage.trainer().grpo().beta() > 0) ||
-                      (method == "hair" && !stage.trainer().hair().encoder().empty()) ||
+                      method == "hair" ||
                       (method == "controllable" && controllable_reference);
     roles.reward = roles.reward || stage.reward_models_size() > 0;
   }

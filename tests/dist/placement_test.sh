@@ -8,7 +8,8 @@
 #  - a second run finds the reference cache and the reference ranks compute nothing;
 #  - TDPO and Ra-DPO (reference needed every step) with the reference's body on its own rank equal
 #    their colocated runs; so do controllable (contrastive; RL with its KL term) and HAIR with a
-#    sentence encoder of its own, whose reference rank answers per-token log-prob requests;
+#    sentence encoder of its own, whose reference rank answers per-token log-prob requests, and HAIR
+#    with the reference as its sentence encoder (the reference rank also embeds sentences);
 #  - SFT then DPO on a 2-stage pipelined policy with the reference on its own rank equals the
 #    colocated pipelined run (rank 0 gathers the whole policy and sends it);
 #  - the layout check: wrong process counts, a job without a reference stage, a pipelined
@@ -141,6 +142,13 @@ each_step hair-colocated 2 colocated "$stage"
 each_step hair-separate 3 separate "$stage"
 check "HAIR with its own sentence encoder, reference on its own rank: same parameters and losses as colocated" \
   "same hair-colocated hair-separate && grep -q 'stage hair: the reference ranks answer the per-token log-prob requests' '$work/hair-separate.out'"
+# HAIR with the reference as its sentence encoder: the reference rank also embeds the demonstrations'
+# and the samples' sentences (mean-pooled hidden states), so the data hardness is the same.
+stage="${stage/, encoder: $work\/colocated\/final/}"
+each_step hair-ref-colocated 2 colocated "$stage"
+each_step hair-ref-separate 3 separate "$stage"
+check "HAIR with the reference as sentence encoder, reference on its own rank: same parameters and losses as colocated" \
+  "same hair-ref-colocated hair-ref-separate && grep -q 'stage hair: the reference ranks answer the per-token log-prob and sentence-embedding requests' '$work/hair-ref-separate.out'"
 
 # The layout check.
 job wrong-np separate 1 >"$work/wrong-np.yaml"

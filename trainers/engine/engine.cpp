@@ -457,7 +457,9 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
       remote_parts = open_reference_stage(*remote, reference ? &*reference : nullptr, world_rank);
       if (!lead || !stage.reference().path().empty()) reference.reset();
       log.info("stage %s: the reference ranks answer the per-token %s requests", stage_name,
-               needs.reference_hidden_states_only ? "hidden-state" : "log-prob");
+               needs.reference_hidden_states_only   ? "hidden-state"
+               : needs.reference_sentence_embeddings ? "log-prob and sentence-embedding"
+                                                     : "log-prob");
     }
     const model::DecoderModel* ref_ptr = reference && !remote_each_step ? &*reference : nullptr;
     Pipeline* pp = pipeline ? &*pipeline : nullptr;
@@ -472,6 +474,7 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
         extras.reference_hidden_states = remote_parts.hidden_states;
         extras.reference_output_weight = reference_head;
       }
+      if (needs.reference_sentence_embeddings) extras.reference_sentence_embeddings = remote_parts.sentence_embeddings;
     }
     extras.encode_text = [enc = encoder->get()](const std::string& text) { return enc->encode(text); };
     if (dp.size() > 1) {

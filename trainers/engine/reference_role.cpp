@@ -16,6 +16,7 @@
 #include "trainers/engine/data_share.h"
 #include "trainers/engine/job_setup.h"
 #include "trainers/engine/stage_setup.h"
+#include "trainers/hair/sentence_encoder.h"
 #include "trainers/sequence_logprobs.h"
 
 namespace aln::engine {
@@ -51,6 +52,34 @@ int server_of(const RemoteReference& remote, int policy_rank) {
 
 // Answers this reference rank's policy ranks with per-token log-probs under `reference` until each
 // says the stage is done.
+// Token sequences of different lengths as two tensors: every id in order, and each one's length.
+std::pair<at::Tensor, at::Tensor> pack_sentences(const std::vector<std::vector<int64_t>>& sentences) {
+  std::vector<int64_t> ids, lengths;
+  for (const auto& s : sentences) {
+    ids.insert(ids.end(), s.begin(), s.end());
+    lengths.push_back(static_cast<int64_t>(s.size()));
+  }
+  return {at::tensor(ids, at::kLong), at::tensor(lengths, at::kLong)};
+}
+
+std::vector<std::vector<int64_t>> unpack_sentences(const at::Tensor& ids, const at::Tensor& lengths) {
+  ALN_CHECK(ids.scalar_type() == at::kLong && lengths.scalar_type() == at::kLong && ids.dim() == 1 &&
+                lengths.dim() == 1,
+            "an embedding request's ids and lengths are 1-d int64 tensors");
+  const int64_t* id = ids.const_data_ptr<int64_t>();
+  const int64_t* len = lengths.const_data_ptr<int64_t>();
+  std::vector<std::vector<int64_t>> out;
+  int64_t at = 0;
+  for (int64_t i = 0; i < lengths.numel(); ++i) {
+    ALN_CHECK(len[i] >= 0 && at + len[i] <= ids.numel(), "an embedding request's lengths exceed its ", ids.numel(),
+              " ids");
+    out.emplace_back(id + at, id + at + len[i]);
+    at += len[i];
+  }
+  ALN_CHECK(at == ids.numel(), "an embedding request's lengths add up to ", at, ", not its ", ids.numel(), " ids");
+  return out;
+}
+
 absl::Status serve_each_step(const RemoteReference& remote, int index, const model::DecoderModel& reference) {
   std::vector<int> clients;
   for (int r = 0; r < remote.policy_ranks; ++r) {
@@ -65,6 +94,13 @@ absl::Status serve_each_step(const RemoteReference& remote, int index, const mod
       auto tensor = dist::from_proto(t);
       ALN_THROW_IF_ERROR(tensor.status());
       in.push_back(std::move(*tensor));
+    }
+    if (request.method() == "embed") {
+      ALN_CHECK(in.size() == 3, "an embedding request carries token ids, sentence lengths and the pad id");
+      dist::to_proto(trainers::hair::mean_pooled_embeddings(reference, unpack_sentences(in[0], in[1]),
+                                                            in[2].item<int64_t>()),
+                     reply.add_tensors());
+      return reply;
     }
     if (request.method() == "hidden") {
       ALN_CHECK(in.size() == 3, "a hidden-state request carries input ids, an attention mask and positions");
@@ -178,6 +214,15 @@ ReferenceStandIns open_reference_stage(const RemoteReference& remote, const mode
     dist::to_proto(input_ids, request.add_tensors());
     dist::to_proto(attention_mask, request.add_tensors());
     dist::to_proto(positions, request.add_tensors());
+    return ask(request);
+  };
+  out.sentence_embeddings = [ask](const std::vector<std::vector<int64_t>>& sentences, int64_t pad_id) {
+    aln::v1::ServiceRequest request;
+    request.set_method("embed");
+    const auto [ids, lengths] = pack_sentences(sentences);
+    dist::to_proto(ids, request.add_tensors());
+    dist::to_proto(lengths, request.add_tensors());
+    dist::to_proto(at::tensor({pad_id}, at::kLong), request.add_tensors());
     return ask(request);
   };
   return out;

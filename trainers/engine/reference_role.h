@@ -10,7 +10,8 @@
 //
 // Stages whose trainer needs only per-token log-probs of sequences it makes as it trains (GRPO's KL
 // term), or only the reference's final hidden states and output projection (TDPO and Ra-DPO, which
-// form the full distributions themselves), are served each step instead: the reference ranks take
+// form the full distributions themselves), or per-token log-probs and mean-pooled sentence
+// embeddings (HAIR with the reference as its sentence encoder), are served each step instead: the reference ranks take
 // the reference's weights as the stage starts and answer requests (per-token log-probs of input ids
 // with attention and response masks at a temperature; or hidden states of input ids with an
 // attention mask; computed by the code a colocated run uses) until each of their policy ranks says
@@ -26,6 +27,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "aln/v1/job.pb.h"
@@ -77,6 +79,7 @@ void receive_reference_logprobs(const RemoteReference& remote, const model::Deco
 struct ReferenceStandIns {
   std::function<at::Tensor(const buffer::SequenceBatch&, double)> token_logprobs;                    // "logprobs"
   std::function<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&)> hidden_states;  // "hidden"
+  std::function<at::Tensor(const std::vector<std::vector<int64_t>>&, int64_t)> sentence_embeddings;   // "embed"
 };
 ReferenceStandIns open_reference_stage(const RemoteReference& remote, const model::DecoderModel* weights,
                                        int policy_rank);

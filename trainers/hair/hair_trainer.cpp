@@ -45,9 +45,11 @@ class HairTrainer final : public Trainer {
     // saved with checkpoints, so hardness is the same after a resume).
     Needs n{RecordKind::kPrompts, ModelHead::kLanguageModel, true};
     n.reference_model = true;
-    // With a sentence encoder of its own (trainer.hair.encoder) the reference only scores the
-    // rollouts for the KL term, which its own ranks can do each step (placement: separate).
-    n.reference_token_logprobs_only = !o_.encoder().empty();
+    // The reference scores the rollouts for the KL term and, without a sentence encoder of its own
+    // (trainer.hair.encoder), embeds sentences: its own ranks can do both each step (placement:
+    // separate).
+    n.reference_token_logprobs_only = true;
+    n.reference_sentence_embeddings = o_.encoder().empty();
     return n;
   }
 
@@ -303,9 +305,14 @@ class HairTrainer final : public Trainer {
                            const StepContext& ctx, int64_t g) {
     ALN_CHECK(static_cast<bool>(ctx.decode) && static_cast<bool>(ctx.encode_text),
               "HAIR's data hardness needs the tokenizer in the step context");
+    // The encoder of its own, else the reference here, else the reference on its own ranks.
     const model::DecoderModel* encoder = encoder_ ? &*encoder_ : ctx.reference;
-    ALN_CHECK(encoder != nullptr,
+    ALN_CHECK(encoder != nullptr || static_cast<bool>(ctx.reference_sentence_embeddings),
               "HAIR's sentence encoder is missing (no reference model and no trainer.hair.encoder)");
+    auto embed = [&](const std::vector<std::vector<int64_t>>& sentences) {
+      return encoder != nullptr ? hair::mean_pooled_embeddings(*encoder, sentences, ctx.pad_id)
+                                : ctx.reference_sentence_embeddings(sentences, ctx.pad_id);
+    };
     auto sentence_ids = [&](const std::string& text) {
       std::vector<std::vector<int64_t>> out;
       for (const auto& s : hair::split_sentences(text)) {
@@ -323,7 +330,7 @@ class HairTrainer final : public Trainer {
         if (!ids.empty() && ids.back() == ctx.eos_id) ids.pop_back();
         auto sentences = sentence_ids(ctx.decode(ids));
         ALN_CHECK(!sentences.empty(), e->source, ": the demonstration has no sentence after truncation");
-        it = demo_cache_.emplace(e->source, hair::mean_pooled_embeddings(*encoder, sentences, ctx.pad_id)).first;
+        it = demo_cache_.emplace(e->source, embed(sentences)).first;
       }
       demo_embeddings.push_back(it->second);
     }
@@ -334,8 +341,8 @@ class HairTrainer final : public Trainer {
       spans.emplace_back(static_cast<int64_t>(all.size()), static_cast<int64_t>(s.size()));
       for (auto& ids : s) all.push_back(std::move(ids));
     }
-    const at::Tensor emb = all.empty() ? at::zeros({0, encoder->config().hidden_size}, at::kFloat)
-                                       : hair::mean_pooled_embeddings(*encoder, all, ctx.pad_id);
+    const int64_t width = demo_embeddings.empty() ? 0 : demo_embeddings.front().size(1);
+    const at::Tensor emb = all.empty() ? at::zeros({0, width}, at::kFloat) : embed(all);
     std::vector<double> delta;
     for (size_t r = 0; r < spans.size(); ++r) {
       const at::Tensor out = emb.narrow(0, spans[r].first, spans[r].second);

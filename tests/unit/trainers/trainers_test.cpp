@@ -87,11 +87,14 @@ TEST(Trainers, SeparateRolesAgreeWithTrainerNeeds) {
       EXPECT_TRUE(engine::served_each_step((*with_kl)->needs()));
       EXPECT_TRUE(config::separate_roles(job).reference);
     }
-    if (name == "hair") {  // with an encoder of its own the reference only scores rollouts
+    if (name == "hair") {  // the reference as sentence encoder too, or (encoder of its own) only scoring rollouts
+      EXPECT_TRUE(engine::served_each_step((*trainer)->needs()));
+      EXPECT_TRUE((*trainer)->needs().reference_sentence_embeddings);
       stage->mutable_trainer()->mutable_hair()->set_encoder("enc");
       auto with_encoder = registry.create(name, *stage);
       ASSERT_TRUE(with_encoder.ok());
       EXPECT_TRUE(engine::served_each_step((*with_encoder)->needs()));
+      EXPECT_FALSE((*with_encoder)->needs().reference_sentence_embeddings);
       EXPECT_TRUE(config::separate_roles(job).reference);
     }
     if (name == "controllable") {  // the contrastive objective and RL with a KL term
