@@ -9,7 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/error.h"
-#include "core/model/decode_linear.h"
+#include "core/model/fast_linear.h"
 #include "core/status.h"
 
 namespace aln::model {
@@ -262,7 +262,7 @@ at::Tensor DecoderModel::hidden_states(const at::Tensor& input_ids, const at::Te
       auto proj = [&](const char* name, int64_t heads) {
         const std::string w = layer(i, absl::StrCat("self_attn.", name, ".weight"), c.family);
         at::Tensor bias = c.qkv_bias ? t(layer(i, absl::StrCat("self_attn.", name, ".bias"), c.family)) : at::Tensor();
-        return decode_linear(h, t(w), bias).view({b, n, heads, c.head_dim}).transpose(1, 2);
+        return fast_linear(h, t(w), bias, scratch_.get()).view({b, n, heads, c.head_dim}).transpose(1, 2);
       };
       q = proj("q_proj", c.num_heads);
       k = proj("k_proj", c.num_kv_heads);
@@ -317,11 +317,11 @@ at::Tensor DecoderModel::hidden_states(const at::Tensor& input_ids, const at::Te
                         t(layer(i, "mlp.c_proj.weight", c.family)))
                   .view({b, n, c.hidden_size});
     } else {
-      x = x + decode_linear(attn_out, t(layer(i, "self_attn.o_proj.weight", c.family)));
+      x = x + fast_linear(attn_out, t(layer(i, "self_attn.o_proj.weight", c.family)), {}, scratch_.get());
       at::Tensor h = rms_norm(x, t(layer(i, "post_attention_layernorm.weight", c.family)), c.norm_eps);
-      at::Tensor gate = at::silu(decode_linear(h, t(layer(i, "mlp.gate_proj.weight", c.family))));
-      at::Tensor up = decode_linear(h, t(layer(i, "mlp.up_proj.weight", c.family)));
-      x = x + decode_linear(gate * up, t(layer(i, "mlp.down_proj.weight", c.family)));
+      at::Tensor gate = at::silu(fast_linear(h, t(layer(i, "mlp.gate_proj.weight", c.family)), {}, scratch_.get()));
+      at::Tensor up = fast_linear(h, t(layer(i, "mlp.up_proj.weight", c.family)), {}, scratch_.get());
+      x = x + fast_linear(gate * up, t(layer(i, "mlp.down_proj.weight", c.family)), {}, scratch_.get());
     }
   }
   if (!is_last_stage()) link_->hand_on(x);
@@ -336,19 +336,19 @@ at::Tensor DecoderModel::logits(const at::Tensor& input_ids, const at::Tensor& a
   // Hidden states first: on a pipeline stage that is not the last the pass ends inside them (and
   // such a stage has no output weight).
   at::Tensor h = hidden_states(input_ids, attention_mask, cache);
-  return decode_linear(h, output_weight());
+  return fast_linear(h, output_weight(), {}, scratch_.get());
 }
 
 at::Tensor DecoderModel::output_logits(const at::Tensor& hidden) const {
   ALN_CHECK(config_.head == Head::kCausalLm, "this model has a score head; use scores()");
-  return decode_linear(hidden, output_weight());
+  return fast_linear(hidden, output_weight(), {}, scratch_.get());
 }
 
 at::Tensor DecoderModel::last_logits(const at::Tensor& input_ids, const at::Tensor& attention_mask,
                                      KvCache* cache) const {
   ALN_CHECK(config_.head == Head::kCausalLm, "this model has a score head; use scores()");
   at::Tensor h = hidden_states(input_ids, attention_mask, cache);
-  return decode_linear(h.select(1, h.size(1) - 1), output_weight());
+  return fast_linear(h.select(1, h.size(1) - 1), output_weight(), {}, scratch_.get());
 }
 
 at::Tensor DecoderModel::scores(const at::Tensor& input_ids, const at::Tensor& attention_mask) const {

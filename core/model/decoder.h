@@ -4,6 +4,7 @@
 // so loading and saving is a rename-free copy and the parameter set is easy to shard by layer.
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -12,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "core/model/model_config.h"
 #include "core/model/pipeline_link.h"
+#include "core/model/scratch_pool.h"
 
 namespace aln::model {
 
@@ -114,6 +116,8 @@ class DecoderModel {
   int64_t first_layer_ = 0;
   int64_t end_layer_ = 0;
   mutable PipelineLink* link_ = nullptr;
+  // Buffers of the no-grad linear layers, reused pass after pass (shared by copies of this object).
+  std::shared_ptr<ScratchPool> scratch_ = std::make_shared<ScratchPool>();
 };
 
 }  // namespace aln::model

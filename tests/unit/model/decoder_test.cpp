@@ -4,10 +4,13 @@
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/grad_mode.h>
 
 #include "core/error.h"
-#include "core/model/decode_linear.h"
 #include "core/model/decoder.h"
+#include "core/model/fast_linear.h"
+#include "core/model/gemm_avx512.h"
 
 namespace aln::model {
 namespace {
@@ -267,10 +270,25 @@ TEST(ModelConfig, RoundTripsThroughConfigJson) {
 namespace aln::model {
 namespace {
 
+// |got - exact| within the worst-case bound of a float32 dot product of length k (k u sum |x_j w_j|,
+// plus the bias) around the float64 result, as at::linear itself is.
+::testing::AssertionResult within_dot_bound(const at::Tensor& got, const at::Tensor& x, const at::Tensor& w,
+                                            const at::Tensor& b) {
+  const int64_t k = w.size(1);
+  const at::Tensor b64 = b.defined() ? b.to(at::kDouble) : at::Tensor();
+  const at::Tensor exact = at::linear(x.to(at::kDouble), w.to(at::kDouble), b64);
+  at::Tensor bound = at::linear(x.abs().to(at::kDouble), w.abs().to(at::kDouble));
+  if (b.defined()) bound = bound + b64.abs();
+  bound = (k + 1) * 6e-8 * bound;
+  if (got.sizes() != exact.sizes()) return ::testing::AssertionFailure() << "shape " << got.sizes();
+  const at::Tensor err = (got.to(at::kDouble) - exact).abs();
+  if ((err <= bound).all().item<bool>()) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << "max error " << err.max().item<double>() << " over the bound";
+}
+
 // The decoding-step kernel against at::linear (the CPU reference): every row count it takes, K with
-// and without a 16-wide tail, with bias, a leading batch shape; float32 rounding only. Outside its
-// scope (more rows, autograd) it is at::linear itself.
-TEST(DecodeLinear, MatchesAtLinear) {
+// and without a 16-wide tail, with bias, a leading batch shape; float32 rounding only.
+TEST(FastLinear, DecodeKernelMatchesAtLinear) {
   at::manual_seed(3);
   for (int64_t k : {256, 100, 7}) {
     for (int64_t m = 1; m <= kDecodeLinearMaxRows; ++m) {
@@ -278,30 +296,121 @@ TEST(DecodeLinear, MatchesAtLinear) {
       const at::Tensor w = at::randn({333, k});
       const at::Tensor b = at::randn({333});
       const at::Tensor want = at::linear(x, w, b);
-      const at::Tensor got = decode_linear(x, w, b);
-      ASSERT_EQ(got.sizes(), want.sizes());
-      // Within the worst-case bound of a float32 dot product of length k (k u sum |x_j w_j|) of
-      // the float64 result, as at::linear is.
-      const at::Tensor exact = at::linear(x.to(at::kDouble), w.to(at::kDouble), b.to(at::kDouble));
-      const at::Tensor bound = (k + 1) * 6e-8 * (at::linear(x.abs().to(at::kDouble), w.abs().to(at::kDouble)) +
-                                                 b.abs().to(at::kDouble));
-      EXPECT_TRUE(((got.to(at::kDouble) - exact).abs() <= bound).all().item<bool>())
-          << "m " << m << " k " << k << " max diff " << (got - want).abs().max().item<float>();
-      EXPECT_TRUE(((want.to(at::kDouble) - exact).abs() <= bound).all().item<bool>());
+      EXPECT_TRUE(within_dot_bound(fast_linear(x, w, b), x, w, b)) << "m " << m << " k " << k;
+      EXPECT_TRUE(within_dot_bound(want, x, w, b));
     }
   }
-  const at::Tensor many = at::randn({kDecodeLinearMaxRows + 1, 64});
-  const at::Tensor w = at::randn({40, 64});
-  EXPECT_FALSE(decode_linear_applies(many, w));
-  EXPECT_TRUE(at::equal(decode_linear(many, w), at::linear(many, w)));
 }
 
-TEST(DecodeLinear, LeavesAutogradToAtLinear) {
-  const at::Tensor x = at::randn({2, 8});
-  const at::Tensor w = at::randn({5, 8}).requires_grad_(true);
-  EXPECT_FALSE(decode_linear_applies(x, w));
-  decode_linear(x, w).sum().backward();
-  EXPECT_TRUE(w.grad().defined());
+// The GEMM kernel (more rows): row counts with every tail of its 12-row tile, column counts below,
+// between and above its two 16-wide halves, K over several 256-deep passes and with tails, bias
+// or not, a leading batch shape and a transposed (non-contiguous) input.
+TEST(FastLinear, GemmKernelMatchesAtLinear) {
+  if (!gemm_avx512_available()) GTEST_SKIP() << "no AVX-512 on this CPU: fast_linear is at::linear";
+  at::manual_seed(4);
+  for (int64_t m : {17, 23, 24, 100, 211}) {
+    for (int64_t n : {5, 16, 27, 32, 70, 333}) {
+      for (int64_t k : {7, 64, 300, 600}) {
+        const at::Tensor x = at::randn({m, k});
+        const at::Tensor w = at::randn({n, k});
+        const at::Tensor b = at::randn({n});
+        ASSERT_TRUE(gemm_kernel_applies(x, w));
+        EXPECT_TRUE(within_dot_bound(fast_linear(x, w, b), x, w, b)) << m << " x " << n << " x " << k;
+        EXPECT_TRUE(within_dot_bound(fast_linear(x, w), x, w, {})) << m << " x " << n << " x " << k << " no bias";
+      }
+    }
+  }
+  const at::Tensor x = at::randn({3, 64, 40}).transpose(1, 2);  // [3, 40, 64], not contiguous
+  const at::Tensor w = at::randn({50, 64});
+  const at::Tensor got = fast_linear(x, w);
+  ASSERT_EQ(got.sizes(), (at::IntArrayRef{3, 40, 50}));
+  EXPECT_TRUE(within_dot_bound(got, x, w, {}));
+}
+
+// Each output element is the same sequence of float32 operations whatever the thread count, so a
+// forward pass gives the same bits on 1 and on 2 threads.
+TEST(FastLinear, GemmKernelIsThreadCountIndependent) {
+  at::manual_seed(5);
+  const at::Tensor x = at::randn({300, 600});
+  const at::Tensor w = at::randn({1000, 600});
+  const int threads = at::get_num_threads();
+  at::set_num_threads(1);
+  const at::Tensor one = fast_linear(x, w);
+  at::set_num_threads(2);
+  const at::Tensor two = fast_linear(x, w);
+  at::set_num_threads(threads);
+  EXPECT_TRUE(at::equal(one, two));
+}
+
+TEST(FastLinear, LeavesAutogradToAtLinear) {
+  for (int64_t m : {2, 40}) {
+    const at::Tensor x = at::randn({m, 8});
+    const at::Tensor w = at::randn({5, 8}).requires_grad_(true);
+    EXPECT_FALSE(decode_kernel_applies(x, w));
+    EXPECT_FALSE(gemm_kernel_applies(x, w));
+    fast_linear(x, w).sum().backward();
+    EXPECT_TRUE(w.grad().defined());
+  }
+}
+
+}  // namespace
+}  // namespace aln::model
+
+namespace aln::model {
+namespace {
+
+// A freed buffer is kept and handed out again (same memory) for a request of up to its size and at
+// least half of it; small requests bypass the pool; beyond the byte limit buffers go back to the
+// system; a tensor may outlive its pool.
+TEST(ScratchPool, ReusesFreedBuffersWithinItsLimit) {
+  ScratchPool pool(size_t{6} << 20);
+  const void* first = nullptr;
+  {
+    at::Tensor a = pool.empty(1024, 1024);  // 4 MiB
+    first = a.data_ptr();
+    EXPECT_EQ(pool.kept_bytes(), 0u);
+  }
+  EXPECT_EQ(pool.kept_bytes(), size_t{4} << 20);
+  {
+    at::Tensor b = pool.empty(1000, 1024);  // fits the kept buffer
+    EXPECT_EQ(b.data_ptr(), first);
+    EXPECT_EQ(pool.kept_bytes(), 0u);
+    at::Tensor c = pool.empty(600, 1024);  // under half of it would waste it: a new buffer
+    EXPECT_NE(c.data_ptr(), first);
+    at::Tensor small = pool.empty(16, 16);
+    EXPECT_EQ(small.sizes(), (at::IntArrayRef{16, 16}));
+  }
+  // (Freed in reverse order:) c's 2.3 MiB was kept; b's 4 MiB would pass the 6 MiB limit: freed.
+  EXPECT_EQ(pool.kept_bytes(), size_t{600} * 1024 * 4);
+  at::Tensor kept_alive;
+  {
+    ScratchPool short_lived;
+    kept_alive = short_lived.empty(512, 1024);
+  }
+  kept_alive.fill_(1.0f);  // its pool is gone; the memory is still the tensor's
+  EXPECT_EQ(kept_alive.sum().item<float>(), 512.0f * 1024.0f);
+}
+
+// Passes without autograd reuse the model's buffers: the logits of a second pass land in the memory
+// the first pass's logits had.
+TEST(ScratchPool, SecondPassReusesTheLogitsBuffer) {
+  if (!gemm_avx512_available()) GTEST_SKIP() << "no AVX-512: the model's linear layers are at::linear";
+  ModelConfig c = tiny(Family::kLlama);
+  c.vocab_size = 4096;  // 2 x 64 x 4096 floats of logits: 2 MiB, from the pool
+  const DecoderModel model = DecoderModel::random_init(c, 1);
+  at::NoGradGuard no_grad;
+  const at::Tensor ids = at::randint(4096, {2, 64}, at::kLong);
+  const at::Tensor mask = at::ones({2, 64}, at::kLong);
+  const void* first = nullptr;
+  at::Tensor want;
+  {
+    at::Tensor logits = model.logits(ids, mask);
+    first = logits.data_ptr();
+    want = logits.clone();
+  }
+  const at::Tensor again = model.logits(ids, mask);
+  EXPECT_EQ(again.data_ptr(), first);
+  EXPECT_TRUE(at::equal(again, want));
 }
 
 }  // namespace

@@ -1,10 +1,12 @@
-#include "core/model/decode_linear.h"
+#include "core/model/fast_linear.h"
 
 #include <immintrin.h>
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/grad_mode.h>
+
+#include "core/model/gemm_avx512.h"
 
 namespace aln::model {
 namespace {
@@ -60,21 +62,62 @@ RowsFn pick(int m, std::integer_sequence<int, Ms...>) {
 
 }  // namespace
 
-bool decode_linear_applies(const at::Tensor& x, const at::Tensor& weight) {
-  if (at::GradMode::is_enabled() && (x.requires_grad() || weight.requires_grad())) return false;
+namespace {
+
+// Float32 CPU operands without autograd, on a CPU with AVX-512: the cases our kernels take.
+bool own_kernels_apply(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+  if (at::GradMode::is_enabled() &&
+      (x.requires_grad() || weight.requires_grad() || (bias.defined() && bias.requires_grad()))) {
+    return false;
+  }
   if (x.scalar_type() != at::kFloat || weight.scalar_type() != at::kFloat) return false;
+  if (bias.defined() && (bias.scalar_type() != at::kFloat || bias.dim() != 1 || bias.size(0) != weight.size(0) ||
+                         !bias.device().is_cpu())) {
+    return false;
+  }
   if (!x.device().is_cpu() || !weight.device().is_cpu() || weight.dim() != 2 || x.dim() < 1) return false;
   if (x.size(-1) != weight.size(1) || x.numel() == 0 || weight.numel() == 0) return false;
-  const int64_t rows = x.numel() / x.size(-1);
-  return rows <= kDecodeLinearMaxRows && cpu_has_avx512();
+  return cpu_has_avx512();
 }
 
-at::Tensor decode_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
-  if (!decode_linear_applies(x, weight)) return at::linear(x, weight, bias);
+at::Tensor with_input_shape(const at::Tensor& y, const at::Tensor& x) {
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  shape.back() = y.size(1);
+  return y.view(shape);
+}
+
+}  // namespace
+
+bool decode_kernel_applies(const at::Tensor& x, const at::Tensor& weight) {
+  return own_kernels_apply(x, weight, {}) && x.numel() / x.size(-1) <= kDecodeLinearMaxRows;
+}
+
+bool gemm_kernel_applies(const at::Tensor& x, const at::Tensor& weight) {
+  return own_kernels_apply(x, weight, {}) && x.numel() / x.size(-1) > kDecodeLinearMaxRows;
+}
+
+at::Tensor fast_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, ScratchPool* scratch) {
+  if (!own_kernels_apply(x, weight, bias)) return at::linear(x, weight, bias);
   const int64_t k = weight.size(1), n = weight.size(0);
   const int64_t m = x.numel() / k;
   const at::Tensor xc = x.reshape({m, k}).contiguous();
   const at::Tensor wc = weight.contiguous();
+  if (m > kDecodeLinearMaxRows) {
+    // Many rows (a prompt, a scoring pass): the cache-blocked GEMM, bias added in its first pass.
+    // The output and the packed weight come from the model's scratch pool when it has one (warm
+    // memory), else fresh (huge pages from 4 MiB up).
+    at::Tensor y = scratch != nullptr ? scratch->empty(m, n)
+                                      : at::from_blob(
+                                            allocate_floats(static_cast<size_t>(m * n)).release(), {m, n},
+                                            [](void* p) { std::free(p); }, x.options());
+    at::Tensor packed;
+    if (scratch != nullptr) packed = scratch->empty(gemm_packed_floats(n, k), 1);
+    const at::Tensor bc = bias.defined() ? bias.contiguous() : at::Tensor();
+    gemm_nt_avx512(xc.const_data_ptr<float>(), m, k, wc.const_data_ptr<float>(), n,
+                   bc.defined() ? bc.const_data_ptr<float>() : nullptr, y.mutable_data_ptr<float>(),
+                   packed.defined() ? packed.mutable_data_ptr<float>() : nullptr);
+    return with_input_shape(y, x);
+  }
   at::Tensor y = at::empty({m, n}, x.options());
   const RowsFn fn = pick(static_cast<int>(m), std::make_integer_sequence<int, kDecodeLinearMaxRows>{});
   const float* xp = xc.const_data_ptr<float>();
@@ -84,9 +127,7 @@ at::Tensor decode_linear(const at::Tensor& x, const at::Tensor& weight, const at
   const int64_t grain = std::max<int64_t>(16, (int64_t{1} << 14) / std::max<int64_t>(k, 1));
   at::parallel_for(0, n, grain, [&](int64_t r0, int64_t r1) { fn(xp, k, wp, r0, r1, yp, n); });
   if (bias.defined()) y.add_(bias);
-  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
-  shape.back() = n;
-  return y.view(shape);
+  return with_input_shape(y, x);
 }
 
 }  // namespace aln::model
