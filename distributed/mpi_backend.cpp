@@ -312,17 +312,23 @@ void MpiRuntime::abort(int exit_code) const {
 }
 
 std::unique_ptr<Communicator> MpiRuntime::world(std::chrono::milliseconds timeout) const {
-  // MPI_Comm_dup is collective without a timeout; its non-blocking form is polled against one.
-  MPI_Comm comm = MPI_COMM_NULL;
-  MPI_Request request = MPI_REQUEST_NULL;
-  const int rc = MPI_Comm_idup(MPI_COMM_WORLD, &comm, &request);
+  // MPI_Comm_dup is collective without a timeout; its non-blocking form is polled against one. MPI
+  // writes the new communicator when the operation completes, which after a timeout may still
+  // happen: the handle and the request then stay allocated (the job is ending anyway).
+  struct Pending {
+    MPI_Comm comm = MPI_COMM_NULL;
+    MPI_Request request = MPI_REQUEST_NULL;
+  };
+  auto pending = std::make_unique<Pending>();
+  const int rc = MPI_Comm_idup(MPI_COMM_WORLD, &pending->comm, &pending->request);
   if (rc != MPI_SUCCESS) throw DistError(mpi_error_string(rc), rank_, host_name(), "world", 0, __FILE__, __LINE__);
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   auto pause = std::chrono::microseconds(10);
   for (int done = 0; !done;) {
-    MPI_Test(&request, &done, MPI_STATUS_IGNORE);
+    MPI_Test(&pending->request, &done, MPI_STATUS_IGNORE);
     if (done) break;
     if (std::chrono::steady_clock::now() >= deadline) {
+      pending.release();  // still MPI's to write (see above)
       throw DistError(absl::StrCat("not every one of the ", size_, " ranks joined the job's communicator within ",
                                    timeout.count(), " ms; a rank stopped or died while the job started"),
                       rank_, host_name(), "world", 0, __FILE__, __LINE__);
@@ -330,7 +336,7 @@ std::unique_ptr<Communicator> MpiRuntime::world(std::chrono::milliseconds timeou
     std::this_thread::sleep_for(pause);
     pause = std::min(pause * 2, std::chrono::microseconds(1000));
   }
-  return std::make_unique<MpiCommunicator>(comm);
+  return std::make_unique<MpiCommunicator>(pending->comm);
 }
 
 std::string mpi_library_version() {

@@ -76,6 +76,12 @@ SeparateRoles separate_roles(const aln::v1::JobSpec& spec) {
   return roles;
 }
 
+std::chrono::milliseconds startup_timeout(const aln::v1::JobSpec& spec) {
+  const auto& p = spec.parallel();
+  const double seconds = p.startup_timeout_s() > 0 ? p.startup_timeout_s() : std::max(p.timeout_s(), 60.0);
+  return std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
+}
+
 int job_world_size(const aln::v1::JobSpec& spec) {
   auto grid = [](const aln::v1::GridSpec& g) {
     return std::max(1, g.data_parallel()) * std::max(1, g.pipeline_parallel());

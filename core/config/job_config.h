@@ -1,5 +1,6 @@
 #pragma once
 // Loading and validating the job specification (proto/aln/v1/job.proto) from YAML.
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -42,6 +43,10 @@ SeparateRoles separate_roles(const aln::v1::JobSpec& spec);
 // Processes the job runs on: the coordinator's own rank (parallel.coordinator: own_rank), the policy's grid plus, with placement separate, the grids of the
 // roles that get ranks of their own (launcher, CLI and engine count alike).
 int job_world_size(const aln::v1::JobSpec& spec);
+
+// The bound on start-up waits (MPI_Init, the job's communicator and its splits):
+// parallel.startup_timeout_s, or when 0 the larger of timeout_s and 60 s.
+std::chrono::milliseconds startup_timeout(const aln::v1::JobSpec& spec);
 
 // A readable dump of the resolved spec (protobuf text format).
 std::string to_text(const aln::v1::JobSpec& spec);

@@ -181,10 +181,10 @@ for signal in KILL STOP; do
 done
 
 # Rank 0 stopped as it starts (SIGSTOP before it execs aln, so before MPI_Init): rank 1 waits in
-# MPI's start-up or for the job's first communicators, each bounded by timeout_s (5 s), then ends the
-# job. (timeout -s KILL only guards the test itself against the hang this checks for.)
+# MPI's start-up or for the job's first communicators, each bounded by startup_timeout_s (5 s), then
+# ends the job. (timeout -s KILL only guards the test itself against the hang this checks for.)
 name=fault-startup
-job "$name" dpo 2 2 100000 5 >"$work/$name.yaml"
+job "$name" dpo 2 2 100000 5 | sed 's/timeout_s: 5,/timeout_s: 5, startup_timeout_s: 5,/' >"$work/$name.yaml"
 started=$(date +%s)
 timeout -s KILL 120 "$MPIEXEC" -np 1 --allow-run-as-root --oversubscribe --bind-to none --mca btl self,tcp \
   --mca btl_tcp_if_include lo --mca oob_tcp_if_include lo -x OMP_NUM_THREADS=1 \

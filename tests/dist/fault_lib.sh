@@ -21,6 +21,10 @@ signal_rank() {
     kill -0 $pid 2>/dev/null || break
     sleep 0.1
   done
+  if [[ -z "$victim" ]]; then  # the job ended (or never logged) before the signal: say why
+    echo "rank $4 was not found while training; the job's output ends:"
+    tail -5 "$3" | sed 's/^/  | /'
+  fi
   [[ -n "${8:-}" ]] && eval "$8"
   [[ -n "$victim" ]] && kill -"$5" "$victim"
   local signalled

@@ -95,12 +95,18 @@ TEST(MpiCommunicator, SplitMakesIndependentGroups) {
 }
 
 // A rank that does not come to a split (stopped or dead while the job starts) is a DistError on the
-// others after their timeout, not a hang in MPI_Comm_split. Rank 0 stands for the stopped rank: it
-// comes late, and only to the barrier the others' split posted, so the groups end in step.
+// others after their timeout, not a hang in MPI_Comm_split. Rank 0 stands for the stopped rank: only
+// when every other rank has said (on a second communicator) that its split gave up does it join the
+// barrier their splits posted, so the groups end in step and no rank can reach MPI_Comm_split.
 TEST(MpiCommunicator, SplitTimesOutWhenARankNeverComes) {
   auto comm = g_runtime->world();
+  auto side = g_runtime->world();
   if (comm->rank() == 0) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    for (int r = 1; r < comm->size(); ++r) {
+      at::Tensor gave_up = at::zeros({1}, at::kLong);
+      ASSERT_TRUE(side->recv(gave_up, r, 7)->wait(std::chrono::seconds(30)).ok());
+      EXPECT_EQ(gave_up.item<int64_t>(), 1) << "rank " << r;
+    }
     ASSERT_TRUE(comm->barrier()->wait(std::chrono::seconds(30)).ok());
     return;
   }
@@ -115,6 +121,8 @@ TEST(MpiCommunicator, SplitTimesOutWhenARankNeverComes) {
     EXPECT_NE(std::string(e.what()).find("ranks reached the communicator split"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("did not complete within 300 ms"), std::string::npos) << e.what();
   }
+  at::Tensor gave_up = at::ones({1}, at::kLong);
+  ASSERT_TRUE(side->send(gave_up, 0, 7)->wait(std::chrono::seconds(30)).ok());
 }
 
 // The NCCL backend's parts that run without a GPU: the unique id made by rank 0 reaches every rank

@@ -134,8 +134,8 @@ int run_train(const Args& args) {
   }
   std::unique_ptr<dist::MpiRuntime> mpi;
   std::unique_ptr<dist::Communicator> world;
-  // Starting up waits for every process like any collective, so with the same bound.
-  const auto startup_timeout = std::chrono::milliseconds(static_cast<int64_t>(par.timeout_s() * 1000));
+  // Starting up waits for every process, bounded too (parallel.startup_timeout_s).
+  const auto startup_timeout = config::startup_timeout(loaded->spec);
   if (under_mpi) {
     auto runtime = dist::MpiRuntime::init(nullptr, nullptr, startup_timeout);
     if (!runtime.ok()) {

@@ -76,6 +76,7 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
   const int64_t pad_id = (*encoder)->pad_id();
   const std::string fingerprint = spec_fingerprint(spec);
   const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(spec.parallel().timeout_s() * 1000));
+  const auto startup = config::startup_timeout(spec);  // the communicator splits below
   // The policy's grid: world rank = replica * pipeline_parallel + stage. The data-parallel group
   // is one stage's replicas (gradients are summed there); the pipeline group one replica's stages.
   const aln::v1::GridSpec& grid = spec.parallel().policy();
@@ -100,8 +101,8 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
   dist::Communicator* comm = options.comm;
   if (own_coordinator) {
     const bool coordinator = options.comm->rank() == 0;
-    coordinator_channel = comm->split(0, options.comm->rank(), timeout);
-    workers = comm->split(coordinator ? 1 : 0, options.comm->rank(), timeout);
+    coordinator_channel = comm->split(0, options.comm->rank(), startup);
+    workers = comm->split(coordinator ? 1 : 0, options.comm->rank(), startup);
     if (coordinator) return run_coordinator(spec, coordinator_channel.get(), 1, timeout, log, metrics);
     comm = workers.get();
     layout = layout->workers();
@@ -118,11 +119,11 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
     const int index = layout->index_in_role(world_rank);
     // Every rank takes part in every split, in this order: its role's ranks; the policy's and the
     // reference's ranks (the reference protocol's collectives); a channel for reward requests.
-    role_comm = comm->split(static_cast<int>(role), world_rank, timeout);
-    frozen_comm = comm->split(role == dist::Role::kReward ? 1 : 0, world_rank, timeout);
-    service_comm = comm->split(0, world_rank, timeout);
+    role_comm = comm->split(static_cast<int>(role), world_rank, startup);
+    frozen_comm = comm->split(role == dist::Role::kReward ? 1 : 0, world_rank, startup);
+    service_comm = comm->split(0, world_rank, startup);
     const bool sends_or_takes_weights = world_rank == 0 || role == dist::Role::kReference;
-    weights_comm = comm->split(sends_or_takes_weights ? 0 : 1, world_rank, timeout);
+    weights_comm = comm->split(sends_or_takes_weights ? 0 : 1, world_rank, startup);
     // A server answers its policy ranks one at a time, so a request may wait behind one from each
     // of the others: its timeout grows with the clients per server.
     auto per_request = [&](int servers) {
@@ -178,8 +179,8 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
     absl::Status ok = check_pipeline_supported(spec);
     if (!ok.ok()) return ok;
     const int replica = world_rank / grid.pipeline_parallel(), stage_index = world_rank % grid.pipeline_parallel();
-    dp_comm = policy_world->split(stage_index, replica, timeout);
-    pp_comm = policy_world->split(replica, stage_index, timeout);
+    dp_comm = policy_world->split(stage_index, replica, startup);
+    pp_comm = policy_world->split(replica, stage_index, startup);
     pipeline.emplace(pp_comm.get(), timeout);
   }
   const DataParallel dp(pipeline ? dp_comm.get() : policy_world, timeout);

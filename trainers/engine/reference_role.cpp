@@ -50,8 +50,6 @@ int server_of(const RemoteReference& remote, int policy_rank) {
   return remote.first_service_rank + policy_rank % remote.reference_ranks;
 }
 
-// Answers this reference rank's policy ranks with per-token log-probs under `reference` until each
-// says the stage is done.
 // Token sequences of different lengths as two tensors: every id in order, and each one's length.
 std::pair<at::Tensor, at::Tensor> pack_sentences(const std::vector<std::vector<int64_t>>& sentences) {
   std::vector<int64_t> ids, lengths;
@@ -80,6 +78,8 @@ std::vector<std::vector<int64_t>> unpack_sentences(const at::Tensor& ids, const 
   return out;
 }
 
+// Answers this reference rank's policy ranks (per-token log-probs, hidden states or sentence
+// embeddings under `reference`) until each says the stage is done.
 absl::Status serve_each_step(const RemoteReference& remote, int index, const model::DecoderModel& reference) {
   std::vector<int> clients;
   for (int r = 0; r < remote.policy_ranks; ++r) {
