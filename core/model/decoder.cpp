@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/core/grad_mode.h>
 #include <torch/version.h>
 
 #include <cmath>
@@ -246,6 +247,7 @@ at::Tensor DecoderModel::hidden_states(const at::Tensor& input_ids, const at::Te
     cache->values.resize(c.num_layers);
   }
   const int64_t groups = c.num_heads / c.num_kv_heads;
+  bool x_is_ours = is_first_stage();  // made by this pass (the embedding), not received
   for (int64_t i = first_layer_; i < end_layer_; ++i) {
     at::Tensor q, k, v, attn_out;
     if (gpt2) {
@@ -317,11 +319,20 @@ at::Tensor DecoderModel::hidden_states(const at::Tensor& input_ids, const at::Te
                         t(layer(i, "mlp.c_proj.weight", c.family)))
                   .view({b, n, c.hidden_size});
     } else {
-      x = x + fast_linear(attn_out, t(layer(i, "self_attn.o_proj.weight", c.family)), {}, scratch_.get());
+      // Without autograd the residual stream and the gate are updated in place (the same kernels,
+      // so the same numbers): four fewer fresh tensors per layer, each a round of page faults. (The
+      // input a pipeline stage received belongs to its link: the first add makes x this pass's own.)
+      const bool in_place = !at::GradMode::is_enabled();
+      auto residual = [&](const at::Tensor& update) {
+        x = in_place && x_is_ours ? x.add_(update) : x + update;
+        x_is_ours = true;
+      };
+      residual(fast_linear(attn_out, t(layer(i, "self_attn.o_proj.weight", c.family)), {}, scratch_.get()));
       at::Tensor h = rms_norm(x, t(layer(i, "post_attention_layernorm.weight", c.family)), c.norm_eps);
-      at::Tensor gate = at::silu(fast_linear(h, t(layer(i, "mlp.gate_proj.weight", c.family)), {}, scratch_.get()));
+      at::Tensor gate = fast_linear(h, t(layer(i, "mlp.gate_proj.weight", c.family)), {}, scratch_.get());
       at::Tensor up = fast_linear(h, t(layer(i, "mlp.up_proj.weight", c.family)), {}, scratch_.get());
-      x = x + fast_linear(gate * up, t(layer(i, "mlp.down_proj.weight", c.family)), {}, scratch_.get());
+      const at::Tensor act = in_place ? at::silu_(gate).mul_(up) : at::silu(gate) * up;
+      residual(fast_linear(act, t(layer(i, "mlp.down_proj.weight", c.family)), {}, scratch_.get()));
     }
   }
   if (!is_last_stage()) link_->hand_on(x);

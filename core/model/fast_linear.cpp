@@ -106,10 +106,14 @@ at::Tensor fast_linear(const at::Tensor& x, const at::Tensor& weight, const at::
     // Many rows (a prompt, a scoring pass): the cache-blocked GEMM, bias added in its first pass.
     // The output and the packed weight come from the model's scratch pool when it has one (warm
     // memory), else fresh (huge pages from 4 MiB up).
-    at::Tensor y = scratch != nullptr ? scratch->empty(m, n)
-                                      : at::from_blob(
-                                            allocate_floats(static_cast<size_t>(m * n)).release(), {m, n},
-                                            [](void* p) { std::free(p); }, x.options());
+    at::Tensor y;
+    if (scratch != nullptr) {
+      y = scratch->empty(m, n);
+    } else {
+      auto buffer = allocate_floats(static_cast<size_t>(m * n));
+      y = at::from_blob(buffer.get(), {m, n}, [](void* p) { std::free(p); }, x.options());
+      buffer.release();  // the tensor's now
+    }
     at::Tensor packed;
     if (scratch != nullptr) packed = scratch->empty(gemm_packed_floats(n, k), 1);
     const at::Tensor bc = bias.defined() ? bias.contiguous() : at::Tensor();

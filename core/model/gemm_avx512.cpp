@@ -27,7 +27,8 @@ constexpr int64_t kTileRows = 8 * kRows;
 constexpr int64_t kTileCols = 4 * kCols;
 
 // W [n, k] into panels of 32 columns, [n / 32][k][32], the last one padded with zeros, so the
-// micro-kernel reads the 32 values it multiplies by one A element with two aligned loads.
+// micro-kernel reads the 32 values it multiplies by one A element with two loads (on one cache line
+// each when the scratch is 64-byte aligned, as allocate_floats makes it).
 __attribute__((target("avx512f"))) void pack_panel(const float* w, int64_t n, int64_t k, int64_t p, float* out) {
   const int64_t c0 = p * kCols, cols = std::min<int64_t>(kCols, n - c0);
   for (int64_t j = 0; j < k; ++j) {
@@ -46,8 +47,8 @@ __attribute__((target("avx512f"))) void micro(const float* a, int64_t lda, const
 #pragma GCC unroll 12
   for (int i = 0; i < R; ++i) lo[i] = hi[i] = _mm512_setzero_ps();
   for (int64_t j = 0; j < depth; ++j) {
-    const __m512 b0 = _mm512_load_ps(panel + j * kCols);
-    const __m512 b1 = _mm512_load_ps(panel + j * kCols + 16);
+    const __m512 b0 = _mm512_loadu_ps(panel + j * kCols);
+    const __m512 b1 = _mm512_loadu_ps(panel + j * kCols + 16);
 #pragma GCC unroll 12
     for (int i = 0; i < R; ++i) {
       const __m512 av = _mm512_set1_ps(a[i * lda + j]);

@@ -46,7 +46,11 @@ at::Tensor ScratchPool::empty(int64_t rows, int64_t cols) {
       state_->free.erase(it);
     }
   }
-  if (data == nullptr) data = allocate_floats(capacity / sizeof(float)).release();
+  std::unique_ptr<float, FreeDeleter> fresh;
+  if (data == nullptr) {
+    fresh = allocate_floats(capacity / sizeof(float));
+    data = fresh.get();
+  }
   // The deleter shares the state, so a tensor may outlive the pool that made it.
   auto give_back = [state = state_, capacity](void* p) {
     const std::lock_guard<std::mutex> lock(state->mutex);
@@ -57,7 +61,9 @@ at::Tensor ScratchPool::empty(int64_t rows, int64_t cols) {
       std::free(p);
     }
   };
-  return at::from_blob(data, {rows, cols}, give_back, at::TensorOptions().dtype(at::kFloat));
+  at::Tensor out = at::from_blob(data, {rows, cols}, give_back, at::TensorOptions().dtype(at::kFloat));
+  fresh.release();  // the tensor's now
+  return out;
 }
 
 }  // namespace aln::model
