@@ -60,10 +60,6 @@ RowsFn pick(int m, std::integer_sequence<int, Ms...>) {
   return fn;
 }
 
-}  // namespace
-
-namespace {
-
 // Float32 CPU operands without autograd, on a CPU with AVX-512: the cases our kernels take.
 bool own_kernels_apply(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
   if (at::GradMode::is_enabled() &&
