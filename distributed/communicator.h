@@ -49,7 +49,9 @@ class Communicator {
   // data-parallel group of one pipeline stage, the pipeline of one data-parallel replica. Every rank
   // of this group must call it. A rank that never arrives (stopped or dead while the job starts) is
   // a DistError after `timeout` instead of a hang: the split itself has no timeout in MPI, so the
-  // ranks first meet in a barrier they wait for with one.
+  // ranks first meet in a barrier they wait for with one. A rank that stops after that barrier but
+  // before the split leaves the others inside MPI's split, which no thread can leave: the MPI
+  // backend then ends the waiting processes (exit 1, with a message) after a further `timeout`.
   virtual std::unique_ptr<Communicator> split(int color, int key, std::chrono::milliseconds timeout) = 0;
 };
 

@@ -117,6 +117,33 @@ class MpiWork final : public Work {
   bool done_ = false;
 };
 
+// Runs `expired` on a thread of its own unless the scope ends within `timeout` (RAII: the
+// destructor wakes and joins the thread).
+class Watchdog {
+ public:
+  Watchdog(std::chrono::milliseconds timeout, std::function<void()> expired)
+      : thread_([this, timeout, expired = std::move(expired)] {
+          std::unique_lock<std::mutex> lock(mutex_);
+          if (!wake_.wait_for(lock, timeout, [this] { return over_; })) expired();
+        }) {}
+  ~Watchdog() {
+    {
+      const std::lock_guard<std::mutex> lock(mutex_);
+      over_ = true;
+    }
+    wake_.notify_all();
+    thread_.join();
+  }
+  Watchdog(const Watchdog&) = delete;
+  Watchdog& operator=(const Watchdog&) = delete;
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  bool over_ = false;
+  std::thread thread_;  // last: started once the members it reads exist
+};
+
 class MpiCommunicator final : public Communicator {
  public:
   explicit MpiCommunicator(MPI_Comm comm) : comm_(comm) {
@@ -190,16 +217,32 @@ class MpiCommunicator final : public Communicator {
 
   std::unique_ptr<Communicator> split(int color, int key, std::chrono::milliseconds timeout) override {
     // Every rank of the group is in the barrier before any enters MPI_Comm_split, which cannot be
-    // given a timeout: a rank stopped or dead before the split is found here. (One that stops in the
-    // instant between the two still hangs the split; the heartbeats do not cover it either.)
+    // given a timeout: a rank stopped or dead before the split is found here, as a DistError.
     absl::Status met = barrier()->wait(timeout);
     if (!met.ok()) {
       throw DistError(absl::StrCat("not every one of the ", size_, " ranks reached the communicator split (color ", color,
                                    "); a rank stopped or died while the job started: ", met.message()),
                       rank_, host_name(), "split", seq_, __FILE__, __LINE__);
     }
-    MPI_Comm sub;
-    const int rc = MPI_Comm_split(comm_, color, key, &sub);
+    // One that stops in the instant between the barrier and the split would still hang the others
+    // inside MPI_Comm_split, which no thread can leave. Past the barrier the split should take
+    // milliseconds, so a watchdog with the same bound ends this process instead (as MPI_Init's
+    // does), and mpirun then ends the job.
+    MPI_Comm sub = MPI_COMM_NULL;
+    int rc = MPI_SUCCESS;
+    {
+      const std::string history = recorder_->dump();
+      const Watchdog watchdog(timeout, [this, color, timeout, &history] {
+        std::fprintf(stderr,
+                     "aln: rank %d on %s: MPI_Comm_split (color %d) did not finish within %lld ms after every rank had "
+                     "reached it: another rank stopped or died in between (mpirun's output names it); ending this "
+                     "process. %s\n",
+                     rank_, host_name().c_str(), color, static_cast<long long>(timeout.count()), history.c_str());
+        std::fflush(stderr);
+        std::_Exit(1);
+      });
+      rc = MPI_Comm_split(comm_, color, key, &sub);
+    }
     if (rc != MPI_SUCCESS) throw DistError(mpi_error_string(rc), rank_, host_name(), "split", seq_, __FILE__, __LINE__);
     return std::make_unique<MpiCommunicator>(sub);
   }
@@ -236,32 +279,6 @@ class MpiCommunicator final : public Communicator {
   std::shared_ptr<FlightRecorder> recorder_ = std::make_shared<FlightRecorder>();
 };
 
-// Runs `expired` on a thread of its own unless the scope ends within `timeout` (RAII: the
-// destructor wakes and joins the thread).
-class Watchdog {
- public:
-  Watchdog(std::chrono::milliseconds timeout, std::function<void()> expired)
-      : thread_([this, timeout, expired = std::move(expired)] {
-          std::unique_lock<std::mutex> lock(mutex_);
-          if (!wake_.wait_for(lock, timeout, [this] { return over_; })) expired();
-        }) {}
-  ~Watchdog() {
-    {
-      const std::lock_guard<std::mutex> lock(mutex_);
-      over_ = true;
-    }
-    wake_.notify_all();
-    thread_.join();
-  }
-  Watchdog(const Watchdog&) = delete;
-  Watchdog& operator=(const Watchdog&) = delete;
-
- private:
-  std::mutex mutex_;
-  std::condition_variable wake_;
-  bool over_ = false;
-  std::thread thread_;  // last: started once the members it reads exist
-};
 
 }  // namespace
 

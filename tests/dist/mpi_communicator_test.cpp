@@ -255,12 +255,34 @@ TEST(MpiCommunicator, WaitTimesOutNamingRankAndOperation) {
 }  // namespace
 }  // namespace aln::dist
 
+namespace {
+
+// `--stall-inside-split` (ctest mpi_split_stall_np2): rank 1 meets rank 0 in the barrier that opens
+// rank 0's split, then stops answering, which leaves rank 0 inside MPI_Comm_split itself. Its
+// watchdog must end it (exit 1, with a message) after the 1 s timeout, and mpirun the job, long
+// before rank 1's sleep ends. Returns this rank's exit code if the job was not ended.
+int stall_inside_split(aln::dist::MpiRuntime& runtime) {
+  auto comm = runtime.world(std::chrono::seconds(30));
+  if (comm->rank() == 0) {
+    comm->split(0, 0, std::chrono::seconds(1));
+    std::fprintf(stderr, "FAIL: the split returned although rank 1 never entered it\n");
+    return 1;
+  }
+  if (!comm->barrier()->wait(std::chrono::seconds(30)).ok()) return 1;
+  std::this_thread::sleep_for(std::chrono::minutes(10));
+  std::fprintf(stderr, "FAIL: the job was not ended while rank 0 waited inside the split\n");
+  return 1;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   auto runtime = aln::dist::MpiRuntime::init(&argc, &argv);
   if (!runtime.ok()) {
     std::fprintf(stderr, "%s\n", std::string(runtime.status().message()).c_str());
     return 1;
   }
+  if (argc > 1 && std::strcmp(argv[1], "--stall-inside-split") == 0) return stall_inside_split(**runtime);
   aln::dist::g_runtime = runtime->get();
   ::testing::InitGoogleTest(&argc, argv);
   // Only rank 0 prints gtest's report, so the ctest log is one readable report.
