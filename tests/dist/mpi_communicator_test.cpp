@@ -259,12 +259,13 @@ namespace {
 
 // `--stall-inside-split` (ctest mpi_split_stall_np2): rank 1 meets rank 0 in the barrier that opens
 // rank 0's split, then stops answering, which leaves rank 0 inside MPI_Comm_split itself. Its
-// watchdog must end it (exit 1, with a message) after the 1 s timeout, and mpirun the job, long
+// watchdog must end it (exit 1, with a message) after the 3 s timeout (3 s, not less, so that a
+// loaded machine cannot make rank 0 give up in the barrier already), and mpirun the job, long
 // before rank 1's sleep ends. Returns this rank's exit code if the job was not ended.
 int stall_inside_split(aln::dist::MpiRuntime& runtime) {
   auto comm = runtime.world(std::chrono::seconds(30));
   if (comm->rank() == 0) {
-    comm->split(0, 0, std::chrono::seconds(1));
+    comm->split(0, 0, std::chrono::seconds(3));
     std::fprintf(stderr, "FAIL: the split returned although rank 1 never entered it\n");
     return 1;
   }
