@@ -43,7 +43,7 @@ absl::StatusOr<Layout> plan_layout(const RoleGrid& policy, const RoleGrid& refer
     return absl::InvalidArgumentError(absl::StrCat(
         "parallel.placement: separate, but no stage takes reference log-probs the reference ranks could "
         "compute (dpo, safedpo, tdpo, radpo, grpo with beta > 0, controllable contrastive or rl with rl_beta > 0, "
-        "hair with an encoder of its own) and no stage lists reward_models; the frozen roles' "
+        "hair with beta > 0 or without an encoder of its own) and no stage lists reward_models; the frozen roles' "
         "ranks would idle. "
         "Use placement: colocated on ",
         policy.ranks() + c, " process(es)"));

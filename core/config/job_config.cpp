@@ -69,7 +69,7 @@ SeparateRoles separate_roles(const aln::v1::JobSpec& spec) {
         (controllable.objective() == aln::v1::RL && controllable.rl_beta() > 0);
     roles.reference = roles.reference || method == "dpo" || method == "safedpo" || method == "tdpo" ||
                       method == "radpo" || (method == "grpo" && stage.trainer().grpo().beta() > 0) ||
-                      method == "hair" ||
+                      (method == "hair" && (stage.trainer().hair().beta() > 0 || stage.trainer().hair().encoder().empty())) ||
                       (method == "controllable" && controllable_reference);
     roles.reward = roles.reward || stage.reward_models_size() > 0;
   }
@@ -79,7 +79,8 @@ SeparateRoles separate_roles(const aln::v1::JobSpec& spec) {
 std::chrono::milliseconds startup_timeout(const aln::v1::JobSpec& spec) {
   const auto& p = spec.parallel();
   const double seconds = p.startup_timeout_s() > 0 ? p.startup_timeout_s() : std::max(p.timeout_s(), 60.0);
-  return std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
+  // At least 1 ms: a positive setting below a millisecond must not become "no time at all".
+  return std::chrono::milliseconds(std::max<int64_t>(1, static_cast<int64_t>(seconds * 1000)));
 }
 
 int job_world_size(const aln::v1::JobSpec& spec) {

@@ -41,10 +41,12 @@ class HairTrainer final : public Trainer {
   explicit HairTrainer(const aln::v1::HairOptions& o) : o_(o) {}
   std::string name() const override { return "hair"; }
   Needs needs() const override {
-    // The reference is always there: the KL term and, by default, the sentence encoder (frozen, and
-    // saved with checkpoints, so hardness is the same after a resume).
-    Needs n{RecordKind::kPrompts, ModelHead::kLanguageModel, true};
-    n.reference_model = true;
+    // The reference serves the KL term (beta > 0) and, by default, is the sentence encoder (frozen, and
+    // saved with checkpoints, so hardness is the same after a resume). With an encoder of its own and
+    // beta 0 nothing uses it, so it is not loaded (and with placement: separate gets no ranks).
+    const bool reference = o_.beta() > 0 || o_.encoder().empty();
+    Needs n{RecordKind::kPrompts, ModelHead::kLanguageModel, reference};
+    n.reference_model = reference;
     // The reference scores the rollouts for the KL term and, without a sentence encoder of its own
     // (trainer.hair.encoder), embeds sentences: its own ranks can do both each step (placement:
     // separate).

@@ -187,11 +187,34 @@ TEST(JobConfig, WorldSizeCountsTheRolesPlacedSeparately) {
   EXPECT_FALSE(separate_roles(job(grpo, "separate")).reference);
   EXPECT_TRUE(separate_roles(job(grpo, "separate")).reward);
   EXPECT_TRUE(separate_roles(job(grpo_kl, "separate")).reference);
+  // HAIR needs the reference for its KL term or as its sentence encoder; with neither it gets no ranks.
+  const std::string hair = "  - {trainer: {hair: {}}, data: {train: [{path: p.csv}]}}\n";
+  const std::string hair_encoder = "  - {trainer: {hair: {encoder: enc}}, data: {train: [{path: p.csv}]}}\n";
+  const std::string hair_bare = "  - {trainer: {hair: {encoder: enc, beta: 0}}, data: {train: [{path: p.csv}]}}\n";
+  EXPECT_TRUE(separate_roles(job(hair, "separate")).reference);
+  EXPECT_TRUE(separate_roles(job(hair_encoder, "separate")).reference);
+  EXPECT_FALSE(separate_roles(job(hair_bare, "separate")).reference);
+  EXPECT_EQ(job_world_size(job(hair_bare, "separate")), 2);
   // A coordinator of its own is one more process.
   aln::v1::JobSpec with_coordinator = job(dpo, "separate");
   with_coordinator.mutable_parallel()->set_coordinator(aln::v1::OWN_RANK);
   EXPECT_EQ(job_world_size(with_coordinator), 5);
   EXPECT_EQ(job(dpo, "colocated").parallel().coordinator(), aln::v1::WITH_POLICY);
+}
+
+TEST(JobConfig, StartupTimeout) {
+  auto spec = [](const std::string& parallel) {
+    auto loaded = load_job_text("trainer: {sft: {}}\ndata: {train: [{path: p.jsonl}]}\nparallel: " + parallel + "\n",
+                                "s.yaml");
+    EXPECT_TRUE(loaded.ok()) << loaded.status();
+    return loaded->spec;
+  };
+  // Unset: the larger of timeout_s and 60 s, since ranks start seconds apart.
+  EXPECT_EQ(startup_timeout(spec("{timeout_s: 5}")).count(), 60000);
+  EXPECT_EQ(startup_timeout(spec("{timeout_s: 90}")).count(), 90000);
+  EXPECT_EQ(startup_timeout(spec("{timeout_s: 5, startup_timeout_s: 2.5}")).count(), 2500);
+  // Below a millisecond still waits one, never zero.
+  EXPECT_EQ(startup_timeout(spec("{startup_timeout_s: 0.0001}")).count(), 1);
 }
 
 }  // namespace

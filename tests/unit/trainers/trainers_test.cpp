@@ -91,10 +91,23 @@ TEST(Trainers, SeparateRolesAgreeWithTrainerNeeds) {
       EXPECT_TRUE(engine::served_each_step((*trainer)->needs()));
       EXPECT_TRUE((*trainer)->needs().reference_sentence_embeddings);
       stage->mutable_trainer()->mutable_hair()->set_encoder("enc");
+      stage->mutable_trainer()->mutable_hair()->set_beta(0.04);  // the loader's default; a bare proto has 0
       auto with_encoder = registry.create(name, *stage);
       ASSERT_TRUE(with_encoder.ok());
       EXPECT_TRUE(engine::served_each_step((*with_encoder)->needs()));
       EXPECT_FALSE((*with_encoder)->needs().reference_sentence_embeddings);
+      EXPECT_TRUE(config::separate_roles(job).reference);
+      stage->mutable_trainer()->mutable_hair()->set_beta(0);  // nothing left for the reference to do
+      auto without_kl = registry.create(name, *stage);
+      ASSERT_TRUE(without_kl.ok());
+      EXPECT_FALSE((*without_kl)->needs().reference_model);
+      EXPECT_FALSE(engine::served_by_reference_ranks((*without_kl)->needs()));
+      EXPECT_FALSE(config::separate_roles(job).reference);
+      stage->mutable_trainer()->clear_hair();
+      stage->mutable_trainer()->mutable_hair()->set_beta(0);  // beta 0, the reference still the encoder
+      auto reference_encoder = registry.create(name, *stage);
+      ASSERT_TRUE(reference_encoder.ok());
+      EXPECT_TRUE(engine::served_each_step((*reference_encoder)->needs()));
       EXPECT_TRUE(config::separate_roles(job).reference);
     }
     if (name == "controllable") {  // the contrastive objective and RL with a KL term
