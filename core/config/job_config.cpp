@@ -67,9 +67,12 @@ SeparateRoles separate_roles(const aln::v1::JobSpec& spec) {
     const bool controllable_reference =
         controllable.objective() == aln::v1::CONTRASTIVE ||
         (controllable.objective() == aln::v1::RL && controllable.rl_beta() > 0);
+    // HAIR: the KL term, or the reference as its sentence encoder.
+    const auto& hair = stage.trainer().hair();
+    const bool hair_reference = hair.beta() > 0 || hair.encoder().empty();
     roles.reference = roles.reference || method == "dpo" || method == "safedpo" || method == "tdpo" ||
                       method == "radpo" || (method == "grpo" && stage.trainer().grpo().beta() > 0) ||
-                      (method == "hair" && (stage.trainer().hair().beta() > 0 || stage.trainer().hair().encoder().empty())) ||
+                      (method == "hair" && hair_reference) ||
                       (method == "controllable" && controllable_reference);
     roles.reward = roles.reward || stage.reward_models_size() > 0;
   }
