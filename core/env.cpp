@@ -1,6 +1,7 @@
 #include "core/env.h"
 
 #include <cstdlib>
+#include <string>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -32,10 +33,23 @@ Environment read_environment() {
   if (const char* v = std::getenv("ALN_LAUNCHER"); v != nullptr) env.launcher_address = v;
   if (const char* v = std::getenv("ALN_TOKEN"); v != nullptr) env.token = v;
   if (const char* v = std::getenv("ALN_TOKEN_FILE"); v != nullptr) env.token_file = v;
+  if (const char* v = std::getenv("ALN_CPU_KERNELS"); v != nullptr && *v != '\0') {
+    if (std::string(v) != "auto" && std::string(v) != "generic") {
+      absl::StrAppend(&env.problems, "ALN_CPU_KERNELS='", v, "' is not one of auto|generic; auto is used. ");
+    }
+  }
   for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"}) {
     if (std::getenv(name) != nullptr) env.launched_by_mpi = true;
   }
   return env;
+}
+
+CpuKernels cpu_kernels() {
+  static const CpuKernels choice = [] {
+    const char* v = std::getenv("ALN_CPU_KERNELS");
+    return v != nullptr && std::string(v) == "generic" ? CpuKernels::kGeneric : CpuKernels::kAuto;
+  }();
+  return choice;
 }
 
 }  // namespace aln

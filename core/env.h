@@ -25,4 +25,11 @@ struct Environment {
 
 Environment read_environment();
 
+// ALN_CPU_KERNELS=generic turns Aln's own x86 CPU kernels (AVX-512 linear and GEMM) off, so the
+// portable path (LibTorch's at::linear) runs on any CPU; `auto` (the default) uses them where the
+// build targets x86 and the CPU has AVX-512. Read once per process, like the CPU's own features
+// the choice goes with: the kernels sit below every model pass, where no context reaches.
+enum class CpuKernels { kAuto, kGeneric };
+CpuKernels cpu_kernels();
+
 }  // namespace aln

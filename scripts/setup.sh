@@ -18,6 +18,7 @@ APT_PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev clang libclang-rt-14-dev prometheus iproute2 curl
   procps  # pgrep/pkill in the multi-rank tests; absent from minimal Debian images
   openssl  # the launcher TLS test makes a throwaway certificate
+  g++-aarch64-linux-gnu  # aarch64_compile_check: core/model builds for aarch64 (compile only)
 )
 
 start=$(date +%s)

@@ -1,22 +1,20 @@
 #include "core/model/fast_linear.h"
 
+#include "core/model/gemm_avx512.h"  // (defines ALN_X86_KERNELS)
+#if ALN_X86_KERNELS
 #include <immintrin.h>
+#endif
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/grad_mode.h>
 
-#include "core/model/gemm_avx512.h"
-
 namespace aln::model {
 namespace {
 
-bool cpu_has_avx512() {
-  // A fact about the machine, read once (the CPU does not change under a running process).
-  static const bool yes = __builtin_cpu_supports("avx512f") != 0;
-  return yes;
-}
+using RowsFn = void (*)(const float*, int64_t, const float*, int64_t, int64_t, float*, int64_t);
 
+#if ALN_X86_KERNELS
 // GCC 12's _mm512_reduce_add_ps trips a false "may be used uninitialized" inside its own header.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -51,14 +49,19 @@ __attribute__((target("avx512f"))) void rows_avx512(const float* x, int64_t k, c
 
 #pragma GCC diagnostic pop
 
-using RowsFn = void (*)(const float*, int64_t, const float*, int64_t, int64_t, float*, int64_t);
-
 template <int... Ms>
 RowsFn pick(int m, std::integer_sequence<int, Ms...>) {
   RowsFn fn = nullptr;
   ((fn = (m == Ms + 1 ? &rows_avx512<Ms + 1> : fn)), ...);
   return fn;
 }
+#else
+// Never called: own_kernels_apply() is false without the x86 kernels.
+template <int... Ms>
+RowsFn pick(int, std::integer_sequence<int, Ms...>) {
+  return nullptr;
+}
+#endif
 
 // Float32 CPU operands without autograd, on a CPU with AVX-512: the cases our kernels take.
 bool own_kernels_apply(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
@@ -73,7 +76,8 @@ bool own_kernels_apply(const at::Tensor& x, const at::Tensor& weight, const at::
   }
   if (!x.device().is_cpu() || !weight.device().is_cpu() || weight.dim() != 2 || x.dim() < 1) return false;
   if (x.size(-1) != weight.size(1) || x.numel() == 0 || weight.numel() == 0) return false;
-  return cpu_has_avx512();
+  // (The decoding-step kernel needs what the GEMM needs: an x86 build, AVX-512F, not `generic`.)
+  return gemm_avx512_available();
 }
 
 at::Tensor with_input_shape(const at::Tensor& y, const at::Tensor& x) {

@@ -1,6 +1,8 @@
 #include "core/model/gemm_avx512.h"
 
+#if ALN_X86_KERNELS
 #include <immintrin.h>
+#endif
 #include <sys/mman.h>
 
 #include <algorithm>
@@ -10,15 +12,20 @@
 
 #include <ATen/Parallel.h>
 
+#include "core/env.h"
 #include "core/error.h"
 
 namespace aln::model {
+
+// Columns of a packed W panel (two zmm registers of floats).
+constexpr int kCols = 32;
+
+#if ALN_X86_KERNELS
 namespace {
 
 // Register tile: kRows rows of A times a panel of kCols = 32 columns of W^T (two zmm), i.e. 24
 // accumulators, 2 panel loads and 1 broadcast live at once in the 32 zmm registers.
 constexpr int kRows = 12;
-constexpr int kCols = 32;
 // Depth of one pass (an A micro-panel of kRows x kDepth floats = 12 KiB stays in L1 while a
 // kDepth x 32 panel of W (32 KiB) streams from L2); longer K accumulates pass after pass.
 constexpr int64_t kDepth = 256;
@@ -85,6 +92,7 @@ MicroFn pick(int r, std::integer_sequence<int, Rs...>) {
 }
 
 }  // namespace
+#endif  // ALN_X86_KERNELS
 
 std::unique_ptr<float, FreeDeleter> allocate_floats(size_t count) {
   constexpr size_t kHuge = size_t{2} << 20;
@@ -98,13 +106,22 @@ std::unique_ptr<float, FreeDeleter> allocate_floats(size_t count) {
 }
 
 bool gemm_avx512_available() {
+#if ALN_X86_KERNELS
   // A fact about the machine, read once (the CPU does not change under a running process).
-  static const bool yes = __builtin_cpu_supports("avx512f") != 0;
+  static const bool yes = __builtin_cpu_supports("avx512f") != 0 && cpu_kernels() != CpuKernels::kGeneric;
   return yes;
+#else
+  return false;
+#endif
 }
 
 int64_t gemm_packed_floats(int64_t n, int64_t k) { return (n + kCols - 1) / kCols * kCols * k; }
 
+#if !ALN_X86_KERNELS
+void gemm_nt_avx512(const float*, int64_t, int64_t, const float*, int64_t, const float*, float*, float*) {
+  ALN_FAIL("gemm_nt_avx512: this build does not target x86 (check gemm_avx512_available() first)");
+}
+#else
 void gemm_nt_avx512(const float* a, int64_t m, int64_t k, const float* w, int64_t n, const float* bias, float* c,
                     float* packed) {
   const int64_t panels = (n + kCols - 1) / kCols;
@@ -146,5 +163,7 @@ void gemm_nt_avx512(const float* a, int64_t m, int64_t k, const float* w, int64_
     }
   });
 }
+
+#endif  // ALN_X86_KERNELS
 
 }  // namespace aln::model

@@ -10,9 +10,18 @@
 #include <cstdlib>
 #include <memory>
 
+// The kernels exist only in x86 builds; elsewhere (aarch64: GH200 nodes) the model's linear layers
+// are LibTorch's at::linear and gemm_avx512_available() is false.
+#if defined(__x86_64__) || defined(_M_X64)
+#define ALN_X86_KERNELS 1
+#else
+#define ALN_X86_KERNELS 0
+#endif
+
 namespace aln::model {
 
-// Whether this CPU runs the kernel (AVX-512F, checked at run time).
+// Whether this process runs the kernel: an x86 build, a CPU with AVX-512F (checked at run time)
+// and ALN_CPU_KERNELS not set to `generic`.
 bool gemm_avx512_available();
 
 // a: [m, k] row-major, w: [n, k] row-major, bias: [n] or null, c: [m, n] row-major (written, not

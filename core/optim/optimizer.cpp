@@ -4,6 +4,7 @@
 #include <ATen/core/grad_mode.h>
 
 #include <cmath>
+#include <vector>
 
 #include "core/error.h"
 
@@ -70,9 +71,17 @@ double clip_grad_norm(TensorMap& params, double max_norm) { return clip_grad_nor
 double clip_grad_norm(TensorMap& params, double max_norm, const std::function<double(double)>& total_of,
                       const std::string& not_counted) {
   at::NoGradGuard no_grad;
-  double total = 0;
+  // Each gradient's sum of squares stays on its device; one copy brings them all to the host, where
+  // they are added in name order (the order, and so the bits, of adding them one by one).
+  std::vector<at::Tensor> squares;
   for (const auto& [name, p] : params) {
-    if (p.grad().defined() && name != not_counted) total += p.grad().to(at::kDouble).pow(2).sum().item<double>();
+    if (p.grad().defined() && name != not_counted) squares.push_back(p.grad().to(at::kDouble).pow(2).sum());
+  }
+  double total = 0;
+  if (!squares.empty()) {
+    const at::Tensor host = at::stack(squares).to(at::kCPU);
+    const auto values = host.accessor<double, 1>();
+    for (int64_t i = 0; i < values.size(0); ++i) total += values[i];
   }
   if (total_of) total = total_of(total);
   const double norm = std::sqrt(total);

@@ -89,11 +89,7 @@ void DataParallel::all_reduce_gradients(optim::TensorMap& params, bool determini
   }
   for (auto& b : buckets) {
     ALN_THROW_IF_ERROR(b.work->wait(timeout_));
-    if (deterministic) {
-      const int64_t n = b.flat.numel();
-      b.flat.copy_(b.gathered.narrow(0, 0, n));
-      for (int r = 1; r < size(); ++r) b.flat.add_(b.gathered.narrow(0, r * n, n));
-    }
+    if (deterministic) add_in_rank_order(b.gathered, b.flat);
     int64_t offset = 0;
     for (at::Tensor* p : b.params) {
       at::Tensor summed = b.flat.narrow(0, offset, p->numel()).view(p->sizes());
@@ -105,6 +101,12 @@ void DataParallel::all_reduce_gradients(optim::TensorMap& params, bool determini
       }
     }
   }
+}
+
+void DataParallel::add_in_rank_order(const at::Tensor& gathered, at::Tensor& flat) const {
+  const int64_t n = flat.numel();
+  flat.copy_(gathered.narrow(0, 0, n));
+  for (int r = 1; r < size(); ++r) flat.add_(gathered.narrow(0, r * n, n));
 }
 
 }  // namespace aln::engine

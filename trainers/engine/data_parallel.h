@@ -55,6 +55,10 @@ class DataParallel {
   // the ranks' micro-batches in turn would; otherwise MPI's all-reduce decides the order.
   void all_reduce_gradients(optim::TensorMap& params, bool deterministic, int64_t bucket_bytes = 32 << 20) const;
 
+  // Deterministic mode's reduction: `gathered` holds size() copies of a flat bucket, rank by rank;
+  // writes (g0 + g1) + g2 ... into `flat` (the order one process accumulating them would use).
+  void add_in_rank_order(const at::Tensor& gathered, at::Tensor& flat) const;
+
  private:
   dist::Communicator* comm_;
   std::chrono::milliseconds timeout_;

@@ -7,6 +7,9 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/grad_mode.h>
 
+#include <cstdlib>
+#include <string>
+
 #include "core/error.h"
 #include "core/model/decoder.h"
 #include "core/model/fast_linear.h"
@@ -325,6 +328,24 @@ TEST(FastLinear, GemmKernelMatchesAtLinear) {
   const at::Tensor got = fast_linear(x, w);
   ASSERT_EQ(got.sizes(), (at::IntArrayRef{3, 40, 50}));
   EXPECT_TRUE(within_dot_bound(got, x, w, {}));
+}
+
+// ALN_CPU_KERNELS=generic (model_test_generic runs this whole file so) selects the portable path:
+// fast_linear is exactly at::linear, whatever the CPU.
+TEST(FastLinear, GenericPathWhenAskedFor) {
+  const char* choice = std::getenv("ALN_CPU_KERNELS");
+  if (choice == nullptr || std::string(choice) != "generic") GTEST_SKIP() << "runs as model_test_generic";
+  EXPECT_FALSE(gemm_avx512_available());
+  at::NoGradGuard no_grad;
+  at::manual_seed(6);
+  for (int64_t m : {1, 5, 40}) {
+    const at::Tensor x = at::randn({m, 96});
+    const at::Tensor w = at::randn({70, 96});
+    const at::Tensor b = at::randn({70});
+    EXPECT_FALSE(decode_kernel_applies(x, w));
+    EXPECT_FALSE(gemm_kernel_applies(x, w));
+    EXPECT_TRUE(at::equal(fast_linear(x, w, b), at::linear(x, w, b))) << m;
+  }
 }
 
 // Each output element is the same sequence of float32 operations whatever the thread count, so a

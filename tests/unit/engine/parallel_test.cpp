@@ -1,0 +1,270 @@
+// The engine's distributed pieces in one process, ranks as threads (distributed/thread_backend.h):
+// gradient sums (plain, deterministic, overlapped with backward), the overlap's bucket order, ZeRO-1
+// and the pipeline executor, each against the same arithmetic done without ranks. The mpirun
+// end-to-end tests (tests/dist) check the same on real processes.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <mutex>
+
+#include "core/model/decoder.h"
+#include "distributed/thread_backend.h"
+#include "trainers/engine/data_parallel.h"
+#include "trainers/engine/overlap.h"
+#include "trainers/engine/pipeline.h"
+#include "trainers/engine/sharded_adamw.h"
+
+namespace aln::engine {
+namespace {
+
+using model::DecoderModel;
+using model::ModelConfig;
+constexpr std::chrono::milliseconds kWait{20000};
+
+ModelConfig tiny(int64_t layers, bool tied) {
+  ModelConfig c;
+  c.model_type = "llama";
+  c.vocab_size = 61;
+  c.hidden_size = 16;
+  c.num_layers = layers;
+  c.num_heads = 2;
+  c.num_kv_heads = 1;
+  c.head_dim = 8;
+  c.intermediate_size = 24;
+  c.max_position = 32;
+  c.tie_embeddings = tied;
+  return c;
+}
+
+// A batch that depends on `rank` (each rank sees different data).
+std::pair<at::Tensor, at::Tensor> batch(int rank, int64_t vocab) {
+  at::Tensor ids = (at::arange(2 * 7, at::kLong).view({2, 7}) * (rank + 3) + rank) % vocab;
+  return {ids, at::ones({2, 7}, at::kLong)};
+}
+
+// Mean next-token negative log-likelihood.
+at::Tensor lm_loss(const DecoderModel& m, const at::Tensor& ids, const at::Tensor& mask) {
+  at::Tensor logp = m.logits(ids, mask).narrow(1, 0, ids.size(1) - 1).log_softmax(-1);
+  at::Tensor target = ids.narrow(1, 1, ids.size(1) - 1).unsqueeze(-1);
+  return -logp.gather(-1, target).mean();
+}
+
+// Gradients of rank r's loss, in a fresh copy of `model`.
+optim::TensorMap local_gradients(const DecoderModel& model, int rank) {
+  DecoderModel m = model.to(at::kFloat);
+  m.set_requires_grad(true);
+  auto [ids, mask] = batch(rank, m.config().vocab_size);
+  lm_loss(m, ids, mask).backward();
+  optim::TensorMap grads;
+  for (auto& [name, p] : m.tensors()) grads.emplace(name, p.grad().clone());
+  return grads;
+}
+
+// (g0 + g1) + g2 ...: what deterministic sums must give.
+optim::TensorMap rank_order_sum(const DecoderModel& model, int ranks) {
+  optim::TensorMap total = local_gradients(model, 0);
+  for (int r = 1; r < ranks; ++r) {
+    for (auto& [name, g] : local_gradients(model, r)) total.at(name).add_(g);
+  }
+  return total;
+}
+
+enum class Sum { kBuckets, kOverlapped };
+
+// Every rank's gradients after summing them over `ranks` threads.
+std::vector<optim::TensorMap> summed_on_ranks(const DecoderModel& model, int ranks, Sum how, bool deterministic) {
+  std::vector<optim::TensorMap> out(static_cast<size_t>(ranks));
+  dist::run_thread_ranks(ranks, [&](dist::Communicator& comm) {
+    const DataParallel dp(&comm, kWait);
+    DecoderModel m = model.to(at::kFloat);
+    m.set_requires_grad(true);
+    auto [ids, mask] = batch(comm.rank(), m.config().vocab_size);
+    at::Tensor loss = lm_loss(m, ids, mask);
+    if (how == Sum::kOverlapped) {
+      OverlappedGradientSum overlapped(dp, m.tensors(), deterministic, nullptr, /*bucket_bytes=*/2048);
+      loss.backward();
+      overlapped.finish();
+    } else {
+      loss.backward();
+      dp.all_reduce_gradients(m.tensors(), deterministic, /*bucket_bytes=*/4096);
+    }
+    for (auto& [name, p] : m.tensors()) out[static_cast<size_t>(comm.rank())].emplace(name, p.grad().clone());
+  });
+  return out;
+}
+
+TEST(DataParallelThreads, GradientSumsEqualTheRankOrderSum) {
+  const DecoderModel model = DecoderModel::random_init(tiny(3, false), 11);
+  for (int ranks : {2, 3}) {
+    const optim::TensorMap want = rank_order_sum(model, ranks);
+    for (Sum how : {Sum::kBuckets, Sum::kOverlapped}) {
+      for (bool deterministic : {true, false}) {
+        const auto got = summed_on_ranks(model, ranks, how, deterministic);
+        for (const auto& per_rank : got) {
+          for (const auto& [name, g] : want) {
+            // The thread backend adds in rank order in both modes, so both are exact here.
+            EXPECT_TRUE(at::equal(per_rank.at(name), g)) << name << " ranks " << ranks << " overlapped "
+                                                         << (how == Sum::kOverlapped) << " det " << deterministic;
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(DataParallelThreads, ScalarsGatherAndBroadcast) {
+  dist::run_thread_ranks(3, [](dist::Communicator& comm) {
+    const DataParallel dp(&comm, kWait);
+    EXPECT_EQ(dp.sum(static_cast<double>(comm.rank() + 1)), 6.0);
+    EXPECT_EQ(dp.gather({static_cast<double>(comm.rank()), 10.0}), (std::vector<double>{0, 10, 1, 10, 2, 10}));
+    optim::TensorMap t{{"w", at::full({2}, comm.rank(), at::kFloat)}};
+    dp.broadcast(t);
+    EXPECT_TRUE(at::equal(t.at("w"), at::zeros({2}, at::kFloat)));
+  });
+}
+
+// The overlap's buckets follow the order backward produces gradients: after the first step the
+// output projection's bucket starts first and the layers follow from the last to the first
+// (numerically: layers.11 before layers.10 before layers.9 ... before layers.2), embedding last.
+TEST(DataParallelThreads, OverlapBucketsFollowTheBackwardOrderOnTwelveLayers) {
+  const DecoderModel model = DecoderModel::random_init(tiny(12, false), 5);
+  std::vector<std::vector<std::vector<std::string>>> first(2), second(2);
+  dist::run_thread_ranks(2, [&](dist::Communicator& comm) {
+    const DataParallel dp(&comm, kWait);
+    DecoderModel m = model.to(at::kFloat);
+    m.set_requires_grad(true);
+    GradientReadyOrder order;
+    auto [ids, mask] = batch(comm.rank(), m.config().vocab_size);
+    for (int step = 0; step < 2; ++step) {
+      // One parameter per bucket, so the bucket order is the parameter order.
+      OverlappedGradientSum overlapped(dp, m.tensors(), true, &order, /*bucket_bytes=*/1);
+      (step == 0 ? first : second)[static_cast<size_t>(comm.rank())] = overlapped.bucket_names();
+      lm_loss(m, ids, mask).backward();
+      overlapped.finish();
+      EXPECT_TRUE(order.recorded());
+      for (auto& [name, p] : m.tensors()) p.mutable_grad() = at::Tensor();
+    }
+  });
+  EXPECT_EQ(second[0], second[1]);  // the ranks agree (rank 0's record)
+  std::vector<std::string> order;
+  for (const auto& b : second[0]) {
+    ASSERT_EQ(b.size(), 1u);
+    order.push_back(b[0]);
+  }
+  ASSERT_EQ(order.size(), model.tensors().size());
+  EXPECT_EQ(order.front(), "lm_head.weight");
+  EXPECT_EQ(order.back(), "model.embed_tokens.weight");
+  auto position = [&](const std::string& name) { return std::find(order.begin(), order.end(), name) - order.begin(); };
+  for (int layer = 11; layer > 0; --layer) {
+    const std::string later = "model.layers." + std::to_string(layer) + ".mlp.down_proj.weight";
+    const std::string earlier = "model.layers." + std::to_string(layer - 1) + ".mlp.down_proj.weight";
+    EXPECT_LT(position(later), position(earlier)) << later << " vs " << earlier;
+    // Every tensor of a layer comes before every tensor of the layer below it.
+    for (const auto& [name, t] : model.tensors()) {
+      if (DecoderModel::layer_of(model.config(), name) != layer) continue;
+      for (const auto& [below, u] : model.tensors()) {
+        if (DecoderModel::layer_of(model.config(), below) == layer - 1) {
+          EXPECT_LT(position(name), position(below)) << name << " vs " << below;
+        }
+      }
+    }
+  }
+  // The first step's guess already orders layers numerically (the lexicographic order put
+  // layers.1 and layers.10/11 next to each other).
+  std::vector<std::string> guess;
+  for (const auto& b : first[0]) guess.push_back(b[0]);
+  auto at_guess = [&](const std::string& name) { return std::find(guess.begin(), guess.end(), name) - guess.begin(); };
+  EXPECT_LT(at_guess("model.layers.11.mlp.down_proj.weight"), at_guess("model.layers.2.mlp.down_proj.weight"));
+  EXPECT_LT(at_guess("model.layers.2.mlp.down_proj.weight"), at_guess("model.layers.1.mlp.down_proj.weight"));
+}
+
+// ZeRO-1: moments sharded over the ranks give the unsharded optimizer's parameters bit for bit.
+TEST(DataParallelThreads, ShardedAdamWEqualsUnsharded) {
+  const DecoderModel model = DecoderModel::random_init(tiny(2, true), 3);
+  const optim::AdamWOptions options{1e-2, 0.9, 0.999, 1e-8, 0.01};
+  auto train = [&](int ranks, bool shard) {
+    std::vector<optim::TensorMap> params(static_cast<size_t>(ranks));
+    std::vector<double> shares(static_cast<size_t>(ranks));
+    dist::run_thread_ranks(ranks, [&](dist::Communicator& comm) {
+      const DataParallel dp(&comm, kWait);
+      DecoderModel m = model.to(at::kFloat);
+      m.set_requires_grad(true);
+      ShardedAdamW adamw(options, dp, shard, m.tensors());
+      for (int step = 0; step < 3; ++step) {
+        auto [ids, mask] = batch(step, m.config().vocab_size);  // the same data on every rank
+        lm_loss(m, ids, mask).backward();
+        adamw.step(m.tensors(), 1e-2);
+        for (auto& [name, p] : m.tensors()) p.mutable_grad() = at::Tensor();
+      }
+      shares[static_cast<size_t>(comm.rank())] = adamw.owned_share();
+      for (auto& [name, p] : m.tensors()) params[static_cast<size_t>(comm.rank())].emplace(name, p.detach().clone());
+    });
+    return std::pair{params, shares};
+  };
+  const auto [reference, unused] = train(1, false);
+  for (int ranks : {2, 3}) {
+    const auto [params, shares] = train(ranks, true);
+    double total_share = 0;
+    for (double s : shares) total_share += s;
+    EXPECT_NEAR(total_share, 1.0, 1e-12);
+    for (const auto& per_rank : params) {
+      for (const auto& [name, p] : reference[0]) EXPECT_TRUE(at::equal(per_rank.at(name), p)) << name;
+    }
+  }
+}
+
+// The pipeline executor: 2 and 3 stages give the whole model's weighted loss and gradients.
+TEST(PipelineThreads, StagesEqualTheWholeModel) {
+  const DecoderModel model = DecoderModel::random_init(tiny(3, false), 9);
+  const std::vector<double> weights = {0.25, 0.75};
+  // The whole model: loss_0 * w0 + loss_1 * w1, accumulated micro-batch by micro-batch.
+  DecoderModel whole = model.to(at::kFloat);
+  whole.set_requires_grad(true);
+  double whole_loss = 0;
+  for (int mb = 0; mb < 2; ++mb) {
+    auto [ids, mask] = batch(mb, whole.config().vocab_size);
+    at::Tensor loss = lm_loss(whole, ids, mask);
+    whole_loss += loss.item<double>() * weights[static_cast<size_t>(mb)];
+    (loss * weights[static_cast<size_t>(mb)]).backward();
+  }
+  for (int stages : {2, 3}) {
+    for (auto schedule : {dist::PipelineSchedule::kGpipe, dist::PipelineSchedule::kOneFOneB}) {
+      std::mutex mu;
+      optim::TensorMap grads;
+      double last_loss = 0;
+      dist::run_thread_ranks(stages, [&](dist::Communicator& comm) {
+        Pipeline pipeline(&comm, kWait);
+        const int64_t per = 3 / stages;
+        const int64_t first = comm.rank() * per, end = comm.rank() + 1 == stages ? 3 : first + per;
+        DecoderModel stage = model.to(at::kFloat).stage(first, end);
+        stage.set_requires_grad(true);
+        auto outs = pipeline.train_step(
+            stage, schedule,
+            [&](int mb) {
+              auto [ids, mask] = batch(mb, stage.config().vocab_size);
+              trainers::LossOutput out;
+              out.loss = lm_loss(stage, ids, mask);
+              out.tokens = ids.numel();
+              return out;
+            },
+            weights);
+        std::lock_guard<std::mutex> lock(mu);
+        for (auto& [name, p] : stage.tensors()) grads.emplace(name, p.grad().clone());
+        if (pipeline.last()) {
+          for (size_t mb = 0; mb < outs.size(); ++mb) last_loss += outs[mb].loss.item<double>() * weights[mb];
+        }
+      });
+      EXPECT_NEAR(last_loss, whole_loss, 1e-6 * std::abs(whole_loss));
+      ASSERT_EQ(grads.size(), whole.tensors().size());
+      for (const auto& [name, p] : whole.tensors()) {
+        const double scale = p.grad().abs().max().item<double>() + 1e-12;
+        EXPECT_LE((grads.at(name) - p.grad()).abs().max().item<double>(), 1e-5 * scale) << name << " stages " << stages;
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace aln::engine

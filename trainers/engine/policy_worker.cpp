@@ -1,0 +1,249 @@
+#include "trainers/engine/policy_worker.h"
+
+#include <ATen/ATen.h>
+
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "core/config/job_config.h"
+#include "core/model/hf_checkpoint.h"
+#include "core/status.h"
+#include "trainers/controllable/control_tokens.h"
+#include "trainers/engine/job_setup.h"
+#include "trainers/engine/pipeline_job.h"
+#include "trainers/engine/stage_runner.h"
+
+namespace aln::engine {
+namespace {
+
+namespace fs = std::filesystem;
+
+// The data-parallel and pipeline groups of the policy's grid: world rank = replica *
+// pipeline_parallel + stage.
+absl::Status open_groups(PolicyWorker& w) {
+  const aln::v1::GridSpec& grid = w.spec.parallel().policy();
+  ProcessContext& p = w.process;
+  if (grid.pipeline_parallel() > 1) {
+    absl::Status ok = check_pipeline_supported(w.spec);
+    if (!ok.ok()) return ok;
+    const int replica = p.world_rank / grid.pipeline_parallel(), stage_index = p.world_rank % grid.pipeline_parallel();
+    w.dp_comm = p.policy_world->split(stage_index, replica, p.startup);
+    w.pp_comm = p.policy_world->split(replica, stage_index, p.startup);
+    w.pipeline.emplace(w.pp_comm.get(), p.timeout);
+  }
+  w.dp.emplace(w.pipeline ? w.dp_comm.get() : p.policy_world, p.timeout);
+  w.world.emplace(p.policy_world, p.timeout);  // every policy rank
+  w.lead = p.world_rank == 0;
+  w.lead_reads = w.spec.parallel().data_reader() == aln::v1::LEAD && p.world_size > 1;
+  // A checkpoint save on rank 0 may take much longer than a collective; the others wait this long
+  // for its verdict. Rank 0 itself uses the normal timeout: when it has saved, the others are
+  // already waiting, so a peer that stopped (or died) during the save is found as fast as anywhere.
+  w.save_timeout = w.lead ? p.timeout : std::max(p.timeout, std::chrono::milliseconds(30 * 60 * 1000));
+  if (p.layout.separate && p.layout.reward_ranks > 0) w.rewards.emplace(*p.reward_placement, p.world_rank);
+  return absl::OkStatus();
+}
+
+// The lead's outputs (local files, or messages to the coordinator's process), and the checkpoint
+// to resume from (--resume), which every rank reads.
+absl::Status open_outputs_and_resume(PolicyWorker& w) {
+  w.checkpoint_dir = w.spec.checkpoint().dir().empty() ? (fs::path(w.spec.output_dir()) / "checkpoints").string()
+                                                       : w.spec.checkpoint().dir();
+  w.checkpoints.emplace(w.checkpoint_dir, w.spec.checkpoint().keep_last());
+  if (w.lead && w.process.own_coordinator) {
+    auto remote =
+        std::make_unique<RemoteOutputs>(w.process.coordinator_channel.get(), 0, w.process.timeout, w.process.long_wait);
+    w.to_coordinator = remote.get();
+    w.outputs = std::move(remote);
+  } else if (w.lead) {
+    w.outputs = std::make_unique<LocalOutputs>(
+        w.spec, w.checkpoint_dir, w.spec.metrics().progress_bar() ? ProgressStyle::kBar : ProgressStyle::kLines);
+  }
+  if (w.options.resume != Resume::kFromLatest) {
+    if (w.checkpoints->latest(w.log)) {
+      w.log.warning("%s holds checkpoints of an earlier run; new ones replace them (use --resume to continue that run)",
+                    w.checkpoint_dir);
+    }
+    return absl::OkStatus();
+  }
+  std::optional<std::string> latest = w.checkpoints->latest(w.log);
+  if (!latest) {
+    w.log.warning("--resume: no complete checkpoint in %s; starting from the beginning", w.checkpoint_dir);
+    return absl::OkStatus();
+  }
+  auto loaded = CheckpointManager::load(*latest);
+  if (!loaded.ok()) return loaded.status();
+  if (loaded->state.spec_fingerprint != w.fingerprint) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(*latest,
+                     " was written by a job with a different model, seed, stages or eval settings; resume with the "
+                     "job file that started the run, or start afresh without --resume"));
+  }
+  const auto step = static_cast<double>(loaded->state.global_step);
+  if (w.dp->sum(step) != step * w.dp->size()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the ranks found different latest checkpoints (this one: ", *latest,
+                     "); put checkpoint.dir on a file system every rank shares"));
+  }
+  w.resumed = std::move(*loaded);
+  set_cpu_rng_state(w.resumed->rng);
+  w.log.info("resuming from %s (step %d, stage %s at step %d)", w.resumed->path, w.resumed->state.global_step,
+             w.resumed->state.stage_name, w.resumed->state.stage_step);
+  return absl::OkStatus();
+}
+
+// The policy: from the checkpoint, a pipeline stage's own tensors of model.path, or the job's
+// initial model; control tokens added; the same start on every rank; cut to this rank's stage.
+absl::Status load_policy(PolicyWorker& w) {
+  const aln::v1::GridSpec& grid = w.spec.parallel().policy();
+  absl::StatusOr<model::DecoderModel> policy_or = absl::UnknownError("no policy");
+  if (w.resumed) {
+    policy_or = std::move(w.resumed->policy);
+  } else if (w.pipeline && !w.spec.model().path().empty()) {
+    // A pipeline stage reads only its own tensors from a Hugging Face directory (model.path); random
+    // init and checkpoints (which hold the whole model) are cut after loading.
+    auto config = model::load_hf_config((fs::path(w.spec.model().path()) / "config.json").string());
+    if (!config.ok()) return config.status();
+    auto bounds = pipeline_stage_bounds(*config, grid);
+    if (!bounds.ok()) return bounds.status();
+    w.stage_bounds = *bounds;
+    const int st = w.pipeline->stage();
+    policy_or = model::load_hf_stage(w.spec.model().path(), w.stage_bounds[st], w.stage_bounds[st + 1]);
+    if (policy_or.ok()) {
+      w.log.info("pipeline stage %d: read %d tensors (layers [%d, %d)) of %s", st, policy_or->tensors().size(),
+                 policy_or->first_layer(), policy_or->end_layer(), w.spec.model().path());
+    }
+  } else {
+    policy_or = initial_policy(w.spec, w.encoder);
+  }
+  if (!policy_or.ok()) return policy_or.status();
+  w.policy.emplace(std::move(*policy_or));
+  model::DecoderModel& policy = *w.policy;
+  // Control tokens of the controllable method (after the vocabulary, always in the same order).
+  const int control_levels = trainers::controllable::job_control_levels(w.spec);
+  if (control_levels > 0) w.encoder.add_special_tokens(trainers::controllable::control_token_names(control_levels));
+  // (Added after the policy is made, so a from-scratch config sized for the tokenizer stays valid.)
+  if (policy.config().vocab_size < w.encoder.vocab_size()) {
+    // New embedding rows for added tokens (control tokens) start at the mean of the existing ones.
+    w.log.info("policy vocabulary %d -> %d rows for added tokens", policy.config().vocab_size, w.encoder.vocab_size());
+    policy.resize_vocabulary(w.encoder.vocab_size());
+  }
+  w.dp->broadcast(policy.tensors());  // identical start on every rank, whatever each one loaded
+  for (const auto& [name, shape] : model::DecoderModel::expected_shapes(policy.config())) {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    w.policy_parameters += n;
+  }
+  w.log.info("policy: %s, %.2fM parameters", policy.config().model_type, w.policy_parameters / 1e6);
+  if (!w.pipeline) return absl::OkStatus();
+  if (w.stage_bounds.empty()) {
+    auto bounds = pipeline_stage_bounds(policy.config(), grid);
+    if (!bounds.ok()) return bounds.status();
+    w.stage_bounds = *bounds;
+  }
+  const int st = w.pipeline->stage();
+  if (policy.is_whole()) *w.policy = std::move(policy).stage(w.stage_bounds[st], w.stage_bounds[st + 1]);
+  w.log.info("pipeline: %d stages over layers %s (%s schedule); %d data-parallel replica(s)", w.pipeline->stages(),
+             describe_bounds(w.stage_bounds), aln::v1::PipelineSchedule_Name(grid.schedule()), w.dp->size());
+  return absl::OkStatus();
+}
+
+// Static facts the dashboards need: FLOP estimates (about 6 x parameters per token) and MFU, and
+// the "a rank is missing" alert (series per rank vs the ranks the job was started with).
+void open_meters(PolicyWorker& w) {
+  w.meters.emplace(w.metrics);
+  w.metrics.gauge("aln_model_parameters", "Parameters of the policy").Set(static_cast<double>(w.policy_parameters));
+  w.metrics.gauge("aln_data_parallel_size", "Data-parallel ranks of the job").Set(w.dp->size());
+  w.overlap_share = &w.metrics.gauge("aln_gradient_overlap_share",
+                                     "Share of gradient bytes whose sum over ranks started during backward");
+  w.optimizer_bytes =
+      &w.metrics.gauge("aln_optimizer_state_bytes", "AdamW moment bytes held by this rank (ZeRO-1 shards them)");
+}
+
+// The final model (Hugging Face directory): written by the lead, by the pipeline's stages together,
+// or sent whole to the coordinator. Every rank learns whether it worked.
+absl::Status save_final_model(PolicyWorker& w) {
+  w.report.final_model_dir = (fs::path(w.spec.output_dir()) / "final").string();
+  absl::Status saved = absl::OkStatus();
+  if (w.pipeline && !w.process.own_coordinator) {
+    saved = save_pipeline_model(*w.policy, w.stage_bounds, w.report.final_model_dir, w.dp->lead(), *w.pipeline);
+  } else if (w.pipeline) {
+    auto whole = gather_whole_policy(w);
+    if (!whole.ok()) {
+      saved = whole.status();
+    } else if (*whole) {
+      saved = w.outputs->final_model(**whole, w.report.final_model_dir);
+    }
+  } else if (w.lead) {
+    saved = w.outputs->final_model(*w.policy, w.report.final_model_dir);
+  }
+  if (w.world->sum(saved.ok() ? 0.0 : 1.0, w.save_timeout) > 0 && saved.ok()) {
+    return absl::InternalError("another rank could not write its part of the final model (see its log)");
+  }
+  return saved;
+}
+
+}  // namespace
+
+PolicyWorker::PolicyWorker(const aln::v1::JobSpec& spec_, const RunOptions& options_, ProcessContext& process_,
+                           TextEncoder& encoder_, const Logger& log_, MetricsRegistry& metrics_)
+    : spec(spec_),
+      options(options_),
+      process(process_),
+      encoder(encoder_),
+      log(log_),
+      metrics(metrics_),
+      pad_id(encoder_.pad_id()),
+      fingerprint(spec_fingerprint(spec_)) {
+  trainers::register_all(registry);
+}
+
+absl::StatusOr<std::optional<model::DecoderModel>> gather_whole_policy(PolicyWorker& w) {
+  if (!w.pipeline || !w.dp->lead()) return std::optional<model::DecoderModel>();
+  optim::TensorMap weights = w.pipeline->gather_to_first(w.policy->tensors());
+  if (!w.lead) return std::optional<model::DecoderModel>();
+  auto made = model::DecoderModel::from_tensors(w.policy->config(), std::move(weights));
+  if (!made.ok()) return made.status();
+  return std::optional<model::DecoderModel>(std::move(*made));
+}
+
+absl::StatusOr<JobReport> run_policy_worker(PolicyWorker& w) {
+  absl::Status ready = open_groups(w);
+  if (ready.ok()) ready = open_outputs_and_resume(w);
+  if (ready.ok()) ready = load_policy(w);
+  if (!ready.ok()) return ready;
+  // Rank 0 writes the logs, checkpoints and the final model; every rank computes the same numbers.
+  if (w.outputs) {
+    absl::Status opened = w.outputs->open(w.resumed ? w.resumed->state.global_step : 0);
+    if (!opened.ok()) return opened;
+  }
+  open_meters(w);
+  if (w.resumed) {
+    w.report.resumed_from = w.resumed->path;
+    w.report.stages = w.resumed->state.finished;
+    w.global_step = w.resumed->state.global_step;
+  }
+  const auto stages = config::effective_stages(w.spec);
+  if (w.process.remote_reference) {
+    announce_first_stage(*w.process.remote_reference, w.resumed ? w.resumed->state.stage_index : 0);
+  }
+  for (size_t s = 0; s < stages.size(); ++s) {
+    if (w.resumed && static_cast<int64_t>(s) < w.resumed->state.stage_index) continue;  // done before the checkpoint
+    absl::Status ran = run_stage(w, stages[s], s);
+    if (!ran.ok()) return ran;
+    if (w.options.stop_after_steps > 0 && w.global_step >= w.options.stop_after_steps) break;
+  }
+  absl::Status saved = save_final_model(w);
+  if (!saved.ok()) return saved;
+  if (w.process.remote_reference) finish_reference_role(*w.process.remote_reference);
+  if (w.rewards) {
+    absl::Status bye = w.rewards->finish();
+    if (!bye.ok()) return bye;
+  }
+  if (w.outputs) {
+    absl::Status reported = w.outputs->report(w.report);
+    if (!reported.ok()) return reported;
+  }
+  return w.report;
+}
+
+}  // namespace aln::engine

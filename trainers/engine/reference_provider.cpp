@@ -1,0 +1,131 @@
+// The frozen reference of a stage, by strategy: a given checkpoint (reference.path) or the policy as
+// the stage starts; its log-probs cached (computed once, here or on the reference ranks, or found on
+// disk) with the model dropped; kept for passes on the fly (trainers that need its full
+// distributions, or reference.mode: on_the_fly); or served each step by the reference ranks.
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "core/model/hf_checkpoint.h"
+#include "core/status.h"
+#include "trainers/engine/reference_cache.h"
+#include "trainers/engine/reference_role.h"
+#include "trainers/engine/stage_runner.h"
+
+namespace aln::engine {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Cached mode: the per-pair log-probs go into the stage's examples (from the disk cache, computed
+// here through the pipeline and the data-parallel ranks, or by the reference ranks).
+absl::Status fill_cache(PolicyWorker& w, StageRun& s, bool remote_reference) {
+  const bool resuming = s.resuming;
+  if (resuming && w.resumed->state.reference_cache_key.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(w.resumed->path, " has no reference-cache key for stage ", s.name, "; cannot resume it mid-way"));
+  }
+  const std::string resume_key = resuming ? w.resumed->state.reference_cache_key : "";
+  const RemoteReference* remote = remote_reference ? &*w.process.remote_reference : nullptr;
+  // A pipelined policy holds one stage per rank; the reference ranks get the whole model, which
+  // replica 0's stages gather on world rank 0 when the weights are to be sent.
+  std::function<std::optional<model::DecoderModel>()> whole_model;
+  if (remote_reference && w.pipeline) {
+    whole_model = [&w]() -> std::optional<model::DecoderModel> {
+      auto whole = gather_whole_policy(w);
+      ALN_THROW_IF_ERROR(whole.status());
+      return std::move(*whole);
+    };
+  }
+  const model::DecoderModel& scorer = s.reference.model ? *s.reference.model : *w.policy;
+  auto key = fill_reference_logprobs(w.spec, s.spec, scorer, s.data(), s.spec.optimizer().micro_batch_size(), w.pad_id,
+                                     resume_key, *w.dp, w.log, w.pp(), remote, whole_model);
+  if (!key.ok()) return key.status();
+  s.reference.cache_key = *key;
+  s.reference.model.reset();
+  return absl::OkStatus();
+}
+
+// Served each step: world rank 0's copy goes to the reference ranks (when it exists nowhere else,
+// rank 0 keeps it for checkpoints; the other policy ranks drop theirs). Trainers that take hidden
+// states keep the reference's output projection here (from the copy, or read with the last layer
+// from reference.path).
+absl::Status open_remote_each_step(PolicyWorker& w, StageRun& s) {
+  StageReference& ref = s.reference;
+  if (s.needs.reference_hidden_states_only) {
+    if (ref.model) {
+      ref.head = ref.model->output_weight().detach().clone();
+    } else {
+      const std::string& path = s.spec.reference().path();
+      auto config = model::load_hf_config((fs::path(path) / "config.json").string());
+      if (!config.ok()) return config.status();
+      auto last = model::load_hf_stage(path, config->num_layers - 1, config->num_layers);
+      if (!last.ok()) return last.status();
+      ref.head = last->output_weight().detach().clone();
+    }
+  }
+  ref.remote_parts =
+      open_reference_stage(*w.process.remote_reference, ref.model ? &*ref.model : nullptr, w.process.world_rank);
+  if (!w.lead || !s.spec.reference().path().empty()) ref.model.reset();
+  w.log.info("stage %s: the reference ranks answer the per-token %s requests", s.name,
+             s.needs.reference_hidden_states_only    ? "hidden-state"
+             : s.needs.reference_sentence_embeddings ? "log-prob and sentence-embedding"
+                                                     : "log-prob");
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status provide_reference(PolicyWorker& w, StageRun& s) {
+  const trainers::Needs& needs = s.needs;
+  StageReference& ref = s.reference;
+  // With the reference on its own ranks, per-pair sums always come from them up front; per-token
+  // log-probs of what the trainer samples, each step.
+  const bool remote_reference = w.process.remote_reference && served_by_reference_ranks(needs);
+  ref.remote_each_step = remote_reference && served_each_step(needs);
+  const bool on_the_fly =
+      needs.reference_model || (s.spec.reference().mode() == aln::v1::ON_THE_FLY && !remote_reference);
+  if (needs.reference_model && s.spec.reference().mode() != aln::v1::ON_THE_FLY && !ref.remote_each_step) {
+    w.log.info("stage %s: %s needs the reference's full distributions; the reference runs on the fly", s.name,
+               s.method);
+  }
+  if (needs.reference_logprobs) {
+    const auto start = std::chrono::steady_clock::now();
+    if (s.resuming && w.resumed->reference) {
+      ref.model = std::move(w.resumed->reference);
+    } else if (!s.spec.reference().path().empty()) {
+      if (!ref.remote_each_step) {
+        auto loaded = model::load_hf_model(s.spec.reference().path());
+        if (!loaded.ok()) return loaded.status();
+        ref.model = std::move(*loaded);
+      }
+    } else if (!(s.resuming && !on_the_fly) && (!remote_reference || ref.remote_each_step)) {
+      // Served each step, the copy is world rank 0's to send (and keep for checkpoints); the other
+      // policy ranks need at most its output projection (hidden-state trainers).
+      if (!ref.remote_each_step || w.lead || needs.reference_hidden_states_only) ref.model = w.policy->to(at::kFloat);
+    }
+    // Pipelined: the reference is cut like the policy and its passes run through the stages.
+    if (w.pipeline && ref.model && ref.model->is_whole()) {
+      const int st = w.pipeline->stage();
+      ref.model = std::move(*ref.model).stage(w.stage_bounds[st], w.stage_bounds[st + 1]);
+    }
+    if (!on_the_fly) {
+      absl::Status filled = fill_cache(w, s, remote_reference);
+      if (!filled.ok()) return filled;
+    } else if (s.resuming && !ref.model && s.spec.reference().path().empty()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(w.resumed->path, " holds no reference model for stage ", s.name, "; cannot resume it"));
+    }
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    w.meters->phase.Add({{"stage", s.name}, {"phase", "reference"}}).Set(seconds);
+  }
+  if (ref.remote_each_step) {
+    absl::Status opened = open_remote_each_step(w, s);
+    if (!opened.ok()) return opened;
+  }
+  ref.for_steps = ref.model && !ref.remote_each_step ? &*ref.model : nullptr;
+  // Saved with checkpoints only when it exists nowhere else (the policy as the stage started).
+  ref.to_save = s.spec.reference().path().empty() && ref.model ? &*ref.model : nullptr;
+  return absl::OkStatus();
+}
+
+}  // namespace aln::engine

@@ -1,0 +1,271 @@
+#include "trainers/engine/stage_runner.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "core/config/job_config.h"
+#include "core/model/hf_checkpoint.h"
+#include "trainers/engine/train_step.h"
+
+namespace aln::engine {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+using nlohmann::json;
+
+double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// Reward models with score heads (rollout-based trainers score their samples with them): loaded
+// here, or on the reward ranks with stand-ins here that ask them.
+absl::Status open_reward_models(PolicyWorker& w, StageRun& s) {
+  if (w.rewards && s.spec.reward_models_size() > 0) {
+    auto remote_models = w.rewards->open_stage(static_cast<int64_t>(s.index), s.spec);
+    if (!remote_models.ok()) return remote_models.status();
+    s.reward_scorers = std::move(*remote_models);
+  } else {
+    for (const auto& rm : s.spec.reward_models()) {
+      auto loaded = model::load_hf_model(rm.path());
+      if (!loaded.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat("reward_models: ", rm.name().empty() ? rm.path() : rm.name(),
+                                                       ": ", loaded.status().message()));
+      }
+      s.reward_models.push_back(std::move(*loaded));
+    }
+    for (const auto& rm : s.reward_models) s.reward_scorers.push_back(std::make_unique<trainers::LocalRewardModel>(rm));
+  }
+  for (const auto& rm : s.reward_scorers) s.reward_ptrs.push_back(rm.get());
+  return absl::OkStatus();
+}
+
+// The stage's examples, read here, from the lead rank or from the coordinator.
+absl::Status open_data(PolicyWorker& w, StageRun& s) {
+  DataSource source;
+  if (w.lead_reads && w.process.policy_world->size() > 1)
+    source = DataSource{w.process.policy_world, w.process.long_wait, {}};
+  if (w.to_coordinator != nullptr && w.spec.parallel().data_reader() == aln::v1::LEAD) {
+    RemoteOutputs* to = w.to_coordinator;
+    const auto index = static_cast<int64_t>(s.index);
+    source.fetch = [to, index] { return to->stage_data(index); };
+  }
+  auto prepared = prepare_stage_data(w.spec, s.spec, s.index, s.name, *s.trainer, w.encoder, *w.policy, s.reward_ptrs,
+                                     w.lead, s.resuming, w.log, source);
+  if (!prepared.ok()) return prepared.status();
+  s.prepared = std::move(*prepared);
+  const StageData& data = s.data();
+  Meters& meters = *w.meters;
+  meters.data.Add({{"stage", s.name}, {"outcome", "read"}}).Set(static_cast<double>(data.rows));
+  meters.data.Add({{"stage", s.name}, {"outcome", "skipped"}}).Set(static_cast<double>(data.skipped));
+  meters.data.Add({{"stage", s.name}, {"outcome", "truncated"}}).Set(static_cast<double>(data.truncated));
+  for (const auto& [name, value] : s.prepared->counters) {
+    meters.data.Add({{"stage", s.name}, {"outcome", name}}).Set(value);
+  }
+  w.log.info("stage %s (%s): %d train / %d eval examples (%d rows read, %d skipped, %d truncated)", s.name, s.method,
+             data.train.size(), data.eval.size(), data.rows, data.skipped, data.truncated);
+  return absl::OkStatus();
+}
+
+// What every StepContext of the stage shares: decoding, seeds, reward models, the reference ranks'
+// stand-ins, and the sums over data-parallel ranks.
+void fill_extras(PolicyWorker& w, StageRun& s) {
+  trainers::StepContext& extras = s.extras;
+  TextEncoder* enc = &w.encoder;
+  extras.decode = [enc](const std::vector<int64_t>& ids) { return enc->decode(ids); };
+  extras.eos_id = w.encoder.eos_id();
+  extras.seed = static_cast<uint64_t>(w.spec.seed()) + static_cast<uint64_t>(s.index);
+  extras.reward_models = s.reward_ptrs;
+  if (s.reference.remote_each_step) {
+    const ReferenceStandIns& parts = s.reference.remote_parts;
+    extras.reference_token_logprobs = parts.token_logprobs;
+    if (s.needs.reference_hidden_states_only) {
+      extras.reference_hidden_states = parts.hidden_states;
+      extras.reference_output_weight = s.reference.head;
+    }
+    if (s.needs.reference_sentence_embeddings) extras.reference_sentence_embeddings = parts.sentence_embeddings;
+  }
+  extras.encode_text = [enc](const std::string& text) { return enc->encode(text); };
+  if (w.dp->size() > 1) {
+    const DataParallel* dp = &*w.dp;
+    extras.sum = [dp](at::Tensor& t) { dp->sum(t); };
+    extras.sum_gradients = [dp, deterministic = w.spec.parallel().deterministic()](optim::TensorMap& params) {
+      dp->all_reduce_gradients(params, deterministic);
+    };
+  }
+}
+
+absl::Status log_eval(PolicyWorker& w, StageRun& s, const char* when, int64_t step, const MetricMap& m) {
+  for (const auto& [k, v] : m) w.meters->eval.Add({{"stage", s.name}, {"name", k}}).Set(v);
+  json line = {{"stage", s.name},
+               {"trainer", s.method},
+               {"when", when},
+               {"step", step},
+               {"global_step", w.global_step},
+               {"examples", s.data().eval.size()},
+               {"metrics", json(m)},
+               {"data", json(s.prepared->eval_counters)}};
+  return w.outputs ? w.outputs->eval_line(line.dump()) : absl::OkStatus();
+}
+
+// The training set as a seeded stream over the data-parallel ranks, the step count, AdamW, and
+// (resuming inside this stage) the position, moments and trainer state of the checkpoint.
+absl::Status open_training(PolicyWorker& w, StageRun& s) {
+  const auto& opt = s.spec.optimizer();
+  const DataParallel& dp = *w.dp;
+  s.buffer.emplace(std::move(s.data().train), static_cast<uint64_t>(s.spec.data().shuffle_seed()), dp.rank(),
+                   dp.size());
+  if (s.spec.data().length_grouping() > 1) {
+    std::vector<int64_t> lengths;
+    for (const auto& e : s.buffer->examples()) {
+      lengths.push_back(
+          static_cast<int64_t>(e.prompt.size() + e.response.size() + std::max(e.chosen.size(), e.rejected.size())));
+    }
+    s.buffer->group_by_length(std::move(lengths), s.spec.data().length_grouping());
+  }
+  const int64_t per_step = opt.micro_batch_size() * opt.gradient_accumulation();
+  s.total_steps =
+      opt.max_steps() > 0 ? opt.max_steps() : std::max<int64_t>(1, opt.epochs() * s.buffer->shard_size() / per_step);
+  s.adamw.emplace(optim::AdamWOptions{opt.lr(), opt.beta1(), opt.beta2(), opt.eps(), opt.weight_decay()}, dp,
+                  w.spec.parallel().zero1(), w.policy->tensors());
+  if (s.adamw->sharded()) {
+    w.log.info("ZeRO-1: AdamW moments sharded over %d ranks (this rank holds %.1f%% of the parameters' moments)",
+               dp.size(), 100.0 * s.adamw->owned_share());
+  }
+  if (!s.resuming) return absl::OkStatus();
+  const LoadedCheckpoint& resumed = *w.resumed;
+  // The position counts the examples all ranks consumed together, so it means the same with a
+  // different number of ranks (only the dropped remainder of an epoch may differ).
+  if (resumed.state.data_parallel != dp.size()) {
+    w.log.warning(
+        "resuming a run of %d data-parallel ranks on %d: keep micro_batch_size x gradient_accumulation x ranks "
+        "equal to continue with the same global batches",
+        resumed.state.data_parallel, dp.size());
+  }
+  s.buffer->seek(resumed.state.position);
+  if (w.pipeline) {
+    // The checkpoint holds every stage's moments: keep this stage's.
+    optim::TensorMap mine;
+    for (const auto& [key, t] : resumed.optimizer) {
+      const std::string name = key.substr(0, key.rfind(".exp_avg"));
+      if (key == "step" || w.policy->tensors().count(name) > 0) mine.emplace(key, t);
+    }
+    s.adamw->load_state(mine);
+  } else {
+    s.adamw->load_state(resumed.optimizer);
+  }
+  const std::string trainer_dir = (fs::path(resumed.path) / "trainer").string();
+  if (fs::is_directory(trainer_dir)) {
+    absl::Status loaded = s.trainer->load_state(trainer_dir);
+    if (!loaded.ok()) return loaded;
+  }
+  s.first_step = resumed.state.stage_step;
+  s.consecutive_bad = resumed.state.consecutive_nonfinite;
+  return absl::OkStatus();
+}
+
+// The stage's trainer, reward models, data, reference and shared step context, and the held-out
+// metrics before training (from the checkpoint when resuming inside the stage).
+absl::Status open_stage(PolicyWorker& w, StageRun& s) {
+  auto trainer = w.registry.create(s.method, s.spec);
+  if (!trainer.ok()) return trainer.status();
+  s.trainer = std::move(*trainer);
+  s.needs = s.trainer->needs();
+  s.labels = {{"stage", s.name}, {"trainer", s.method}};
+  w.meters->skipped.Add(s.labels);  // exported at 0 from the start, so dashboards and alerts see the series
+  absl::Status ok = open_reward_models(w, s);
+  if (ok.ok()) ok = open_data(w, s);
+  if (ok.ok()) ok = provide_reference(w, s);
+  if (!ok.ok()) return ok;
+  fill_extras(w, s);
+  s.report.stage = s.name;
+  s.report.trainer = s.method;
+  if (s.resuming) {
+    s.report.before = w.resumed->state.stage_before;
+    return absl::OkStatus();
+  }
+  s.report.before = evaluate_stage(w, s);
+  return log_eval(w, s, "before", 0, s.report.before);
+}
+
+// After the last step: the trainer's files, the held-out metrics after training, the reference
+// ranks' per-step service closed, the stage's report.
+absl::Status close_stage(PolicyWorker& w, StageRun& s, Clock::time_point started) {
+  if (w.outputs) {
+    absl::Status finished = w.outputs->stage_finished();
+    if (!finished.ok()) return finished;
+  }
+  w.policy->set_requires_grad(false);
+  s.report.seconds = since(started);
+  if (w.outputs) {
+    absl::Status finished =
+        w.outputs->trainer_files(s.name, [&s](const std::string& dir) { return s.trainer->finish(dir); });
+    if (!finished.ok()) return finished;
+  }
+  if (s.resuming) s.report.steps = std::max(s.report.steps, s.first_step);
+  s.report.after = evaluate_stage(w, s);
+  if (s.reference.remote_each_step) {
+    absl::Status closed = close_reference_stage(*w.process.remote_reference, w.process.world_rank);
+    if (!closed.ok()) return closed;
+  }
+  absl::Status logged = log_eval(w, s, "after", s.report.steps, s.report.after);
+  if (!logged.ok()) return logged;
+  w.report.stages.push_back(s.report);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+trainers::StepContext StageRun::step_context(const PolicyWorker& w, int64_t step) const {
+  trainers::StepContext ctx = extras;
+  ctx.policy = &*w.policy;
+  ctx.reference = reference.for_steps;
+  ctx.pad_id = w.pad_id;
+  ctx.step = step;
+  return ctx;
+}
+
+MetricMap evaluate_stage(PolicyWorker& w, StageRun& s) {
+  return evaluate(*s.trainer, *w.policy, s.reference.for_steps, s.data().eval, s.spec.optimizer().micro_batch_size(),
+                  w.pad_id, true, &s.extras, w.pp());
+}
+
+absl::Status run_stage(PolicyWorker& w, const aln::v1::StageSpec& stage, size_t index) {
+  StageRun s(stage);
+  s.index = index;
+  s.method = config::method_name(stage.trainer());
+  s.name = stage.name().empty() ? absl::StrCat("stage", index + 1) : stage.name();
+  s.resuming = w.resumed && static_cast<int64_t>(index) == w.resumed->state.stage_index;
+  absl::Status ok = open_stage(w, s);
+  if (ok.ok()) ok = open_training(w, s);
+  if (!ok.ok()) return ok;
+  w.policy->set_requires_grad(true);
+  if (w.outputs) {
+    absl::Status started = w.outputs->stage_started(s.name, s.total_steps);
+    if (!started.ok()) return started;
+  }
+  const auto stage_start = Clock::now();
+  const int64_t every = w.spec.checkpoint().every_steps();
+  for (int64_t step = s.first_step; step < s.total_steps; ++step) {
+    if (w.options.stop_after_steps > 0 && w.global_step >= w.options.stop_after_steps) break;
+    const auto step_start = Clock::now();
+    StepResult r = run_passes(w, s, step);
+    sum_over_ranks(w, s, r);
+    absl::Status done = update_policy(w, s, step, r);
+    if (!done.ok()) return done;
+    ++w.global_step;
+    done = report_step(w, s, step, r, since(step_start));
+    if (done.ok() && w.spec.eval().every_steps() > 0 && (step + 1) % w.spec.eval().every_steps() == 0) {
+      done = log_eval(w, s, "periodic", step + 1, evaluate_stage(w, s));
+    }
+    s.report.steps = step + 1;
+    if (done.ok() && every > 0 && w.global_step % every == 0) done = save_checkpoint(w, s, step);
+    if (!done.ok()) return done;
+  }
+  return close_stage(w, s, stage_start);
+}
+
+}  // namespace aln::engine

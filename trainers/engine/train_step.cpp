@@ -1,0 +1,270 @@
+#include "trainers/engine/train_step.h"
+
+#include <sys/resource.h>
+
+#include <ATen/ATen.h>
+
+#include <chrono>
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "core/optim/optimizer.h"
+#include "trainers/engine/overlap.h"
+#include "trainers/engine/pipeline_job.h"
+
+namespace aln::engine {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using nlohmann::json;
+
+double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+optim::ScheduleKind schedule_kind(aln::v1::Schedule s) {
+  if (s == aln::v1::LINEAR) return optim::ScheduleKind::kLinear;
+  if (s == aln::v1::CONSTANT) return optim::ScheduleKind::kConstant;
+  return optim::ScheduleKind::kCosine;
+}
+
+double peak_rss_bytes() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) * 1024.0;  // Linux reports KiB
+}
+
+// The step's micro-batches through the pipeline's schedule: every stage runs them, the last one
+// computes the losses and every stage gets their numbers.
+void pipelined_passes(PolicyWorker& w, StageRun& s, int64_t step,
+                      const std::vector<std::vector<const buffer::Example*>>& micro_batches,
+                      const std::vector<double>& weights, StepResult& r) {
+  const auto& opt = s.spec.optimizer();
+  std::vector<trainers::LossOutput> outs = w.pipeline->train_step(
+      *w.policy, pipeline_schedule(w.spec.parallel().policy().schedule()),
+      [&](int m) {
+        trainers::StepContext ctx = s.step_context(w, step);
+        return s.trainer->compute_loss(micro_batches[static_cast<size_t>(m)], ctx);
+      },
+      weights);
+  for (size_t a = 0; a < outs.size(); ++a) {
+    r.loss += outs[a].loss.item<double>() * weights[a];
+    r.tokens += outs[a].tokens;
+    for (const auto& [k, v] : outs[a].metrics) r.metrics[k] += v / static_cast<double>(opt.gradient_accumulation());
+  }
+  r.forward_s = w.pipeline->stats().forward_s;
+  r.backward_s = w.pipeline->stats().backward_s;
+  sum_tied_embedding_gradients(*w.policy, *w.pipeline);
+}
+
+}  // namespace
+
+StepResult run_passes(PolicyWorker& w, StageRun& s, int64_t step) {
+  const auto& opt = s.spec.optimizer();
+  const int64_t micro = opt.micro_batch_size();
+  StepResult r;
+  // The step's micro-batches first, so each one's weight in the global mean (its normalizer over
+  // the sum across micro-batches and ranks) is known before its backward pass.
+  auto t0 = Clock::now();
+  std::vector<std::vector<const buffer::Example*>> micro_batches;
+  double normalizer_total = 0;
+  std::vector<double> normalizers;
+  for (int64_t a = 0; a < opt.gradient_accumulation(); ++a) {
+    micro_batches.push_back(s.buffer->next(micro));
+    normalizers.push_back(s.trainer->normalizer(micro_batches.back()));
+    normalizer_total += normalizers.back();
+    r.samples += static_cast<int64_t>(micro_batches.back().size());
+  }
+  normalizer_total = w.dp->sum(normalizer_total);
+  r.data_s += since(t0);
+  if (w.pipeline) {
+    std::vector<double> weights;
+    for (double n : normalizers) weights.push_back(n / normalizer_total);
+    pipelined_passes(w, s, step, micro_batches, weights, r);
+    return r;
+  }
+  for (int64_t a = 0; a < opt.gradient_accumulation(); ++a) {
+    t0 = Clock::now();
+    trainers::StepContext ctx = s.step_context(w, step);
+    trainers::LossOutput out = s.trainer->compute_loss(micro_batches[static_cast<size_t>(a)], ctx);
+    // In one process without accumulation the weight is exactly 1 and the loss is used as is.
+    const double weight = normalizers[static_cast<size_t>(a)] / normalizer_total;
+    r.forward_s += since(t0);
+    t0 = Clock::now();
+    // The step's last backward sums gradient buckets over ranks while it runs (parallel.overlap).
+    if (w.dp->size() > 1 && w.spec.parallel().overlap() && a + 1 == opt.gradient_accumulation()) {
+      r.overlapped = std::make_unique<OverlappedGradientSum>(*w.dp, w.policy->tensors(),
+                                                             w.spec.parallel().deterministic(), &s.ready_order);
+    }
+    (weight == 1.0 ? out.loss : out.loss * weight).backward();
+    r.backward_s += since(t0);
+    r.loss += out.loss.item<double>() * weight;
+    r.tokens += out.tokens;
+    for (const auto& [k, v] : out.metrics) r.metrics[k] += v / static_cast<double>(opt.gradient_accumulation());
+  }
+  return r;
+}
+
+void sum_over_ranks(PolicyWorker& w, StageRun& s, StepResult& r) {
+  const DataParallel& dp = *w.dp;
+  const auto t0 = Clock::now();
+  r.local_tokens = r.tokens;
+  if (dp.size() > 1) {
+    if (r.overlapped) {
+      r.overlapped->finish();
+      w.overlap_share->Set(r.overlapped->started_during_backward());
+      r.overlapped.reset();  // removes the hooks
+    } else {
+      dp.all_reduce_gradients(w.policy->tensors(), w.spec.parallel().deterministic());
+    }
+    // Loss (already weighted), tokens and samples add up; trainer scalars are averaged.
+    std::vector<double> v = {r.loss, static_cast<double>(r.tokens), static_cast<double>(r.samples)};
+    for (const auto& [k, value] : r.metrics) v.push_back(value / dp.size());
+    at::Tensor t = at::tensor(v, at::kDouble);
+    dp.sum(t);
+    const double* sums = t.data_ptr<double>();
+    r.loss = sums[0];
+    r.tokens = static_cast<int64_t>(sums[1]);
+    r.samples = static_cast<int64_t>(sums[2]);
+    size_t i = 3;
+    for (auto& [k, value] : r.metrics) value = sums[i++];
+  }
+  r.communication_s = since(t0);
+  if (dp.size() == 1) return;
+  // Every rank's own numbers reach rank 0, which exports them with a rank label: a slow or stalling
+  // rank shows up as the one with little communication time (the others wait for it). (Only rank 0
+  // sets them: the other ranks' series reach its /metrics with their heartbeats, and a second copy
+  // of rank r's numbers would be a duplicate series there.)
+  const std::vector<double> all =
+      dp.gather({r.forward_s + r.backward_s, r.communication_s, static_cast<double>(r.local_tokens)});
+  for (int rank = 0; rank < (w.lead ? dp.size() : 0); ++rank) {
+    const Labels rank_labels{{"rank", std::to_string(rank)}, {"stage", s.name}};
+    w.meters->rank_compute.Add(rank_labels).Set(all[static_cast<size_t>(3 * rank)]);
+    w.meters->rank_communication.Add(rank_labels).Set(all[static_cast<size_t>(3 * rank + 1)]);
+    w.meters->rank_tokens.Add(rank_labels).Set(all[static_cast<size_t>(3 * rank + 2)]);
+  }
+}
+
+absl::Status update_policy(PolicyWorker& w, StageRun& s, int64_t step, StepResult& r) {
+  const auto& opt = s.spec.optimizer();
+  const auto t0 = Clock::now();
+  optim::TensorMap& params = w.policy->tensors();
+  r.grad_norm = w.pipeline ? optim::clip_grad_norm(
+                                 params, opt.max_grad_norm(), [&](double local) { return w.pipeline->sum(local); },
+                                 tied_copy_name(*w.policy))
+                           : optim::clip_grad_norm(params, opt.max_grad_norm());
+  r.lr = optim::scheduled_lr(schedule_kind(opt.schedule()), opt.lr(), step, opt.warmup_steps(), s.total_steps);
+  r.finite = std::isfinite(r.loss) && std::isfinite(r.grad_norm);
+  if (!r.finite) {
+    // Skip the update, count it, and stop after too many in a row: diverged training should fail
+    // loudly, not burn the budget producing NaNs.
+    w.meters->skipped.Add(s.labels).Increment();
+    if (++s.consecutive_bad >= opt.max_consecutive_nonfinite()) {
+      return absl::InternalError(absl::StrCat("stage ", s.name, ": ", s.consecutive_bad,
+                                              " consecutive non-finite steps (loss ", r.loss, ", grad norm ",
+                                              r.grad_norm, "); lower optimizer.lr or check the data"));
+    }
+    w.log.warning("step %d: non-finite loss or gradient, update skipped", step + 1);
+  } else {
+    s.consecutive_bad = 0;
+    s.adamw->step(params, r.lr);
+    w.optimizer_bytes->Set(static_cast<double>(s.adamw->state_bytes()));
+  }
+  for (auto& [name, p] : params) p.mutable_grad() = at::Tensor();
+  trainers::StepContext ctx = s.step_context(w, step);
+  for (const auto& [k, v] : s.trainer->after_step(ctx)) r.metrics[k] = v;
+  r.optimizer_s = since(t0);
+  return absl::OkStatus();
+}
+
+absl::Status report_step(PolicyWorker& w, StageRun& s, int64_t step, const StepResult& r, double seconds) {
+  Meters& meters = *w.meters;
+  const double rss = peak_rss_bytes();
+  const double tokens_per_second = static_cast<double>(r.tokens) / seconds;
+  meters.loss.Add(s.labels).Set(r.loss);
+  meters.steps.Add(s.labels).Increment();
+  meters.tokens.Add(s.labels).Increment(static_cast<double>(r.tokens));
+  meters.samples.Add(s.labels).Increment(static_cast<double>(r.samples));
+  meters.tokens_per_second.Add(s.labels).Set(tokens_per_second);
+  meters.samples_per_second.Add(s.labels).Set(static_cast<double>(r.samples) / seconds);
+  meters.lr.Add(s.labels).Set(r.lr);
+  meters.grad_norm.Add(s.labels).Set(r.grad_norm);
+  meters.memory.Add({}).Set(rss);
+  const std::pair<const char*, double> phases[] = {{"data", r.data_s},
+                                                   {"forward", r.forward_s},
+                                                   {"backward", r.backward_s},
+                                                   {"communication", r.communication_s},
+                                                   {"optimizer", r.optimizer_s}};
+  for (auto [phase, secs] : phases) meters.phase.Add({{"stage", s.name}, {"phase", phase}}).Set(secs);
+  for (const auto& [k, v] : r.metrics)
+    meters.method.Add({{"stage", s.name}, {"trainer", s.method}, {"name", k}}).Set(v);
+  json pipeline_line;
+  if (w.pipeline) {
+    pipeline_line = export_pipeline_stats(*w.pipeline, static_cast<int>(s.spec.optimizer().gradient_accumulation()),
+                                          s.name, w.metrics, w.lead);
+  }
+  json line = {{"stage", s.name},
+               {"trainer", s.method},
+               {"step", step + 1},
+               {"global_step", w.global_step},
+               {"loss", r.loss},
+               {"lr", r.lr},
+               {"grad_norm", r.grad_norm},
+               {"skipped", !r.finite},
+               {"tokens", r.tokens},
+               {"samples", r.samples},
+               {"seconds", seconds},
+               {"tokens_per_second", tokens_per_second},
+               {"phases",
+                {{"data", r.data_s},
+                 {"forward", r.forward_s},
+                 {"backward", r.backward_s},
+                 {"communication", r.communication_s},
+                 {"optimizer", r.optimizer_s}}},
+               {"peak_rss_bytes", rss},
+               {"metrics", json(r.metrics)}};
+  if (w.pipeline) line["pipeline"] = pipeline_line;
+  return w.outputs ? w.outputs->train_line(line.dump(), step + 1, r.loss, tokens_per_second) : absl::OkStatus();
+}
+
+absl::Status save_checkpoint(PolicyWorker& w, StageRun& s, int64_t step) {
+  const auto start = Clock::now();
+  TrainingState state;
+  state.global_step = w.global_step;
+  state.stage_index = static_cast<int64_t>(s.index);
+  state.stage_name = s.name;
+  state.stage_step = step + 1;
+  state.position = s.buffer->position();
+  state.consecutive_nonfinite = s.consecutive_bad;
+  state.reference_cache_key = s.reference.cache_key;
+  state.spec_fingerprint = w.fingerprint;
+  state.finished = w.report.stages;
+  state.stage_before = s.report.before;
+  state.data_parallel = w.dp->size();
+  absl::StatusOr<std::string> saved = std::string();
+  optim::TensorMap optimizer_state = s.adamw->state();  // collective when sharded
+  const model::DecoderModel* to_save = &*w.policy;
+  std::optional<model::DecoderModel> whole;
+  if (w.pipeline) {
+    // Replica 0's stages send theirs to rank 0: the checkpoint holds the whole model and optimizer
+    // state, so it resumes with any pipeline (or data-parallel) size.
+    auto gathered = gather_whole_policy(w);
+    if (w.dp->lead()) optimizer_state = w.pipeline->gather_to_first(optimizer_state);
+    if (!gathered.ok()) return gathered.status();
+    whole = std::move(*gathered);
+    if (whole) to_save = &*whole;
+  }
+  if (w.lead) {
+    saved = w.outputs->checkpoint(*to_save, s.reference.to_save, optimizer_state, state,
+                                  [&s](const std::string& dir) { return s.trainer->save_state(dir); });
+  }
+  // Everyone learns whether rank 0's save worked, so a failed save stops every rank at once.
+  if (w.world->sum(saved.ok() ? 0.0 : 1.0, w.save_timeout) > 0) {
+    return saved.ok() ? absl::InternalError("rank 0 could not write the checkpoint (see its log)") : saved.status();
+  }
+  w.meters->checkpoint_seconds.Add({}).Set(since(start));
+  w.meters->checkpoints.Add({}).Increment();
+  w.log.debug("checkpoint %s (%.2f s)", *saved, since(start));
+  return absl::OkStatus();
+}
+
+}  // namespace aln::engine
