@@ -153,7 +153,12 @@ int run_generate(const Args& args) {
   }
   if (tokenizer_path.empty()) tokenizer_path = (std::filesystem::path(model_dir) / "tokenizer.json").string();
   auto tok = tokenizer::Tokenizer::from_file(tokenizer_path);
-  if (!tok.ok()) return usage_error(absl::StrCat(tok.status().message(), " (pass --tokenizer FILE)"));
+  if (!tok.ok()) {
+    // A bad file, not bad usage: one line, like every other input error.
+    std::fprintf(stderr, "aln generate: %s%s\n", std::string(tok.status().message()).c_str(),
+                 tok.status().code() == absl::StatusCode::kNotFound ? " (pass --tokenizer FILE)" : "");
+    return 2;
+  }
   if (!control.empty() && mode == "tokens")
     tok->add_special_tokens(trainers::controllable::control_token_names(levels));
   auto model = model::load_hf_model(model_dir);
