@@ -90,7 +90,10 @@ int run_train(const Args& args) {
   }
   // The launcher places each job's outputs in its own directory.
   if (const Environment early = read_environment(); !early.output_dir.empty()) {
-    loaded->spec.set_output_dir(early.output_dir);
+    if (absl::Status confined = config::confine_written_paths(&*loaded, early.output_dir); !confined.ok()) {
+      std::fprintf(stderr, "%s\n", std::string(confined.message()).c_str());
+      return 2;
+    }
   }
   // Under mpirun only the first rank prints (MPI is not initialised yet; its launcher's variable says).
   const char* launched_rank = std::getenv("OMPI_COMM_WORLD_RANK");

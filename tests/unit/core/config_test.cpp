@@ -179,6 +179,43 @@ TEST(JobConfig, AliasExpansionIsBounded) {
   EXPECT_EQ(fine->spec.stages(3).data().train_size(), 100);
 }
 
+// Launcher jobs write only below their run directory (aln train under ALN_OUTPUT_DIR).
+TEST(JobConfig, WrittenPathsAreConfinedToTheRunDirectory) {
+  auto confined = [](const std::string& yaml) -> absl::StatusOr<aln::v1::JobSpec> {
+    auto job = load_job_text(yaml, "job.yaml");
+    if (!job.ok()) return job.status();
+    if (absl::Status s = confine_written_paths(&*job, "/data/jobs/job-000002/run"); !s.ok()) return s;
+    return job->spec;
+  };
+  auto ok = confined(std::string(kMinimal) + "checkpoint: {dir: ckpt}\nreference: {cache_dir: cache/ref}\n");
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->output_dir(), "/data/jobs/job-000002/run");
+  EXPECT_EQ(ok->checkpoint().dir(), "/data/jobs/job-000002/run/ckpt");
+  EXPECT_EQ(ok->reference().cache_dir(), "/data/jobs/job-000002/run/cache/ref");
+  auto bob =
+      confined(std::string(kMinimal) + "\n\ncheckpoint:\n  keep_last: 1\n  dir: ../../job-000001/run/checkpoints\n");
+  ASSERT_FALSE(bob.ok());
+  EXPECT_EQ(bob.status().message(),
+            "job.yaml:12: checkpoint.dir: '../../job-000001/run/checkpoints' leaves the run directory ('..'); a job "
+            "run by the launcher writes only inside its run directory: give a path relative to it, or leave the key "
+            "out");
+  auto absolute = confined(std::string(kMinimal) + "checkpoint: {dir: /home/alice/ckpt}\n");
+  ASSERT_FALSE(absolute.ok());
+  EXPECT_NE(absolute.status().message().find("checkpoint.dir: '/home/alice/ckpt' is an absolute path"),
+            std::string::npos);
+  auto staged = confined(
+      "stages:\n  - {name: a, trainer: {sft: {}}, data: {train: [{path: x.jsonl}]},\n"
+      "     reference: {cache_dir: a/../../../x}}\n");
+  ASSERT_FALSE(staged.ok());
+  EXPECT_NE(staged.status().message().find("stages[0].reference.cache_dir: 'a/../../../x' leaves the run directory"),
+            std::string::npos)
+      << staged.status();
+  // Stage names are folders under output_dir, for every job.
+  EXPECT_NE(load_error("name: ../../alice\ntrainer: {sft: {}}\ndata: {train: [{path: a.jsonl}]}\n")
+                .find("job.yaml:1: name: '../../alice' cannot name a folder"),
+            std::string::npos);
+}
+
 TEST(JobConfig, MissingFileIsAClearError) {
   auto job = load_job_file("/nonexistent/job.yaml");
   ASSERT_FALSE(job.ok());
