@@ -88,7 +88,7 @@ int run_train(const Args& args) {
     std::fprintf(stderr, "%s\n", std::string(loaded.status().message()).c_str());
     return 2;
   }
-  // The launcher places each job's outputs in its own directory.
+  // The launcher places each job's outputs in its own directory, and every other written path below it.
   if (const Environment early = read_environment(); !early.output_dir.empty()) {
     if (absl::Status confined = config::confine_written_paths(&*loaded, early.output_dir); !confined.ok()) {
       std::fprintf(stderr, "%s\n", std::string(confined.message()).c_str());
