@@ -54,12 +54,6 @@ void print_plan(const config::LoadedJob& job) {
 
 }  // namespace
 
-int run_not_yet(const std::string& command, const std::string& lands_with) {
-  std::fprintf(stderr, "aln %s: not available in this build yet; it lands with %s.\n", command.c_str(),
-               lands_with.c_str());
-  return 2;
-}
-
 int run_train(const Args& args) {
   std::string file;
   bool dry_run = false;

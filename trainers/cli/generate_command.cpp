@@ -81,6 +81,10 @@ int run_generate(const Args& args) {
       return true;
     };
     std::string v;
+    if (a == "--help" || a == "-h") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    }
     if (a == "--model" && value(&model_dir)) continue;
     if (a == "--tokenizer" && value(&tokenizer_path)) continue;
     if (a == "--prompt" && value(&v)) {
