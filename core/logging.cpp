@@ -4,6 +4,7 @@
 #include <ctime>
 
 #include "absl/strings/ascii.h"
+#include "core/text_escape.h"
 
 namespace aln {
 
@@ -17,7 +18,9 @@ bool parse_log_level(std::string_view text, LogLevel* level) {
   return true;
 }
 
-void Logger::log(LogLevel level, std::string_view message) const {
+void Logger::log(LogLevel level, std::string_view raw) const {
+  // One call, one line: a user string inside the message cannot start a line of its own.
+  const std::string message = escape_for_log(raw);
   static constexpr const char* kNames[] = {"D", "I", "W", "E"};
   const auto now = std::chrono::system_clock::now();
   const std::time_t t = std::chrono::system_clock::to_time_t(now);

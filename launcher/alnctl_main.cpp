@@ -21,6 +21,7 @@
 #include "aln/v1/launcher.grpc.pb.h"
 #include "core/config/job_config.h"
 #include "core/env.h"
+#include "core/text_escape.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 
@@ -32,7 +33,9 @@ constexpr const char* kUsage =
     "  submit JOB.yaml [--watch] [--skip-local-validation]\n"
     "                              validate locally, submit (runs in the current directory); print the job id\n"
     "  status JOB_ID               one job\n"
-    "  list [--state S]... [--user U]   jobs (states: queued starting running succeeded failed cancelled lost)\n"
+    "  list [--state S]... [--user U] [--page-size N]\n"
+    "                              jobs (states: queued starting running succeeded failed cancelled lost);\n"
+    "                              yours, or everyone's for an admin; fetched N per call (default 1000)\n"
     "  watch JOB_ID                state changes and progress until the job ends (exit 0 if it succeeded)\n"
     "  logs [-f] JOB_ID            the job's log; -f follows it until the job ends\n"
     "  cancel JOB_ID [--wait]      SIGTERM, then SIGKILL after the launcher's grace period\n"
@@ -134,9 +137,11 @@ void print_status(const aln::v1::JobStatus& s, bool json) {
     std::printf("%s\n", to_json(s).c_str());
     return;
   }
-  std::printf("job        %s\nname       %s\nuser       %s\nstate      %s\n", s.job_id().c_str(), s.name().c_str(),
-              s.user().c_str(), state_name(s.state()).c_str());
-  if (!s.cause().empty()) std::printf("cause      %s\n", s.cause().c_str());
+  // Names, users and causes are other people's text: escaped, so they cannot fake lines here.
+  std::printf("job        %s\nname       %s\nuser       %s\nstate      %s\n", s.job_id().c_str(),
+              aln::escape_for_log(s.name()).c_str(), aln::escape_for_log(s.user()).c_str(),
+              state_name(s.state()).c_str());
+  if (!s.cause().empty()) std::printf("cause      %s\n", aln::escape_for_log(s.cause()).c_str());
   if (s.state() == aln::v1::QUEUED) std::printf("queue      position %d\n", s.queue_position());
   std::printf("methods    %s\nprocesses  %d%s%s\n", s.methods().c_str(), s.world_size(),
               s.hosts().empty() ? "" : " on ", s.hosts().c_str());
@@ -169,7 +174,7 @@ int watch(Client& client, const std::string& job_id, bool json) {
     } else {
       std::printf("%s %-9s step %-6lld loss %-10.6g%s%s\n", status.job_id().c_str(), state_name(status.state()).c_str(),
                   static_cast<long long>(status.step()), status.loss(), status.cause().empty() ? "" : "  ",
-                  status.cause().c_str());
+                  aln::escape_for_log(status.cause()).c_str());
     }
     std::fflush(stdout);
   }
@@ -234,14 +239,27 @@ int list(Client& client, const std::vector<std::string>& args) {
       request.add_states(state);
     } else if (args[i] == "--user" && i + 1 < args.size()) {
       request.set_user(args[++i]);
+    } else if (args[i] == "--page-size" && i + 1 < args.size()) {
+      int size = 0;
+      if (!absl::SimpleAtoi(args[++i], &size) || size < 1) {
+        return usage_error(absl::StrCat("list: --page-size '", args[i], "' is not a positive integer"));
+      }
+      request.set_page_size(size);
     } else {
       return usage_error(absl::StrCat("list: unknown option '", args[i], "'"));
     }
   }
+  // Page after page: the launcher answers at most 1000 jobs per call.
   aln::v1::ListJobsResponse response;
-  auto context = client.context();
-  grpc::Status status = client.stub().ListJobs(context.get(), request, &response);
-  if (!status.ok()) return rpc_error("list", status);
+  if (request.page_size() == 0) request.set_page_size(1000);
+  do {
+    aln::v1::ListJobsResponse page;
+    auto context = client.context();
+    grpc::Status status = client.stub().ListJobs(context.get(), request, &page);
+    if (!status.ok()) return rpc_error("list", status);
+    for (auto& j : *page.mutable_jobs()) *response.add_jobs() = std::move(j);
+    request.set_page_token(page.next_page_token());
+  } while (!request.page_token().empty());
   if (client.options().json) {
     std::printf("%s\n", to_json(response).c_str());
     return 0;
@@ -249,9 +267,10 @@ int list(Client& client, const std::vector<std::string>& args) {
   std::printf("%-12s %-20s %-10s %-10s %6s %10s %5s %6s  %s\n", "JOB", "NAME", "USER", "STATE", "STEP", "LOSS", "PROCS",
               "AGE", "CAUSE");
   for (const auto& j : response.jobs()) {
-    std::printf("%-12s %-20.20s %-10.10s %-10s %6lld %10.5g %5d %6s  %s\n", j.job_id().c_str(), j.name().c_str(),
-                j.user().c_str(), state_name(j.state()).c_str(), static_cast<long long>(j.step()), j.loss(),
-                j.world_size(), age(j.submitted_unix_ms()).c_str(), j.cause().c_str());
+    std::printf("%-12s %-20.20s %-10.10s %-10s %6lld %10.5g %5d %6s  %s\n", j.job_id().c_str(),
+                aln::escape_for_log(j.name()).c_str(), j.user().c_str(), state_name(j.state()).c_str(),
+                static_cast<long long>(j.step()), j.loss(), j.world_size(), age(j.submitted_unix_ms()).c_str(),
+                aln::escape_for_log(j.cause()).c_str());
   }
   return 0;
 }

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -57,6 +58,9 @@ HttpServer::~HttpServer() {
   stop_ = true;
   if (thread_.joinable()) thread_.join();
   ::close(fd_);
+  // Connection threads end by their deadline at the latest.
+  std::unique_lock<std::mutex> lock(mu_);
+  idle_.wait(lock, [this] { return active_ == 0; });
 }
 
 void HttpServer::serve() {
@@ -65,18 +69,41 @@ void HttpServer::serve() {
     if (::poll(&p, 1, 100) != 1) continue;  // wakes up to see stop_
     const int client = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
     if (client < 0) continue;
-    handle(client);
-    ::close(client);
+    dispatch(client);
   }
 }
 
+void HttpServer::dispatch(int client) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (active_ >= kMaxConnections) {
+      ::close(client);  // shed load: the others keep their deadlines
+      return;
+    }
+    ++active_;
+  }
+  std::thread([this, client] {
+    handle(client);
+    ::close(client);
+    std::lock_guard<std::mutex> lock(mu_);
+    if (--active_ == 0) idle_.notify_all();
+  }).detach();
+}
+
 void HttpServer::handle(int client) const {
+  const auto deadline = std::chrono::steady_clock::now() + kDeadline;
+  // Milliseconds left before the deadline, for poll (0 once it has passed).
+  auto left_ms = [&] {
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    return static_cast<int>(std::max<int64_t>(0, left.count()));
+  };
   std::string request;
   char buffer[4096];
-  // Read the request head, 2 s at most, 16 KiB at most.
+  // Read the request head, 16 KiB at most, within the deadline however the bytes trickle in.
   while (request.find("\r\n\r\n") == std::string::npos && request.size() < 16384) {
     pollfd p{client, POLLIN, 0};
-    if (::poll(&p, 1, 2000) != 1) return;
+    if (::poll(&p, 1, left_ms()) != 1) return;
     const ssize_t n = ::read(client, buffer, sizeof buffer);
     if (n <= 0) return;
     request.append(buffer, static_cast<size_t>(n));
@@ -98,7 +125,7 @@ void HttpServer::handle(int client) const {
   size_t sent = 0;
   while (sent < out.size()) {
     pollfd p{client, POLLOUT, 0};
-    if (::poll(&p, 1, 2000) != 1) return;
+    if (::poll(&p, 1, left_ms()) != 1) return;
     const ssize_t n = ::send(client, out.data() + sent, out.size() - sent, MSG_NOSIGNAL);
     if (n <= 0) return;
     sent += static_cast<size_t>(n);

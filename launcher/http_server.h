@@ -1,10 +1,15 @@
 #pragma once
-// A minimal HTTP/1.0 server for two read-only endpoints: the launcher's own /metrics and /sd
-// (Prometheus HTTP service discovery). One thread, one request per connection, short timeouts:
-// Prometheus is its only client. prometheus-cpp's exposer cannot serve a custom JSON document.
+// A minimal HTTP/1.0 server for the launcher's read-only endpoints: its own /metrics, /sd
+// (Prometheus HTTP service discovery) and /healthz. prometheus-cpp's exposer cannot serve a custom
+// JSON document. One request per connection; each connection has a thread of its own and one
+// deadline for the whole exchange, so a client that trickles bytes cannot hold up the others
+// (a /healthz probe in particular); past kMaxConnections new connections are closed at once.
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 
@@ -20,6 +25,10 @@ struct HttpResponse {
 
 class HttpServer {
  public:
+  static constexpr int kMaxConnections = 64;
+  // Reading the request head and writing the answer, together.
+  static constexpr std::chrono::milliseconds kDeadline{3000};
+
   using Handler = std::function<HttpResponse(const std::string& path)>;
   // Binds host:port (port 0 picks one) and serves until destroyed.
   static absl::StatusOr<std::unique_ptr<HttpServer>> start(const std::string& address, Handler handler);
@@ -33,11 +42,16 @@ class HttpServer {
   HttpServer(int fd, std::string host, int port, Handler handler);
   void serve();
   void handle(int client) const;
+  // Runs handle() on a thread of its own, counted in active_.
+  void dispatch(int client);
   int fd_;
   std::string host_;
   int port_;
   Handler handler_;
   std::atomic<bool> stop_{false};
+  std::mutex mu_;
+  std::condition_variable idle_;
+  int active_ = 0;  // connection threads still running
   std::thread thread_;
 };
 

@@ -10,8 +10,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -19,6 +22,8 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "core/config/job_config.h"
+#include "core/json_guard.h"
+#include "core/text_escape.h"
 #include "google/protobuf/util/json_util.h"
 #include "launcher/launch_command.h"
 #include "launcher/process_group.h"
@@ -72,6 +77,39 @@ std::vector<std::pair<std::string, int>> allocation_of(const std::string& hosts)
   }
   return out;
 }
+
+// Writes `text` and fsyncs the file and its folder: the store row that follows names a job whose
+// spec must survive a power cut as well as the row does (the store is synchronous=FULL).
+absl::Status write_durably(const std::string& path, const std::string& text) {
+  auto failed = [&](const char* what) {
+    return absl::UnavailableError(absl::StrCat(path, ": cannot ", what, " the job spec: ", std::strerror(errno)));
+  };
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return failed("create");
+  for (size_t done = 0; done < text.size();) {
+    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      ::close(fd);
+      return failed("write");
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (::fsync(fd) != 0) {
+    ::close(fd);
+    return failed("fsync");
+  }
+  ::close(fd);
+  const int dir = ::open(fs::path(path).parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir < 0) return failed("open the folder of");
+  const int rc = ::fsync(dir);
+  ::close(dir);
+  if (rc != 0) return failed("fsync the folder of");
+  return absl::OkStatus();
+}
+
+// The cause a job carries from the moment it is taken from the queue until its gate opens.
+constexpr const char* kLaunchingCause = "launching";
 
 bool port_free(int port) {
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -132,7 +170,24 @@ absl::Status JobManager::recover() {
     job.record = std::move(record);
     auto& status = job.record.status;
     const std::string id = status.job_id();
-    if (status.state() == aln::v1::STARTING || status.state() == aln::v1::RUNNING) {
+    const std::string exit_status = (fs::path(job_dir(id)) / "exit_status").string();
+    if (status.state() == aln::v1::STARTING && status.cause() == kLaunchingCause &&
+        !fs::exists(started_marker(exit_status))) {
+      // The launcher died while starting it and nothing of it ran (its gate never opened): end a
+      // process still waiting at the gate and queue the job again, so it runs exactly once.
+      const auto held = static_cast<pid_t>(job.record.pgid);
+      if (leader_alive(held, job.record.start_ticks)) signal_group(held, SIGKILL);
+      job.record.pgid = 0;
+      job.record.start_ticks = 0;
+      job.record.metrics_port = 0;
+      status.set_state(aln::v1::QUEUED);
+      status.set_hosts("");
+      status.set_started_unix_ms(0);
+      status.set_metrics_url("");
+      status.set_cause("");
+      log_.warning("job %s: the launcher stopped while starting it, before it ran; queued again", id);
+      if (auto s = store_->put(job.record); !s.ok()) return s;
+    } else if (status.state() == aln::v1::STARTING || status.state() == aln::v1::RUNNING) {
       const auto pgid = static_cast<pid_t>(job.record.pgid);
       if (leader_alive(pgid, job.record.start_ticks)) {
         job.reattached = true;
@@ -141,7 +196,7 @@ absl::Status JobManager::recover() {
         for (const auto& [host, slots] : allocation_of(status.hosts())) free_slots_[host] -= slots;
         log_.info("job %s: re-attached to process group %d", id, pgid);
       } else {
-        auto code = read_exit_status((fs::path(job_dir(id)) / "exit_status").string());
+        auto code = read_exit_status(exit_status);
         status.set_ended_unix_ms(now_ms());
         status.set_metrics_url("");
         if (code.has_value()) {
@@ -177,6 +232,10 @@ absl::StatusOr<JobStatus> JobManager::submit(const aln::v1::SubmitJobRequest& re
   }
   auto loaded = aln::config::load_job_text(yaml, "submitted job");
   if (!loaded.ok()) return absl::InvalidArgumentError(loaded.status().message());
+  // Refused here with the key path, and rebased by the job itself (aln train under ALN_OUTPUT_DIR).
+  if (absl::Status confined = aln::config::confine_written_paths(&*loaded, "run"); !confined.ok()) {
+    return absl::InvalidArgumentError(confined.message());
+  }
   const aln::v1::JobSpec& spec = loaded->spec;
   const int world = config::job_world_size(spec);
   int pool = 0;
@@ -198,21 +257,22 @@ absl::StatusOr<JobStatus> JobManager::submit(const aln::v1::SubmitJobRequest& re
   for (const auto& stage : aln::config::effective_stages(spec))
     methods.push_back(aln::config::method_name(stage.trainer()));
 
-  std::lock_guard<std::mutex> lock(mu_);
+  // The id is taken under the lock; the folder and the fsync'ed spec are written outside it, so
+  // other clients do not wait for the disk. A failure leaves a gap in the ids, nothing else.
   Job job;
-  job.record.seq = next_seq_;
-  const std::string id = absl::StrFormat("job-%06d", next_seq_);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    job.record.seq = next_seq_++;
+  }
+  const std::string id = absl::StrFormat("job-%06d", job.record.seq);
   const std::string dir = job_dir(id);
   std::error_code ec;
   fs::create_directories(fs::path(dir) / "run", ec);
   if (ec) return absl::UnavailableError(absl::StrCat(dir, ": cannot create the job directory: ", ec.message()));
   if (workdir.empty()) workdir = dir;
   const std::string spec_path = (fs::path(dir) / "job.yaml").string();
-  {
-    std::ofstream out(spec_path, std::ios::binary | std::ios::trunc);
-    out << yaml;
-    if (!out.flush()) return absl::UnavailableError(absl::StrCat(spec_path, ": cannot write the job spec"));
-  }
+  if (absl::Status written = write_durably(spec_path, yaml); !written.ok()) return written;
+  std::lock_guard<std::mutex> lock(mu_);
   job.record.spec_yaml = yaml;
   job.record.workdir = workdir;
   JobStatus& status = job.record.status;
@@ -226,7 +286,6 @@ absl::StatusOr<JobStatus> JobManager::submit(const aln::v1::SubmitJobRequest& re
   status.set_log_path((fs::path(dir) / "job.log").string());
   status.set_methods(absl::StrJoin(methods, ","));
   if (auto s = store_->put(job.record); !s.ok()) return s;  // durable before it is acknowledged
-  ++next_seq_;
   queue_.push_back(id);
   auto& stored = jobs_.emplace(id, std::move(job)).first->second;
   metrics_.counter("aln_launcher_jobs_submitted_total", "Jobs accepted by SubmitJob").Increment();
@@ -245,25 +304,56 @@ JobStatus JobManager::snapshot_locked(const Job& job) const {
   return status;
 }
 
-absl::StatusOr<JobStatus> JobManager::get(const std::string& job_id) const {
-  std::lock_guard<std::mutex> lock(mu_);
+absl::StatusOr<const JobManager::Job*> JobManager::readable_locked(const std::string& job_id,
+                                                                   const Principal& who) const {
   auto it = jobs_.find(job_id);
-  if (it == jobs_.end())
-    return absl::NotFoundError(absl::StrCat("job_id: no job '", job_id, "'; `alnctl list` shows the jobs"));
-  return snapshot_locked(it->second);
+  if (it == jobs_.end()) {
+    return absl::NotFoundError(
+        absl::StrCat("job_id: no job '", escape_for_log(job_id), "'; `alnctl list` shows the jobs"));
+  }
+  if (!who.admin && it->second.record.status.user() != who.user) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("job ", job_id, " belongs to another user; only its owner or an admin may see it"));
+  }
+  return &it->second;
 }
 
-std::vector<JobStatus> JobManager::list(const aln::v1::ListJobsRequest& request) const {
+absl::StatusOr<JobStatus> JobManager::get(const std::string& job_id, const Principal& who) const {
   std::lock_guard<std::mutex> lock(mu_);
-  std::vector<JobStatus> out;
-  for (const auto& [id, job] : jobs_) {
-    const auto& s = job.record.status;
-    if (!request.user().empty() && s.user() != request.user()) continue;
+  auto job = readable_locked(job_id, who);
+  if (!job.ok()) return job.status();
+  return snapshot_locked(**job);
+}
+
+absl::StatusOr<aln::v1::ListJobsResponse> JobManager::list(const aln::v1::ListJobsRequest& request,
+                                                           const Principal& who) const {
+  constexpr int kDefaultPage = 500, kMaxPage = 1000;
+  if (!who.admin && !request.user().empty() && request.user() != who.user) {
+    return absl::PermissionDeniedError("user: only an admin may list another user's jobs");
+  }
+  if (request.page_size() < 0 || request.page_size() > kMaxPage) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("page_size: ", request.page_size(), " is out of range: 0 (", kDefaultPage, ") to ", kMaxPage));
+  }
+  const int page = request.page_size() == 0 ? kDefaultPage : request.page_size();
+  const std::string& user = who.admin ? request.user() : who.user;
+  aln::v1::ListJobsResponse out;
+  std::lock_guard<std::mutex> lock(mu_);
+  // Ids order the map and the token is the last id sent, so a page starts right after it even
+  // when jobs were added or ended in between.
+  auto it = request.page_token().empty() ? jobs_.begin() : jobs_.upper_bound(request.page_token());
+  for (; it != jobs_.end(); ++it) {
+    const auto& s = it->second.record.status;
+    if (!user.empty() && s.user() != user) continue;
     if (request.states_size() > 0 &&
         std::find(request.states().begin(), request.states().end(), s.state()) == request.states().end()) {
       continue;
     }
-    out.push_back(snapshot_locked(job));
+    if (out.jobs_size() == page) {
+      out.set_next_page_token(out.jobs(page - 1).job_id());
+      break;
+    }
+    *out.add_jobs() = snapshot_locked(it->second);
   }
   return out;
 }
@@ -301,11 +391,11 @@ absl::StatusOr<JobStatus> JobManager::cancel(const std::string& job_id, const Pr
   return snapshot_locked(job);
 }
 
-absl::StatusOr<std::pair<std::string, bool>> JobManager::log_of(const std::string& job_id) const {
+absl::StatusOr<std::pair<std::string, bool>> JobManager::log_of(const std::string& job_id, const Principal& who) const {
   std::lock_guard<std::mutex> lock(mu_);
-  auto it = jobs_.find(job_id);
-  if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("job_id: no job '", job_id, "'"));
-  const auto& s = it->second.record.status;
+  auto job = readable_locked(job_id, who);
+  if (!job.ok()) return job.status();
+  const auto& s = (*job)->record.status;
   return std::make_pair(s.log_path(), is_terminal(s.state()));
 }
 
@@ -341,16 +431,37 @@ void JobManager::poll_loop() {
 }
 
 void JobManager::poll_once() {
-  std::lock_guard<std::mutex> lock(mu_);
-  for (auto& [id, job] : jobs_) {
-    const auto state = job.record.status.state();
-    if (state == aln::v1::STARTING || state == aln::v1::RUNNING) check_running_locked(job);
+  std::vector<std::string> to_start;
+  std::vector<Probe> probes;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [id, job] : jobs_) {
+      const auto state = job.record.status.state();
+      if ((state == aln::v1::STARTING || state == aln::v1::RUNNING) && !job.launching) {
+        check_running_locked(job);
+        // Serving /metrics yet? Asked below, outside the lock (it may resolve a host name).
+        const auto& s = job.record.status;
+        if (s.state() == aln::v1::STARTING && !s.metrics_url().empty()) {
+          probes.push_back({id, s.metrics_url().substr(7, s.metrics_url().rfind(':') - 7), job.record.metrics_port});
+        }
+      }
+    }
+    schedule_locked(&to_start);
+    update_gauges_locked();
   }
-  schedule_locked();
-  update_gauges_locked();
+  for (const std::string& id : to_start) launch(id);
+  for (const Probe& p : probes) {
+    if (!port_answers(p.host, p.port, 50)) continue;
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = jobs_.find(p.job_id);
+    if (it != jobs_.end() && it->second.record.status.state() == aln::v1::STARTING) {
+      it->second.record.status.set_state(aln::v1::RUNNING);
+      persist_locked(it->second);
+    }
+  }
 }
 
-void JobManager::schedule_locked() {
+void JobManager::schedule_locked(std::vector<std::string>* to_start) {
   // Strict FIFO: the head of the queue waits for its slots, later jobs do not overtake it.
   while (!queue_.empty()) {
     Job& job = jobs_.at(queue_.front());
@@ -368,9 +479,20 @@ void JobManager::schedule_locked() {
       parts.push_back(absl::StrCat(h.name, ":", take));
       if (needed == 0) break;
     }
-    job.record.status.set_hosts(absl::StrJoin(parts, ","));
+    auto& status = job.record.status;
+    status.set_hosts(absl::StrJoin(parts, ","));
     queue_.erase(queue_.begin());
-    start_locked(job);
+    // Recorded before any process exists: a launcher that dies from here until the gate opens
+    // leaves a record a restart recognises as "never ran" and queues again (see recover()).
+    job.launching = true;
+    job.record.pgid = 0;
+    job.record.start_ticks = 0;
+    job.record.metrics_port = pick_metrics_port_locked();
+    status.set_state(aln::v1::STARTING);
+    status.set_cause(kLaunchingCause);
+    status.set_started_unix_ms(now_ms());
+    persist_locked(job);
+    to_start->push_back(status.job_id());
   }
 }
 
@@ -386,11 +508,37 @@ int JobManager::pick_metrics_port_locked() const {
   return 0;  // the job picks a free port itself; it is then not discoverable
 }
 
-void JobManager::start_locked(Job& job) {
-  auto& status = job.record.status;
-  const std::string id = status.job_id();
+std::string JobManager::metrics_url(const JobRecord& record) const {
+  if (record.metrics_port <= 0) return "";
+  const auto spec = aln::config::load_job_text(record.spec_yaml, "job");
+  if (!spec.ok() || !spec->spec.metrics().enabled()) return "";
+  // The target is the host rank 0 runs on, from the pool: the spec's metrics.host only says where
+  // the job binds, and must not point Prometheus at an address of the submitter's choosing. A
+  // loopback bind is kept as it is when that host is this one.
+  const std::string& hosts = record.status.hosts();
+  const std::string first_host = hosts.substr(0, hosts.find(':'));
+  const std::string& bind = spec->spec.metrics().host();
+  const bool local = first_host == "localhost" || is_loopback_address(first_host);
+  const std::string target = local && is_loopback_address(bind) ? bind : first_host;
+  return absl::StrCat("http://", target, ":", record.metrics_port, "/metrics");
+}
+
+void JobManager::launch(const std::string& id) {
+  // Parsing, the log header and fork run outside the lock: other clients are not held up by a
+  // slow start. The job record is this function's until it clears `launching`.
+  JobRecord record;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    record = jobs_.at(id).record;
+  }
+  const auto& status = record.status;
   const std::string dir = job_dir(id);
-  job.record.metrics_port = pick_metrics_port_locked();
+  auto fail = [&](const absl::Status& why) {
+    std::lock_guard<std::mutex> lock(mu_);
+    Job& job = jobs_.at(id);
+    job.launching = false;
+    finish_locked(job, aln::v1::FAILED, -1, std::string(why.message()));
+  };
   const std::map<std::string, std::string> values = {{"aln", config_.aln_binary},
                                                      {"spec", (fs::path(dir) / "job.yaml").string()},
                                                      {"np", std::to_string(status.world_size())},
@@ -400,46 +548,55 @@ void JobManager::start_locked(Job& job) {
   const std::string templ =
       config_.launch_template.empty() ? default_launch_template(status.world_size()) : config_.launch_template;
   auto argv = expand_launch_template(templ, values);
-  status.set_started_unix_ms(now_ms());
-  if (!argv.ok()) {
-    finish_locked(job, aln::v1::FAILED, -1, std::string(argv.status().message()));
-    return;
-  }
+  if (!argv.ok()) return fail(argv.status());
   std::map<std::string, std::string> env = {{"ALN_OUTPUT_DIR", status.run_dir()},
-                                            {"ALN_METRICS_PORT", std::to_string(job.record.metrics_port)},
+                                            {"ALN_METRICS_PORT", std::to_string(record.metrics_port)},
                                             {"ALN_JOB_ID", id}};
   if (::geteuid() == 0) {  // mpirun refuses root without these; the launcher runs jobs as itself
     env["OMPI_ALLOW_RUN_AS_ROOT"] = "1";
     env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1";
   }
+  const std::string url = metrics_url(record);
   {
     std::ofstream header(status.log_path(), std::ios::app);
-    header << "aln-launcher: starting " << id << " in " << job.record.workdir << ":";
-    for (const auto& w : *argv) header << ' ' << w;
+    header << "aln-launcher: starting " << id << " in " << escape_for_log(record.workdir) << ":";
+    for (const auto& w : *argv) header << ' ' << escape_for_log(w);
     header << '\n';
   }
-  auto spawned =
-      spawn_process_group(*argv, env, job.record.workdir, status.log_path(), (fs::path(dir) / "exit_status").string());
-  if (!spawned.ok()) {
-    finish_locked(job, aln::v1::FAILED, -1, std::string(spawned.status().message()));
+  const std::string exit_status = (fs::path(dir) / "exit_status").string();
+  std::error_code ignored;
+  fs::remove(started_marker(exit_status), ignored);  // from a start a restart undid
+  auto spawned = spawn_held(*argv, env, record.workdir, status.log_path(), exit_status);
+  if (!spawned.ok()) return fail(spawned.status());
+  bool cancelled = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    Job& job = jobs_.at(id);
+    job.record.pgid = spawned->pid;
+    job.record.start_ticks = spawned->start_ticks;
+    job.started = std::chrono::steady_clock::now();
+    job.record.status.set_metrics_url(url);
+    persist_locked(job);  // the process group is on disk before anything of the job runs
+    cancelled = job.cancel_requested;
+  }
+  if (!cancelled && config_.test_start_hold_s > 0) {  // tests: widen the window a crash may hit
+    std::this_thread::sleep_for(std::chrono::milliseconds(static_cast<int64_t>(config_.test_start_hold_s * 1000)));
+  }
+  if (cancelled) {
+    abandon(*spawned);
+  } else if (absl::Status released = release(*spawned); !released.ok()) {
+    return fail(released);
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  Job& job = jobs_.at(id);
+  job.launching = false;
+  if (cancelled) {
+    finish_locked(job, aln::v1::CANCELLED, 0, absl::StrCat("cancelled by ", job.cancelled_by, " while starting"));
     return;
   }
-  job.record.pgid = spawned->pid;
-  job.record.start_ticks = spawned->start_ticks;
-  job.started = std::chrono::steady_clock::now();
-  status.set_state(aln::v1::STARTING);
-  if (job.record.metrics_port > 0) {
-    const auto spec = aln::config::load_job_text(job.record.spec_yaml, "job");
-    const std::string host = spec.ok() && spec->spec.metrics().enabled() ? spec->spec.metrics().host() : "";
-    if (!host.empty()) {
-      const std::string first_host = status.hosts().substr(0, status.hosts().find(':'));
-      const bool any = host == "0.0.0.0" || host == "::";
-      status.set_metrics_url(
-          absl::StrCat("http://", any ? first_host : host, ":", job.record.metrics_port, "/metrics"));
-    }
-  }
+  if (job.record.status.cause() == kLaunchingCause) job.record.status.set_cause("");
   persist_locked(job);
-  log_.info("job %s: started, process group %d on %s", id, spawned->pid, status.hosts());
+  log_.info("job %s: started, process group %d on %s", id, spawned->pid, job.record.status.hosts());
 }
 
 void JobManager::check_running_locked(Job& job) {
@@ -476,15 +633,10 @@ void JobManager::check_running_locked(Job& job) {
     persist_locked(job);
     log_.warning("job %s: still running %.1f s after SIGTERM; SIGKILL", status.job_id(), config_.cancel_grace_s);
   }
-  if (status.state() == aln::v1::STARTING) {
-    // Running once it serves metrics or reports a step (whichever the job does first).
-    const bool serving =
-        !status.metrics_url().empty() &&
-        port_answers(status.metrics_url().substr(7, status.metrics_url().rfind(':') - 7), job.record.metrics_port, 50);
-    if (serving || status.step() > 0) {
-      status.set_state(aln::v1::RUNNING);
-      persist_locked(job);
-    }
+  // Running once it reports a step, or serves metrics (poll_once asks that outside the lock).
+  if (status.state() == aln::v1::STARTING && status.step() > 0) {
+    status.set_state(aln::v1::RUNNING);
+    persist_locked(job);
   }
 }
 
@@ -505,6 +657,8 @@ void JobManager::read_progress_locked(Job& job) {
   chunk.resize(last_newline);  // complete lines only; the newest is the last of them
   const size_t previous = chunk.rfind('\n');
   const std::string line = previous == std::string::npos ? chunk : chunk.substr(previous + 1);
+  // The job writes this file: a hostile line must not cost the launcher more than a linear scan.
+  if (!check_json_depth(line).ok()) return;
   auto parsed = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
   if (parsed.is_discarded() || !parsed.is_object()) return;
   auto& status = job.record.status;

@@ -37,13 +37,15 @@ class JobManager {
   // Validates (schema, cross-field rules, placement against the pool) and queues. Errors are
   // INVALID_ARGUMENT naming the key path (and line, for YAML).
   absl::StatusOr<aln::v1::JobStatus> submit(const aln::v1::SubmitJobRequest& request, const std::string& user);
-  absl::StatusOr<aln::v1::JobStatus> get(const std::string& job_id) const;
-  std::vector<aln::v1::JobStatus> list(const aln::v1::ListJobsRequest& request) const;
+  // Reads are the owner's or an admin's: another user's job is PERMISSION_DENIED.
+  absl::StatusOr<aln::v1::JobStatus> get(const std::string& job_id, const Principal& who) const;
+  // One page of the jobs `who` may see (ListJobsRequest says how pages work).
+  absl::StatusOr<aln::v1::ListJobsResponse> list(const aln::v1::ListJobsRequest& request, const Principal& who) const;
   // Queued jobs end at once; running ones get SIGTERM, then SIGKILL after the grace period.
   // Only the job's owner or an admin may cancel (PERMISSION_DENIED otherwise).
   absl::StatusOr<aln::v1::JobStatus> cancel(const std::string& job_id, const Principal& who);
   // The job's log file and whether the job has ended (no more lines will come).
-  absl::StatusOr<std::pair<std::string, bool>> log_of(const std::string& job_id) const;
+  absl::StatusOr<std::pair<std::string, bool>> log_of(const std::string& job_id, const Principal& who) const;
   // Prometheus HTTP service discovery: the /metrics targets of starting and running jobs (JSON).
   std::string service_discovery_json() const;
 
@@ -53,6 +55,7 @@ class JobManager {
   struct Job {
     JobRecord record;
     bool reattached = false;  // not our child: watched through /proc and the exit-status file
+    bool launching = false;   // launch() owns it: no process, or one waiting at its gate
     bool cancel_requested = false;
     std::chrono::steady_clock::time_point kill_at;
     bool killed = false;
@@ -63,9 +66,22 @@ class JobManager {
   JobManager(LauncherConfig config, std::unique_ptr<JobStore> store, MetricsRegistry& metrics, Logger log);
   absl::Status recover();
   void poll_loop();
+  // A STARTING job whose /metrics port poll_once asks about outside the lock.
+  struct Probe {
+    std::string job_id;
+    std::string host;
+    int port = 0;
+  };
+
   void poll_once();
-  void schedule_locked();
-  void start_locked(Job& job);
+  // Takes queued jobs whose slots are free, records each as launching (STARTING, no process yet)
+  // and appends its id to `to_start`.
+  void schedule_locked(std::vector<std::string>* to_start);
+  // Starts a job schedule_locked took: fork outside the lock, the process group recorded durably,
+  // then the gate opened (launcher/process_group.h), so a crash never leaves two copies running.
+  void launch(const std::string& job_id);
+  // The /sd target of a job about to start, from the spec and the pool (parses the spec).
+  std::string metrics_url(const JobRecord& record) const;
   void check_running_locked(Job& job);
   void finish_locked(Job& job, aln::v1::JobState state, int exit_code, std::string cause);
   void read_progress_locked(Job& job);
@@ -74,6 +90,8 @@ class JobManager {
   int pick_metrics_port_locked() const;
   std::string job_dir(const std::string& job_id) const;
   aln::v1::JobStatus snapshot_locked(const Job& job) const;
+  // The job `who` may read, or NOT_FOUND / PERMISSION_DENIED.
+  absl::StatusOr<const Job*> readable_locked(const std::string& job_id, const Principal& who) const;
 
   LauncherConfig config_;
   std::unique_ptr<JobStore> store_;

@@ -90,15 +90,15 @@ class TickedStream : public grpc::ServerWriteReactor<T>, public Tickable {
 // WatchJob: sends the job's status whenever it changed, ends after sending a final state.
 class WatchReactor final : public TickedStream<aln::v1::JobStatus> {
  public:
-  WatchReactor(JobManager& manager, StreamTicker& ticker, std::string job_id)
-      : TickedStream(manager, ticker), job_id_(std::move(job_id)) {
+  WatchReactor(JobManager& manager, StreamTicker& ticker, std::string job_id, Principal who)
+      : TickedStream(manager, ticker), job_id_(std::move(job_id)), who_(std::move(who)) {
     start();
   }
 
  private:
   void next() override {
     if (sent_final_) return end(grpc::Status::OK);
-    auto status = manager_.get(job_id_);
+    auto status = manager_.get(job_id_, who_);
     if (!status.ok()) return end(to_grpc(status.status()));
     std::string bytes = status->SerializeAsString();
     if (bytes == last_) return;
@@ -108,6 +108,7 @@ class WatchReactor final : public TickedStream<aln::v1::JobStatus> {
     send();
   }
   std::string job_id_;
+  Principal who_;
   bool sent_final_ = false;
   std::string last_;
 };
@@ -115,9 +116,10 @@ class WatchReactor final : public TickedStream<aln::v1::JobStatus> {
 // StreamLogs: the log from `offset` in chunks; in follow mode it waits for more until the job ends.
 class LogsReactor final : public TickedStream<aln::v1::LogChunk> {
  public:
-  LogsReactor(JobManager& manager, StreamTicker& ticker, const aln::v1::StreamLogsRequest& request)
+  LogsReactor(JobManager& manager, StreamTicker& ticker, const aln::v1::StreamLogsRequest& request, Principal who)
       : TickedStream(manager, ticker),
         job_id_(request.job_id()),
+        who_(std::move(who)),
         follow_(request.follow()),
         offset_(std::max<int64_t>(0, request.offset())) {
     start();
@@ -125,7 +127,7 @@ class LogsReactor final : public TickedStream<aln::v1::LogChunk> {
 
  private:
   void next() override {
-    auto log = manager_.log_of(job_id_);
+    auto log = manager_.log_of(job_id_, who_);
     if (!log.ok()) return end(to_grpc(log.status()));
     const bool ended = log->second;  // read before the file, so no line written before the end is missed
     std::ifstream in(log->first, std::ios::binary);
@@ -146,6 +148,7 @@ class LogsReactor final : public TickedStream<aln::v1::LogChunk> {
     send();
   }
   std::string job_id_;
+  Principal who_;
   bool follow_;
   int64_t offset_;
 };
@@ -270,7 +273,7 @@ grpc::ServerUnaryReactor* JobServiceImpl::GetJob(grpc::CallbackServerContext* co
   const auto start = std::chrono::steady_clock::now();
   auto who = authenticate(context);
   if (!who.ok()) return finish(context, "GetJob", start, who.status());
-  auto status = manager_.get(request->job_id());
+  auto status = manager_.get(request->job_id(), *who);
   if (status.ok()) *response = std::move(*status);
   return finish(context, "GetJob", start, status.status());
 }
@@ -281,8 +284,9 @@ grpc::ServerUnaryReactor* JobServiceImpl::ListJobs(grpc::CallbackServerContext* 
   const auto start = std::chrono::steady_clock::now();
   auto who = authenticate(context);
   if (!who.ok()) return finish(context, "ListJobs", start, who.status());
-  for (auto& job : manager_.list(*request)) *response->add_jobs() = std::move(job);
-  return finish(context, "ListJobs", start, absl::OkStatus());
+  auto page = manager_.list(*request, *who);
+  if (page.ok()) *response = std::move(*page);
+  return finish(context, "ListJobs", start, page.status());
 }
 
 grpc::ServerUnaryReactor* JobServiceImpl::CancelJob(grpc::CallbackServerContext* context,
@@ -300,20 +304,20 @@ grpc::ServerWriteReactor<aln::v1::JobStatus>* JobServiceImpl::WatchJob(grpc::Cal
                                                                        const aln::v1::WatchJobRequest* request) {
   auto who = authenticate(context);
   absl::Status status = who.status();
-  if (status.ok()) status = manager_.get(request->job_id()).status();
+  if (status.ok()) status = manager_.get(request->job_id(), *who).status();
   count("WatchJob", status);
   if (!status.ok()) return new RefusedStream<aln::v1::JobStatus>(to_grpc(status));
-  return new WatchReactor(manager_, ticker_, request->job_id());
+  return new WatchReactor(manager_, ticker_, request->job_id(), *who);
 }
 
 grpc::ServerWriteReactor<aln::v1::LogChunk>* JobServiceImpl::StreamLogs(grpc::CallbackServerContext* context,
                                                                         const aln::v1::StreamLogsRequest* request) {
   auto who = authenticate(context);
   absl::Status status = who.status();
-  if (status.ok()) status = manager_.log_of(request->job_id()).status();
+  if (status.ok()) status = manager_.log_of(request->job_id(), *who).status();
   count("StreamLogs", status);
   if (!status.ok()) return new RefusedStream<aln::v1::LogChunk>(to_grpc(status));
-  return new LogsReactor(manager_, ticker_, *request);
+  return new LogsReactor(manager_, ticker_, *request, *who);
 }
 
 }  // namespace aln::launcher

@@ -1,5 +1,6 @@
 #include "launcher/launcher_config.h"
 
+#include <cmath>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -21,8 +22,8 @@ const char* const kLauncherUsage =
     "  --launch-template T      command for a job; placeholders {aln} {spec} {np} {hosts} {job_id} {run_dir}\n"
     "  --tokens FILE            bearer tokens, one `TOKEN USER [admin]` per line (default: no authentication)\n"
     "  --tls-cert FILE --tls-key FILE   serve TLS\n"
-    "  --cancel-grace-s S       SIGTERM, then SIGKILL after S seconds (default 10)\n"
-    "  --max-message-bytes N    request size limit (default 4194304)\n"
+    "  --cancel-grace-s S       SIGTERM, then SIGKILL after S seconds, 0..86400 (default 10)\n"
+    "  --max-message-bytes N    request size limit, 1024..1073741824 (default 4194304)\n"
     "  --job-metrics-ports B:N  jobs' /metrics ports B..B+N-1 (default 9500:100)\n";
 
 absl::StatusOr<std::vector<Host>> parse_hosts(const std::string& text) {
@@ -47,6 +48,17 @@ absl::StatusOr<std::vector<Host>> parse_hosts(const std::string& text) {
   }
   if (hosts.empty()) return absl::InvalidArgumentError("--hosts: no hosts given (expected host:slots,...)");
   return hosts;
+}
+
+bool is_loopback_address(const std::string& address) {
+  // "HOST:PORT", "[V6]:PORT" or a bare host.
+  std::string host = address;
+  if (!host.empty() && host.front() == '[') {
+    host = host.substr(1, host.find(']') == std::string::npos ? std::string::npos : host.find(']') - 1);
+  } else if (const size_t colon = host.rfind(':'); colon != std::string::npos && host.find(':') == colon) {
+    host.resize(colon);
+  }
+  return host.rfind("127.", 0) == 0 || host == "localhost" || host == "::1";
 }
 
 std::string format_hosts(const std::vector<Host>& hosts) {
@@ -92,11 +104,16 @@ absl::StatusOr<LauncherConfig> parse_launcher_flags(const std::vector<std::strin
       if (i + 1 >= args.size()) return absl::InvalidArgumentError(absl::StrCat(flag, ": missing value"));
       return args[++i];
     };
-    auto number = [&](double* out) -> absl::Status {
+    // A finite number in [lo, hi] ("inf" and "nan" parse as numbers but are not settings).
+    auto number = [&](double* out, double lo, double hi) -> absl::Status {
       auto v = value();
       if (!v.ok()) return v.status();
-      if (!absl::SimpleAtod(*v, out) || *out < 0) {
-        return absl::InvalidArgumentError(absl::StrCat(flag, ": '", *v, "' is not a non-negative number"));
+      if (!absl::SimpleAtod(*v, out) || !std::isfinite(*out) || *out < lo || *out > hi) {
+        auto text = [](double x) {
+          return x == std::floor(x) ? absl::StrCat(static_cast<int64_t>(x)) : absl::StrCat(x);
+        };
+        return absl::InvalidArgumentError(
+            absl::StrCat(flag, ": '", *v, "' is not a number from ", text(lo), " to ", text(hi)));
       }
       return absl::OkStatus();
     };
@@ -126,14 +143,16 @@ absl::StatusOr<LauncherConfig> parse_launcher_flags(const std::vector<std::strin
       continue;
     }
     if (flag == "--cancel-grace-s") {
-      if (auto s = number(&config.cancel_grace_s); !s.ok()) return s;
+      if (auto s = number(&config.cancel_grace_s, 0, 86400); !s.ok()) return s;
+    } else if (flag == "--test-start-hold-s") {
+      if (auto s = number(&config.test_start_hold_s, 0, 60); !s.ok()) return s;
     } else if (flag == "--poll-interval-s") {
-      if (auto s = number(&config.poll_interval_s); !s.ok()) return s;
-      if (config.poll_interval_s <= 0) return absl::InvalidArgumentError("--poll-interval-s: must be > 0");
+      if (auto s = number(&config.poll_interval_s, 0.001, 60); !s.ok()) return s;
     } else if (flag == "--max-message-bytes") {
+      // gRPC takes an int; 1 GiB is far above any job spec and well inside it.
       double bytes = 0;
-      if (auto s = number(&bytes); !s.ok()) return s;
-      if (bytes < 1024) return absl::InvalidArgumentError("--max-message-bytes: at least 1024");
+      if (auto s = number(&bytes, 1024, 1 << 30); !s.ok()) return s;
+      if (bytes != std::floor(bytes)) return absl::InvalidArgumentError("--max-message-bytes: a whole number of bytes");
       config.max_message_bytes = static_cast<int>(bytes);
     } else if (flag == "--job-metrics-ports") {
       auto v = value();

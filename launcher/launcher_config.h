@@ -36,11 +36,17 @@ struct LauncherConfig {
   int job_metrics_port_base = 9500;  // jobs' /metrics ports: base, base+1, ...
   int job_metrics_port_count = 100;
   double poll_interval_s = 0.2;  // how often running jobs' processes and progress are checked
+  // Tests only (--test-start-hold-s): how long a job waits at its gate after its process group is
+  // recorded, so a test can kill the launcher inside the start window.
+  double test_start_hold_s = 0;
 };
 
 // "h1:4,h2:4" or "localhost" (slots 1). Errors name the entry.
 absl::StatusOr<std::vector<Host>> parse_hosts(const std::string& text);
 std::string format_hosts(const std::vector<Host>& hosts);
+
+// True for 127.x.y.z, localhost and ::1 (with or without ":PORT"); 0.0.0.0 and names are not.
+bool is_loopback_address(const std::string& address);
 
 // One principal per line: `TOKEN USER [admin]`; '#' starts a comment. Errors name file:line.
 absl::StatusOr<std::map<std::string, Principal>> load_tokens(const std::string& path);

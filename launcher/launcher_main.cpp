@@ -60,8 +60,13 @@ int run(const std::vector<std::string>& args) {
       return 2;
     }
     tokens = *loaded;
-  } else if (config.listen.rfind("127.", 0) != 0 && config.listen.rfind("localhost:", 0) != 0 &&
-             config.listen.rfind("[::1]", 0) != 0) {
+    if (config.tls_cert.empty() && !aln::launcher::is_loopback_address(config.listen)) {
+      log.warning(
+          "listening on %s with --tokens but without TLS: tokens cross the network in plain text and can be "
+          "replayed by anyone who sees them; add --tls-cert and --tls-key",
+          config.listen);
+    }
+  } else if (!aln::launcher::is_loopback_address(config.listen)) {
     log.warning("listening on %s without --tokens: anyone who reaches this address can submit jobs", config.listen);
   }
 

@@ -1,10 +1,12 @@
 #include "core/config/job_config.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "core/status.h"
 #include "google/protobuf/text_format.h"
 
 namespace aln::config {
@@ -25,6 +27,33 @@ absl::Status at(const LoadedJob& job, const std::string& path, const std::string
   return absl::InvalidArgumentError(absl::StrCat(job.file, ":", line, ": ", path, ": ", message));
 }
 
+// A stage's name is the folder of its outputs under output_dir (and the single stage of a job
+// without `stages` takes the job's name).
+absl::Status check_folder_name(const LoadedJob& job, const std::string& path, const std::string& name) {
+  if (name == "." || name == ".." || name.find('/') != std::string::npos || name.find('\0') != std::string::npos) {
+    return at(job, path,
+              absl::StrCat("'", name,
+                           "' cannot name a folder (it holds the stage's outputs under output_dir): use a "
+                           "plain name without '/', not '.' or '..'"));
+  }
+  return absl::OkStatus();
+}
+
+// Rebases one written path under run_dir; refuses absolute and escaping ones.
+absl::Status confine(const LoadedJob& job, const std::string& path, const std::string& run_dir, std::string* value) {
+  if (value->empty()) return absl::OkStatus();  // the default, below output_dir
+  const std::filesystem::path p(*value);
+  const char* rule =
+      "a job run by the launcher writes only inside its run directory: give a path relative to it, or leave the key "
+      "out";
+  if (p.is_absolute()) return at(job, path, absl::StrCat("'", *value, "' is an absolute path; ", rule));
+  for (const auto& part : p) {
+    if (part == "..") return at(job, path, absl::StrCat("'", *value, "' leaves the run directory ('..'); ", rule));
+  }
+  *value = (std::filesystem::path(run_dir) / p).lexically_normal().string();
+  return absl::OkStatus();
+}
+
 bool has_top_level_stage_keys(const LoadedJob& job) {
   for (const char* key : {"trainer", "data", "optimizer", "reference", "reward_models"}) {
     if (job.lines.count(key) != 0) return true;
@@ -34,6 +63,7 @@ bool has_top_level_stage_keys(const LoadedJob& job) {
 
 absl::Status validate_stage(const LoadedJob& job, const aln::v1::StageSpec& stage, const std::string& prefix) {
   auto key = [&](const std::string& rest) { return prefix.empty() ? rest : absl::StrCat(prefix, ".", rest); };
+  ALN_RETURN_IF_ERROR(check_folder_name(job, prefix.empty() ? "name" : key("name"), stage.name()));
   if (method_name(stage.trainer()).empty()) {
     return at(job, key("trainer"),
               "no method set; add one of sft, reward, dpo, safedpo, tdpo, radpo, grpo, ptalign, controllable, hair");
@@ -140,6 +170,18 @@ absl::Status validate_job(const LoadedJob& job) {
   }
   for (int i = 0; i < spec.stages_size(); ++i) {
     { absl::Status s = validate_stage(job, spec.stages(i), absl::StrCat("stages[", i, "]")); if (!s.ok()) return s; }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status confine_written_paths(LoadedJob* job, const std::string& run_dir) {
+  aln::v1::JobSpec& spec = job->spec;
+  spec.set_output_dir(run_dir);
+  ALN_RETURN_IF_ERROR(confine(*job, "checkpoint.dir", run_dir, spec.mutable_checkpoint()->mutable_dir()));
+  ALN_RETURN_IF_ERROR(confine(*job, "reference.cache_dir", run_dir, spec.mutable_reference()->mutable_cache_dir()));
+  for (int i = 0; i < spec.stages_size(); ++i) {
+    ALN_RETURN_IF_ERROR(confine(*job, absl::StrCat("stages[", i, "].reference.cache_dir"), run_dir,
+                                spec.mutable_stages(i)->mutable_reference()->mutable_cache_dir()));
   }
   return absl::OkStatus();
 }

@@ -23,6 +23,14 @@ absl::StatusOr<LoadedJob> load_job_text(const std::string& text, const std::stri
 // Rules that span fields (the per-field ones are in the proto options).
 absl::Status validate_job(const LoadedJob& job);
 
+// For a job the launcher runs (ALN_OUTPUT_DIR set): every path the job writes goes below
+// `run_dir`. output_dir becomes run_dir; checkpoint.dir and reference.cache_dir (top level and per
+// stage), when set, must be relative without a ".." component and are placed under run_dir; an
+// absolute or escaping one is refused with "file:line: key.path: ...", so one user's job cannot
+// overwrite another's checkpoints. Stage names are folders under output_dir and are checked by
+// validate_job.
+absl::Status confine_written_paths(LoadedJob* job, const std::string& run_dir);
+
 // The stages to run: `stages`, or the single stage made of the top-level keys.
 std::vector<aln::v1::StageSpec> effective_stages(const aln::v1::JobSpec& spec);
 

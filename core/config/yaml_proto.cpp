@@ -172,6 +172,7 @@ class Converter {
   }
 
   absl::Status fill_message(const YAML::Node& node, Message* m, const std::string& path) {
+    ALN_RETURN_IF_ERROR(visit(node, path));
     if (node.IsNull()) return absl::OkStatus();  // "key:" with nothing = all defaults
     if (!node.IsMap()) {
       return error(node.Mark(), path, absl::StrCat("wrong type: expected a mapping of ", m->GetDescriptor()->name(), " fields"));
@@ -181,6 +182,7 @@ class Converter {
     for (auto it = node.begin(); it != node.end(); ++it) {
       const YAML::Node& key = it->first;
       const YAML::Node& value = it->second;
+      ALN_RETURN_IF_ERROR(visit(key, path));
       if (!key.IsScalar()) return error(key.Mark(), path, "keys must be plain names");
       const std::string name = key.Scalar();
       const std::string field_path = join_path(path, name);
@@ -200,6 +202,19 @@ class Converter {
   }
 
  private:
+  // Counts one node against kMaxSpecNodes; aliases count every time they are used.
+  absl::Status visit(const YAML::Node& node, const std::string& path) {
+    if (++visited_ <= kMaxSpecNodes) return absl::OkStatus();
+    return error(node.Mark(), path,
+                 absl::StrCat("the spec expands to more than ", kMaxSpecNodes,
+                              " YAML nodes (limit kMaxSpecNodes; each use of an alias counts again)"));
+  }
+
+  static int64_t max_items(const FieldDescriptor* f) {
+    const auto& o = f->options();
+    return o.HasExtension(aln::v1::max_items) ? int64_t{o.GetExtension(aln::v1::max_items)} : kMaxListItems;
+  }
+
   static std::string unknown_field_hint(const Descriptor* d) {
     std::vector<std::string> names;
     for (int i = 0; i < d->field_count(); ++i) names.push_back(d->field(i)->name());
@@ -212,6 +227,10 @@ class Converter {
     if (f->is_repeated()) {
       if (value.IsNull()) return absl::OkStatus();
       if (!value.IsSequence()) return error(value.Mark(), path, "wrong type: expected a list");
+      if (const int64_t cap = max_items(f); static_cast<int64_t>(value.size()) > cap) {
+        return error(key_mark, path,
+                     absl::StrCat("too many items: ", value.size(), " > maximum ", cap, " (max_items in job.proto)"));
+      }
       r->ClearField(m, f);
       for (std::size_t i = 0; i < value.size(); ++i) {
         const std::string item_path = absl::StrCat(path, "[", i, "]");
@@ -237,6 +256,7 @@ class Converter {
   }
 
   absl::Status fill_scalar(const YAML::Node& value, Message* m, const FieldDescriptor* f, const std::string& path) {
+    ALN_RETURN_IF_ERROR(visit(value, path));
     if (!value.IsScalar()) {
       return error(value.Mark(), path, absl::StrCat("wrong type: expected ", yaml_type_name(f->cpp_type()),
                                                     value.IsMap() ? ", got a mapping" : ", got a list"));
@@ -253,6 +273,7 @@ class Converter {
 
   std::string file_;
   LineMap* lines_;
+  int64_t visited_ = 0;
 };
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/data/source_file.h"
 #include "core/data/utf8.h"
+#include "core/json_guard.h"
 
 namespace aln::data {
 namespace {
@@ -231,7 +232,7 @@ bool convert_preference(const json& row, aln::v1::DataFormat format, PreferenceP
             "rejected_spans",
             absl::StrCat("each span must be a non-empty substring of rejected or [start, end) with 0 <= start < "
                          "end <= ",
-                         p->rejected.size(), " (got ", s.dump(), ")"),
+                         p->rejected.size(), " (got ", json_excerpt(s), ")"),
             "bad spans"};
         return false;
       }

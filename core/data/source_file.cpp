@@ -5,11 +5,13 @@
 #include <cstdio>
 #include <fstream>
 #include <memory>
+#include <sstream>
 #include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "core/data/utf8.h"
+#include "core/json_guard.h"
 
 namespace aln::data {
 namespace {
@@ -122,11 +124,11 @@ absl::Status for_each_row(const std::string& path,
     // A JSON array of objects (prompt lists are often shipped this way); lines are not tracked inside.
     std::ifstream in(path, std::ios::binary);
     if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
+    std::ostringstream text;
+    text << in.rdbuf();
     nlohmann::json all;
-    try {
-      all = nlohmann::json::parse(in);
-    } catch (const nlohmann::json::exception& e) {
-      return absl::InvalidArgumentError(absl::StrCat(path, ":1: invalid JSON: ", e.what()));
+    if (absl::Status parsed = parse_untrusted_json(text.str(), &all); !parsed.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ":1: invalid JSON: ", parsed.message()));
     }
     if (!all.is_array()) return absl::InvalidArgumentError(absl::StrCat(path, ":1: expected a JSON array of records"));
     for (size_t i = 0; i < all.size(); ++i) {
@@ -177,10 +179,8 @@ absl::Status for_each_row(const std::string& path,
         continue;
       }
       nlohmann::json object;
-      try {
-        object = nlohmann::json::parse(line);
-      } catch (const nlohmann::json::exception& e) {
-        s = bad_row(line_no, absl::StrCat("invalid JSON: ", e.what()));
+      if (absl::Status parsed = parse_untrusted_json(line, &object); !parsed.ok()) {
+        s = bad_row(line_no, absl::StrCat("invalid JSON: ", parsed.message()));
         if (!s.ok()) return s;
         continue;
       }

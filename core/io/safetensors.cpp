@@ -17,6 +17,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/io/atomic_file.h"
+#include "core/json_guard.h"
 
 namespace aln::io {
 
@@ -136,7 +137,7 @@ bool as_index(const nlohmann::json& j, uint64_t* out) {
 }
 
 absl::StatusOr<SafetensorsEntry> parse_entry(const std::string& name, const nlohmann::json& j, std::string_view file) {
-  const std::string where = absl::StrCat("tensor '", name, "'");
+  const std::string where = absl::StrCat("tensor '", capped_excerpt(name, kJsonExcerptChars), "'");
   if (!j.is_object()) return bad(file, absl::StrCat(where, ": entry must be a JSON object, got ", j.type_name()));
   for (const char* key : {"dtype", "shape", "data_offsets"}) {
     if (!j.contains(key)) return bad(file, absl::StrCat(where, ": missing \"", key, "\""));
@@ -144,26 +145,29 @@ absl::StatusOr<SafetensorsEntry> parse_entry(const std::string& name, const nloh
   SafetensorsEntry e;
   e.name = name;
   const nlohmann::json& dtype = j["dtype"];
-  if (!dtype.is_string()) return bad(file, absl::StrCat(where, ": \"dtype\" must be a string, got ", dtype.dump()));
+  if (!dtype.is_string())
+    return bad(file, absl::StrCat(where, ": \"dtype\" must be a string, got ", json_excerpt(dtype)));
   auto type = safetensors_dtype_from_name(dtype.get_ref<const std::string&>());
   if (!type) {
-    return bad(file,
-               absl::StrCat(where, ": unsupported dtype ", dtype.dump(), " (supported: ", supported_dtype_list(), ")"));
+    return bad(file, absl::StrCat(where, ": unsupported dtype ", json_excerpt(dtype),
+                                  " (supported: ", supported_dtype_list(), ")"));
   }
   e.dtype = *type;
 
   const nlohmann::json& shape = j["shape"];
-  if (!shape.is_array()) return bad(file, absl::StrCat(where, ": \"shape\" must be an array, got ", shape.dump()));
+  if (!shape.is_array())
+    return bad(file, absl::StrCat(where, ": \"shape\" must be an array, got ", json_excerpt(shape)));
   // numel * element size with overflow checks: a hostile shape must not wrap around to a small size.
   uint64_t nbytes = at::elementSize(e.dtype);
   for (size_t i = 0; i < shape.size(); ++i) {
     uint64_t dim = 0;
     if (!as_index(shape[i], &dim)) {
-      return bad(file, absl::StrCat(where, ": shape[", i, "] is ", shape[i].dump(), ", not a non-negative integer"));
+      return bad(file,
+                 absl::StrCat(where, ": shape[", i, "] is ", json_excerpt(shape[i]), ", not a non-negative integer"));
     }
     e.shape.push_back(static_cast<int64_t>(dim));
     if (dim != 0 && nbytes > std::numeric_limits<uint64_t>::max() / dim) {
-      return bad(file, absl::StrCat(where, ": shape ", shape.dump(), " is too large"));
+      return bad(file, absl::StrCat(where, ": shape ", json_excerpt(shape), " is too large"));
     }
     nbytes *= dim;
   }
@@ -171,14 +175,14 @@ absl::StatusOr<SafetensorsEntry> parse_entry(const std::string& name, const nloh
   const nlohmann::json& offsets = j["data_offsets"];
   if (!offsets.is_array() || offsets.size() != 2 || !as_index(offsets[0], &e.begin) || !as_index(offsets[1], &e.end)) {
     return bad(file, absl::StrCat(where, ": \"data_offsets\" must be [begin, end] of non-negative integers, got ",
-                                  offsets.dump()));
+                                  json_excerpt(offsets)));
   }
   if (e.begin > e.end) {
     return bad(file, absl::StrCat(where, ": data_offsets begin ", e.begin, " is after end ", e.end));
   }
   if (e.end - e.begin != nbytes) {
-    return bad(file, absl::StrCat(where, ": data_offsets span ", e.end - e.begin, " bytes but shape ", shape.dump(),
-                                  " of ", dtype.get_ref<const std::string&>(), " needs ", nbytes));
+    return bad(file, absl::StrCat(where, ": data_offsets span ", e.end - e.begin, " bytes but shape ",
+                                  json_excerpt(shape), " of ", dtype.get_ref<const std::string&>(), " needs ", nbytes));
   }
   return e;
 }
@@ -188,7 +192,8 @@ absl::Status parse_metadata(const nlohmann::json& j, std::string_view file, Safe
   if (!j.is_object()) return bad(file, absl::StrCat("\"__metadata__\" must be an object, got ", j.type_name()));
   for (const auto& [key, value] : j.items()) {
     if (!value.is_string()) {
-      return bad(file, absl::StrCat("\"__metadata__\" value of '", key, "' must be a string, got ", value.dump()));
+      return bad(file, absl::StrCat("\"__metadata__\" value of '", capped_excerpt(key, kJsonExcerptChars),
+                                    "' must be a string, got ", json_excerpt(value)));
     }
     (*out)[key] = value.get<std::string>();
   }
@@ -237,15 +242,20 @@ absl::StatusOr<SafetensorsHeader> parse_safetensors_header(std::string_view head
     }
     return true;
   };
+  if (absl::Status depth = check_json_depth(header_json); !depth.ok()) {
+    return bad(file, absl::StrCat("header: ", depth.message()));
+  }
   nlohmann::json root;
   try {
     root = nlohmann::json::parse(header_json.begin(), header_json.end(), callback);
   } catch (const nlohmann::json::exception& e) {
-    return bad(file, absl::StrCat("header is not valid JSON: ", e.what()));
+    return bad(file, absl::StrCat("header is not valid JSON: ", capped_excerpt(e.what())));
   }
   if (!duplicate.empty()) {
-    return bad(file, duplicate_is_tensor ? absl::StrCat("tensor name '", duplicate, "' appears more than once")
-                                         : absl::StrCat("duplicate key '", duplicate, "' in the header"));
+    return bad(file, duplicate_is_tensor ? absl::StrCat("tensor name '", capped_excerpt(duplicate, kJsonExcerptChars),
+                                                        "' appears more than once")
+                                         : absl::StrCat("duplicate key '", capped_excerpt(duplicate, kJsonExcerptChars),
+                                                        "' in the header"));
   }
   if (!root.is_object()) return bad(file, absl::StrCat("header must be a JSON object, got ", root.type_name()));
 
@@ -259,8 +269,8 @@ absl::StatusOr<SafetensorsHeader> parse_safetensors_header(std::string_view head
     auto entry = parse_entry(name, value, file);
     if (!entry.ok()) return entry.status();
     if (entry->end > data_size) {
-      return bad(file, absl::StrCat("tensor '", name, "': data_offsets end ", entry->end,
-                                    " is past the end of the data buffer (", data_size, " bytes)"));
+      return bad(file, absl::StrCat("tensor '", capped_excerpt(name, kJsonExcerptChars), "': data_offsets end ",
+                                    entry->end, " is past the end of the data buffer (", data_size, " bytes)"));
     }
     header.entries.push_back(*std::move(entry));
   }
@@ -273,12 +283,14 @@ absl::StatusOr<SafetensorsHeader> parse_safetensors_header(std::string_view head
   const SafetensorsEntry* previous = nullptr;
   for (const SafetensorsEntry& e : header.entries) {
     if (e.begin < covered) {
-      return bad(file, absl::StrCat("tensor '", e.name, "' [", e.begin, ", ", e.end, ") overlaps tensor '",
-                                    previous->name, "' [", previous->begin, ", ", previous->end, ")"));
+      return bad(file, absl::StrCat("tensor '", capped_excerpt(e.name, kJsonExcerptChars), "' [", e.begin, ", ", e.end,
+                                    ") overlaps tensor '", capped_excerpt(previous->name, kJsonExcerptChars), "' [",
+                                    previous->begin, ", ", previous->end, ")"));
     }
     if (e.begin > covered) {
       return bad(file, absl::StrCat("data buffer bytes [", covered, ", ", e.begin,
-                                    ") belong to no tensor (hole before tensor '", e.name, "')"));
+                                    ") belong to no tensor (hole before tensor '",
+                                    capped_excerpt(e.name, kJsonExcerptChars), "')"));
     }
     covered = e.end;
     previous = &e;

@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/io/atomic_file.h"
+#include "core/json_guard.h"
 
 namespace aln::io {
 namespace {
@@ -98,8 +99,10 @@ absl::StatusOr<SafetensorsFile> load_sharded_safetensors(const std::string& inde
   if (!in) return absl::NotFoundError(absl::StrCat(index_path, ": cannot open"));
   std::stringstream text;
   text << in.rdbuf();
-  nlohmann::json index = nlohmann::json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
-  if (index.is_discarded()) return bad_index(index_path, "not valid JSON");
+  nlohmann::json index;
+  if (absl::Status s = parse_untrusted_json(text.str(), &index); !s.ok()) {
+    return bad_index(index_path, absl::StrCat("not valid JSON: ", s.message()));
+  }
   if (!index.is_object()) return bad_index(index_path, "must be a JSON object");
   if (!index.contains("weight_map") || !index["weight_map"].is_object()) {
     return bad_index(index_path, "\"weight_map\" (object of tensor name -> shard file) is missing");
@@ -110,15 +113,16 @@ absl::StatusOr<SafetensorsFile> load_sharded_safetensors(const std::string& inde
     if (!meta.is_object() && !meta.is_null()) return bad_index(index_path, "\"metadata\" must be an object");
     if (meta.is_object()) {
       for (const auto& [key, value] : meta.items()) {
-        out.metadata[key] = value.is_string() ? value.get<std::string>() : value.dump();
+        out.metadata[key] = value.is_string() ? value.get<std::string>() : json_excerpt(value, 1024);
       }
     }
   }
   std::map<std::string, std::set<std::string>> names_by_shard;
   for (const auto& [name, file] : index["weight_map"].items()) {
     if (!file.is_string() || !is_plain_file_name(file.get<std::string>())) {
-      return bad_index(index_path, absl::StrCat("weight_map['", name,
-                                                "'] must be a file name in the index's folder, got ", file.dump()));
+      return bad_index(index_path,
+                       absl::StrCat("weight_map['", capped_excerpt(name, kJsonExcerptChars),
+                                    "'] must be a file name in the index's folder, got ", json_excerpt(file)));
     }
     if (!wanted || wanted(name)) names_by_shard[file.get<std::string>()].insert(name);
   }

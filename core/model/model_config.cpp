@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "core/json_guard.h"
 
 namespace aln::model {
 namespace {
@@ -26,7 +27,7 @@ absl::StatusOr<int64_t> get_int(const json& j, const std::string& key, const std
     if (fallback == INT64_MIN) return bad(file, key, "missing");
     return fallback;
   }
-  if (!v->is_number_integer()) return bad(file, key, absl::StrCat("expected an integer, got ", v->dump()));
+  if (!v->is_number_integer()) return bad(file, key, absl::StrCat("expected an integer, got ", json_excerpt(*v)));
   return v->get<int64_t>();
 }
 
@@ -46,11 +47,8 @@ int64_t first_token(const json& j, const std::string& key) {
 
 absl::StatusOr<ModelConfig> parse_hf_config(const std::string& json_text, const std::string& file) {
   json j;
-  try {
-    j = json::parse(json_text);
-  } catch (const json::exception& e) {
-    return bad(file, "(json)", e.what());
-  }
+  if (absl::Status s = parse_untrusted_json(json_text, &j); !s.ok())
+    return bad(file, "(json)", std::string(s.message()));
   if (!j.is_object()) return bad(file, "(json)", "expected a JSON object");
   ModelConfig c;
   c.model_type = j.value("model_type", "");

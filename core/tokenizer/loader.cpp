@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "core/json_guard.h"
 #include "core/status.h"
 #include "core/tokenizer/tokenizer.h"
 #include "nlohmann/json.hpp"
@@ -45,7 +46,7 @@ class Loader {
     const auto m = root.find("model");
     if (m == root.end() || !m->is_object()) return error("$.model", "missing or not an object");
     if (const auto t = m->find("type"); t != m->end() && *t != "BPE") {
-      return unsupported("$.model.type", absl::StrCat("model type ", t->dump(), " (only BPE)"));
+      return unsupported("$.model.type", absl::StrCat("model type ", json_excerpt(*t), " (only BPE)"));
     }
     const auto v = m->find("vocab");
     if (v == m->end() || !v->is_object()) return error("$.model.vocab", "missing or not an object");
@@ -53,7 +54,8 @@ class Loader {
     vocab.reserve(v->size());
     for (const auto& [token, id] : v->items()) {
       if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > INT32_MAX) {
-        return error(absl::StrCat("$.model.vocab[", json(token).dump(), "]"), "id is not a non-negative integer");
+        return error(absl::StrCat("$.model.vocab[", json_excerpt(json(token)), "]"),
+                     "id is not a non-negative integer");
       }
       vocab.emplace(token, id.get<int32_t>());
     }
@@ -72,7 +74,8 @@ class Loader {
     if (const auto u = m->find("unk_token"); u != m->end() && !u->is_null()) {
       if (!u->is_string()) return error("$.model.unk_token", "expected a string");
       const auto it = vocab.find(u->get<std::string>());
-      if (it == vocab.end()) return error("$.model.unk_token", absl::StrCat(u->dump(), " is not in the vocabulary"));
+      if (it == vocab.end())
+        return error("$.model.unk_token", absl::StrCat(json_excerpt(*u), " is not in the vocabulary"));
       unk_id = it->second;
     }
     ALN_ASSIGN_OR_RETURN(const bool ignore_merges, get_bool(*m, "$.model", "ignore_merges", false));
@@ -89,7 +92,7 @@ class Loader {
         const std::string s = e.get<std::string>();
         const std::size_t space = s.find(' ');
         if (space == std::string::npos || s.find(' ', space + 1) != std::string::npos) {
-          return error(path, absl::StrCat("merge ", e.dump(), " is not two tokens separated by one space"));
+          return error(path, absl::StrCat("merge ", json_excerpt(e), " is not two tokens separated by one space"));
         }
         pair = {s.substr(0, space), s.substr(space + 1)};
       } else if (e.is_array() && e.size() == 2 && e[0].is_string() && e[1].is_string()) {
@@ -99,7 +102,7 @@ class Loader {
       }
       for (const std::string& t : {pair.first, pair.second, pair.first + pair.second}) {
         if (!vocab.contains(t)) {
-          return error(path, absl::StrCat("merge ", e.dump(), " refers to token ", json(t).dump(),
+          return error(path, absl::StrCat("merge ", json_excerpt(e), " refers to token ", json_excerpt(json(t)),
                                           " that is not in the vocabulary"));
         }
       }
@@ -199,7 +202,7 @@ class Loader {
         one = &(*n)["normalizers"][0];
       }
       if (!one->is_object() || one->value("type", "") != "NFC") {
-        return unsupported("$.normalizer", absl::StrCat("normalizer ", n->dump().substr(0, 80), " (only NFC is)"));
+        return unsupported("$.normalizer", absl::StrCat("normalizer ", json_excerpt(*n), " (only NFC is)"));
       }
       *nfc = true;
     }
@@ -226,8 +229,8 @@ class Loader {
         const std::string name = item["SpecialToken"]["id"].get<std::string>();
         if (specials == obj.end() || !specials->is_object() || !specials->contains(name) ||
             !(*specials)[name].contains("ids") || !(*specials)[name]["ids"].is_array()) {
-          return error(ipath,
-                       absl::StrCat("special token ", json(name).dump(), " is not in ", path, ".special_tokens"));
+          return error(
+              ipath, absl::StrCat("special token ", json_excerpt(json(name)), " is not in ", path, ".special_tokens"));
         }
         auto& target = seen_sequence ? config.template_suffix : config.template_prefix;
         for (const json& id : (*specials)[name]["ids"]) {
@@ -264,6 +267,8 @@ class Loader {
 };
 
 absl::StatusOr<TokenizerConfig> load_checked(const Loader& loader, std::string_view json_text) {
+  // Depth first: nothing below may copy, compare or print a value nested 10^6 deep.
+  if (absl::Status depth = check_json_depth(json_text); !depth.ok()) return loader.error("$", depth.message());
   const json root = json::parse(json_text, nullptr, /*allow_exceptions=*/false);
   if (root.is_discarded()) return loader.error("$", "not valid JSON");
   if (!root.is_object()) return loader.error("$", "expected a JSON object");
@@ -286,7 +291,7 @@ absl::StatusOr<TokenizerConfig> load_tokenizer_config(std::string_view json_text
     return load_checked(loader, json_text);
   } catch (const json::exception& e) {
     // A field of an unexpected JSON type that a check above did not anticipate.
-    return loader.error("$", absl::StrCat("malformed tokenizer: ", e.what()));
+    return loader.error("$", absl::StrCat("malformed tokenizer: ", capped_excerpt(e.what())));
   }
 }
 

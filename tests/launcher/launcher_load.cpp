@@ -47,6 +47,21 @@ std::unique_ptr<grpc::ClientContext> context(double seconds) {
   return c;
 }
 
+// Every job, page after page (ListJobs answers at most 1000 a page).
+grpc::Status list_all(aln::v1::JobService::Stub& stub, aln::v1::ListJobsResponse* all) {
+  aln::v1::ListJobsRequest request;
+  request.set_page_size(1000);
+  do {
+    aln::v1::ListJobsResponse page;
+    auto c = context(30);
+    grpc::Status s = stub.ListJobs(c.get(), request, &page);
+    if (!s.ok()) return s;
+    for (auto& j : *page.mutable_jobs()) *all->add_jobs() = std::move(j);
+    request.set_page_token(page.next_page_token());
+  } while (!request.page_token().empty());
+  return grpc::Status::OK;
+}
+
 void client(int index, const std::string& address, int requests, const std::string& spec_yaml,
             const std::string& workdir, Shared& shared) {
   auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
@@ -177,8 +192,7 @@ int main(int argc, char** argv) {
   grpc::Status list_status;
   while (Clock::now() < drain_until) {
     all.Clear();
-    auto c = context(30);
-    list_status = stub->ListJobs(c.get(), aln::v1::ListJobsRequest(), &all);
+    list_status = list_all(*stub, &all);
     if (!list_status.ok()) break;
     drained = std::all_of(all.jobs().begin(), all.jobs().end(), [](const aln::v1::JobStatus& j) {
       return j.state() == aln::v1::SUCCEEDED || j.state() == aln::v1::FAILED || j.state() == aln::v1::CANCELLED ||

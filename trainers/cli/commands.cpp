@@ -54,12 +54,6 @@ void print_plan(const config::LoadedJob& job) {
 
 }  // namespace
 
-int run_not_yet(const std::string& command, const std::string& lands_with) {
-  std::fprintf(stderr, "aln %s: not available in this build yet; it lands with %s.\n", command.c_str(),
-               lands_with.c_str());
-  return 2;
-}
-
 int run_train(const Args& args) {
   std::string file;
   bool dry_run = false;
@@ -88,9 +82,12 @@ int run_train(const Args& args) {
     std::fprintf(stderr, "%s\n", std::string(loaded.status().message()).c_str());
     return 2;
   }
-  // The launcher places each job's outputs in its own directory.
+  // The launcher places each job's outputs in its own directory, and every other written path below it.
   if (const Environment early = read_environment(); !early.output_dir.empty()) {
-    loaded->spec.set_output_dir(early.output_dir);
+    if (absl::Status confined = config::confine_written_paths(&*loaded, early.output_dir); !confined.ok()) {
+      std::fprintf(stderr, "%s\n", std::string(confined.message()).c_str());
+      return 2;
+    }
   }
   // Under mpirun only the first rank prints (MPI is not initialised yet; its launcher's variable says).
   const char* launched_rank = std::getenv("OMPI_COMM_WORLD_RANK");

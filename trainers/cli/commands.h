@@ -1,6 +1,6 @@
 #pragma once
 // Subcommands of `aln`. Each returns the process exit code: 0 success, 1 run-time failure,
-// 2 bad usage or bad input (config errors, unknown flags, not-yet-available subcommands).
+// 2 bad usage or bad input (config errors, unknown flags).
 #include <string>
 #include <vector>
 
@@ -13,7 +13,7 @@ int run_version(const Args& args);
 int run_data(const Args& args);
 int run_generate(const Args& args);
 int run_eval(const Args& args);
-int run_not_yet(const std::string& command, const std::string& lands_with);
+int run_convert(const Args& args);
 
 // examples/quickstart.yaml, embedded at build time.
 const char* default_job_yaml();

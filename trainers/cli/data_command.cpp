@@ -35,8 +35,15 @@ void histogram(const char* title, std::vector<size_t> lengths) {
 }  // namespace
 
 int run_data(const Args& args) {
+  constexpr const char* kUsage =
+      "usage: aln data inspect|validate FILE [--format preference|hh_rlhf|saferlhf|prompts|sft_text]\n";
+  if (std::find(args.begin(), args.end(), "--help") != args.end() ||
+      std::find(args.begin(), args.end(), "-h") != args.end()) {
+    std::fputs(kUsage, stdout);
+    return 0;
+  }
   if (args.empty() || (args[0] != "inspect" && args[0] != "validate")) {
-    std::fprintf(stderr, "usage: aln data inspect|validate FILE [--format preference|hh_rlhf|saferlhf|prompts|sft_text]\n");
+    std::fputs(kUsage, stderr);
     return 2;
   }
   const bool validate = args[0] == "validate";

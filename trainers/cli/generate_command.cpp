@@ -81,6 +81,10 @@ int run_generate(const Args& args) {
       return true;
     };
     std::string v;
+    if (a == "--help" || a == "-h") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    }
     if (a == "--model" && value(&model_dir)) continue;
     if (a == "--tokenizer" && value(&tokenizer_path)) continue;
     if (a == "--prompt" && value(&v)) {
@@ -153,7 +157,12 @@ int run_generate(const Args& args) {
   }
   if (tokenizer_path.empty()) tokenizer_path = (std::filesystem::path(model_dir) / "tokenizer.json").string();
   auto tok = tokenizer::Tokenizer::from_file(tokenizer_path);
-  if (!tok.ok()) return usage_error(absl::StrCat(tok.status().message(), " (pass --tokenizer FILE)"));
+  if (!tok.ok()) {
+    // A bad file, not bad usage: one line, like every other input error.
+    std::fprintf(stderr, "aln generate: %s%s\n", std::string(tok.status().message()).c_str(),
+                 tok.status().code() == absl::StatusCode::kNotFound ? " (pass --tokenizer FILE)" : "");
+    return 2;
+  }
   if (!control.empty() && mode == "tokens")
     tok->add_special_tokens(trainers::controllable::control_token_names(levels));
   auto model = model::load_hf_model(model_dir);

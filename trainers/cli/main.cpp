@@ -25,7 +25,9 @@ constexpr const char* kHelp =
     "  generate --model DIR (--prompt TEXT | --prompts FILE) [...]\n"
     "                 sample from a Hugging Face model directory (batched, KV cache)\n"
     "  data           inspect or validate a data file (aln data inspect|validate FILE)\n"
-    "  convert        convert checkpoints to and from Hugging Face format\n"
+    "  convert (--checkpoint DIR | --model DIR) --out DIR [--dtype float32|bfloat16|float16]\n"
+    "                 a training checkpoint's policy (or a Hugging Face directory) as a Hugging Face\n"
+    "                 directory in another dtype or sharding\n"
     "  version        versions of Aln and of LibTorch, MPI, gRPC, CUDA and NCCL\n"
     "\n"
     "exit codes: 0 success, 1 failure while running, 2 bad usage or bad input (the message names\n"
@@ -40,7 +42,8 @@ int dispatch(int argc, char** argv) {
   const std::string command = argv[1];
   aln::cli::Args args(argv + 2, argv + argc);
   for (const auto& a : args) {
-    if ((a == "--help" || a == "-h") && command != "data" && command != "generate" && command != "eval") {
+    if ((a == "--help" || a == "-h") && command != "data" && command != "generate" && command != "eval" &&
+        command != "convert") {
       std::fputs(kHelp, stdout);
       return 0;
     }
@@ -50,7 +53,7 @@ int dispatch(int argc, char** argv) {
   if (command == "eval") return aln::cli::run_eval(args);
   if (command == "generate") return aln::cli::run_generate(args);
   if (command == "data") return aln::cli::run_data(args);
-  if (command == "convert") return aln::cli::run_not_yet("convert", "the model stack (Hugging Face checkpoints)");
+  if (command == "convert") return aln::cli::run_convert(args);
   std::fprintf(stderr, "aln: unknown command '%s'; see `aln --help`\n", command.c_str());
   return 2;
 }

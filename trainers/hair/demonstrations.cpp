@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "core/json_guard.h"
 
 namespace aln::trainers::hair {
 
@@ -36,6 +37,9 @@ absl::StatusOr<std::map<std::string, std::string>> read_demonstrations(const std
   for (int64_t n = 1; std::getline(in, line); ++n) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     const std::string where = absl::StrCat(path, ":", n);
+    if (absl::Status depth = check_json_depth(line); !depth.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(where, ": ", depth.message()));
+    }
     auto j = nlohmann::json::parse(line, nullptr, false);
     if (j.is_discarded() || !j.is_object())
       return absl::InvalidArgumentError(absl::StrCat(where, ": not a JSON object"));

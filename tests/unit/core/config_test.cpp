@@ -149,6 +149,73 @@ TEST(JobConfig, MultiStageJob) {
   EXPECT_DOUBLE_EQ(stages[1].trainer().safedpo().beta(), 0.1);
 }
 
+// YAML aliases: `stages: [&s {...}, *s x N]` with `train: [&d {...}, *d x M]` took aln to 1.19 GB
+// (N = M = 1,500) and the launcher to 4.1 GiB (N = M = 300,000). Lists are capped before their items
+// are read, and the conversion stops after kMaxSpecNodes nodes however the aliases nest.
+std::string alias_bomb(int stages, int sources) {
+  std::string yaml = "stages:\n  - &s {name: s, trainer: {sft: {}}, data: {train: [&d {path: a.jsonl}";
+  for (int i = 1; i < sources; ++i) yaml += ", *d";
+  yaml += "]}}\n";
+  for (int i = 1; i < stages; ++i) yaml += "  - *s\n";
+  return yaml;
+}
+
+TEST(JobConfig, AliasExpansionIsBounded) {
+  EXPECT_EQ(load_error(alias_bomb(1500, 1500)),
+            "job.yaml:1: stages: too many items: 1500 > maximum 64 (max_items in job.proto)");
+  EXPECT_EQ(load_error(alias_bomb(2, 1025)),
+            "job.yaml:2: stages[0].data.train: too many items: 1025 > maximum 1024 (max_items in job.proto)");
+  // Within every cap, 64 x 1,024 sources are 3 nodes each: the budget stops the expansion.
+  const std::string budget = load_error(alias_bomb(64, 1024));
+  EXPECT_NE(budget.find("the spec expands to more than 100000 YAML nodes (limit kMaxSpecNodes; each use of an alias "
+                        "counts again)"),
+            std::string::npos)
+      << budget;
+  EXPECT_EQ(budget.rfind("job.yaml:", 0), 0u) << budget;
+  // A spec this size that is written out is fine (and far below the budget).
+  auto fine = load_job_text(alias_bomb(4, 100), "job.yaml");
+  ASSERT_TRUE(fine.ok()) << fine.status();
+  EXPECT_EQ(fine->spec.stages_size(), 4);
+  EXPECT_EQ(fine->spec.stages(3).data().train_size(), 100);
+}
+
+// Launcher jobs write only below their run directory (aln train under ALN_OUTPUT_DIR).
+TEST(JobConfig, WrittenPathsAreConfinedToTheRunDirectory) {
+  auto confined = [](const std::string& yaml) -> absl::StatusOr<aln::v1::JobSpec> {
+    auto job = load_job_text(yaml, "job.yaml");
+    if (!job.ok()) return job.status();
+    if (absl::Status s = confine_written_paths(&*job, "/data/jobs/job-000002/run"); !s.ok()) return s;
+    return job->spec;
+  };
+  auto ok = confined(std::string(kMinimal) + "checkpoint: {dir: ckpt}\nreference: {cache_dir: cache/ref}\n");
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->output_dir(), "/data/jobs/job-000002/run");
+  EXPECT_EQ(ok->checkpoint().dir(), "/data/jobs/job-000002/run/ckpt");
+  EXPECT_EQ(ok->reference().cache_dir(), "/data/jobs/job-000002/run/cache/ref");
+  auto bob =
+      confined(std::string(kMinimal) + "\n\ncheckpoint:\n  keep_last: 1\n  dir: ../../job-000001/run/checkpoints\n");
+  ASSERT_FALSE(bob.ok());
+  EXPECT_EQ(bob.status().message(),
+            "job.yaml:12: checkpoint.dir: '../../job-000001/run/checkpoints' leaves the run directory ('..'); a job "
+            "run by the launcher writes only inside its run directory: give a path relative to it, or leave the key "
+            "out");
+  auto absolute = confined(std::string(kMinimal) + "checkpoint: {dir: /home/alice/ckpt}\n");
+  ASSERT_FALSE(absolute.ok());
+  EXPECT_NE(absolute.status().message().find("checkpoint.dir: '/home/alice/ckpt' is an absolute path"),
+            std::string::npos);
+  auto staged = confined(
+      "stages:\n  - {name: a, trainer: {sft: {}}, data: {train: [{path: x.jsonl}]},\n"
+      "     reference: {cache_dir: a/../../../x}}\n");
+  ASSERT_FALSE(staged.ok());
+  EXPECT_NE(staged.status().message().find("stages[0].reference.cache_dir: 'a/../../../x' leaves the run directory"),
+            std::string::npos)
+      << staged.status();
+  // Stage names are folders under output_dir, for every job.
+  EXPECT_NE(load_error("name: ../../alice\ntrainer: {sft: {}}\ndata: {train: [{path: a.jsonl}]}\n")
+                .find("job.yaml:1: name: '../../alice' cannot name a folder"),
+            std::string::npos);
+}
+
 TEST(JobConfig, MissingFileIsAClearError) {
   auto job = load_job_file("/nonexistent/job.yaml");
   ASSERT_FALSE(job.ok());

@@ -289,6 +289,35 @@ TEST_F(SafetensorsTest, RejectsByteSizeMismatch) {
                  "data_offsets span 12 bytes but shape [2,2] of F32 needs 16");
 }
 
+// A dtype nested 10^6 deep crashed the reader (the error path serialised it recursively); the
+// depth is refused before parsing, as serde_json (Python's reader) refuses it past 128 levels.
+TEST_F(SafetensorsTest, RejectsDeepNestingBeforeParsing) {
+  const size_t depth = 1'000'000;
+  const std::string header = R"({"a": {"dtype": )" + std::string(depth, '[') + std::string(depth, ']') +
+                             R"(, "shape": [1], "data_offsets": [0, 4]}})";
+  // The two objects and 126 brackets are within the limit; the 127th '[' (byte 142) is level 129.
+  expect_invalid(write_raw(header, 4), "header: JSON nested deeper than 128 levels (at byte 142)");
+  // 126 levels inside the two objects load up to the dtype check, whose message shows an excerpt.
+  const std::string ok_depth = R"({"a": {"dtype": )" + std::string(126, '[') + std::string(126, ']') +
+                               R"(, "shape": [1], "data_offsets": [0, 4]}})";
+  expect_invalid(write_raw(ok_depth, 4), "\"dtype\" must be a string, got [[[[...]]]]");
+}
+
+// Values and parser messages in errors are excerpts: a 1 MB dtype string or an unterminated 1 MB
+// string must not come back whole in the one-line message.
+TEST_F(SafetensorsTest, ErrorsQuoteShortExcerpts) {
+  const std::string big(1'000'000, 'x');
+  auto loaded = load_safetensors(write_raw(R"({"a": {"dtype": ")" + big + R"(", "shape": [1], "data_offsets": [0, 4]}})", 4));
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_LT(loaded.status().message().size(), 400u) << loaded.status().message().substr(0, 400);
+  EXPECT_NE(loaded.status().message().find("unsupported dtype \"xxxxxxxx"), std::string_view::npos);
+  loaded = load_safetensors(write_raw(R"({"a": {"dtype": ")" + big, 0));
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_LT(loaded.status().message().size(), 500u) << loaded.status().message().substr(0, 500);
+  EXPECT_NE(loaded.status().message().find("header is not valid JSON"), std::string_view::npos);
+  EXPECT_NE(loaded.status().message().find("more bytes)"), std::string_view::npos);
+}
+
 TEST_F(SafetensorsTest, RejectsDuplicateNames) {
   expect_invalid(write_raw(R"({"a": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]},)"
                            R"( "a": {"dtype": "U8", "shape": [1], "data_offsets": [1, 2]}})",

@@ -2,6 +2,7 @@
 // (incl. reopening it, as a restarted launcher does) and process groups (exit status through the
 // wrapper, a signal ending the whole group, a failed start reported).
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -85,6 +86,31 @@ TEST(LauncherConfig, FlagsAndDefaults) {
   ASSERT_FALSE(unknown.ok());
   EXPECT_NE(unknown.status().message().find("--frobnicate"), std::string::npos);
   EXPECT_FALSE(parse_launcher_flags({"--cancel-grace-s", "soon"}).ok());
+}
+
+// Values outside what the launcher can use are refused by name, not wrapped or taken as "inf".
+TEST(LauncherConfig, OptionValuesAreRangeChecked) {
+  auto huge = parse_launcher_flags({"--max-message-bytes", "3000000000"});  // above INT_MAX: it used to wrap
+  ASSERT_FALSE(huge.ok());
+  EXPECT_EQ(huge.status().message(), "--max-message-bytes: '3000000000' is not a number from 1024 to 1073741824");
+  auto fine = parse_launcher_flags({"--max-message-bytes", "1073741824"});
+  ASSERT_TRUE(fine.ok()) << fine.status();
+  EXPECT_EQ(fine->max_message_bytes, 1 << 30);
+  EXPECT_FALSE(parse_launcher_flags({"--max-message-bytes", "4096.5"}).ok());
+  for (const char* bad : {"nan", "inf", "-1", "86401"}) {
+    EXPECT_FALSE(parse_launcher_flags({"--cancel-grace-s", bad}).ok()) << bad;
+  }
+  EXPECT_FALSE(parse_launcher_flags({"--poll-interval-s", "0"}).ok());
+  EXPECT_FALSE(parse_launcher_flags({"--poll-interval-s", "61"}).ok());
+}
+
+TEST(LauncherConfig, LoopbackAddresses) {
+  for (const char* a : {"127.0.0.1:50051", "127.1.2.3:1", "localhost:9", "[::1]:50051", "::1", "localhost"}) {
+    EXPECT_TRUE(is_loopback_address(a)) << a;
+  }
+  for (const char* a : {"0.0.0.0:50051", "[::]:50051", "10.0.0.1:50051", "host.example:1", "128.0.0.1:1"}) {
+    EXPECT_FALSE(is_loopback_address(a)) << a;
+  }
 }
 
 TEST(LaunchCommand, ExpandsPlaceholdersWordByWord) {
@@ -171,6 +197,29 @@ TEST(ProcessGroup, ExitStatusEnvironmentAndWorkdir) {
   auto missing = spawn_process_group({"/bin/true"}, {}, (dir / "nowhere").string(), log, exit_file);
   ASSERT_FALSE(missing.ok());
   EXPECT_NE(missing.status().message().find("nowhere"), std::string::npos);
+  fs::remove_all(dir);
+}
+
+// A descriptor the launcher inherited (here: opened without O_CLOEXEC, as a lock of whoever
+// started it would be) must not reach the job: it gets stdin, stdout and stderr only.
+TEST(ProcessGroup, JobsGetOnlyStandardDescriptors) {
+  const fs::path dir = temp_dir("fds");
+  const std::string held = (dir / "held.lock").string();
+  const int leaked = ::open(held.c_str(), O_WRONLY | O_CREAT, 0644);  // no O_CLOEXEC on purpose
+  ASSERT_GE(leaked, 3);
+  auto spawned = spawn_process_group({"/bin/ls", "-l", "/proc/self/fd"}, {}, dir.string(), (dir / "log").string(),
+                                     (dir / "exit_status").string());
+  ::close(leaked);
+  ASSERT_TRUE(spawned.ok()) << spawned.status();
+  auto status = wait_exit(spawned->pid, 10);
+  ASSERT_TRUE(status.has_value());
+  std::ifstream in(dir / "log");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(text.find("held.lock"), std::string::npos) << text;
+  // 0, 1, 2 and the directory ls itself is reading.
+  size_t links = 0;
+  for (size_t at = text.find(" -> "); at != std::string::npos; at = text.find(" -> ", at + 1)) ++links;
+  EXPECT_EQ(links, 4u) << text;
   fs::remove_all(dir);
 }
 

@@ -150,6 +150,24 @@ void expect_error(const nlohmann::json& j, const std::string& needle) {
   EXPECT_TRUE(absl::StrContains(s.message(), needle)) << s;
 }
 
+// model.type nested 10^6 deep crashed the loader (its error serialised the value recursively).
+TEST(Malformed, DeepNestingRefusedBeforeParsing) {
+  std::string text = tiny_json().dump();
+  const std::string type = R"("type":"BPE")";
+  const size_t at = text.find(type);
+  ASSERT_NE(at, std::string::npos);
+  text.replace(at, type.size(), R"("type":)" + std::string(1'000'000, '[') + std::string(1'000'000, ']'));
+  const absl::Status s = Tokenizer::from_json(text, "tiny.json").status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(s.message(), "tiny.json: $: JSON nested deeper than 128 levels (at byte ")) << s;
+  // Shallow but unsupported: the message quotes a short excerpt, not the value.
+  nlohmann::json j = tiny_json();
+  j["model"]["type"] = std::string(1'000'000, 'W');
+  const absl::Status wide = load_status(j);
+  EXPECT_TRUE(absl::StrContains(wide.message(), "unsupported model type \"WWWW")) << wide.message().substr(0, 200);
+  EXPECT_LT(wide.message().size(), 200u);
+}
+
 TEST(Malformed, Rejected) {
   EXPECT_FALSE(Tokenizer::from_json("{not json", "tiny.json").ok());
   EXPECT_TRUE(absl::StrContains(Tokenizer::from_json("{not json", "tiny.json").status().message(), "not valid JSON"));
