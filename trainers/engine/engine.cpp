@@ -467,7 +467,7 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
     trainers::StepContext extras;
     extras.decode = [enc = encoder->get()](const std::vector<int64_t>& ids) { return enc->decode(ids); };
     extras.eos_id = (*encoder)->eos_id();
-    extras.seed = static_cast<uint64_t>(spec.seed()) + static_cast<uint64_t>(s);
+    extras.seed = config::stage_seeds(spec, stage, s).sampling;
     extras.reward_models = reward_ptrs;
     if (remote_each_step) {
       extras.reference_token_logprobs = remote_parts.token_logprobs;
@@ -506,8 +506,8 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
       if (!logged.ok()) return logged;
     }
 
-    buffer::Buffer buffer(std::move(data->train), static_cast<uint64_t>(stage.data().shuffle_seed()), dp.rank(),
-                          dp.size());
+    buffer::Buffer buffer(std::move(data->train), static_cast<uint64_t>(config::stage_seeds(spec, stage, s).shuffle),
+                          dp.rank(), dp.size());
     if (stage.data().length_grouping() > 1) {
       std::vector<int64_t> lengths;
       for (const auto& e : buffer.examples()) {
@@ -677,7 +677,9 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
                                          [&](double local) { return pipeline->sum(local); }, tied_copy_name(policy))
                                    : optim::clip_grad_norm(params, opt.max_grad_norm());
       const double lr =
-          optim::scheduled_lr(schedule_kind(opt.schedule()), opt.lr(), step, opt.warmup_steps(), total_steps);
+          optim::scheduled_lr(schedule_kind(opt.schedule()), opt.lr(), step, opt.warmup_steps(), total_steps,
+                              opt.warmup() == aln::v1::START_AT_ZERO ? optim::WarmupStart::kStartAtZero
+                                                                     : optim::WarmupStart::kFirstStepNonzero);
       const bool finite = std::isfinite(step_loss) && std::isfinite(norm);
       if (!finite) {
         // Skip the update, count it, and stop after too many in a row: diverged training should
