@@ -38,7 +38,7 @@ std::unique_ptr<TextEncoder> encoder(const std::string& tokenizer) {
 }
 
 // "\n\nHuman: a\n\nAssistant: b\n\nHuman: c\n\nAssistant:" -> user a, assistant b, user c; false when
-// a turn does not begin with exactly one space (2 of the file's dialogues), which messages cannot say.
+// a turn does not begin with exactly one space, which messages cannot say.
 bool hh_turns(const std::string& prompt, std::vector<json>* messages) {
   static const std::string kHuman = "\n\nHuman:", kAssistant = "\n\nAssistant:";
   auto next_marker = [&](size_t from) { return std::min(prompt.find(kHuman, from), prompt.find(kAssistant, from)); };
@@ -119,7 +119,7 @@ aln::v1::StageSpec stage_reading(const fs::path& file, aln::v1::DataFormat forma
 // Every example's ids, in the order build_stage_data gives them.
 std::vector<std::vector<int64_t>> stage_ids(const fs::path& file, aln::v1::DataFormat format,
                                             const TextEncoder& enc) {
-  auto data = build_stage_data(stage_reading(file, format), trainers::RecordKind::kPairs, enc, 7);
+  auto data = build_stage_data(stage_reading(file, format), trainers::RecordKind::kPreferencePairs, enc, 7);
   EXPECT_TRUE(data.ok()) << data.status();
   std::vector<std::vector<int64_t>> out;
   if (!data.ok()) return out;
@@ -143,18 +143,18 @@ class TextEncoderTest : public ::testing::Test {
 
 TEST_F(TextEncoderTest, EveryRecordKindRendersLikeTheHhData) {
   const Rewritten n = rewrite_hh(dir_);
-  // 1,312 dialogues; 4 end in an empty response and 2 have a turn with two spaces after its marker.
-  EXPECT_EQ(n.hh_records, 1306);
-  EXPECT_EQ(n.single_turn, 424);
+  // 1,312 dialogues: 4 end in an empty response, 1 has a response with two spaces after "Assistant:".
+  EXPECT_EQ(n.hh_records, 1307);
+  EXPECT_EQ(n.single_turn, 387);
   auto enc = encoder(repo(kGpt2));
   ASSERT_NE(enc, nullptr);
   const auto hh = stage_ids(dir_ / "hh.jsonl", aln::v1::HH_RLHF, *enc);
-  ASSERT_EQ(hh.size(), 3u * 1306);
+  ASSERT_EQ(hh.size(), 3u * 1307);
   // Conversations as messages, responses without the space: the same ids as the HH text.
   EXPECT_TRUE(hh == stage_ids(dir_ / "messages.jsonl", aln::v1::PREFERENCE, *enc));
   // Plain-text prompts, responses with and without a leading space of their own: the same ids too.
   const auto plain = stage_ids(dir_ / "plain.jsonl", aln::v1::PREFERENCE, *enc);
-  ASSERT_EQ(plain.size(), 3u * 424);
+  ASSERT_EQ(plain.size(), 3u * 387);
   EXPECT_TRUE(stage_ids(dir_ / "hh_single.jsonl", aln::v1::HH_RLHF, *enc) == plain);
   // The text itself: "...\n\nAssistant:" then " Sure" (GPT-2 id 10889, "ĠSure"), never "Sure" glued on.
   EXPECT_EQ(enc->render_prompt({{"user", "Hi"}}), "\n\nHuman: Hi\n\nAssistant:");
@@ -179,8 +179,8 @@ TEST_F(TextEncoderTest, EndOfTextFlagsDoNotChangeAlnsIds) {
                                                aln::v1::SAFERLHF}}) {
     aln::v1::StageSpec stage = stage_reading(file, format);
     stage.mutable_data()->set_bad_records(aln::v1::SKIP);
-    auto a = build_stage_data(stage, trainers::RecordKind::kPairs, *shipped, 3);
-    auto b = build_stage_data(stage, trainers::RecordKind::kPairs, *old, 3);
+    auto a = build_stage_data(stage, trainers::RecordKind::kPreferencePairs, *shipped, 3);
+    auto b = build_stage_data(stage, trainers::RecordKind::kPreferencePairs, *old, 3);
     ASSERT_TRUE(a.ok() && b.ok());
     ASSERT_EQ(a->train.size(), b->train.size());
     EXPECT_GT(a->train.size(), 400u);
