@@ -7,13 +7,14 @@ Usage: dpo_run_parity.py ALN BATCH_ORDER_TOOL  (run from the repository root)
 Per step, both sides report the loss, the pre-clipping gradient norm and the mean reward margin
 beta*(log-ratio chosen - log-ratio rejected) of the batch they trained on. Tolerances (float32 on both sides, the
 same maths in a different operation order: attention and matmul blocking, reductions):
-- loss and gradient norm: 2e-5 relative per step. One float32 forward/backward of this model agrees to ~1e-6
+- loss 2e-5 and gradient norm 1e-4 relative per step (measured on the 2-core machine: 2.1e-6 and 1.4e-5; the
+  gradient norm drifts faster than the loss, as in sft_run_parity.py, not explained yet). One float32 forward/backward of this model agrees to ~1e-6
   (model_parity checks logits to 1e-5); the weights then drift apart by AdamW steps whose size is about lr per
   element, so the difference grows with the step but stays far below what a wrong schedule, batch or
   loss would give (the warm-up one step off changes step 1's loss by ~1e-3 relative, a different batch by ~10%).
-- reward margin: 1e-5 absolute (it starts at exactly 0 and is ~1e-2 by step 10).
-- final weights: max |Aln - TRL| <= 2e-5 over every tensor; 10 steps move them by up to ~1e-2 (reported),
-  so a single missing or extra update would be ~1e-3.
+- reward margin: 1e-5 absolute (it starts at exactly 0 and is ~1e-2 by step 10; measured 2.9e-6).
+- final weights: max |Aln - TRL| <= 2e-5 over every tensor (measured 3.1e-7); 10 steps move them by up to ~5e-3
+  (reported), so a single missing or extra update would be ~1e-4 or more.
 """
 import sys
 import time
@@ -72,7 +73,7 @@ for step, (a, t) in enumerate(zip(aln_log, trl_log)):
     worst = {k: max(worst[k], v) for k, v in zip(worst, (d_loss, d_norm, d_margin))}
     check(f"step {step}: lr", abs(a["lr"] - t["learning_rate"]) <= 1e-12 * common.LR, f"{a['lr']} vs {t['learning_rate']}")
     check(f"step {step}: loss", d_loss <= 2e-5, f"aln {a['loss']:.9g} trl {t['loss']:.9g} rel {d_loss:.2e}")
-    check(f"step {step}: grad norm", d_norm <= 2e-5,
+    check(f"step {step}: grad norm", d_norm <= 1e-4,
           f"aln {a['grad_norm']:.9g} trl {t['grad_norm']:.9g} rel {d_norm:.2e}")
     check(f"step {step}: reward margin", d_margin <= 1e-5,
           f"aln {a['metrics']['rewards_margin']:.9g} trl {t['rewards/margins']:.9g} abs {d_margin:.2e}")
