@@ -83,6 +83,21 @@ absl::Status validate_stage(const LoadedJob& job, const aln::v1::StageSpec& stag
 
 }  // namespace
 
+int64_t effective_init_seed(const aln::v1::JobSpec& spec) {
+  return spec.model().has_init_seed() ? spec.model().init_seed() : spec.seed();
+}
+
+StageSeeds stage_seeds(const aln::v1::JobSpec& spec, const aln::v1::StageSpec& stage, size_t index) {
+  StageSeeds out;
+  out.shuffle_explicit = stage.data().has_shuffle_seed();
+  out.shuffle = out.shuffle_explicit ? stage.data().shuffle_seed() : spec.seed();
+  const auto seed = static_cast<uint64_t>(spec.seed());
+  out.eval_split = seed + index;
+  out.sampling = seed + index;
+  out.prepare = seed * 1000003ULL + index;
+  return out;
+}
+
 std::string method_name(const aln::v1::TrainerSpec& trainer) {
   const auto* oneof = trainer.GetDescriptor()->FindOneofByName("method");
   const auto* field = trainer.GetReflection()->GetOneofFieldDescriptor(trainer, oneof);

@@ -56,6 +56,19 @@ int job_world_size(const aln::v1::JobSpec& spec);
 // parallel.startup_timeout_s, or when 0 the larger of timeout_s and 60 s.
 std::chrono::milliseconds startup_timeout(const aln::v1::JobSpec& spec);
 
+// The seeds a job runs with. Every seed the job file does not set derives from the job's `seed`, so
+// changing `seed` alone varies the whole run (initialisation, data order, held-out split, sampling),
+// as `seed` does in transformers/TRL. `aln train --dry-run` prints them.
+int64_t effective_init_seed(const aln::v1::JobSpec& spec);
+struct StageSeeds {
+  int64_t shuffle = 0;          // data.shuffle_seed, else the job's seed
+  bool shuffle_explicit = false;
+  uint64_t eval_split = 0;      // held-out split of train: seed + stage index
+  uint64_t sampling = 0;        // generation during training and evaluation: seed + stage index
+  uint64_t prepare = 0;         // a method's prepare step (self-generated data): seed * 1000003 + index
+};
+StageSeeds stage_seeds(const aln::v1::JobSpec& spec, const aln::v1::StageSpec& stage, size_t index);
+
 // A readable dump of the resolved spec (protobuf text format).
 std::string to_text(const aln::v1::JobSpec& spec);
 

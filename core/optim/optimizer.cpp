@@ -58,8 +58,12 @@ void AdamW::load_state(const TensorMap& state) {
   }
 }
 
-double scheduled_lr(ScheduleKind kind, double base_lr, int64_t step, int64_t warmup, int64_t total) {
-  if (warmup > 0 && step < warmup) return base_lr * static_cast<double>(step + 1) / static_cast<double>(warmup);
+double scheduled_lr(ScheduleKind kind, double base_lr, int64_t step, int64_t warmup, int64_t total,
+                    WarmupStart start) {
+  if (warmup > 0 && step < warmup) {
+    const int64_t done = start == WarmupStart::kStartAtZero ? step : step + 1;
+    return base_lr * static_cast<double>(done) / static_cast<double>(warmup);
+  }
   if (kind == ScheduleKind::kConstant || total <= warmup) return base_lr;
   const double progress = std::min(1.0, static_cast<double>(step - warmup) / static_cast<double>(total - warmup));
   if (kind == ScheduleKind::kLinear) return base_lr * (1.0 - progress);

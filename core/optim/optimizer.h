@@ -43,9 +43,15 @@ class AdamW {
 
 enum class ScheduleKind { kConstant, kLinear, kCosine };
 
+// Where the linear warm-up starts. kFirstStepNonzero: lr*(s+1)/W, so step 0 already trains and step
+// W-1 reaches the full lr. kStartAtZero: lr*s/W, transformers' get_*_schedule_with_warmup (and so
+// TRL's trainers): step 0 runs at lr 0 and step W reaches the full lr. After warm-up both decay alike.
+enum class WarmupStart { kFirstStepNonzero, kStartAtZero };
+
 // lr at `step` (0-based): linear warm-up from 0 over `warmup` steps, then constant, linear decay to 0,
 // or cosine decay to 0 at `total` steps.
-double scheduled_lr(ScheduleKind kind, double base_lr, int64_t step, int64_t warmup, int64_t total);
+double scheduled_lr(ScheduleKind kind, double base_lr, int64_t step, int64_t warmup, int64_t total,
+                    WarmupStart start = WarmupStart::kFirstStepNonzero);
 
 // Scales all gradients so their global L2 norm is at most `max_norm` (0 = no clipping). Returns the
 // norm before clipping (non-finite when a gradient is NaN/Inf, which callers treat as a bad step).

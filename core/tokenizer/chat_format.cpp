@@ -26,6 +26,12 @@ std::string_view chat_format_name(ChatFormat format) {
   return "?";
 }
 
+std::string hh_turn_text(std::string_view text) {
+  const size_t start = text.find_first_not_of(' ');
+  if (start == std::string_view::npos) return std::string();
+  return " " + std::string(text.substr(start));
+}
+
 std::string render_chat(std::span<const ChatMessage> messages, ChatFormat format, GenerationPrompt generation_prompt) {
   std::string out;
   const bool gen = generation_prompt == GenerationPrompt::kYes;
@@ -34,7 +40,7 @@ std::string render_chat(std::span<const ChatMessage> messages, ChatFormat format
       for (const ChatMessage& m : messages) {
         ALN_CHECK(m.role == "user" || m.role == "assistant", "HH chat format has no role '", m.role,
                   "' (only user and assistant)");
-        absl::StrAppend(&out, m.role == "user" ? "\n\nHuman: " : "\n\nAssistant: ", m.content);
+        absl::StrAppend(&out, m.role == "user" ? "\n\nHuman:" : "\n\nAssistant:", hh_turn_text(m.content));
       }
       if (gen) out += "\n\nAssistant:";
       break;

@@ -27,9 +27,17 @@ std::string_view chat_format_name(ChatFormat format);
 
 // Renders the messages; throws aln::Error for a role the format cannot express. The HH generation
 // prompt ends in "\n\nAssistant:" without the space, as the prompts in the HH-RLHF data do (the
-// response text then starts with the space). Llama 3 text already holds <|begin_of_text|>, so
+// response text then starts with the space: see hh_turn_text). Every HH turn is written with
+// exactly one space after "Human:"/"Assistant:". Llama 3 text already holds <|begin_of_text|>, so
 // encode it with AddSpecialTokens::kNo.
 std::string render_chat(std::span<const ChatMessage> messages, ChatFormat format,
                         GenerationPrompt generation_prompt = GenerationPrompt::kNo);
+
+// The text of an HH turn as it follows "Human:" or "Assistant:": exactly one space, then the text
+// without the spaces it began with (the HH-RLHF data's own convention, " There are..."). Applied to
+// every response that follows an HH generation prompt, so records of every kind read alike: a
+// response that began with a space of its own (as about a third of XSTest's do) and one that did not
+// tokenise the same way. Empty text stays empty.
+std::string hh_turn_text(std::string_view text);
 
 }  // namespace aln::tokenizer

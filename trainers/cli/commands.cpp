@@ -26,21 +26,26 @@ void print_plan(const config::LoadedJob& job) {
               static_cast<long long>(spec.seed()));
   if (m.path().empty()) {
     const auto& c = m.config();
-    std::printf("  model: %s from scratch, hidden %d, layers %d, heads %d/%d kv, vocab %d (init seed %lld)\n",
+    std::printf("  model: %s from scratch, hidden %d, layers %d, heads %d/%d kv, vocab %d (init seed %lld%s)\n",
                 aln::v1::Architecture_Name(c.architecture()).c_str(), c.hidden_size(), c.num_layers(), c.num_heads(),
                 c.num_kv_heads() == 0 ? c.num_heads() : c.num_kv_heads(), c.vocab_size(),
-                static_cast<long long>(m.init_seed()));
+                static_cast<long long>(config::effective_init_seed(spec)), m.has_init_seed() ? "" : ", from seed");
   } else {
     std::printf("  model: %s\n", m.path().c_str());
   }
-  int index = 0;
+  size_t index = 0;
   for (const auto& stage : config::effective_stages(spec)) {
     std::vector<std::string> files;
     for (const auto& source : stage.data().train()) files.push_back(source.path());
-    std::printf("  stage %d %-8s trainer %-8s lr %g, %lld steps, micro-batch %d; data: %s\n", ++index,
+    const config::StageSeeds seeds = config::stage_seeds(spec, stage, index);
+    std::printf("  stage %zu %-8s trainer %-8s lr %g, %lld steps, micro-batch %d; data: %s\n", ++index,
                 stage.name().c_str(), config::method_name(stage.trainer()).c_str(), stage.optimizer().lr(),
                 static_cast<long long>(stage.optimizer().max_steps()), stage.optimizer().micro_batch_size(),
                 absl::StrJoin(files, ", ").c_str());
+    std::printf("    seeds: shuffle %lld%s, eval split %llu, sampling %llu, prepare %llu\n",
+                static_cast<long long>(seeds.shuffle), seeds.shuffle_explicit ? "" : " (from seed)",
+                static_cast<unsigned long long>(seeds.eval_split), static_cast<unsigned long long>(seeds.sampling),
+                static_cast<unsigned long long>(seeds.prepare));
   }
   const auto& p = spec.parallel();
   std::printf("  parallel: policy dp %d x pp %d, placement %s, coordinator %s, backend %s, timeout %gs\n",

@@ -64,8 +64,8 @@ absl::StatusOr<nlohmann::json> evaluate_job(const aln::v1::JobSpec& spec, const 
   auto policy = model::load_hf_model(model_dir);
   if (!policy.ok()) return policy.status();
   // The same seed as training, so the held-out split is the one training never saw.
-  auto data = engine::build_stage_data(stage, (*trainer)->needs().records, **encoder,
-                                       static_cast<uint64_t>(spec.seed()) + static_cast<uint64_t>(index));
+  const config::StageSeeds seeds = config::stage_seeds(spec, stage, static_cast<size_t>(index));
+  auto data = engine::build_stage_data(stage, (*trainer)->needs().records, **encoder, seeds.eval_split);
   if (!data.ok()) return data.status();
   std::map<std::string, double> counters;
   trainers::PrepareContext prep;
@@ -81,7 +81,7 @@ absl::StatusOr<nlohmann::json> evaluate_job(const aln::v1::JobSpec& spec, const 
   prep.decode = [enc](const std::vector<int64_t>& ids) { return enc->decode(ids); };
   prep.eos_id = enc->eos_id();
   prep.pad_id = enc->pad_id();
-  prep.seed = static_cast<uint64_t>(spec.seed()) * 1000003ULL + static_cast<uint64_t>(index);
+  prep.seed = seeds.prepare;
   const std::string stage_label = stage.name().empty() ? absl::StrCat("stage", index + 1) : stage.name();
   prep.work_dir = (std::filesystem::path(spec.output_dir()) / stage_label).string();
   prep.lead = false;     // evaluation writes nothing into the run's directory
@@ -117,7 +117,7 @@ absl::StatusOr<nlohmann::json> evaluate_job(const aln::v1::JobSpec& spec, const 
   extras.decode = [enc = encoder->get()](const std::vector<int64_t>& ids) { return enc->decode(ids); };
   extras.eos_id = (*encoder)->eos_id();
   extras.encode_text = [enc](const std::string& text) { return enc->encode(text); };
-  extras.seed = static_cast<uint64_t>(spec.seed()) + static_cast<uint64_t>(index);
+  extras.seed = seeds.sampling;
   std::vector<trainers::LocalRewardModel> scorers(reward_models.begin(), reward_models.end());
   for (const auto& rm : scorers) extras.reward_models.push_back(&rm);
   engine::MetricMap m =

@@ -131,7 +131,7 @@ class Coordinator {
     check(trainer.status());
     absl::StatusOr<StageData> data =
         build_stage_data(stage, (*trainer)->needs().records, *encoder_,
-                         static_cast<uint64_t>(spec_.seed()) + static_cast<uint64_t>(index));
+                         config::stage_seeds(spec_, stage, static_cast<size_t>(index)).eval_split);
     if (data.ok()) log_.info("stage %d: read %d examples; sending them to the policy", index + 1, data->train.size());
     return stage_message(data).SerializeAsString();
   }

@@ -15,6 +15,12 @@ std::string prompt_text(const TextEncoder& encoder, const std::string& prompt,
   return encoder.render_prompt({{"user", prompt}});
 }
 
+// HH dialogues carry their own text after "Assistant:" (kept as the data wrote it); responses of
+// every other record kind are put into the chat format, so both read "Assistant: text".
+ResponseText response_text(aln::v1::DataFormat format, const std::vector<data::Message>& messages) {
+  return messages.empty() && format == aln::v1::HH_RLHF ? ResponseText::kVerbatim : ResponseText::kChatFormat;
+}
+
 }  // namespace
 
 absl::StatusOr<StageData> build_stage_data(const aln::v1::StageSpec& stage, trainers::RecordKind kind,
@@ -57,7 +63,7 @@ absl::StatusOr<StageData> build_stage_data(const aln::v1::StageSpec& stage, trai
           const aln::v1::DataFormat fmt =
               r.prompt_messages.empty() && r.prompt.rfind("\n\nHuman:", 0) == 0 ? aln::v1::HH_RLHF : source.format();
           add(encoder.encode(prompt_text(encoder, r.prompt, r.prompt_messages, fmt)),
-              encoder.encode_response(r.response), {}, std::move(e));
+              encoder.encode_response(r.response, response_text(fmt, r.prompt_messages)), {}, std::move(e));
         }
       } else if (kind == trainers::RecordKind::kPrompts) {
         auto records = data::read_prompts(source.path(), options, &report);
@@ -82,8 +88,9 @@ absl::StatusOr<StageData> build_stage_data(const aln::v1::StageSpec& stage, trai
           e.rejected_spans = p.rejected_spans;
           if (p.prompt_messages.empty()) e.prompt_text = p.prompt;
           const aln::v1::DataFormat fmt = p.prompt.rfind("\n\nHuman:", 0) == 0 ? aln::v1::HH_RLHF : source.format();
-          add(encoder.encode(prompt_text(encoder, p.prompt, p.prompt_messages, fmt)), encoder.encode_response(p.chosen),
-              encoder.encode_response(p.rejected), std::move(e));
+          const ResponseText form = response_text(fmt, p.prompt_messages);
+          add(encoder.encode(prompt_text(encoder, p.prompt, p.prompt_messages, fmt)),
+              encoder.encode_response(p.chosen, form), encoder.encode_response(p.rejected, form), std::move(e));
         }
       }
       out.rows += report.rows;

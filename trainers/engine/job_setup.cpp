@@ -74,7 +74,7 @@ absl::StatusOr<model::DecoderModel> initial_policy(const aln::v1::JobSpec& spec,
   }
   config.eos_token_id = encoder.eos_id();
   config.pad_token_id = encoder.pad_id();
-  return model::DecoderModel::random_init(config, static_cast<uint64_t>(spec.model().init_seed()));
+  return model::DecoderModel::random_init(config, static_cast<uint64_t>(config::effective_init_seed(spec)));
 }
 
 }  // namespace aln::engine

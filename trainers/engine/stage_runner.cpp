@@ -77,7 +77,7 @@ void fill_extras(PolicyWorker& w, StageRun& s) {
   TextEncoder* enc = &w.encoder;
   extras.decode = [enc](const std::vector<int64_t>& ids) { return enc->decode(ids); };
   extras.eos_id = w.encoder.eos_id();
-  extras.seed = static_cast<uint64_t>(w.spec.seed()) + static_cast<uint64_t>(s.index);
+  extras.seed = config::stage_seeds(w.spec, s.spec, s.index).sampling;
   extras.reward_models = s.reward_ptrs;
   if (s.reference.remote_each_step) {
     const ReferenceStandIns& parts = s.reference.remote_parts;
@@ -116,8 +116,8 @@ absl::Status log_eval(PolicyWorker& w, StageRun& s, const char* when, int64_t st
 absl::Status open_training(PolicyWorker& w, StageRun& s) {
   const auto& opt = s.spec.optimizer();
   const DataParallel& dp = *w.dp;
-  s.buffer.emplace(std::move(s.data().train), static_cast<uint64_t>(s.spec.data().shuffle_seed()), dp.rank(),
-                   dp.size());
+  s.buffer.emplace(std::move(s.data().train), static_cast<uint64_t>(config::stage_seeds(w.spec, s.spec, s.index).shuffle),
+                   dp.rank(), dp.size());
   if (s.spec.data().length_grouping() > 1) {
     std::vector<int64_t> lengths;
     for (const auto& e : s.buffer->examples()) {

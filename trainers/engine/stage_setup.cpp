@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
+#include "core/config/job_config.h"
 
 namespace aln::engine {
 
@@ -17,7 +18,8 @@ absl::StatusOr<PreparedStage> prepare_stage_data(const aln::v1::JobSpec& spec, c
   if (source.comm == nullptr || source.comm->rank() == 0) {
     data = source.fetch
                ? source.fetch()
-               : build_stage_data(stage, trainer.needs().records, encoder, static_cast<uint64_t>(spec.seed()) + index);
+               : build_stage_data(stage, trainer.needs().records, encoder,
+                                  config::stage_seeds(spec, stage, index).eval_split);
   }
   if (source.comm != nullptr) share_stage_data(*source.comm, data, source.timeout);
   if (!data.ok()) return data.status();
@@ -38,7 +40,7 @@ absl::StatusOr<PreparedStage> prepare_stage_data(const aln::v1::JobSpec& spec, c
     prep.decode = [enc](const std::vector<int64_t>& ids) { return enc->decode(ids); };
     prep.eos_id = enc->eos_id();
     prep.pad_id = enc->pad_id();
-    prep.seed = static_cast<uint64_t>(spec.seed()) * 1000003ULL + index;
+    prep.seed = config::stage_seeds(spec, stage, index).prepare;
     prep.work_dir = (std::filesystem::path(spec.output_dir()) / stage_name).string();
     prep.lead = lead;
     prep.resuming = resuming;

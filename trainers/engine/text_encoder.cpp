@@ -42,8 +42,9 @@ class BpeTextEncoder final : public TextEncoder {
     return tokenizer::render_chat(chat, format_, tokenizer::GenerationPrompt::kYes);
   }
   std::string end_of_response() const override { return eos_text_; }
-  std::vector<int64_t> encode_response(const std::string& text) const override {
-    std::vector<int64_t> ids = encode(text);
+  std::vector<int64_t> encode_response(const std::string& text, ResponseText form) const override {
+    const bool hh = format_ == tokenizer::ChatFormat::kHH && form == ResponseText::kChatFormat;
+    std::vector<int64_t> ids = encode(hh ? tokenizer::hh_turn_text(text) : text);
     if (eos_id_ >= 0) ids.push_back(eos_id_);
     return ids;
   }

@@ -12,6 +12,10 @@
 
 namespace aln::engine {
 
+// Whether a response's text is taken as the data wrote it (HH-RLHF dialogues, whose responses already
+// begin with the format's space) or is put into the job's chat format first.
+enum class ResponseText { kChatFormat, kVerbatim };
+
 class TextEncoder {
  public:
   virtual ~TextEncoder() = default;
@@ -24,10 +28,12 @@ class TextEncoder {
   virtual std::string render_prompt(const std::vector<data::Message>& messages) const = 0;
   // The end-of-turn marker of a response (as text, for messages).
   virtual std::string end_of_response() const = 0;
-  // A response's ids followed by the end-of-turn token id. Appended as an id, not as text: a special
-  // token such as GPT-2's <|endoftext|> is declared single_word, so "...word<|endoftext|>" would
-  // tokenise into its literal characters and the response would never end.
-  virtual std::vector<int64_t> encode_response(const std::string& text) const = 0;
+  // A response's ids followed by the end-of-turn token id. Appended as an id, not as text, so the end
+  // never depends on how a tokenizer.json declares the token (a single_word <|endoftext|> after a
+  // letter would tokenise into its literal characters). In the HH format the text first gets the
+  // one space after "Assistant:" (tokenizer::hh_turn_text) unless it is kVerbatim.
+  virtual std::vector<int64_t> encode_response(const std::string& text,
+                                               ResponseText form = ResponseText::kChatFormat) const = 0;
   // Adds special tokens (matched whole in text, never split) after the current vocabulary; tokens
   // already known keep their ids. Returns the ids in order.
   virtual std::vector<int64_t> add_special_tokens(const std::vector<std::string>& tokens) = 0;

@@ -152,7 +152,9 @@ absl::Status update_policy(PolicyWorker& w, StageRun& s, int64_t step, StepResul
                                  params, opt.max_grad_norm(), [&](double local) { return w.pipeline->sum(local); },
                                  tied_copy_name(*w.policy))
                            : optim::clip_grad_norm(params, opt.max_grad_norm());
-  r.lr = optim::scheduled_lr(schedule_kind(opt.schedule()), opt.lr(), step, opt.warmup_steps(), s.total_steps);
+  r.lr = optim::scheduled_lr(schedule_kind(opt.schedule()), opt.lr(), step, opt.warmup_steps(), s.total_steps,
+                             opt.warmup() == aln::v1::START_AT_ZERO ? optim::WarmupStart::kStartAtZero
+                                                                    : optim::WarmupStart::kFirstStepNonzero);
   r.finite = std::isfinite(r.loss) && std::isfinite(r.grad_norm);
   if (!r.finite) {
     // Skip the update, count it, and stop after too many in a row: diverged training should fail

@@ -214,6 +214,49 @@ TEST(JobConfig, WrittenPathsAreConfinedToTheRunDirectory) {
   EXPECT_NE(load_error("name: ../../alice\ntrainer: {sft: {}}\ndata: {train: [{path: a.jsonl}]}\n")
                 .find("job.yaml:1: name: '../../alice' cannot name a folder"),
             std::string::npos);
+
+// One `seed` varies the whole run (issue 25): seeds the file does not set derive from it, and a seed
+// set explicitly (0 included: presence, not value, decides) is kept.
+TEST(JobConfig, UnsetSeedsDeriveFromTheJobSeed) {
+  const std::string stages =
+      "stages:\n"
+      "  - {trainer: {sft: {}}, data: {train: [{path: a.jsonl}]}}\n"
+      "  - {trainer: {dpo: {}}, data: {train: [{path: b.jsonl}], shuffle_seed: 0}}\n";
+  auto job = load_job_text("seed: 7\n" + stages, "job.yaml");
+  ASSERT_TRUE(job.ok()) << job.status();
+  const auto& spec = job->spec;
+  EXPECT_FALSE(spec.model().has_init_seed());
+  EXPECT_EQ(effective_init_seed(spec), 7);
+  const StageSeeds first = stage_seeds(spec, spec.stages(0), 0);
+  EXPECT_EQ(first.shuffle, 7);
+  EXPECT_FALSE(first.shuffle_explicit);
+  EXPECT_EQ(first.eval_split, 7u);
+  EXPECT_EQ(first.sampling, 7u);
+  EXPECT_EQ(first.prepare, 7u * 1000003u);
+  const StageSeeds second = stage_seeds(spec, spec.stages(1), 1);
+  EXPECT_EQ(second.shuffle, 0);
+  EXPECT_TRUE(second.shuffle_explicit);
+  EXPECT_EQ(second.eval_split, 8u);
+  // Changing `seed` alone changes every derived seed.
+  auto other = load_job_text("seed: 8\nmodel: {init_seed: 1234}\n" + stages, "job.yaml");
+  ASSERT_TRUE(other.ok()) << other.status();
+  EXPECT_EQ(stage_seeds(other->spec, other->spec.stages(0), 0).shuffle, 8);
+  EXPECT_EQ(effective_init_seed(other->spec), 1234);  // set explicitly
+  // The default `seed` (42) keeps the data order the old shuffle_seed default gave.
+  auto defaults = load_job_text(kMinimal, "job.yaml");
+  ASSERT_TRUE(defaults.ok());
+  EXPECT_EQ(stage_seeds(defaults->spec, effective_stages(defaults->spec)[0], 0).shuffle, 42);
+}
+
+TEST(JobConfig, WarmupStartIsSelectable) {
+  auto job = load_job_text(std::string(kMinimal) + "optimizer: {warmup_steps: 4, warmup: start_at_zero}\n", "job.yaml");
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->spec.optimizer().warmup(), aln::v1::START_AT_ZERO);
+  auto defaults = load_job_text(kMinimal, "job.yaml");
+  ASSERT_TRUE(defaults.ok());
+  EXPECT_EQ(defaults->spec.optimizer().warmup(), aln::v1::FIRST_STEP_NONZERO);
+  EXPECT_EQ(load_error(std::string(kMinimal) + "optimizer: {warmup: hf}\n"),
+            "job.yaml:8: optimizer.warmup: unknown value 'hf'; expected one of: first_step_nonzero, start_at_zero");
 }
 
 TEST(JobConfig, MissingFileIsAClearError) {

@@ -64,6 +64,24 @@ TEST(Schedule, WarmupThenDecay) {
   EXPECT_DOUBLE_EQ(scheduled_lr(ScheduleKind::kConstant, 2.0, 100, 0, 14), 2.0);
 }
 
+// transformers' get_cosine_schedule_with_warmup / get_linear_schedule_with_warmup (TRL's schedules):
+// lr*s/W during warm-up, so step 0 runs at lr 0 and step W at the full lr; the decay is unchanged.
+TEST(Schedule, WarmupStartAtZeroMatchesTransformers) {
+  constexpr auto kZero = WarmupStart::kStartAtZero;
+  EXPECT_EQ(scheduled_lr(ScheduleKind::kCosine, 1.0, 0, 4, 14, kZero), 0.0);
+  EXPECT_DOUBLE_EQ(scheduled_lr(ScheduleKind::kCosine, 1.0, 1, 4, 14, kZero), 0.25);
+  EXPECT_DOUBLE_EQ(scheduled_lr(ScheduleKind::kCosine, 1.0, 3, 4, 14, kZero), 0.75);
+  EXPECT_DOUBLE_EQ(scheduled_lr(ScheduleKind::kCosine, 1.0, 4, 4, 14, kZero), 1.0);
+  EXPECT_NEAR(scheduled_lr(ScheduleKind::kCosine, 1.0, 9, 4, 14, kZero), 0.5, 1e-12);
+  EXPECT_DOUBLE_EQ(scheduled_lr(ScheduleKind::kLinear, 2.0, 2, 4, 14, kZero), 1.0);
+  EXPECT_DOUBLE_EQ(scheduled_lr(ScheduleKind::kLinear, 2.0, 9, 4, 14, kZero), 1.0);
+  EXPECT_DOUBLE_EQ(scheduled_lr(ScheduleKind::kConstant, 2.0, 1, 4, 14, kZero), 0.5);
+  // Without warm-up the two conventions agree.
+  EXPECT_DOUBLE_EQ(scheduled_lr(ScheduleKind::kLinear, 2.0, 0, 0, 10, kZero), 2.0);
+  // Aln's default is one step ahead: lr*(s+1)/W.
+  EXPECT_DOUBLE_EQ(scheduled_lr(ScheduleKind::kCosine, 1.0, 0, 4, 14), 0.25);
+}
+
 TEST(Clip, ScalesToMaxNormAndReportsNonFinite) {
   TensorMap p{{"a", at::zeros({2}).set_requires_grad(true)}, {"b", at::zeros({1}).set_requires_grad(true)}};
   p["a"].mutable_grad() = at::tensor({3.0f, 0.0f});

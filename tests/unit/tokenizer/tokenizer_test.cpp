@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -66,10 +67,32 @@ TEST(Gpt2, KnownIds) {
   EXPECT_FALSE(tok.token_to_id("no such token").has_value());
   EXPECT_FALSE(tok.id_to_token(123456).has_value());
   EXPECT_EQ(tok.pre_tokenize("Hello world  "), (std::vector<std::string>{"Hello", "Ġworld", "ĠĠ"}));
-  // <|endoftext|> is single_word + lstrip + rstrip in GPT-2's file (ids from `tokenizers`).
-  EXPECT_EQ(tok.encode("a <|endoftext|> b"), (Ids{64, 50256, 65}));
-  EXPECT_EQ(tok.encode("a<|endoftext|>b"), (Ids{64, 27, 91, 437, 1659, 5239, 91, 29, 65}));
-  EXPECT_EQ(tok.encode("  <|endoftext|>\n\n x"), (Ids{50256, 87}));
+  // <|endoftext|> has the common GPT-2 flags (not single_word, lstrip or rstrip): it matches after a
+  // letter and keeps the whitespace around it (ids from `tokenizers`).
+  EXPECT_EQ(tok.encode("a <|endoftext|> b"), (Ids{64, 220, 50256, 275}));
+  EXPECT_EQ(tok.encode("a<|endoftext|>b"), (Ids{64, 50256, 65}));
+  EXPECT_EQ(tok.encode("  <|endoftext|>\n\n x"), (Ids{220, 220, 50256, 628, 2124}));
+  EXPECT_EQ(tok.encode("Hi<|endoftext|>\n"), (Ids{17250, 50256, 198}));
+}
+
+// The GPT-2 tokenizer.json as first shipped marked <|endoftext|> single_word + lstrip + rstrip
+// (issue 25); rebuilt here from the shipped file by setting the three flags back.
+nlohmann::json gpt2_with_old_end_of_text_flags() {
+  std::ifstream in(repo("examples/data/tokenizers/gpt2/tokenizer.json"));
+  nlohmann::json j = nlohmann::json::parse(in);
+  for (auto& t : j["added_tokens"]) {
+    if (t["content"] == "<|endoftext|>") t["single_word"] = t["lstrip"] = t["rstrip"] = true;
+  }
+  return j;
+}
+
+TEST(Gpt2, OldEndOfTextFlagsSplitTheTokenAfterALetter) {
+  auto old = Tokenizer::from_json(gpt2_with_old_end_of_text_flags().dump(), "gpt2-old-flags.json");
+  ASSERT_TRUE(old.ok()) << old.status();
+  // What tools that append the end-of-text as text met with the old file (ids from `tokenizers`).
+  EXPECT_EQ(old->encode("a <|endoftext|> b"), (Ids{64, 50256, 65}));
+  EXPECT_EQ(old->encode("a<|endoftext|>b"), (Ids{64, 27, 91, 437, 1659, 5239, 91, 29, 65}));
+  EXPECT_EQ(old->encode("  <|endoftext|>\n\n x"), (Ids{50256, 87}));
 }
 
 TEST(Gpt2, DecodeRoundTrip) {
@@ -77,7 +100,7 @@ TEST(Gpt2, DecodeRoundTrip) {
   for (const std::string s : {"Hello world", "  tabs\tand\r\nlines \n\n", "emoji 😀 中文 e\u0301", "It's 12345!"}) {
     EXPECT_EQ(tok.decode(tok.encode(s)), s);
   }
-  EXPECT_EQ(tok.decode(tok.encode("a <|endoftext|> b"), SkipSpecialTokens::kYes), "ab");
+  EXPECT_EQ(tok.decode(tok.encode("a <|endoftext|> b"), SkipSpecialTokens::kYes), "a  b");
   EXPECT_EQ(tok.decode(Ids{447}), "\xEF\xBF\xBD");  // first half of U+2019: replaced
   EXPECT_EQ(tok.decode_bytes(Ids{447}), "\xE2\x80");
   EXPECT_THROW(tok.decode(Ids{999999}), aln::Error);
