@@ -214,6 +214,7 @@ TEST(JobConfig, WrittenPathsAreConfinedToTheRunDirectory) {
   EXPECT_NE(load_error("name: ../../alice\ntrainer: {sft: {}}\ndata: {train: [{path: a.jsonl}]}\n")
                 .find("job.yaml:1: name: '../../alice' cannot name a folder"),
             std::string::npos);
+}
 
 // One `seed` varies the whole run (issue 25): seeds the file does not set derive from it, and a seed
 // set explicitly (0 included: presence, not value, decides) is kept.
