@@ -16,11 +16,13 @@
 #include <fstream>
 #include <thread>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "core/config/input_paths.h"
 #include "core/config/job_config.h"
 #include "core/json_guard.h"
 #include "core/text_escape.h"
@@ -124,6 +126,39 @@ bool port_free(int port) {
 }
 
 }  // namespace
+
+ProgressTail read_progress_tail(const std::string& path, int64_t offset) {
+  ProgressTail out;
+  out.offset = offset;
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return out;
+  in.seekg(0, std::ios::end);
+  const int64_t size = in.tellg();
+  if (size < offset) offset = 0;  // trimmed on a resume
+  out.offset = offset;
+  if (size == offset) return out;
+  // Only the newest complete line matters, and a line longer than the window is no progress line:
+  // whatever the job wrote since the last read, this costs at most kProgressWindow bytes.
+  const int64_t from = std::max(offset, size - kProgressWindow);
+  in.seekg(from);
+  std::string chunk(static_cast<size_t>(size - from), '\0');
+  in.read(chunk.data(), static_cast<std::streamsize>(chunk.size()));
+  chunk.resize(static_cast<size_t>(std::max<std::streamsize>(in.gcount(), 0)));
+  const size_t last_newline = chunk.rfind('\n');
+  if (last_newline == std::string::npos) {
+    // Half a line: wait for the rest, unless the window is full of it (then skip what was read).
+    if (from > offset) out.offset = from;
+    return out;
+  }
+  out.offset = from + static_cast<int64_t>(last_newline + 1);
+  chunk.resize(last_newline);  // complete lines only; the newest is the last of them
+  const size_t previous = chunk.rfind('\n');
+  if (previous == std::string::npos && from > offset) return out;  // its start is before the window
+  std::string line = previous == std::string::npos ? chunk : chunk.substr(previous + 1);
+  // A hostile line must not cost the launcher more than a linear scan.
+  if (check_json_depth(line).ok()) out.line = std::move(line);
+  return out;
+}
 
 JobManager::JobManager(LauncherConfig config, std::unique_ptr<JobStore> store, MetricsRegistry& metrics, Logger log)
     : config_(std::move(config)), store_(std::move(store)), metrics_(metrics), log_(std::move(log)) {
@@ -253,6 +288,13 @@ absl::StatusOr<JobStatus> JobManager::submit(const aln::v1::SubmitJobRequest& re
           absl::StrCat("workdir: '", workdir, "' is not an absolute path of a directory on the launcher's host"));
     }
   }
+  // Relative inputs resolve against the job's working directory: the given one, else its own folder
+  // (named once the id is taken; any name under jobs/ resolves alike for the check).
+  const std::string reads_from = workdir.empty() ? job_dir("job-new") : workdir;
+  if (absl::Status readable = aln::config::confine_read_paths(*loaded, reads_from, input_dirs_for(config_, user));
+      !readable.ok()) {
+    return absl::PermissionDeniedError(readable.message());
+  }
   std::vector<std::string> methods;
   for (const auto& stage : aln::config::effective_stages(spec))
     methods.push_back(aln::config::method_name(stage.trainer()));
@@ -262,8 +304,27 @@ absl::StatusOr<JobStatus> JobManager::submit(const aln::v1::SubmitJobRequest& re
   Job job;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    if (config_.max_jobs_per_user > 0) {
+      int active = 0;
+      for (const auto& [other_id, other] : jobs_) {
+        active += other.record.status.user() == user && !is_terminal(other.record.status.state());
+      }
+      active += submitting_[user];
+      if (active >= config_.max_jobs_per_user) {
+        return absl::ResourceExhaustedError(absl::StrCat(
+            "user ", escape_for_log(user), " has ", active, " jobs queued or running, the most this launcher allows (",
+            "--max-jobs-per-user ", config_.max_jobs_per_user, "); wait for some to end or cancel some"));
+      }
+    }
     job.record.seq = next_seq_++;
+    ++submitting_[user];  // counted against the limit until it is queued or has failed
   }
+  bool counted = true;
+  absl::Cleanup uncount = [&] {
+    if (!counted) return;
+    std::lock_guard<std::mutex> lock(mu_);
+    --submitting_[user];
+  };
   const std::string id = absl::StrFormat("job-%06d", job.record.seq);
   const std::string dir = job_dir(id);
   std::error_code ec;
@@ -273,6 +334,8 @@ absl::StatusOr<JobStatus> JobManager::submit(const aln::v1::SubmitJobRequest& re
   const std::string spec_path = (fs::path(dir) / "job.yaml").string();
   if (absl::Status written = write_durably(spec_path, yaml); !written.ok()) return written;
   std::lock_guard<std::mutex> lock(mu_);
+  --submitting_[user];
+  counted = false;
   job.record.spec_yaml = yaml;
   job.record.workdir = workdir;
   JobStatus& status = job.record.status;
@@ -433,6 +496,13 @@ void JobManager::poll_loop() {
 void JobManager::poll_once() {
   std::vector<std::string> to_start;
   std::vector<Probe> probes;
+  struct Read {
+    std::string job_id;
+    std::string path;
+    int64_t offset = 0;
+    ProgressTail tail;
+  };
+  std::vector<Read> reads;
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (auto& [id, job] : jobs_) {
@@ -444,9 +514,32 @@ void JobManager::poll_once() {
         if (s.state() == aln::v1::STARTING && !s.metrics_url().empty()) {
           probes.push_back({id, s.metrics_url().substr(7, s.metrics_url().rfind(':') - 7), job.record.metrics_port});
         }
+        reads.push_back({id, (fs::path(s.run_dir()) / "train_log.jsonl").string(), job.record.progress_offset, {}});
       }
     }
     schedule_locked(&to_start);
+    update_gauges_locked();
+  }
+  // The job writes train_log.jsonl: it is read with no lock held, and only its tail. A job whose
+  // leader ended was reaped above, before this read, so its last lines are in it.
+  for (Read& r : reads) r.tail = read_progress_tail(r.path, r.offset);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (Read& r : reads) {
+      auto it = jobs_.find(r.job_id);
+      if (it == jobs_.end() || is_terminal(it->second.record.status.state())) continue;
+      Job& job = it->second;
+      if (job.record.progress_offset == r.offset) {
+        job.record.progress_offset = r.tail.offset;
+        if (r.tail.line.has_value()) apply_progress_locked(job, *r.tail.line);
+      }
+      if (job.ended.has_value()) {
+        finish_ended_locked(job);
+      } else if (job.record.status.state() == aln::v1::STARTING && job.record.status.step() > 0) {
+        job.record.status.set_state(aln::v1::RUNNING);  // running once it reports a step
+        persist_locked(job);
+      }
+    }
     update_gauges_locked();
   }
   for (const std::string& id : to_start) launch(id);
@@ -602,28 +695,19 @@ void JobManager::launch(const std::string& id) {
 void JobManager::check_running_locked(Job& job) {
   auto& status = job.record.status;
   const auto pgid = static_cast<pid_t>(job.record.pgid);
-  read_progress_locked(job);
-  std::optional<int> wait_status;
+  if (job.ended.has_value()) return;
   if (job.reattached) {
     if (!leader_alive(pgid, job.record.start_ticks)) {
       auto code = read_exit_status((fs::path(job_dir(status.job_id())) / "exit_status").string());
-      wait_status = code.has_value() ? (*code << 8) : -1;
+      job.ended = code.has_value() ? (*code << 8) : -1;
     }
   } else {
-    wait_status = try_reap(pgid);
+    job.ended = try_reap(pgid);
   }
-  if (wait_status.has_value()) {
-    // The leader ended: whatever of the group is left (a stray rank) goes with it.
+  if (job.ended.has_value()) {
+    // The leader ended: whatever of the group is left (a stray rank) goes with it. The job is
+    // finished by poll_once after its last progress lines are read.
     signal_group(pgid, SIGKILL);
-    read_progress_locked(job);
-    if (job.cancel_requested) {
-      finish_locked(job, aln::v1::CANCELLED, 0, absl::StrCat("cancelled by ", job.cancelled_by));
-    } else if (*wait_status == -1) {
-      finish_locked(job, aln::v1::LOST, -1, "the job's processes ended without an exit status (killed externally?)");
-    } else {
-      auto [code, cause] = describe_wait_status(*wait_status);
-      finish_locked(job, code == 0 ? aln::v1::SUCCEEDED : aln::v1::FAILED, code, cause);
-    }
     return;
   }
   if (job.cancel_requested && !job.killed && std::chrono::steady_clock::now() >= job.kill_at) {
@@ -633,32 +717,21 @@ void JobManager::check_running_locked(Job& job) {
     persist_locked(job);
     log_.warning("job %s: still running %.1f s after SIGTERM; SIGKILL", status.job_id(), config_.cancel_grace_s);
   }
-  // Running once it reports a step, or serves metrics (poll_once asks that outside the lock).
-  if (status.state() == aln::v1::STARTING && status.step() > 0) {
-    status.set_state(aln::v1::RUNNING);
-    persist_locked(job);
+}
+
+void JobManager::finish_ended_locked(Job& job) {
+  const int wait_status = *job.ended;
+  if (job.cancel_requested) {
+    finish_locked(job, aln::v1::CANCELLED, 0, absl::StrCat("cancelled by ", job.cancelled_by));
+  } else if (wait_status == -1) {
+    finish_locked(job, aln::v1::LOST, -1, "the job's processes ended without an exit status (killed externally?)");
+  } else {
+    auto [code, cause] = describe_wait_status(wait_status);
+    finish_locked(job, code == 0 ? aln::v1::SUCCEEDED : aln::v1::FAILED, code, cause);
   }
 }
 
-void JobManager::read_progress_locked(Job& job) {
-  const std::string path = (fs::path(job.record.status.run_dir()) / "train_log.jsonl").string();
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return;
-  in.seekg(0, std::ios::end);
-  const int64_t size = in.tellg();
-  if (size < job.record.progress_offset) job.record.progress_offset = 0;  // trimmed on a resume
-  if (size == job.record.progress_offset) return;
-  in.seekg(job.record.progress_offset);
-  std::string chunk(static_cast<size_t>(size - job.record.progress_offset), '\0');
-  in.read(chunk.data(), static_cast<std::streamsize>(chunk.size()));
-  const size_t last_newline = chunk.rfind('\n');
-  if (last_newline == std::string::npos) return;  // half a line: wait for the rest
-  job.record.progress_offset += static_cast<int64_t>(last_newline + 1);
-  chunk.resize(last_newline);  // complete lines only; the newest is the last of them
-  const size_t previous = chunk.rfind('\n');
-  const std::string line = previous == std::string::npos ? chunk : chunk.substr(previous + 1);
-  // The job writes this file: a hostile line must not cost the launcher more than a linear scan.
-  if (!check_json_depth(line).ok()) return;
+void JobManager::apply_progress_locked(Job& job, const std::string& line) {
   auto parsed = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
   if (parsed.is_discarded() || !parsed.is_object()) return;
   auto& status = job.record.status;

@@ -24,6 +24,16 @@
 
 namespace aln::launcher {
 
+// The newest complete line a job appended to its train_log.jsonl since `offset`, and the offset to
+// read from next. Reads at most kProgressWindow bytes however much was written (a line longer than
+// that is skipped): called with no lock held, for every running job, every poll.
+constexpr int64_t kProgressWindow = 64 << 10;
+struct ProgressTail {
+  int64_t offset = 0;
+  std::optional<std::string> line;
+};
+ProgressTail read_progress_tail(const std::string& path, int64_t offset);
+
 class JobManager {
  public:
   // Opens the store under config.data_dir, re-attaches to jobs that still run and marks the others.
@@ -61,6 +71,7 @@ class JobManager {
     bool killed = false;
     std::string cancelled_by;
     std::chrono::steady_clock::time_point started;
+    std::optional<int> ended;  // the leader's wait status, once reaped; finished after a last read
   };
 
   JobManager(LauncherConfig config, std::unique_ptr<JobStore> store, MetricsRegistry& metrics, Logger log);
@@ -82,9 +93,11 @@ class JobManager {
   void launch(const std::string& job_id);
   // The /sd target of a job about to start, from the spec and the pool (parses the spec).
   std::string metrics_url(const JobRecord& record) const;
+  // Reaps or kills after the grace period; a leader that ended is noted in Job::ended.
   void check_running_locked(Job& job);
+  void finish_ended_locked(Job& job);
   void finish_locked(Job& job, aln::v1::JobState state, int exit_code, std::string cause);
-  void read_progress_locked(Job& job);
+  void apply_progress_locked(Job& job, const std::string& line);
   void persist_locked(const Job& job);
   void update_gauges_locked();
   int pick_metrics_port_locked() const;
@@ -102,6 +115,7 @@ class JobManager {
   std::map<std::string, Job> jobs_;  // by id
   std::vector<std::string> queue_;   // queued job ids in submission order
   std::map<std::string, int> free_slots_;
+  std::map<std::string, int> submitting_;  // by user: submits between the limit check and the queue
   int64_t next_seq_ = 1;
 
   std::atomic<bool> stop_{false};

@@ -22,6 +22,8 @@ const char* code_name(absl::StatusCode code) {
       return "UNAUTHENTICATED";
     case absl::StatusCode::kFailedPrecondition:
       return "FAILED_PRECONDITION";
+    case absl::StatusCode::kResourceExhausted:
+      return "RESOURCE_EXHAUSTED";
     default:
       return "OTHER";
   }

@@ -7,6 +7,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 
@@ -24,7 +25,11 @@ const char* const kLauncherUsage =
     "  --tls-cert FILE --tls-key FILE   serve TLS\n"
     "  --cancel-grace-s S       SIGTERM, then SIGKILL after S seconds, 0..86400 (default 10)\n"
     "  --max-message-bytes N    request size limit, 1024..1073741824 (default 4194304)\n"
-    "  --job-metrics-ports B:N  jobs' /metrics ports B..B+N-1 (default 9500:100)\n";
+    "  --job-metrics-ports B:N  jobs' /metrics ports B..B+N-1 (default 9500:100)\n"
+    "  --input-dirs D[,D...]    absolute directories jobs may read ({user} = the submitting user);\n"
+    "                           default: anything the launcher's user can read\n"
+    "  --max-jobs-per-user N    jobs one user may have queued or running, 0..1000000, 0 = no limit\n"
+    "                           (default 1000)\n";
 
 absl::StatusOr<std::vector<Host>> parse_hosts(const std::string& text) {
   std::vector<Host> hosts;
@@ -95,6 +100,12 @@ absl::StatusOr<std::map<std::string, Principal>> load_tokens(const std::string& 
   return tokens;
 }
 
+std::vector<std::string> input_dirs_for(const LauncherConfig& config, const std::string& user) {
+  std::vector<std::string> out;
+  for (const std::string& dir : config.input_dirs) out.push_back(absl::StrReplaceAll(dir, {{"{user}", user}}));
+  return out;
+}
+
 absl::StatusOr<LauncherConfig> parse_launcher_flags(const std::vector<std::string>& args) {
   LauncherConfig config;
   std::string hosts;
@@ -154,6 +165,23 @@ absl::StatusOr<LauncherConfig> parse_launcher_flags(const std::vector<std::strin
       if (auto s = number(&bytes, 1024, 1 << 30); !s.ok()) return s;
       if (bytes != std::floor(bytes)) return absl::InvalidArgumentError("--max-message-bytes: a whole number of bytes");
       config.max_message_bytes = static_cast<int>(bytes);
+    } else if (flag == "--max-jobs-per-user") {
+      double n = 0;
+      if (auto s = number(&n, 0, 1000000); !s.ok()) return s;
+      if (n != std::floor(n)) return absl::InvalidArgumentError("--max-jobs-per-user: a whole number of jobs");
+      config.max_jobs_per_user = static_cast<int>(n);
+    } else if (flag == "--input-dirs") {
+      auto v = value();
+      if (!v.ok()) return v.status();
+      for (absl::string_view dir : absl::StrSplit(*v, ',', absl::SkipWhitespace())) {
+        dir = absl::StripAsciiWhitespace(dir);
+        if (dir.empty() || dir.front() != '/') {
+          return absl::InvalidArgumentError(
+              absl::StrCat("--input-dirs: '", std::string(dir), "' is not an absolute directory"));
+        }
+        config.input_dirs.emplace_back(dir);
+      }
+      if (config.input_dirs.empty()) return absl::InvalidArgumentError("--input-dirs: no directory given");
     } else if (flag == "--job-metrics-ports") {
       auto v = value();
       if (!v.ok()) return v.status();

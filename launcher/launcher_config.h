@@ -35,6 +35,10 @@ struct LauncherConfig {
   int max_message_bytes = 4 << 20;
   int job_metrics_port_base = 9500;  // jobs' /metrics ports: base, base+1, ...
   int job_metrics_port_count = 100;
+  // Directories jobs may read (model, tokenizer, data paths), "{user}" standing for the submitting
+  // user; empty: whatever the launcher's own user can read (docs/launcher.md, "Security model").
+  std::vector<std::string> input_dirs;
+  int max_jobs_per_user = 1000;  // queued, starting or running at once (0: no limit)
   double poll_interval_s = 0.2;  // how often running jobs' processes and progress are checked
   // Tests only (--test-start-hold-s): how long a job waits at its gate after its process group is
   // recorded, so a test can kill the launcher inside the start window.
@@ -50,6 +54,9 @@ bool is_loopback_address(const std::string& address);
 
 // One principal per line: `TOKEN USER [admin]`; '#' starts a comment. Errors name file:line.
 absl::StatusOr<std::map<std::string, Principal>> load_tokens(const std::string& path);
+
+// config.input_dirs for one user ("{user}" replaced).
+std::vector<std::string> input_dirs_for(const LauncherConfig& config, const std::string& user);
 
 // Parses the flags; `usage` receives the help text. Errors name the flag.
 absl::StatusOr<LauncherConfig> parse_launcher_flags(const std::vector<std::string>& args);

@@ -189,6 +189,10 @@ absl::Status validate_job(const LoadedJob& job) {
   return absl::OkStatus();
 }
 
+absl::Status error_at(const LoadedJob& job, const std::string& key_path, const std::string& message) {
+  return at(job, key_path, message);
+}
+
 absl::Status confine_written_paths(LoadedJob* job, const std::string& run_dir) {
   aln::v1::JobSpec& spec = job->spec;
   spec.set_output_dir(run_dir);

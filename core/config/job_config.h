@@ -20,6 +20,9 @@ struct LoadedJob {
 absl::StatusOr<LoadedJob> load_job_file(const std::string& path);
 absl::StatusOr<LoadedJob> load_job_text(const std::string& text, const std::string& file_name);
 
+// INVALID_ARGUMENT "file:line: key.path: message", the line of the closest key path in the YAML.
+absl::Status error_at(const LoadedJob& job, const std::string& key_path, const std::string& message);
+
 // Rules that span fields (the per-field ones are in the proto options).
 absl::Status validate_job(const LoadedJob& job);
 

@@ -7,6 +7,7 @@
 // yaml-cpp 0.7's node templates trip GCC 12's -Wdangling-pointer (a false positive in its headers).
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wdangling-pointer"
+#include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/yaml.h>
 #pragma GCC diagnostic pop
 
@@ -301,6 +302,12 @@ absl::Status yaml_to_proto(const std::string& text, const std::string& file_name
   YAML::Node root;
   try {
     root = YAML::Load(text);
+  } catch (const YAML::DeepRecursion& e) {
+    // yaml-cpp's own message is only "bad file"; a job file is a dozen levels deep at most.
+    const int line = e.mark.is_null() ? 0 : e.mark.line + 1;
+    return absl::InvalidArgumentError(absl::StrCat(
+        file_name, ":", line, ": (yaml): nested more than ", e.depth() - 1,
+        " levels deep (brackets or indentation); a job file needs about a dozen: look for unclosed brackets"));
   } catch (const YAML::Exception& e) {
     const int line = e.mark.is_null() ? 0 : e.mark.line + 1;
     return absl::InvalidArgumentError(absl::StrCat(file_name, ":", line, ": (yaml): syntax error: ", e.msg));

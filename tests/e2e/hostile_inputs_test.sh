@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `aln` against files built to hurt it (the probes of issue 24, turned into checks): model files
-# and tokenizers nested 10^6 deep, data rows with huge or deep values, and YAML alias bombs. Each
+# and tokenizers nested 10^6 deep, data rows with huge or deep values, YAML alias bombs and deep YAML. Each
 # must end with exit code 2 and one short line naming the file and the limit, quickly and in
 # little memory. Usage: hostile_inputs_test.sh ALN   (run from the repository root)
 set -uo pipefail
@@ -80,6 +80,11 @@ echo "alias bomb (64 x 1,024): exit $rc, ${kb} KiB peak, ${secs} s: $err"
 check "64 x 1,024 aliases: exit 2, one line naming the node budget" \
   '[[ $rc -eq 2 && $lines -eq 1 && "$err" == *"the spec expands to more than 100000 YAML nodes (limit kMaxSpecNodes"* ]]'
 check "  in little memory (${kb} KiB < 200 MiB)" '[[ $kb -lt 204800 ]]'
+
+python3 -c 'print("name: x\nmodel: " + "[" * 10000 + "]" * 10000)' >"$tmp/deep.yaml"
+run "deep yaml" -- "$ALN" train "$tmp/deep.yaml" --dry-run
+check "YAML nested 10,000 deep: exit 2, one line naming the depth, not just 'bad file' ($err)" \
+  '[[ $rc -eq 2 && $lines -eq 1 && "$err" == "$tmp/deep.yaml:2: (yaml): nested more than "*" levels deep (brackets or indentation)"* ]]'
 
 echo "$passed passed, $failures failed"
 [[ $failures -eq 0 ]]

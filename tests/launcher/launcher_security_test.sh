@@ -12,6 +12,8 @@
 #  E. start-once: a launcher killed -9 while a job is starting (held at its gate) starts it exactly
 #     once after the restart; GetJob answers during a slow start; /healthz answers while a client
 #     trickles its request a byte a second, and that client is cut off by the deadline.
+#  F. --input-dirs: a job reads only below the allowed directories ({user} = its owner), '..' and
+#     all; --max-jobs-per-user caps what one user has queued or running.
 # Usage: launcher_security_test.sh ALN ALN_LAUNCHER ALNCTL   (run from the repository root)
 set -uo pipefail
 ALN="$1"; LAUNCHER="$2"; CTL="$3"
@@ -164,4 +166,31 @@ echo "/healthz with a client trickling a byte a second: $ms ms"
 check "/healthz answers while a slow client holds a connection ($ms ms)" '[[ "$health" == ok && $ms -lt 1000 ]]'
 for _ in $(seq 1 100); do kill -0 "$slow" 2>/dev/null || break; sleep 0.1; done
 check "the slow client is cut off by the 3 s deadline" '! kill -0 "$slow" 2>/dev/null'
+
+# ---------------------------------------------------------------- F. input directories, jobs per user
+mkdir -p "$work/users/alice" "$work/users/bob"
+echo '{}' >"$work/users/alice/private.jsonl"
+start_launcher I --data-dir "$work/i-data" --hosts localhost:1 --tokens "$work/tokens" --job-metrics-ports "$(ports)" \
+  --launch-template "/bin/sleep 600" --input-dirs "$PWD/examples/data,$work/users/{user}" --max-jobs-per-user 2
+asI() { local token="$1"; shift; ALN_TOKEN="$token" "$CTL" --address "127.0.0.1:$I_port" "$@"; }
+with_data() { sed -E "s|path: examples/data/xstest/xstest_pairs_shared.jsonl|path: $2|" "$work/short.yaml" >"$1"; }
+with_data "$work/alice_private.yaml" "$work/users/alice/private.jsonl"
+with_data "$work/climb.yaml" "examples/data/../../../../../../../../etc/passwd"
+asI $bob submit "$work/alice_private.yaml" --skip-local-validation 2>"$work/err"; rc=$?
+check "bob's job reading alice's input directory is refused (rc $rc: $(head -c 300 "$work/err"))" \
+  '[[ $rc -ne 0 ]] && grep -q "PERMISSION_DENIED.*data.train\[0\].path: .*users/alice/private.jsonl. is .*, outside the directories this launcher lets jobs read" "$work/err"'
+asI $bob submit "$work/climb.yaml" --skip-local-validation 2>"$work/err"; rc=$?
+check "'..' out of an allowed directory is refused, naming where it leads ($(head -c 300 "$work/err"))" \
+  '[[ $rc -ne 0 ]] && grep -q "is /etc/passwd, outside" "$work/err"'
+a1="$(asI $alice submit "$work/alice_private.yaml" --skip-local-validation)"
+a2="$(asI $alice submit "$work/short.yaml")"
+check "alice reads her own directory and the shared one ($a1, $a2)" '[[ "$a1" == job-0* && "$a2" == job-0* ]]'
+asI $alice submit "$work/short.yaml" 2>"$work/err"; rc=$?
+check "alice's third job at once: RESOURCE_EXHAUSTED naming --max-jobs-per-user (rc $rc: $(head -c 300 "$work/err"))" \
+  '[[ $rc -ne 0 ]] && grep -q "RESOURCE_EXHAUSTED.*user alice has 2 jobs queued or running.*--max-jobs-per-user 2" "$work/err"'
+b1="$(asI $bob submit "$work/short.yaml")"
+check "bob is not held to alice's count ($b1)" '[[ "$b1" == job-0* ]]'
+asI $alice cancel "$a2" >/dev/null
+a3="$(asI $alice submit "$work/short.yaml")"
+check "once one of hers ended, alice may submit again ($a3)" '[[ "$a3" == job-0* ]]'
 finish

@@ -2,9 +2,14 @@
 // range, bad YAML, conflicting oneof keys, cross-field rules), each with file:line and key path.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <cstdlib>
 #include <fstream>
 
+#include <filesystem>
+
+#include "core/config/input_paths.h"
 #include "core/config/job_config.h"
 
 namespace aln::config {
@@ -326,6 +331,69 @@ TEST(JobConfig, StartupTimeout) {
   EXPECT_EQ(startup_timeout(spec("{timeout_s: 5, startup_timeout_s: 2.5}")).count(), 2500);
   // Below a millisecond still waits one, never zero.
   EXPECT_EQ(startup_timeout(spec("{startup_timeout_s: 0.0001}")).count(), 1);
+}
+
+// yaml-cpp says only "bad file" when nesting exceeds its depth guard.
+TEST(JobConfig, DeepNestingNamesTheLimit) {
+  const std::string deep = "name: x\nmodel: " + std::string(10000, '[') + std::string(10000, ']') + "\n";
+  const std::string message = load_error(deep);
+  EXPECT_EQ(message.rfind("job.yaml:2: (yaml): nested more than ", 0), 0u) << message;
+  EXPECT_NE(message.find("levels deep (brackets or indentation)"), std::string::npos) << message;
+}
+
+// Every path a job reads is found by walking the spec, with the key path errors use.
+TEST(JobConfig, InputPathsAreFoundEverywhere) {
+  auto job = load_job_text(
+      "model: {path: m, tokenizer: tok.json}\n"
+      "stages:\n"
+      "  - {name: a, trainer: {sft: {}}, data: {train: [{path: a.jsonl}, {path: b.jsonl}], eval: [{path: e.jsonl}]}}\n"
+      "  - {name: b, trainer: {safedpo: {}}, data: {train: [{path: p.jsonl}]}, reference: {path: ref},\n"
+      "     reward_models: [{name: cost, path: rm}]}\n",
+      "job.yaml");
+  ASSERT_TRUE(job.ok()) << job.status();
+  std::vector<std::string> seen;
+  for (const InputPath& p : input_paths(job->spec)) seen.push_back(p.key + "=" + p.value);
+  const std::vector<std::string> want = {
+      "model.path=m",        "model.tokenizer=tok.json",
+      "stages[0].data.train[0].path=a.jsonl", "stages[0].data.train[1].path=b.jsonl",
+      "stages[0].data.eval[0].path=e.jsonl",  "stages[1].data.train[0].path=p.jsonl",
+      "stages[1].reference.path=ref",         "stages[1].reward_models[0].path=rm"};
+  EXPECT_EQ(seen, want);
+}
+
+// The launcher's --input-dirs: relative paths resolve against the job's working directory, ".."
+// and symlinks are followed before the test, and the error names file:line and the key.
+TEST(JobConfig, ReadPathsAreConfinedToTheAllowedDirectories) {
+  namespace fs = std::filesystem;
+  const fs::path root = fs::temp_directory_path() / ("aln-input-paths-" + std::to_string(::getpid()));
+  fs::remove_all(root);
+  fs::create_directories(root / "alice" / "data");
+  fs::create_directories(root / "bob");
+  std::ofstream(root / "bob" / "secret.jsonl") << "{}\n";
+  fs::create_symlink(root / "bob" / "secret.jsonl", root / "alice" / "data" / "link.jsonl");
+  const std::vector<std::string> allowed = {(root / "alice").string() + "/", "/nonexistent/shared"};
+  auto check = [&](const std::string& path) {
+    auto job = load_job_text(std::string(kMinimal).replace(std::string(kMinimal).find("prefs.jsonl"), 11, path),
+                             "job.yaml");
+    EXPECT_TRUE(job.ok()) << job.status();
+    return confine_read_paths(*job, (root / "alice").string(), allowed);
+  };
+  EXPECT_TRUE(check("data/prefs.jsonl").ok());
+  EXPECT_TRUE(check((root / "alice" / "new.jsonl").string()).ok());  // need not exist yet
+  EXPECT_TRUE(check("/nonexistent/shared/x.jsonl").ok());
+  const absl::Status escape = check("../bob/secret.jsonl");
+  EXPECT_EQ(std::string(escape.message()).rfind("job.yaml:7: data.train[0].path: '../bob/secret.jsonl' is " +
+                                                    (root / "bob" / "secret.jsonl").string() + ", outside",
+                                                0),
+            0u)
+      << escape;
+  EXPECT_FALSE(check("data/link.jsonl").ok());  // a link out of the allowed directory
+  EXPECT_FALSE(check((root / "alicex" / "a.jsonl").string()).ok());  // a prefix of the name is not inside
+  EXPECT_FALSE(check("/etc/passwd").ok());
+  auto job = load_job_text(kMinimal, "job.yaml");
+  ASSERT_TRUE(job.ok());
+  EXPECT_TRUE(confine_read_paths(*job, "/anywhere", {}).ok());  // no --input-dirs: everything
+  fs::remove_all(root);
 }
 
 }  // namespace

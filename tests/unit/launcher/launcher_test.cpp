@@ -11,6 +11,7 @@
 #include <fstream>
 #include <thread>
 
+#include "launcher/job_manager.h"
 #include "launcher/job_store.h"
 #include "launcher/launch_command.h"
 #include "launcher/launcher_config.h"
@@ -102,6 +103,60 @@ TEST(LauncherConfig, OptionValuesAreRangeChecked) {
   }
   EXPECT_FALSE(parse_launcher_flags({"--poll-interval-s", "0"}).ok());
   EXPECT_FALSE(parse_launcher_flags({"--poll-interval-s", "61"}).ok());
+}
+
+TEST(LauncherConfig, InputDirsAndJobLimit) {
+  auto config = parse_launcher_flags({"--input-dirs", "/data/shared, /data/users/{user}", "--max-jobs-per-user", "3"});
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(input_dirs_for(*config, "alice"), (std::vector<std::string>{"/data/shared", "/data/users/alice"}));
+  EXPECT_EQ(config->max_jobs_per_user, 3);
+  EXPECT_EQ(parse_launcher_flags({}).value().max_jobs_per_user, 1000);
+  auto relative = parse_launcher_flags({"--input-dirs", "data"});
+  ASSERT_FALSE(relative.ok());
+  EXPECT_EQ(relative.status().message(), "--input-dirs: 'data' is not an absolute directory");
+  EXPECT_FALSE(parse_launcher_flags({"--max-jobs-per-user", "-1"}).ok());
+  EXPECT_FALSE(parse_launcher_flags({"--max-jobs-per-user", "2.5"}).ok());
+}
+
+// Progress comes from the tail of train_log.jsonl, read with no lock held: whatever a job wrote,
+// one read costs at most kProgressWindow bytes, and half-written or over-long lines give nothing.
+TEST(JobProgress, ReadsOnlyTheNewestCompleteLineFromABoundedTail) {
+  const fs::path dir = temp_dir("progress");
+  const std::string path = (dir / "train_log.jsonl").string();
+  EXPECT_EQ(read_progress_tail(path, 0).offset, 0);  // no file yet
+  std::ofstream(path) << "{\"global_step\": 1}\n{\"global_step\": 2}\n{\"global_st";
+  ProgressTail tail = read_progress_tail(path, 0);
+  ASSERT_TRUE(tail.line.has_value());
+  EXPECT_EQ(*tail.line, "{\"global_step\": 2}");
+  EXPECT_EQ(tail.offset, 38);  // after the second newline; the half line waits
+  ProgressTail again = read_progress_tail(path, tail.offset);
+  EXPECT_FALSE(again.line.has_value());
+  EXPECT_EQ(again.offset, 38);
+  {  // 100 MB of one line without a newline, then a real line
+    std::ofstream out(path, std::ios::app);
+    out << std::string(100 << 20, 'x') << "\n{\"global_step\": 3}\n";
+  }
+  tail = read_progress_tail(path, again.offset);
+  ASSERT_TRUE(tail.line.has_value());
+  EXPECT_EQ(*tail.line, "{\"global_step\": 3}");
+  EXPECT_EQ(tail.offset, static_cast<int64_t>(fs::file_size(path)));
+  {  // a line longer than the window, still unfinished: skipped, not buffered
+    std::ofstream out(path, std::ios::app);
+    out << std::string(3 * kProgressWindow, 'y');
+  }
+  const int64_t before = tail.offset;
+  tail = read_progress_tail(path, before);
+  EXPECT_FALSE(tail.line.has_value());
+  EXPECT_EQ(tail.offset, before + 2 * kProgressWindow);
+  std::ofstream(path, std::ios::app) << "yy}\n";
+  tail = read_progress_tail(path, tail.offset);
+  EXPECT_FALSE(tail.line.has_value());  // its start was skipped: not a line to trust
+  EXPECT_EQ(tail.offset, static_cast<int64_t>(fs::file_size(path)));
+  std::ofstream(path, std::ios::trunc) << "{\"global_step\": 1}\n";  // trimmed on a resume
+  tail = read_progress_tail(path, tail.offset);
+  ASSERT_TRUE(tail.line.has_value());
+  EXPECT_EQ(tail.offset, 19);
+  fs::remove_all(dir);
 }
 
 TEST(LauncherConfig, LoopbackAddresses) {
