@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "aln/v1/control.pb.h"
 #include "core/error.h"
+#include "distributed/control_channel.h"
 #include "distributed/dist_error.h"
 #include "prometheus/registry.h"
 
@@ -17,7 +18,7 @@ namespace aln::dist {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-constexpr int kSizeTag = 1, kBytesTag = 2;
+constexpr FrameTags kTags{1, 2};
 
 double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
@@ -143,23 +144,14 @@ void Heartbeats::run_sender() {
       beat.set_uptime_s(seconds(Clock::now() - start));
       beat.set_last(last);
       snapshot(*own_.registry(), &beat);
-      const std::string bytes = beat.SerializeAsString();
-      at::Tensor size = at::full({1}, static_cast<int64_t>(bytes.size()), at::kLong);
-      at::Tensor data = at::empty({static_cast<int64_t>(bytes.size())}, at::kByte);
-      std::memcpy(data.data_ptr(), bytes.data(), bytes.size());
-      auto a = channel_->send(size, 0, kSizeTag);
-      auto b = channel_->send(data, 0, kBytesTag);
+      auto frame = post_frame(*channel_, 0, kTags, beat.SerializeAsString());
+      if (!frame.ok()) return;  // a heartbeat is a few KiB: never over the limit
       // Rank 0 always has a receive posted; if it is gone, mpirun ends this rank too. Until the
       // sends finish their buffers must live, so this waits (checking for shutdown meanwhile).
-      while (!(a->done() && b->done())) {
-        if (stop_ && Clock::now() - next > options_.timeout) {
-          // Rank 0 stopped listening: keep the buffers MPI may still read (the process is ending).
-          new at::Tensor(size);
-          new at::Tensor(data);
-          a.release();
-          b.release();
-          return;
-        }
+      while (!frame->done()) {
+        // Rank 0 stopped listening: the process is ending; the unfinished Works keep the buffers
+        // MPI may still read.
+        if (stop_ && Clock::now() - next > options_.timeout) return;
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
       }
       next += options_.interval;
@@ -172,10 +164,7 @@ void Heartbeats::run_sender() {
 void Heartbeats::run_monitor() {
   const int n = channel_->size();
   struct Peer {
-    at::Tensor size = at::empty({1}, at::kLong);
-    at::Tensor bytes;
-    std::unique_ptr<Work> pending;
-    bool awaiting_bytes = false;
+    std::unique_ptr<FrameReceiver> frames;
     Clock::time_point last_seen;
     std::string role = "?", host = "?";
     bool left = false;
@@ -184,7 +173,7 @@ void Heartbeats::run_monitor() {
   const auto start = Clock::now();
   for (int r = 1; r < n; ++r) {
     peers[r].last_seen = start;
-    peers[r].pending = channel_->recv(peers[r].size, r, kSizeTag);
+    peers[r].frames = std::make_unique<FrameReceiver>(*channel_, r, kTags);
   }
   bool reported = false;
   Clock::time_point stop_deadline{};
@@ -197,15 +186,11 @@ void Heartbeats::run_monitor() {
     ages.type = prometheus::MetricType::Gauge;
     for (int r = 1; r < n; ++r) {
       Peer& p = peers[r];
-      while (!p.left && p.pending->done()) {
-        if (!p.awaiting_bytes) {
-          p.bytes = at::empty({p.size.item<int64_t>()}, at::kByte);
-          p.pending = channel_->recv(p.bytes, r, kBytesTag);
-          p.awaiting_bytes = true;
-          continue;
-        }
+      while (!p.left) {
+        auto arrived = p.frames->poll(options_.timeout);
+        if (!arrived.ok() || !*arrived) break;  // a broken frame shows as a missing heartbeat
         aln::v1::Heartbeat beat;
-        if (beat.ParseFromArray(p.bytes.data_ptr(), static_cast<int>(p.bytes.numel()))) {
+        if (p.frames->parse(&beat).ok()) {
           p.last_seen = Clock::now();
           p.role = beat.role();
           p.host = beat.host();
@@ -214,8 +199,7 @@ void Heartbeats::run_monitor() {
           exposed_->set(r, std::move(families));
           p.left = beat.last();
         }
-        p.awaiting_bytes = false;
-        if (!p.left) p.pending = channel_->recv(p.size, r, kSizeTag);
+        if (!p.left) p.frames->next();
       }
       all_left = all_left && p.left;
       const double age = seconds(now - p.last_seen);
@@ -240,15 +224,8 @@ void Heartbeats::run_monitor() {
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
-  // Receives still posted (peers that never said goodbye) keep their buffers: leak them on purpose
-  // rather than free memory MPI may still write; the process is ending.
-  for (auto& p : peers) {
-    if (p.pending && !p.pending->done()) {
-      new at::Tensor(p.size);
-      new at::Tensor(p.bytes);
-      p.pending.release();
-    }
-  }
+  // Receives still posted (peers that never said goodbye) keep their buffers in their Works: the
+  // process is ending, and MPI may still write them.
 }
 
 }  // namespace aln::dist

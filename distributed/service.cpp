@@ -11,13 +11,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/status.h"
+#include "distributed/control_channel.h"
 
 namespace aln::dist {
 namespace {
 
-constexpr int kSizeTag = 1, kBytesTag = 2;
-// Protobuf messages (and one MPI call's count) stop at 2 GiB.
-constexpr size_t kMaxMessageBytes = (size_t{1} << 31) - 1;
+constexpr FrameTags kTags{1, 2};
 
 const std::map<std::string, at::ScalarType>& dtypes() {
   static const auto* table = new std::map<std::string, at::ScalarType>{
@@ -31,36 +30,6 @@ std::string dtype_name(at::ScalarType type) {
     if (t == type) return name;
   }
   ALN_FAIL("control messages carry no ", c10::toString(type), " tensors");
-}
-
-// Sends a message as two: its size, then its bytes; waits for both (bounded).
-absl::Status send_message(Communicator& channel, int peer, const google::protobuf::MessageLite& message,
-                          std::chrono::milliseconds timeout) {
-  if (message.ByteSizeLong() > kMaxMessageBytes) {
-    return absl::InvalidArgumentError(absl::StrCat("a control message of ", message.ByteSizeLong(),
-                                                   " bytes is over the 2 GiB one message can carry"));
-  }
-  const std::string bytes = message.SerializeAsString();
-  at::Tensor size = at::full({1}, static_cast<int64_t>(bytes.size()), at::kLong);
-  at::Tensor data = at::empty({static_cast<int64_t>(bytes.size())}, at::kByte);
-  if (!bytes.empty()) std::memcpy(data.data_ptr(), bytes.data(), bytes.size());
-  auto a = channel.send(size, peer, kSizeTag);
-  auto b = channel.send(data, peer, kBytesTag);
-  ALN_RETURN_IF_ERROR(a->wait(timeout));
-  return b->wait(timeout);
-}
-
-// The bytes that follow a received size, parsed.
-template <typename Message>
-absl::StatusOr<Message> receive_body(Communicator& channel, int peer, int64_t size, std::chrono::milliseconds timeout) {
-  at::Tensor data = at::empty({size}, at::kByte);
-  ALN_RETURN_IF_ERROR(channel.recv(data, peer, kBytesTag)->wait(timeout));
-  Message message;
-  if (!message.ParseFromArray(data.data_ptr(), static_cast<int>(size))) {
-    return absl::DataLossError(
-        absl::StrCat("a control message from rank ", peer, " (", size, " bytes) does not parse"));
-  }
-  return message;
 }
 
 }  // namespace
@@ -95,18 +64,16 @@ absl::StatusOr<at::Tensor> from_proto(const aln::v1::TensorData& data) {
 absl::StatusOr<aln::v1::ServiceReply> ServiceClient::call(const aln::v1::ServiceRequest& request,
                                                           std::chrono::milliseconds timeout) {
   const std::string what = absl::StrCat("request \"", request.method(), "\" to rank ", server_);
-  absl::Status sent = send_message(*channel_, server_, request, timeout);
+  absl::Status sent = send_message(*channel_, server_, kTags, request, timeout);
   if (!sent.ok()) return absl::Status(sent.code(), absl::StrCat(what, ": ", sent.message()));
-  at::Tensor size = at::empty({1}, at::kLong);
-  absl::Status got = channel_->recv(size, server_, kSizeTag)->wait(timeout);
+  aln::v1::ServiceReply reply;
+  absl::Status got = receive_message(*channel_, server_, kTags, &reply, timeout);
   if (!got.ok()) return absl::Status(got.code(), absl::StrCat(what, ": no reply: ", got.message()));
-  auto reply = receive_body<aln::v1::ServiceReply>(*channel_, server_, size.item<int64_t>(), timeout);
-  if (!reply.ok()) return absl::Status(reply.status().code(), absl::StrCat(what, ": ", reply.status().message()));
-  if (!reply->error().empty()) {
-    const auto code = reply->code() > 0 && reply->code() <= static_cast<int>(absl::StatusCode::kUnauthenticated)
-                          ? static_cast<absl::StatusCode>(reply->code())
+  if (!reply.error().empty()) {
+    const auto code = reply.code() > 0 && reply.code() <= static_cast<int>(absl::StatusCode::kUnauthenticated)
+                          ? static_cast<absl::StatusCode>(reply.code())
                           : absl::StatusCode::kInternal;
-    return absl::Status(code, absl::StrCat(what, " failed there: ", reply->error()));
+    return absl::Status(code, absl::StrCat(what, " failed there: ", reply.error()));
   }
   return reply;
 }
@@ -114,21 +81,15 @@ absl::StatusOr<aln::v1::ServiceReply> ServiceClient::call(const aln::v1::Service
 absl::Status ServiceClient::goodbye(std::chrono::milliseconds timeout) {
   aln::v1::ServiceRequest bye;
   bye.set_goodbye(true);
-  return send_message(*channel_, server_, bye, timeout);
+  return send_message(*channel_, server_, kTags, bye, timeout);
 }
 
 absl::Status serve(Communicator* channel, const std::vector<int>& clients, const ServiceHandler& handler,
                    std::chrono::milliseconds timeout) {
-  struct Client {
-    int rank;
-    at::Tensor size = at::empty({1}, at::kLong);
-    std::unique_ptr<Work> pending;  // an unfinished Work keeps its buffer alive when the server leaves early
-  };
-  std::vector<Client> open;
-  for (int rank : clients) {
-    open.push_back(Client{rank, at::empty({1}, at::kLong), nullptr});
-    open.back().pending = channel->recv(open.back().size, rank, kSizeTag);
-  }
+  // One receiver per client; a receive dropped while posted (the server leaving early) keeps its
+  // buffer alive in its Work.
+  std::vector<FrameReceiver> open;
+  for (int rank : clients) open.emplace_back(*channel, rank, kTags);
   // Requests come a few times per training step and none at all for long stretches (loading,
   // evaluation, other stages): poll fast right after one, then back off to a few milliseconds,
   // which keeps an idle server off the cores the policy may share.
@@ -136,38 +97,40 @@ absl::Status serve(Communicator* channel, const std::vector<int>& clients, const
   while (!open.empty()) {
     bool served = false;
     for (size_t i = 0; i < open.size();) {
-      Client& c = open[i];
-      if (!c.pending->done()) {
+      FrameReceiver& c = open[i];
+      auto arrived = c.poll(timeout);
+      if (!arrived.ok()) return arrived.status();
+      if (!*arrived) {
         ++i;
         continue;
       }
       served = true;
-      auto request = receive_body<aln::v1::ServiceRequest>(*channel, c.rank, c.size.item<int64_t>(), timeout);
-      if (!request.ok()) return request.status();
-      if (request->goodbye()) {
+      aln::v1::ServiceRequest request;
+      ALN_RETURN_IF_ERROR(c.parse(&request));
+      if (request.goodbye()) {
         open.erase(open.begin() + static_cast<std::ptrdiff_t>(i));
         continue;
       }
       aln::v1::ServiceReply reply;
       absl::Status handled = capture_status([&] {
-        reply = handler(c.rank, *request);
+        reply = handler(c.peer(), request);
         return absl::OkStatus();
       });
       if (!handled.ok()) {
         reply.Clear();
         reply.set_error(std::string(handled.message()));
-      } else if (reply.ByteSizeLong() > kMaxMessageBytes) {
+      } else if (static_cast<int64_t>(reply.ByteSizeLong()) > kMaxFrameBytes) {
         const size_t size = reply.ByteSizeLong();
         reply.Clear();
         reply.set_error(absl::StrCat("the reply would be ", size,
                                      " bytes, over the 2 GiB one message can carry; use smaller micro-batches"));
       }
-      absl::Status sent = send_message(*channel, c.rank, reply, timeout);
+      absl::Status sent = send_message(*channel, c.peer(), kTags, reply, timeout);
       if (!sent.ok()) {
         return absl::Status(sent.code(),
-                            absl::StrCat("the reply to rank ", c.rank, " was not taken: ", sent.message()));
+                            absl::StrCat("the reply to rank ", c.peer(), " was not taken: ", sent.message()));
       }
-      c.pending = channel->recv(c.size, c.rank, kSizeTag);
+      c.next();
       ++i;
     }
     if (served) {

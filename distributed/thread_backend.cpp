@@ -97,6 +97,22 @@ class ReceiveWork final : public Work {
     if (!hub_->cv.wait_for(lock, timeout, [&] { return box.count(index_) > 0; })) {
       return absl::DeadlineExceededError(absl::StrCat(what_, " did not complete within ", timeout.count(), " ms"));
     }
+    deliver_locked();
+    return absl::OkStatus();
+  }
+  // Finished means the data is in the receiver's tensor (as with MPI_Test), so a caller that polls
+  // done() may read it at once.
+  bool done() override {
+    if (done_) return true;
+    std::lock_guard<std::mutex> lock(hub_->mu);
+    if (hub_->mail[channel_].count(index_) == 0) return false;
+    deliver_locked();
+    return true;
+  }
+
+ private:
+  void deliver_locked() {
+    auto& box = hub_->mail[channel_];
     at::Tensor message = std::move(box.at(index_));
     box.erase(index_);
     ALN_CHECK(message.numel() == out_.numel() && message.scalar_type() == out_.scalar_type(), what_,
@@ -104,15 +120,8 @@ class ReceiveWork final : public Work {
               out_.numel(), " of ", out_.scalar_type());
     out_.view(message.sizes()).copy_(message);
     done_ = true;
-    return absl::OkStatus();
-  }
-  bool done() override {
-    if (done_) return true;
-    std::lock_guard<std::mutex> lock(hub_->mu);
-    return hub_->mail[channel_].count(index_) > 0;
   }
 
- private:
   std::shared_ptr<Hub> hub_;
   Hub::Channel channel_;
   int64_t index_;

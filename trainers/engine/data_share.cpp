@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "aln/v1/control.pb.h"
 #include "core/status.h"
+#include "distributed/control_channel.h"
 
 namespace aln::engine {
 namespace {
@@ -62,7 +63,7 @@ aln::v1::StageExamples stage_message(absl::StatusOr<StageData>& data) {
   message.set_skipped(data->skipped);
   message.set_truncated(data->truncated);
   for (const auto& p : data->problems) message.add_problems(p);
-  if (message.ByteSizeLong() > (size_t{1} << 31) - 1) {
+  if (static_cast<int64_t>(message.ByteSizeLong()) > dist::kMaxFrameBytes) {
     const size_t size = message.ByteSizeLong();
     message.Clear();
     message.set_error(absl::StrCat("the stage's examples are ", size,
@@ -92,20 +93,16 @@ void share_stage_data(dist::Communicator& comm, absl::StatusOr<StageData>& data,
   const bool root = comm.rank() == 0;
   std::string bytes;
   if (root) bytes = stage_message(data).SerializeAsString();
-  at::Tensor size = at::full({1}, static_cast<int64_t>(bytes.size()), at::kLong);
-  absl::Status sent = comm.broadcast(size, 0)->wait(timeout);
-  at::Tensor buffer = at::empty({sent.ok() ? size.item<int64_t>() : 0}, at::kByte);
-  if (root && !bytes.empty()) std::memcpy(buffer.data_ptr(), bytes.data(), bytes.size());
-  if (sent.ok() && buffer.numel() > 0) sent = comm.broadcast(buffer, 0)->wait(timeout);
+  absl::Status sent = dist::broadcast_frame(comm, 0, &bytes, timeout);
   if (!sent.ok()) {
     data = absl::Status(sent.code(), absl::StrCat("receiving the stage's examples from rank 0: ", sent.message()));
     return;
   }
   if (root) return;
   aln::v1::StageExamples message;
-  if (!message.ParseFromArray(buffer.data_ptr(), static_cast<int>(buffer.numel()))) {
+  if (!message.ParseFromString(bytes)) {
     data =
-        absl::DataLossError(absl::StrCat("the stage's examples from rank 0 (", buffer.numel(), " bytes) do not parse"));
+        absl::DataLossError(absl::StrCat("the stage's examples from rank 0 (", bytes.size(), " bytes) do not parse"));
     return;
   }
   data = stage_from_message(message, "rank 0");
