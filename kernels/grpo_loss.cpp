@@ -23,7 +23,9 @@ GrpoLossOutput grpo_loss(const GrpoLossInputs& in, double eps_low, double eps_hi
     const at::Tensor diff = in.ref_logps - in.logps;
     const at::Tensor kl = at::exp(diff) - diff - 1;
     per_token = per_token + beta * kl;
-    out.kl = ((kl.detach() * mask).sum() / tokens).item<double>();
+    out.kl = (kl.detach() * mask).sum() / tokens;
+  } else {
+    out.kl = at::zeros({}, in.logps.options().dtype(at::kDouble));
   }
   if (normalization == GrpoNormalization::kSequenceMean) {
     out.loss = ((per_token * mask).sum(-1) / mask.sum(-1).clamp_min(1)).mean();
@@ -31,8 +33,8 @@ GrpoLossOutput grpo_loss(const GrpoLossInputs& in, double eps_low, double eps_hi
     out.loss = (per_token * mask).sum() / tokens;
   }
   const at::Tensor r = rho.detach();
-  out.clip_low = ((((r < 1 - eps_low) & (a < 0)).to(mask.scalar_type()) * mask).sum() / tokens).item<double>();
-  out.clip_high = ((((r > 1 + eps_high) & (a > 0)).to(mask.scalar_type()) * mask).sum() / tokens).item<double>();
+  out.clip_low = (((r < 1 - eps_low) & (a < 0)).to(mask.scalar_type()) * mask).sum() / tokens;
+  out.clip_high = (((r > 1 + eps_high) & (a > 0)).to(mask.scalar_type()) * mask).sum() / tokens;
   return out;
 }
 

@@ -22,9 +22,10 @@ struct GrpoLossInputs {
 
 struct GrpoLossOutput {
   at::Tensor loss;       // scalar
-  double kl = 0;         // masked token mean of KL_k3 (0 when beta is 0 and no reference was given)
-  double clip_low = 0;   // share of tokens clipped below (rho < 1 - eps_low, A < 0)
-  double clip_high = 0;  // share clipped above (rho > 1 + eps_high, A > 0)
+  // 0-dim tensors on the inputs' device (read with the step's other scalars, not here):
+  at::Tensor kl;         // masked token mean of KL_k3 (0 when beta is 0 and no reference was given)
+  at::Tensor clip_low;   // share of tokens clipped below (rho < 1 - eps_low, A < 0)
+  at::Tensor clip_high;  // share clipped above (rho > 1 + eps_high, A > 0)
 };
 
 GrpoLossOutput grpo_loss(const GrpoLossInputs& in, double epsilon_low, double epsilon_high, double beta,

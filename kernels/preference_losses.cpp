@@ -24,8 +24,8 @@ PairLossOutput finish(const PairLogprobs& in, at::Tensor per_pair, double beta) 
   out.loss = per_pair.mean();
   out.rewards_chosen = (beta * (in.policy_chosen - in.reference_chosen)).detach();
   out.rewards_rejected = (beta * (in.policy_rejected - in.reference_rejected)).detach();
-  out.accuracy = (out.rewards_chosen > out.rewards_rejected).to(at::kDouble).mean().item<double>();
-  out.margin = (out.rewards_chosen - out.rewards_rejected).to(at::kDouble).mean().item<double>();
+  out.accuracy = (out.rewards_chosen > out.rewards_rejected).to(at::kDouble).mean();
+  out.margin = (out.rewards_chosen - out.rewards_rejected).to(at::kDouble).mean();
   return out;
 }
 

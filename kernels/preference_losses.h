@@ -23,8 +23,9 @@ struct PairLossOutput {
   at::Tensor per_pair;          // [pairs]
   at::Tensor rewards_chosen;    // beta * (policy - reference), detached
   at::Tensor rewards_rejected;
-  double accuracy = 0;          // mean[rewards_chosen > rewards_rejected]
-  double margin = 0;            // mean[rewards_chosen - rewards_rejected]
+  // 0-dim float64 on the inputs' device (read with the step's other scalars, not here):
+  at::Tensor accuracy;          // mean[rewards_chosen > rewards_rejected]
+  at::Tensor margin;            // mean[rewards_chosen - rewards_rejected]
 };
 
 // h = (pi_w - ref_w) - (pi_l - ref_l):

@@ -104,8 +104,8 @@ PairLossOutput tdpo_family_loss(const PairLogprobs& in, const at::Tensor& dw, co
   out.loss = out.per_pair.mean();
   out.rewards_chosen = (beta * (in.policy_chosen - in.reference_chosen)).detach();
   out.rewards_rejected = (beta * (in.policy_rejected - in.reference_rejected)).detach();
-  out.accuracy = (out.rewards_chosen > out.rewards_rejected).to(at::kDouble).mean().item<double>();
-  out.margin = (out.rewards_chosen - out.rewards_rejected).to(at::kDouble).mean().item<double>();
+  out.accuracy = (out.rewards_chosen > out.rewards_rejected).to(at::kDouble).mean();
+  out.margin = (out.rewards_chosen - out.rewards_rejected).to(at::kDouble).mean();
   return out;
 }
 

@@ -26,13 +26,14 @@ UnlikelihoodOutput unlikelihood_loss(const at::Tensor& pos, const at::Tensor& po
   const at::Tensor per_row = -(w * log_not).sum(1) / wsum.clamp_min(1e-12) * has;
   const at::Tensor ul = per_row.sum() / rows.clamp_min(1);
   out.loss = mle + lambda * ul;
-  out.likelihood = mle.item<double>();
-  out.unlikelihood = ul.item<double>();
-  const double tokens = tox_mask.to(at::kDouble).sum().item<double>();
-  out.weighted_share = tokens > 0 ? (w > 0).to(at::kDouble).sum().item<double>() / tokens : 0;
-  const double wtotal = w.to(at::kDouble).sum().item<double>();
-  out.toxic_probability =
-      wtotal > 0 ? (w.to(at::kDouble) * tox.detach().exp().to(at::kDouble)).sum().item<double>() / wtotal : 0;
+  out.likelihood = mle.detach();
+  out.unlikelihood = ul.detach();
+  // Where there is nothing to share out the result is 0 (the division's NaN is never chosen).
+  const at::Tensor tokens = tox_mask.to(at::kDouble).sum();
+  out.weighted_share = at::where(tokens > 0, (w > 0).to(at::kDouble).sum() / tokens, at::zeros_like(tokens));
+  const at::Tensor wtotal = w.detach().to(at::kDouble).sum();
+  out.toxic_probability = at::where(
+      wtotal > 0, (w.detach().to(at::kDouble) * tox.detach().exp().to(at::kDouble)).sum() / wtotal, at::zeros_like(wtotal));
   return out;
 }
 

@@ -10,10 +10,11 @@ namespace aln::kernels {
 
 struct UnlikelihoodOutput {
   at::Tensor loss;               // scalar, differentiable
-  double likelihood = 0;         // the positive (MLE) term
-  double unlikelihood = 0;       // the toxic term, before lambda
-  double weighted_share = 0;     // share of toxic tokens with a non-zero weight
-  double toxic_probability = 0;  // mean p(y-_t) over weighted tokens
+  // 0-dim tensors on the inputs' device (read with the step's other scalars, not here):
+  at::Tensor likelihood;         // the positive (MLE) term
+  at::Tensor unlikelihood;       // the toxic term, before lambda
+  at::Tensor weighted_share;     // share of toxic tokens with a non-zero weight (float64)
+  at::Tensor toxic_probability;  // mean p(y-_t) over weighted tokens (float64)
 };
 
 // Per-token log-probs [B, T] of the positive and toxic responses with their masks [B, T] and the

@@ -1,6 +1,7 @@
 // Explicit registration of every built-in trainer (no static-initialiser magic: what exists is
 // listed here, in one place).
 #include "core/status.h"
+#include "trainers/controllable/control_tokens.h"
 #include "trainers/controllable/controllable_trainer.h"
 #include "trainers/dpo/dpo_trainer.h"
 #include "trainers/grpo/grpo_trainer.h"
@@ -29,6 +30,16 @@ void register_all(TrainerRegistry& registry) {
       registry.add("hair", make_hair_trainer, "HAIR: per-category IRL shadow rewards + hardness-aware GRPO"));
   ALN_THROW_IF_ERROR(registry.add("controllable", make_controllable_trainer,
                                   "controllable safety/helpfulness (control tokens; clm, contrastive, rl)"));
+}
+
+std::vector<std::string> job_special_tokens(const aln::v1::JobSpec& spec) {
+  const int levels = controllable::job_control_levels(spec);
+  return levels > 0 ? controllable::control_token_names(levels) : std::vector<std::string>{};
+}
+
+absl::Status check_stage(const aln::v1::StageSpec& stage, const std::string& where) {
+  if (stage.trainer().has_controllable()) return check_controllable_stage(stage, where);
+  return absl::OkStatus();
 }
 
 }  // namespace aln::trainers

@@ -1,6 +1,7 @@
 #include "trainers/sequence_logprobs.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 
 #include "core/error.h"
 
@@ -42,6 +43,21 @@ at::Tensor response_sums(const at::Tensor& per_token, const buffer::SequenceBatc
   at::Tensor flat = (batch.response_mask.narrow(1, 1, t - 1).reshape(-1) > 0).nonzero().squeeze(1);
   at::Tensor rows = at::div(flat, t - 1, "floor");
   return at::zeros({b}, per_token.options()).index_add(0, rows, per_token.reshape(-1).index_select(0, flat));
+}
+
+void reference_pair_logprobs(const model::DecoderModel& reference, const std::vector<buffer::Example*>& batch,
+                             int64_t pad_id) {
+  at::NoGradGuard no_grad;
+  std::vector<const buffer::Example*> view(batch.begin(), batch.end());
+  buffer::SequenceBatch b = buffer::collate_pairs(view, pad_id);
+  // One copy to the host for the whole batch (rows: chosen ones, then rejected ones).
+  const at::Tensor sums = response_logprobs(reference, b).sums.to(at::kDouble).to(at::kCPU).contiguous();
+  const double* v = sums.data_ptr<double>();
+  const size_t n = batch.size();
+  for (size_t i = 0; i < n; ++i) {
+    batch[i]->reference_chosen = v[i];
+    batch[i]->reference_rejected = v[n + i];
+  }
 }
 
 }  // namespace aln::trainers

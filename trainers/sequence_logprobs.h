@@ -23,4 +23,10 @@ kernels::ResponseLogprobs response_logprobs(const model::DecoderModel& model, co
 // reference's ranks).
 at::Tensor response_sums(const at::Tensor& per_token, const buffer::SequenceBatch& batch);
 
+// The reference's response log-prob sums of preference pairs (no gradients), written into the
+// examples (reference_chosen / reference_rejected): what the reference cache holds and what the
+// reference ranks compute up front for methods that take per-pair sums.
+void reference_pair_logprobs(const model::DecoderModel& reference, const std::vector<buffer::Example*>& batch,
+                             int64_t pad_id);
+
 }  // namespace aln::trainers

@@ -17,6 +17,8 @@
 #include "core/buffer/buffer.h"
 #include "core/model/decoder.h"
 #include "core/registry.h"
+#include "trainers/metric_value.h"
+#include "trainers/reference.h"
 
 namespace aln::trainers {
 
@@ -32,16 +34,15 @@ struct Needs {
   // need): the stage runs with the reference on the fly whatever reference.mode says.
   bool reference_model = false;
   // With reference_model: the trainer uses the reference only through per-token log-probs of given
-  // sequences (StepContext::reference_token_logprobs when set), so the reference may run on ranks of
-  // its own and answer each step (GRPO's KL term).
+  // sequences (Reference::token_logprobs), so the reference may run on ranks of its own and answer
+  // each step (GRPO's KL term).
   bool reference_token_logprobs_only = false;
   // With reference_model: the trainer uses only the reference's final hidden states and its output
-  // projection (StepContext::reference_hidden_states / reference_output_weight when set), so the
-  // reference's body may run on ranks of its own each step (TDPO, Ra-DPO).
+  // projection (Reference::hidden_states / output_weight), so the reference's body may run on ranks
+  // of its own each step (TDPO, Ra-DPO).
   bool reference_hidden_states_only = false;
   // With reference_token_logprobs_only: the trainer also embeds sentences with the reference (mean
-  // of its final hidden states; HAIR's default sentence encoder), through
-  // StepContext::reference_sentence_embeddings when the reference runs on ranks of its own.
+  // of its final hidden states, Reference::sentence_embeddings; HAIR's default sentence encoder).
   bool reference_sentence_embeddings = false;
 };
 
@@ -89,24 +90,9 @@ struct PrepareContext {
 
 struct StepContext {
   const model::DecoderModel* policy = nullptr;
-  // Set when reference log-probs are computed on the fly (not cached in the examples).
-  const model::DecoderModel* reference = nullptr;
-  // Set instead of `reference` when the reference runs on ranks of its own (trainers whose needs say
-  // reference_token_logprobs_only): per-token log-probs [B, T-1] of `sequences` under the reference
-  // with the logits divided by `temperature`, as response_logprobs(...).per_token gives them.
-  std::function<at::Tensor(const buffer::SequenceBatch& sequences, double temperature)> reference_token_logprobs;
-  // Likewise for trainers whose needs say reference_hidden_states_only: the reference's final hidden
-  // states at `positions` (indices into the [B x (T-1)] positions that predict a next token, i.e.
-  // hidden_states(...).narrow(1, 0, T-1).reshape({-1, H}).index_select(0, positions): [N, H]), and its
-  // output projection [V, H] (frozen, held here; the model's body runs on the reference ranks).
-  std::function<at::Tensor(const at::Tensor& input_ids, const at::Tensor& attention_mask, const at::Tensor& positions)>
-      reference_hidden_states;
-  at::Tensor reference_output_weight;
-  // Likewise for trainers whose needs say reference_sentence_embeddings: the reference's mean-pooled
-  // final hidden states of each token sequence, [n, H] float32, as hair::mean_pooled_embeddings
-  // computes them with the reference in this process.
-  std::function<at::Tensor(const std::vector<std::vector<int64_t>>& sentences, int64_t pad_id)>
-      reference_sentence_embeddings;
+  // The frozen reference, when the trainer's needs ask for it each step (not cached in the
+  // examples): in this process or on ranks of its own, which the trainer cannot tell (reference.h).
+  std::shared_ptr<const Reference> reference;
   int64_t pad_id = 0;
   int64_t step = 0;  // the policy version: optimizer steps taken in this stage
   // For rollout-based trainers (GRPO): ids -> text (rule rewards), the end-of-response id, the job's
@@ -128,12 +114,13 @@ struct StepContext {
   std::function<void(std::map<std::string, at::Tensor>&)> sum_gradients;
 };
 
-// A context with the four basic fields (the rollout fields keep their defaults).
+// A context with the four basic fields (the rollout fields keep their defaults); `reference` (may be
+// null) must outlive it.
 inline StepContext make_step_context(const model::DecoderModel* policy, const model::DecoderModel* reference,
                                      int64_t pad_id, int64_t step) {
   StepContext ctx;
   ctx.policy = policy;
-  ctx.reference = reference;
+  if (reference != nullptr) ctx.reference = std::make_shared<LocalReference>(*reference);
   ctx.pad_id = pad_id;
   ctx.step = step;
   return ctx;
@@ -141,7 +128,7 @@ inline StepContext make_step_context(const model::DecoderModel* policy, const mo
 
 struct LossOutput {
   at::Tensor loss;                        // scalar, differentiable
-  std::map<std::string, double> metrics;  // exported as aln_train_metric{name=...} / aln_eval_metric{name=...}
+  Metrics metrics;  // 0-dim tensors or host numbers; exported as aln_train_metric{name=...} / aln_eval_metric{name=...}
   int64_t tokens = 0;                     // tokens processed (throughput)
   // The policy's per-sequence response log-prob sums and token counts behind the loss (detached; rows
   // as buffer::collate_pairs lays them out), set by pair trainers so evaluation needs no second
@@ -182,5 +169,12 @@ using TrainerRegistry = Registry<Trainer, const aln::v1::StageSpec&>;
 
 // The one place where trainers are added (trainers/register_all.cpp).
 void register_all(TrainerRegistry& registry);
+
+// What methods ask of a job before any trainer exists, answered in register_all.cpp too (the one
+// file that names them): the special tokens the tokenizer gets, in this order after its vocabulary
+// (training, the reference ranks, `aln eval` and `aln generate` agree on their ids); and a stage's
+// start-up checks ("where" prefixes the key path: "stages[1]." or "").
+std::vector<std::string> job_special_tokens(const aln::v1::JobSpec& spec);
+absl::Status check_stage(const aln::v1::StageSpec& stage, const std::string& where);
 
 }  // namespace aln::trainers

@@ -6,6 +6,8 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "core/config/method_traits.h"
 #include "core/status.h"
 #include "google/protobuf/text_format.h"
 
@@ -64,13 +66,11 @@ bool has_top_level_stage_keys(const LoadedJob& job) {
 absl::Status validate_stage(const LoadedJob& job, const aln::v1::StageSpec& stage, const std::string& prefix) {
   auto key = [&](const std::string& rest) { return prefix.empty() ? rest : absl::StrCat(prefix, ".", rest); };
   ALN_RETURN_IF_ERROR(check_folder_name(job, prefix.empty() ? "name" : key("name"), stage.name()));
-  if (method_name(stage.trainer()).empty()) {
-    return at(job, key("trainer"),
-              "no method set; add one of sft, reward, dpo, safedpo, tdpo, radpo, grpo, ptalign, controllable, hair");
+  const MethodTraits traits = method_traits(stage.trainer());
+  if (traits.name.empty()) {
+    return at(job, key("trainer"), absl::StrCat("no method set; add one of ", absl::StrJoin(method_names(), ", ")));
   }
-  const bool generates = stage.trainer().has_grpo() || stage.trainer().has_ptalign() ||
-                         stage.trainer().has_controllable() || stage.trainer().has_hair();
-  if (stage.data().train_size() == 0 && !generates) {
+  if (stage.data().train_size() == 0 && !traits.generates) {
     return at(job, key("data.train"), "no training data; list at least one file under data.train");
   }
   for (int i = 0; i < stage.data().train_size(); ++i) {
@@ -107,18 +107,8 @@ std::string method_name(const aln::v1::TrainerSpec& trainer) {
 SeparateRoles separate_roles(const aln::v1::JobSpec& spec) {
   SeparateRoles roles;
   for (const auto& stage : effective_stages(spec)) {
-    const std::string method = method_name(stage.trainer());
-    const auto& controllable = stage.trainer().controllable();
-    const bool controllable_reference =
-        controllable.objective() == aln::v1::CONTRASTIVE ||
-        (controllable.objective() == aln::v1::RL && controllable.rl_beta() > 0);
-    // HAIR: the KL term, or the reference as its sentence encoder.
-    const auto& hair = stage.trainer().hair();
-    const bool hair_reference = hair.beta() > 0 || hair.encoder().empty();
-    roles.reference = roles.reference || method == "dpo" || method == "safedpo" || method == "tdpo" ||
-                      method == "radpo" || (method == "grpo" && stage.trainer().grpo().beta() > 0) ||
-                      (method == "hair" && hair_reference) ||
-                      (method == "controllable" && controllable_reference);
+    // Each method's rule is declared on its options in job.proto (MethodTraits.reference_ranks_when).
+    roles.reference = roles.reference || method_traits(stage.trainer()).reference_ranks;
     roles.reward = roles.reward || stage.reward_models_size() > 0;
   }
   return roles;

@@ -40,11 +40,10 @@ std::vector<aln::v1::StageSpec> effective_stages(const aln::v1::JobSpec& spec);
 // Short name of the stage's method ("sft", "dpo", ...), "" when none is set.
 std::string method_name(const aln::v1::TrainerSpec& trainer);
 
-// With parallel.placement: separate, which frozen roles get ranks of their own: the reference when
-// a stage's method takes per-pair reference log-prob sums (dpo, safedpo: work done once, up front)
-// or what it needs of the reference each step (grpo with a KL term, beta > 0: per-token log-probs of
-// its samples; tdpo, radpo: hidden states) — the trainers' needs agree, tested — and the reward
-// models when a stage lists reward_models.
+// With parallel.placement: separate, which frozen roles get ranks of their own: the reference when a
+// stage's method says so for its options (MethodTraits.reference_ranks_when on the method's options
+// in job.proto, the rule a test checks against the trainers' needs), the reward models when a stage
+// lists reward_models.
 struct SeparateRoles {
   bool reference = false;
   bool reward = false;

@@ -217,9 +217,9 @@ at::Tensor DecoderModel::hidden_states(const at::Tensor& input_ids, const at::Te
     allowed = mask.to(at::kBool).view({b, 1, 1, total}).clone();
     allowed.select(3, total - 1).fill_(true);
   } else {
-    at::Tensor causal = at::ones({n, total}, at::kBool).tril(past);
+    at::Tensor causal = at::ones({n, total}, mask.options().dtype(at::kBool)).tril(past);
     allowed = causal.unsqueeze(0) & mask.to(at::kBool).unsqueeze(1);
-    at::Tensor self = at::zeros({n, total}, at::kBool);
+    at::Tensor self = at::zeros({n, total}, mask.options().dtype(at::kBool));
     self.narrow(1, past, n).fill_diagonal_(true);
     allowed = (allowed | self.unsqueeze(0)).unsqueeze(1);
   }
@@ -367,7 +367,7 @@ at::Tensor DecoderModel::scores(const at::Tensor& input_ids, const at::Tensor& a
   at::Tensor h = hidden_states(input_ids, attention_mask);
   // Last non-padding token of each row, for left and right padding alike.
   const int64_t n = attention_mask.size(1);
-  at::Tensor index = at::arange(n, at::kLong).unsqueeze(0) * attention_mask.to(at::kLong);
+  at::Tensor index = at::arange(n, attention_mask.options().dtype(at::kLong)).unsqueeze(0) * attention_mask.to(at::kLong);
   at::Tensor last = std::get<1>(index.max(1));
   at::Tensor picked = h.gather(1, last.view({-1, 1, 1}).expand({-1, 1, h.size(2)})).squeeze(1);  // [B, H]
   return at::linear(picked, t("score.weight"));

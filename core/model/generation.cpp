@@ -43,8 +43,12 @@ GenerationOutput generate(const DecoderModel& model, const at::Tensor& prompt_id
   at::Tensor step_logits = model.last_logits(prompt_ids, mask, &cache);
   std::vector<std::vector<int64_t>> generated(b);
   std::vector<at::Tensor> tokens, logprobs;
-  at::Tensor done = at::zeros({b}, at::kBool);
-  at::Tensor lengths = at::zeros({b}, at::kLong);
+  // Which rows have stopped: decided on the host from the one copy of each step's tokens, and
+  // mirrored on the device (copied there only when a row stops) for the masking below.
+  std::vector<char> finished(static_cast<size_t>(b), 0);
+  int64_t finished_rows = 0;
+  at::Tensor done = at::zeros({b}, prompt_ids.options().dtype(at::kBool));
+  at::Tensor lengths = at::zeros({b}, prompt_ids.options().dtype(at::kLong));
   for (int64_t step = 0; step < options.max_new_tokens; ++step) {
     at::Tensor scaled = step_logits.to(at::kFloat);
     if (options.decoding == Decoding::kSample) scaled = scaled / options.temperature;
@@ -61,22 +65,32 @@ GenerationOutput generate(const DecoderModel& model, const at::Tensor& prompt_id
     tokens.push_back(next);
     logprobs.push_back(chosen);
     lengths += (~done).to(at::kLong);
-    auto next_acc = next.accessor<int64_t, 1>();
+    // The decoding step's one device-to-host copy: the tokens just chosen.
+    const at::Tensor next_host = next.to(at::kCPU).contiguous();
+    const int64_t* next_acc = next_host.data_ptr<int64_t>();
+    bool stopped_now = false;
     for (int64_t r = 0; r < b; ++r) {
-      if (done[r].item<bool>()) continue;
+      if (finished[static_cast<size_t>(r)]) continue;
       generated[r].push_back(next_acc[r]);
       bool stop = false;
       for (int64_t s : options.stop_tokens) stop = stop || next_acc[r] == s;
       if (!stop && options.stop_condition) stop = options.stop_condition(r, generated[r]);
-      if (stop) done[r] = true;
+      if (stop) {
+        finished[static_cast<size_t>(r)] = 1;
+        ++finished_rows;
+        stopped_now = true;
+      }
     }
-    if (done.all().item<bool>() || step + 1 == options.max_new_tokens) break;
-    mask = at::cat({mask, at::ones({b, 1}, at::kLong)}, 1);
+    if (finished_rows == b || step + 1 == options.max_new_tokens) break;
+    if (stopped_now) {
+      done = at::from_blob(finished.data(), {b}, at::kChar).to(at::kBool).to(done.device());
+    }
+    mask = at::cat({mask, at::ones({b, 1}, mask.options())}, 1);
     step_logits = model.last_logits(next.unsqueeze(1), mask, &cache);
   }
   GenerationOutput out;
-  out.tokens = tokens.empty() ? at::zeros({b, 0}, at::kLong) : at::stack(tokens, 1);
-  out.logprobs = logprobs.empty() ? at::zeros({b, 0}, at::kFloat) : at::stack(logprobs, 1);
+  out.tokens = tokens.empty() ? at::zeros({b, 0}, prompt_ids.options().dtype(at::kLong)) : at::stack(tokens, 1);
+  out.logprobs = logprobs.empty() ? at::zeros({b, 0}, prompt_ids.options().dtype(at::kFloat)) : at::stack(logprobs, 1);
   out.lengths = lengths;
   return out;
 }

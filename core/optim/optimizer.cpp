@@ -74,23 +74,32 @@ double clip_grad_norm(TensorMap& params, double max_norm) { return clip_grad_nor
 
 double clip_grad_norm(TensorMap& params, double max_norm, const std::function<double(double)>& total_of,
                       const std::string& not_counted) {
+  std::function<void(at::Tensor&)> total;
+  if (total_of) total = [&](at::Tensor& t) { t.fill_(total_of(t.item<double>())); };
+  return clip_grad_norm_on_device(params, max_norm, total, not_counted).item<double>();
+}
+
+at::Tensor clip_grad_norm_on_device(TensorMap& params, double max_norm, const std::function<void(at::Tensor&)>& total,
+                                    const std::string& not_counted) {
   at::NoGradGuard no_grad;
-  // Each gradient's sum of squares stays on its device; one copy brings them all to the host, where
-  // they are added in name order (the order, and so the bits, of adding them one by one).
-  std::vector<at::Tensor> squares;
+  // Each gradient's sum of squares in float64, added one by one in name order (the order, and so
+  // the bits, do not depend on how many there are or where they live).
+  at::Tensor sum;
+  at::TensorOptions options = at::TensorOptions().dtype(at::kDouble);
   for (const auto& [name, p] : params) {
-    if (p.grad().defined() && name != not_counted) squares.push_back(p.grad().to(at::kDouble).pow(2).sum());
+    if (!p.grad().defined()) continue;
+    options = options.device(p.grad().device());
+    if (name == not_counted) continue;
+    at::Tensor square = p.grad().to(at::kDouble).pow(2).sum();
+    sum = sum.defined() ? sum + square : square;
   }
-  double total = 0;
-  if (!squares.empty()) {
-    const at::Tensor host = at::stack(squares).to(at::kCPU);
-    const auto values = host.accessor<double, 1>();
-    for (int64_t i = 0; i < values.size(0); ++i) total += values[i];
-  }
-  if (total_of) total = total_of(total);
-  const double norm = std::sqrt(total);
-  if (max_norm > 0 && std::isfinite(norm) && norm > max_norm) {
-    const double scale = max_norm / (norm + 1e-6);
+  if (!sum.defined()) sum = at::zeros({}, options);
+  sum = sum.reshape({1});
+  if (total) total(sum);
+  const at::Tensor norm = sum.sqrt().reshape({});
+  if (max_norm > 0) {
+    const at::Tensor clip = at::logical_and(at::isfinite(norm), norm > max_norm);
+    const at::Tensor scale = at::where(clip, at::full_like(norm, max_norm).div(norm + 1e-6), at::ones_like(norm));
     for (auto& [name, p] : params) {
       if (p.grad().defined()) p.mutable_grad().mul_(scale);
     }

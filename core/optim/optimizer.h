@@ -61,5 +61,12 @@ double clip_grad_norm(TensorMap& params, double max_norm);
 // another rank counts already (a tied embedding's second copy), scaled but not counted here.
 double clip_grad_norm(TensorMap& params, double max_norm, const std::function<double(double)>& total,
                       const std::string& not_counted);
+// The same without reading anything on the host: the norm comes back as a 0-dim float64 tensor on
+// the gradients' device and the scaling is applied there (by 1 when the norm is within max_norm or
+// not finite), so the engine reads it with the step's other scalars in one copy. `total` sums the
+// 0-dim sum of squares over ranks in place (nullptr: this rank holds every parameter). Same bits
+// as the host version: squares added one by one in name order, in float64.
+at::Tensor clip_grad_norm_on_device(TensorMap& params, double max_norm, const std::function<void(at::Tensor&)>& total,
+                                    const std::string& not_counted);
 
 }  // namespace aln::optim

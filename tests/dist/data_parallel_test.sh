@@ -92,6 +92,8 @@ for trainer in dpo sft; do
         check "$name: equals one process within 1e-6 ($diff)" "within '$diff' 1e-6"
         check "$name: losses equal one process's within 1e-5" \
           "same_losses '$work/$trainer-acc$np/train_log.jsonl' '$work/$name/train_log.jsonl'"
+        check "$name: one device-to-host read per step on $np ranks" \
+          "! grep -v '\"host_reads\":1,' '$work/$name/train_log.jsonl' | grep -q ."
       else
         diff=$(compare "$work/$trainer-1" "$work/$name" 2>&1)
         echo "$trainer: $np ranks (MPI all-reduce) vs one process, micro 4: max relative difference $diff"

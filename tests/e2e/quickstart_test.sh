@@ -43,5 +43,9 @@ got=$("$PY" -c 'import json,sys; print("%.4f" % json.load(open(sys.argv[1]))["me
 check "aln eval reproduces held-out preference accuracy ($got vs $after): $(tail -2 "$work/eval.err")" "[[ -n '$got' && '$got' == '$after' ]]"
 check "checkpoints written and pruned to keep_last 2" "[[ \$(ls -d runs/quickstart/checkpoints/step-* | wc -l) -eq 2 ]]"
 check "train log has every step (250)" "[[ \$(wc -l <runs/quickstart/train_log.jsonl) -eq 250 ]]"
+# The engine reads a step's numbers (loss, tokens, metrics, gradient norm) from the compute device
+# once: train_step.cpp counts its reads, the log carries the count.
+reads=$("$PY" -c 'import json,sys,collections; print(dict(collections.Counter(json.loads(l)["host_reads"] for l in open(sys.argv[1]))))' runs/quickstart/train_log.jsonl 2>&1)
+check "one device-to-host read per optimizer step, SFT and SafeDPO ($reads)" "[[ '$reads' == '{1: 250}' ]]"
 echo "$passed passed, $failures failed"
 [[ $failures -eq 0 ]]

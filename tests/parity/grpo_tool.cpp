@@ -38,9 +38,9 @@ int main() {
       auto grads = torch::autograd::grad({result.loss}, {in.logps});
       out.push_back({{"loss", result.loss.item<double>()},
                      {"grad", flat(grads[0])},
-                     {"kl", result.kl},
-                     {"clip_low", result.clip_low},
-                     {"clip_high", result.clip_high}});
+                     {"kl", result.kl.item<double>()},
+                     {"clip_low", result.clip_low.item<double>()},
+                     {"clip_high", result.clip_high.item<double>()}});
     }
     std::cout << out.dump() << std::endl;
     return 0;

@@ -59,7 +59,7 @@ json run_case(const json& c) {
   }
   auto grads = torch::autograd::grad({out.loss}, {chosen_tok, rejected_tok});
   return json{{"loss", out.loss.item<double>()}, {"grad_chosen", to_rows(grads[0])},
-              {"grad_rejected", to_rows(grads[1])}, {"accuracy", out.accuracy}, {"margin", out.margin}};
+              {"grad_rejected", to_rows(grads[1])}, {"accuracy", out.accuracy.item<double>()}, {"margin", out.margin.item<double>()}};
 }
 
 }  // namespace

@@ -14,7 +14,6 @@
 #include "core/model/hf_checkpoint.h"
 #include "core/status.h"
 #include "trainers/cli/commands.h"
-#include "trainers/controllable/control_tokens.h"
 #include "trainers/engine/evaluate.h"
 #include "trainers/engine/examples.h"
 #include "trainers/engine/text_encoder.h"
@@ -58,9 +57,7 @@ absl::StatusOr<nlohmann::json> evaluate_job(const aln::v1::JobSpec& spec, const 
   auto encoder = engine::load_text_encoder(spec.model().tokenizer(), spec.model().chat_format());
   if (!encoder.ok()) return encoder.status();
   // The job's control tokens, with the same ids as in training.
-  if (const int levels = trainers::controllable::job_control_levels(spec); levels > 0) {
-    (*encoder)->add_special_tokens(trainers::controllable::control_token_names(levels));
-  }
+  if (auto extra = trainers::job_special_tokens(spec); !extra.empty()) (*encoder)->add_special_tokens(extra);
   auto policy = model::load_hf_model(model_dir);
   if (!policy.ok()) return policy.status();
   // The same seed as training, so the held-out split is the one training never saw.

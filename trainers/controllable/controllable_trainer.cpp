@@ -221,7 +221,7 @@ class ControllableTrainer final : public Trainer {
       at::Tensor tokens = lp.tokens.sum();
       out.loss = -lp.sums.sum() / tokens.clamp_min(1);
       out.tokens = b.attention_mask.sum().item<int64_t>();
-      out.metrics["nll"] = out.loss.item<double>();
+      out.metrics["nll"] = out.loss;
     } else if (o_.objective() == aln::v1::CONTRASTIVE) {
       PairForward f = pair_forward(batch, ctx);
       out = pair_loss_output(f, kernels::dpo_loss(f.logprobs, kernels::DpoLossType::kSigmoid, o_.beta(), 0));
@@ -273,7 +273,7 @@ class ControllableTrainer final : public Trainer {
         c.reward_models = {models[static_cast<size_t>(model_index_[a])]};
         rule = aln::v1::REWARD_RULE_UNSPECIFIED;
       }
-      std::map<std::string, double> parts;
+      Metrics parts;
       at::Tensor t = score_rollouts(r, c, rule, o_.max_new_tokens(), &parts).contiguous();
       out[static_cast<size_t>(a)].assign(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
     }
@@ -377,10 +377,10 @@ class ControllableTrainer final : public Trainer {
     LossOutput out;
     out.loss = l.loss;
     out.tokens = r.sequences.attention_mask.sum().item<int64_t>();
-    out.metrics["reward_mean"] = reward.mean().item<double>();
+    out.metrics["reward_mean"] = reward.mean();
     out.metrics["level_match"] = match / static_cast<double>(rewards.size());
     out.metrics["kl"] = l.kl;
-    out.metrics["completion_length"] = r.lengths.to(at::kDouble).mean().item<double>();
+    out.metrics["completion_length"] = r.lengths.to(at::kDouble).mean();
     out.metrics["policy_version"] = static_cast<double>(r.policy_version);
     return out;
   }
@@ -480,6 +480,21 @@ class ControllableTrainer final : public Trainer {
 
 std::unique_ptr<Trainer> make_controllable_trainer(const aln::v1::StageSpec& stage) {
   return std::make_unique<ControllableTrainer>(stage);
+}
+
+absl::Status check_controllable_stage(const aln::v1::StageSpec& stage, const std::string& where) {
+  const auto& c = stage.trainer().controllable();
+  for (const auto& [attribute, rule] : {std::pair{"helpful", c.helpful_rule()}, {"harmless", c.harmless_rule()}}) {
+    bool named = false;
+    for (const auto& rm : stage.reward_models()) named = named || rm.name() == attribute;
+    if (!named && rule == aln::v1::REWARD_RULE_UNSPECIFIED) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, "trainer.controllable.", attribute, "_rule: no ", attribute,
+                       " scorer; add a reward model named \"", attribute,
+                       "\" to the stage's reward_models or set this rule (length, brevity, refusal)"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace aln::trainers

@@ -10,4 +10,8 @@ namespace aln::trainers {
 // objectives clm, contrastive and rl; held-out controllability metrics.
 std::unique_ptr<Trainer> make_controllable_trainer(const aln::v1::StageSpec& stage);
 
+// Before the job starts: each attribute (helpful, harmless) has a scorer, a reward model of that
+// name in the stage or a rule. `where` prefixes the key path ("stages[1]." or "").
+absl::Status check_controllable_stage(const aln::v1::StageSpec& stage, const std::string& where);
+
 }  // namespace aln::trainers

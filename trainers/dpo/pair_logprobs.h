@@ -16,8 +16,4 @@ PairForward pair_forward(const std::vector<const buffer::Example*>& batch, StepC
 // The trainer output of a pairwise loss: the loss plus TRL-named reward metrics.
 LossOutput pair_loss_output(const PairForward& forward, const kernels::PairLossOutput& loss);
 
-// Reference sums for examples (no gradients), used to fill the cache.
-void reference_pair_logprobs(const model::DecoderModel& reference, const std::vector<buffer::Example*>& batch,
-                             int64_t pad_id);
-
 }  // namespace aln::trainers

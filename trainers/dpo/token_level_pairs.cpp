@@ -9,8 +9,7 @@ namespace aln::trainers {
 
 LossOutput token_level_pair_loss(const std::vector<const buffer::Example*>& batch, StepContext& ctx,
                                  const TokenLevelSettings& s) {
-  const bool remote = static_cast<bool>(ctx.reference_hidden_states);
-  ALN_CHECK(remote || ctx.reference != nullptr, "TDPO and Ra-DPO need the reference model itself (full distributions)");
+  ALN_CHECK(ctx.reference != nullptr, "TDPO and Ra-DPO need the reference model itself (full distributions)");
   const int64_t pairs = static_cast<int64_t>(batch.size());
   buffer::SequenceBatch b = buffer::collate_pairs(batch, ctx.pad_id);
   const int64_t t = b.input_ids.size(1);
@@ -27,18 +26,10 @@ LossOutput token_level_pair_loss(const std::vector<const buffer::Example*>& batc
   const at::Tensor hidden = ctx.policy->hidden_states(b.input_ids, b.attention_mask);
   const int64_t h = hidden.size(2);
   const at::Tensor selected = hidden.narrow(1, 0, t - 1).reshape({-1, h}).index_select(0, flat);  // [N, H]
-  at::Tensor ref_selected;
-  {
-    at::NoGradGuard no_grad;
-    if (remote) {  // only the scored positions travel
-      ref_selected = ctx.reference_hidden_states(b.input_ids, b.attention_mask, flat);
-    } else {
-      const at::Tensor ref_hidden = ctx.reference->hidden_states(b.input_ids, b.attention_mask);
-      ref_selected = ref_hidden.narrow(1, 0, t - 1).reshape({-1, ref_hidden.size(2)}).index_select(0, flat);
-    }
-  }
+  // Only the scored positions' hidden states (all that travels when the reference has ranks of its own).
+  const at::Tensor ref_selected = ctx.reference->hidden_states(b.input_ids, b.attention_mask, flat);
   const at::Tensor weight = ctx.policy->output_weight();  // [V, H], the parameter (tied or not)
-  const at::Tensor ref_weight = remote ? ctx.reference_output_weight : ctx.reference->output_weight();
+  const at::Tensor ref_weight = ctx.reference->output_weight();
   const at::Tensor sel_detached = selected.detach();
   auto chunk_logits = [&](int64_t start, int64_t len) {
     at::NoGradGuard no_grad;
@@ -89,21 +80,21 @@ LossOutput token_level_pair_loss(const std::vector<const buffer::Example*>& batc
   }
   out.tokens = b.attention_mask.sum().item<int64_t>();
   const auto& l = k.loss;
-  out.metrics["rewards_chosen"] = l.rewards_chosen.mean().item<double>();
-  out.metrics["rewards_rejected"] = l.rewards_rejected.mean().item<double>();
+  out.metrics["rewards_chosen"] = l.rewards_chosen.mean();
+  out.metrics["rewards_rejected"] = l.rewards_rejected.mean();
   out.metrics["rewards_accuracy"] = l.accuracy;
   out.metrics["rewards_margin"] = l.margin;
   const at::Tensor dw = sums_divergence.narrow(0, 0, pairs), dl = sums_divergence.narrow(0, pairs, pairs);
-  out.metrics[s.metric_name + "_chosen"] = dw.mean().item<double>();
-  out.metrics[s.metric_name + "_rejected"] = dl.mean().item<double>();
-  out.metrics[s.metric_name + "_margin"] = (dl - dw).mean().item<double>();
+  out.metrics[s.metric_name + "_chosen"] = dw.mean();
+  out.metrics[s.metric_name + "_rejected"] = dl.mean();
+  out.metrics[s.metric_name + "_margin"] = (dl - dw).mean();
   const at::Tensor counts = scored.reshape({2 * pairs, t - 1}).sum(1).to(opts.dtype());
   const at::Tensor lr = (sums_policy - sums_reference).to(at::kDouble);
-  out.metrics["logratio_chosen"] = lr.narrow(0, 0, pairs).mean().item<double>();
-  out.metrics["logratio_rejected"] = lr.narrow(0, pairs, pairs).mean().item<double>();
+  out.metrics["logratio_chosen"] = lr.narrow(0, 0, pairs).mean();
+  out.metrics["logratio_rejected"] = lr.narrow(0, pairs, pairs).mean();
   // The exact per-token KL(pi_ref || pi) is what TDPO's term is; for Ra-DPO report the log-ratio
   // estimate like the other pair trainers.
-  out.metrics["kl_estimate"] = (lr / counts.to(at::kDouble).clamp_min(1)).mean().item<double>();
+  out.metrics["kl_estimate"] = (lr / counts.to(at::kDouble).clamp_min(1)).mean();
   out.sequence_logprobs = sums_policy;
   out.sequence_tokens = counts;
   return out;

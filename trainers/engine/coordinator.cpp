@@ -10,7 +10,6 @@
 #include "core/model/hf_checkpoint.h"
 #include "core/model/model_config.h"
 #include "distributed/service.h"
-#include "trainers/controllable/control_tokens.h"
 #include "trainers/engine/data_share.h"
 #include "trainers/engine/job_outputs.h"
 #include "trainers/engine/text_encoder.h"
@@ -122,9 +121,8 @@ class Coordinator {
       auto encoder = load_text_encoder(spec_.model().tokenizer(), spec_.model().chat_format());
       check(encoder.status());
       encoder_ = std::move(*encoder);
-      // The policy's ranks add the controllable method's tokens before reading; so does this.
-      const int levels = trainers::controllable::job_control_levels(spec_);
-      if (levels > 0) encoder_->add_special_tokens(trainers::controllable::control_token_names(levels));
+      // The policy's ranks add the methods' special tokens before reading; so does this.
+      if (auto extra = trainers::job_special_tokens(spec_); !extra.empty()) encoder_->add_special_tokens(extra);
     }
     const aln::v1::StageSpec& stage = stages[static_cast<size_t>(index)];
     auto trainer = registry_.create(config::method_name(stage.trainer()), stage);

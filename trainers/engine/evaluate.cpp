@@ -30,7 +30,7 @@ MetricMap evaluate(trainers::Trainer& trainer, const model::DecoderModel& policy
     if (with_loss) {
       trainers::StepContext ctx = extras != nullptr ? *extras : trainers::StepContext{};
       ctx.policy = &policy;
-      ctx.reference = reference;
+      if (reference != nullptr) ctx.reference = std::make_shared<trainers::LocalReference>(*reference);
       ctx.pad_id = pad_id;
       ctx.step = 0;  // evaluation samples the same rollouts before and after a stage
       ctx.training = false;
@@ -42,7 +42,7 @@ MetricMap evaluate(trainers::Trainer& trainer, const model::DecoderModel& policy
         step = trainer.compute_loss(batch, ctx);
       }
       loss += step.loss.item<double>() * weight;
-      for (const auto& [k, v] : step.metrics) sums[k] += v * weight;
+      for (const auto& [k, v] : trainers::read_all(step.metrics)) sums[k] += v * weight;
       seq_sums = step.sequence_logprobs;
       seq_tokens = step.sequence_tokens;
     }

@@ -4,6 +4,7 @@
 #include "core/config/job_config.h"
 #include "core/fingerprint.h"
 #include "core/model/hf_checkpoint.h"
+#include "trainers/trainer.h"
 
 namespace aln::engine {
 
@@ -41,19 +42,7 @@ absl::Status check_supported(const aln::v1::JobSpec& spec) {
       return absl::UnimplementedError(absl::StrCat(where, "data.packing: not supported yet; set it to false (",
                                                    "data.length_grouping reduces padding instead)"));
     }
-    if (stages[s].trainer().has_controllable()) {
-      const auto& c = stages[s].trainer().controllable();
-      for (const auto& [attribute, rule] : {std::pair{"helpful", c.helpful_rule()}, {"harmless", c.harmless_rule()}}) {
-        bool named = false;
-        for (const auto& rm : stages[s].reward_models()) named = named || rm.name() == attribute;
-        if (!named && rule == aln::v1::REWARD_RULE_UNSPECIFIED) {
-          return absl::InvalidArgumentError(
-              absl::StrCat(where, "trainer.controllable.", attribute, "_rule: no ", attribute,
-                           " scorer; add a reward model named \"", attribute,
-                           "\" to the stage's reward_models or set this rule (length, brevity, refusal)"));
-        }
-      }
-    }
+    if (absl::Status checked = trainers::check_stage(stages[s], where); !checked.ok()) return checked;
     for (int i = 0; i < d.train_size(); ++i) {
       if (d.train(i).weight() != 1.0) {
         return absl::UnimplementedError(absl::StrCat(where, "data.train[", i,

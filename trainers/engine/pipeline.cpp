@@ -8,8 +8,10 @@
 #include <nlohmann/json.hpp>
 #include <utility>
 
+#include "aln/v1/control.pb.h"
 #include "core/error.h"
 #include "core/status.h"
+#include "distributed/control_channel.h"
 
 namespace aln::engine {
 namespace {
@@ -130,21 +132,26 @@ std::vector<trainers::LossOutput> Pipeline::train_step(const model::DecoderModel
   stats_.idle_s = link.idle_s;
   stats_.total_s = since(start);
 
-  // The last stage's numbers to every stage (rank 0, on the first stage, logs them).
-  nlohmann::json shared = nlohmann::json::array();
-  if (last()) {
-    for (auto& out : outputs) {
-      out.loss = out.loss.detach();
-      shared.push_back({{"loss", out.loss.item<double>()}, {"tokens", out.tokens}, {"metrics", out.metrics}});
-    }
+  // The last stage's numbers to every stage (rank 0, on the first stage, logs them). With more
+  // than one stage they are read on the host here: the pipeline's one read per micro-batch.
+  for (auto& out : outputs) {
+    if (out.loss.defined()) out.loss = out.loss.detach();
   }
   if (stages() > 1) {
+    nlohmann::json shared = nlohmann::json::array();
+    if (last()) {
+      for (auto& out : outputs) {
+        shared.push_back({{"loss", out.loss.item<double>()},
+                          {"tokens", out.tokens},
+                          {"metrics", trainers::read_all(out.metrics)}});
+      }
+    }
     shared = nlohmann::json::parse(share_from_last(last() ? shared.dump() : std::string()));
     if (!last()) {
       for (size_t m = 0; m < outputs.size(); ++m) {
         outputs[m].loss = at::scalar_tensor(shared[m]["loss"].get<double>(), at::kDouble);
         outputs[m].tokens = shared[m]["tokens"].get<int64_t>();
-        outputs[m].metrics = shared[m]["metrics"].get<std::map<std::string, double>>();
+        for (const auto& [k, v] : shared[m]["metrics"].get<std::map<std::string, double>>()) outputs[m].metrics[k] = v;
       }
     }
   }
@@ -171,13 +178,9 @@ bool Pipeline::forward_only(const model::DecoderModel& model, const std::functio
 
 std::string Pipeline::share_from_last(const std::string& bytes) const {
   if (stages() == 1) return bytes;
-  const int root = stages() - 1;
-  at::Tensor size = at::full({1}, static_cast<int64_t>(bytes.size()), at::kLong);
-  ALN_THROW_IF_ERROR(group_->broadcast(size, root)->wait(timeout_));
-  at::Tensor data = at::empty({size.item<int64_t>()}, at::kByte);
-  if (last()) std::memcpy(data.data_ptr(), bytes.data(), bytes.size());
-  ALN_THROW_IF_ERROR(group_->broadcast(data, root)->wait(timeout_));
-  return std::string(static_cast<const char*>(data.data_ptr()), static_cast<size_t>(data.numel()));
+  std::string out = bytes;
+  ALN_THROW_IF_ERROR(dist::broadcast_frame(*group_, stages() - 1, &out, timeout_));
+  return out;
 }
 
 std::map<std::string, double> Pipeline::share_from_last(const std::map<std::string, double>& metrics) const {
@@ -198,40 +201,39 @@ double Pipeline::sum(double value) const {
 }
 
 std::map<std::string, at::Tensor> Pipeline::gather_to_first(const std::map<std::string, at::Tensor>& mine) const {
-  // Tags above any micro-batch's (2m, 2m + 1): a header size, the header, then the tensors in order.
+  // Tags above any micro-batch's (2m, 2m + 1): a control frame naming the tensors (names, shapes,
+  // dtypes), then the tensors in order on the tensor channel.
   constexpr int kTag = 1 << 20;
+  constexpr dist::FrameTags kHeader{kTag, kTag + 1};
   std::map<std::string, at::Tensor> out;
   if (!first()) {
-    nlohmann::json header = nlohmann::json::array();
+    aln::v1::TensorList header;
     std::vector<at::Tensor> data;
     for (const auto& [name, t] : mine) {
       data.push_back(t.detach().contiguous());
-      header.push_back({{"name", name}, {"shape", t.sizes().vec()}, {"dtype", static_cast<int>(t.scalar_type())}});
+      auto* entry = header.add_tensors();
+      entry->set_name(name);
+      entry->set_dtype(static_cast<int>(t.scalar_type()));
+      for (int64_t d : t.sizes()) entry->add_shape(d);
     }
-    const std::string text = header.dump();
-    at::Tensor size = at::full({1}, static_cast<int64_t>(text.size()), at::kLong);
-    at::Tensor bytes = at::empty({static_cast<int64_t>(text.size())}, at::kByte);
-    std::memcpy(bytes.data_ptr(), text.data(), text.size());
+    auto frame = dist::post_frame(*group_, 0, kHeader, header.SerializeAsString());
+    ALN_THROW_IF_ERROR(frame.status());
     std::vector<std::unique_ptr<dist::Work>> sent;
-    sent.push_back(group_->send(size, 0, kTag));
-    sent.push_back(group_->send(bytes, 0, kTag + 1));
     for (const auto& t : data) sent.push_back(group_->send(t, 0, kTag + 2));
+    ALN_THROW_IF_ERROR(frame->size_sent->wait(timeout_));
+    ALN_THROW_IF_ERROR(frame->bytes_sent->wait(timeout_));
     for (auto& w : sent) ALN_THROW_IF_ERROR(w->wait(timeout_));
     return out;
   }
   for (const auto& [name, t] : mine) out[name] = t.detach();
   for (int s = 1; s < stages(); ++s) {
-    at::Tensor size = at::empty({1}, at::kLong);
-    ALN_THROW_IF_ERROR(group_->recv(size, s, kTag)->wait(timeout_));
-    at::Tensor bytes = at::empty({size.item<int64_t>()}, at::kByte);
-    ALN_THROW_IF_ERROR(group_->recv(bytes, s, kTag + 1)->wait(timeout_));
-    const auto header = nlohmann::json::parse(
-        std::string(static_cast<const char*>(bytes.data_ptr()), static_cast<size_t>(bytes.numel())));
-    for (const auto& entry : header) {
-      at::Tensor t = at::empty(entry["shape"].get<std::vector<int64_t>>(),
-                               at::TensorOptions().dtype(static_cast<at::ScalarType>(entry["dtype"].get<int>())));
+    aln::v1::TensorList header;
+    ALN_THROW_IF_ERROR(dist::receive_message(*group_, s, kHeader, &header, timeout_));
+    for (const auto& entry : header.tensors()) {
+      at::Tensor t = at::empty(std::vector<int64_t>(entry.shape().begin(), entry.shape().end()),
+                               at::TensorOptions().dtype(static_cast<at::ScalarType>(entry.dtype())));
       ALN_THROW_IF_ERROR(group_->recv(t, s, kTag + 2)->wait(timeout_));
-      out.emplace(entry["name"].get<std::string>(), t);  // a tied copy arrives twice: the first stays
+      out.emplace(entry.name(), t);  // a tied copy arrives twice: the first stays
     }
   }
   return out;

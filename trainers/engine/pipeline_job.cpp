@@ -6,6 +6,8 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "core/config/method_traits.h"
 #include "absl/strings/str_format.h"
 #include "core/config/job_config.h"
 #include "core/io/atomic_file.h"
@@ -32,14 +34,14 @@ absl::Status check_pipeline_supported(const aln::v1::JobSpec& spec) {
   }
   const auto stages = config::effective_stages(spec);
   for (size_t s = 0; s < stages.size(); ++s) {
-    const std::string method = config::method_name(stages[s].trainer());
+    const config::MethodTraits method = config::method_traits(stages[s].trainer());
     const std::string where = spec.stages_size() > 0 ? absl::StrCat("stages[", s, "].trainer") : "trainer";
-    // Methods whose loss needs one policy forward pass per micro-batch (the pipeline carries one);
-    // the others generate text, which needs the whole model in one place.
-    if (method != "sft" && method != "dpo" && method != "safedpo" && method != "reward") {
-      return absl::UnimplementedError(absl::StrCat(where, ": ", method,
-                                                   " does not run on pipeline stages yet (sft, reward, dpo and "
-                                                   "safedpo do); set parallel.policy.pipeline_parallel: 1"));
+    // Methods whose loss needs one policy forward pass per micro-batch (the pipeline carries one)
+    // say so in job.proto; the others generate text, which needs the whole model in one place.
+    if (!method.pipeline) {
+      return absl::UnimplementedError(absl::StrCat(where, ": ", method.name, " does not run on pipeline stages yet (",
+                                                   absl::StrJoin(config::method_names(/*pipeline_only=*/true), ", "),
+                                                   " do); set parallel.policy.pipeline_parallel: 1"));
     }
     if (stages[s].reference().mode() == aln::v1::ON_THE_FLY) {
       return absl::UnimplementedError(

@@ -8,10 +8,10 @@
 #include "core/config/job_config.h"
 #include "core/model/hf_checkpoint.h"
 #include "core/status.h"
-#include "trainers/controllable/control_tokens.h"
 #include "trainers/engine/job_setup.h"
 #include "trainers/engine/pipeline_job.h"
 #include "trainers/engine/stage_runner.h"
+#include "trainers/trainer.h"
 
 namespace aln::engine {
 namespace {
@@ -118,9 +118,8 @@ absl::Status load_policy(PolicyWorker& w) {
   if (!policy_or.ok()) return policy_or.status();
   w.policy.emplace(std::move(*policy_or));
   model::DecoderModel& policy = *w.policy;
-  // Control tokens of the controllable method (after the vocabulary, always in the same order).
-  const int control_levels = trainers::controllable::job_control_levels(w.spec);
-  if (control_levels > 0) w.encoder.add_special_tokens(trainers::controllable::control_token_names(control_levels));
+  // The methods' special tokens (after the vocabulary, always in the same order).
+  if (auto extra = trainers::job_special_tokens(w.spec); !extra.empty()) w.encoder.add_special_tokens(extra);
   // (Added after the policy is made, so a from-scratch config sized for the tokenizer stays valid.)
   if (policy.config().vocab_size < w.encoder.vocab_size()) {
     // New embedding rows for added tokens (control tokens) start at the mean of the existing ones.

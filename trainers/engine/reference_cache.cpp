@@ -11,7 +11,7 @@
 #include "core/fingerprint.h"
 #include "core/io/safetensors.h"
 #include "core/model/model_config.h"
-#include "trainers/dpo/pair_logprobs.h"
+#include "trainers/sequence_logprobs.h"
 
 namespace aln::engine {
 namespace fs = std::filesystem;

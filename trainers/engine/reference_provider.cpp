@@ -63,8 +63,8 @@ absl::Status open_remote_each_step(PolicyWorker& w, StageRun& s) {
       ref.head = last->output_weight().detach().clone();
     }
   }
-  ref.remote_parts =
-      open_reference_stage(*w.process.remote_reference, ref.model ? &*ref.model : nullptr, w.process.world_rank);
+  ref.for_trainers = open_reference_stage(*w.process.remote_reference, ref.model ? &*ref.model : nullptr,
+                                          w.process.world_rank, ref.head);
   if (!w.lead || !s.spec.reference().path().empty()) ref.model.reset();
   w.log.info("stage %s: the reference ranks answer the per-token %s requests", s.name,
              s.needs.reference_hidden_states_only    ? "hidden-state"
@@ -123,6 +123,7 @@ absl::Status provide_reference(PolicyWorker& w, StageRun& s) {
     if (!opened.ok()) return opened;
   }
   ref.for_steps = ref.model && !ref.remote_each_step ? &*ref.model : nullptr;
+  if (ref.for_steps != nullptr) ref.for_trainers = std::make_shared<trainers::LocalReference>(*ref.for_steps);
   // Saved with checkpoints only when it exists nowhere else (the policy as the stage started).
   ref.to_save = s.spec.reference().path().empty() && ref.model ? &*ref.model : nullptr;
   return absl::OkStatus();

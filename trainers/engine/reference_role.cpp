@@ -10,14 +10,13 @@
 #include "core/error.h"
 #include "core/model/hf_checkpoint.h"
 #include "core/status.h"
-#include "trainers/controllable/control_tokens.h"
-#include "trainers/dpo/pair_logprobs.h"
 #include "trainers/engine/data_parallel.h"
 #include "trainers/engine/data_share.h"
 #include "trainers/engine/job_setup.h"
 #include "trainers/engine/stage_setup.h"
-#include "trainers/hair/sentence_encoder.h"
+#include "trainers/sentence_embeddings.h"
 #include "trainers/sequence_logprobs.h"
+#include "trainers/trainer.h"
 
 namespace aln::engine {
 namespace {
@@ -85,7 +84,9 @@ absl::Status serve_each_step(const RemoteReference& remote, int index, const mod
   for (int r = 0; r < remote.policy_ranks; ++r) {
     if (server_of(remote, r) == remote.first_service_rank + index) clients.push_back(r);
   }
-  auto handler = [&reference](int client, const aln::v1::ServiceRequest& request) {
+  // The same computations a colocated trainer's LocalReference makes, so both give the same bits.
+  const trainers::LocalReference local(reference);
+  auto handler = [&local](int client, const aln::v1::ServiceRequest& request) {
     at::NoGradGuard no_grad;
     aln::v1::ServiceReply reply;
     if (request.method() == "ready") return reply;
@@ -97,28 +98,67 @@ absl::Status serve_each_step(const RemoteReference& remote, int index, const mod
     }
     if (request.method() == "embed") {
       ALN_CHECK(in.size() == 3, "an embedding request carries token ids, sentence lengths and the pad id");
-      dist::to_proto(trainers::hair::mean_pooled_embeddings(reference, unpack_sentences(in[0], in[1]),
-                                                            in[2].item<int64_t>()),
+      dist::to_proto(local.sentence_embeddings(unpack_sentences(in[0], in[1]), in[2].item<int64_t>()),
                      reply.add_tensors());
       return reply;
     }
     if (request.method() == "hidden") {
       ALN_CHECK(in.size() == 3, "a hidden-state request carries input ids, an attention mask and positions");
-      // The same selection the trainer makes colocated: positions that predict a next token.
-      const at::Tensor hidden = reference.hidden_states(in[0], in[1]);
-      const int64_t t = hidden.size(1);
-      dist::to_proto(hidden.narrow(1, 0, t - 1).reshape({-1, hidden.size(2)}).index_select(0, in[2]),
-                     reply.add_tensors());
+      dist::to_proto(local.hidden_states(in[0], in[1], in[2]), reply.add_tensors());
       return reply;
     }
     ALN_CHECK(request.method() == "logprobs", "unknown request \"", request.method(), "\" from rank ", client);
     ALN_CHECK(in.size() == 3, "a log-prob request carries input ids, attention and response masks");
     const buffer::SequenceBatch batch{in[0], in[1], in[2]};
-    dist::to_proto(trainers::response_logprobs(reference, batch, request.temperature()).per_token, reply.add_tensors());
+    dist::to_proto(local.token_logprobs(batch, request.temperature()), reply.add_tensors());
     return reply;
   };
   return dist::serve(remote.service, clients, handler, remote.request_timeout);
 }
+
+// The reference on ranks of its own, as trainers see it: every call one request to this policy
+// rank's reference rank, answered as LocalReference would answer it there.
+class RanksReference final : public trainers::Reference {
+ public:
+  using Ask = std::function<at::Tensor(const aln::v1::ServiceRequest&)>;
+  RanksReference(Ask ask, at::Tensor head) : ask_(std::move(ask)), head_(std::move(head)) {}
+
+  at::Tensor token_logprobs(const buffer::SequenceBatch& batch, double temperature) const override {
+    aln::v1::ServiceRequest request;
+    request.set_method("logprobs");
+    request.set_temperature(temperature);
+    dist::to_proto(batch.input_ids, request.add_tensors());
+    dist::to_proto(batch.attention_mask, request.add_tensors());
+    dist::to_proto(batch.response_mask, request.add_tensors());
+    return ask_(request);
+  }
+  at::Tensor hidden_states(const at::Tensor& input_ids, const at::Tensor& attention_mask,
+                           const at::Tensor& positions) const override {
+    aln::v1::ServiceRequest request;
+    request.set_method("hidden");
+    dist::to_proto(input_ids, request.add_tensors());
+    dist::to_proto(attention_mask, request.add_tensors());
+    dist::to_proto(positions, request.add_tensors());
+    return ask_(request);
+  }
+  at::Tensor output_weight() const override {
+    ALN_CHECK(head_.defined(), "the reference's output projection is not held on the policy ranks for this method");
+    return head_;
+  }
+  at::Tensor sentence_embeddings(const std::vector<std::vector<int64_t>>& sentences, int64_t pad_id) const override {
+    aln::v1::ServiceRequest request;
+    request.set_method("embed");
+    const auto [ids, lengths] = pack_sentences(sentences);
+    dist::to_proto(ids, request.add_tensors());
+    dist::to_proto(lengths, request.add_tensors());
+    dist::to_proto(at::tensor({pad_id}, at::kLong), request.add_tensors());
+    return ask_(request);
+  }
+
+ private:
+  Ask ask_;
+  at::Tensor head_;
+};
 
 int64_t value_count(const StageData& data) { return 2 * static_cast<int64_t>(data.train.size() + data.eval.size()); }
 
@@ -173,8 +213,9 @@ void receive_reference_logprobs(const RemoteReference& remote, const model::Deco
   exchange(remote, data, /*contribute=*/false);
 }
 
-ReferenceStandIns open_reference_stage(const RemoteReference& remote, const model::DecoderModel* weights,
-                                       int policy_rank) {
+std::shared_ptr<const trainers::Reference> open_reference_stage(const RemoteReference& remote,
+                                                                const model::DecoderModel* weights, int policy_rank,
+                                                                at::Tensor head) {
   broadcast_code(remote, weights != nullptr ? 3 : 4);
   if (weights != nullptr && remote.weights != nullptr) {
     model::DecoderModel copy = weights->to(at::kFloat);
@@ -197,35 +238,7 @@ ReferenceStandIns open_reference_stage(const RemoteReference& remote, const mode
   ready.set_method("ready");
   auto answered = client->call(ready, remote.timeout);
   if (!answered.ok()) ALN_FAIL("reference on reference rank ", client->server(), ": ", answered.status().message());
-  ReferenceStandIns out;
-  out.token_logprobs = [ask](const buffer::SequenceBatch& batch, double temperature) {
-    aln::v1::ServiceRequest request;
-    request.set_method("logprobs");
-    request.set_temperature(temperature);
-    dist::to_proto(batch.input_ids, request.add_tensors());
-    dist::to_proto(batch.attention_mask, request.add_tensors());
-    dist::to_proto(batch.response_mask, request.add_tensors());
-    return ask(request);
-  };
-  out.hidden_states = [ask](const at::Tensor& input_ids, const at::Tensor& attention_mask,
-                            const at::Tensor& positions) {
-    aln::v1::ServiceRequest request;
-    request.set_method("hidden");
-    dist::to_proto(input_ids, request.add_tensors());
-    dist::to_proto(attention_mask, request.add_tensors());
-    dist::to_proto(positions, request.add_tensors());
-    return ask(request);
-  };
-  out.sentence_embeddings = [ask](const std::vector<std::vector<int64_t>>& sentences, int64_t pad_id) {
-    aln::v1::ServiceRequest request;
-    request.set_method("embed");
-    const auto [ids, lengths] = pack_sentences(sentences);
-    dist::to_proto(ids, request.add_tensors());
-    dist::to_proto(lengths, request.add_tensors());
-    dist::to_proto(at::tensor({pad_id}, at::kLong), request.add_tensors());
-    return ask(request);
-  };
-  return out;
+  return std::make_shared<RanksReference>(std::move(ask), std::move(head));
 }
 
 absl::Status close_reference_stage(const RemoteReference& remote, int policy_rank) {
@@ -240,8 +253,7 @@ absl::Status run_reference_role(const aln::v1::JobSpec& spec, const RemoteRefere
   auto initial = initial_policy(spec, **encoder);
   if (!initial.ok()) return initial.status();
   model::DecoderModel policy = std::move(*initial);
-  const int control_levels = trainers::controllable::job_control_levels(spec);
-  if (control_levels > 0) (*encoder)->add_special_tokens(trainers::controllable::control_token_names(control_levels));
+  if (auto extra = trainers::job_special_tokens(spec); !extra.empty()) (*encoder)->add_special_tokens(extra);
   if (policy.config().vocab_size < (*encoder)->vocab_size()) policy.resize_vocabulary((*encoder)->vocab_size());
 
   trainers::TrainerRegistry registry("trainer");

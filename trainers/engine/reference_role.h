@@ -35,6 +35,7 @@
 #include "core/model/decoder.h"
 #include "distributed/communicator.h"
 #include "distributed/service.h"
+#include "trainers/reference.h"
 #include "trainers/engine/examples.h"
 #include "trainers/trainer.h"
 
@@ -73,16 +74,13 @@ void skip_reference_stage(const RemoteReference& remote);
 void receive_reference_logprobs(const RemoteReference& remote, const model::DecoderModel* weights, StageData& data);
 
 // Policy side, as a stage served each step starts (all policy ranks): sends the reference's weights
-// (`weights` non-null on world rank 0, whose are sent) or has the
-// reference ranks load the stage's reference.path, and returns what trainers call for per-token
-// log-probs (StepContext::reference_token_logprobs) from this policy rank.
-struct ReferenceStandIns {
-  std::function<at::Tensor(const buffer::SequenceBatch&, double)> token_logprobs;                    // "logprobs"
-  std::function<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&)> hidden_states;  // "hidden"
-  std::function<at::Tensor(const std::vector<std::vector<int64_t>>&, int64_t)> sentence_embeddings;   // "embed"
-};
-ReferenceStandIns open_reference_stage(const RemoteReference& remote, const model::DecoderModel* weights,
-                                       int policy_rank);
+// (`weights` non-null on world rank 0, whose are sent) or has the reference ranks load the stage's
+// reference.path, and returns the reference trainers get in their StepContext from this policy rank:
+// each call a request to its reference rank ("logprobs", "hidden", "embed"); the output projection
+// is `head` (held here: hidden-state trainers form the full distributions themselves).
+std::shared_ptr<const trainers::Reference> open_reference_stage(const RemoteReference& remote,
+                                                                const model::DecoderModel* weights, int policy_rank,
+                                                                at::Tensor head);
 // Policy side, when that stage has ended (after its last evaluation).
 absl::Status close_reference_stage(const RemoteReference& remote, int policy_rank);
 

@@ -49,7 +49,7 @@ void ShardedAdamW::step(optim::TensorMap& params, double lr) {
   adam_.step(mine, lr);
   // All-gather the updated ranges (each padded to width_) and copy the others' into place.
   at::NoGradGuard no_grad;
-  at::Tensor flat = at::zeros({width_}, at::kFloat);
+  at::Tensor flat = at::zeros({width_}, params.begin()->second.options().dtype(at::kFloat));
   int64_t offset = 0;
   for (auto& [name, p] : params) {
     auto it = slices_.find(name);
@@ -67,7 +67,9 @@ optim::TensorMap ShardedAdamW::state() const {
   // Each moment's owned range (zeros where AdamW has none yet), gathered like the parameters.
   optim::TensorMap out;
   for (const char* kind : {".exp_avg", ".exp_avg_sq"}) {
-    at::Tensor flat = at::zeros({width_}, at::kFloat);
+    // On the moments' device (the host until AdamW has made any).
+    at::Tensor flat = at::zeros({width_}, local.empty() ? at::TensorOptions().dtype(at::kFloat)
+                                                        : local.begin()->second.options().dtype(at::kFloat));
     int64_t offset = 0;
     for (const auto& [name, slice] : slices_) {
       auto it = local.find(name + kind);

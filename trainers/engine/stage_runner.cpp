@@ -79,15 +79,7 @@ void fill_extras(PolicyWorker& w, StageRun& s) {
   extras.eos_id = w.encoder.eos_id();
   extras.seed = config::stage_seeds(w.spec, s.spec, s.index).sampling;
   extras.reward_models = s.reward_ptrs;
-  if (s.reference.remote_each_step) {
-    const ReferenceStandIns& parts = s.reference.remote_parts;
-    extras.reference_token_logprobs = parts.token_logprobs;
-    if (s.needs.reference_hidden_states_only) {
-      extras.reference_hidden_states = parts.hidden_states;
-      extras.reference_output_weight = s.reference.head;
-    }
-    if (s.needs.reference_sentence_embeddings) extras.reference_sentence_embeddings = parts.sentence_embeddings;
-  }
+  extras.reference = s.reference.for_trainers;  // here or on the reference ranks
   extras.encode_text = [enc](const std::string& text) { return enc->encode(text); };
   if (w.dp->size() > 1) {
     const DataParallel* dp = &*w.dp;
@@ -222,7 +214,6 @@ absl::Status close_stage(PolicyWorker& w, StageRun& s, Clock::time_point started
 trainers::StepContext StageRun::step_context(const PolicyWorker& w, int64_t step) const {
   trainers::StepContext ctx = extras;
   ctx.policy = &*w.policy;
-  ctx.reference = reference.for_steps;
   ctx.pad_id = w.pad_id;
   ctx.step = step;
   return ctx;

@@ -28,9 +28,10 @@ struct StageReference {
   std::optional<model::DecoderModel> model;        // kept on the fly (or for checkpoints), else dropped
   std::string cache_key;                           // cached log-probs: the cache the stage's examples carry
   bool remote_each_step = false;                   // the reference ranks answer per-step requests
-  ReferenceStandIns remote_parts;                  // ...through these
   at::Tensor head;                                 // hidden-state trainers: the reference's output projection
-  const model::DecoderModel* for_steps = nullptr;  // what trainers get as StepContext::reference
+  const model::DecoderModel* for_steps = nullptr;  // the model trainers reach in this process, if any
+  // What trainers get as StepContext::reference: `for_steps`, or the reference ranks each step.
+  std::shared_ptr<const trainers::Reference> for_trainers;
   const model::DecoderModel* to_save = nullptr;    // saved with checkpoints (exists nowhere else)
 };
 

@@ -33,6 +33,42 @@ double peak_rss_bytes() {
   return static_cast<double>(usage.ru_maxrss) * 1024.0;  // Linux reports KiB
 }
 
+// One micro-batch's numbers join the step's, without reading them: the loss weighted by the
+// micro-batch's share, the metrics averaged over the micro-batches (float64, as the host sums were).
+void accumulate(const trainers::LossOutput& out, double weight, int64_t micro_batches, StepResult& r) {
+  at::Tensor loss = out.loss.detach().to(at::kDouble);
+  if (weight != 1.0) loss = loss * weight;
+  r.loss_sum = r.loss_sum.defined() ? r.loss_sum + loss : loss;
+  r.tokens += out.tokens;
+  const double n = static_cast<double>(micro_batches);
+  for (const auto& [k, v] : out.metrics) {
+    if (v.on_host()) {
+      r.host_metrics[k] += v.host() / n;
+    } else {
+      at::Tensor part = v.tensor().reshape({}).to(at::kDouble) / n;
+      auto it = r.device_metrics.find(k);
+      if (it == r.device_metrics.end()) {
+        r.device_metrics.emplace(k, part);
+      } else {
+        it->second = it->second + part;
+      }
+    }
+  }
+}
+
+// The step's numbers, all read with the gradient norm in one device-to-host copy.
+void read_scalars(StepResult& r, const at::Tensor& grad_norm) {
+  const at::Tensor host = at::cat({r.scalars, grad_norm.reshape({1}).to(r.scalars.device())}).to(at::kCPU);
+  ++r.host_reads;
+  const double* v = host.data_ptr<double>();
+  r.loss = v[0];
+  r.tokens = static_cast<int64_t>(v[1]);
+  r.samples = static_cast<int64_t>(v[2]);
+  r.metrics.clear();
+  for (size_t i = 0; i < r.scalar_names.size(); ++i) r.metrics[r.scalar_names[i]] = v[3 + i];
+  r.grad_norm = v[3 + r.scalar_names.size()];
+}
+
 // The step's micro-batches through the pipeline's schedule: every stage runs them, the last one
 // computes the losses and every stage gets their numbers.
 void pipelined_passes(PolicyWorker& w, StageRun& s, int64_t step,
@@ -46,11 +82,7 @@ void pipelined_passes(PolicyWorker& w, StageRun& s, int64_t step,
         return s.trainer->compute_loss(micro_batches[static_cast<size_t>(m)], ctx);
       },
       weights);
-  for (size_t a = 0; a < outs.size(); ++a) {
-    r.loss += outs[a].loss.item<double>() * weights[a];
-    r.tokens += outs[a].tokens;
-    for (const auto& [k, v] : outs[a].metrics) r.metrics[k] += v / static_cast<double>(opt.gradient_accumulation());
-  }
+  for (size_t a = 0; a < outs.size(); ++a) accumulate(outs[a], weights[a], opt.gradient_accumulation(), r);
   r.forward_s = w.pipeline->stats().forward_s;
   r.backward_s = w.pipeline->stats().backward_s;
   sum_tied_embedding_gradients(*w.policy, *w.pipeline);
@@ -97,9 +129,7 @@ StepResult run_passes(PolicyWorker& w, StageRun& s, int64_t step) {
     }
     (weight == 1.0 ? out.loss : out.loss * weight).backward();
     r.backward_s += since(t0);
-    r.loss += out.loss.item<double>() * weight;
-    r.tokens += out.tokens;
-    for (const auto& [k, v] : out.metrics) r.metrics[k] += v / static_cast<double>(opt.gradient_accumulation());
+    accumulate(out, weight, opt.gradient_accumulation(), r);
   }
   return r;
 }
@@ -116,18 +146,25 @@ void sum_over_ranks(PolicyWorker& w, StageRun& s, StepResult& r) {
     } else {
       dp.all_reduce_gradients(w.policy->tensors(), w.spec.parallel().deterministic());
     }
-    // Loss (already weighted), tokens and samples add up; trainer scalars are averaged.
-    std::vector<double> v = {r.loss, static_cast<double>(r.tokens), static_cast<double>(r.samples)};
-    for (const auto& [k, value] : r.metrics) v.push_back(value / dp.size());
-    at::Tensor t = at::tensor(v, at::kDouble);
-    dp.sum(t);
-    const double* sums = t.data_ptr<double>();
-    r.loss = sums[0];
-    r.tokens = static_cast<int64_t>(sums[1]);
-    r.samples = static_cast<int64_t>(sums[2]);
-    size_t i = 3;
-    for (auto& [k, value] : r.metrics) value = sums[i++];
   }
+  // One float64 tensor on the loss's device: [loss (already weighted), tokens, samples, metrics].
+  // Over ranks the loss, tokens and samples add up and the trainer's scalars are averaged; nothing
+  // is read here (update_policy reads it with the gradient norm).
+  const double ranks = static_cast<double>(dp.size());
+  std::vector<at::Tensor> parts = {r.loss_sum.reshape({1})};
+  std::vector<double> host = {static_cast<double>(r.tokens), static_cast<double>(r.samples)};
+  r.scalar_names.clear();
+  for (const auto& [k, value] : r.host_metrics) {
+    r.scalar_names.push_back(k);
+    host.push_back(ranks > 1 ? value / ranks : value);
+  }
+  parts.push_back(at::tensor(host, at::kDouble).to(r.loss_sum.device()));
+  for (const auto& [k, value] : r.device_metrics) {
+    r.scalar_names.push_back(k);
+    parts.push_back((ranks > 1 ? value / ranks : value).reshape({1}));
+  }
+  r.scalars = at::cat(parts);  // [loss, tokens, samples, host metrics, device metrics]
+  if (dp.size() > 1) dp.sum(r.scalars);
   r.communication_s = since(t0);
   if (dp.size() == 1) return;
   // Every rank's own numbers reach rank 0, which exports them with a rank label: a slow or stalling
@@ -148,10 +185,11 @@ absl::Status update_policy(PolicyWorker& w, StageRun& s, int64_t step, StepResul
   const auto& opt = s.spec.optimizer();
   const auto t0 = Clock::now();
   optim::TensorMap& params = w.policy->tensors();
-  r.grad_norm = w.pipeline ? optim::clip_grad_norm(
-                                 params, opt.max_grad_norm(), [&](double local) { return w.pipeline->sum(local); },
-                                 tied_copy_name(*w.policy))
-                           : optim::clip_grad_norm(params, opt.max_grad_norm());
+  std::function<void(at::Tensor&)> over_stages;
+  if (w.pipeline) over_stages = [&](at::Tensor& t) { w.pipeline->sum(t); };
+  const at::Tensor norm = optim::clip_grad_norm_on_device(params, opt.max_grad_norm(), over_stages,
+                                                          w.pipeline ? tied_copy_name(*w.policy) : std::string());
+  read_scalars(r, norm);  // the step's one read: loss, tokens, samples, metrics, gradient norm
   r.lr = optim::scheduled_lr(schedule_kind(opt.schedule()), opt.lr(), step, opt.warmup_steps(), s.total_steps,
                              opt.warmup() == aln::v1::START_AT_ZERO ? optim::WarmupStart::kStartAtZero
                                                                     : optim::WarmupStart::kFirstStepNonzero);
@@ -223,6 +261,7 @@ absl::Status report_step(PolicyWorker& w, StageRun& s, int64_t step, const StepR
                  {"communication", r.communication_s},
                  {"optimizer", r.optimizer_s}}},
                {"peak_rss_bytes", rss},
+               {"host_reads", r.host_reads},
                {"metrics", json(r.metrics)}};
   if (w.pipeline) line["pipeline"] = pipeline_line;
   return w.outputs ? w.outputs->train_line(line.dump(), step + 1, r.loss, tokens_per_second) : absl::OkStatus();

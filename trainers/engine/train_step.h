@@ -4,7 +4,12 @@
 // the update (clip, schedule, non-finite guard, AdamW), the report (Prometheus + JSONL) and, every
 // checkpoint.every_steps, the checkpoint. Each function owns one of these.
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
 
 #include "absl/status/status.h"
 #include "trainers/engine/overlap.h"
@@ -15,10 +20,21 @@
 namespace aln::engine {
 
 struct StepResult {
+  // Read from `scalars` once per step (update_policy), after the gradient norm joins them:
   double loss = 0;  // weighted mean over the step's micro-batches (and, once summed, ranks)
   int64_t tokens = 0, samples = 0;
+  MetricMap metrics;  // the trainer's scalars, averaged
   int64_t local_tokens = 0;  // this rank's own
-  MetricMap metrics;         // the trainer's scalars, averaged
+  // Until then the step's numbers stay where they were computed: the weighted loss and the
+  // trainer's tensor metrics (float64, on the compute device), the host ones beside them.
+  at::Tensor loss_sum;
+  std::map<std::string, at::Tensor> device_metrics;
+  MetricMap host_metrics;
+  // sum_over_ranks packs them into one float64 tensor (summed over ranks): [loss, tokens, samples,
+  // metrics in `scalar_names` order].
+  at::Tensor scalars;
+  std::vector<std::string> scalar_names;
+  int host_reads = 0;  // device-to-host copies the engine made in this step (1; a test checks)
   double data_s = 0, forward_s = 0, backward_s = 0, communication_s = 0, optimizer_s = 0;
   double grad_norm = 0, lr = 0;
   bool finite = true;  // false: the update was skipped

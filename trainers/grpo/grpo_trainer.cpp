@@ -45,7 +45,7 @@ class GrpoTrainer final : public Trainer {
     if (stale) sample_ctx.policy = &*sampler_;
     RolloutBatch rollouts = sample_rollouts(batch, sample_ctx, g, gen);
     if (stale) rollouts.policy_version = sampler_version_;
-    std::map<std::string, double> parts;
+    Metrics parts;
     const at::Tensor rewards = score_rollouts(rollouts, ctx, o_.reward_rule(), o_.max_new_tokens(), &parts);
     const at::Tensor advantages = kernels::group_advantages(rewards, g, o_.scale_rewards());
 
@@ -61,12 +61,12 @@ class GrpoTrainer final : public Trainer {
     LossOutput out;
     out.loss = l.loss;
     out.tokens = rollouts.sequences.attention_mask.sum().item<int64_t>();
-    out.metrics = parts;
-    out.metrics["reward_mean"] = rewards.mean().item<double>();
-    out.metrics["reward_std"] = rewards.view({-1, g}).std(1).mean().item<double>();
-    out.metrics["completion_length"] = rollouts.lengths.to(at::kDouble).mean().item<double>();
-    out.metrics["terminated_share"] = rollouts.lengths.lt(o_.max_new_tokens()).to(at::kDouble).mean().item<double>();
-    out.metrics["advantage_abs_mean"] = advantages.abs().mean().item<double>();
+    for (const auto& [k, v] : parts) out.metrics[k] = v;
+    out.metrics["reward_mean"] = rewards.mean();
+    out.metrics["reward_std"] = rewards.view({-1, g}).std(1).mean();
+    out.metrics["completion_length"] = rollouts.lengths.to(at::kDouble).mean();
+    out.metrics["terminated_share"] = rollouts.lengths.lt(o_.max_new_tokens()).to(at::kDouble).mean();
+    out.metrics["advantage_abs_mean"] = advantages.abs().mean();
     out.metrics["kl"] = l.kl;
     out.metrics["clip_ratio_low"] = l.clip_low;
     out.metrics["clip_ratio_high"] = l.clip_high;

@@ -58,10 +58,12 @@ RolloutBatch sample_rollouts(const std::vector<const buffer::Example*>& prompts,
   out.sequences.input_ids = at::cat({ids, at::where(out.completion_mask > 0, gen.tokens, ctx.pad_id)}, 1);
   out.sequences.attention_mask = at::cat({mask, out.completion_mask}, 1);
   out.sequences.response_mask = at::cat({at::zeros_like(mask), out.completion_mask}, 1);
-  const at::Tensor tokens = gen.tokens.contiguous();
-  const at::Tensor lengths = gen.lengths.contiguous();
+  // The completions as token lists: one copy of the tokens and lengths to the host for them all.
+  const at::Tensor tokens = gen.tokens.to(at::kCPU).contiguous();
+  const at::Tensor lengths = gen.lengths.to(at::kCPU).contiguous();
+  const int64_t* length_of = lengths.data_ptr<int64_t>();
   for (int64_t r = 0; r < rows; ++r) {
-    const int64_t len = lengths[r].item<int64_t>();
+    const int64_t len = length_of[r];
     const int64_t* row = tokens[r].data_ptr<int64_t>();
     std::vector<int64_t> c(row, row + len);
     if (!c.empty() && c.back() == ctx.eos_id) c.pop_back();
@@ -85,11 +87,9 @@ kernels::GrpoLossOutput rollout_grpo_loss(const RolloutBatch& rollouts, const St
   {
     at::NoGradGuard no_grad;  // the old and reference log-probs are constants of the loss
     if (options.sampler != nullptr) in.old_logps = completion_logps(*options.sampler);
-    if (options.beta > 0 && ctx.reference_token_logprobs) {
-      in.ref_logps = ctx.reference_token_logprobs(rollouts.sequences, options.temperature).narrow(1, w - 1, n);
-    } else if (options.beta > 0) {
+    if (options.beta > 0) {
       ALN_CHECK(ctx.reference != nullptr, "a KL term (beta > 0) needs the reference model");
-      in.ref_logps = completion_logps(*ctx.reference);
+      in.ref_logps = ctx.reference->token_logprobs(rollouts.sequences, options.temperature).narrow(1, w - 1, n);
     }
   }
   return kernels::grpo_loss(
@@ -109,31 +109,33 @@ bool looks_like_refusal(const std::string& text) {
 }
 
 at::Tensor score_rollouts(const RolloutBatch& rollouts, const StepContext& ctx, aln::v1::RewardRule rule,
-                          int64_t max_new_tokens, std::map<std::string, double>* parts) {
+                          int64_t max_new_tokens, Metrics* parts) {
   at::NoGradGuard no_grad;
   const int64_t rows = static_cast<int64_t>(rollouts.completions.size());
-  at::Tensor rewards = at::zeros({rows}, at::kDouble);
+  at::Tensor rewards = at::zeros({rows}, rollouts.sequences.input_ids.options().dtype(at::kDouble));
   if (rule != aln::v1::REWARD_RULE_UNSPECIFIED) {
     std::vector<double> values;
+    const at::Tensor lengths = rollouts.lengths.to(at::kCPU).contiguous();  // one copy for every row
+    const int64_t* length_of = lengths.data_ptr<int64_t>();
     for (int64_t r = 0; r < rows; ++r) {
       const auto& c = rollouts.completions[static_cast<size_t>(r)];
       if (rule == aln::v1::REFUSAL) {
         ALN_CHECK(static_cast<bool>(ctx.decode), "the refusal rule needs the tokenizer (no decoder in the context)");
         values.push_back(looks_like_refusal(ctx.decode(c)) ? 1.0 : 0.0);
       } else {
-        const double share = static_cast<double>(rollouts.lengths[r].item<int64_t>()) /
+        const double share = static_cast<double>(length_of[r]) /
                              static_cast<double>(std::max<int64_t>(1, max_new_tokens));
         values.push_back(rule == aln::v1::LENGTH ? share : 1.0 - share);
       }
     }
-    at::Tensor v = at::tensor(values, at::kDouble);
-    (*parts)["reward_rule"] = v.mean().item<double>();
+    at::Tensor v = at::tensor(values, at::kDouble).to(rewards.device());
+    (*parts)["reward_rule"] = v.mean();
     rewards += v;
   }
   for (size_t i = 0; i < ctx.reward_models.size(); ++i) {
     const auto& s = rollouts.sequences;
     at::Tensor score = ctx.reward_models[i]->scores(s.input_ids, s.attention_mask).select(1, 0).to(at::kDouble);
-    (*parts)[absl::StrCat("reward_model_", i)] = score.mean().item<double>();
+    (*parts)[absl::StrCat("reward_model_", i)] = score.mean();
     rewards += score;
   }
   ALN_CHECK(rule != aln::v1::REWARD_RULE_UNSPECIFIED || !ctx.reward_models.empty(),

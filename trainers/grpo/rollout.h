@@ -32,9 +32,9 @@ RolloutBatch sample_rollouts(const std::vector<const buffer::Example*>& prompts,
                              int64_t group_size, const model::GenerationOptions& base);
 
 // Rewards [rows] (double): the rule's value plus each reward model's score of prompt + completion.
-// `parts` receives the mean of each component ("rule", "reward_model_<i>").
+// `parts` receives the mean of each component ("reward_rule", "reward_model_<i>"), not read here.
 at::Tensor score_rollouts(const RolloutBatch& rollouts, const StepContext& ctx, aln::v1::RewardRule rule,
-                          int64_t max_new_tokens, std::map<std::string, double>* parts);
+                          int64_t max_new_tokens, Metrics* parts);
 
 // GRPO's loss on rollouts (shared by grpo, hair and the controllable rl objective): per-token
 // log-probs of the completions under the policy (temperature-scaled, as sampled), `sampler`'s as the

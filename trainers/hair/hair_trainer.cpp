@@ -14,7 +14,7 @@
 #include "kernels/hair.h"
 #include "trainers/grpo/rollout.h"
 #include "trainers/hair/demonstrations.h"
-#include "trainers/hair/sentence_encoder.h"
+#include "trainers/sentence_embeddings.h"
 #include "trainers/hair/shadow_rewards.h"
 #include "trainers/sequence_logprobs.h"
 
@@ -164,7 +164,7 @@ class HairTrainer final : public Trainer {
                                 score(shadows_->model(m), demos.input_ids, demos.attention_mask, pi).to(at::kDouble));
       }
     }
-    std::map<std::string, double> parts;
+    Metrics parts;
     at::Tensor rewards = sample_reward.clone();
     if (o_.reward_rule() != aln::v1::REWARD_RULE_UNSPECIFIED) {
       StepContext rule_ctx = ctx;
@@ -180,13 +180,13 @@ class HairTrainer final : public Trainer {
       const at::Tensor gaps = sample_reward - demo_reward.repeat_interleave(g);
       const kernels::HairResponsiveness resp = kernels::hair_model_alpha(gaps, g, o_.tau());
       advantages = kernels::hair_advantages(rewards, alpha_d, resp.alpha, g);
-      out.metrics["similarity_mean"] = (1 - delta).mean().item<double>();
-      out.metrics["alpha_d_mean"] = alpha_d.mean().item<double>();
-      out.metrics["alpha_d_min"] = alpha_d.min().item<double>();
-      out.metrics["alpha_d_max"] = alpha_d.max().item<double>();
-      out.metrics["alpha_m_mean"] = resp.alpha.mean().item<double>();
-      out.metrics["outlier_share"] = 1 - resp.kept.mean().item<double>();
-      out.metrics["reward_gap_mean"] = gaps.mean().item<double>();
+      out.metrics["similarity_mean"] = (1 - delta).mean();
+      out.metrics["alpha_d_mean"] = alpha_d.mean();
+      out.metrics["alpha_d_min"] = alpha_d.min();
+      out.metrics["alpha_d_max"] = alpha_d.max();
+      out.metrics["alpha_m_mean"] = resp.alpha.mean();
+      out.metrics["outlier_share"] = 1 - resp.kept.mean().to(at::kDouble);
+      out.metrics["reward_gap_mean"] = gaps.mean();
     } else {
       advantages = kernels::group_advantages(rewards, g, true);
     }
@@ -200,12 +200,12 @@ class HairTrainer final : public Trainer {
     out.loss = l.loss;
     out.tokens = rollouts.sequences.attention_mask.sum().item<int64_t>();
     for (const auto& [k, v] : parts) out.metrics[k] = v;
-    out.metrics["reward_mean"] = rewards.mean().item<double>();
-    out.metrics["reward_std"] = rewards.view({-1, g}).std(1).mean().item<double>();
-    out.metrics["shadow_reward_mean"] = sample_reward.mean().item<double>();
-    out.metrics["demo_reward_mean"] = demo_reward.mean().item<double>();
-    out.metrics["completion_length"] = rollouts.lengths.to(at::kDouble).mean().item<double>();
-    out.metrics["advantage_abs_mean"] = advantages.abs().mean().item<double>();
+    out.metrics["reward_mean"] = rewards.mean();
+    out.metrics["reward_std"] = rewards.view({-1, g}).std(1).mean();
+    out.metrics["shadow_reward_mean"] = sample_reward.mean();
+    out.metrics["demo_reward_mean"] = demo_reward.mean();
+    out.metrics["completion_length"] = rollouts.lengths.to(at::kDouble).mean();
+    out.metrics["advantage_abs_mean"] = advantages.abs().mean();
     out.metrics["kl"] = l.kl;
     out.metrics["clip_ratio_low"] = l.clip_low;
     out.metrics["clip_ratio_high"] = l.clip_high;
@@ -307,13 +307,12 @@ class HairTrainer final : public Trainer {
                            const StepContext& ctx, int64_t g) {
     ALN_CHECK(static_cast<bool>(ctx.decode) && static_cast<bool>(ctx.encode_text),
               "HAIR's data hardness needs the tokenizer in the step context");
-    // The encoder of its own, else the reference here, else the reference on its own ranks.
-    const model::DecoderModel* encoder = encoder_ ? &*encoder_ : ctx.reference;
-    ALN_CHECK(encoder != nullptr || static_cast<bool>(ctx.reference_sentence_embeddings),
+    // The encoder of its own, else the reference (here or on its own ranks).
+    ALN_CHECK(encoder_ || ctx.reference != nullptr,
               "HAIR's sentence encoder is missing (no reference model and no trainer.hair.encoder)");
     auto embed = [&](const std::vector<std::vector<int64_t>>& sentences) {
-      return encoder != nullptr ? hair::mean_pooled_embeddings(*encoder, sentences, ctx.pad_id)
-                                : ctx.reference_sentence_embeddings(sentences, ctx.pad_id);
+      return encoder_ ? mean_pooled_embeddings(*encoder_, sentences, ctx.pad_id)
+                      : ctx.reference->sentence_embeddings(sentences, ctx.pad_id);
     };
     auto sentence_ids = [&](const std::string& text) {
       std::vector<std::vector<int64_t>> out;

@@ -101,8 +101,11 @@ class PtAlignTrainer final : public Trainer {
     out.tokens = b.attention_mask.sum().item<int64_t>();
     out.metrics["likelihood_loss"] = l.likelihood;
     out.metrics["unlikelihood_loss"] = l.unlikelihood;
-    const double total = l.likelihood + o_.lambda() * l.unlikelihood;
-    out.metrics["unlikelihood_share"] = total != 0 ? o_.lambda() * l.unlikelihood / total : 0;
+    // In float64, as the host computed it: the share is 0 when both terms are.
+    const at::Tensor likelihood = l.likelihood.to(at::kDouble), unlikelihood = l.unlikelihood.to(at::kDouble);
+    const at::Tensor total = likelihood + o_.lambda() * unlikelihood;
+    out.metrics["unlikelihood_share"] =
+        at::where(total != 0, o_.lambda() * unlikelihood / total, at::zeros_like(total));
     out.metrics["weighted_token_share"] = l.weighted_share;
     out.metrics["toxic_token_probability"] = l.toxic_probability;
     out.sequence_logprobs = lp.sums.detach();

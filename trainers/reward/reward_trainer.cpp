@@ -20,8 +20,8 @@ class RewardTrainer final : public Trainer {
     out.loss = -at::log_sigmoid(chosen - rejected).mean();
     if (center_ > 0) out.loss = out.loss + center_ * (chosen + rejected).pow(2).mean();
     out.tokens = b.attention_mask.sum().item<int64_t>();
-    out.metrics["reward_accuracy"] = (chosen > rejected).to(at::kDouble).mean().item<double>();
-    out.metrics["reward_margin"] = (chosen - rejected).to(at::kDouble).mean().item<double>();
+    out.metrics["reward_accuracy"] = (chosen > rejected).to(at::kDouble).mean();
+    out.metrics["reward_margin"] = (chosen - rejected).to(at::kDouble).mean();
     return out;
   }
 

@@ -89,9 +89,9 @@ class SafeDpoTrainer final : public Trainer {
         uw.push_back(e->unsafe_chosen == 1 ? 1.0 : 0.0);
         ul.push_back(e->unsafe_rejected == 1 ? 1.0 : 0.0);
       }
-      const auto dtype = f.logprobs.policy_chosen.scalar_type();
-      l = kernels::safedpo_loss(f.logprobs, at::tensor(uw, at::kDouble).to(dtype),
-                                at::tensor(ul, at::kDouble).to(dtype), options_.beta(), options_.delta());
+      const auto options = f.logprobs.policy_chosen.options();  // its dtype and device
+      l = kernels::safedpo_loss(f.logprobs, at::tensor(uw, at::kDouble).to(options),
+                                at::tensor(ul, at::kDouble).to(options), options_.beta(), options_.delta());
     } else {
       l = kernels::dpo_loss(f.logprobs, kernels::DpoLossType::kSigmoid, options_.beta(), 0.0);
     }

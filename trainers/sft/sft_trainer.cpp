@@ -22,8 +22,8 @@ class SftTrainer final : public Trainer {
     LossOutput out;
     out.loss = -lp.sums.sum() / tokens.clamp_min(1);
     out.tokens = b.attention_mask.sum().item<int64_t>();
-    out.metrics["nll"] = out.loss.item<double>();
-    out.metrics["response_tokens"] = tokens.item<double>();
+    out.metrics["nll"] = out.loss;
+    out.metrics["response_tokens"] = tokens;
     return out;
   }
 

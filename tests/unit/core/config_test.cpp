@@ -11,6 +11,7 @@
 
 #include "core/config/input_paths.h"
 #include "core/config/job_config.h"
+#include "core/config/method_traits.h"
 
 namespace aln::config {
 namespace {
@@ -394,6 +395,27 @@ TEST(JobConfig, ReadPathsAreConfinedToTheAllowedDirectories) {
   ASSERT_TRUE(job.ok());
   EXPECT_TRUE(confine_read_paths(*job, "/anywhere", {}).ok());  // no --input-dirs: everything
   fs::remove_all(root);
+}
+
+// Every method's traits as job.proto declares them (the rules are read, none throws).
+TEST(MethodTraits, DeclaredOnEachMethodsOptions) {
+  EXPECT_EQ(method_names(), (std::vector<std::string>{"sft", "reward", "dpo", "safedpo", "tdpo", "radpo", "grpo",
+                                                       "ptalign", "controllable", "hair"}));
+  EXPECT_EQ(method_names(/*pipeline_only=*/true), (std::vector<std::string>{"sft", "reward", "dpo", "safedpo"}));
+  std::string generating, with_reference;
+  for (const std::string& name : method_names()) {
+    auto job = load_job_text("trainer: {" + name + ": {}}\ndata: {train: [{path: x.jsonl}]}\n", "job.yaml");
+    ASSERT_TRUE(job.ok()) << job.status();
+    const MethodTraits traits = method_traits(job->spec.trainer());
+    EXPECT_EQ(traits.name, name);
+    if (traits.generates) generating += name + " ";
+    if (traits.reference_ranks) with_reference += name + " ";
+  }
+  EXPECT_EQ(generating, "grpo ptalign controllable hair ");
+  // With their defaults: GRPO's KL term is on (beta > 0), HAIR's sentence encoder is the
+  // reference, the controllable method's default objective (clm) needs none.
+  EXPECT_EQ(with_reference, "dpo safedpo tdpo radpo grpo hair ");
+  EXPECT_TRUE(method_traits(aln::v1::TrainerSpec()).name.empty());
 }
 
 }  // namespace

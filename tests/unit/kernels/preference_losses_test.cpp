@@ -30,8 +30,8 @@ TEST(PreferenceLosses, HandComputedValues) {
   const double beta = 0.5;
   auto sig = dpo_loss(in, DpoLossType::kSigmoid, beta, 0.0);
   EXPECT_NEAR(sig.loss.item<double>(), -(log_sigmoid(1.0) + log_sigmoid(-0.5)) / 2, 1e-12);
-  EXPECT_DOUBLE_EQ(sig.accuracy, 0.5);
-  EXPECT_NEAR(sig.margin, (beta * 2 + beta * -1) / 2, 1e-12);
+  EXPECT_DOUBLE_EQ(sig.accuracy.item<double>(), 0.5);
+  EXPECT_NEAR(sig.margin.item<double>(), (beta * 2 + beta * -1) / 2, 1e-12);
   EXPECT_NEAR(sig.rewards_chosen[0].item<double>(), 0.5, 1e-12);
   auto hinge = dpo_loss(in, DpoLossType::kHinge, beta, 0.0);
   EXPECT_NEAR(hinge.loss.item<double>(), (0.0 + 1.5) / 2, 1e-12);

@@ -26,11 +26,11 @@ TEST(Unlikelihood, HandComputedValuesAndGradient) {
       ((-(std::log(0.5) + std::log(0.25)) / 2) + (-(std::log(0.8) + std::log(0.5) + std::log(0.1)) / 3)) / 2;
   // Only row 1 has weights: -(log(1 - 0.9) + log(1 - 0.5)) / 2, and the mean is over that row alone.
   const double ul = -(std::log(0.1) + std::log(0.5)) / 2;
-  EXPECT_NEAR(out.likelihood, mle, 1e-12);
-  EXPECT_NEAR(out.unlikelihood, ul, 1e-12);
+  EXPECT_NEAR(out.likelihood.item<double>(), mle, 1e-12);
+  EXPECT_NEAR(out.unlikelihood.item<double>(), ul, 1e-12);
   EXPECT_NEAR(out.loss.item<double>(), mle + 0.5 * ul, 1e-12);
-  EXPECT_NEAR(out.weighted_share, 2.0 / 4.0, 1e-12);
-  EXPECT_NEAR(out.toxic_probability, (0.9 + 0.5) / 2, 1e-12);
+  EXPECT_NEAR(out.weighted_share.item<double>(), 2.0 / 4.0, 1e-12);
+  EXPECT_NEAR(out.toxic_probability.item<double>(), (0.9 + 0.5) / 2, 1e-12);
   out.loss.backward();
   // d/dlogp of -0.5 * w log(1 - e^logp) / 2 = 0.5 * w * p / (1 - p) / 2.
   at::Tensor g = tox.grad();
@@ -45,11 +45,11 @@ TEST(Unlikelihood, CertainTokensStayFiniteAndNoWeightsMeansNoTerm) {
   at::Tensor mask = at::ones({1, 2}, at::kLong);
   at::Tensor tox = at::zeros({1, 2}, at::kDouble).set_requires_grad(true);  // p = 1: log(1 - p) = -inf unclamped
   UnlikelihoodOutput out = unlikelihood_loss(pos, mask, tox, mask, at::ones({1, 2}, at::kDouble), 1.0);
-  EXPECT_NEAR(out.unlikelihood, -std::log(1e-6), 1e-3);  // clamped at log(1 - 1e-6)
+  EXPECT_NEAR(out.unlikelihood.item<double>(), -std::log(1e-6), 1e-3);  // clamped at log(1 - 1e-6)
   EXPECT_TRUE(std::isfinite(out.loss.item<double>()));
   UnlikelihoodOutput none = unlikelihood_loss(pos, mask, tox, mask, at::zeros({1, 2}, at::kDouble), 1.0);
-  EXPECT_EQ(none.unlikelihood, 0.0);
-  EXPECT_EQ(none.weighted_share, 0.0);
+  EXPECT_EQ(none.unlikelihood.item<double>(), 0.0);
+  EXPECT_EQ(none.weighted_share.item<double>(), 0.0);
 }
 
 }  // namespace

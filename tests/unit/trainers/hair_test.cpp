@@ -13,7 +13,7 @@
 #include "kernels/hair.h"
 #include "tests/unit/trainers/tiny_model.h"
 #include "trainers/hair/demonstrations.h"
-#include "trainers/hair/sentence_encoder.h"
+#include "trainers/sentence_embeddings.h"
 #include "trainers/hair/shadow_rewards.h"
 
 namespace aln::trainers::hair {

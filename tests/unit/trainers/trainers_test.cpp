@@ -14,6 +14,7 @@
 #include "trainers/engine/reference_role.h"
 #include "trainers/engine/text_encoder.h"
 #include "trainers/ptalign/token_weights.h"
+#include "trainers/sentence_embeddings.h"
 #include "trainers/sequence_logprobs.h"
 #include "trainers/trainer.h"
 
@@ -51,6 +52,28 @@ buffer::Example pair(std::vector<int64_t> p, std::vector<int64_t> c, std::vector
   e.unsafe_chosen = uc;
   e.unsafe_rejected = ur;
   return e;
+}
+
+// A trainer's reference in this process answers what the model computes itself; the reference
+// ranks answer with the same LocalReference (reference_role.cpp), so the two give the same bits.
+TEST(Reference, LocalAnswersWhatTheModelComputes) {
+  auto lm = model::DecoderModel::random_init(tiny(model::Head::kCausalLm), 5);
+  const buffer::Example e = pair({1, 2, 3}, {4, 5}, {6});
+  buffer::SequenceBatch b = buffer::collate_pairs({&e}, 0);
+  const LocalReference reference(lm);
+  EXPECT_TRUE(at::equal(reference.token_logprobs(b, 0.7), response_logprobs(lm, b, 0.7).per_token));
+  const at::Tensor positions = at::tensor(std::vector<int64_t>{0, 3, 5}, at::kLong);
+  const at::Tensor h = lm.hidden_states(b.input_ids, b.attention_mask);
+  const int64_t t = h.size(1);
+  EXPECT_TRUE(at::equal(reference.hidden_states(b.input_ids, b.attention_mask, positions),
+                        h.narrow(1, 0, t - 1).reshape({-1, h.size(2)}).index_select(0, positions)));
+  EXPECT_TRUE(at::equal(reference.output_weight(), lm.output_weight()));
+  EXPECT_TRUE(at::equal(reference.sentence_embeddings({{1, 2}, {3}}, 0), mean_pooled_embeddings(lm, {{1, 2}, {3}}, 0)));
+  // A step context made with a model gets it as its reference.
+  StepContext ctx = make_step_context(&lm, &lm, 0, 0);
+  ASSERT_NE(ctx.reference, nullptr);
+  EXPECT_TRUE(at::equal(ctx.reference->token_logprobs(b, 1.0), response_logprobs(lm, b).per_token));
+  EXPECT_EQ(make_step_context(&lm, nullptr, 0, 0).reference, nullptr);
 }
 
 TEST(Trainers, RegistryListsTheAlignmentCoreMethods) {
@@ -146,7 +169,7 @@ TEST(Trainers, SftIsMeanNllOverResponseTokens) {
     for (size_t k = e->prompt.size(); k < ids.size(); ++k) total -= logp[k - 1][ids[k]].item<double>();
   }
   EXPECT_NEAR(out.loss.item<double>(), total / 5, 1e-5);
-  EXPECT_EQ(out.metrics["response_tokens"], 5);
+  EXPECT_EQ(out.metrics["response_tokens"].value(), 5);
 }
 
 TEST(Trainers, RewardIsBradleyTerryOnScores) {
@@ -162,7 +185,7 @@ TEST(Trainers, RewardIsBradleyTerryOnScores) {
   const double d2 = score({6, 7}) - score({6, 8, 9, 10});
   const double want = (std::log1p(std::exp(-d1)) + std::log1p(std::exp(-d2))) / 2;
   EXPECT_NEAR(out.loss.item<double>(), want, 1e-5);
-  EXPECT_DOUBLE_EQ(out.metrics["reward_accuracy"], (d1 > 0) * 0.5 + (d2 > 0) * 0.5);
+  EXPECT_DOUBLE_EQ(out.metrics["reward_accuracy"].value(), (d1 > 0) * 0.5 + (d2 > 0) * 0.5);
 }
 
 TEST(Trainers, DpoCachedReferenceEqualsOnTheFly) {
@@ -381,7 +404,7 @@ TEST(Trainers, TokenLevelTrainersEqualFullLogitsAutograd) {
           << name << " max diff " << (g_chunked.at(name) - g).abs().max().item<double>();
     }
     const std::string key = c.method == "tdpo" ? "seqkl_chosen" : "risk_chosen";
-    EXPECT_NEAR(chunked.metrics.at(key), dw.mean().item<double>(), 1e-5);
+    EXPECT_NEAR(chunked.metrics.at(key).value(), dw.mean().item<double>(), 1e-5);
   }
 }
 

@@ -1,4 +1,4 @@
-#include "trainers/hair/sentence_encoder.h"
+#include "trainers/sentence_embeddings.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
@@ -7,7 +7,7 @@
 
 #include "core/error.h"
 
-namespace aln::trainers::hair {
+namespace aln::trainers {
 
 at::Tensor mean_pooled_embeddings(const model::DecoderModel& encoder,
                                   const std::vector<std::vector<int64_t>>& sentences, int64_t pad_id, int64_t batch) {
@@ -38,4 +38,4 @@ at::Tensor mean_pooled_embeddings(const model::DecoderModel& encoder,
   return out;
 }
 
-}  // namespace aln::trainers::hair
+}  // namespace aln::trainers

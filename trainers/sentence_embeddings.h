@@ -1,7 +1,7 @@
 #pragma once
-// The sentence encoder behind HAIR's data hardness [D]: the mean over a sentence's tokens of a
-// decoder's final hidden states (the policy as the stage starts by default, any Hugging Face decoder
-// with trainer.hair.encoder). Pluggable: anything that maps token sequences to [N, H] embeddings.
+// Sentence embeddings from a decoder: the mean over a sentence's tokens of its final hidden states.
+// One of the things a trainer may ask of the reference (StepContext::reference_sentence_embeddings;
+// HAIR's data hardness uses it), so it lives beside the other reference services, not in a method.
 #include <cstdint>
 #include <vector>
 
@@ -9,11 +9,11 @@
 
 #include "core/model/decoder.h"
 
-namespace aln::trainers::hair {
+namespace aln::trainers {
 
 // [N, H] float32 embeddings of N token sequences (each non-empty), batched `batch` at a time.
 at::Tensor mean_pooled_embeddings(const model::DecoderModel& encoder,
                                   const std::vector<std::vector<int64_t>>& sentences, int64_t pad_id,
                                   int64_t batch = 64);
 
-}  // namespace aln::trainers::hair
+}  // namespace aln::trainers
