@@ -26,6 +26,15 @@ absl::Status check_size(int64_t size, int peer) {
   return absl::OkStatus();
 }
 
+// What one frame can carry (protobuf and one MPI call's count stop at 2 GiB).
+absl::Status check_outgoing(size_t bytes) {
+  if (static_cast<int64_t>(bytes) > kMaxFrameBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a control message of ", bytes, " bytes is over the 2 GiB one message can carry"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status parse_payload(std::string_view payload, int peer, google::protobuf::MessageLite* message) {
   if (!message->ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
     return absl::DataLossError(absl::StrCat("a control message from rank ", peer, " (", payload.size(),
@@ -37,10 +46,7 @@ absl::Status parse_payload(std::string_view payload, int peer, google::protobuf:
 }  // namespace
 
 absl::StatusOr<OutgoingFrame> post_frame(Communicator& channel, int peer, FrameTags tags, std::string_view payload) {
-  if (static_cast<int64_t>(payload.size()) > kMaxFrameBytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("a control message of ", payload.size(), " bytes is over the 2 GiB one message can carry"));
-  }
+  ALN_RETURN_IF_ERROR(check_outgoing(payload.size()));
   OutgoingFrame frame;
   frame.size = size_tensor(static_cast<int64_t>(payload.size()));
   frame.bytes = bytes_tensor(payload);
@@ -59,10 +65,7 @@ absl::Status send_frame(Communicator& channel, int peer, FrameTags tags, std::st
 
 absl::Status send_message(Communicator& channel, int peer, FrameTags tags, const google::protobuf::MessageLite& message,
                           std::chrono::milliseconds timeout) {
-  if (static_cast<int64_t>(message.ByteSizeLong()) > kMaxFrameBytes) {
-    return absl::InvalidArgumentError(absl::StrCat("a control message of ", message.ByteSizeLong(),
-                                                   " bytes is over the 2 GiB one message can carry"));
-  }
+  ALN_RETURN_IF_ERROR(check_outgoing(message.ByteSizeLong()));  // before serialising it
   return send_frame(channel, peer, tags, message.SerializeAsString(), timeout);
 }
 
@@ -111,10 +114,7 @@ absl::Status receive_message(Communicator& channel, int peer, FrameTags tags, go
 absl::Status broadcast_frame(Communicator& channel, int root, std::string* payload,
                              std::chrono::milliseconds timeout) {
   const bool is_root = channel.rank() == root;
-  if (is_root && static_cast<int64_t>(payload->size()) > kMaxFrameBytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("a control message of ", payload->size(), " bytes is over the 2 GiB one message can carry"));
-  }
+  if (is_root) ALN_RETURN_IF_ERROR(check_outgoing(payload->size()));
   at::Tensor size = size_tensor(is_root ? static_cast<int64_t>(payload->size()) : 0);
   ALN_RETURN_IF_ERROR(channel.broadcast(size, root)->wait(timeout));
   const int64_t n = size.data_ptr<int64_t>()[0];

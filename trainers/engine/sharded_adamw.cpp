@@ -49,6 +49,7 @@ void ShardedAdamW::step(optim::TensorMap& params, double lr) {
   adam_.step(mine, lr);
   // All-gather the updated ranges (each padded to width_) and copy the others' into place.
   at::NoGradGuard no_grad;
+  ALN_CHECK(!params.empty(), "ZeRO-1 step with no parameters");
   at::Tensor flat = at::zeros({width_}, params.begin()->second.options().dtype(at::kFloat));
   int64_t offset = 0;
   for (auto& [name, p] : params) {

@@ -65,7 +65,8 @@ void read_scalars(StepResult& r, const at::Tensor& grad_norm) {
   r.tokens = static_cast<int64_t>(v[1]);
   r.samples = static_cast<int64_t>(v[2]);
   r.metrics.clear();
-  for (size_t i = 0; i < r.scalar_names.size(); ++i) r.metrics[r.scalar_names[i]] = v[3 + i];
+  // A name reported both ways (a host number in one micro-batch, a tensor in another) adds up.
+  for (size_t i = 0; i < r.scalar_names.size(); ++i) r.metrics[r.scalar_names[i]] += v[3 + i];
   r.grad_norm = v[3 + r.scalar_names.size()];
 }
 
