@@ -1,6 +1,6 @@
 #pragma once
 // Sentence embeddings from a decoder: the mean over a sentence's tokens of its final hidden states.
-// One of the things a trainer may ask of the reference (StepContext::reference_sentence_embeddings;
+// One of the things a trainer may ask of the reference (ReferenceQuery::kSentenceEmbeddings;
 // HAIR's data hardness uses it), so it lives beside the other reference services, not in a method.
 #include <cstdint>
 #include <vector>

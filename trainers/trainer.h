@@ -19,52 +19,41 @@
 #include "core/registry.h"
 #include "trainers/metric_value.h"
 #include "trainers/reference.h"
+#include "trainers/reward_model.h"
 
 namespace aln::trainers {
 
 enum class RecordKind { kSequences, kPreferencePairs, kPrompts };
 enum class ModelHead { kLanguageModel, kScore };
 
+// What a trainer asks of the frozen reference (trainers::Reference). The engine chooses how each
+// is answered from this list alone: per-pair sums are cached in the examples up front (or computed
+// on the fly, reference.mode), the others come each step from the reference in this process or from
+// the reference's own ranks (placement: separate). An empty list loads no reference.
+enum class ReferenceQuery {
+  kPairSums,            // per-pair response log-prob sums (Example::reference_chosen / _rejected)
+  kTokenLogprobs,       // per-token log-probs of sequences the step makes (Reference::token_logprobs)
+  kHiddenStates,        // final hidden states and the output projection (full distributions: TDPO, Ra-DPO)
+  kSentenceEmbeddings,  // mean-pooled final hidden states (Reference::sentence_embeddings; HAIR's encoder)
+};
+
 // What a trainer asks of the engine.
 struct Needs {
   RecordKind records = RecordKind::kSequences;
   ModelHead head = ModelHead::kLanguageModel;
-  bool reference_logprobs = false;  // per-pair reference sums, cached or computed on the fly
-  // The reference model itself in every step (full next-token distributions, as TDPO and Ra-DPO
-  // need): the stage runs with the reference on the fly whatever reference.mode says.
-  bool reference_model = false;
-  // With reference_model: the trainer uses the reference only through per-token log-probs of given
-  // sequences (Reference::token_logprobs), so the reference may run on ranks of its own and answer
-  // each step (GRPO's KL term).
-  bool reference_token_logprobs_only = false;
-  // With reference_model: the trainer uses only the reference's final hidden states and its output
-  // projection (Reference::hidden_states / output_weight), so the reference's body may run on ranks
-  // of its own each step (TDPO, Ra-DPO).
-  bool reference_hidden_states_only = false;
-  // With reference_token_logprobs_only: the trainer also embeds sentences with the reference (mean
-  // of its final hidden states, Reference::sentence_embeddings; HAIR's default sentence encoder).
-  bool reference_sentence_embeddings = false;
-};
+  std::vector<ReferenceQuery> reference;
 
-// A reward model as trainers use it: scores [B, num_labels] at each row's last non-padding token.
-// The engine hands trainers the stage's reward models loaded in this process, or (placement:
-// separate) stand-ins that ask the reward ranks; trainers cannot tell which.
-class RewardModel {
- public:
-  virtual ~RewardModel() = default;
-  virtual at::Tensor scores(const at::Tensor& input_ids, const at::Tensor& attention_mask) const = 0;
-};
-
-// A reward model in this process (must outlive the wrapper).
-class LocalRewardModel final : public RewardModel {
- public:
-  explicit LocalRewardModel(const model::DecoderModel& model) : model_(model) {}
-  at::Tensor scores(const at::Tensor& input_ids, const at::Tensor& attention_mask) const override {
-    return model_.scores(input_ids, attention_mask);
+  bool asks(ReferenceQuery query) const {
+    for (ReferenceQuery q : reference)
+      if (q == query) return true;
+    return false;
   }
-
- private:
-  const model::DecoderModel& model_;
+  // The reference is asked during steps, not only before the stage (anything but pair sums).
+  bool reference_each_step() const {
+    for (ReferenceQuery q : reference)
+      if (q != ReferenceQuery::kPairSums) return true;
+    return false;
+  }
 };
 
 struct PrepareContext {
@@ -163,6 +152,10 @@ class Trainer {
   // false); the metrics join the held-out ones. For numbers over the whole set, not a mean over
   // batches (the controllable method's rank correlations).
   virtual std::map<std::string, double> evaluation_summary() { return {}; }
+  // Whether the held-out set may be split over the data-parallel ranks (each evaluates its share of
+  // the batches and the per-batch numbers are added in batch order, as one process would). A
+  // trainer whose evaluation_summary needs every example in one process says false.
+  virtual bool evaluation_splits() const { return true; }
 };
 
 using TrainerRegistry = Registry<Trainer, const aln::v1::StageSpec&>;

@@ -209,8 +209,10 @@ at::Tensor DecoderModel::hidden_states(const at::Tensor& input_ids, const at::Te
   // padding rows never have an empty softmax (their outputs are ignored anyway). A single decoding
   // step only needs the key-padding row.
   at::Tensor allowed;
-  // Without padding or cache the kernel's own causal path is faster than an explicit mask.
-  const bool plain_causal = past == 0 && n > 1 && mask.all().item<bool>();
+  // Without padding or cache the kernel's own causal path is faster than an explicit mask. Knowing
+  // that takes a read of the mask: free for a host mask, a device sync for a device one, so a
+  // device mask always takes the explicit path (same numbers; the step stays free of syncs).
+  const bool plain_causal = past == 0 && n > 1 && attention_mask.is_cpu() && mask.all().item<bool>();
   if (plain_causal) {
     // leave `allowed` undefined
   } else if (n == 1) {

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/detail/CUDAHooksInterface.h>
 
 #include <limits>
 
@@ -27,6 +28,21 @@ at::Tensor filter_logits(const at::Tensor& logits, int64_t top_k, double top_p) 
   return out;
 }
 
+namespace {
+
+// A seeded generator on the device the logits live on, so sampling draws there and nothing crosses
+// to the host to sample. (A GPU's generator is a different algorithm from the CPU's: the same seed
+// samples different tokens on a GPU than on the CPU, as in PyTorch; each is repeatable.)
+at::Generator sampling_generator(const at::Device& device, uint64_t seed) {
+  if (device.is_cpu()) return at::detail::createCPUGenerator(seed);
+  ALN_CHECK(device.is_cuda(), "sampling on ", device.str(), " is not supported (CPU and CUDA are)");
+  at::Generator gen = at::detail::getCUDAHooks().getNewGenerator(device.index());
+  gen.set_current_seed(seed);
+  return gen;
+}
+
+}  // namespace
+
 GenerationOutput generate(const DecoderModel& model, const at::Tensor& prompt_ids, const at::Tensor& prompt_mask,
                           const GenerationOptions& options) {
   ALN_CHECK(prompt_ids.dim() == 2 && prompt_ids.sizes() == prompt_mask.sizes(), "prompt ids and mask must be [B, T]");
@@ -36,11 +52,11 @@ GenerationOutput generate(const DecoderModel& model, const at::Tensor& prompt_id
   ALN_CHECK(prompt_mask.select(1, prompt_mask.size(1) - 1).all().item<bool>(),
             "prompts must be left-padded (the last column of the mask must be all ones)");
   const int64_t b = prompt_ids.size(0);
-  at::Generator gen = at::detail::createCPUGenerator(options.seed);
   KvCache cache;
   cache.capacity = prompt_ids.size(1) + std::max<int64_t>(options.max_new_tokens, 1);
   at::Tensor mask = prompt_mask.to(at::kLong);
   at::Tensor step_logits = model.last_logits(prompt_ids, mask, &cache);
+  at::Generator gen = sampling_generator(step_logits.device(), options.seed);
   std::vector<std::vector<int64_t>> generated(b);
   std::vector<at::Tensor> tokens, logprobs;
   // Which rows have stopped: decided on the host from the one copy of each step's tokens, and

@@ -126,6 +126,8 @@ alive() { "$PY" -c 'import json, sys; print(" ".join(str(max(json.loads(l)["pipe
 check "1F1B, 4 stages, 4 micro-batches: at most 4 3 2 1 alive ($(alive dpo-p4 4))" "[[ '$(alive dpo-p4 4)' == '4 3 2 1' ]]"
 check "GPipe, 2 stages, 4 micro-batches: 4 alive on each ($(alive dpo-p2-gpipe 2))" "[[ '$(alive dpo-p2-gpipe 2)' == '4 4' ]]"
 check "1F1B, 2 stages: 2 1 alive ($(alive dpo-p2 2))" "[[ '$(alive dpo-p2 2)' == '2 1' ]]"
+check "one device-to-host read per step with 4 stages (the last stage's, handed to the others)" \
+  "! grep -v '\"host_reads\":1,' '$work/dpo-p4/train_log.jsonl' | grep -q ."
 check "step lines carry the bubble and the theoretical (p-1)/(m+p-1)" \
   "tail -1 '$work/dpo-p4/train_log.jsonl' | grep -q '\"theoretical_bubble\":0.42857142857142' && tail -1 '$work/dpo-p4/train_log.jsonl' | grep -q '\"bubble\":\['"
 

@@ -100,7 +100,7 @@ absl::StatusOr<nlohmann::json> evaluate_job(const aln::v1::JobSpec& spec, const 
     if (!loaded.ok()) return loaded.status();
     reference = std::move(*loaded);
   }
-  const bool needs_reference = (*trainer)->needs().reference_logprobs;
+  const bool needs_reference = !(*trainer)->needs().reference.empty();
   const bool with_loss = !needs_reference || reference.has_value();
   // What rollout-based trainers need: the same seed as training's evaluation, the tokenizer for rule
   // rewards, and the stage's reward models.

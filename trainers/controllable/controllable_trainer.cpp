@@ -55,11 +55,10 @@ class ControllableTrainer final : public Trainer {
   Needs needs() const override {
     const bool contrastive = o_.objective() == aln::v1::CONTRASTIVE;
     const bool rl_ref = o_.objective() == aln::v1::RL && o_.rl_beta() > 0;
-    Needs n{RecordKind::kPrompts, ModelHead::kLanguageModel, contrastive || rl_ref};
-    n.reference_model = contrastive || rl_ref;
     // Both use only the reference's log-probs of given sequences (the pairs, or the rollouts for the
     // KL term), so with placement: separate the reference's ranks answer them each step.
-    n.reference_token_logprobs_only = n.reference_model;
+    Needs n{RecordKind::kPrompts, ModelHead::kLanguageModel, {}};
+    if (contrastive || rl_ref) n.reference.push_back(ReferenceQuery::kTokenLogprobs);
     return n;
   }
 
@@ -238,6 +237,9 @@ class ControllableTrainer final : public Trainer {
     for (const auto* e : batch) tokens += static_cast<int64_t>(e->response.size());
     return static_cast<double>(std::max<int64_t>(tokens, 1));
   }
+
+  // Rank correlations need every held-out prompt's measurements in one process.
+  bool evaluation_splits() const override { return o_.eval_samples() == 0; }
 
   std::map<std::string, double> evaluation_summary() override {
     std::map<std::string, double> m;

@@ -18,7 +18,7 @@ class DpoTrainer final : public Trainer {
  public:
   explicit DpoTrainer(const aln::v1::DpoOptions& o) : options_(o) {}
   std::string name() const override { return "dpo"; }
-  Needs needs() const override { return {RecordKind::kPreferencePairs, ModelHead::kLanguageModel, true}; }
+  Needs needs() const override { return {RecordKind::kPreferencePairs, ModelHead::kLanguageModel, {ReferenceQuery::kPairSums}}; }
 
   LossOutput compute_loss(const std::vector<const buffer::Example*>& batch, StepContext& ctx) override {
     PairForward f = pair_forward(batch, ctx);

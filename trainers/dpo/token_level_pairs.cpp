@@ -108,10 +108,8 @@ class TokenLevelTrainer final : public Trainer {
       : name_(std::move(name)), settings_(std::move(settings)) {}
   std::string name() const override { return name_; }
   Needs needs() const override {
-    Needs n{RecordKind::kPreferencePairs, ModelHead::kLanguageModel, true};
-    n.reference_model = true;
-    n.reference_hidden_states_only = true;  // the full distributions are formed here from them
-    return n;
+    // The full distributions are formed here from the reference's hidden states and head.
+    return {RecordKind::kPreferencePairs, ModelHead::kLanguageModel, {ReferenceQuery::kHiddenStates}};
   }
   LossOutput compute_loss(const std::vector<const buffer::Example*>& batch, StepContext& ctx) override {
     return token_level_pair_loss(batch, ctx, settings_);

@@ -2,8 +2,6 @@
 
 #include <unistd.h>
 
-#include <ATen/CPUGeneratorImpl.h>
-#include <ATen/core/Generator.h>
 
 #include <algorithm>
 #include <cmath>
@@ -18,6 +16,7 @@
 #include "core/io/atomic_file.h"
 #include "core/io/safetensors.h"
 #include "core/model/hf_checkpoint.h"
+#include "trainers/engine/rng_state.h"
 
 namespace aln::engine {
 namespace fs = std::filesystem;
@@ -117,18 +116,6 @@ bool parse_step_name(const std::string& name, int64_t* step) {
 
 }  // namespace
 
-at::Tensor cpu_rng_state() {
-  at::Generator gen = at::detail::getDefaultCPUGenerator();
-  std::lock_guard<std::mutex> lock(gen.mutex());
-  return gen.get_state();
-}
-
-void set_cpu_rng_state(const at::Tensor& state) {
-  at::Generator gen = at::detail::getDefaultCPUGenerator();
-  std::lock_guard<std::mutex> lock(gen.mutex());
-  gen.set_state(state);
-}
-
 std::string state_to_json(const TrainingState& state) { return state_json(state).dump(); }
 
 absl::StatusOr<TrainingState> state_from_json(const std::string& text, const std::string& source) {
@@ -184,7 +171,7 @@ absl::Status verify_manifest(const std::string& path) {
 absl::StatusOr<std::string> CheckpointManager::save(
     const model::DecoderModel& policy, const model::DecoderModel* reference, const optim::TensorMap& optimizer,
     const TrainingState& state, const std::function<absl::Status(const std::string&)>& trainer_state,
-    const at::Tensor& rng) const {
+    const model::TensorMap* rng) const {
   const std::string name = absl::StrFormat("step-%08d", state.global_step);
   const fs::path final_dir = fs::path(dir_) / name;
   const fs::path tmp = fs::path(dir_) / absl::StrCat(".", name, ".tmp-", ::getpid());
@@ -210,8 +197,10 @@ absl::StatusOr<std::string> CheckpointManager::save(
   if (s.ok())
     s = io::save_safetensors((tmp / "optimizer.safetensors").string(),
                              io::NamedTensors(optimizer.begin(), optimizer.end()));
-  if (s.ok())
-    s = io::save_safetensors((tmp / "rng.safetensors").string(), {{"cpu", rng.defined() ? rng : cpu_rng_state()}});
+  if (s.ok()) {
+    const model::TensorMap states = rng != nullptr ? *rng : rng_states();
+    s = io::save_safetensors((tmp / "rng.safetensors").string(), io::NamedTensors(states.begin(), states.end()));
+  }
   if (s.ok() && trainer_state) {
     fs::create_directories(tmp / "trainer", ec);
     s = ec ? absl::InternalError(absl::StrCat("cannot create ", (tmp / "trainer").string(), ": ", ec.message()))
@@ -281,7 +270,7 @@ absl::StatusOr<LoadedCheckpoint> CheckpointManager::load(const std::string& path
   }
   auto policy = model::load_hf_model((dir / "model").string());
   if (!policy.ok()) return policy.status();
-  LoadedCheckpoint out{path, at::Tensor(), std::move(*policy), std::nullopt, {}, std::move(*state)};
+  LoadedCheckpoint out{path, {}, std::move(*policy), std::nullopt, {}, std::move(*state)};
   if (fs::exists(dir / "reference")) {
     auto reference = model::load_hf_model((dir / "reference").string());
     if (!reference.ok()) return reference.status();
@@ -292,9 +281,9 @@ absl::StatusOr<LoadedCheckpoint> CheckpointManager::load(const std::string& path
   out.optimizer = std::move(optimizer->tensors);
   auto rng = io::load_safetensors((dir / "rng.safetensors").string());
   if (!rng.ok()) return rng.status();
-  auto it = rng->tensors.find("cpu");
-  if (it == rng->tensors.end()) return absl::DataLossError(absl::StrCat(path, "/rng.safetensors: no 'cpu' tensor"));
-  out.rng = it->second;
+  if (rng->tensors.count("cpu") == 0)
+    return absl::DataLossError(absl::StrCat(path, "/rng.safetensors: no 'cpu' tensor"));
+  out.rng = std::move(rng->tensors);
   return out;
 }
 

@@ -5,7 +5,7 @@
 //   model/                  the policy in Hugging Face format (transformers loads it as is)
 //   reference/              the frozen reference, only when its log-probs are computed on the fly
 //   optimizer.safetensors   AdamW moments and step count
-//   rng.safetensors         LibTorch's CPU generator state
+//   rng.safetensors         the generators' states: "cpu", and "cuda:<i>" for each GPU in use (rng_state.h)
 //   trainer/                what the trainer learns besides the policy (HAIR's shadow reward models)
 //   state.json              stage, step, Buffer position, guard counter, reference-cache key, reports
 //   MANIFEST.json           written last: every file above with its size
@@ -44,16 +44,12 @@ struct TrainingState {
 
 struct LoadedCheckpoint {
   std::string path;
-  at::Tensor rng;
+  model::TensorMap rng;  // generator states by name (rng_state.h)
   model::DecoderModel policy;
   std::optional<model::DecoderModel> reference;
   optim::TensorMap optimizer;
   TrainingState state;
 };
-
-// LibTorch's CPU generator state, saved with every checkpoint and restored on resume.
-at::Tensor cpu_rng_state();
-void set_cpu_rng_state(const at::Tensor& state);
 
 class CheckpointManager {
  public:
@@ -63,11 +59,11 @@ class CheckpointManager {
 
   // Writes step-<global_step> atomically, then prunes old checkpoints. Returns its path.
   // `trainer_state` (when set) writes the trainer's own state into the given directory (trainer/).
-  // `rng`: the generator state to save (undefined: this process's, cpu_rng_state()).
+  // `rng`: the generator states to save (null: this process's, rng_states()).
   absl::StatusOr<std::string> save(const model::DecoderModel& policy, const model::DecoderModel* reference,
                                    const optim::TensorMap& optimizer, const TrainingState& state,
                                    const std::function<absl::Status(const std::string&)>& trainer_state = {},
-                                   const at::Tensor& rng = {}) const;
+                                   const model::TensorMap* rng = nullptr) const;
 
   // The newest complete checkpoint (none: nullopt). Incomplete or damaged ones are skipped with a
   // warning naming what is wrong.

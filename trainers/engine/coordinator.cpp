@@ -174,14 +174,13 @@ class Coordinator {
     const optim::TensorMap optimizer = std::move(received_["optimizer"].tensors);
     const model::TensorMap rng = std::move(received_["rng"].tensors);
     received_.clear();
-    auto rng_it = rng.find("cpu");
-    if (rng_it == rng.end()) throw Failed(absl::FailedPreconditionError("no generator state arrived"));
+    if (rng.count("cpu") == 0) throw Failed(absl::FailedPreconditionError("no generator state arrived"));
     const FileMap files = std::move(files_);
     files_.clear();
     WriteDir trainer_state;
     if (!files.empty()) trainer_state = [&](const std::string& dir) { return write_files(files, dir); };
     auto saved = outputs_.checkpoint_with_rng(policy, reference ? &*reference : nullptr, optimizer, *state,
-                                              trainer_state, rng_it->second);
+                                              trainer_state, rng);
     check(saved.status());
     log_.debug("checkpoint %s", *saved);
     return *saved;

@@ -4,75 +4,163 @@
 #include <ATen/core/grad_mode.h>
 
 #include <algorithm>
+#include <set>
+#include <string>
 
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "kernels/token_logprobs.h"
 #include "trainers/sequence_logprobs.h"
 
 namespace aln::engine {
+namespace {
+
+// What one held-out batch adds to the evaluation: sums weighted by the batch's size, and counts.
+struct BatchNumbers {
+  double loss = 0, preferred = 0, safe_pairs = 0, safe_right = 0;
+  MetricMap metrics;
+};
+
+struct EvalPlan {
+  trainers::Trainer* trainer;
+  const model::DecoderModel* policy;
+  const model::DecoderModel* reference;
+  int64_t pad_id;
+  bool with_loss;
+  bool lm_pairs;
+  const trainers::StepContext* extras;
+  Pipeline* pipeline;
+};
+
+// One batch's numbers; false on pipeline stages other than the last (they only pass activations on).
+bool evaluate_batch(const EvalPlan& p, const std::vector<const buffer::Example*>& batch, BatchNumbers& out) {
+  const double weight = static_cast<double>(batch.size());
+  at::Tensor seq_sums, seq_tokens;
+  if (p.with_loss) {
+    trainers::StepContext ctx = p.extras != nullptr ? *p.extras : trainers::StepContext{};
+    ctx.policy = p.policy;
+    if (p.reference != nullptr) ctx.reference = std::make_shared<trainers::LocalReference>(*p.reference);
+    ctx.pad_id = p.pad_id;
+    ctx.step = 0;  // evaluation samples the same rollouts before and after a stage
+    ctx.training = false;
+    trainers::LossOutput step;
+    // Pipeline stages: every stage runs the pass, the last one computes (and keeps) the numbers.
+    if (p.pipeline != nullptr) {
+      if (!p.pipeline->forward_only(*p.policy, [&] { step = p.trainer->compute_loss(batch, ctx); })) return false;
+    } else {
+      step = p.trainer->compute_loss(batch, ctx);
+    }
+    // Evaluation is outside the step path: one read per batch is fine here.
+    out.loss = step.loss.item<double>() * weight;
+    for (const auto& [k, v] : trainers::read_all(step.metrics)) out.metrics[k] = v * weight;
+    seq_sums = step.sequence_logprobs;
+    seq_tokens = step.sequence_tokens;
+  }
+  if (!p.lm_pairs) return true;
+  if (!seq_sums.defined()) {  // the trainer did not report them (or no loss was computed): score the pairs
+    kernels::ResponseLogprobs lp = trainers::response_logprobs(*p.policy, buffer::collate_pairs(batch, p.pad_id));
+    seq_sums = lp.sums;
+    seq_tokens = lp.tokens;
+  }
+  at::Tensor mean = (seq_sums / seq_tokens.clamp_min(1)).to(at::kDouble).cpu().contiguous();
+  const double* m = mean.data_ptr<double>();
+  const size_t n = batch.size();
+  for (size_t i = 0; i < n; ++i) {
+    const double margin = m[i] - m[n + i];
+    out.preferred += margin > 0;
+    const auto* e = batch[i];
+    if (e->unsafe_chosen >= 0 && e->unsafe_rejected >= 0 && e->unsafe_chosen != e->unsafe_rejected) {
+      ++out.safe_pairs;
+      out.safe_right += (e->unsafe_chosen == 0) == (margin > 0);
+    }
+  }
+  return true;
+}
+
+// The metric names any rank saw, on every rank (the ranks' batches may differ in what they report).
+std::vector<std::string> all_metric_names(const DataParallel& ranks, const std::vector<BatchNumbers>& rows) {
+  std::set<std::string> mine;
+  for (const auto& row : rows)
+    for (const auto& [k, v] : row.metrics) mine.insert(k);
+  const std::string joined = absl::StrJoin(mine, "\n");
+  const auto lengths = ranks.gather({static_cast<double>(joined.size())});
+  const size_t longest = static_cast<size_t>(*std::max_element(lengths.begin(), lengths.end()));
+  std::vector<double> bytes(longest, 0.0);
+  for (size_t i = 0; i < joined.size(); ++i) bytes[i] = static_cast<unsigned char>(joined[i]);
+  const auto everyone = ranks.gather(bytes);
+  std::set<std::string> names;
+  for (size_t r = 0; r < lengths.size(); ++r) {
+    std::string text;
+    for (size_t i = 0; i < static_cast<size_t>(lengths[r]); ++i)
+      text.push_back(static_cast<char>(everyone[r * longest + i]));
+    for (absl::string_view name : absl::StrSplit(text, '\n', absl::SkipEmpty())) names.emplace(name);
+  }
+  return {names.begin(), names.end()};
+}
+
+// Every batch's numbers on every rank: each rank fills the rows it evaluated, the others are zeros,
+// and a sum over ranks puts each row together exactly (x + 0 = x).
+void share_rows(const DataParallel& ranks, std::vector<BatchNumbers>& rows) {
+  const std::vector<std::string> names = all_metric_names(ranks, rows);
+  const int64_t width = 4 + static_cast<int64_t>(names.size());
+  at::Tensor table = at::zeros({static_cast<int64_t>(rows.size()), width}, at::kDouble);
+  double* t = table.data_ptr<double>();
+  for (size_t b = 0; b < rows.size(); ++b) {
+    double* row = t + b * static_cast<size_t>(width);
+    row[0] = rows[b].loss, row[1] = rows[b].preferred, row[2] = rows[b].safe_pairs, row[3] = rows[b].safe_right;
+    for (size_t k = 0; k < names.size(); ++k) {
+      auto it = rows[b].metrics.find(names[k]);
+      if (it != rows[b].metrics.end()) row[4 + k] = it->second;
+    }
+  }
+  ranks.sum(table);
+  t = table.data_ptr<double>();
+  for (size_t b = 0; b < rows.size(); ++b) {
+    const double* row = t + b * static_cast<size_t>(width);
+    rows[b] = BatchNumbers{row[0], row[1], row[2], row[3], {}};
+    for (size_t k = 0; k < names.size(); ++k) rows[b].metrics[names[k]] = row[4 + k];
+  }
+}
+
+}  // namespace
 
 MetricMap evaluate(trainers::Trainer& trainer, const model::DecoderModel& policy, const model::DecoderModel* reference,
                    const std::vector<buffer::Example>& eval, int64_t micro, int64_t pad_id, bool with_loss,
-                   const trainers::StepContext* extras, Pipeline* pipeline) {
+                   const trainers::StepContext* extras, Pipeline* pipeline, const DataParallel* ranks) {
   MetricMap out;
   if (eval.empty()) return out;
   at::NoGradGuard no_grad;
   const trainers::Needs needs = trainer.needs();
   const bool pairs = needs.records == trainers::RecordKind::kPreferencePairs;
   const bool lm_pairs = pairs && needs.head == trainers::ModelHead::kLanguageModel;
-  double loss = 0, pref = 0, safe_total = 0, safe_right = 0;
-  MetricMap sums;
-  for (size_t start = 0; start < eval.size(); start += static_cast<size_t>(micro)) {
+  const EvalPlan plan{&trainer, &policy, reference, pad_id, with_loss, lm_pairs, extras, pipeline};
+  const bool split = ranks != nullptr && ranks->size() > 1 && trainer.evaluation_splits();
+  const size_t step = static_cast<size_t>(micro);
+  const size_t batches = (eval.size() + step - 1) / step;
+  std::vector<BatchNumbers> rows(batches);
+  for (size_t b = 0; b < batches; ++b) {
+    if (split && static_cast<int>(b % static_cast<size_t>(ranks->size())) != ranks->rank()) continue;
     std::vector<const buffer::Example*> batch;
-    for (size_t i = start; i < std::min(eval.size(), start + static_cast<size_t>(micro)); ++i)
-      batch.push_back(&eval[i]);
-    const double weight = static_cast<double>(batch.size());
-    at::Tensor seq_sums, seq_tokens;
-    if (with_loss) {
-      trainers::StepContext ctx = extras != nullptr ? *extras : trainers::StepContext{};
-      ctx.policy = &policy;
-      if (reference != nullptr) ctx.reference = std::make_shared<trainers::LocalReference>(*reference);
-      ctx.pad_id = pad_id;
-      ctx.step = 0;  // evaluation samples the same rollouts before and after a stage
-      ctx.training = false;
-      trainers::LossOutput step;
-      // Pipeline stages: every stage runs the pass, the last one computes (and keeps) the numbers.
-      if (pipeline != nullptr) {
-        if (!pipeline->forward_only(policy, [&] { step = trainer.compute_loss(batch, ctx); })) continue;
-      } else {
-        step = trainer.compute_loss(batch, ctx);
-      }
-      loss += step.loss.item<double>() * weight;
-      for (const auto& [k, v] : trainers::read_all(step.metrics)) sums[k] += v * weight;
-      seq_sums = step.sequence_logprobs;
-      seq_tokens = step.sequence_tokens;
-    }
-    if (!lm_pairs) continue;
-    if (!seq_sums.defined()) {  // the trainer did not report them (or no loss was computed): score the pairs
-      kernels::ResponseLogprobs lp = trainers::response_logprobs(policy, buffer::collate_pairs(batch, pad_id));
-      seq_sums = lp.sums;
-      seq_tokens = lp.tokens;
-    }
-    at::Tensor mean = (seq_sums / seq_tokens.clamp_min(1)).to(at::kDouble).contiguous();
-    const double* m = mean.data_ptr<double>();
-    const size_t n = batch.size();
-    for (size_t i = 0; i < n; ++i) {
-      const double margin = m[i] - m[n + i];
-      pref += margin > 0;
-      const auto* e = batch[i];
-      if (e->unsafe_chosen >= 0 && e->unsafe_rejected >= 0 && e->unsafe_chosen != e->unsafe_rejected) {
-        ++safe_total;
-        safe_right += (e->unsafe_chosen == 0) == (margin > 0);
-      }
-    }
+    for (size_t i = b * step; i < std::min(eval.size(), (b + 1) * step); ++i) batch.push_back(&eval[i]);
+    if (!evaluate_batch(plan, batch, rows[b])) rows[b] = BatchNumbers{};
+  }
+  if (split) share_rows(*ranks, rows);
+  // Added in batch order, as one process evaluating every batch does, so the numbers do not depend
+  // on the number of ranks.
+  double loss = 0, preferred = 0, safe_pairs = 0, safe_right = 0;
+  MetricMap sums;
+  for (const auto& row : rows) {
+    loss += row.loss, preferred += row.preferred, safe_pairs += row.safe_pairs, safe_right += row.safe_right;
+    for (const auto& [k, v] : row.metrics) sums[k] += v;
   }
   const double n = static_cast<double>(eval.size());
   if (with_loss) out["loss"] = loss / n;
   for (const auto& [k, v] : sums) out[k] = v / n;
   if (lm_pairs) {
-    out["preference_accuracy"] = pref / n;
-    if (safe_total > 0) {
-      out["safe_vs_unsafe_accuracy"] = safe_right / safe_total;
-      out["safe_vs_unsafe_pairs"] = safe_total;
+    out["preference_accuracy"] = preferred / n;
+    if (safe_pairs > 0) {
+      out["safe_vs_unsafe_accuracy"] = safe_right / safe_pairs;
+      out["safe_vs_unsafe_pairs"] = safe_pairs;
     }
   }
   if (with_loss) {

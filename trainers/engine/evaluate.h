@@ -5,6 +5,7 @@
 
 #include "core/buffer/buffer.h"
 #include "core/model/decoder.h"
+#include "trainers/engine/data_parallel.h"
 #include "trainers/engine/pipeline.h"
 #include "trainers/engine/report.h"
 #include "trainers/trainer.h"
@@ -26,8 +27,12 @@ namespace aln::engine {
 // `extras` (optional) supplies what rollout-based trainers need (decoder, end id, seed, reward models).
 // `pipeline` (a pipeline-parallel policy): the passes run through the stages; every stage returns
 // the last stage's numbers.
+// `ranks` (the policy's data-parallel ranks, every one calling): each evaluates every size()-th
+// micro-batch and the per-batch numbers are shared and added in batch order, so the result is the
+// same bits as one process evaluating them all (unless the trainer's evaluation_splits() is false).
 MetricMap evaluate(trainers::Trainer& trainer, const model::DecoderModel& policy, const model::DecoderModel* reference,
                    const std::vector<buffer::Example>& eval, int64_t micro, int64_t pad_id, bool with_loss = true,
-                   const trainers::StepContext* extras = nullptr, Pipeline* pipeline = nullptr);
+                   const trainers::StepContext* extras = nullptr, Pipeline* pipeline = nullptr,
+                   const DataParallel* ranks = nullptr);
 
 }  // namespace aln::engine

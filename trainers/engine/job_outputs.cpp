@@ -10,6 +10,7 @@
 #include "core/model/hf_checkpoint.h"
 #include "core/model/model_config.h"
 #include "trainers/engine/data_share.h"
+#include "trainers/engine/rng_state.h"
 
 namespace aln::engine {
 namespace {
@@ -138,8 +139,8 @@ absl::StatusOr<std::string> LocalOutputs::checkpoint_with_rng(const model::Decod
                                                               const model::DecoderModel* reference,
                                                               const optim::TensorMap& optimizer,
                                                               const TrainingState& state, const WriteDir& trainer_state,
-                                                              const at::Tensor& rng) {
-  return checkpoints_.save(policy, reference, optimizer, state, trainer_state, rng);
+                                                              const model::TensorMap& rng) {
+  return checkpoints_.save(policy, reference, optimizer, state, trainer_state, &rng);
 }
 
 absl::Status LocalOutputs::final_model(const model::DecoderModel& policy, const std::string& dir) {
@@ -255,7 +256,7 @@ absl::StatusOr<std::string> RemoteOutputs::checkpoint(const model::DecoderModel&
     sent = put("reference", reference->tensors(), model::to_hf_config_json(reference->config()));
   }
   if (sent.ok()) sent = put("optimizer", optimizer, "");
-  if (sent.ok()) sent = put("rng", {{"cpu", cpu_rng_state()}}, "");
+  if (sent.ok()) sent = put("rng", rng_states(), "");
   if (!sent.ok()) return sent;
   if (trainer_state) {
     sent = put_files(trainer_state);

@@ -71,7 +71,7 @@ class LocalOutputs : public JobOutputs {
   absl::StatusOr<std::string> checkpoint_with_rng(const model::DecoderModel& policy,
                                                   const model::DecoderModel* reference,
                                                   const optim::TensorMap& optimizer, const TrainingState& state,
-                                                  const WriteDir& trainer_state, const at::Tensor& rng);
+                                                  const WriteDir& trainer_state, const model::TensorMap& rng);
   const std::string& output_dir() const { return output_dir_; }
 
  private:

@@ -132,28 +132,10 @@ std::vector<trainers::LossOutput> Pipeline::train_step(const model::DecoderModel
   stats_.idle_s = link.idle_s;
   stats_.total_s = since(start);
 
-  // The last stage's numbers to every stage (rank 0, on the first stage, logs them). With more
-  // than one stage they are read on the host here: the pipeline's one read per micro-batch.
+  // Nothing is read here: the last stage's numbers stay tensors until the step's one read, which
+  // hands them to the other stages (train_step.cpp).
   for (auto& out : outputs) {
     if (out.loss.defined()) out.loss = out.loss.detach();
-  }
-  if (stages() > 1) {
-    nlohmann::json shared = nlohmann::json::array();
-    if (last()) {
-      for (auto& out : outputs) {
-        shared.push_back({{"loss", out.loss.item<double>()},
-                          {"tokens", out.tokens},
-                          {"metrics", trainers::read_all(out.metrics)}});
-      }
-    }
-    shared = nlohmann::json::parse(share_from_last(last() ? shared.dump() : std::string()));
-    if (!last()) {
-      for (size_t m = 0; m < outputs.size(); ++m) {
-        outputs[m].loss = at::scalar_tensor(shared[m]["loss"].get<double>(), at::kDouble);
-        outputs[m].tokens = shared[m]["tokens"].get<int64_t>();
-        for (const auto& [k, v] : shared[m]["metrics"].get<std::map<std::string, double>>()) outputs[m].metrics[k] = v;
-      }
-    }
   }
   return outputs;
 }

@@ -4,7 +4,7 @@
 // (GPipe or 1F1B). The trainer plugin is unchanged: every stage calls its compute_loss on the same
 // micro-batch; the stage model takes its input from the previous stage and, unless it is the last,
 // hands its output on and ends the pass there (model::ForwardHandedOn). Only the last stage
-// computes the loss; its numbers are then shared with the other stages.
+// computes the loss; the step shares its numbers with the other stages once they are read.
 //
 // Messages: activations forward with tag 2m, gradients backward with tag 2m + 1 (m = micro-batch);
 // shapes are derived from the batch each stage collated itself, so variable sequence lengths need
@@ -49,8 +49,8 @@ class Pipeline {
 
   // One training step: `forward(m)` runs the trainer's compute_loss on micro-batch m (with the
   // link set on `policy`); on the last stage backward starts from loss * weights[m]. Returns every
-  // micro-batch's output as the last stage computed it (loss value, tokens, metrics; on the other
-  // stages the loss is a detached scalar carrying the same value).
+  // micro-batch's output: on the last stage as computed (detached loss, tokens, metrics, nothing
+  // read on the host); on the other stages empty (no loss defined).
   std::vector<trainers::LossOutput> train_step(const model::DecoderModel& policy, dist::PipelineSchedule schedule,
                                                const std::function<trainers::LossOutput(int)>& forward,
                                                const std::vector<double>& weights);

@@ -10,6 +10,7 @@
 #include "core/status.h"
 #include "trainers/engine/job_setup.h"
 #include "trainers/engine/pipeline_job.h"
+#include "trainers/engine/rng_state.h"
 #include "trainers/engine/stage_runner.h"
 #include "trainers/trainer.h"
 
@@ -85,7 +86,10 @@ absl::Status open_outputs_and_resume(PolicyWorker& w) {
                      "); put checkpoint.dir on a file system every rank shares"));
   }
   w.resumed = std::move(*loaded);
-  set_cpu_rng_state(w.resumed->rng);
+  for (const std::string& name : set_rng_states(w.resumed->rng)) {
+    w.log.warning("%s saved the state of generator %s, which this process does not have: draws there will differ from "
+               "the uninterrupted run", w.resumed->path, name);
+  }
   w.log.info("resuming from %s (step %d, stage %s at step %d)", w.resumed->path, w.resumed->state.global_step,
              w.resumed->state.stage_name, w.resumed->state.stage_step);
   return absl::OkStatus();

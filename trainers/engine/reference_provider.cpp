@@ -51,7 +51,7 @@ absl::Status fill_cache(PolicyWorker& w, StageRun& s, bool remote_reference) {
 // from reference.path).
 absl::Status open_remote_each_step(PolicyWorker& w, StageRun& s) {
   StageReference& ref = s.reference;
-  if (s.needs.reference_hidden_states_only) {
+  if (s.needs.asks(trainers::ReferenceQuery::kHiddenStates)) {
     if (ref.model) {
       ref.head = ref.model->output_weight().detach().clone();
     } else {
@@ -67,9 +67,9 @@ absl::Status open_remote_each_step(PolicyWorker& w, StageRun& s) {
                                           w.process.world_rank, ref.head);
   if (!w.lead || !s.spec.reference().path().empty()) ref.model.reset();
   w.log.info("stage %s: the reference ranks answer the per-token %s requests", s.name,
-             s.needs.reference_hidden_states_only    ? "hidden-state"
-             : s.needs.reference_sentence_embeddings ? "log-prob and sentence-embedding"
-                                                     : "log-prob");
+             s.needs.asks(trainers::ReferenceQuery::kHiddenStates)        ? "hidden-state"
+             : s.needs.asks(trainers::ReferenceQuery::kSentenceEmbeddings) ? "log-prob and sentence-embedding"
+                                                                           : "log-prob");
   return absl::OkStatus();
 }
 
@@ -83,12 +83,12 @@ absl::Status provide_reference(PolicyWorker& w, StageRun& s) {
   const bool remote_reference = w.process.remote_reference && served_by_reference_ranks(needs);
   ref.remote_each_step = remote_reference && served_each_step(needs);
   const bool on_the_fly =
-      needs.reference_model || (s.spec.reference().mode() == aln::v1::ON_THE_FLY && !remote_reference);
-  if (needs.reference_model && s.spec.reference().mode() != aln::v1::ON_THE_FLY && !ref.remote_each_step) {
+      needs.reference_each_step() || (s.spec.reference().mode() == aln::v1::ON_THE_FLY && !remote_reference);
+  if (needs.reference_each_step() && s.spec.reference().mode() != aln::v1::ON_THE_FLY && !ref.remote_each_step) {
     w.log.info("stage %s: %s needs the reference's full distributions; the reference runs on the fly", s.name,
                s.method);
   }
-  if (needs.reference_logprobs) {
+  if (!needs.reference.empty()) {
     const auto start = std::chrono::steady_clock::now();
     if (s.resuming && w.resumed->reference) {
       ref.model = std::move(w.resumed->reference);
@@ -101,7 +101,7 @@ absl::Status provide_reference(PolicyWorker& w, StageRun& s) {
     } else if (!(s.resuming && !on_the_fly) && (!remote_reference || ref.remote_each_step)) {
       // Served each step, the copy is world rank 0's to send (and keep for checkpoints); the other
       // policy ranks need at most its output projection (hidden-state trainers).
-      if (!ref.remote_each_step || w.lead || needs.reference_hidden_states_only) ref.model = w.policy->to(at::kFloat);
+      if (!ref.remote_each_step || w.lead || needs.asks(trainers::ReferenceQuery::kHiddenStates)) ref.model = w.policy->to(at::kFloat);
     }
     // Pipelined: the reference is cut like the policy and its passes run through the stages.
     if (w.pipeline && ref.model && ref.model->is_whole()) {

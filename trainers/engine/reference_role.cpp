@@ -187,11 +187,11 @@ void exchange(const RemoteReference& remote, StageData& data, bool contribute) {
 }  // namespace
 
 bool served_by_reference_ranks(const trainers::Needs& needs) {
-  return (needs.reference_logprobs && !needs.reference_model) || served_each_step(needs);
+  return !needs.reference.empty();
 }
 
 bool served_each_step(const trainers::Needs& needs) {
-  return needs.reference_model && (needs.reference_token_logprobs_only || needs.reference_hidden_states_only);
+  return needs.reference_each_step();
 }
 
 void announce_first_stage(const RemoteReference& remote, int64_t first_stage) { broadcast_code(remote, first_stage); }

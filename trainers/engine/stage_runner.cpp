@@ -221,7 +221,7 @@ trainers::StepContext StageRun::step_context(const PolicyWorker& w, int64_t step
 
 MetricMap evaluate_stage(PolicyWorker& w, StageRun& s) {
   return evaluate(*s.trainer, *w.policy, s.reference.for_steps, s.data().eval, s.spec.optimizer().micro_batch_size(),
-                  w.pad_id, true, &s.extras, w.pp());
+                  w.pad_id, true, &s.extras, w.pp(), &*w.dp);
 }
 
 absl::Status run_stage(PolicyWorker& w, const aln::v1::StageSpec& stage, size_t index) {
@@ -239,6 +239,7 @@ absl::Status run_stage(PolicyWorker& w, const aln::v1::StageSpec& stage, size_t 
     if (!started.ok()) return started;
   }
   const auto stage_start = Clock::now();
+  s.start_rss_bytes = resident_bytes();
   const int64_t every = w.spec.checkpoint().every_steps();
   for (int64_t step = s.first_step; step < s.total_steps; ++step) {
     if (w.options.stop_after_steps > 0 && w.global_step >= w.options.stop_after_steps) break;

@@ -58,6 +58,7 @@ struct StageRun {
   std::optional<ShardedAdamW> adamw;
   int64_t first_step = 0;
   int64_t consecutive_bad = 0;     // non-finite steps in a row
+  double start_rss_bytes = 0;      // resident memory as the first step began (train_log: what training adds)
   GradientReadyOrder ready_order;  // learnt on the stage's first overlapped step
 
   StageData& data() { return prepared->data; }

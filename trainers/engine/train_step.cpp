@@ -1,14 +1,20 @@
 #include "trainers/engine/train_step.h"
 
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <ATen/ATen.h>
 
 #include <chrono>
 #include <cmath>
+#include <cstring>
+#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "core/error.h"
 #include "core/optim/optimizer.h"
 #include "trainers/engine/overlap.h"
 #include "trainers/engine/pipeline_job.h"
@@ -57,10 +63,48 @@ void accumulate(const trainers::LossOutput& out, double weight, int64_t micro_ba
 }
 
 // The step's numbers, all read with the gradient norm in one device-to-host copy.
-void read_scalars(StepResult& r, const at::Tensor& grad_norm) {
-  const at::Tensor host = at::cat({r.scalars, grad_norm.reshape({1}).to(r.scalars.device())}).to(at::kCPU);
-  ++r.host_reads;
-  const double* v = host.data_ptr<double>();
+// The last pipeline stage's values, names, own token count and reads as one message to the other
+// stages (they compute no loss, so they have nothing to read; the lead logs the last stage's read
+// count): doubles as raw bytes (NaN survives), then the names.
+std::string pack_step_numbers(const std::vector<double>& values, const StepResult& r) {
+  const int64_t head[3] = {static_cast<int64_t>(values.size()), r.local_tokens, r.host_reads};
+  std::string out(sizeof(head) + sizeof(double) * values.size(), '\0');
+  std::memcpy(out.data(), head, sizeof(head));
+  std::memcpy(out.data() + sizeof(head), values.data(), sizeof(double) * values.size());
+  out += absl::StrJoin(r.scalar_names, "\n");
+  return out;
+}
+
+std::vector<double> unpack_step_numbers(const std::string& bytes, StepResult& r) {
+  int64_t head[3] = {0, 0, 0};
+  ALN_CHECK(bytes.size() >= sizeof(head), "the last pipeline stage sent a short step message");
+  std::memcpy(head, bytes.data(), sizeof(head));
+  const size_t value_bytes = sizeof(double) * static_cast<size_t>(head[0]);
+  ALN_CHECK(head[0] >= 0 && bytes.size() >= sizeof(head) + value_bytes, "the last pipeline stage sent a short step message");
+  std::vector<double> values(static_cast<size_t>(head[0]));
+  std::memcpy(values.data(), bytes.data() + sizeof(head), value_bytes);
+  r.local_tokens = head[1];
+  r.host_reads = static_cast<int>(head[2]);
+  r.scalar_names = absl::StrSplit(bytes.substr(sizeof(head) + value_bytes), '\n', absl::SkipEmpty());
+  return values;
+}
+
+// The step's one read: loss, tokens, samples, metrics and gradient norm on the host. With pipeline
+// stages only the last computed them; it hands them on, so the others read nothing.
+void read_scalars(const PolicyWorker& w, StepResult& r, const at::Tensor& grad_norm) {
+  std::vector<double> values;
+  if (r.scalars.defined()) {
+    const at::Tensor host = at::cat({r.scalars, grad_norm.reshape({1}).to(r.scalars.device())}).to(at::kCPU);
+    ++r.host_reads;
+    values.assign(host.data_ptr<double>(), host.data_ptr<double>() + host.numel());
+  }
+  if (w.pipeline && w.pipeline->stages() > 1) {
+    const bool last = w.pipeline->last();
+    const std::string shared = w.pipeline->share_from_last(last ? pack_step_numbers(values, r) : std::string());
+    if (!last) values = unpack_step_numbers(shared, r);
+  }
+  ALN_CHECK(values.size() == 4 + r.scalar_names.size(), "the step's numbers do not match their names");
+  const double* v = values.data();
   r.loss = v[0];
   r.tokens = static_cast<int64_t>(v[1]);
   r.samples = static_cast<int64_t>(v[2]);
@@ -83,13 +127,22 @@ void pipelined_passes(PolicyWorker& w, StageRun& s, int64_t step,
         return s.trainer->compute_loss(micro_batches[static_cast<size_t>(m)], ctx);
       },
       weights);
-  for (size_t a = 0; a < outs.size(); ++a) accumulate(outs[a], weights[a], opt.gradient_accumulation(), r);
+  for (size_t a = 0; a < outs.size(); ++a) {
+    if (outs[a].loss.defined()) accumulate(outs[a], weights[a], opt.gradient_accumulation(), r);  // the last stage
+  }
   r.forward_s = w.pipeline->stats().forward_s;
   r.backward_s = w.pipeline->stats().backward_s;
   sum_tied_embedding_gradients(*w.policy, *w.pipeline);
 }
 
 }  // namespace
+
+double resident_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  double pages_total = 0, pages_resident = 0;
+  if (!(statm >> pages_total >> pages_resident)) return 0;
+  return pages_resident * static_cast<double>(sysconf(_SC_PAGESIZE));
+}
 
 StepResult run_passes(PolicyWorker& w, StageRun& s, int64_t step) {
   const auto& opt = s.spec.optimizer();
@@ -148,6 +201,9 @@ void sum_over_ranks(PolicyWorker& w, StageRun& s, StepResult& r) {
       dp.all_reduce_gradients(w.policy->tensors(), w.spec.parallel().deterministic());
     }
   }
+  r.communication_s = since(t0);
+  // Pipeline stages before the last computed no loss: their numbers come with the step's read.
+  if (!r.loss_sum.defined()) return;
   // One float64 tensor on the loss's device: [loss (already weighted), tokens, samples, metrics].
   // Over ranks the loss, tokens and samples add up and the trainer's scalars are averaged; nothing
   // is read here (update_policy reads it with the gradient norm).
@@ -167,11 +223,17 @@ void sum_over_ranks(PolicyWorker& w, StageRun& s, StepResult& r) {
   r.scalars = at::cat(parts);  // [loss, tokens, samples, host metrics, device metrics]
   if (dp.size() > 1) dp.sum(r.scalars);
   r.communication_s = since(t0);
+}
+
+// Every rank's own numbers reach rank 0, which exports them with a rank label: a slow or stalling
+// rank shows up as the one with little communication time (the others wait for it). (Only rank 0
+// sets them: the other ranks' series reach its /metrics with their heartbeats, and a second copy
+// of rank r's numbers would be a duplicate series there.) After the step's read, so pipeline stages
+// before the last know their replica's token count.
+namespace {
+void export_rank_numbers(PolicyWorker& w, const StageRun& s, const StepResult& r) {
+  const DataParallel& dp = *w.dp;
   if (dp.size() == 1) return;
-  // Every rank's own numbers reach rank 0, which exports them with a rank label: a slow or stalling
-  // rank shows up as the one with little communication time (the others wait for it). (Only rank 0
-  // sets them: the other ranks' series reach its /metrics with their heartbeats, and a second copy
-  // of rank r's numbers would be a duplicate series there.)
   const std::vector<double> all =
       dp.gather({r.forward_s + r.backward_s, r.communication_s, static_cast<double>(r.local_tokens)});
   for (int rank = 0; rank < (w.lead ? dp.size() : 0); ++rank) {
@@ -181,6 +243,7 @@ void sum_over_ranks(PolicyWorker& w, StageRun& s, StepResult& r) {
     w.meters->rank_tokens.Add(rank_labels).Set(all[static_cast<size_t>(3 * rank + 2)]);
   }
 }
+}  // namespace
 
 absl::Status update_policy(PolicyWorker& w, StageRun& s, int64_t step, StepResult& r) {
   const auto& opt = s.spec.optimizer();
@@ -190,7 +253,8 @@ absl::Status update_policy(PolicyWorker& w, StageRun& s, int64_t step, StepResul
   if (w.pipeline) over_stages = [&](at::Tensor& t) { w.pipeline->sum(t); };
   const at::Tensor norm = optim::clip_grad_norm_on_device(params, opt.max_grad_norm(), over_stages,
                                                           w.pipeline ? tied_copy_name(*w.policy) : std::string());
-  read_scalars(r, norm);  // the step's one read: loss, tokens, samples, metrics, gradient norm
+  read_scalars(w, r, norm);  // the step's one read: loss, tokens, samples, metrics, gradient norm
+  export_rank_numbers(w, s, r);
   r.lr = optim::scheduled_lr(schedule_kind(opt.schedule()), opt.lr(), step, opt.warmup_steps(), s.total_steps,
                              opt.warmup() == aln::v1::START_AT_ZERO ? optim::WarmupStart::kStartAtZero
                                                                     : optim::WarmupStart::kFirstStepNonzero);
@@ -262,6 +326,7 @@ absl::Status report_step(PolicyWorker& w, StageRun& s, int64_t step, const StepR
                  {"communication", r.communication_s},
                  {"optimizer", r.optimizer_s}}},
                {"peak_rss_bytes", rss},
+               {"start_rss_bytes", s.start_rss_bytes},
                {"host_reads", r.host_reads},
                {"metrics", json(r.metrics)}};
   if (w.pipeline) line["pipeline"] = pipeline_line;

@@ -42,12 +42,15 @@ struct StepResult {
   std::unique_ptr<OverlappedGradientSum> overlapped;
 };
 
+// This process's resident memory now (/proc/self/statm), in bytes; 0 where it cannot be read.
+double resident_bytes();
+
 // The step's micro-batches, forward and backward; gradients accumulate in the policy.
 StepResult run_passes(PolicyWorker& w, StageRun& s, int64_t step);
-// Gradients and the step's numbers summed over the data-parallel ranks (and per-rank gauges).
+// Gradients and the step's numbers summed over the data-parallel ranks (as tensors: nothing read).
 void sum_over_ranks(PolicyWorker& w, StageRun& s, StepResult& r);
-// Clipping, learning rate, the non-finite guard, AdamW, the trainer's after_step. Errors: too many
-// non-finite steps in a row.
+// The step's one read (with the gradient norm), per-rank gauges, clipping, learning rate, the
+// non-finite guard, AdamW, the trainer's after_step. Errors: too many non-finite steps in a row.
 absl::Status update_policy(PolicyWorker& w, StageRun& s, int64_t step, StepResult& r);
 // Metrics and the train log line of step `step` (0-based) that took `seconds`.
 absl::Status report_step(PolicyWorker& w, StageRun& s, int64_t step, const StepResult& r, double seconds);

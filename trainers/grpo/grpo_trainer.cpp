@@ -21,9 +21,8 @@ class GrpoTrainer final : public Trainer {
   explicit GrpoTrainer(const aln::v1::GrpoOptions& o) : o_(o) {}
   std::string name() const override { return "grpo"; }
   Needs needs() const override {
-    Needs n{RecordKind::kPrompts, ModelHead::kLanguageModel, o_.beta() > 0};
-    n.reference_model = o_.beta() > 0;
-    n.reference_token_logprobs_only = true;  // the KL term's log-probs of the rollouts
+    Needs n{RecordKind::kPrompts, ModelHead::kLanguageModel, {}};
+    if (o_.beta() > 0) n.reference.push_back(ReferenceQuery::kTokenLogprobs);  // the KL term's, of the rollouts
     return n;
   }
 

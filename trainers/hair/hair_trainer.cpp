@@ -45,13 +45,13 @@ class HairTrainer final : public Trainer {
     // saved with checkpoints, so hardness is the same after a resume). With an encoder of its own and
     // beta 0 nothing uses it, so it is not loaded (and with placement: separate gets no ranks).
     const bool reference = o_.beta() > 0 || o_.encoder().empty();
-    Needs n{RecordKind::kPrompts, ModelHead::kLanguageModel, reference};
-    n.reference_model = reference;
+    Needs n{RecordKind::kPrompts, ModelHead::kLanguageModel, {}};
+    if (!reference) return n;
     // The reference scores the rollouts for the KL term and, without a sentence encoder of its own
     // (trainer.hair.encoder), embeds sentences: its own ranks can do both each step (placement:
     // separate).
-    n.reference_token_logprobs_only = true;
-    n.reference_sentence_embeddings = o_.encoder().empty();
+    n.reference.push_back(ReferenceQuery::kTokenLogprobs);
+    if (o_.encoder().empty()) n.reference.push_back(ReferenceQuery::kSentenceEmbeddings);
     return n;
   }
 

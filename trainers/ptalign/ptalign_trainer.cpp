@@ -19,7 +19,7 @@ class PtAlignTrainer final : public Trainer {
  public:
   explicit PtAlignTrainer(const aln::v1::PtAlignOptions& o) : o_(o) {}
   std::string name() const override { return "ptalign"; }
-  Needs needs() const override { return {RecordKind::kPreferencePairs, ModelHead::kLanguageModel, false}; }
+  Needs needs() const override { return {RecordKind::kPreferencePairs, ModelHead::kLanguageModel, {}}; }
 
   absl::Status prepare(PrepareContext& ctx) override {
     if (o_.reward_filter() && ctx.training_set && ctx.reward_models.empty()) {

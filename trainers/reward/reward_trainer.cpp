@@ -9,7 +9,7 @@ class RewardTrainer final : public Trainer {
  public:
   explicit RewardTrainer(double center) : center_(center) {}
   std::string name() const override { return "reward"; }
-  Needs needs() const override { return {RecordKind::kPreferencePairs, ModelHead::kScore, false}; }
+  Needs needs() const override { return {RecordKind::kPreferencePairs, ModelHead::kScore, {}}; }
 
   LossOutput compute_loss(const std::vector<const buffer::Example*>& batch, StepContext& ctx) override {
     buffer::SequenceBatch b = buffer::collate_pairs(batch, ctx.pad_id);

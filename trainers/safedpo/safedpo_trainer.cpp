@@ -11,7 +11,7 @@ class SafeDpoTrainer final : public Trainer {
  public:
   explicit SafeDpoTrainer(const aln::v1::SafeDpoOptions& o) : options_(o) {}
   std::string name() const override { return "safedpo"; }
-  Needs needs() const override { return {RecordKind::kPreferencePairs, ModelHead::kLanguageModel, true}; }
+  Needs needs() const override { return {RecordKind::kPreferencePairs, ModelHead::kLanguageModel, {ReferenceQuery::kPairSums}}; }
 
   absl::Status prepare(PrepareContext& ctx) override {
     std::vector<buffer::Example> kept;

@@ -13,7 +13,7 @@ namespace {
 class SftTrainer final : public Trainer {
  public:
   std::string name() const override { return "sft"; }
-  Needs needs() const override { return {RecordKind::kSequences, ModelHead::kLanguageModel, false}; }
+  Needs needs() const override { return {RecordKind::kSequences, ModelHead::kLanguageModel, {}}; }
 
   LossOutput compute_loss(const std::vector<const buffer::Example*>& batch, StepContext& ctx) override {
     buffer::SequenceBatch b = buffer::collate_sft(batch, ctx.pad_id);

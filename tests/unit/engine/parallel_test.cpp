@@ -12,9 +12,11 @@
 #include "core/model/decoder.h"
 #include "distributed/thread_backend.h"
 #include "trainers/engine/data_parallel.h"
+#include "trainers/engine/evaluate.h"
 #include "trainers/engine/overlap.h"
 #include "trainers/engine/pipeline.h"
 #include "trainers/engine/sharded_adamw.h"
+#include "trainers/trainer.h"
 
 namespace aln::engine {
 namespace {
@@ -216,6 +218,48 @@ TEST(DataParallelThreads, ShardedAdamWEqualsUnsharded) {
 }
 
 // The pipeline executor: 2 and 3 stages give the whole model's weighted loss and gradients.
+// Held-out evaluation split over 2 and 3 ranks (each evaluates every size()-th micro-batch; 7
+// batches, so the ranks get unequal shares) gives every rank the numbers one process computes,
+// bit for bit: DPO's loss and reward metrics and the policy-alone safety accuracies.
+TEST(DataParallelThreads, SplitEvaluationEqualsOneProcess) {
+  const DecoderModel policy = DecoderModel::random_init(tiny(2, true), 21);
+  std::vector<buffer::Example> eval;
+  for (int i = 0; i < 13; ++i) {
+    buffer::Example e;
+    e.prompt = {1 + i % 5, 2, 3 + i % 7};
+    e.chosen = {4 + i % 11, 5, 6 + i % 3};
+    e.rejected = {7 + i % 13, 8 + i % 2};
+    e.unsafe_chosen = i % 3 == 0 ? 1 : 0;
+    e.unsafe_rejected = i % 2;
+    e.reference_chosen = -5.0 - 0.1 * i;
+    e.reference_rejected = -6.0 + 0.07 * i;
+    eval.push_back(e);
+  }
+  aln::v1::StageSpec stage;
+  stage.mutable_trainer()->mutable_dpo()->set_beta(0.1);
+  trainers::TrainerRegistry registry("trainer");
+  trainers::register_all(registry);
+  auto alone = registry.create("dpo", stage);
+  ASSERT_TRUE(alone.ok()) << alone.status();
+  const MetricMap want = evaluate(**alone, policy, nullptr, eval, /*micro=*/2, /*pad_id=*/0);
+  ASSERT_EQ(want.count("rewards_accuracy"), 1u);
+  ASSERT_EQ(want.count("safe_vs_unsafe_accuracy"), 1u);
+  for (int ranks : {2, 3}) {
+    std::vector<MetricMap> got(static_cast<size_t>(ranks));
+    dist::run_thread_ranks(ranks, [&](dist::Communicator& comm) {
+      auto trainer = registry.create("dpo", stage);
+      ASSERT_TRUE(trainer.ok());
+      const DataParallel dp(&comm, kWait);
+      got[static_cast<size_t>(comm.rank())] =
+          evaluate(**trainer, policy, nullptr, eval, 2, 0, true, nullptr, nullptr, &dp);
+    });
+    for (const MetricMap& m : got) {
+      ASSERT_EQ(m.size(), want.size()) << ranks;
+      for (const auto& [k, v] : want) EXPECT_EQ(m.at(k), v) << k << " on " << ranks << " ranks";
+    }
+  }
+}
+
 TEST(PipelineThreads, StagesEqualTheWholeModel) {
   const DecoderModel model = DecoderModel::random_init(tiny(3, false), 9);
   const std::vector<double> weights = {0.25, 0.75};

@@ -10,11 +10,13 @@
 #include <filesystem>
 #include <fstream>
 
+#include "core/error.h"
 #include "core/fingerprint.h"
 #include "tests/unit/trainers/tiny_model.h"
 #include "trainers/engine/checkpoint.h"
 #include "trainers/engine/job_outputs.h"
 #include "trainers/engine/reference_cache.h"
+#include "trainers/engine/rng_state.h"
 #include "trainers/engine/run_log.h"
 
 namespace aln::engine {
@@ -88,7 +90,8 @@ TEST(Checkpoint, RoundTripIsBitwise) {
   EXPECT_EQ(s.stage_before.at("preference_accuracy"), 0.1 + 1e-17);  // doubles survive exactly
   ASSERT_EQ(s.finished.size(), 1u);
   EXPECT_EQ(s.finished[0].after.at("loss"), 1.0 / 3.0);
-  EXPECT_TRUE(at::equal(loaded->rng, cpu_rng_state()));
+  ASSERT_EQ(loaded->rng.count("cpu"), 1u);
+  EXPECT_TRUE(at::equal(loaded->rng.at("cpu"), rng_states().at("cpu")));
 }
 
 TEST(Checkpoint, KeepsTheNewestAndSkipsDamagedOnes) {
@@ -243,6 +246,27 @@ TEST(CoordinatorMessages, LogLinesWithNullNumbers) {
   std::string first;
   std::getline(in, first);
   EXPECT_EQ(first, "{\"global_step\":1,\"step\":1,\"loss\":null,\"tokens_per_second\":null}");
+}
+
+}  // namespace
+}  // namespace aln::engine
+
+namespace aln::engine {
+namespace {
+
+// Draws after a restore repeat the draws after the save; a GPU's generator in a checkpoint resumed
+// where that GPU does not exist is named back to the caller (which warns), not silently dropped.
+TEST(RngState, RestoresTheDrawsAndNamesGeneratorsItCannotRestore) {
+  model::TensorMap saved = rng_states();
+  ASSERT_EQ(saved.count("cpu"), 1u);
+  const at::Tensor first = at::rand({8});
+  saved["cuda:7"] = saved.at("cpu").clone();
+  const std::vector<std::string> missing = set_rng_states(saved);
+  EXPECT_TRUE(at::equal(at::rand({8}), first));
+  if (!at::hasCUDA()) {
+    EXPECT_EQ(missing, std::vector<std::string>{"cuda:7"});
+  }
+  EXPECT_THROW(set_rng_states({}), Error);
 }
 
 }  // namespace

@@ -112,18 +112,18 @@ TEST(Trainers, SeparateRolesAgreeWithTrainerNeeds) {
     }
     if (name == "hair") {  // the reference as sentence encoder too, or (encoder of its own) only scoring rollouts
       EXPECT_TRUE(engine::served_each_step((*trainer)->needs()));
-      EXPECT_TRUE((*trainer)->needs().reference_sentence_embeddings);
+      EXPECT_TRUE((*trainer)->needs().asks(ReferenceQuery::kSentenceEmbeddings));
       stage->mutable_trainer()->mutable_hair()->set_encoder("enc");
       stage->mutable_trainer()->mutable_hair()->set_beta(0.04);  // the loader's default; a bare proto has 0
       auto with_encoder = registry.create(name, *stage);
       ASSERT_TRUE(with_encoder.ok());
       EXPECT_TRUE(engine::served_each_step((*with_encoder)->needs()));
-      EXPECT_FALSE((*with_encoder)->needs().reference_sentence_embeddings);
+      EXPECT_FALSE((*with_encoder)->needs().asks(ReferenceQuery::kSentenceEmbeddings));
       EXPECT_TRUE(config::separate_roles(job).reference);
       stage->mutable_trainer()->mutable_hair()->set_beta(0);  // nothing left for the reference to do
       auto without_kl = registry.create(name, *stage);
       ASSERT_TRUE(without_kl.ok());
-      EXPECT_FALSE((*without_kl)->needs().reference_model);
+      EXPECT_TRUE((*without_kl)->needs().reference.empty());
       EXPECT_FALSE(engine::served_by_reference_ranks((*without_kl)->needs()));
       EXPECT_FALSE(config::separate_roles(job).reference);
       stage->mutable_trainer()->clear_hair();
@@ -357,7 +357,7 @@ TEST(Trainers, TokenLevelTrainersEqualFullLogitsAutograd) {
       o->set_risk(c.risk), o->set_mu(mu), o->set_split_vocabulary(c.split);
     }
     auto trainer = make(c.method, &stage);
-    EXPECT_TRUE(trainer->needs().reference_model);
+    EXPECT_TRUE(trainer->needs().asks(ReferenceQuery::kHiddenStates));
     policy.set_requires_grad(true);
     auto grads_of = [&](const at::Tensor& loss) {
       for (auto& [name, p] : policy.tensors()) p.mutable_grad() = at::Tensor();
