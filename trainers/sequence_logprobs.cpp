@@ -4,6 +4,7 @@
 #include <ATen/core/grad_mode.h>
 
 #include "core/error.h"
+#include "kernels/fused_logprobs.h"
 
 namespace aln::trainers {
 
@@ -24,9 +25,9 @@ kernels::ResponseLogprobs response_logprobs(const model::DecoderModel& model, co
   const int64_t h = hidden.size(2);
   at::Tensor selected = hidden.narrow(1, 0, t - 1).reshape({-1, h}).index_select(0, flat);
   at::Tensor targets = batch.input_ids.narrow(1, 1, t - 1).reshape(-1).index_select(0, flat);
-  at::Tensor logits = model.output_logits(selected);
-  if (temperature != 1.0) logits = logits / temperature;
-  at::Tensor lp = kernels::token_logprobs(logits.unsqueeze(0), targets.unsqueeze(0)).squeeze(0);
+  // The projection and log-softmax fused over vocabulary tiles: no [tokens, V] logits exist, in the
+  // forward or the backward pass (kernels/fused_logprobs.h).
+  at::Tensor lp = kernels::fused_token_logprobs(selected, model.output_weight(), targets, temperature);
   at::Tensor rows = at::div(flat, t - 1, "floor");
   kernels::ResponseLogprobs out;
   out.sums = at::zeros({b}, lp.options()).index_add(0, rows, lp);

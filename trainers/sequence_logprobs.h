@@ -1,16 +1,17 @@
 #pragma once
 // Log-probabilities of the response tokens of a batch under a causal LM, projecting only the
-// positions that are scored: the hidden states of all positions are computed, but the [*, V]
-// output projection and log-softmax run on the positions that predict a response token. With
-// prompts longer than responses (preference data) that cuts the largest activation of training —
-// logits and their gradient — by the prompt's share. Used by every language-model trainer.
+// positions that are scored: the hidden states of all positions are computed, but the output
+// projection and log-softmax run on the positions that predict a response token, fused over
+// vocabulary tiles (kernels/fused_logprobs.h), so the [tokens, V] logits and their gradient — the
+// largest activations of training — never exist. Used by every language-model trainer.
 #include "core/buffer/buffer.h"
 #include "core/model/decoder.h"
 #include "kernels/token_logprobs.h"
 
 namespace aln::trainers {
 
-// Same result as kernels::response_logprobs(model.logits(...), ...): per-row sums and token counts
+// The result of kernels::response_logprobs(model.logits(...), ...) (to float rounding: the tiles
+// add the log-sum-exp in another order): per-row sums and token counts
 // over the response tokens (sums differentiable), and the per-token values [B, T-1] (zero where no
 // response token is scored).
 // `temperature` divides the logits first (GRPO scores its samples under the distribution it sampled

@@ -1,0 +1,127 @@
+#include "kernels/fused_logprobs.h"
+
+#include <ATen/ATen.h>
+// The one kernel with a backward of its own: the autograd Function API lives outside ATen.
+#include <torch/csrc/autograd/custom_function.h>
+
+#include <algorithm>
+#include <limits>
+#include <utility>
+
+#include "core/error.h"
+
+namespace aln::kernels {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+constexpr int64_t kTileBytes = int64_t{8} << 20;
+
+// The dtype reductions run in: float32 for half types, else the input's.
+at::ScalarType compute_type(at::ScalarType t) {
+  return t == at::kHalf || t == at::kBFloat16 ? at::kFloat : t;
+}
+
+// One vocabulary tile's logits [N, tile] in the compute dtype, divided by the temperature.
+at::Tensor tile_logits(const at::Tensor& hidden, const at::Tensor& weight_tile, double temperature) {
+  at::Tensor logits = at::mm(hidden, weight_tile.t()).to(compute_type(hidden.scalar_type()));
+  if (temperature != 1.0) logits.div_(temperature);
+  return logits;
+}
+
+// Where each row's target falls in the tile [start, start + size): the column (clamped into the
+// tile) and whether it is really there (1) or not (0). Multiplying by the flag keeps the tile's
+// contribution exact (x + 0 = x) without reading anything on the host.
+std::pair<at::Tensor, at::Tensor> target_in_tile(const at::Tensor& targets, int64_t start, int64_t size,
+                                                 at::ScalarType ct) {
+  at::Tensor local = targets - start;
+  at::Tensor inside = ((local >= 0) & (local < size)).to(ct);
+  return {local.clamp(0, size - 1).unsqueeze(1), inside};
+}
+
+// Tiles over the vocabulary, not the rows: the projection W [V, H] and its gradient are each
+// touched once per pass, while the hidden states [N, H] (small beside them) are reused by every
+// tile. The log-sum-exp runs online over the tiles (running max and rescaled sum per row).
+class FusedLogprobs : public torch::autograd::Function<FusedLogprobs> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& hidden, const at::Tensor& weight,
+                            const at::Tensor& targets, double temperature, int64_t tile) {
+    const int64_t n = hidden.size(0), vocab = weight.size(0);
+    const at::ScalarType ct = compute_type(hidden.scalar_type());
+    const at::TensorOptions opts = hidden.options().dtype(ct);
+    at::Tensor running_max = at::full({n}, -std::numeric_limits<double>::infinity(), opts);
+    at::Tensor running_sum = at::zeros({n}, opts);
+    at::Tensor picked = at::zeros({n}, opts);
+    for (int64_t start = 0; start < vocab; start += tile) {
+      const int64_t size = std::min(tile, vocab - start);
+      at::Tensor logits = tile_logits(hidden, weight.narrow(0, start, size), temperature);
+      at::Tensor new_max = at::maximum(running_max, logits.amax({1}));
+      running_sum.mul_((running_max - new_max).exp_()).add_(logits.sub(new_max.unsqueeze(1)).exp_().sum({1}));
+      running_max = new_max;
+      auto [column, inside] = target_in_tile(targets, start, size, ct);
+      picked.add_(logits.gather(1, column).squeeze(1).mul_(inside));
+    }
+    at::Tensor lse = running_max + running_sum.log();
+    ctx->save_for_backward({hidden, weight, targets, lse});
+    ctx->saved_data["temperature"] = temperature;
+    ctx->saved_data["tile"] = tile;
+    return (picked - lse).to(hidden.scalar_type());
+  }
+
+  // d out_i / d logits_iv = 1[v = t_i] − softmax_iv; logits = h W^T / T, so with
+  // G = grad_out ⊙ (onehot − softmax) / T: d h = Σ_tiles G_tile W_tile and d W_tile = G_tile^T h.
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor& hidden = saved[0];
+    const at::Tensor& weight = saved[1];
+    const at::Tensor& targets = saved[2];
+    const at::Tensor& lse = saved[3];
+    const double temperature = ctx->saved_data["temperature"].toDouble();
+    const int64_t tile = ctx->saved_data["tile"].toInt();
+    const int64_t vocab = weight.size(0);
+    const at::ScalarType ct = compute_type(hidden.scalar_type());
+    const at::Tensor g = grad_outputs[0].to(ct);
+    // A frozen projection (the reference's) or frozen hidden states need no product of their own.
+    const bool want_hidden = ctx->needs_input_grad(0), want_weight = ctx->needs_input_grad(1);
+    at::Tensor grad_hidden = want_hidden ? at::zeros(hidden.sizes(), hidden.options().dtype(ct)) : at::Tensor();
+    at::Tensor grad_weight = want_weight ? at::empty(weight.sizes(), weight.options()) : at::Tensor();
+    const at::Tensor h = hidden.to(ct);
+    for (int64_t start = 0; start < vocab; start += tile) {
+      const int64_t size = std::min(tile, vocab - start);
+      const at::Tensor w = weight.narrow(0, start, size);
+      // In place on the recomputed logits: softmax, then −g·softmax, then +g at the targets in this tile.
+      at::Tensor grad_logits = tile_logits(hidden, w, temperature);
+      grad_logits.sub_(lse.unsqueeze(1)).exp_().mul_(g.neg().unsqueeze(1));
+      auto [column, inside] = target_in_tile(targets, start, size, ct);
+      grad_logits.scatter_add_(1, column, (g * inside).unsqueeze(1));
+      if (temperature != 1.0) grad_logits.div_(temperature);
+      if (want_hidden) grad_hidden.addmm_(grad_logits, w.to(ct));
+      if (want_weight) grad_weight.narrow(0, start, size).copy_(at::mm(grad_logits.t(), h));
+    }
+    return {want_hidden ? grad_hidden.to(hidden.scalar_type()) : at::Tensor(), grad_weight, at::Tensor(),
+            at::Tensor(), at::Tensor()};
+  }
+};
+
+}  // namespace
+
+int64_t fused_logprobs_tile(int64_t rows) {
+  const int64_t column_bytes = std::max<int64_t>(rows, 1) * static_cast<int64_t>(sizeof(float));
+  return std::max<int64_t>(1, kTileBytes / column_bytes);
+}
+
+at::Tensor fused_token_logprobs(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& targets,
+                                double temperature, int64_t tile) {
+  ALN_CHECK(hidden.dim() == 2 && weight.dim() == 2 && hidden.size(1) == weight.size(1),
+            "fused_token_logprobs: hidden [N, H] and weight [V, H] must share H");
+  ALN_CHECK(targets.dim() == 1 && targets.size(0) == hidden.size(0) && targets.scalar_type() == at::kLong,
+            "fused_token_logprobs: targets must be int64 [N]");
+  ALN_CHECK(hidden.scalar_type() == weight.scalar_type() && hidden.device() == weight.device(),
+            "fused_token_logprobs: hidden and weight must share dtype and device");
+  ALN_CHECK(temperature > 0, "fused_token_logprobs: temperature must be positive");
+  const int64_t columns = tile > 0 ? tile : fused_logprobs_tile(hidden.size(0));
+  return FusedLogprobs::apply(hidden.contiguous(), weight.contiguous(), targets.contiguous(), temperature, columns);
+}
+
+}  // namespace aln::kernels

@@ -1,0 +1,27 @@
+#pragma once
+// Token log-probabilities straight from the last hidden states and the output projection, without
+// ever holding the [N, V] logits: log p(t_i | h_i) = (h_i · W[t_i]) / T − logsumexp_v((h_i · W[v]) / T).
+// The vocabulary is processed in tiles of [N, tile] logits (about 8 MiB), with an online
+// log-sum-exp; the backward pass recomputes each tile's logits from the saved log-sum-exp, adds the
+// tile's share of the hidden states' gradient and writes the tile's rows of W's gradient. W and its
+// gradient are touched once per pass; the hidden states, small beside them, are reused by every
+// tile. For a GPT-2-sized vocabulary that turns the largest activation of training (logits and
+// their gradient, N × 50,257 floats each) into one tile of a few MB, at the price of one more GEMM
+// in backward. Nothing is read on the host. The CUDA version (issue #21) shares this interface and
+// its tests.
+#include <cstdint>
+
+#include <ATen/core/Tensor.h>
+
+namespace aln::kernels {
+
+// hidden [N, H] and weight [V, H] (same floating dtype and device), targets [N] (int64 in [0, V)).
+// Returns [N] in the hidden states' dtype (reductions in float32 at least); differentiable with
+// respect to hidden and weight. `tile` (vocabulary columns per tile) 0 picks about 8 MiB of logits.
+at::Tensor fused_token_logprobs(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& targets,
+                                double temperature = 1.0, int64_t tile = 0);
+
+// The columns per tile `tile` 0 stands for, for `rows` hidden states (at least 1).
+int64_t fused_logprobs_tile(int64_t rows);
+
+}  // namespace aln::kernels

@@ -1,0 +1,91 @@
+// The fused, chunked output projection + log-softmax against the plain composite (full logits, then
+// token_logprobs): values and the gradients of the hidden states and of the projection, at every
+// tiling of the vocabulary, with and without a temperature, in float64 (tight) and float32 (its tolerance).
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+
+#include "core/error.h"
+#include "kernels/fused_logprobs.h"
+#include "kernels/token_logprobs.h"
+
+namespace aln::kernels {
+namespace {
+
+struct Case {
+  at::Tensor hidden, weight, targets, upstream;
+};
+
+Case make_case(int64_t n, int64_t h, int64_t v, at::ScalarType dtype, uint64_t seed) {
+  at::manual_seed(seed);
+  Case c;
+  c.hidden = at::randn({n, h}, at::TensorOptions().dtype(dtype));
+  c.weight = at::randn({v, h}, at::TensorOptions().dtype(dtype)) * 0.5;
+  c.targets = at::randint(v, {n}, at::kLong);
+  c.upstream = at::randn({n}, at::TensorOptions().dtype(dtype));  // an arbitrary per-token weighting
+  return c;
+}
+
+struct Result {
+  at::Tensor values, grad_hidden, grad_weight;
+};
+
+Result run(const Case& c, double temperature, int64_t tile, bool fused) {
+  at::Tensor h = c.hidden.clone().requires_grad_(true);
+  at::Tensor w = c.weight.clone().requires_grad_(true);
+  at::Tensor lp = fused ? fused_token_logprobs(h, w, c.targets, temperature, tile)
+                        : token_logprobs(at::mm(h, w.t()) / temperature, c.targets);
+  (lp * c.upstream).sum().backward();
+  return {lp.detach(), h.grad(), w.grad()};
+}
+
+void expect_close(const at::Tensor& got, const at::Tensor& want, double tol, const std::string& what) {
+  const double scale = want.abs().max().item<double>() + 1e-30;
+  EXPECT_LE((got - want).abs().max().item<double>(), tol * scale) << what;
+}
+
+TEST(FusedLogprobs, EqualsTheFullLogitsPathAtEveryTiling) {
+  const Case c = make_case(13, 8, 37, at::kDouble, 3);
+  for (double temperature : {1.0, 0.7}) {
+    const Result want = run(c, temperature, 0, /*fused=*/false);
+    for (int64_t tile : {1, 4, 13, 36, 37, 100, 0}) {
+      const Result got = run(c, temperature, tile, /*fused=*/true);
+      const std::string what = "tile " + std::to_string(tile) + " temperature " + std::to_string(temperature);
+      expect_close(got.values, want.values, 1e-12, "values, " + what);
+      expect_close(got.grad_hidden, want.grad_hidden, 1e-12, "d hidden, " + what);
+      expect_close(got.grad_weight, want.grad_weight, 1e-12, "d weight, " + what);
+    }
+  }
+}
+
+TEST(FusedLogprobs, Float32WithinItsTolerance) {
+  const Case c = make_case(64, 32, 501, at::kFloat, 5);
+  const Result want = run(c, 1.0, 0, false);
+  const Result got = run(c, 1.0, 7, true);
+  expect_close(got.values, want.values, 1e-5, "values");
+  expect_close(got.grad_hidden, want.grad_hidden, 1e-5, "d hidden");
+  expect_close(got.grad_weight, want.grad_weight, 1e-5, "d weight");
+}
+
+// A frozen projection (a reference's head) gets no gradient, and the hidden states get the same one.
+TEST(FusedLogprobs, FrozenProjectionGetsNoGradient) {
+  const Case c = make_case(5, 4, 11, at::kDouble, 9);
+  at::Tensor h = c.hidden.clone().requires_grad_(true);
+  fused_token_logprobs(h, c.weight, c.targets, 1.0, 2).sum().backward();
+  EXPECT_FALSE(c.weight.grad().defined());
+  at::Tensor plain = c.hidden.clone().requires_grad_(true);
+  token_logprobs(at::mm(plain, c.weight.t()), c.targets).sum().backward();
+  expect_close(h.grad(), plain.grad(), 1e-12, "d hidden");
+}
+
+TEST(FusedLogprobs, ChunkFitsInAFewMegabytesAndBadShapesAreRefused) {
+  EXPECT_EQ(fused_logprobs_tile(512), (int64_t{8} << 20) / (512 * 4));
+  EXPECT_EQ(fused_logprobs_tile(int64_t{1} << 30), 1);
+  const Case c = make_case(3, 4, 5, at::kFloat, 1);
+  EXPECT_THROW(fused_token_logprobs(c.hidden, c.weight.t(), c.targets), Error);
+  EXPECT_THROW(fused_token_logprobs(c.hidden, c.weight, c.targets.narrow(0, 0, 2)), Error);
+  EXPECT_THROW(fused_token_logprobs(c.hidden, c.weight, c.targets, 0.0), Error);
+}
+
+}  // namespace
+}  // namespace aln::kernels
