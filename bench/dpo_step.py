@@ -1,6 +1,18 @@
-"""DPO training step: Aln vs TRL's DPOTrainer, same model, data, batch, lengths, dtype and threads.
+"""DPO training step: Aln vs TRL's DPOTrainer (stock and tuned) and a plain PyTorch loop, same model, data, batch,
+lengths, dtype and threads.
 
-One run measures two settings, each in both frameworks, every framework in its own process:
+Peers, each in its own process, one after another within a setting:
+  trl        TRL's DPOTrainer as its documentation sets it up (glibc allocator defaults);
+  trl_tuned  the same with what a careful CPU user would change (tune_trl(): the allocator setting Aln applies to
+             itself, and TRL's log-probs on the response positions only, as its GPU path does); Liger's fused kernels
+             are Triton (GPU) only, so they are not part of the CPU comparison;
+  torch      a plain eager PyTorch loop written here (torch_worker), with the tuned allocator setting.
+The headline ratios are Aln's over trl_tuned and over torch. Memory is reported as peak resident memory and as growth:
+the process's peak minus its own resident memory once its libraries are loaded (Python: after the imports; Aln: the
+peak of `aln version`), so interpreter and library footprints do not count and everything the job does (model, data,
+reference log-probs, training) does.
+
+One run measures two settings, each in every framework:
 
   cached_reference      Aln `reference: {mode: cached}`      TRL `precompute_ref_log_probs=True`
   on_the_fly_reference  Aln `reference: {mode: on_the_fly}`  TRL keeps a reference model, one extra forward a step
@@ -40,7 +52,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOKENIZER = os.path.join(ROOT, "examples/data/tokenizers/gpt2/tokenizer.json")
 HH_DATA = os.path.join(ROOT, "examples/data/hh-rlhf/harmless-base/test_shared.jsonl.gz")
 HUMAN, ASSISTANT, EOS = "\n\nHuman:", "\n\nAssistant:", "<|endoftext|>"
-GOAL = {"throughput_ratio_at_least": 1.5, "memory_ratio_at_most": 0.7}
+# Issue #26's goals, against the tuned peer (b) and the plain PyTorch baseline (c).
+GOAL = {"over_trl_tuned_throughput_at_least": 1.5, "over_torch_throughput_at_least": 1.3,
+        "over_trl_tuned_memory_growth_at_most": 0.7}
+# The allocator setting Aln applies to itself (mallopt in main()), given to the tuned peers through glibc's
+# environment: without it they page-fault every logits-sized temporary each step.
+TUNED_ALLOCATOR = {"MALLOC_MMAP_THRESHOLD_": "1073741824", "MALLOC_TRIM_THRESHOLD_": "1073741824"}
+FRAMEWORKS = ("aln", "trl", "trl_tuned", "torch")
+STARTUP_RSS = None  # a Python worker's resident memory once its libraries are imported
 SETTINGS = {"cached_reference": ("cached", True), "on_the_fly_reference": ("on_the_fly", False)}
 
 
@@ -57,11 +76,12 @@ def parse_args():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated subset of " + ",".join(SETTINGS))
-    p.add_argument("--frameworks", default="aln,trl", help="comma-separated subset of aln,trl")
+    p.add_argument("--frameworks", default=",".join(FRAMEWORKS), help="comma-separated subset of " + ",".join(FRAMEWORKS))
     p.add_argument("--keep", action="store_true", help="keep the work directory (jobs, logs, data) and print it")
     p.add_argument("--out", default="")
     # Internal: the TRL side runs as a second mode of this script, in its own process.
     p.add_argument("--trl-worker", default="", help=argparse.SUPPRESS)
+    p.add_argument("--torch-worker", default="", help=argparse.SUPPRESS)
     return p.parse_args()
 
 
@@ -216,6 +236,11 @@ def run_aln(args, binary, sizes, data_path, work, setting, mode, env):
     result = summarise([int(r["tokens"]) for r in rows], [float(r["seconds"]) for r in rows], args.warmup)
     result.update({"peak_rss_bytes": rss, "process_seconds": wall, "optimizer_steps_logged": len(rows),
                    "first_step_loss": float(rows[0]["loss"]) if rows else None, "reference": {"mode": mode}})
+    # Aln's startup footprint: the peak of `aln version`, the same binary with its libraries loaded and nothing done.
+    startup_rc, startup, _ = run_measured([binary, "version"], log + ".startup", env)
+    if startup_rc == 0:
+        result["startup_rss_bytes"] = startup
+        result["memory_growth_bytes"] = rss - startup
     if any("skipped" in r for r in rows):
         result["nonfinite_steps_skipped"] = sum(1 for r in rows if r.get("skipped"))
     with open(log, errors="replace") as f:
@@ -225,29 +250,56 @@ def run_aln(args, binary, sizes, data_path, work, setting, mode, env):
     return result
 
 
-def run_trl(args, sizes, data_path, work, setting, precompute, env):
-    spec = os.path.join(work, f"trl_{setting}.json")
-    result_path = os.path.join(work, f"trl_{setting}.result.json")
+def run_worker(args, sizes, data_path, work, setting, precompute, env, kind):
+    """A Python peer in its own process: kind "trl" (stock), "trl_tuned" (the careful user's settings) or "torch"
+    (the plain PyTorch baseline)."""
+    name = f"{kind}_{setting}"
+    spec = os.path.join(work, f"{name}.json")
+    result_path = os.path.join(work, f"{name}.result.json")
     with open(spec, "w") as f:
-        json.dump({"data": data_path, "work": os.path.join(work, f"trl_{setting}"), "sizes": sizes,
+        json.dump({"data": data_path, "work": os.path.join(work, name), "sizes": sizes,
                    "precompute": precompute, "batch_size": args.batch_size, "max_steps": args.warmup + args.steps,
                    "prompt_length": args.prompt_length, "response_length": args.response_length,
-                   "threads": args.threads, "lr": args.lr, "result": result_path}, f)
-    log = os.path.join(work, f"trl_{setting}.log")
-    rc, rss, wall = run_measured([sys.executable, os.path.abspath(__file__), "--trl-worker", spec], log, env)
+                   "threads": args.threads, "lr": args.lr, "result": result_path, "tuned": kind == "trl_tuned"}, f)
+    log = os.path.join(work, f"{name}.log")
+    mode = "--torch-worker" if kind == "torch" else "--trl-worker"
+    if kind != "trl":
+        env = dict(env, **TUNED_ALLOCATOR)
+    rc, rss, wall = run_measured([sys.executable, os.path.abspath(__file__), mode, spec], log, env)
     if rc != 0 or not os.path.exists(result_path):
-        return {"error": f"TRL worker exited with {rc}", "log_tail": tail(log)}
+        return {"error": f"{kind} worker exited with {rc}", "log_tail": tail(log)}
     with open(result_path) as f:
         worker = json.load(f)
     result = summarise(worker["tokens"], worker["seconds"], args.warmup)
     result.update({"peak_rss_bytes": rss, "process_seconds": wall, "optimizer_steps_logged": len(worker["tokens"]),
                    "first_step_loss": worker["losses"][0] if worker["losses"] else None,
                    "reference": worker["reference"]})
+    if worker.get("startup_rss_bytes"):
+        result["startup_rss_bytes"] = worker["startup_rss_bytes"]
+        result["memory_growth_bytes"] = rss - worker["startup_rss_bytes"]
+    if worker.get("tuned"):
+        result["tuned"] = worker["tuned"]
     return result
 
 
 # ------------------------------------------------------------------------------------------------------------------
 # TRL worker (runs in its own process)
+
+
+def tune_trl(trainer):
+    """What a careful CPU user changes in TRL beyond its documented setup (the allocator setting arrives through the
+    environment). TRL's fused LM head (trl/trainer/utils.py) sends only the labelled (response) positions through its
+    chunked log-prob kernel when `_use_triton(device)` holds, which its device check limits to GPUs; on CPU every
+    position goes through the full-vocabulary log-softmax and the prompt positions' results are then zeroed. One line
+    gives the CPU the same response-only path: the log-probs of the response positions are the same, and the prompt
+    positions were zero either way. (Patching trl.kernels.chunked_logprob._use_triton instead would pick Triton
+    kernels for CPU tensors.) Liger's kernels are Triton, so there is no CPU version to turn on."""
+    import trl.trainer.utils as trl_utils
+
+    device_check = trl_utils._use_triton
+    trl_utils._use_triton = lambda device: device.type == "cpu" or device_check(device)
+    return {"allocator": TUNED_ALLOCATOR, "response_only_logprobs": True,
+            "liger": "not used: Triton kernels, no CPU backend"}
 
 
 def trl_worker(spec_path):
@@ -260,6 +312,9 @@ def trl_worker(spec_path):
     import transformers as tr
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
+
+    global STARTUP_RSS
+    STARTUP_RSS = resident_bytes()  # the process with its libraries loaded: memory growth is counted from here
 
     sizes = spec["sizes"]
     tokenizer = tr.PreTrainedTokenizerFast(tokenizer_file=TOKENIZER, eos_token=EOS, pad_token=EOS)
@@ -329,11 +384,105 @@ def trl_worker(spec_path):
     else:
         assert trainer.ref_model is not None and not has_cached, "TRL has no separate reference model"
         reference = {"precompute_ref_log_probs": False, "ref_model_in_memory": True}
+    tuned = {}
+    if spec.get("tuned"):
+        tuned = tune_trl(trainer)
     trainer.train()
+
     with open(spec["result"], "w") as f:
         json.dump({"tokens": timer.tokens, "seconds": timer.seconds, "losses": timer.losses, "reference": reference,
+                   "tuned": tuned,
+                   "startup_rss_bytes": STARTUP_RSS,
                    "versions": {"trl": __import__("trl").__version__, "transformers": tr.__version__,
                                 "torch": torch.__version__}}, f)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Plain PyTorch baseline (runs in its own process): what a careful user writes by hand in ~40 lines — the
+# transformers Llama backbone, the output projection on the response positions only, gather - logsumexp, DPO's
+# sigmoid loss, clipping and AdamW — with the tuned peers' allocator settings.
+
+
+def resident_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def torch_worker(spec_path):
+    with open(spec_path) as f:
+        spec = json.load(f)
+    import torch
+    import torch.nn.functional as F
+    import transformers as tr
+    from tokenizers import Tokenizer
+
+    startup = resident_bytes()  # the process with its libraries loaded: the baseline memory growth is counted from
+    torch.set_num_threads(spec["threads"])
+    sizes, plen, rlen, batch = spec["sizes"], spec["prompt_length"], spec["response_length"], spec["batch_size"]
+    tok = Tokenizer.from_file(TOKENIZER)
+    eos_id = tok.token_to_id(EOS)
+    enc = lambda text: tok.encode(text, add_special_tokens=False).ids  # noqa: E731
+    with open(spec["data"]) as f:
+        pairs = [json.loads(line) for line in f]
+    rows = []
+    for p in pairs:
+        prompt = enc(p["prompt"])
+        chosen, rejected = enc(p["chosen"]) + [eos_id], enc(p["rejected"]) + [eos_id]
+        assert len(prompt) == plen and len(chosen) == rlen and len(rejected) == rlen
+        rows.append((prompt + chosen, prompt + rejected))
+    torch.manual_seed(0)
+    config = tr.LlamaConfig(vocab_size=sizes["vocab_size"], hidden_size=sizes["hidden_size"],
+                            intermediate_size=sizes["intermediate_size"], num_hidden_layers=sizes["num_layers"],
+                            num_attention_heads=sizes["num_heads"], num_key_value_heads=sizes["num_kv_heads"],
+                            max_position_embeddings=sizes["max_position"], rms_norm_eps=sizes["rms_norm_eps"],
+                            tie_word_embeddings=sizes["tie_embeddings"])
+    policy = tr.LlamaForCausalLM(config).float().train()
+    reference = None if spec["precompute"] else tr.LlamaForCausalLM(config).float().eval()
+    if reference is not None:
+        reference.load_state_dict(policy.state_dict())
+        reference.requires_grad_(False)
+
+    def sequence_logps(model, ids):
+        hidden = model.model(input_ids=ids).last_hidden_state[:, plen - 1:-1]  # positions predicting the response
+        logits = hidden @ model.lm_head.weight.t()
+        targets = ids[:, plen:]
+        return (logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)).sum(-1)
+
+    batches = [rows[i:i + batch] for i in range(0, len(rows) - batch + 1, batch)]
+    as_ids = lambda b: torch.tensor([c for c, _ in b] + [r for _, r in b])  # noqa: E731  [chosen..., rejected...]
+    cached = None
+    if reference is None:  # the policy at the start is the reference: its log-probs once, before training
+        with torch.no_grad():
+            cached = [sequence_logps(policy.eval(), as_ids(b)) for b in batches]
+        policy.train()
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=spec["lr"], weight_decay=0.0)
+    tokens, seconds, losses = [], [], []
+    last = time.perf_counter()
+    for step in range(spec["max_steps"]):
+        index = step % len(batches)
+        ids = as_ids(batches[index])
+        if cached is not None:
+            ref = cached[index]
+        else:
+            with torch.no_grad():
+                ref = sequence_logps(reference, ids)
+        logps = sequence_logps(policy, ids)
+        ratios = logps - ref
+        chosen, rejected = ratios.chunk(2)
+        loss = -F.logsigmoid(0.1 * (chosen - rejected)).mean()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(float(loss))
+        now = time.perf_counter()
+        seconds.append(now - last)
+        tokens.append(int(ids.numel()))
+        last = now
+    with open(spec["result"], "w") as f:
+        json.dump({"tokens": tokens, "seconds": seconds, "losses": losses, "startup_rss_bytes": startup,
+                   "reference": {"cached": reference is None},
+                   "versions": {"transformers": tr.__version__, "torch": torch.__version__}}, f)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -343,10 +492,12 @@ def main():
     args = parse_args()
     if args.trl_worker:
         return trl_worker(args.trl_worker)
+    if args.torch_worker:
+        return torch_worker(args.torch_worker)
     settings = [s for s in args.settings.split(",") if s]
     frameworks = [f for f in args.frameworks.split(",") if f]
-    if any(s not in SETTINGS for s in settings) or any(f not in ("aln", "trl") for f in frameworks):
-        raise SystemExit(f"--settings: subset of {','.join(SETTINGS)}; --frameworks: subset of aln,trl")
+    if any(s not in SETTINGS for s in settings) or any(f not in FRAMEWORKS for f in frameworks):
+        raise SystemExit(f"--settings: subset of {','.join(SETTINGS)}; --frameworks: subset of {','.join(FRAMEWORKS)}")
     binary = args.aln or next((p for p in ("build/bin/aln", "build/trainers/cli/aln")
                                if os.path.exists(os.path.join(ROOT, p))), "build/bin/aln")
     binary = os.path.join(ROOT, binary)
@@ -379,8 +530,12 @@ def main():
                    "loss": "dpo sigmoid, beta 0.1 (first step: ln 2 = 0.6931, the policy is the reference)",
                    "optimizer": f"AdamW lr {args.lr} constant, clip 1.0",
                    "aln_binary": os.path.relpath(binary, ROOT) if binary.startswith(ROOT + os.sep) else binary},
-        "goal": {**GOAL, "met_means": "aln/trl tokens_per_second >= 1.5 and aln/trl peak_rss_bytes <= 0.7 in every "
-                                      "setting"},
+        "goal": {**GOAL, "met_means": "in every setting: aln tokens_per_second >= 1.5x trl_tuned and >= 1.3x torch, "
+                                      "aln memory growth (peak minus the process's own resident memory as training "
+                                      "starts) <= 0.7x trl_tuned's"},
+        "peers": {"trl": "TRL DPOTrainer as documented, glibc allocator defaults",
+                  "trl_tuned": "TRL DPOTrainer with the allocator setting Aln uses and the tuning in tune_trl()",
+                  "torch": "a plain eager PyTorch loop (torch_worker) with the same allocator setting"},
         "settings": {},
         # Other work on the machine skews timings: the 1/5/15-minute load averages before and after the runs.
         "host": {"cpus": os.cpu_count(), "load_average_before": os.getloadavg()},
@@ -393,18 +548,25 @@ def main():
             if fw == "aln":
                 entry["aln"] = run_aln(args, binary, sizes, data_path, work, setting, mode, env)
             else:
-                entry["trl"] = run_trl(args, sizes, data_path, work, setting, precompute, env)
-        aln, trl = entry.get("aln") or {}, entry.get("trl") or {}
-        for side in (aln, trl):
+                entry[fw] = run_worker(args, sizes, data_path, work, setting, precompute, env, fw)
+        for side in entry.values():
             if side.get("tokens_per_step") is not None:
                 side["tokens_per_step_as_expected"] = side["tokens_per_step"] == expected_tokens
-        if aln.get("tokens_per_second") and trl.get("tokens_per_second"):
-            tput = aln["tokens_per_second"] / trl["tokens_per_second"]
-            mem = aln["peak_rss_bytes"] / trl["peak_rss_bytes"]
-            entry["ratios_aln_over_trl"] = {"tokens_per_second": tput, "peak_rss_bytes": mem}
-            entry["met"] = tput >= GOAL["throughput_ratio_at_least"] and mem <= GOAL["memory_ratio_at_most"]
+        aln = entry.get("aln") or {}
+        ratios = {}
+        for peer in ("trl", "trl_tuned", "torch"):
+            other = entry.get(peer) or {}
+            if aln.get("tokens_per_second") and other.get("tokens_per_second"):
+                ratios[peer] = {"tokens_per_second": aln["tokens_per_second"] / other["tokens_per_second"],
+                                "peak_rss_bytes": aln["peak_rss_bytes"] / other["peak_rss_bytes"]}
+                if aln.get("memory_growth_bytes") and other.get("memory_growth_bytes"):
+                    ratios[peer]["memory_growth"] = aln["memory_growth_bytes"] / other["memory_growth_bytes"]
+        entry["ratios_aln_over"] = ratios
+        if "trl_tuned" in ratios and "torch" in ratios and "memory_growth" in ratios["trl_tuned"]:
+            entry["met"] = (ratios["trl_tuned"]["tokens_per_second"] >= GOAL["over_trl_tuned_throughput_at_least"]
+                            and ratios["torch"]["tokens_per_second"] >= GOAL["over_torch_throughput_at_least"]
+                            and ratios["trl_tuned"]["memory_growth"] <= GOAL["over_trl_tuned_memory_growth_at_most"])
         else:
-            entry["ratios_aln_over_trl"] = None
             entry["met"] = None  # not measured
         result["settings"][setting] = entry
     result["host"]["load_average_after"] = os.getloadavg()
@@ -420,7 +582,7 @@ def main():
     if args.out:
         with open(args.out, "w") as f:
             f.write(text + "\n")
-    errors = [f"{s}/{fw}: {e[fw]['error']}" for s, e in result["settings"].items() for fw in ("aln", "trl")
+    errors = [f"{s}/{fw}: {e[fw]['error']}" for s, e in result["settings"].items() for fw in FRAMEWORKS
               if fw in e and "error" in e[fw]]
     if errors:
         raise SystemExit("; ".join(errors))

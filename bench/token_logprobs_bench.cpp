@@ -1,11 +1,16 @@
 // Token log-probs on the CPU: the LibTorch composite Aln uses (gather - logsumexp) vs the textbook
-// log_softmax + gather that materialises [rows, vocab]. Run with
+// log_softmax + gather that materialises [rows, vocab]; and the output projection + log-probs,
+// forward and backward, as training runs it (full [rows, vocab] logits, then the composite) against
+// the fused chunked kernel (kernels/fused_logprobs.h), which never holds more than a chunk of
+// logits (the counter `largest_logits_bytes`). Run with
 //   build/bin/bench_token_logprobs --benchmark_format=json --benchmark_out=token_logprobs.json
 #include <ATen/ATen.h>
+#include <algorithm>
 #include <ATen/Parallel.h>
 #include <benchmark/benchmark.h>
 
 #include "core/error.h"
+#include "kernels/fused_logprobs.h"
 #include "kernels/token_logprobs.h"
 
 namespace {
@@ -39,6 +44,38 @@ void BM_LogSoftmaxGather(benchmark::State& state) {
 
 BENCHMARK(BM_AlnComposite)->Args({64, 50257})->Args({512, 4096})->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_LogSoftmaxGather)->Args({64, 50257})->Args({512, 4096})->Unit(benchmark::kMillisecond);
+
+// Forward and backward of log p(target | h W^T) for rows x hidden states and a vocab x hidden
+// projection, weighted per token (as a DPO loss weights them).
+void projection_step(benchmark::State& state, bool fused) {
+  const int64_t rows = state.range(0), hidden = state.range(1), vocab = state.range(2);
+  at::set_num_threads(static_cast<int>(state.range(3)));
+  at::manual_seed(1);
+  at::Tensor h = at::randn({rows, hidden}).requires_grad_(true);
+  at::Tensor w = (at::randn({vocab, hidden}) * 0.05).requires_grad_(true);
+  at::Tensor targets = at::randint(vocab, {rows}, at::kLong);
+  at::Tensor upstream = at::randn({rows});
+  for (auto _ : state) {
+    at::Tensor lp = fused ? aln::kernels::fused_token_logprobs(h, w, targets)
+                          : aln::kernels::token_logprobs(at::mm(h, w.t()), targets);
+    (lp * upstream).sum().backward();
+    h.mutable_grad() = at::Tensor();
+    w.mutable_grad() = at::Tensor();
+  }
+  const int64_t columns = fused ? std::min(vocab, aln::kernels::fused_logprobs_tile(rows)) : vocab;
+  state.counters["largest_logits_bytes"] = static_cast<double>(rows * columns * 4);
+  // Forward h W^T and both backward products (the fused kernel recomputes the first: one more).
+  state.counters["model_flops"] = benchmark::Counter(static_cast<double>(6 * rows * hidden * vocab) * state.iterations(),
+                                                     benchmark::Counter::kIsRate);
+}
+
+void BM_ProjectionLogprobsFull(benchmark::State& state) { projection_step(state, false); }
+void BM_ProjectionLogprobsFused(benchmark::State& state) { projection_step(state, true); }
+
+// rows, hidden, vocab, threads. Run with MALLOC_MMAP_THRESHOLD_=MALLOC_TRIM_THRESHOLD_=1073741824 for the allocator
+// setting `aln` applies to itself (without it the full path page-faults its logits every iteration).
+BENCHMARK(BM_ProjectionLogprobsFull)->Args({512, 64, 50257, 2})->Args({512, 512, 50257, 2})->Args({2048, 64, 50257, 2})->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_ProjectionLogprobsFused)->Args({512, 64, 50257, 2})->Args({512, 512, 50257, 2})->Args({2048, 64, 50257, 2})->Unit(benchmark::kMillisecond);
 
 }  // namespace
 
