@@ -39,6 +39,10 @@ class Communicator {
   // `output` (contiguous, size() * input.numel() elements, same dtype) receives every rank's
   // `input` in rank order. Both must stay alive until wait() returns.
   virtual std::unique_ptr<Work> all_gather(const at::Tensor& input, at::Tensor& output) = 0;
+  // The inverse of all_gather with a sum (sharded gradients): `input` (contiguous, size() *
+  // output.numel() elements) is cut into size() equal blocks in rank order; `output` receives the
+  // sum over ranks of block rank(). Both must stay alive until wait() returns.
+  virtual std::unique_ptr<Work> reduce_scatter_sum(const at::Tensor& input, at::Tensor& output) = 0;
   virtual std::unique_ptr<Work> barrier() = 0;
   // Point to point (pipeline stages pass activations and gradients): `tensor` goes to rank `peer`,
   // which posts a recv of the same size, dtype and tag. Messages between two ranks with one tag

@@ -191,6 +191,19 @@ class MpiCommunicator final : public Communicator {
     return started(rc, request, "all_gather", &input, &output);
   }
 
+  std::unique_ptr<Work> reduce_scatter_sum(const at::Tensor& input, at::Tensor& output) override {
+    check_tensor(input, "reduce_scatter");
+    check_tensor(output, "reduce_scatter");
+    ALN_CHECK(output.scalar_type() == input.scalar_type(), "reduce_scatter: output dtype differs from input's");
+    ALN_CHECK(input.numel() == output.numel() * size_, "reduce_scatter: input must hold ", output.numel() * size_,
+              " elements (", size_, " ranks x ", output.numel(), "), has ", input.numel());
+    MPI_Request request;
+    const int count = static_cast<int>(output.numel());
+    const int rc = MPI_Ireduce_scatter_block(input.data_ptr(), output.data_ptr(), count, mpi_type(output), MPI_SUM,
+                                             comm_, &request);
+    return started(rc, request, "reduce_scatter", &input, &output);
+  }
+
   std::unique_ptr<Work> barrier() override {
     MPI_Request request;
     const int rc = MPI_Ibarrier(comm_, &request);
@@ -310,6 +323,25 @@ absl::StatusOr<std::unique_ptr<MpiRuntime>> MpiRuntime::init(int* argc, char*** 
   }
   MPI_Comm_rank(MPI_COMM_WORLD, &runtime->rank_);
   MPI_Comm_size(MPI_COMM_WORLD, &runtime->size_);
+  {
+    // The processes sharing this host's memory, in world order: a rank's place among them picks its
+    // GPU. Collective and without a timeout, like MPI_Init, hence the same watchdog.
+    const Watchdog watchdog(timeout, [timeout] {
+      std::fprintf(stderr, "aln: finding the ranks on %s did not finish within %lld ms; ending this process\n",
+                   host_name().c_str(), static_cast<long long>(timeout.count()));
+      std::fflush(stderr);
+      std::_Exit(1);
+    });
+    MPI_Comm node = MPI_COMM_NULL;
+    rc = MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, runtime->rank_, MPI_INFO_NULL, &node);
+    if (rc != MPI_SUCCESS) {
+      return absl::UnavailableError(absl::StrCat("MPI_Comm_split_type (the ranks on ", host_name(),
+                                                 ") failed: ", mpi_error_string(rc)));
+    }
+    MPI_Comm_rank(node, &runtime->local_rank_);
+    MPI_Comm_size(node, &runtime->local_size_);
+    MPI_Comm_free(&node);
+  }
   return runtime;
 }
 

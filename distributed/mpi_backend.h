@@ -25,6 +25,10 @@ class MpiRuntime {
   int world_rank() const { return rank_; }
   int world_size() const { return size_; }
   int thread_level() const { return thread_level_; }
+  // This process's place among the job's processes on its host (MPI_COMM_TYPE_SHARED), in world
+  // rank order: the GPU a rank uses is its node-local rank.
+  int node_local_rank() const { return local_rank_; }
+  int node_local_size() const { return local_size_; }
   // Whether any thread may call MPI at any time (MPI_THREAD_MULTIPLE): heartbeats need it.
   bool threads_supported() const;
 
@@ -41,6 +45,8 @@ class MpiRuntime {
   int rank_ = 0;
   int size_ = 1;
   int thread_level_ = 0;
+  int local_rank_ = 0;
+  int local_size_ = 1;
 };
 
 // "Open MPI v4.1.4, ..." — callable before MPI_Init.

@@ -126,6 +126,15 @@ class NcclCommunicator final : public Communicator {
     return run("all_gather", &in,
                [&] { return ncclAllGather(in.data_ptr(), out.data_ptr(), in.numel(), type(in), comm_, stream_); });
   }
+  std::unique_ptr<Work> reduce_scatter_sum(const at::Tensor& in, at::Tensor& out) override {
+    check(in, "reduce_scatter");
+    check(out, "reduce_scatter");
+    ALN_CHECK(out.scalar_type() == in.scalar_type() && in.numel() == out.numel() * size_,
+              "reduce_scatter: input must hold ", out.numel() * size_, " elements of the output's dtype");
+    return run("reduce_scatter", &in, [&] {
+      return ncclReduceScatter(in.data_ptr(), out.data_ptr(), out.numel(), type(out), ncclSum, comm_, stream_);
+    });
+  }
   std::unique_ptr<Work> barrier() override {
     if (!token_.defined()) token_ = at::zeros({1}, at::TensorOptions().dtype(at::kFloat).device(at::kCUDA, device_));
     return all_reduce_sum(token_);

@@ -173,6 +173,20 @@ class ThreadCommunicator final : public Communicator {
       }
     });
   }
+  std::unique_ptr<Work> reduce_scatter_sum(const at::Tensor& input, at::Tensor& output) override {
+    check_contiguous(output, "reduce_scatter_sum");
+    ALN_CHECK(input.numel() == output.numel() * size(), "reduce_scatter_sum: input must hold ",
+              output.numel() * size(), " elements (", size(), " ranks x ", output.numel(), "), has ", input.numel());
+    at::Tensor out = output;
+    const int64_t n = output.numel();
+    const int64_t first = static_cast<int64_t>(rank_) * n;
+    // Added in rank order, as all_reduce_sum: the same bits as block rank() of an all-reduce.
+    return issue("reduce_scatter_sum", input, [out, n, first](Hub::Slot& slot) mutable {
+      at::Tensor flat = out.view({-1});
+      flat.copy_(slot.inputs[0].view({-1}).narrow(0, first, n));
+      for (size_t r = 1; r < slot.inputs.size(); ++r) flat.add_(slot.inputs[r].view({-1}).narrow(0, first, n));
+    });
+  }
   std::unique_ptr<Work> barrier() override {
     return issue("barrier", at::Tensor(), [](Hub::Slot&) {});
   }

@@ -45,6 +45,31 @@ TEST(MpiCommunicator, AllGatherInRankOrder) {
   EXPECT_THROW(comm->all_gather(in, wrong), Error);
 }
 
+TEST(MpiCommunicator, ReduceScatterSumsEachRanksBlock) {
+  auto comm = g_runtime->world();
+  const int n = comm->size(), r = comm->rank();
+  for (auto dtype : {at::kFloat, at::kDouble, at::kLong}) {
+    // Element k of block b on rank q holds b * 1000 + q * 10 + k % 7 (small integers: exact sums).
+    at::Tensor in = (at::arange(n, at::TensorOptions().dtype(dtype)) * 1000).repeat_interleave(41) +
+                    at::arange(41, at::TensorOptions().dtype(dtype)).remainder(7).repeat({n}) + r * 10;
+    at::Tensor out = at::empty({41}, at::TensorOptions().dtype(dtype));
+    ASSERT_TRUE(comm->reduce_scatter_sum(in, out)->wait(std::chrono::seconds(30)).ok());
+    at::Tensor want = at::arange(41, at::TensorOptions().dtype(dtype)).remainder(7) * n + (r * 1000) * n +
+                      (n * (n - 1) / 2) * 10;
+    EXPECT_TRUE(at::equal(out, want)) << "dtype " << dtype;
+  }
+  at::Tensor wrong = at::empty({5}, at::kDouble);
+  at::Tensor in = at::zeros({41 * n}, at::kDouble);
+  EXPECT_THROW(comm->reduce_scatter_sum(in, wrong), Error);
+}
+
+TEST(MpiRuntime, NodeLocalRanksNumberTheRanksOfThisHost) {
+  // Every rank of this test runs on one host (mpirun on loopback): node-local rank = world rank.
+  auto comm = g_runtime->world();
+  EXPECT_EQ(g_runtime->node_local_size(), comm->size());
+  EXPECT_EQ(g_runtime->node_local_rank(), comm->rank());
+}
+
 TEST(MpiCommunicator, BroadcastFromEveryRoot) {
   auto comm = g_runtime->world();
   for (int root = 0; root < comm->size(); ++root) {

@@ -1,6 +1,9 @@
 #include "trainers/cli/commands.h"
 
+#include <ATen/ATen.h>
+
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 
@@ -11,6 +14,7 @@
 #include "core/logging.h"
 #include "core/metrics.h"
 #include "core/status.h"
+#include "distributed/dist_error.h"
 #include "distributed/heartbeat.h"
 #include "distributed/mpi_backend.h"
 #include "trainers/engine/engine.h"
@@ -55,6 +59,28 @@ void print_plan(const config::LoadedJob& job) {
               p.timeout_s());
   std::printf("  metrics: %s:%d, checkpoints every %d steps (keep %d)\n", spec.metrics().host().c_str(),
               spec.metrics().port(), spec.checkpoint().every_steps(), spec.checkpoint().keep_last());
+}
+
+// One line on rank 0 saying how the ranks lie over the hosts (each rank's GPU, once it uses one, is
+// its node-local rank), from one all-gather of every rank's place on its host.
+void log_topology(const dist::MpiRuntime& mpi, dist::Communicator& world, std::chrono::milliseconds timeout,
+                  const Logger& log) {
+  at::Tensor mine = at::tensor({mpi.node_local_rank(), mpi.node_local_size()}, at::kInt);
+  at::Tensor all = at::empty({2 * world.size()}, at::kInt);
+  absl::Status gathered = world.all_gather(mine, all)->wait(timeout);
+  if (!gathered.ok()) {
+    log.error("%s; ending the job", std::string(gathered.message()));
+    mpi.abort(1);
+  }
+  const int* v = all.data_ptr<int>();
+  int hosts = 0, most = 0;
+  for (int r = 0; r < world.size(); ++r) {
+    if (v[2 * r] == 0) ++hosts;
+    most = std::max(most, v[2 * r + 1]);
+  }
+  log.info("topology: %d ranks on %d host%s (at most %d on one; this one, %s, has %d); a rank's GPU is its node-local "
+           "rank",
+           world.size(), hosts, hosts == 1 ? "" : "s", most, dist::host_name(), mpi.node_local_size());
 }
 
 }  // namespace
@@ -203,6 +229,7 @@ int run_train(const Args& args) {
                                                       });
     }
   }
+  if (world && world->size() > 1) log_topology(*mpi, *world, startup_timeout, log);
   std::unique_ptr<MetricsServer> server;
   if (loaded->spec.metrics().enabled() && rank == 0) {
     auto started =

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <thread>
 
+#include "core/error.h"
 #include "distributed/dist_error.h"
 
 namespace aln::dist {
@@ -36,6 +37,14 @@ TEST(ThreadBackend, CollectivesGiveExactResults) {
       at::Tensor out = at::empty({2 * n}, at::kLong);
       ASSERT_TRUE(comm.all_gather(in, out)->wait(kWait).ok());
       EXPECT_TRUE(at::equal(out, at::arange(n, at::kLong).repeat_interleave(2)));
+
+      // Block k of rank r's input holds 100 * k + r: rank r's output is 100 * r * n + n(n-1)/2.
+      at::Tensor blocks = (at::arange(n, at::kDouble) * 100).repeat_interleave(3) + r;
+      at::Tensor mine = at::empty({3}, at::kDouble);
+      ASSERT_TRUE(comm.reduce_scatter_sum(blocks, mine)->wait(kWait).ok());
+      EXPECT_TRUE(at::equal(mine, at::full({3}, 100.0 * r * n + n * (n - 1) / 2, at::kDouble)));
+      at::Tensor short_input = at::zeros({3 * n + 1}, at::kDouble);
+      EXPECT_THROW(comm.reduce_scatter_sum(short_input, mine), Error);
       ASSERT_TRUE(comm.barrier()->wait(kWait).ok());
     });
   }
@@ -48,6 +57,19 @@ TEST(ThreadBackend, SumsAddInRankOrder) {
     at::Tensor x = at::full({1}, v[comm.rank()], at::kFloat);
     ASSERT_TRUE(comm.all_reduce_sum(x)->wait(kWait).ok());
     EXPECT_EQ(x.item<float>(), (1e8f + 1.0f) + -1e8f);
+  });
+}
+
+TEST(ThreadBackend, ReduceScatterGivesTheBitsOfAnAllReduce) {
+  // Each rank's block of a reduce-scatter is the same bits as that block of an all-reduce (both add
+  // in rank order), which the sharded optimizer's equality with the unsharded one rests on.
+  run_thread_ranks(3, [](Communicator& comm) {
+    at::Tensor x = at::sin(at::arange(3 * 5, at::kFloat) * static_cast<float>(comm.rank() + 1)) * 1e4f;
+    at::Tensor whole = x.clone();
+    ASSERT_TRUE(comm.all_reduce_sum(whole)->wait(kWait).ok());
+    at::Tensor mine = at::empty({5}, at::kFloat);
+    ASSERT_TRUE(comm.reduce_scatter_sum(x, mine)->wait(kWait).ok());
+    EXPECT_TRUE(at::equal(mine, whole.narrow(0, comm.rank() * 5, 5)));
   });
 }
 
