@@ -81,7 +81,42 @@ absl::Status validate_stage(const LoadedJob& job, const aln::v1::StageSpec& stag
   return absl::OkStatus();
 }
 
+// parallel.*.shard: what is implemented, said with the key's file and line.
+absl::Status validate_sharding(const LoadedJob& job) {
+  const auto& p = job.spec.parallel();
+  // (Unset, as in a job that never names the frozen grids, is none.)
+  if (p.reference().shard() > aln::v1::NONE || p.reward().shard() > aln::v1::NONE) {
+    const bool ref = p.reference().shard() > aln::v1::NONE;
+    return at(job, ref ? "parallel.reference.shard" : "parallel.reward.shard",
+              "the frozen models are not sharded yet (they have no gradients or moments to shard); set it to none");
+  }
+  const aln::v1::ShardLevel level = policy_shard(job.spec);
+  if (level == aln::v1::FULL) {
+    return at(job, "parallel.policy.shard",
+              "full (parameters sharded and gathered layer by layer) is not implemented yet; gradients shards the "
+              "summed gradients and AdamW's moments");
+  }
+  if (level == aln::v1::GRADIENTS && p.policy().pipeline_parallel() > 1) {
+    return at(job, "parallel.policy.shard",
+              "gradients is not combined with pipeline stages yet; use optimizer with pipeline_parallel > 1");
+  }
+  if (level == aln::v1::GRADIENTS && p.overlap()) {
+    return at(job, "parallel.overlap",
+              "not combined with parallel.policy.shard: gradients yet (the reduce-scatter runs after backward); set it "
+              "to false");
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+aln::v1::ShardLevel policy_shard(const aln::v1::JobSpec& spec) {
+  const aln::v1::ShardLevel level = spec.parallel().policy().shard();
+  if (spec.parallel().zero1() && (level == aln::v1::NONE || level == aln::v1::SHARD_LEVEL_UNSPECIFIED)) {
+    return aln::v1::OPTIMIZER;
+  }
+  return level == aln::v1::SHARD_LEVEL_UNSPECIFIED ? aln::v1::NONE : level;
+}
 
 int64_t effective_init_seed(const aln::v1::JobSpec& spec) {
   return spec.model().has_init_seed() ? spec.model().init_seed() : spec.seed();
@@ -165,6 +200,10 @@ absl::Status validate_job(const LoadedJob& job) {
       return at(job, "model.config.num_kv_heads",
                 absl::StrCat("num_heads ", model.num_heads(), " is not divisible by num_kv_heads ", kv));
     }
+  }
+  {
+    absl::Status s = validate_sharding(job);
+    if (!s.ok()) return s;
   }
   if (spec.stages_size() > 0 && has_top_level_stage_keys(job)) {
     return at(job, "stages", "use either `stages` or the top-level trainer/data/optimizer keys, not both");

@@ -54,6 +54,10 @@ SeparateRoles separate_roles(const aln::v1::JobSpec& spec);
 // roles that get ranks of their own (launcher, CLI and engine count alike).
 int job_world_size(const aln::v1::JobSpec& spec);
 
+// What the policy's data-parallel ranks shard: parallel.policy.shard, with parallel.zero1: true
+// (its older spelling) meaning at least optimizer; never SHARD_LEVEL_UNSPECIFIED.
+aln::v1::ShardLevel policy_shard(const aln::v1::JobSpec& spec);
+
 // The bound on start-up waits (MPI_Init, the job's communicator and its splits):
 // parallel.startup_timeout_s, or when 0 the larger of timeout_s and 60 s.
 std::chrono::milliseconds startup_timeout(const aln::v1::JobSpec& spec);

@@ -8,6 +8,9 @@
 #  - ZeRO-1 (AdamW moments sharded over the ranks): 4 ranks end bit for bit where the unsharded
 #    4-rank run does, with the same (gathered) optimizer checkpoint; a ZeRO-1 checkpoint of 2 ranks
 #    resumes in one process and ends exactly where the uninterrupted run does;
+#  - ZeRO-2 (gradients reduce-scattered, moments sharded): 4 ranks deterministic end byte-identical
+#    to the unsharded 4-rank run; 2 ranks with MPI's reduction within 1e-6 of the all-reduce run; a
+#    ZeRO-2 checkpoint of 2 ranks resumes in one process to the uninterrupted run's parameters;
 #  - overlap (gradient buckets summed during backward): 4 ranks deterministic with 2-fold accumulation
 #    end byte-identical to the same run without overlap; 2 ranks with MPI's reduction within 1e-6;
 #  - faults: a rank killed with SIGKILL, or one that stops answering (SIGSTOP), makes the whole job
@@ -22,7 +25,7 @@ check() { if eval "$2"; then passed=$((passed + 1)); else echo "FAIL: $1"; failu
 mpi() { "$MPIEXEC" -np "$1" --allow-run-as-root --oversubscribe --bind-to none --mca btl self,tcp \
   --mca btl_tcp_if_include lo --mca oob_tcp_if_include lo -x OMP_NUM_THREADS=1 "${@:2}"; }
 
-job() {  # job NAME TRAINER MICRO DP STEPS [TIMEOUT] [ACCUM] [DETERMINISTIC] [REFERENCE_CACHE_DIR] [ZERO1] [OVERLAP]
+job() {  # job NAME TRAINER MICRO DP STEPS [TIMEOUT] [ACCUM] [DETERMINISTIC] [REFERENCE_CACHE_DIR] [ZERO1] [OVERLAP] [SHARD]
   local data
   if [[ $2 == sft ]]; then
     data="{path: examples/data/hh-rlhf/harmless-base/test_shared.jsonl.gz, format: hh_rlhf, limit: 96}"
@@ -44,7 +47,7 @@ data:
   max_response_length: 24
   bad_records: skip
 optimizer: {lr: 2e-3, max_steps: $5, micro_batch_size: $3, gradient_accumulation: ${7:-1}, warmup_steps: 2}
-parallel: {policy: {data_parallel: $4}, timeout_s: ${6:-60}, deterministic: ${8:-false}, zero1: ${10:-false}, overlap: ${11:-false}}
+parallel: {policy: {data_parallel: $4, shard: ${12:-none}}, timeout_s: ${6:-60}, deterministic: ${8:-false}, zero1: ${10:-false}, overlap: ${11:-false}}
 reference: {cache_dir: "${9:-}"}
 checkpoint: {every_steps: 5}
 metrics: {enabled: false, progress_bar: false}
@@ -139,6 +142,26 @@ echo "zero1: 2 sharded ranks -> 1 process at step 5: max relative difference $di
 check "zero1: a sharded checkpoint resumes in one process to the same final parameters (rc $rc, $diff)" \
   "[[ $rc -eq 0 ]] && within '$diff' 0"
 
+# ZeRO-2: gradients reduce-scattered instead of all-reduced, the same numbers.
+job "dpo-4-zero2" dpo 1 4 10 60 1 true "" false false gradients >"$work/dpo-4-zero2.yaml"
+mpi 4 "$ALN" train "$work/dpo-4-zero2.yaml" >"$work/dpo-4-zero2.out" 2>&1; rc=$?
+check "zero2: 4 ranks exit 0 (rc $rc): $(tail -2 "$work/dpo-4-zero2.out")" \
+  "[[ $rc -eq 0 ]] && grep -q 'ZeRO-2: gradients reduce-scattered' '$work/dpo-4-zero2.out'"
+check "zero2: final model byte-identical to the unsharded 4-rank run" \
+  "cmp -s '$work/dpo-4-det/final/model.safetensors' '$work/dpo-4-zero2/final/model.safetensors'"
+check "zero2: the gathered optimizer checkpoint equals the unsharded one" \
+  "cmp -s '$work/dpo-4-det/checkpoints/step-00000010/optimizer.safetensors' '$work/dpo-4-zero2/checkpoints/step-00000010/optimizer.safetensors'"
+job "z2res-2" dpo 2 2 10 60 1 true "$work/refcache" false false gradients | sed 's/^name: dp-z2res-2/name: dp-resume-1/' >"$work/z2res-2.yaml"
+mpi 2 "$ALN" train "$work/z2res-2.yaml" >"$work/z2res-2.out" 2>&1; rc=$?
+check "zero2: 2 ranks exit 0 (rc $rc)" "[[ $rc -eq 0 ]]"
+mkdir -p "$work/z2res-1/checkpoints" && cp -r "$work/z2res-2/checkpoints/step-00000005" "$work/z2res-1/checkpoints/"
+job "z2res-1" dpo 2 1 10 60 2 true "$work/refcache" | sed 's/^name: dp-z2res-1/name: dp-resume-1/' >"$work/z2res-1.yaml"
+"$ALN" train "$work/z2res-1.yaml" --resume >"$work/z2res-1.out" 2>&1; rc=$?
+diff=$(compare "$work/resume-1" "$work/z2res-1" 2>&1)
+echo "zero2: 2 sharded ranks -> 1 process at step 5: max relative difference $diff"
+check "zero2: a ZeRO-2 checkpoint resumes in one process to the same final parameters (rc $rc, $diff)" \
+  "[[ $rc -eq 0 ]] && within '$diff' 0"
+
 # Overlap: the same values, summed while backward runs.
 job "dpo-4-ovl" dpo 1 4 10 60 1 true "" false true >"$work/dpo-4-ovl.yaml"
 mpi 4 "$ALN" train "$work/dpo-4-ovl.yaml" >"$work/dpo-4-ovl.out" 2>&1; rc=$?
@@ -149,6 +172,12 @@ job "sft-2-ovl" sft 2 2 10 60 2 false "" false true >"$work/sft-2-ovl.yaml"
 job "sft-2-noovl" sft 2 2 10 60 2 false >"$work/sft-2-noovl.yaml"
 mpi 2 "$ALN" train "$work/sft-2-ovl.yaml" >"$work/sft-2-ovl.out" 2>&1; rc=$?
 mpi 2 "$ALN" train "$work/sft-2-noovl.yaml" >"$work/sft-2-noovl.out" 2>&1; rc2=$?
+job "sft-2-zero2" sft 2 2 10 60 2 false "" false false gradients >"$work/sft-2-zero2.yaml"
+mpi 2 "$ALN" train "$work/sft-2-zero2.yaml" >"$work/sft-2-zero2.out" 2>&1; rc3=$?
+diff=$(compare "$work/sft-2-noovl" "$work/sft-2-zero2" 2>&1)
+echo "zero2: 2 ranks, accumulation 2, MPI reduce-scatter vs all-reduce: max relative difference $diff"
+check "zero2: 2 ranks with MPI's reduce-scatter match the all-reduce run (rc $rc3, $diff)" \
+  "[[ $rc3 -eq 0 ]] && within '$diff' 1e-6"
 diff=$(compare "$work/sft-2-noovl" "$work/sft-2-ovl" 2>&1)
 echo "overlap: 2 ranks, accumulation 2, MPI reduction, with vs without overlap: max relative difference $diff"
 check "overlap: 2 ranks with accumulation and MPI's reduction match the run without overlap (rc $rc/$rc2, $diff)" \

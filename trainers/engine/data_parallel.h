@@ -44,6 +44,10 @@ class DataParallel {
   std::unique_ptr<dist::Work> start_all_gather(const at::Tensor& flat, at::Tensor& out) const {
     return comm_->all_gather(flat, out);
   }
+  // This rank's block of the sum of every rank's `input` (size() blocks of out.numel()).
+  std::unique_ptr<dist::Work> start_reduce_scatter(const at::Tensor& input, at::Tensor& out) const {
+    return comm_->reduce_scatter_sum(input, out);
+  }
   std::chrono::milliseconds timeout() const { return timeout_; }
 
   // Rank 0's values everywhere.

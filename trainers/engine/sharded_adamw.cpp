@@ -6,21 +6,24 @@
 #include <algorithm>
 
 #include "core/error.h"
+#include "core/status.h"
 
 namespace aln::engine {
 
-ShardedAdamW::ShardedAdamW(optim::AdamWOptions options, const DataParallel& dp, bool shard,
+ShardedAdamW::ShardedAdamW(optim::AdamWOptions options, const DataParallel& dp, Sharding sharding,
                            const optim::TensorMap& params)
-    : dp_(dp), shard_(shard && dp.size() > 1), adam_(options) {
+    : dp_(dp), sharding_(dp.size() > 1 ? sharding : Sharding::kNone), adam_(options) {
+  const bool shard = sharded();
   for (const auto& [name, t] : params) {
     shapes_[name] = t.sizes().vec();
     start_[name] = total_;
     total_ += t.numel();
   }
-  const int64_t ranks = shard_ ? dp.size() : 1;
+  const int64_t ranks = shard ? dp.size() : 1;
   width_ = (total_ + ranks - 1) / ranks;
-  const int64_t lo = shard_ ? std::min(total_, dp.rank() * width_) : 0;
+  const int64_t lo = shard ? std::min(total_, dp.rank() * width_) : 0;
   const int64_t hi = std::min(total_, lo + width_);
+  lo_ = lo;
   for (const auto& [name, t] : params) {
     const int64_t a = std::max(lo, start_[name]), b = std::min(hi, start_[name] + t.numel());
     if (a < b) slices_[name] = {a - start_[name], b - a};
@@ -31,17 +34,108 @@ optim::TensorMap ShardedAdamW::owned(optim::TensorMap& params) const {
   optim::TensorMap out;
   for (auto& [name, p] : params) {
     auto it = slices_.find(name);
-    if (it == slices_.end() || !p.grad().defined()) continue;
+    if (it == slices_.end()) continue;
     // Views into the parameter's and the gradient's storage: AdamW updates the parameter in place.
     at::Tensor view = p.detach().view(-1).narrow(0, it->second.offset, it->second.count);
-    view.mutable_grad() = p.grad().view(-1).narrow(0, it->second.offset, it->second.count);
+    if (shards_gradients()) {
+      // Every parameter of the range has a summed gradient there (zeros where a rank had none, as
+      // the all-reduce gives).
+      if (!grad_range_.defined()) continue;
+      view.mutable_grad() = grad_range_.narrow(0, start_.at(name) + it->second.offset - lo_, it->second.count);
+    } else {
+      if (!p.grad().defined()) continue;
+      view.mutable_grad() = p.grad().view(-1).narrow(0, it->second.offset, it->second.count);
+    }
     out.emplace(name, view);
   }
   return out;
 }
 
+void ShardedAdamW::copy_flat_gradients(const optim::TensorMap& params, int64_t first, at::Tensor out) const {
+  out.zero_();
+  const int64_t last = first + out.numel();
+  for (const auto& [name, p] : params) {
+    const int64_t begin = start_.at(name), end = begin + p.numel();
+    const int64_t a = std::max(first, begin), b = std::min(last, end);
+    if (a >= b || !p.grad().defined()) continue;
+    out.narrow(0, a - first, b - a).copy_(p.grad().reshape(-1).narrow(0, a - begin, b - a));
+  }
+}
+
+void ShardedAdamW::reduce_scatter_gradients(optim::TensorMap& params, bool deterministic, int64_t bucket_bytes) {
+  ALN_CHECK(shards_gradients(), "reduce_scatter_gradients without parallel.policy.shard: gradients");
+  ALN_CHECK(!params.empty(), "ZeRO-2 gradient sum with no parameters");
+  at::NoGradGuard no_grad;
+  const int64_t ranks = dp_.size();
+  const at::TensorOptions options = params.begin()->second.options().dtype(at::kFloat);
+  grad_range_ = at::empty({width_}, options);
+  // Bucket k holds, for every rank r, elements [k * chunk, (k + 1) * chunk) of r's range: the
+  // input a reduce-scatter cuts into one block per rank.
+  const int64_t chunk = std::clamp<int64_t>(bucket_bytes / 4 / ranks, 1, std::max<int64_t>(width_, 1));
+  struct Bucket {
+    at::Tensor input, gathered, out;
+    std::unique_ptr<dist::Work> work;
+  };
+  auto finish = [&](Bucket& b) {
+    ALN_THROW_IF_ERROR(b.work->wait(dp_.timeout()));
+    if (deterministic) {
+      // Block rank() of every rank's bucket, added rank by rank.
+      const int64_t n = b.out.numel();
+      at::Tensor mine = b.gathered.view({ranks, ranks, n}).select(1, dp_.rank()).contiguous().view(-1);
+      dp_.add_in_rank_order(mine, b.out);
+    }
+  };
+  std::vector<Bucket> in_flight;
+  for (int64_t off = 0; off < width_; off += chunk) {
+    const int64_t n = std::min(chunk, width_ - off);
+    Bucket b;
+    b.input = at::empty({ranks * n}, options);
+    for (int64_t r = 0; r < ranks; ++r) copy_flat_gradients(params, r * width_ + off, b.input.narrow(0, r * n, n));
+    b.out = grad_range_.narrow(0, off, n);
+    if (deterministic) {
+      b.gathered = at::empty({ranks * b.input.numel()}, options);
+      b.work = dp_.start_all_gather(b.input, b.gathered);
+    } else {
+      b.work = dp_.start_reduce_scatter(b.input, b.out);
+    }
+    in_flight.push_back(std::move(b));
+    if (in_flight.size() == 2) {
+      finish(in_flight.front());
+      in_flight.erase(in_flight.begin());
+    }
+  }
+  for (Bucket& b : in_flight) finish(b);
+  for (auto& [name, p] : params) p.mutable_grad() = at::Tensor();
+}
+
+at::Tensor ShardedAdamW::clip_grad_norm(optim::TensorMap& params, double max_norm,
+                                        const std::function<void(at::Tensor&)>& total, const std::string& not_counted) {
+  if (!shards_gradients()) return optim::clip_grad_norm_on_device(params, max_norm, total, not_counted);
+  ALN_CHECK(not_counted.empty() && !total, "ZeRO-2 clipping does not run on pipeline stages");
+  at::NoGradGuard no_grad;
+  ALN_CHECK(grad_range_.defined(), "ZeRO-2 clipping before the gradients were reduce-scattered");
+  // Each parameter's part of this rank's range squared and summed in float64 in name order, then
+  // the ranks' sums added: the unsharded sum in another order (padding past the end is zero).
+  at::Tensor sum = grad_range_.to(at::kDouble).pow(2).sum().reshape({1});
+  dp_.sum(sum);
+  const at::Tensor norm = sum.sqrt().reshape({});
+  if (max_norm > 0) {
+    const at::Tensor clip = at::logical_and(at::isfinite(norm), norm > max_norm);
+    const at::Tensor scale = at::where(clip, at::full_like(norm, max_norm).div(norm + 1e-6), at::ones_like(norm));
+    grad_range_.mul_(scale);
+  }
+  return norm;
+}
+
+void ShardedAdamW::clear_gradients(optim::TensorMap& params) {
+  for (auto& [name, p] : params) p.mutable_grad() = at::Tensor();
+  grad_range_ = at::Tensor();
+}
+
+int64_t ShardedAdamW::gradient_bytes() const { return (shards_gradients() ? width_ : total_) * 4; }
+
 void ShardedAdamW::step(optim::TensorMap& params, double lr) {
-  if (!shard_) {
+  if (!sharded()) {
     adam_.step(params, lr);
     return;
   }
@@ -49,7 +143,7 @@ void ShardedAdamW::step(optim::TensorMap& params, double lr) {
   adam_.step(mine, lr);
   // All-gather the updated ranges (each padded to width_) and copy the others' into place.
   at::NoGradGuard no_grad;
-  ALN_CHECK(!params.empty(), "ZeRO-1 step with no parameters");
+  ALN_CHECK(!params.empty(), "sharded AdamW step with no parameters");
   at::Tensor flat = at::zeros({width_}, params.begin()->second.options().dtype(at::kFloat));
   int64_t offset = 0;
   for (auto& [name, p] : params) {
@@ -64,7 +158,7 @@ void ShardedAdamW::step(optim::TensorMap& params, double lr) {
 
 optim::TensorMap ShardedAdamW::state() const {
   optim::TensorMap local = adam_.state();
-  if (!shard_) return local;
+  if (!sharded()) return local;
   // Each moment's owned range (zeros where AdamW has none yet), gathered like the parameters.
   optim::TensorMap out;
   for (const char* kind : {".exp_avg", ".exp_avg_sq"}) {
@@ -89,7 +183,7 @@ optim::TensorMap ShardedAdamW::state() const {
 }
 
 void ShardedAdamW::load_state(const optim::TensorMap& state) {
-  if (!shard_) {
+  if (!sharded()) {
     adam_.load_state(state);
     return;
   }

@@ -1,13 +1,18 @@
 #pragma once
-// AdamW over the data-parallel group, optionally with its moments sharded (ZeRO stage 1,
-// parallel.zero1): the parameters, laid end to end in name order, are cut into `ranks` equal
-// ranges; each rank keeps the AdamW moments of its range only, updates only that range from the
-// (already summed) gradients, and the updated ranges are all-gathered. AdamW is elementwise, so
-// this is the same arithmetic per element as the unsharded optimizer. Every rank runs the same arithmetic on the same
-// summed gradients as the unsharded optimizer, so results are bit for bit the same; only the moments' memory shrinks
-// (to about 1/ranks). Checkpoints hold the full state (gathered), so a run resumes on any number of ranks, sharded or
-// not.
+// AdamW over the data-parallel group, optionally sharded (parallel.policy.shard): the parameters,
+// laid end to end in name order, are cut into `ranks` equal ranges.
+// - optimizer (ZeRO-1): each rank keeps the AdamW moments of its range only, updates only that
+//   range from the (all-reduced) gradients, and the updated ranges are all-gathered.
+// - gradients (ZeRO-2): the gradients are reduce-scattered instead of all-reduced, so each rank
+//   receives the sum of its range only and the full gradients are released before the update;
+//   clipping takes the global norm from the ranges' sums of squares. Reduce-scatter plus
+//   all-gather moves the bytes of one all-reduce (ZeRO-1 moves 1.5 times that).
+// AdamW is elementwise, so this is the same arithmetic per element as the unsharded optimizer:
+// ZeRO-1 gives the same bits; ZeRO-2 too, except that the gradient norm's float64 sum is added in
+// another order (it changes only when that flips the clipping scale's last bit). Checkpoints hold
+// the full state (gathered), so a run resumes on any number of ranks, sharded or not.
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -16,13 +21,29 @@
 
 namespace aln::engine {
 
+enum class Sharding { kNone, kOptimizer, kGradients };
+
 class ShardedAdamW {
  public:
   // `params` fixes the set of parameters and their owners (a function of names and sizes only, so
-  // every rank computes the same assignment).
-  ShardedAdamW(optim::AdamWOptions options, const DataParallel& dp, bool shard, const optim::TensorMap& params);
+  // every rank computes the same assignment). One rank shards nothing.
+  ShardedAdamW(optim::AdamWOptions options, const DataParallel& dp, Sharding sharding, const optim::TensorMap& params);
 
-  bool sharded() const { return shard_; }
+  bool sharded() const { return sharding_ != Sharding::kNone; }
+  bool shards_gradients() const { return sharding_ == Sharding::kGradients; }
+  // ZeRO-2's replacement for DataParallel::all_reduce_gradients: sums the gradients over the ranks
+  // (a missing one counts as zeros) keeping only this rank's range of the sum, and releases the
+  // parameters' own gradients. Buckets of about `bucket_bytes` per rank, two in flight.
+  // `deterministic` gathers each bucket and adds in rank order, as one process would.
+  void reduce_scatter_gradients(optim::TensorMap& params, bool deterministic, int64_t bucket_bytes = 32 << 20);
+  // optim::clip_grad_norm_on_device over what this rank holds: the whole gradients, or with ZeRO-2
+  // its range of the sum (the squares summed over ranks). A 0-dim float64 tensor; nothing is read.
+  at::Tensor clip_grad_norm(optim::TensorMap& params, double max_norm, const std::function<void(at::Tensor&)>& total,
+                            const std::string& not_counted);
+  // Drops the step's gradients (the parameters' and ZeRO-2's range).
+  void clear_gradients(optim::TensorMap& params);
+  // Bytes of summed gradient this rank holds after the sum (ZeRO-2: its range; else every gradient).
+  int64_t gradient_bytes() const;
   // One update with learning rate `lr` of every parameter with a gradient. Collective when sharded.
   void step(optim::TensorMap& params, double lr);
   // The full state ("<name>.exp_avg", "<name>.exp_avg_sq", "step"), as AdamW::state(). Collective
@@ -43,8 +64,14 @@ class ShardedAdamW {
   // This rank's slices as views of the parameters (and of their gradients), keyed by name.
   optim::TensorMap owned(optim::TensorMap& params) const;
 
+  // Copies elements [first, first + out.numel()) of the gradients laid end to end (zeros past the
+  // end and for parameters without one) into `out`.
+  void copy_flat_gradients(const optim::TensorMap& params, int64_t first, at::Tensor out) const;
+
   const DataParallel& dp_;
-  bool shard_;
+  Sharding sharding_;
+  at::Tensor grad_range_;  // ZeRO-2: this rank's range of the summed gradients, [width_]
+  int64_t lo_ = 0;         // first element of this rank's range
   optim::AdamW adam_;
   std::map<std::string, std::vector<int64_t>> shapes_;
   std::map<std::string, int64_t> start_;  // first element of each parameter in the flat order

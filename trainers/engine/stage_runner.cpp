@@ -121,9 +121,26 @@ absl::Status open_training(PolicyWorker& w, StageRun& s) {
   const int64_t per_step = opt.micro_batch_size() * opt.gradient_accumulation();
   s.total_steps =
       opt.max_steps() > 0 ? opt.max_steps() : std::max<int64_t>(1, opt.epochs() * s.buffer->shard_size() / per_step);
-  s.adamw.emplace(optim::AdamWOptions{opt.lr(), opt.beta1(), opt.beta2(), opt.eps(), opt.weight_decay()}, dp,
-                  w.spec.parallel().zero1(), w.policy->tensors());
-  if (s.adamw->sharded()) {
+  const aln::v1::ShardLevel level = config::policy_shard(w.spec);
+  // (validate_job says the same with the file's line; specs built in code reach only this.)
+  if (level == aln::v1::FULL) {
+    return absl::UnimplementedError("parallel.policy.shard: full is not implemented yet; use gradients");
+  }
+  if (level == aln::v1::GRADIENTS && dp.size() > 1 && (w.pipeline || w.spec.parallel().overlap())) {
+    return absl::UnimplementedError(
+        "parallel.policy.shard: gradients is not combined with pipeline stages or parallel.overlap yet");
+  }
+  const Sharding sharding = level == aln::v1::GRADIENTS   ? Sharding::kGradients
+                            : level == aln::v1::OPTIMIZER ? Sharding::kOptimizer
+                                                          : Sharding::kNone;
+  s.adamw.emplace(optim::AdamWOptions{opt.lr(), opt.beta1(), opt.beta2(), opt.eps(), opt.weight_decay()}, dp, sharding,
+                  w.policy->tensors());
+  if (s.adamw->shards_gradients()) {
+    w.log.info(
+        "ZeRO-2: gradients reduce-scattered and AdamW moments sharded over %d ranks (this rank holds %.1f%% of the "
+        "summed gradients and moments)",
+        dp.size(), 100.0 * s.adamw->owned_share());
+  } else if (s.adamw->sharded()) {
     w.log.info("ZeRO-1: AdamW moments sharded over %d ranks (this rank holds %.1f%% of the parameters' moments)",
                dp.size(), 100.0 * s.adamw->owned_share());
   }

@@ -197,6 +197,8 @@ void sum_over_ranks(PolicyWorker& w, StageRun& s, StepResult& r) {
       r.overlapped->finish();
       w.overlap_share->Set(r.overlapped->started_during_backward());
       r.overlapped.reset();  // removes the hooks
+    } else if (s.adamw->shards_gradients()) {
+      s.adamw->reduce_scatter_gradients(w.policy->tensors(), w.spec.parallel().deterministic());
     } else {
       dp.all_reduce_gradients(w.policy->tensors(), w.spec.parallel().deterministic());
     }
@@ -251,8 +253,8 @@ absl::Status update_policy(PolicyWorker& w, StageRun& s, int64_t step, StepResul
   optim::TensorMap& params = w.policy->tensors();
   std::function<void(at::Tensor&)> over_stages;
   if (w.pipeline) over_stages = [&](at::Tensor& t) { w.pipeline->sum(t); };
-  const at::Tensor norm = optim::clip_grad_norm_on_device(params, opt.max_grad_norm(), over_stages,
-                                                          w.pipeline ? tied_copy_name(*w.policy) : std::string());
+  const at::Tensor norm = s.adamw->clip_grad_norm(params, opt.max_grad_norm(), over_stages,
+                                                  w.pipeline ? tied_copy_name(*w.policy) : std::string());
   read_scalars(w, r, norm);  // the step's one read: loss, tokens, samples, metrics, gradient norm
   export_rank_numbers(w, s, r);
   r.lr = optim::scheduled_lr(schedule_kind(opt.schedule()), opt.lr(), step, opt.warmup_steps(), s.total_steps,
@@ -274,7 +276,7 @@ absl::Status update_policy(PolicyWorker& w, StageRun& s, int64_t step, StepResul
     s.adamw->step(params, r.lr);
     w.optimizer_bytes->Set(static_cast<double>(s.adamw->state_bytes()));
   }
-  for (auto& [name, p] : params) p.mutable_grad() = at::Tensor();
+  s.adamw->clear_gradients(params);
   trainers::StepContext ctx = s.step_context(w, step);
   for (const auto& [k, v] : s.trainer->after_step(ctx)) r.metrics[k] = v;
   r.optimizer_s = since(t0);

@@ -141,6 +141,30 @@ TEST(JobConfig, CrossFieldRules) {
             "ptalign, controllable, hair");
 }
 
+TEST(JobConfig, ShardingLevels) {
+  const std::string base = std::string(kMinimal) + "parallel:\n";
+  auto job = load_job_text(base + "  zero1: true\n", "job.yaml");
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(policy_shard(job->spec), aln::v1::OPTIMIZER);  // the older spelling
+  job = load_job_text(base + "  policy: {data_parallel: 2, shard: gradients}\n", "job.yaml");
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(policy_shard(job->spec), aln::v1::GRADIENTS);
+  job = load_job_text(kMinimal, "job.yaml");
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(policy_shard(job->spec), aln::v1::NONE);
+  EXPECT_EQ(load_error(base + "  policy:\n    shard: full\n"),
+            "job.yaml:10: parallel.policy.shard: full (parameters sharded and gathered layer by layer) is not "
+            "implemented yet; gradients shards the summed gradients and AdamW's moments");
+  EXPECT_EQ(load_error(base + "  policy: {pipeline_parallel: 2, shard: gradients}\n"),
+            "job.yaml:9: parallel.policy.shard: gradients is not combined with pipeline stages yet; use optimizer "
+            "with pipeline_parallel > 1");
+  EXPECT_EQ(load_error(base + "  reference: {shard: optimizer}\n"),
+            "job.yaml:9: parallel.reference.shard: the frozen models are not sharded yet (they have no gradients or "
+            "moments to shard); set it to none");
+  EXPECT_NE(load_error(base + "  policy: {shard: sideways}\n").find("none, optimizer, gradients, full"),
+            std::string::npos);
+}
+
 TEST(JobConfig, MultiStageJob) {
   auto job = load_job_text(
       "stages:\n  - name: a\n    trainer: {sft: {}}\n    data: {train: [{path: x}]}\n    optimizer: {lr: 1e-3}\n"

@@ -193,7 +193,7 @@ TEST(DataParallelThreads, ShardedAdamWEqualsUnsharded) {
       const DataParallel dp(&comm, kWait);
       DecoderModel m = model.to(at::kFloat);
       m.set_requires_grad(true);
-      ShardedAdamW adamw(options, dp, shard, m.tensors());
+      ShardedAdamW adamw(options, dp, shard ? Sharding::kOptimizer : Sharding::kNone, m.tensors());
       for (int step = 0; step < 3; ++step) {
         auto [ids, mask] = batch(step, m.config().vocab_size);  // the same data on every rank
         lm_loss(m, ids, mask).backward();
@@ -213,6 +213,67 @@ TEST(DataParallelThreads, ShardedAdamWEqualsUnsharded) {
     EXPECT_NEAR(total_share, 1.0, 1e-12);
     for (const auto& per_rank : params) {
       for (const auto& [name, p] : reference[0]) EXPECT_TRUE(at::equal(per_rank.at(name), p)) << name;
+    }
+  }
+}
+
+// ZeRO-2: gradients reduce-scattered (in buckets small enough that there are several, two in
+// flight) and clipped by the norm over the ranks' ranges give the parameters of the all-reduce path
+// with the same clipping, bit for bit, with each rank on different data; the norms agree to float64
+// rounding (their sums of squares add in another order).
+TEST(DataParallelThreads, ShardedGradientsEqualAllReducedOnes) {
+  const DecoderModel model = DecoderModel::random_init(tiny(2, false), 5);
+  const optim::AdamWOptions options{1e-2, 0.9, 0.999, 1e-8, 0.01};
+  struct Run {
+    std::vector<optim::TensorMap> params;
+    std::vector<std::vector<double>> norms;
+    std::vector<int64_t> gradient_bytes;
+  };
+  auto train = [&](int ranks, Sharding sharding, bool deterministic) {
+    Run run;
+    run.params.resize(static_cast<size_t>(ranks));
+    run.norms.resize(static_cast<size_t>(ranks));
+    run.gradient_bytes.resize(static_cast<size_t>(ranks));
+    dist::run_thread_ranks(ranks, [&](dist::Communicator& comm) {
+      const size_t r = static_cast<size_t>(comm.rank());
+      const DataParallel dp(&comm, kWait);
+      DecoderModel m = model.to(at::kFloat);
+      m.set_requires_grad(true);
+      ShardedAdamW adamw(options, dp, sharding, m.tensors());
+      for (int step = 0; step < 3; ++step) {
+        auto [ids, mask] = batch(comm.rank() * 5 + step, m.config().vocab_size);
+        lm_loss(m, ids, mask).backward();
+        if (adamw.shards_gradients()) {
+          adamw.reduce_scatter_gradients(m.tensors(), deterministic, /*bucket_bytes=*/1024);
+          for (const auto& [name, p] : m.tensors()) EXPECT_FALSE(p.grad().defined()) << "released: " << name;
+        } else {
+          dp.all_reduce_gradients(m.tensors(), deterministic, /*bucket_bytes=*/4096);
+        }
+        // Small enough that every step clips.
+        const at::Tensor norm = adamw.clip_grad_norm(m.tensors(), 0.05, {}, "");
+        run.norms[r].push_back(norm.item<double>());
+        adamw.step(m.tensors(), 1e-2);
+        adamw.clear_gradients(m.tensors());
+      }
+      run.gradient_bytes[r] = adamw.gradient_bytes();
+      for (auto& [name, p] : m.tensors()) run.params[r].emplace(name, p.detach().clone());
+    });
+    return run;
+  };
+  for (int ranks : {2, 3}) {
+    for (bool deterministic : {true, false}) {
+      const Run want = train(ranks, Sharding::kNone, deterministic);
+      const Run got = train(ranks, Sharding::kGradients, deterministic);
+      for (size_t r = 0; r < static_cast<size_t>(ranks); ++r) {
+        EXPECT_LT(got.gradient_bytes[r], want.gradient_bytes[r] / ranks + 64);
+        for (size_t k = 0; k < want.norms[r].size(); ++k) {
+          EXPECT_GT(want.norms[r][k], 0.05);
+          EXPECT_NEAR(got.norms[r][k], want.norms[r][k], 1e-12 * want.norms[r][k]);
+        }
+        for (const auto& [name, p] : want.params[0]) {
+          EXPECT_TRUE(at::equal(got.params[r].at(name), p)) << ranks << " ranks, rank " << r << ": " << name;
+        }
+      }
     }
   }
 }
