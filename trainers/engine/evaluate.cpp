@@ -84,16 +84,16 @@ std::vector<std::string> all_metric_names(const DataParallel& ranks, const std::
     for (const auto& [k, v] : row.metrics) mine.insert(k);
   const std::string joined = absl::StrJoin(mine, "\n");
   const auto lengths = ranks.gather({static_cast<double>(joined.size())});
-  const size_t longest = static_cast<size_t>(*std::max_element(lengths.begin(), lengths.end()));
-  std::vector<double> bytes(longest, 0.0);
-  for (size_t i = 0; i < joined.size(); ++i) bytes[i] = static_cast<unsigned char>(joined[i]);
-  const auto everyone = ranks.gather(bytes);
+  const int64_t longest = static_cast<int64_t>(*std::max_element(lengths.begin(), lengths.end()));
+  // The names as bytes, each rank's padded to the longest, gathered in one collective.
+  at::Tensor bytes = at::zeros({std::max<int64_t>(longest, 1)}, at::kByte);
+  std::copy(joined.begin(), joined.end(), bytes.data_ptr<uint8_t>());
+  const at::Tensor everyone = ranks.all_gather(bytes).contiguous();
+  const char* text = reinterpret_cast<const char*>(everyone.data_ptr<uint8_t>());
   std::set<std::string> names;
   for (size_t r = 0; r < lengths.size(); ++r) {
-    std::string text;
-    for (size_t i = 0; i < static_cast<size_t>(lengths[r]); ++i)
-      text.push_back(static_cast<char>(everyone[r * longest + i]));
-    for (absl::string_view name : absl::StrSplit(text, '\n', absl::SkipEmpty())) names.emplace(name);
+    const absl::string_view part(text + static_cast<int64_t>(r) * bytes.numel(), static_cast<size_t>(lengths[r]));
+    for (absl::string_view name : absl::StrSplit(part, '\n', absl::SkipEmpty())) names.emplace(name);
   }
   return {names.begin(), names.end()};
 }
