@@ -12,6 +12,7 @@
 #include <cstdint>
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
 
 namespace aln::kernels {
 
@@ -23,5 +24,14 @@ at::Tensor fused_token_logprobs(const at::Tensor& hidden, const at::Tensor& weig
 
 // The columns per tile `tile` 0 stands for, for `rows` hidden states (at least 1).
 int64_t fused_logprobs_tile(int64_t rows);
+
+// Whether the fused kernel is the better choice for `rows` x `hidden` states and a `vocab`-row
+// projection on `device`, or the plain projection then log-softmax. Measured on the CPU
+// (bench/token_logprobs_bench.cpp, 2 threads, GPT-2 vocabulary, forward and backward): fused is 1.6x
+// faster at hidden 64, even at 256, 13% slower at 512 with 512 rows (103 MB of logits), 5% slower
+// with 1,024 rows and 30% faster with 2,048 (412 MB). So the plain path is kept only where it wins
+// and its logits stay small: hidden >= 384 and at most 128 MiB of logits. Elsewhere (and on every
+// other device, where memory is what limits the batch) fused.
+bool fused_logprobs_preferred(int64_t rows, int64_t hidden, int64_t vocab, const c10::Device& device);
 
 }  // namespace aln::kernels

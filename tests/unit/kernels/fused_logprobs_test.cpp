@@ -78,13 +78,22 @@ TEST(FusedLogprobs, FrozenProjectionGetsNoGradient) {
   expect_close(h.grad(), plain.grad(), 1e-12, "d hidden");
 }
 
-TEST(FusedLogprobs, ChunkFitsInAFewMegabytesAndBadShapesAreRefused) {
+TEST(FusedLogprobs, TileFitsInAFewMegabytesAndBadShapesAreRefused) {
   EXPECT_EQ(fused_logprobs_tile(512), (int64_t{8} << 20) / (512 * 4));
   EXPECT_EQ(fused_logprobs_tile(int64_t{1} << 30), 1);
   const Case c = make_case(3, 4, 5, at::kFloat, 1);
   EXPECT_THROW(fused_token_logprobs(c.hidden, c.weight.t(), c.targets), Error);
   EXPECT_THROW(fused_token_logprobs(c.hidden, c.weight, c.targets.narrow(0, 0, 2)), Error);
   EXPECT_THROW(fused_token_logprobs(c.hidden, c.weight, c.targets, 0.0), Error);
+}
+
+TEST(FusedLogprobs, PlainPathOnlyWhereItMeasuredFasterAndItsLogitsAreSmall) {
+  const c10::Device cpu(c10::kCPU);
+  EXPECT_TRUE(fused_logprobs_preferred(512, 64, 50257, cpu));     // narrow: fused wins 1.6x
+  EXPECT_TRUE(fused_logprobs_preferred(512, 256, 50257, cpu));    // even
+  EXPECT_FALSE(fused_logprobs_preferred(512, 512, 50257, cpu));   // plain 13% faster, 103 MB of logits
+  EXPECT_TRUE(fused_logprobs_preferred(2048, 512, 50257, cpu));   // 412 MB of logits: fused 30% faster
+  EXPECT_TRUE(fused_logprobs_preferred(512, 512, 50257, c10::Device(c10::kCUDA, 0)));  // memory first
 }
 
 }  // namespace
