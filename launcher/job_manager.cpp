@@ -27,6 +27,7 @@
 #include "core/json_guard.h"
 #include "core/text_escape.h"
 #include "google/protobuf/util/json_util.h"
+#include "launcher/memory_plan.h"
 #include "launcher/launch_command.h"
 #include "launcher/process_group.h"
 #include "nlohmann/json.hpp"
@@ -294,6 +295,14 @@ absl::StatusOr<JobStatus> JobManager::submit(const aln::v1::SubmitJobRequest& re
   if (absl::Status readable = aln::config::confine_read_paths(*loaded, reads_from, input_dirs_for(config_, user));
       !readable.ok()) {
     return absl::PermissionDeniedError(readable.message());
+  }
+  if (config_.slot_memory_gib > 0) {
+    // A model directory that cannot be read here is left to the job (it fails there with the path).
+    auto estimate = policy_state_per_rank(spec, reads_from);
+    if (estimate.ok()) {
+      absl::Status fits = check_policy_fits(*estimate, config_.slot_memory_gib * 1024.0 * 1024 * 1024, spec);
+      if (!fits.ok()) return fits;
+    }
   }
   std::vector<std::string> methods;
   for (const auto& stage : aln::config::effective_stages(spec))

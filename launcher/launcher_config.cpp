@@ -29,7 +29,9 @@ const char* const kLauncherUsage =
     "  --input-dirs D[,D...]    absolute directories jobs may read ({user} = the submitting user);\n"
     "                           default: anything the launcher's user can read\n"
     "  --max-jobs-per-user N    jobs one user may have queued or running, 0..1000000, 0 = no limit\n"
-    "                           (default 1000)\n";
+    "                           (default 1000)\n"
+    "  --slot-memory-gib G      memory one slot offers (a GPU's, or a host's share per slot), 0..1048576 GiB;\n"
+    "                           jobs whose policy state per rank cannot fit are refused (default 0: no check)\n";
 
 absl::StatusOr<std::vector<Host>> parse_hosts(const std::string& text) {
   std::vector<Host> hosts;
@@ -165,6 +167,8 @@ absl::StatusOr<LauncherConfig> parse_launcher_flags(const std::vector<std::strin
       if (auto s = number(&bytes, 1024, 1 << 30); !s.ok()) return s;
       if (bytes != std::floor(bytes)) return absl::InvalidArgumentError("--max-message-bytes: a whole number of bytes");
       config.max_message_bytes = static_cast<int>(bytes);
+    } else if (flag == "--slot-memory-gib") {
+      if (auto s = number(&config.slot_memory_gib, 0, 1 << 20); !s.ok()) return s;
     } else if (flag == "--max-jobs-per-user") {
       double n = 0;
       if (auto s = number(&n, 0, 1000000); !s.ok()) return s;

@@ -39,6 +39,10 @@ struct LauncherConfig {
   // user; empty: whatever the launcher's own user can read (docs/launcher.md, "Security model").
   std::vector<std::string> input_dirs;
   int max_jobs_per_user = 1000;  // queued, starting or running at once (0: no limit)
+  // Memory one slot offers a process (a GPU's memory, or a CPU host's share per slot), in GiB; a job
+  // whose policy training state per rank cannot fit is refused at submit (launcher/memory_plan.h).
+  // 0: no check.
+  double slot_memory_gib = 0;
   double poll_interval_s = 0.2;  // how often running jobs' processes and progress are checked
   // Tests only (--test-start-hold-s): how long a job waits at its gate after its process group is
   // recorded, so a test can kill the launcher inside the start window.

@@ -188,6 +188,23 @@ std::string to_hf_config_json(const ModelConfig& c) {
   return j.dump(2);
 }
 
+int64_t parameter_count(const ModelConfig& c) {
+  const int64_t h = c.hidden_size, q = c.num_heads * c.head_dim, kv = c.num_kv_heads * c.head_dim;
+  const int64_t i = c.intermediate_size, v = c.vocab_size;
+  int64_t layer = 0, outside = 0;
+  if (c.family == Family::kGpt2) {
+    // Two LayerNorms (weight and bias), fused q/k/v and the output projection, the MLP, all with biases.
+    layer = 2 * 2 * h + (h * 3 * h + 3 * h) + (h * h + h) + (h * i + i) + (i * h + h);
+    outside = v * h + c.max_position * h + 2 * h;  // token and position embeddings, final LayerNorm
+  } else {
+    // Two RMSNorms, q/k/v/o (biases on q/k/v with qkv_bias), the gated MLP.
+    layer = 2 * h + h * q + 2 * h * kv + q * h + (c.qkv_bias ? q + 2 * kv : 0) + 3 * h * i;
+    outside = v * h + h;  // embedding, final norm
+  }
+  const int64_t head = c.head == Head::kSequenceScore ? c.num_labels * h : (c.tie_embeddings ? 0 : v * h);
+  return c.num_layers * layer + outside + head;
+}
+
 ModelConfig from_job_spec(const aln::v1::ModelConfig& spec) {
   ModelConfig c;
   c.family = spec.architecture() == aln::v1::GPT2 ? Family::kGpt2 : Family::kLlama;

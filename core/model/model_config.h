@@ -50,6 +50,10 @@ std::string to_hf_config_json(const ModelConfig& config);
 // The job spec's from-scratch model description.
 ModelConfig from_job_spec(const aln::v1::ModelConfig& spec);
 
+// Parameters the model holds (DecoderModel::expected_shapes counted without building it; a tied
+// output projection counted once): for memory plans made where no model is loaded (the launcher).
+int64_t parameter_count(const ModelConfig& config);
+
 // Internal consistency (divisibility, positive sizes); messages name the config key.
 absl::Status validate(const ModelConfig& config, const std::string& file);
 

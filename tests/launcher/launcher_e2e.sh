@@ -18,7 +18,8 @@ source tests/launcher/lib.sh
 ports() { echo "$((20000 + RANDOM % 30000)):40"; }  # jobs' /metrics ports, apart from other tests'
 
 # ---------------------------------------------------------------- A. one launcher, real jobs
-start_launcher A --data-dir "$work/a-data" --hosts localhost:2 --cancel-grace-s 5 --job-metrics-ports "$(ports)"
+start_launcher A --data-dir "$work/a-data" --hosts localhost:2 --cancel-grace-s 5 --job-metrics-ports "$(ports)" \
+  --slot-memory-gib 1
 ctl() { "$CTL" --address "127.0.0.1:$A_port" "$@"; }
 check "health is SERVING" '[[ "$(ctl health)" == SERVING ]]'
 
@@ -51,6 +52,14 @@ printf 'parallel:\n  policy: {data_parallel: 3}\n' >>"$work/short.yaml.big"; cat
 ctl submit "$work/big.yaml" 2>"$work/err"; rc=$?
 check "a job bigger than the pool: INVALID_ARGUMENT naming parallel.policy.data_parallel ($(cat "$work/err"))" \
   '[[ $rc -eq 2 ]] && grep -q "INVALID_ARGUMENT.*parallel.policy.data_parallel.*3 processes.*2 slots" "$work/err"'
+
+# Memory pre-flight: 1 GiB slots cannot hold a 0.91 B-parameter policy's training state (16 bytes a
+# parameter unsharded); the refusal names the numbers and what to change.
+sed -E 's/hidden_size: 32, num_layers: 1, num_heads: 2, intermediate_size: 64/hidden_size: 2048, num_layers: 16, num_heads: 16, intermediate_size: 5504/' \
+  "$work/short.yaml" >"$work/huge.yaml"
+ctl submit "$work/huge.yaml" 2>"$work/err"; rc=$?
+check "a policy bigger than a slot's memory: INVALID_ARGUMENT with the estimate ($(cat "$work/err"))" \
+  '[[ $rc -eq 2 ]] && grep -q "INVALID_ARGUMENT.*policy.s training state alone needs at least 13.60 GiB per rank.*one slot.s 1.00 GiB" "$work/err"'
 
 # A long job: running, discoverable, its /metrics answering; then the FIFO queue; then cancel.
 tiny_job "$work/long.yaml" 1000000

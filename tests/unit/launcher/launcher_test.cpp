@@ -15,6 +15,8 @@
 #include "launcher/job_store.h"
 #include "launcher/launch_command.h"
 #include "launcher/launcher_config.h"
+#include "launcher/memory_plan.h"
+#include "core/config/job_config.h"
 #include "launcher/process_group.h"
 
 namespace fs = std::filesystem;
@@ -116,6 +118,57 @@ TEST(LauncherConfig, InputDirsAndJobLimit) {
   EXPECT_EQ(relative.status().message(), "--input-dirs: 'data' is not an absolute directory");
   EXPECT_FALSE(parse_launcher_flags({"--max-jobs-per-user", "-1"}).ok());
   EXPECT_FALSE(parse_launcher_flags({"--max-jobs-per-user", "2.5"}).ok());
+}
+
+// The pre-flight memory plan: 16 bytes a parameter unsharded, moments divided by the ranks when
+// sharded, stages dividing the rest; a model directory's config.json read like the job reads it;
+// refusals say the numbers and what to change.
+TEST(MemoryPlan, PolicyStateLowerBoundAndRefusal) {
+  const std::string model = "model:\n  config: {vocab_size: 1000, hidden_size: 64, num_layers: 2, num_heads: 4, "
+                            "intermediate_size: 128}\ntrainer: {sft: {}}\ndata: {train: [{path: a.jsonl}]}\n";
+  auto job = aln::config::load_job_text(model, "j.yaml");
+  ASSERT_TRUE(job.ok()) << job.status();
+  // Tied Llama: embedding 64 000 + 2 x (norms 128 + attention 4 x 4096 + MLP 3 x 8192) + norm 64.
+  const int64_t n = 64000 + 2 * (128 + 4 * 4096 + 3 * 8192) + 64;
+  auto e = policy_state_per_rank(job->spec, "/nonexistent");
+  ASSERT_TRUE(e.ok()) << e.status();
+  EXPECT_EQ(e->parameters, n);
+  EXPECT_DOUBLE_EQ(e->bytes_per_rank, 16.0 * n);
+  EXPECT_TRUE(check_policy_fits(*e, 0, job->spec).ok());  // no limit declared
+  EXPECT_TRUE(check_policy_fits(*e, 16.0 * n, job->spec).ok());
+  absl::Status refused = check_policy_fits(*e, 16.0 * n - 1, job->spec);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.message().find("needs at least 0.00 GiB per rank (0.1 M parameters x 16.00 bytes"), std::string::npos)
+      << refused.message();
+  EXPECT_NE(refused.message().find("raise parallel.policy.data_parallel"), std::string::npos) << refused.message();
+
+  job = aln::config::load_job_text(model + "parallel: {policy: {data_parallel: 4, pipeline_parallel: 2, shard: optimizer}}\n",
+                                   "j.yaml");
+  ASSERT_TRUE(job.ok()) << job.status();
+  e = policy_state_per_rank(job->spec, "/nonexistent");
+  ASSERT_TRUE(e.ok()) << e.status();
+  EXPECT_DOUBLE_EQ(e->bytes_per_rank, (4 + 4 + 8.0 / 4) * n / 2);
+  EXPECT_NE(e->breakdown.find("sharded over 4 ranks) / 2 pipeline stages"), std::string::npos) << e->breakdown;
+
+  // model.path, relative to the job's working directory: its config.json (GPT-2 names).
+  const fs::path dir = fs::temp_directory_path() / ("aln-memory-plan-" + std::to_string(getpid()));
+  fs::create_directories(dir / "m");
+  std::ofstream(dir / "m" / "config.json")
+      << R"({"model_type": "gpt2", "vocab_size": 100, "n_embd": 16, "n_layer": 1, "n_head": 2, "n_positions": 8})";
+  job = aln::config::load_job_text("model: {path: m}\ntrainer: {sft: {}}\ndata: {train: [{path: a.jsonl}]}\n", "j.yaml");
+  ASSERT_TRUE(job.ok()) << job.status();
+  e = policy_state_per_rank(job->spec, dir.string());
+  ASSERT_TRUE(e.ok()) << e.status();
+  // wte 1600 + wpe 128 + layer (LayerNorms 64, attention 816 + 272, MLP 1088 + 1040) + final LayerNorm 32.
+  EXPECT_EQ(e->parameters, 1600 + 128 + (64 + 816 + 272 + 1088 + 1040) + 32);
+  EXPECT_FALSE(policy_state_per_rank(job->spec, "/nonexistent").ok());
+  fs::remove_all(dir);
+
+  auto flags = parse_launcher_flags({"--slot-memory-gib", "80"});
+  ASSERT_TRUE(flags.ok()) << flags.status();
+  EXPECT_DOUBLE_EQ(flags->slot_memory_gib, 80);
+  EXPECT_DOUBLE_EQ(parse_launcher_flags({}).value().slot_memory_gib, 0);
+  EXPECT_FALSE(parse_launcher_flags({"--slot-memory-gib", "-1"}).ok());
 }
 
 // Progress comes from the tail of train_log.jsonl, read with no lock held: whatever a job wrote,

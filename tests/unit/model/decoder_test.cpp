@@ -183,6 +183,28 @@ TEST(Decoder, ParameterAndFlopCounts) {
   EXPECT_DOUBLE_EQ(m.forward_flops_per_token(10), 2.0 * (m.num_parameters() - 97 * 32) + 4.0 * 2 * 10 * 32);
 }
 
+// parameter_count (torch-free, for the launcher's memory plan) equals the built model's count for
+// every family, tying, biases, grouped-query attention and the score head.
+TEST(ModelConfig, ParameterCountEqualsTheBuiltModel) {
+  for (Family family : {Family::kLlama, Family::kGpt2}) {
+    for (bool tied : {false, true}) {
+      for (Head head : {Head::kCausalLm, Head::kSequenceScore}) {
+        for (bool bias : {false, true}) {
+          if (family == Family::kGpt2 && (bias || !tied)) continue;  // GPT-2 always has biases and ties
+          ModelConfig c = tiny(family);
+          c.tie_embeddings = tied;
+          c.head = head;
+          c.qkv_bias = bias;
+          c.num_labels = 2;
+          const DecoderModel m = DecoderModel::random_init(c, 1);
+          EXPECT_EQ(parameter_count(c), m.num_parameters())
+              << c.model_type << " tied " << tied << " score head " << (head == Head::kSequenceScore) << " bias " << bias;
+        }
+      }
+    }
+  }
+}
+
 TEST(Decoder, CheckpointErrorsNameTheTensor) {
   ModelConfig c = tiny(Family::kLlama);
   TensorMap tensors = DecoderModel::random_init(c, 1).tensors();
