@@ -123,44 +123,33 @@ diff=$(compare "$work/resume-1" "$work/resume-2" 2>&1)
 echo "resume: 1 process -> 2 ranks at step 5: max relative difference $diff"
 check "resume: same final parameters ($diff)" "within '$diff' 0"
 
-# ZeRO-1: the same numbers with the moments sharded.
-job "dpo-4-zero" dpo 1 4 10 60 1 true "" true >"$work/dpo-4-zero.yaml"
-mpi 4 "$ALN" train "$work/dpo-4-zero.yaml" >"$work/dpo-4-zero.out" 2>&1; rc=$?
-check "zero1: 4 ranks exit 0 (rc $rc): $(tail -2 "$work/dpo-4-zero.out")" "[[ $rc -eq 0 ]]"
-check "zero1: final model byte-identical to the unsharded 4-rank run" \
-  "cmp -s '$work/dpo-4-det/final/model.safetensors' '$work/dpo-4-zero/final/model.safetensors'"
-check "zero1: the gathered optimizer checkpoint equals the unsharded one" \
-  "cmp -s '$work/dpo-4-det/checkpoints/step-00000010/optimizer.safetensors' '$work/dpo-4-zero/checkpoints/step-00000010/optimizer.safetensors'"
-job "zres-2" dpo 2 2 10 60 1 true "$work/refcache" true | sed 's/^name: dp-zres-2/name: dp-resume-1/' >"$work/zres-2.yaml"
-mpi 2 "$ALN" train "$work/zres-2.yaml" >"$work/zres-2.out" 2>&1; rc=$?
-check "zero1: 2 ranks exit 0 (rc $rc)" "[[ $rc -eq 0 ]]"
-mkdir -p "$work/zres-1/checkpoints" && cp -r "$work/zres-2/checkpoints/step-00000005" "$work/zres-1/checkpoints/"
-job "zres-1" dpo 2 1 10 60 2 true "$work/refcache" | sed 's/^name: dp-zres-1/name: dp-resume-1/' >"$work/zres-1.yaml"
-"$ALN" train "$work/zres-1.yaml" --resume >"$work/zres-1.out" 2>&1; rc=$?
-diff=$(compare "$work/resume-1" "$work/zres-1" 2>&1)
-echo "zero1: 2 sharded ranks -> 1 process at step 5: max relative difference $diff"
-check "zero1: a sharded checkpoint resumes in one process to the same final parameters (rc $rc, $diff)" \
-  "[[ $rc -eq 0 ]] && within '$diff' 0"
-
-# ZeRO-2: gradients reduce-scattered instead of all-reduced, the same numbers.
-job "dpo-4-zero2" dpo 1 4 10 60 1 true "" false false gradients >"$work/dpo-4-zero2.yaml"
-mpi 4 "$ALN" train "$work/dpo-4-zero2.yaml" >"$work/dpo-4-zero2.out" 2>&1; rc=$?
-check "zero2: 4 ranks exit 0 (rc $rc): $(tail -2 "$work/dpo-4-zero2.out")" \
-  "[[ $rc -eq 0 ]] && grep -q 'ZeRO-2: gradients reduce-scattered' '$work/dpo-4-zero2.out'"
-check "zero2: final model byte-identical to the unsharded 4-rank run" \
-  "cmp -s '$work/dpo-4-det/final/model.safetensors' '$work/dpo-4-zero2/final/model.safetensors'"
-check "zero2: the gathered optimizer checkpoint equals the unsharded one" \
-  "cmp -s '$work/dpo-4-det/checkpoints/step-00000010/optimizer.safetensors' '$work/dpo-4-zero2/checkpoints/step-00000010/optimizer.safetensors'"
-job "z2res-2" dpo 2 2 10 60 1 true "$work/refcache" false false gradients | sed 's/^name: dp-z2res-2/name: dp-resume-1/' >"$work/z2res-2.yaml"
-mpi 2 "$ALN" train "$work/z2res-2.yaml" >"$work/z2res-2.out" 2>&1; rc=$?
-check "zero2: 2 ranks exit 0 (rc $rc)" "[[ $rc -eq 0 ]]"
-mkdir -p "$work/z2res-1/checkpoints" && cp -r "$work/z2res-2/checkpoints/step-00000005" "$work/z2res-1/checkpoints/"
-job "z2res-1" dpo 2 1 10 60 2 true "$work/refcache" | sed 's/^name: dp-z2res-1/name: dp-resume-1/' >"$work/z2res-1.yaml"
-"$ALN" train "$work/z2res-1.yaml" --resume >"$work/z2res-1.out" 2>&1; rc=$?
-diff=$(compare "$work/resume-1" "$work/z2res-1" 2>&1)
-echo "zero2: 2 sharded ranks -> 1 process at step 5: max relative difference $diff"
-check "zero2: a ZeRO-2 checkpoint resumes in one process to the same final parameters (rc $rc, $diff)" \
-  "[[ $rc -eq 0 ]] && within '$diff' 0"
+# ZeRO-1 and ZeRO-2: the same numbers with the moments (and the summed gradients) sharded: 4 ranks
+# end byte-identical to the unsharded 4-rank run, and a sharded checkpoint of 2 ranks resumes in one
+# process to the uninterrupted run's parameters.
+sharded() {  # sharded LABEL NAME ZERO1 SHARD
+  local label=$1 name=$2
+  job "dpo-4-$name" dpo 1 4 10 60 1 true "" "$3" false "$4" >"$work/dpo-4-$name.yaml"
+  mpi 4 "$ALN" train "$work/dpo-4-$name.yaml" >"$work/dpo-4-$name.out" 2>&1; rc=$?
+  check "$label: 4 ranks exit 0 (rc $rc): $(tail -2 "$work/dpo-4-$name.out")" "[[ $rc -eq 0 ]]"
+  check "$label: final model byte-identical to the unsharded 4-rank run" \
+    "cmp -s '$work/dpo-4-det/final/model.safetensors' '$work/dpo-4-$name/final/model.safetensors'"
+  check "$label: the gathered optimizer checkpoint equals the unsharded one" \
+    "cmp -s '$work/dpo-4-det/checkpoints/step-00000010/optimizer.safetensors' '$work/dpo-4-$name/checkpoints/step-00000010/optimizer.safetensors'"
+  job "$name-res-2" dpo 2 2 10 60 1 true "$work/refcache" "$3" false "$4" |
+    sed "s/^name: dp-$name-res-2/name: dp-resume-1/" >"$work/$name-res-2.yaml"
+  mpi 2 "$ALN" train "$work/$name-res-2.yaml" >"$work/$name-res-2.out" 2>&1; rc=$?
+  check "$label: 2 ranks exit 0 (rc $rc)" "[[ $rc -eq 0 ]]"
+  mkdir -p "$work/$name-res-1/checkpoints" && cp -r "$work/$name-res-2/checkpoints/step-00000005" "$work/$name-res-1/checkpoints/"
+  job "$name-res-1" dpo 2 1 10 60 2 true "$work/refcache" | sed "s/^name: dp-$name-res-1/name: dp-resume-1/" >"$work/$name-res-1.yaml"
+  "$ALN" train "$work/$name-res-1.yaml" --resume >"$work/$name-res-1.out" 2>&1; rc=$?
+  diff=$(compare "$work/resume-1" "$work/$name-res-1" 2>&1)
+  echo "$label: 2 sharded ranks -> 1 process at step 5: max relative difference $diff"
+  check "$label: a sharded checkpoint resumes in one process to the same final parameters (rc $rc, $diff)" \
+    "[[ $rc -eq 0 ]] && within '$diff' 0"
+}
+sharded zero1 zero true none
+sharded zero2 zero2 false gradients
+check "zero2: the log says what is sharded" "grep -q 'ZeRO-2: gradients reduce-scattered' '$work/dpo-4-zero2.out'"
 
 # Overlap: the same values, summed while backward runs.
 job "dpo-4-ovl" dpo 1 4 10 60 1 true "" false true >"$work/dpo-4-ovl.yaml"
