@@ -28,7 +28,8 @@ class LocalCommunicator final : public Communicator {
     return std::make_unique<DoneWork>();
   }
   std::unique_ptr<Work> reduce_scatter_sum(const at::Tensor& input, at::Tensor& output) override {
-    ALN_CHECK(output.numel() == input.numel(), "reduce_scatter: output must hold ", input.numel(), " elements");
+    ALN_CHECK(output.numel() == input.numel() && output.scalar_type() == input.scalar_type(),
+              "reduce_scatter: output must hold ", input.numel(), " elements of the input's dtype");
     output.view(input.sizes()).copy_(input);
     return std::make_unique<DoneWork>();
   }

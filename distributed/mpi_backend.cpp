@@ -332,12 +332,9 @@ absl::StatusOr<std::unique_ptr<MpiRuntime>> MpiRuntime::init(int* argc, char*** 
       std::fflush(stderr);
       std::_Exit(1);
     });
+    // (MPI_COMM_WORLD's errors are fatal: a failure here ends the job with MPI's own message.)
     MPI_Comm node = MPI_COMM_NULL;
-    rc = MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, runtime->rank_, MPI_INFO_NULL, &node);
-    if (rc != MPI_SUCCESS) {
-      return absl::UnavailableError(absl::StrCat("MPI_Comm_split_type (the ranks on ", host_name(),
-                                                 ") failed: ", mpi_error_string(rc)));
-    }
+    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, runtime->rank_, MPI_INFO_NULL, &node);
     MPI_Comm_rank(node, &runtime->local_rank_);
     MPI_Comm_size(node, &runtime->local_size_);
     MPI_Comm_free(&node);

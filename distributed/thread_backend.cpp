@@ -175,6 +175,7 @@ class ThreadCommunicator final : public Communicator {
   }
   std::unique_ptr<Work> reduce_scatter_sum(const at::Tensor& input, at::Tensor& output) override {
     check_contiguous(output, "reduce_scatter_sum");
+    ALN_CHECK(input.scalar_type() == output.scalar_type(), "reduce_scatter_sum: output dtype differs from input's");
     ALN_CHECK(input.numel() == output.numel() * size(), "reduce_scatter_sum: input must hold ",
               output.numel() * size(), " elements (", size(), " ranks x ", output.numel(), "), has ", input.numel());
     at::Tensor out = output;

@@ -46,11 +46,13 @@ absl::Status check_policy_fits(const PolicyStateEstimate& estimate, double slot_
   if (slot_bytes <= 0 || estimate.bytes_per_rank <= slot_bytes) return absl::OkStatus();
   constexpr double kGiB = 1024.0 * 1024 * 1024;
   const int dp = std::max(1, spec.parallel().policy().data_parallel());
+  // (With pipeline stages only `optimizer` combines; `gradients` is refused there.)
+  const char* level = spec.parallel().policy().pipeline_parallel() > 1 ? "optimizer" : "optimizer or gradients";
   std::string advice;
   if (config::policy_shard(spec) == aln::v1::NONE && dp > 1) {
-    advice = absl::StrCat("set parallel.policy.shard: gradients to divide the moments over the ", dp, " ranks, ");
+    advice = absl::StrCat("set parallel.policy.shard: ", level, " to divide the moments over the ", dp, " ranks, ");
   } else if (dp == 1) {
-    advice = "raise parallel.policy.data_parallel with parallel.policy.shard: gradients, ";
+    advice = absl::StrCat("raise parallel.policy.data_parallel with parallel.policy.shard: ", level, ", ");
   }
   return absl::InvalidArgumentError(absl::StrFormat(
       "model: the policy's training state alone needs at least %.2f GiB per rank (%s), more than one slot's %.2f GiB "

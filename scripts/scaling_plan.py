@@ -58,8 +58,9 @@ def memory_bytes(m, level, gpus, reference_sharded, micro_batch, seq):
                 activations=activations, total=total)
 
 
-def bytes_moved(m, level, gpus, reference_sharded):
-    """Bytes each GPU sends per optimizer step (ring algorithms: (g - 1) / g of the buffer per pass)."""
+def bytes_moved(m, level, gpus, reference_sharded, accumulation):
+    """Bytes each GPU sends per optimizer step (ring algorithms: (g - 1) / g of the buffer per pass).
+    ZeRO-3 gathers the weights (and reduce-scatters the gradients) again for every micro-batch."""
     n = parameters(m)["total"]
     ring = (gpus - 1) / gpus
     grads, params = 2 * n, 2 * n
@@ -71,6 +72,8 @@ def bytes_moved(m, level, gpus, reference_sharded):
     }[level]
     if reference_sharded:
         moved += ring * params  # the reference's forward all-gathers its layers too
+    if level == "full":
+        moved *= accumulation
     return moved
 
 
@@ -81,11 +84,8 @@ def step_seconds(m, level, gpus, reference_sharded, args):
     # DPO: policy forward + backward (6 N a token) and reference forward (2 N a token).
     compute = 8 * n * tokens / (args.mfu * args.peak_tflops * 1e12)
     busbw = args.busbw_intra if gpus <= args.gpus_per_node else args.busbw_inter
-    comm = bytes_moved(m, level, gpus, reference_sharded) / (busbw * 1e9)
-    # ZeRO-3's gathers repeat per micro-batch (weights are dropped after each use); the others
-    # communicate once per optimizer step. A share `overlap` of it hides behind compute.
-    if level == "full":
-        comm *= args.accumulation
+    comm = bytes_moved(m, level, gpus, reference_sharded, args.accumulation) / (busbw * 1e9)
+    # A share `overlap` of it hides behind compute.
     exposed = comm * (1 - args.overlap)
     return dict(compute=compute, communication=comm, step=compute + exposed,
                 tokens_per_second_per_gpu=tokens / (compute + exposed))
@@ -102,7 +102,7 @@ def plan(args):
                                  reference_sharded=reference_sharded,
                                  memory_gib={k: v / GIB for k, v in mem.items()},
                                  fits=mem["total"] <= args.gpu_gib * GIB * args.usable,
-                                 moved_gib=bytes_moved(m, level, gpus, reference_sharded) / GIB,
+                                 moved_gib=bytes_moved(m, level, gpus, reference_sharded, args.accumulation) / GIB,
                                  time=step_seconds(m, level, gpus, reference_sharded, args)))
     return rows
 

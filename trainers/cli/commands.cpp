@@ -61,8 +61,8 @@ void print_plan(const config::LoadedJob& job) {
               spec.metrics().port(), spec.checkpoint().every_steps(), spec.checkpoint().keep_last());
 }
 
-// One line on rank 0 saying how the ranks lie over the hosts (each rank's GPU, once it uses one, is
-// its node-local rank), from one all-gather of every rank's place on its host.
+// One line on world rank 0 saying how the ranks lie over the hosts (the node-local rank is what is to
+// pick a rank's GPU), from one all-gather of every rank's place on its host.
 void log_topology(const dist::MpiRuntime& mpi, dist::Communicator& world, std::chrono::milliseconds timeout,
                   const Logger& log) {
   at::Tensor mine = at::tensor({mpi.node_local_rank(), mpi.node_local_size()}, at::kInt);
@@ -78,8 +78,9 @@ void log_topology(const dist::MpiRuntime& mpi, dist::Communicator& world, std::c
     if (v[2 * r] == 0) ++hosts;
     most = std::max(most, v[2 * r + 1]);
   }
-  log.info("topology: %d ranks on %d host%s (at most %d on one; this one, %s, has %d); a rank's GPU is its node-local "
-           "rank",
+  if (world.rank() != 0) return;
+  log.info("topology: %d ranks on %d host%s (at most %d on one; this one, %s, has %d); node-local ranks pick GPUs once "
+           "training runs on them",
            world.size(), hosts, hosts == 1 ? "" : "s", most, dist::host_name(), mpi.node_local_size());
 }
 

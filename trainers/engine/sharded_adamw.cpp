@@ -51,14 +51,17 @@ optim::TensorMap ShardedAdamW::owned(optim::TensorMap& params) const {
   return out;
 }
 
-void ShardedAdamW::copy_flat_gradients(const optim::TensorMap& params, int64_t first, at::Tensor out) const {
+void ShardedAdamW::copy_flat_gradients(const std::vector<FlatEntry>& flat, int64_t first, at::Tensor out) const {
   out.zero_();
   const int64_t last = first + out.numel();
-  for (const auto& [name, p] : params) {
-    const int64_t begin = start_.at(name), end = begin + p.numel();
-    const int64_t a = std::max(first, begin), b = std::min(last, end);
+  // The first parameter ending after `first` (entries are in flat order), then on while they overlap.
+  auto it = std::upper_bound(flat.begin(), flat.end(), first,
+                             [](int64_t x, const FlatEntry& e) { return x < e.start + e.param->numel(); });
+  for (; it != flat.end() && it->start < last; ++it) {
+    const at::Tensor& p = *it->param;
+    const int64_t a = std::max(first, it->start), b = std::min(last, it->start + p.numel());
     if (a >= b || !p.grad().defined()) continue;
-    out.narrow(0, a - first, b - a).copy_(p.grad().reshape(-1).narrow(0, a - begin, b - a));
+    out.narrow(0, a - first, b - a).copy_(p.grad().reshape(-1).narrow(0, a - it->start, b - a));
   }
 }
 
@@ -72,6 +75,9 @@ void ShardedAdamW::reduce_scatter_gradients(optim::TensorMap& params, bool deter
   // Bucket k holds, for every rank r, elements [k * chunk, (k + 1) * chunk) of r's range: the
   // input a reduce-scatter cuts into one block per rank.
   const int64_t chunk = std::clamp<int64_t>(bucket_bytes / 4 / ranks, 1, std::max<int64_t>(width_, 1));
+  std::vector<FlatEntry> flat;  // the parameters in flat order, for the packing's binary search
+  flat.reserve(params.size());
+  for (const auto& [name, p] : params) flat.push_back({start_.at(name), &p});
   struct Bucket {
     at::Tensor input, gathered, out;
     std::unique_ptr<dist::Work> work;
@@ -90,7 +96,7 @@ void ShardedAdamW::reduce_scatter_gradients(optim::TensorMap& params, bool deter
     const int64_t n = std::min(chunk, width_ - off);
     Bucket b;
     b.input = at::empty({ranks * n}, options);
-    for (int64_t r = 0; r < ranks; ++r) copy_flat_gradients(params, r * width_ + off, b.input.narrow(0, r * n, n));
+    for (int64_t r = 0; r < ranks; ++r) copy_flat_gradients(flat, r * width_ + off, b.input.narrow(0, r * n, n));
     b.out = grad_range_.narrow(0, off, n);
     if (deterministic) {
       b.gathered = at::empty({ranks * b.input.numel()}, options);
@@ -114,8 +120,8 @@ at::Tensor ShardedAdamW::clip_grad_norm(optim::TensorMap& params, double max_nor
   ALN_CHECK(not_counted.empty() && !total, "ZeRO-2 clipping does not run on pipeline stages");
   at::NoGradGuard no_grad;
   ALN_CHECK(grad_range_.defined(), "ZeRO-2 clipping before the gradients were reduce-scattered");
-  // Each parameter's part of this rank's range squared and summed in float64 in name order, then
-  // the ranks' sums added: the unsharded sum in another order (padding past the end is zero).
+  // This rank's range squared and summed in float64, then the ranks' sums added: the unsharded
+  // per-parameter sum in another order (padding past the end is zero).
   at::Tensor sum = grad_range_.to(at::kDouble).pow(2).sum().reshape({1});
   dp_.sum(sum);
   const at::Tensor norm = sum.sqrt().reshape({});

@@ -8,8 +8,10 @@
 //   clipping takes the global norm from the ranges' sums of squares. Reduce-scatter plus
 //   all-gather moves the bytes of one all-reduce (ZeRO-1 moves 1.5 times that).
 // AdamW is elementwise, so this is the same arithmetic per element as the unsharded optimizer:
-// ZeRO-1 gives the same bits; ZeRO-2 too, except that the gradient norm's float64 sum is added in
-// another order (it changes only when that flips the clipping scale's last bit). Checkpoints hold
+// ZeRO-1 gives the same bits; ZeRO-2 too when both sum in rank order (parallel.deterministic; MPI's
+// reduce-scatter and all-reduce may add in different orders), except that the gradient norm's
+// float64 sum is added in another order (it changes only when that flips the clipping scale's last
+// bit). Deterministic ZeRO-2 gathers every rank's bucket: ranks x 32 MiB per bucket in flight. Checkpoints hold
 // the full state (gathered), so a run resumes on any number of ranks, sharded or not.
 #include <cstdint>
 #include <functional>
@@ -64,9 +66,13 @@ class ShardedAdamW {
   // This rank's slices as views of the parameters (and of their gradients), keyed by name.
   optim::TensorMap owned(optim::TensorMap& params) const;
 
-  // Copies elements [first, first + out.numel()) of the gradients laid end to end (zeros past the
-  // end and for parameters without one) into `out`.
-  void copy_flat_gradients(const optim::TensorMap& params, int64_t first, at::Tensor out) const;
+  struct FlatEntry {
+    int64_t start;  // first element in the flat order
+    const at::Tensor* param;
+  };
+  // Copies elements [first, first + out.numel()) of the gradients laid end to end (`flat`, in flat
+  // order; zeros past the end and for parameters without one) into `out`.
+  void copy_flat_gradients(const std::vector<FlatEntry>& flat, int64_t first, at::Tensor out) const;
 
   const DataParallel& dp_;
   Sharding sharding_;

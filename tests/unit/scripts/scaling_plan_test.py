@@ -49,6 +49,10 @@ for model in plan.MODELS:
         # ZeRO-2 moves the bytes of an all-reduce; ZeRO-1 1.5 times that.
         none, zero1, zero2 = (by[(model, g, level)]["moved_gib"] for level in ("none", "optimizer", "gradients"))
         check(abs(zero2 - none) < 1e-9 and abs(zero1 - 1.5 * none) < 1e-9, f"{model} on {g}: traffic ratios")
+        # ZeRO-3: forward and backward gathers plus a reduce-scatter (1.5x), for every micro-batch, plus
+        # the sharded reference's gathers (0.5x).
+        full = by[(model, g, "full")]["moved_gib"]
+        check(abs(full - 2.0 * none * args.accumulation) < 1e-6, f"{model} on {g}: full sharding's traffic {full}")
     for level in plan.LEVELS[1:]:
         totals = [by[(model, g, level)]["memory_gib"]["total"] for g in args.gpus]
         check(totals == sorted(totals, reverse=True), f"{model} {level}: more GPUs hold less {totals}")
