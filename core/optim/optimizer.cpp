@@ -79,6 +79,11 @@ double clip_grad_norm(TensorMap& params, double max_norm, const std::function<do
   return clip_grad_norm_on_device(params, max_norm, total, not_counted).item<double>();
 }
 
+at::Tensor clip_scale(const at::Tensor& norm, double max_norm) {
+  const at::Tensor clip = at::logical_and(at::isfinite(norm), norm > max_norm);
+  return at::where(clip, at::full_like(norm, max_norm).div(norm + 1e-6), at::ones_like(norm));
+}
+
 at::Tensor clip_grad_norm_on_device(TensorMap& params, double max_norm, const std::function<void(at::Tensor&)>& total,
                                     const std::string& not_counted) {
   at::NoGradGuard no_grad;
@@ -98,8 +103,7 @@ at::Tensor clip_grad_norm_on_device(TensorMap& params, double max_norm, const st
   if (total) total(sum);
   const at::Tensor norm = sum.sqrt().reshape({});
   if (max_norm > 0) {
-    const at::Tensor clip = at::logical_and(at::isfinite(norm), norm > max_norm);
-    const at::Tensor scale = at::where(clip, at::full_like(norm, max_norm).div(norm + 1e-6), at::ones_like(norm));
+    const at::Tensor scale = clip_scale(norm, max_norm);
     for (auto& [name, p] : params) {
       if (p.grad().defined()) p.mutable_grad().mul_(scale);
     }

@@ -68,5 +68,9 @@ double clip_grad_norm(TensorMap& params, double max_norm, const std::function<do
 // as the host version: squares added one by one in name order, in float64.
 at::Tensor clip_grad_norm_on_device(TensorMap& params, double max_norm, const std::function<void(at::Tensor&)>& total,
                                     const std::string& not_counted);
+// The factor clipping multiplies gradients by, for a 0-dim `norm` (on its device, nothing read):
+// max_norm / (norm + 1e-6) when the norm is finite and above max_norm, else 1. Used by
+// clip_grad_norm_on_device and by ZeRO-2's clipping of a sharded gradient.
+at::Tensor clip_scale(const at::Tensor& norm, double max_norm);
 
 }  // namespace aln::optim

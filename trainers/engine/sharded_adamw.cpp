@@ -125,11 +125,7 @@ at::Tensor ShardedAdamW::clip_grad_norm(optim::TensorMap& params, double max_nor
   at::Tensor sum = grad_range_.to(at::kDouble).pow(2).sum().reshape({1});
   dp_.sum(sum);
   const at::Tensor norm = sum.sqrt().reshape({});
-  if (max_norm > 0) {
-    const at::Tensor clip = at::logical_and(at::isfinite(norm), norm > max_norm);
-    const at::Tensor scale = at::where(clip, at::full_like(norm, max_norm).div(norm + 1e-6), at::ones_like(norm));
-    grad_range_.mul_(scale);
-  }
+  if (max_norm > 0) grad_range_.mul_(optim::clip_scale(norm, max_norm));
   return norm;
 }
 
