@@ -95,6 +95,12 @@ health = dashboard("aln-training-health", "Aln / Training health", [
           f'aln_train_metric{{{JOB}, trainer=~"radpo|tdpo"}}', legend="{{stage}} {{name}}"),
     panel("HAIR: hardness weights and per-category rewards",
           f'aln_train_metric{{{JOB}, trainer="hair"}}', legend="{{stage}} {{name}}"),
+    row("Rollout ranks (parallel.rollout.ranks; metrics appear when a job has them)"),
+    panel("Share of policy-rank time waiting for rollouts",
+          f"rate(aln_rollout_wait_seconds_total{{{JOB}}}[1m])", unit="percentunit", legend="{{job}} rank {{rank}}",
+          description="Seconds per second a policy rank waited for its rollout rank (weights sent and generation)."),
+    panel("Sequences generated per second by rollout rank",
+          f"rate(aln_rollout_sequences_total{{{JOB}}}[1m])", legend="{{job}} rank {{rank}}"),
 ], [job_variable()], "Per-method training signals: losses, reward margins and accuracy, KL, method panels.")
 
 perf = dashboard("aln-performance", "Aln / Performance", [

@@ -85,8 +85,8 @@ def q(expr):
         return json.load(e)
 names = set(json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/label/__name__/values"))["data"])
 # Panels of methods this job does not run: valid, but no data expected.
-# (and the pipeline panels: this job is not pipelined)
-other_methods = ('trainer=~"radpo|tdpo"', 'trainer="hair"', "aln_pipeline_")
+# (and the pipeline and rollout-rank panels: this job is neither pipelined nor has rollout ranks)
+other_methods = ('trainer=~"radpo|tdpo"', 'trainer="hair"', "aln_pipeline_", "aln_rollout_")
 bad = 0
 for path in sorted(glob.glob(f"{dash_dir}/*.json")):
     for panel in json.load(open(path))["panels"]:
