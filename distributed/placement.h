@@ -3,7 +3,7 @@
 // own_rank; otherwise the policy's first rank coordinates), the policy's grid (data_parallel x
 // pipeline_parallel ranks) followed, with placement `separate`, by the reference's ranks (when some
 // stage takes reference log-probs they can compute) and then the reward models' ranks (when some
-// stage lists reward models). The layout is checked against the processes mpirun started before
+// stage lists reward models), then the rollout ranks (parallel.rollout.ranks, with either placement). The layout is checked against the processes mpirun started before
 // anything is loaded; an impossible one is refused with what would fit.
 #include <string>
 
@@ -11,7 +11,7 @@
 
 namespace aln::dist {
 
-enum class Role { kPolicy, kReference, kReward, kCoordinator };
+enum class Role { kPolicy, kReference, kReward, kCoordinator, kRollout };
 
 struct RoleGrid {
   int data_parallel = 1;
@@ -25,18 +25,23 @@ struct Layout {
   int policy_ranks = 1;
   int reference_ranks = 0;  // separate only
   int reward_ranks = 0;     // separate only
-  int world() const { return coordinator + policy_ranks + reference_ranks + reward_ranks; }
+  int rollout_ranks = 0;    // either placement
+  int world() const { return coordinator + policy_ranks + reference_ranks + reward_ranks + rollout_ranks; }
+  // Roles other than the policy's run on ranks of their own: the world is split into roles.
+  bool split() const { return separate || rollout_ranks > 0; }
   int first_of(Role role) const {
     return role == Role::kCoordinator ? 0
            : role == Role::kPolicy    ? coordinator
            : role == Role::kReference ? coordinator + policy_ranks
-                                      : coordinator + policy_ranks + reference_ranks;
+           : role == Role::kReward    ? coordinator + policy_ranks + reference_ranks
+                                      : coordinator + policy_ranks + reference_ranks + reward_ranks;
   }
   Role role_of(int world_rank) const {
-    return world_rank < coordinator                                    ? Role::kCoordinator
-           : world_rank < coordinator + policy_ranks                   ? Role::kPolicy
-           : world_rank < coordinator + policy_ranks + reference_ranks ? Role::kReference
-                                                                       : Role::kReward;
+    return world_rank < coordinator                                                   ? Role::kCoordinator
+           : world_rank < coordinator + policy_ranks                                  ? Role::kPolicy
+           : world_rank < coordinator + policy_ranks + reference_ranks                ? Role::kReference
+           : world_rank < coordinator + policy_ranks + reference_ranks + reward_ranks ? Role::kReward
+                                                                                      : Role::kRollout;
   }
   // The same roles without the coordinator's rank: the ranks the coordinator serves, numbered from 0.
   Layout workers() const {
@@ -53,6 +58,7 @@ struct RoleUse {
   bool reference = false;    // some stage takes reference log-probs the reference ranks can compute (per-pair sums)
   bool reward = false;       // some stage lists reward models
   bool coordinator = false;  // parallel.coordinator: own_rank
+  int rollout = 0;           // parallel.rollout.ranks
 };
 
 // `world_size`: processes started. Errors name the keys and the mpirun -np that fits.

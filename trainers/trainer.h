@@ -15,7 +15,9 @@
 #include "absl/status/status.h"
 #include "aln/v1/job.pb.h"
 #include "core/buffer/buffer.h"
+#include "core/buffer/rollout_record.h"
 #include "core/model/decoder.h"
+#include "core/model/generation.h"
 #include "core/registry.h"
 #include "trainers/metric_value.h"
 #include "trainers/reference.h"
@@ -101,7 +103,21 @@ struct StepContext {
   // zeros) in the engine's reduction order, so ranks stay identical to one process accumulating them.
   std::function<void(at::Tensor&)> sum;
   std::function<void(std::map<std::string, at::Tensor>&)> sum_gradients;
+  // Where a generating trainer hands what it sampled in a training step (publish_rollouts in
+  // trainers/grpo/rollout.h); unset when the job keeps no rollouts. The engine fills in the stage,
+  // steps and rank.
+  std::function<void(std::vector<buffer::RolloutRecord>)> rollout_sink;
+  // Generation elsewhere (parallel.rollout.ranks): what model::generate(sampler, ids, mask, options)
+  // returns, where `sampler` holds policy version `version` of the stage. Unset: in this process.
+  std::function<model::GenerationOutput(const model::DecoderModel& sampler, int64_t version, const at::Tensor& ids,
+                                        const at::Tensor& mask, const model::GenerationOptions& options)>
+      generate;
+  // The policy version `policy` holds when it is not `step` (a bounded-staleness snapshot samples).
+  int64_t sampler_version = -1;
 };
+
+// Per-row reward components by source name, each a [rows] tensor.
+using RewardSources = std::map<std::string, at::Tensor>;
 
 // A context with the four basic fields (the rollout fields keep their defaults); `reference` (may be
 // null) must outlive it.

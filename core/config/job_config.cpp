@@ -108,6 +108,30 @@ absl::Status validate_sharding(const LoadedJob& job) {
   return absl::OkStatus();
 }
 
+// Rollout ranks generate for the methods that sample in their steps; without one they would idle.
+// (The layout's other limits, checked here too so that --dry-run says them.)
+absl::Status validate_rollout(const LoadedJob& job) {
+  const auto& p = job.spec.parallel();
+  const int k = p.rollout().ranks();
+  if (k == 0) return absl::OkStatus();
+  if (p.policy().pipeline_parallel() > 1) {
+    return at(job, "parallel.rollout.ranks",
+              "rollout ranks serve unsplit policies for now; set parallel.policy.pipeline_parallel to 1 or this to 0");
+  }
+  const int policy_ranks = std::max(1, p.policy().data_parallel());
+  if (k > policy_ranks) {
+    return at(job, "parallel.rollout.ranks",
+              absl::StrCat(k, " rollout ranks for ", policy_ranks,
+                           " policy rank(s): each serves at least one policy rank; set it to at most ", policy_ranks));
+  }
+  for (const auto& stage : effective_stages(job.spec)) {
+    if (method_traits(stage.trainer()).samples_in_steps) return absl::OkStatus();
+  }
+  return at(job, "parallel.rollout.ranks",
+            "no stage samples in its training steps (the GRPO and HAIR trainers, the controllable one with objective "
+            "rl do), so rollout ranks would idle; set it to 0");
+}
+
 }  // namespace
 
 aln::v1::ShardLevel policy_shard(const aln::v1::JobSpec& spec) {
@@ -166,7 +190,7 @@ int job_world_size(const aln::v1::JobSpec& spec) {
     if (roles.reference) n += grid(spec.parallel().reference());
     if (roles.reward) n += grid(spec.parallel().reward());
   }
-  return n;
+  return n + spec.parallel().rollout().ranks();
 }
 
 absl::StatusOr<LoadedJob> load_job_text(const std::string& text, const std::string& file_name) {
@@ -203,6 +227,7 @@ absl::Status validate_job(const LoadedJob& job) {
   }
   {
     absl::Status s = validate_sharding(job);
+    if (s.ok()) s = validate_rollout(job);
     if (!s.ok()) return s;
   }
   if (spec.stages_size() > 0 && has_top_level_stage_keys(job)) {

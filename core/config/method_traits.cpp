@@ -78,6 +78,9 @@ MethodTraits method_traits(const aln::v1::TrainerSpec& trainer) {
   for (const std::string& rule : declared.reference_ranks_when()) {
     out.reference_ranks = out.reference_ranks || rule_holds(options, rule);
   }
+  for (const std::string& rule : declared.samples_in_steps_when()) {
+    out.samples_in_steps = out.samples_in_steps || rule_holds(options, rule);
+  }
   return out;
 }
 

@@ -14,6 +14,7 @@ struct MethodTraits {
   bool generates = false;          // samples its own data
   bool pipeline = false;           // runs on pipeline stages
   bool reference_ranks = false;    // with placement: separate, the reference gets ranks of its own
+  bool samples_in_steps = false;   // generates in its training steps (rollout ranks can serve it)
 };
 
 // The traits of the method `trainer` sets, its reference rule evaluated on its options. A rule the

@@ -14,6 +14,7 @@
 #    shadow reward models (their weights and AdamW state travel in the checkpoint);
 #  - a running job exports HAIR's metrics on its /metrics endpoint;
 #  - a missing demonstrations file is a clear error naming the key.
+#  - the rollout dump holds every sample with its shadow reward, byte-identical after a resume.
 # Usage: hair_test.sh ALN MPIEXEC PYTHON
 set -uo pipefail
 ALN="$1"; MPIEXEC="$2"; PYTHON="${3:-python3}"
@@ -41,6 +42,7 @@ stages:
       max_response_length: 64
     optimizer: {lr: 1e-2, max_steps: 12, micro_batch_size: $2, gradient_accumulation: $3}  # 72 of 120 prompts: one epoch
 eval: {max_examples: 4}
+rollouts: {dump: true}
 YAML
   job_tail $4 4
 }
@@ -108,4 +110,10 @@ check "resumed losses and IRL losses equal the uninterrupted run's, bit for bit"
 check "byte-identical final policy" 'cmp -s "$work/one/final/model.safetensors" "$work/kill/final/model.safetensors"'
 check "byte-identical shadow reward models" \
   '(for d in "$work"/one/hair/shadow_rewards/*; do cmp -s "$d/model.safetensors" "$work/kill/hair/shadow_rewards/$(basename "$d")/model.safetensors" || exit 1; done)'
+check "rollout records: the shadow reward per sample; identical after the kill and resume" \
+  'cmp -s "$work/one/rollouts/hair/rank0.jsonl" "$work/kill/rollouts/hair/rank0.jsonl" && python3 - "$work/one/rollouts/hair/rank0.jsonl" <<PY
+import json, sys
+recs = [json.loads(l) for l in open(sys.argv[1])]
+assert len(recs) == 12 * 6 * 4 and all(r["reward"] == r["rewards"]["shadow"] for r in recs), len(recs)
+PY'
 summary

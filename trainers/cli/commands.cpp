@@ -154,7 +154,10 @@ int run_train(const Args& args) {
     std::fprintf(stderr,
                  "aln train: %s: the job needs %d processes (parallel.policy data_parallel x pipeline_parallel%s%s); "
                  "start it with `mpirun -np %d aln train %s`\n",
-                 loaded->file.c_str(), processes, separate ? ", plus the frozen roles' with placement: separate" : "",
+                 loaded->file.c_str(), processes,
+                 absl::StrCat(separate ? ", plus the frozen roles' with placement: separate" : "",
+                              par.rollout().ranks() > 0 ? ", plus parallel.rollout.ranks" : "")
+                     .c_str(),
                  own_coordinator ? ", plus the coordinator's with coordinator: own_rank" : "", processes,
                  file.empty() ? "JOB.yaml" : file.c_str());
     return 2;
@@ -183,13 +186,16 @@ int run_train(const Args& args) {
   const Environment env = read_environment();
   // With coordinator: own_rank world rank 0 is the coordinator. With placement: separate the ranks
   // after the policy's grid are the reference's, then the reward models' (the engine checks the
-  // layout; this only labels logs and metrics).
+  // layout; this only labels logs and metrics), and the rollout ranks come last.
   const int first_policy = own_coordinator ? 1 : 0;
   const int policy_ranks = par.policy().data_parallel() * par.policy().pipeline_parallel();
   const int reference_ranks = separate && config::separate_roles(loaded->spec).reference
                                   ? par.reference().data_parallel() * par.reference().pipeline_parallel()
                                   : 0;
+  // Rollout ranks (either placement) come last.
+  const int first_rollout = processes - par.rollout().ranks();
   const std::string role = rank < first_policy                                    ? "coordinator"
+                           : rank >= first_rollout                                ? "rollout"
                            : !separate || rank < first_policy + policy_ranks      ? "policy"
                            : rank < first_policy + policy_ranks + reference_ranks ? "reference"
                                                                                   : "reward";

@@ -11,6 +11,8 @@ using Args = std::vector<std::string>;
 int run_train(const Args& args);
 int run_version(const Args& args);
 int run_data(const Args& args);
+// `aln data inspect|validate` on a rollout dump (a file or the rollouts folder); `show` samples.
+int inspect_rollouts(const std::string& path, bool validate, int show);
 int run_generate(const Args& args);
 int run_eval(const Args& args);
 int run_convert(const Args& args);

@@ -1,12 +1,17 @@
 // `aln data inspect|validate FILE [--format F] [--skip-bad]`: counts, length histograms and every
-// problem with its file:line, so bad rows are found before a job starts.
+// problem with its file:line, so bad rows are found before a job starts; on a rollout dump, what
+// was sampled and how it was rewarded (rollouts_inspect.cpp).
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <map>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "core/buffer/rollout_record.h"
 #include "core/data/readers.h"
 #include "trainers/cli/commands.h"
 
@@ -32,11 +37,22 @@ void histogram(const char* title, std::vector<size_t> lengths) {
   }
 }
 
+// A rollout dump: a folder (the job's rollouts/ or one stage's) or a file whose first line is a record.
+bool looks_like_rollouts(const std::string& file) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(file, ec)) return true;
+  std::ifstream in(file);
+  std::string line;
+  return std::getline(in, line) && buffer::is_rollout_line(line);
+}
+
 }  // namespace
 
 int run_data(const Args& args) {
   constexpr const char* kUsage =
-      "usage: aln data inspect|validate FILE [--format preference|hh_rlhf|saferlhf|prompts|sft_text]\n";
+      "usage: aln data inspect|validate FILE [--format preference|hh_rlhf|saferlhf|prompts|sft_text]\n"
+      "       aln data inspect|validate ROLLOUTS [--show N]   (a rollout dump: a rank<R>.jsonl file or its folder,\n"
+      "                                                       written with rollouts: {dump: true})\n";
   if (std::find(args.begin(), args.end(), "--help") != args.end() ||
       std::find(args.begin(), args.end(), "-h") != args.end()) {
     std::fputs(kUsage, stdout);
@@ -50,8 +66,14 @@ int run_data(const Args& args) {
   std::string file;
   data::ReadOptions options;
   options.bad_records = aln::v1::SKIP;  // collect every problem, then decide
+  int show = 4;
   for (size_t i = 1; i < args.size(); ++i) {
-    if (args[i] == "--format" && i + 1 < args.size()) {
+    if (args[i] == "--show" && i + 1 < args.size()) {
+      if (!absl::SimpleAtoi(args[++i], &show) || show < 0) {
+        std::fprintf(stderr, "aln data: --show wants a count, not '%s'\n", args[i].c_str());
+        return 2;
+      }
+    } else if (args[i] == "--format" && i + 1 < args.size()) {
       aln::v1::DataFormat f;
       if (!aln::v1::DataFormat_Parse(absl::AsciiStrToUpper(args[++i]), &f)) {
         std::fprintf(stderr, "aln data: unknown format '%s'\n", args[i].c_str());
@@ -69,6 +91,7 @@ int run_data(const Args& args) {
     std::fprintf(stderr, "aln data %s: missing FILE\n", args[0].c_str());
     return 2;
   }
+  if (looks_like_rollouts(file)) return inspect_rollouts(file, validate, show);
   data::ReadReport report;
   const bool prompts = options.format == aln::v1::PROMPTS || absl::EndsWith(file, ".csv");
   std::vector<size_t> prompt_len, a_len, b_len;

@@ -371,6 +371,11 @@ class ControllableTrainer final : public Trainer {
     }
     const at::Tensor reward = at::tensor(rewards, at::kDouble);
     const at::Tensor adv = kernels::group_advantages(reward, g, true);
+    RewardSources sources;
+    for (int a = 0; a < 2; ++a) {
+      sources[absl::StrCat(kAttributes[a], "_score")] = at::tensor(scores[static_cast<size_t>(a)], at::kDouble);
+    }
+    publish_rollouts(r, batch, g, reward, sources, ctx);
     RolloutLossOptions lo;
     lo.temperature = o_.temperature();
     lo.epsilon_low = lo.epsilon_high = o_.epsilon();

@@ -11,6 +11,7 @@
 #include "trainers/engine/process_context.h"
 #include "trainers/engine/reference_role.h"
 #include "trainers/engine/reward_role.h"
+#include "trainers/engine/rollout_role.h"
 #include "trainers/engine/text_encoder.h"
 
 namespace aln::engine {
@@ -36,6 +37,11 @@ absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions
     }
     case dist::Role::kReference: {
       absl::Status served = run_reference_role(spec, *p.remote_reference, p.role_index, log);
+      if (!served.ok()) return served;
+      return JobReport{};
+    }
+    case dist::Role::kRollout: {
+      absl::Status served = run_rollout_role(*p.rollout_placement, p.role_index, log, metrics);
       if (!served.ok()) return served;
       return JobReport{};
     }

@@ -41,6 +41,12 @@ absl::Status open_groups(PolicyWorker& w) {
   // already waiting, so a peer that stopped (or died) during the save is found as fast as anywhere.
   w.save_timeout = w.lead ? p.timeout : std::max(p.timeout, std::chrono::milliseconds(30 * 60 * 1000));
   if (p.layout.separate && p.layout.reward_ranks > 0) w.rewards.emplace(*p.reward_placement, p.world_rank);
+  if (p.rollout_placement) {
+    w.sampler = std::make_unique<RemoteSampler>(
+        *p.rollout_placement, p.world_rank,
+        &w.metrics.counter("aln_rollout_wait_seconds_total",
+                                         "Seconds this policy rank waited for its rollout rank (weights and generation)"));
+  }
   return absl::OkStatus();
 }
 
@@ -240,6 +246,11 @@ absl::StatusOr<JobReport> run_policy_worker(PolicyWorker& w) {
   if (w.process.remote_reference) finish_reference_role(*w.process.remote_reference);
   if (w.rewards) {
     absl::Status bye = w.rewards->finish();
+    if (!bye.ok()) return bye;
+  }
+  if (w.sampler) {
+    w.log.info("%s: %d weight versions sent", w.sampler->server_name(), w.sampler->weight_pushes());
+    absl::Status bye = w.sampler->finish();
     if (!bye.ok()) return bye;
   }
   if (w.outputs) {

@@ -55,6 +55,9 @@ struct PolicyWorker {
   // How long the other ranks wait for the lead's checkpoint save.
   std::chrono::milliseconds save_timeout{0};
   std::optional<RemoteRewards> rewards;
+  // parallel.rollout.ranks > 0: generation on the rollout ranks (a pointer: step contexts made from a
+  // const worker still send through it).
+  std::unique_ptr<RemoteSampler> sampler;
 
   std::string checkpoint_dir;
   std::optional<CheckpointManager> checkpoints;

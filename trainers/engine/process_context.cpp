@@ -7,16 +7,18 @@
 namespace aln::engine {
 namespace {
 
-// placement: separate. Every rank takes part in every split, in this order: its role's ranks; the
-// policy's and the reference's ranks (the reference protocol's collectives); a channel for reward
-// and per-step reference requests; rank 0 and the reference ranks (weights).
+// placement: separate, or rollout ranks. Every rank takes part in every split, in this order: its
+// role's ranks; the policy's and the reference's ranks (the reference protocol's collectives); a
+// channel for reward, rollout and per-step reference requests; rank 0 and the reference ranks
+// (weights).
 void split_roles(const aln::v1::JobSpec& spec, ProcessContext& p, const Logger& log) {
   const dist::Layout& layout = p.layout;
   const dist::Role role = layout.role_of(p.world_rank);
   p.role = role;
   p.role_index = layout.index_in_role(p.world_rank);
   p.role_comm = p.world->split(static_cast<int>(role), p.world_rank, p.startup);
-  p.frozen_comm = p.world->split(role == dist::Role::kReward ? 1 : 0, p.world_rank, p.startup);
+  p.frozen_comm = p.world->split(role == dist::Role::kReward ? 1 : role == dist::Role::kRollout ? 2 : 0, p.world_rank,
+                                 p.startup);
   p.service_comm = p.world->split(0, p.world_rank, p.startup);
   const bool sends_or_takes_weights = p.world_rank == 0 || role == dist::Role::kReference;
   p.weights_comm = p.world->split(sends_or_takes_weights ? 0 : 1, p.world_rank, p.startup);
@@ -44,6 +46,15 @@ void split_roles(const aln::v1::JobSpec& spec, ProcessContext& p, const Logger& 
                                          per_request(layout.reference_ranks),
                                          lead_reads};
   }
+  if (layout.rollout_ranks > 0) {
+    p.rollout_placement = RolloutPlacement{p.service_comm.get(),
+                                           layout.policy_ranks,
+                                           layout.first_of(dist::Role::kRollout),
+                                           layout.rollout_ranks,
+                                           per_request(layout.rollout_ranks),
+                                           p.long_wait,
+                                           p.own_coordinator ? 1 : 0};
+  }
   if (role != dist::Role::kPolicy) return;
   p.policy_world = p.role_comm.get();
   // (Numbered as mpirun numbers them, the coordinator's own rank included.)
@@ -56,8 +67,13 @@ void split_roles(const aln::v1::JobSpec& spec, ProcessContext& p, const Logger& 
     log.info(
         "placement separate: the reward models run on world ranks %d..%d (policy rank r asks world rank %d + r %% "
         "%d)",
-        shift + layout.first_of(dist::Role::kReward), shift + layout.world() - 1,
+        shift + layout.first_of(dist::Role::kReward), shift + layout.first_of(dist::Role::kRollout) - 1,
         shift + layout.first_of(dist::Role::kReward), layout.reward_ranks);
+  }
+  if (layout.rollout_ranks > 0) {
+    log.info("rollout ranks: generation runs on world ranks %d..%d (policy rank r asks world rank %d + r %% %d)",
+             shift + layout.first_of(dist::Role::kRollout), shift + layout.world() - 1,
+             shift + layout.first_of(dist::Role::kRollout), layout.rollout_ranks);
   }
 }
 
@@ -80,7 +96,7 @@ absl::StatusOr<std::unique_ptr<ProcessContext>> make_process_context(const aln::
   auto layout = dist::plan_layout(
       {grid.data_parallel(), grid.pipeline_parallel()}, {ref_grid.data_parallel(), ref_grid.pipeline_parallel()},
       {reward_grid.data_parallel(), reward_grid.pipeline_parallel()}, spec.parallel().placement() == aln::v1::SEPARATE,
-      {roles.reference, roles.reward, p->own_coordinator}, options.comm != nullptr ? options.comm->size() : 1);
+      {roles.reference, roles.reward, p->own_coordinator, spec.parallel().rollout().ranks()}, options.comm != nullptr ? options.comm->size() : 1);
   if (!layout.ok()) return layout.status();
   p->layout = *layout;
   // With a coordinator of its own, world rank 0 only serves the policy's first rank (world rank 1);
@@ -100,7 +116,7 @@ absl::StatusOr<std::unique_ptr<ProcessContext>> make_process_context(const aln::
   p->world_size = p->world != nullptr ? p->world->size() : 1;
   p->world_rank = p->world != nullptr ? p->world->rank() : 0;
   p->policy_world = p->world;
-  if (p->layout.separate) split_roles(spec, *p, log);
+  if (p->layout.split()) split_roles(spec, *p, log);
   return p;
 }
 

@@ -1,9 +1,9 @@
 #pragma once
 // Which part of a job this process plays, and the communicators it plays it on. Made once at the
 // start of run_job: the world is split into the coordinator's channel (parallel.coordinator:
-// own_rank), then (placement: separate) the roles' groups; every rank takes part in every split,
+// own_rank), then (placement: separate, or rollout ranks) the roles' groups; every rank takes part in every split,
 // in one fixed order, before any of them loads anything. run_job then hands the process to its
-// role: the coordinator, a reference or reward server, or a policy worker.
+// role: the coordinator, a reference, reward or rollout server, or a policy worker.
 #include <chrono>
 #include <memory>
 #include <optional>
@@ -16,6 +16,7 @@
 #include "trainers/engine/engine.h"
 #include "trainers/engine/reference_role.h"
 #include "trainers/engine/reward_role.h"
+#include "trainers/engine/rollout_role.h"
 
 namespace aln::engine {
 
@@ -36,6 +37,7 @@ struct ProcessContext {
   std::unique_ptr<dist::Communicator> coordinator_channel;  // world rank 0 and the policy's first rank
   std::optional<RemoteReference> remote_reference;          // reference ranks (placement: separate)
   std::optional<RewardPlacement> reward_placement;          // reward ranks (placement: separate)
+  std::optional<RolloutPlacement> rollout_placement;        // rollout ranks (parallel.rollout.ranks)
 
   // Owned communicators behind the pointers above.
   std::unique_ptr<dist::Communicator> workers, role_comm, frozen_comm, service_comm, weights_comm;

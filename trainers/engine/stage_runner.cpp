@@ -233,6 +233,20 @@ trainers::StepContext StageRun::step_context(const PolicyWorker& w, int64_t step
   ctx.policy = &*w.policy;
   ctx.pad_id = w.pad_id;
   ctx.step = step;
+  if (w.sampler) {
+    RemoteSampler* sampler = w.sampler.get();
+    ctx.generate = [sampler, stage = static_cast<int64_t>(index)](
+                       const model::DecoderModel& m, int64_t version, const at::Tensor& ids, const at::Tensor& mask,
+                       const model::GenerationOptions& options) {
+      return sampler->generate(m, stage, version, ids, mask, options);
+    };
+  }
+  if (rollouts) {
+    ctx.rollout_sink = [dump = rollouts, global_step = w.global_step + 1,
+                        stage_step = step + 1](std::vector<buffer::RolloutRecord> records) {
+      dump->add(std::move(records), global_step, stage_step);
+    };
+  }
   return ctx;
 }
 
@@ -251,6 +265,17 @@ absl::Status run_stage(PolicyWorker& w, const aln::v1::StageSpec& stage, size_t 
   if (ok.ok()) ok = open_training(w, s);
   if (!ok.ok()) return ok;
   w.policy->set_requires_grad(true);
+  // Each policy rank that computes losses writes what its trainer samples (pipelines: the first stage).
+  if (w.spec.rollouts().dump() && (!w.pipeline || w.pipeline->first())) {
+    const int64_t keep_through = w.resumed ? w.resumed->state.global_step : 0;
+    s.rollouts = std::make_shared<RolloutDump>(rollout_dump_path(w.spec.output_dir(), s.name, w.dp->rank()), s.name,
+                                               w.dp->rank(), keep_through);
+    if (w.dp->rank() == 0) {
+      absl::Status trimmed = trim_other_rank_dumps(w.spec.output_dir(), s.name, w.dp->size(), keep_through);
+      if (!trimmed.ok()) return trimmed;
+    }
+  }
+  if (w.sampler) s.rollout_waited = w.sampler->waited_seconds();
   if (w.outputs) {
     absl::Status started = w.outputs->stage_started(s.name, s.total_steps);
     if (!started.ok()) return started;
@@ -264,6 +289,7 @@ absl::Status run_stage(PolicyWorker& w, const aln::v1::StageSpec& stage, size_t 
     StepResult r = run_passes(w, s, step);
     sum_over_ranks(w, s, r);
     absl::Status done = update_policy(w, s, step, r);
+    if (done.ok() && s.rollouts) done = s.rollouts->status();
     if (!done.ok()) return done;
     ++w.global_step;
     done = report_step(w, s, step, r, since(step_start));
@@ -273,6 +299,9 @@ absl::Status run_stage(PolicyWorker& w, const aln::v1::StageSpec& stage, size_t 
     s.report.steps = step + 1;
     if (done.ok() && every > 0 && w.global_step % every == 0) done = save_checkpoint(w, s, step);
     if (!done.ok()) return done;
+  }
+  if (s.rollouts && s.rollouts->written() > 0) {
+    w.log.info("stage %s: %d rollout records written to %s", s.name, s.rollouts->written(), s.rollouts->path());
   }
   return close_stage(w, s, stage_start);
 }

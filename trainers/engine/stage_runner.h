@@ -17,6 +17,7 @@
 #include "trainers/engine/overlap.h"
 #include "trainers/engine/policy_worker.h"
 #include "trainers/engine/reference_role.h"
+#include "trainers/engine/rollout_dump.h"
 #include "trainers/engine/sharded_adamw.h"
 #include "trainers/engine/stage_setup.h"
 #include "trainers/trainer.h"
@@ -60,6 +61,8 @@ struct StageRun {
   int64_t consecutive_bad = 0;     // non-finite steps in a row
   double start_rss_bytes = 0;      // resident memory as the first step began (train_log: what training adds)
   GradientReadyOrder ready_order;  // learnt on the stage's first overlapped step
+  std::shared_ptr<RolloutDump> rollouts;  // rollouts: {dump: true}
+  double rollout_waited = 0;              // the rollout rank's waits counted in earlier steps' lines
 
   StageData& data() { return prepared->data; }
   // The StepContext of optimizer step `step` (the one place it is filled).

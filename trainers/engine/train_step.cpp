@@ -278,6 +278,10 @@ absl::Status update_policy(PolicyWorker& w, StageRun& s, int64_t step, StepResul
   }
   s.adamw->clear_gradients(params);
   trainers::StepContext ctx = s.step_context(w, step);
+  // After the update the policy is no longer version `step`: nothing here samples remotely or
+  // records rollouts under that version.
+  ctx.generate = nullptr;
+  ctx.rollout_sink = nullptr;
   for (const auto& [k, v] : s.trainer->after_step(ctx)) r.metrics[k] = v;
   r.optimizer_s = since(t0);
   return absl::OkStatus();
@@ -332,6 +336,11 @@ absl::Status report_step(PolicyWorker& w, StageRun& s, int64_t step, const StepR
                {"host_reads", r.host_reads},
                {"metrics", json(r.metrics)}};
   if (w.pipeline) line["pipeline"] = pipeline_line;
+  if (w.sampler) {  // parallel.rollout.ranks: what this step waited for its rollout rank
+    const double waited = w.sampler->waited_seconds();
+    line["rollout_wait_seconds"] = waited - s.rollout_waited;
+    s.rollout_waited = waited;
+  }
   return w.outputs ? w.outputs->train_line(line.dump(), step + 1, r.loss, tokens_per_second) : absl::OkStatus();
 }
 

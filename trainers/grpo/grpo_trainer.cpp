@@ -41,12 +41,17 @@ class GrpoTrainer final : public Trainer {
       sampler_version_ = ctx.step;
     }
     StepContext sample_ctx = ctx;
-    if (stale) sample_ctx.policy = &*sampler_;
+    if (stale) {
+      sample_ctx.policy = &*sampler_;
+      sample_ctx.sampler_version = sampler_version_;
+    }
     RolloutBatch rollouts = sample_rollouts(batch, sample_ctx, g, gen);
-    if (stale) rollouts.policy_version = sampler_version_;
     Metrics parts;
-    const at::Tensor rewards = score_rollouts(rollouts, ctx, o_.reward_rule(), o_.max_new_tokens(), &parts);
+    RewardSources sources;
+    const at::Tensor rewards =
+        score_rollouts(rollouts, ctx, o_.reward_rule(), o_.max_new_tokens(), &parts, &sources);
     const at::Tensor advantages = kernels::group_advantages(rewards, g, o_.scale_rewards());
+    publish_rollouts(rollouts, batch, g, rewards, sources, ctx);
 
     RolloutLossOptions lo;
     lo.temperature = o_.temperature();

@@ -47,12 +47,16 @@ RolloutBatch sample_rollouts(const std::vector<const buffer::Example*>& prompts,
   options.seed = seed;
   options.pad_token_id = ctx.pad_id;
   if (ctx.eos_id >= 0) options.stop_tokens = {ctx.eos_id};
-  model::GenerationOutput gen = model::generate(*ctx.policy, ids, mask, options);
+  const int64_t version = ctx.sampler_version >= 0 ? ctx.sampler_version : ctx.step;
+  model::GenerationOutput gen = ctx.generate ? ctx.generate(*ctx.policy, version, ids, mask, options)
+                                             : model::generate(*ctx.policy, ids, mask, options);
 
   RolloutBatch out;
   out.prompt_width = width;
-  out.policy_version = ctx.step;
+  out.policy_version = version;
   out.lengths = gen.lengths;
+  out.sampling_logprobs = gen.logprobs;
+  out.seed = seed;
   const int64_t n = gen.tokens.size(1);
   out.completion_mask = (at::arange(n, at::kLong).unsqueeze(0) < gen.lengths.unsqueeze(1)).to(at::kLong);
   out.sequences.input_ids = at::cat({ids, at::where(out.completion_mask > 0, gen.tokens, ctx.pad_id)}, 1);
@@ -109,7 +113,7 @@ bool looks_like_refusal(const std::string& text) {
 }
 
 at::Tensor score_rollouts(const RolloutBatch& rollouts, const StepContext& ctx, aln::v1::RewardRule rule,
-                          int64_t max_new_tokens, Metrics* parts) {
+                          int64_t max_new_tokens, Metrics* parts, RewardSources* per_row) {
   at::NoGradGuard no_grad;
   const int64_t rows = static_cast<int64_t>(rollouts.completions.size());
   at::Tensor rewards = at::zeros({rows}, rollouts.sequences.input_ids.options().dtype(at::kDouble));
@@ -130,17 +134,64 @@ at::Tensor score_rollouts(const RolloutBatch& rollouts, const StepContext& ctx, 
     }
     at::Tensor v = at::tensor(values, at::kDouble).to(rewards.device());
     (*parts)["reward_rule"] = v.mean();
+    if (per_row != nullptr) (*per_row)["reward_rule"] = v;
     rewards += v;
   }
   for (size_t i = 0; i < ctx.reward_models.size(); ++i) {
     const auto& s = rollouts.sequences;
     at::Tensor score = ctx.reward_models[i]->scores(s.input_ids, s.attention_mask).select(1, 0).to(at::kDouble);
     (*parts)[absl::StrCat("reward_model_", i)] = score.mean();
+    if (per_row != nullptr) (*per_row)[absl::StrCat("reward_model_", i)] = score;
     rewards += score;
   }
   ALN_CHECK(rule != aln::v1::REWARD_RULE_UNSPECIFIED || !ctx.reward_models.empty(),
             "no reward: set trainer.grpo.reward_rule or list reward_models in the stage");
   return rewards;
+}
+
+void publish_rollouts(const RolloutBatch& rollouts, const std::vector<const buffer::Example*>& prompts,
+                      int64_t group_size, const at::Tensor& rewards, const RewardSources& sources,
+                      const StepContext& ctx) {
+  if (!ctx.training || !ctx.rollout_sink) return;
+  const int64_t rows = static_cast<int64_t>(rollouts.completions.size());
+  ALN_CHECK(rows == static_cast<int64_t>(prompts.size()) * group_size, "publish_rollouts: ", rows, " rows for ",
+            prompts.size(), " prompts of ", group_size, " samples");
+  // One copy of each tensor to the host for every row (the dump is an opt-in inspection aid).
+  auto host = [](const at::Tensor& t, at::ScalarType type) { return t.detach().to(at::kCPU, type).contiguous(); };
+  const at::Tensor tokens = host(rollouts.sequences.input_ids.narrow(1, rollouts.prompt_width,
+                                                                     rollouts.completion_mask.size(1)),
+                                 at::kLong);
+  const at::Tensor logps = host(rollouts.sampling_logprobs, at::kFloat);
+  const at::Tensor lengths = host(rollouts.lengths, at::kLong);
+  const at::Tensor total = host(rewards, at::kDouble);
+  std::vector<std::pair<std::string, at::Tensor>> parts;
+  for (const auto& [name, values] : sources) parts.emplace_back(name, host(values, at::kDouble));
+  std::vector<buffer::RolloutRecord> records;
+  records.reserve(static_cast<size_t>(rows));
+  for (int64_t r = 0; r < rows; ++r) {
+    const buffer::Example& e = *prompts[static_cast<size_t>(r / group_size)];
+    buffer::RolloutRecord rec;
+    rec.policy_version = rollouts.policy_version;
+    rec.seed = rollouts.seed;
+    rec.group = r / group_size;
+    rec.sample = r % group_size;
+    rec.prompt_ids = e.prompt;
+    const int64_t len = lengths.data_ptr<int64_t>()[r];
+    const int64_t* row = tokens[r].data_ptr<int64_t>();
+    const float* lp = logps[r].data_ptr<float>();
+    rec.response_ids.assign(row, row + len);
+    rec.sampling_logprobs.assign(lp, lp + len);
+    rec.terminated = len > 0 && ctx.eos_id >= 0 && row[len - 1] == ctx.eos_id;
+    for (const auto& [name, values] : parts) rec.rewards[name] = values.data_ptr<double>()[r];
+    rec.reward = total.data_ptr<double>()[r];
+    if (ctx.decode) {
+      rec.prompt_text = e.prompt_text.empty() ? ctx.decode(e.prompt) : e.prompt_text;
+      rec.response_text = ctx.decode(rollouts.completions[static_cast<size_t>(r)]);
+    }
+    rec.source = e.source;
+    records.push_back(std::move(rec));
+  }
+  ctx.rollout_sink(std::move(records));
 }
 
 }  // namespace aln::trainers

@@ -22,7 +22,9 @@ struct RolloutBatch {
   int64_t prompt_width = 0;         // columns of the prompt part
   at::Tensor lengths;               // [rows] completion tokens (the end token included)
   std::vector<std::vector<int64_t>> completions;  // ids per row, end token excluded
+  at::Tensor sampling_logprobs;                   // [rows, N] float32: each sampled token's, as sampled
   int64_t policy_version = 0;
+  uint64_t seed = 0;  // the sampling seed
 };
 
 // Samples group_size completions for each prompt (row r comes from prompt r / group_size). The
@@ -32,9 +34,17 @@ RolloutBatch sample_rollouts(const std::vector<const buffer::Example*>& prompts,
                              int64_t group_size, const model::GenerationOptions& base);
 
 // Rewards [rows] (double): the rule's value plus each reward model's score of prompt + completion.
-// `parts` receives the mean of each component ("reward_rule", "reward_model_<i>"), not read here.
+// `parts` receives the mean of each component ("reward_rule", "reward_model_<i>"), not read here;
+// `per_row` (when given) each component's [rows] values.
 at::Tensor score_rollouts(const RolloutBatch& rollouts, const StepContext& ctx, aln::v1::RewardRule rule,
-                          int64_t max_new_tokens, Metrics* parts);
+                          int64_t max_new_tokens, Metrics* parts, RewardSources* per_row = nullptr);
+
+// Hands the rollouts to the context's rollout sink as records (training steps only; nothing when
+// the job does not keep them): `prompts` as sampled, `rewards` [rows] what the method optimised,
+// `sources` its parts by name, each [rows]. Copies the tokens, log-probs and rewards to the host.
+void publish_rollouts(const RolloutBatch& rollouts, const std::vector<const buffer::Example*>& prompts,
+                      int64_t group_size, const at::Tensor& rewards, const RewardSources& sources,
+                      const StepContext& ctx);
 
 // GRPO's loss on rollouts (shared by grpo, hair and the controllable rl objective): per-token
 // log-probs of the completions under the policy (temperature-scaled, as sampled), `sampler`'s as the

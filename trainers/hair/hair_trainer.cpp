@@ -165,12 +165,14 @@ class HairTrainer final : public Trainer {
       }
     }
     Metrics parts;
+    RewardSources sources{{"shadow", sample_reward}};
     at::Tensor rewards = sample_reward.clone();
     if (o_.reward_rule() != aln::v1::REWARD_RULE_UNSPECIFIED) {
       StepContext rule_ctx = ctx;
       rule_ctx.reward_models.clear();
-      rewards += score_rollouts(rollouts, rule_ctx, o_.reward_rule(), o_.max_new_tokens(), &parts);
+      rewards += score_rollouts(rollouts, rule_ctx, o_.reward_rule(), o_.max_new_tokens(), &parts, &sources);
     }
+    publish_rollouts(rollouts, batch, g, rewards, sources, ctx);
 
     LossOutput out;
     at::Tensor advantages;

@@ -426,7 +426,7 @@ TEST(MethodTraits, DeclaredOnEachMethodsOptions) {
   EXPECT_EQ(method_names(), (std::vector<std::string>{"sft", "reward", "dpo", "safedpo", "tdpo", "radpo", "grpo",
                                                        "ptalign", "controllable", "hair"}));
   EXPECT_EQ(method_names(/*pipeline_only=*/true), (std::vector<std::string>{"sft", "reward", "dpo", "safedpo"}));
-  std::string generating, with_reference;
+  std::string generating, with_reference, in_steps;
   for (const std::string& name : method_names()) {
     auto job = load_job_text("trainer: {" + name + ": {}}\ndata: {train: [{path: x.jsonl}]}\n", "job.yaml");
     ASSERT_TRUE(job.ok()) << job.status();
@@ -434,8 +434,14 @@ TEST(MethodTraits, DeclaredOnEachMethodsOptions) {
     EXPECT_EQ(traits.name, name);
     if (traits.generates) generating += name + " ";
     if (traits.reference_ranks) with_reference += name + " ";
+    if (traits.samples_in_steps) in_steps += name + " ";
   }
   EXPECT_EQ(generating, "grpo ptalign controllable hair ");
+  // PT-ALIGN generates before its stage; the controllable method samples in its steps only with objective rl.
+  EXPECT_EQ(in_steps, "grpo hair ");
+  auto rl = load_job_text("trainer: {controllable: {objective: rl}}\ndata: {train: [{path: x.jsonl}]}\n", "job.yaml");
+  ASSERT_TRUE(rl.ok()) << rl.status();
+  EXPECT_TRUE(method_traits(rl->spec.trainer()).samples_in_steps);
   // With their defaults: GRPO's KL term is on (beta > 0), HAIR's sentence encoder is the
   // reference, the controllable method's default objective (clm) needs none.
   EXPECT_EQ(with_reference, "dpo safedpo tdpo radpo grpo hair ");

@@ -107,5 +107,40 @@ TEST(Placement, CoordinatorOfItsOwnComesFirst) {
       << short_separate.status();
 }
 
+TEST(Placement, RolloutRanksComeAfterEveryOtherRole) {
+  // Colocated frozen roles: policy ranks, then the rollout ranks.
+  auto colocated = plan_layout({3, 1}, {1, 1}, {1, 1}, false, {false, false, false, 2}, 5);
+  ASSERT_TRUE(colocated.ok()) << colocated.status();
+  EXPECT_TRUE(colocated->split());
+  EXPECT_EQ(colocated->first_of(Role::kRollout), 3);
+  EXPECT_EQ(colocated->role_of(2), Role::kPolicy);
+  EXPECT_EQ(colocated->role_of(4), Role::kRollout);
+  EXPECT_EQ(colocated->index_in_role(4), 1);
+  EXPECT_EQ(role_name(Role::kRollout), "rollout");
+  // Separate: coordinator, policy, reference, reward, rollout.
+  auto all = plan_layout({2, 1}, {1, 1}, {1, 1}, true, {true, true, true, 1}, 6);
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_EQ(all->first_of(Role::kReward), 4);
+  EXPECT_EQ(all->first_of(Role::kRollout), 5);
+  EXPECT_EQ(all->role_of(4), Role::kReward);
+  EXPECT_EQ(all->role_of(5), Role::kRollout);
+  EXPECT_EQ(all->workers().first_of(Role::kRollout), 4);
+  EXPECT_FALSE(plan_layout({2, 1}, {1, 1}, {1, 1}, false, {}, 2)->split());
+
+  auto wrong = plan_layout({2, 1}, {1, 1}, {1, 1}, false, {false, false, false, 1}, 2);
+  EXPECT_NE(wrong.status().message().find("plus 1 rollout rank(s) (parallel.rollout.ranks) but the job runs on 2; "
+                                          "start it with `mpirun -np 3"),
+            std::string::npos)
+      << wrong.status();
+  auto separate = plan_layout({2, 1}, {1, 1}, {1, 1}, true, {true, false, false, 1}, 3);
+  EXPECT_NE(separate.status().message().find("needs 2 policy + 1 reference + 1 rollout process(es)"),
+            std::string::npos)
+      << separate.status();
+  auto too_many = plan_layout({2, 1}, {1, 1}, {1, 1}, false, {false, false, false, 3}, 5);
+  EXPECT_NE(too_many.status().message().find("set it to at most 2"), std::string::npos) << too_many.status();
+  auto piped = plan_layout({1, 2}, {1, 1}, {1, 1}, false, {false, false, false, 1}, 3);
+  EXPECT_EQ(piped.status().code(), absl::StatusCode::kUnimplemented);
+}
+
 }  // namespace
 }  // namespace aln::dist

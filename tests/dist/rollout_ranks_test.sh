@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Generation on rollout ranks of their own (parallel.rollout.ranks), against the colocated run:
+#  - 1 policy + 1 rollout rank (mpirun -np 2): GRPO's losses, grad norms and rewards equal the
+#    colocated one-process run's bit for bit, its rollout dump is byte-identical, and the policy rank
+#    sent the rollout rank one weight version per GRPO step (none for the SFT stage);
+#  - 2 policy ranks sharing 1 rollout rank (-np 3) equal one process accumulating the two micro-batches;
+#  - bounded staleness (max_staleness 2): the same losses as colocated, with a weight version sent
+#    only when the sampling snapshot is renewed (6 for 16 steps);
+#  - HAIR (its own samples and shadow rewards) equals its colocated run bit for bit;
+#  - SIGKILL of the rollout rank ends the job non-zero within 60 s; --resume from the last checkpoint
+#    then reproduces the uninterrupted run's losses and rollout dump bit for bit;
+#  - config errors: rollout ranks in a job that samples nothing, and the wrong process count.
+# Usage: rollout_ranks_test.sh ALN MPIEXEC
+set -uo pipefail
+ALN="$1"; MPIEXEC="$2"
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+source tests/e2e/train_lib.sh
+trap '[[ -n "$pid" ]] && kill -9 $pid 2>/dev/null; pkill -9 -f "$work/" 2>/dev/null; [[ -z "${KEEP:-}" ]] && rm -rf "$work"' EXIT
+pid=""
+source tests/dist/fault_lib.sh
+
+short_answers "$work/short.jsonl"
+
+# job OUT ACCUM DP ROLLOUT_RANKS [STALENESS] [METHOD]
+job() {
+  job_head rollout-test "$1" 5
+  local method="grpo: {group_size: 4, beta: 0.04, max_new_tokens: 16, reward_rule: brevity, max_staleness: ${5:-0}}"
+  local data="examples/data/xstest/xstest_prompts_shared.csv"
+  if [[ "${6:-grpo}" == hair ]]; then
+    method="hair: {group_size: 4, max_new_tokens: 12, irl_lr: 3e-3, per_category: 20}"
+    data="examples/data/strongreject/strongreject_dataset.csv"
+  fi
+  cat <<YAML
+stages:
+  - name: sft
+    trainer: {sft: {}}
+    data:
+      train: [{path: $work/short.jsonl, format: sft_text}]
+      max_prompt_length: 32
+      max_response_length: 16
+    optimizer: {lr: 1e-2, max_steps: 8, micro_batch_size: 4, gradient_accumulation: 2}
+  - name: ${6:-grpo}
+    trainer: {$method}
+    data:
+      train: [{path: $data, format: prompts}]
+      max_prompt_length: 40
+      max_response_length: 64
+    optimizer: {lr: 1e-2, max_steps: 16, micro_batch_size: 2, gradient_accumulation: $2}
+rollouts: {dump: true}
+parallel: {policy: {data_parallel: $3}, rollout: {ranks: $4}, deterministic: true, timeout_s: 20}
+checkpoint: {every_steps: 4, keep_last: 2}
+metrics: {enabled: false, progress_bar: false}
+runtime: {threads: 1}
+YAML
+}
+stage_losses() { losses "$1" reward_mean | grep -v " sft "; }
+
+job "$work/one" 2 1 0 >"$work/one.yaml"
+"$ALN" train "$work/one.yaml" >/dev/null 2>"$work/one.err"; rc=$?
+check "colocated baseline exits 0 (rc $rc): $(tail -1 "$work/one.err")" '[[ $rc -eq 0 ]]'
+stage_losses "$work/one/train_log.jsonl" >"$work/one.losses"
+
+job "$work/rr" 2 1 1 >"$work/rr.yaml"
+mpi 2 "$ALN" train "$work/rr.yaml" >"$work/rr.out" 2>&1; rc=$?
+check "1 policy + 1 rollout rank exits 0 (rc $rc): $(tail -1 "$work/rr.out")" '[[ $rc -eq 0 ]]'
+check "the policy's log says where generation runs" \
+  'grep -q "rollout ranks: generation runs on world ranks 1..1 (policy rank r asks world rank 1 + r % 1)" "$work/rr.out"'
+stage_losses "$work/rr/train_log.jsonl" >"$work/rr.losses"
+check "rollout ranks: the colocated run's 16 GRPO losses, grad norms and rewards, bit for bit" \
+  '[[ $(wc -l <"$work/one.losses") -eq 16 ]] && diff -q "$work/one.losses" "$work/rr.losses" >/dev/null'
+check "rollout ranks: a byte-identical rollout dump" \
+  'cmp -s "$work/one/rollouts/grpo/rank0.jsonl" "$work/rr/rollouts/grpo/rank0.jsonl"'
+check "one weight version sent per GRPO step: $(grep -o "[0-9]* weight versions sent" "$work/rr.out" | head -1)" \
+  'grep -q "16 weight versions sent" "$work/rr.out"'
+
+job "$work/rr2" 1 2 1 >"$work/rr2.yaml"
+mpi 3 "$ALN" train "$work/rr2.yaml" >"$work/rr2.out" 2>&1; rc=$?
+check "2 policy ranks sharing 1 rollout rank exit 0 (rc $rc): $(tail -1 "$work/rr2.out")" '[[ $rc -eq 0 ]]'
+stage_losses "$work/rr2/train_log.jsonl" >"$work/rr2.losses"
+check "2 policy ranks + 1 rollout rank equal one process accumulating 2 micro-batches, bit for bit" \
+  'diff -q "$work/one.losses" "$work/rr2.losses" >/dev/null'
+
+job "$work/stale" 2 1 0 2 >"$work/stale.yaml"
+"$ALN" train "$work/stale.yaml" >/dev/null 2>&1
+job "$work/stale_rr" 2 1 1 2 >"$work/stale_rr.yaml"
+mpi 2 "$ALN" train "$work/stale_rr.yaml" >"$work/stale_rr.out" 2>&1; rc=$?
+stage_losses "$work/stale/train_log.jsonl" >"$work/stale.losses"
+stage_losses "$work/stale_rr/train_log.jsonl" >"$work/stale_rr.losses"
+check "max_staleness 2 on a rollout rank (rc $rc): the colocated losses bit for bit" \
+  '[[ $rc -eq 0 && $(wc -l <"$work/stale.losses") -eq 16 ]] && diff -q "$work/stale.losses" "$work/stale_rr.losses" >/dev/null'
+check "max_staleness 2: a weight version sent only when the snapshot is renewed ($(grep -o "[0-9]* weight versions sent" "$work/stale_rr.out" | head -1))" \
+  'grep -q "6 weight versions sent" "$work/stale_rr.out"'
+
+job "$work/hair" 2 1 0 0 hair >"$work/hair.yaml"
+"$ALN" train "$work/hair.yaml" >/dev/null 2>"$work/hair.err"
+job "$work/hair_rr" 2 1 1 0 hair >"$work/hair_rr.yaml"
+mpi 2 "$ALN" train "$work/hair_rr.yaml" >"$work/hair_rr.out" 2>&1; rc=$?
+check "HAIR on a rollout rank (rc $rc): the colocated losses and rollout dump, bit for bit" \
+  '[[ $rc -eq 0 ]] && diff -q <(stage_losses "$work/hair/train_log.jsonl") <(stage_losses "$work/hair_rr/train_log.jsonl") >/dev/null && cmp -s "$work/hair/rollouts/hair/rank0.jsonl" "$work/hair_rr/rollouts/hair/rank0.jsonl"'
+
+# SIGKILL of the rollout rank (world rank 1) once 5 GRPO steps are logged (8 SFT + 5).
+job "$work/kill" 2 1 1 >"$work/kill.yaml"
+signal_rank 2 "$work/kill.yaml" "$work/kill.out" 1 KILL "$work/kill/train_log.jsonl" 13
+check "found the rollout rank while the policy trains" '[[ -n "$victim" ]]'
+check "SIGKILL of the rollout rank ends the job non-zero within 60 s (rc $fault_rc, ${fault_took}s)" \
+  '[[ $fault_rc -ne 0 && $fault_took -le 60 ]]'
+check "the job's output names the rank that died: $(grep -m1 -E "process rank 1 with PID|mpirun rank 1\)" "$work/kill.out" | cut -c1-160)" \
+  'grep -qE "process rank 1 with PID [0-9]+ .*exited on signal 9|mpirun rank 1\)" "$work/kill.out"'
+mpi 2 "$ALN" train "$work/kill.yaml" --resume >"$work/kill2.out" 2>&1; rc=$?
+check "--resume after the kill exits 0 (rc $rc): $(tail -1 "$work/kill2.out")" '[[ $rc -eq 0 ]]'
+stage_losses "$work/kill/train_log.jsonl" >"$work/kill.losses"
+check "resumed: the uninterrupted losses and a byte-identical rollout dump" \
+  'diff -q "$work/one.losses" "$work/kill.losses" >/dev/null && cmp -s "$work/one/rollouts/grpo/rank0.jsonl" "$work/kill/rollouts/grpo/rank0.jsonl"'
+
+# Config errors, named by key path.
+job "$work/idle" 2 1 1 | sed "/  - name: grpo/,/max_steps: 16/d" >"$work/idle.yaml"
+"$ALN" train "$work/idle.yaml" --dry-run >/dev/null 2>"$work/idle.err"; rc=$?
+check "rollout ranks in a job that samples nothing are refused (rc $rc): $(head -1 "$work/idle.err")" \
+  '[[ $rc -eq 2 ]] && grep -q "parallel.rollout.ranks: no stage samples in its training steps" "$work/idle.err"'
+"$ALN" train "$work/rr.yaml" >/dev/null 2>"$work/np.err"; rc=$?
+check "one process for a job with a rollout rank is refused with the count that fits: $(head -1 "$work/np.err" | cut -c1-160)" \
+  '[[ $rc -eq 2 ]] && grep -q "the job needs 2 processes (.*plus parallel.rollout.ranks); start it with .mpirun -np 2" "$work/np.err"'
+summary

@@ -1,0 +1,214 @@
+#include "trainers/engine/rollout_role.h"
+
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "core/error.h"
+#include "core/model/model_config.h"
+#include "core/status.h"
+
+namespace aln::engine {
+namespace {
+
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+// Weights go in messages of at most this many tensor bytes (one tensor may be larger, up to the
+// control message's 2 GiB).
+constexpr size_t kWeightBytes = size_t{256} << 20;
+
+double since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+// The sampling settings as JSON (doubles print so that they read back bit for bit).
+std::string options_json(const model::GenerationOptions& o) {
+  return json{{"decoding", o.decoding == model::Decoding::kSample ? "sample" : "greedy"},
+              {"max_new_tokens", o.max_new_tokens},
+              {"temperature", o.temperature},
+              {"top_k", o.top_k},
+              {"top_p", o.top_p},
+              {"seed", o.seed},
+              {"stop_tokens", o.stop_tokens},
+              {"pad_token_id", o.pad_token_id}}
+      .dump();
+}
+
+model::GenerationOptions parse_options(const std::string& text) {
+  json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  ALN_CHECK(j.is_object(), "a generate request's options are not a JSON object");
+  model::GenerationOptions o;
+  try {
+    o.decoding = j.at("decoding").get<std::string>() == "sample" ? model::Decoding::kSample : model::Decoding::kGreedy;
+    o.max_new_tokens = j.at("max_new_tokens").get<int64_t>();
+    o.temperature = j.at("temperature").get<double>();
+    o.top_k = j.at("top_k").get<int64_t>();
+    o.top_p = j.at("top_p").get<double>();
+    o.seed = j.at("seed").get<uint64_t>();
+    o.stop_tokens = j.at("stop_tokens").get<std::vector<int64_t>>();
+    o.pad_token_id = j.at("pad_token_id").get<int64_t>();
+  } catch (const json::exception& e) {
+    ALN_FAIL("a generate request's options: ", e.what());
+  }
+  return o;
+}
+
+at::Tensor tensor_of(const aln::v1::TensorData& data, const char* what, int rank) {
+  auto t = dist::from_proto(data);
+  if (!t.ok()) ALN_FAIL(what, " from rank ", rank, ": ", t.status().message());
+  return *t;
+}
+
+// What a rollout rank keeps for one policy rank: the weights of the version it samples with, and a
+// version's tensors while they arrive (several messages for a large model).
+struct ClientState {
+  std::optional<model::DecoderModel> model;
+  int64_t stage = -1, version = -1;
+  model::TensorMap arriving;
+  std::string config_json;
+};
+
+}  // namespace
+
+void RemoteSampler::push_weights(const model::DecoderModel& sampler, int64_t stage, int64_t version) {
+  const model::TensorMap& tensors = sampler.tensors();
+  aln::v1::ServiceRequest request;
+  auto start = [&] {
+    request.Clear();
+    request.set_method("weights");
+    request.set_stage(stage);
+    request.set_step(version);
+    request.set_total(static_cast<int64_t>(tensors.size()));
+  };
+  auto send = [&] {
+    auto reply = client_.call(request, placement_.long_wait);
+    if (!reply.ok()) ALN_FAIL(server_name(), " (weights): ", reply.status().message());
+  };
+  start();
+  aln::v1::FileData* config = request.add_files();
+  config->set_path("config.json");
+  config->set_data(model::to_hf_config_json(sampler.config()));
+  size_t bytes = 0;
+  for (const auto& [name, tensor] : tensors) {
+    const size_t size = static_cast<size_t>(tensor.numel()) * tensor.element_size();
+    if (bytes > 0 && bytes + size > kWeightBytes) {
+      send();
+      start();
+      bytes = 0;
+    }
+    aln::v1::NamedTensor* named = request.add_named();
+    named->set_name(name);
+    dist::to_proto(tensor.detach().to(at::kCPU), named->mutable_tensor());
+    bytes += size;
+  }
+  send();
+  held_ = std::make_pair(stage, version);
+  ++pushes_;
+}
+
+model::GenerationOutput RemoteSampler::generate(const model::DecoderModel& sampler, int64_t stage, int64_t version,
+                                                const at::Tensor& prompt_ids, const at::Tensor& prompt_mask,
+                                                const model::GenerationOptions& options) {
+  ALN_CHECK(!options.stop_condition, "rollout ranks take stop tokens, not stop conditions (code on the policy rank)");
+  const auto start = Clock::now();
+  if (!held_ || *held_ != std::make_pair(stage, version)) push_weights(sampler, stage, version);
+  aln::v1::ServiceRequest request;
+  request.set_method("generate");
+  request.set_stage(stage);
+  request.set_step(version);
+  request.set_text(options_json(options));
+  dist::to_proto(prompt_ids.to(at::kCPU), request.add_tensors());
+  dist::to_proto(prompt_mask.to(at::kCPU), request.add_tensors());
+  auto reply = client_.call(request, placement_.long_wait);
+  if (!reply.ok()) ALN_FAIL(server_name(), " (generate): ", reply.status().message());
+  ALN_CHECK(reply->tensors_size() == 3, server_name(), " sent ", reply->tensors_size(),
+            " tensors for one generate request (tokens, log-probs, lengths)");
+  model::GenerationOutput out;
+  const auto& device = prompt_ids.device();
+  const int shown = client_.server() + placement_.rank_shift;
+  out.tokens = tensor_of(reply->tensors(0), "tokens", shown).to(device);
+  out.logprobs = tensor_of(reply->tensors(1), "log-probs", shown).to(device);
+  out.lengths = tensor_of(reply->tensors(2), "lengths", shown).to(device);
+  const int64_t rows = prompt_ids.size(0);
+  ALN_CHECK(out.tokens.dim() == 2 && out.tokens.size(0) == rows && out.logprobs.sizes() == out.tokens.sizes() &&
+                out.lengths.dim() == 1 && out.lengths.size(0) == rows,
+            server_name(), " sent tokens of shape ", c10::str(out.tokens.sizes()),
+            " and lengths of shape ", c10::str(out.lengths.sizes()), " for ", rows, " prompts");
+  const double waited = since(start);
+  waited_ += waited;
+  if (wait_seconds_ != nullptr) wait_seconds_->Increment(waited);
+  return out;
+}
+
+absl::Status RemoteSampler::finish() { return client_.goodbye(placement_.timeout); }
+
+std::string RemoteSampler::server_name() const {
+  return absl::StrCat("the rollout rank (mpirun rank ", client_.server() + placement_.rank_shift, ")");
+}
+
+absl::Status run_rollout_role(const RolloutPlacement& placement, int index, const Logger& log,
+                              MetricsRegistry& metrics) {
+  std::vector<int> clients;
+  for (int r = 0; r < placement.policy_ranks; ++r) {
+    if (placement.server_of(r) == placement.first_rollout_rank + index) clients.push_back(r);
+  }
+  auto& requests = metrics.counter_family("aln_rollout_requests_total", "Requests a rollout rank served, by method");
+  auto& sequences = metrics.counter("aln_rollout_sequences_total", "Sequences a rollout rank generated");
+  auto& tokens = metrics.counter("aln_rollout_tokens_total", "Tokens a rollout rank generated");
+  auto& seconds = metrics.counter("aln_rollout_generate_seconds_total", "Seconds a rollout rank spent generating");
+  std::map<int, ClientState> states;
+  auto handler = [&](int client, const aln::v1::ServiceRequest& request) {
+    aln::v1::ServiceReply reply;
+    requests.Add({{"method", request.method()}}).Increment();
+    ClientState& state = states[client];
+    if (request.method() == "weights") {
+      if (request.files_size() > 0) {  // a version's first message
+        state.arriving.clear();
+        state.config_json = request.files(0).data();
+      }
+      for (const auto& named : request.named()) {
+        state.arriving[named.name()] = tensor_of(named.tensor(), "weights", client);
+      }
+      if (static_cast<int64_t>(state.arriving.size()) == request.total()) {
+        auto config = model::parse_hf_config(state.config_json, absl::StrCat("rank ", client, "'s config.json"));
+        ALN_THROW_IF_ERROR(config.status());
+        auto made = model::DecoderModel::from_tensors(*config, std::move(state.arriving));
+        ALN_THROW_IF_ERROR(made.status());
+        state.model.emplace(std::move(*made));
+        state.model->set_requires_grad(false);
+        state.stage = request.stage();
+        state.version = request.step();
+        state.arriving.clear();
+      }
+      return reply;
+    }
+    ALN_CHECK(request.method() == "generate", "unknown request \"", request.method(), "\" from rank ", client);
+    ALN_CHECK(state.model.has_value() && state.stage == request.stage() && state.version == request.step(),
+              "rank ", client, " asked for rollouts of stage ", request.stage(), " version ", request.step(),
+              " but this rollout rank holds ",
+              state.model ? absl::StrCat("stage ", state.stage, " version ", state.version) : "no weights");
+    ALN_CHECK(request.tensors_size() == 2, "a generate request carries prompt ids and mask");
+    const at::Tensor ids = tensor_of(request.tensors(0), "prompt ids", client);
+    const at::Tensor mask = tensor_of(request.tensors(1), "prompt mask", client);
+    const model::GenerationOptions options = parse_options(request.text());
+    const auto start = Clock::now();
+    at::NoGradGuard no_grad;
+    model::GenerationOutput out = model::generate(*state.model, ids, mask, options);
+    seconds.Increment(since(start));
+    sequences.Increment(static_cast<double>(ids.size(0)));
+    tokens.Increment(static_cast<double>(out.lengths.sum().item<int64_t>()));
+    dist::to_proto(out.tokens, reply.add_tensors());
+    dist::to_proto(out.logprobs, reply.add_tensors());
+    dist::to_proto(out.lengths, reply.add_tensors());
+    return reply;
+  };
+  log.info("rollout rank %d generates for policy rank(s) %s", index, absl::StrJoin(clients, ", "));
+  return dist::serve(placement.channel, clients, handler, placement.timeout);
+}
+
+}  // namespace aln::engine
