@@ -249,7 +249,8 @@ absl::StatusOr<JobReport> run_policy_worker(PolicyWorker& w) {
     if (!bye.ok()) return bye;
   }
   if (w.sampler) {
-    w.log.info("%s: %d weight versions sent", w.sampler->server_name(), w.sampler->weight_pushes());
+    w.log.info("%s: %d weight versions sent, %d found already there", w.sampler->server_name(),
+               w.sampler->weight_pushes(), w.sampler->weights_found());
     absl::Status bye = w.sampler->finish();
     if (!bye.ok()) return bye;
   }

@@ -4,6 +4,7 @@
 #include <ATen/core/grad_mode.h>
 
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -64,11 +65,14 @@ at::Tensor tensor_of(const aln::v1::TensorData& data, const char* what, int rank
   return *t;
 }
 
-// What a rollout rank keeps for one policy rank: the weights of the version it samples with, and a
-// version's tensors while they arrive (several messages for a large model).
+using Version = std::pair<int64_t, int64_t>;  // (stage, optimizer steps of the stage)
+
+// What a rollout rank keeps for one policy rank: the weights of the version it samples with (shared
+// with the other policy ranks at that version), and a version's tensors while they arrive (several
+// messages for a large model).
 struct ClientState {
-  std::optional<model::DecoderModel> model;
-  int64_t stage = -1, version = -1;
+  std::shared_ptr<const model::DecoderModel> model;
+  Version version{-1, -1};
   model::TensorMap arriving;
   std::string config_json;
 };
@@ -111,12 +115,29 @@ void RemoteSampler::push_weights(const model::DecoderModel& sampler, int64_t sta
   ++pushes_;
 }
 
+bool RemoteSampler::rollout_rank_holds(int64_t stage, int64_t version) {
+  aln::v1::ServiceRequest request;
+  request.set_method("holds");
+  request.set_stage(stage);
+  request.set_step(version);
+  auto reply = client_.call(request, placement_.long_wait);
+  if (!reply.ok()) ALN_FAIL(server_name(), " (holds): ", reply.status().message());
+  return reply->text() == "yes";
+}
+
 model::GenerationOutput RemoteSampler::generate(const model::DecoderModel& sampler, int64_t stage, int64_t version,
                                                 const at::Tensor& prompt_ids, const at::Tensor& prompt_mask,
                                                 const model::GenerationOptions& options) {
   ALN_CHECK(!options.stop_condition, "rollout ranks take stop tokens, not stop conditions (code on the policy rank)");
   const auto start = Clock::now();
-  if (!held_ || *held_ != std::make_pair(stage, version)) push_weights(sampler, stage, version);
+  if (!held_ || *held_ != std::make_pair(stage, version)) {
+    if (rollout_rank_holds(stage, version)) {
+      held_ = std::make_pair(stage, version);
+      ++found_;
+    } else {
+      push_weights(sampler, stage, version);
+    }
+  }
   aln::v1::ServiceRequest request;
   request.set_method("generate");
   request.set_stage(stage);
@@ -162,10 +183,23 @@ absl::Status run_rollout_role(const RolloutPlacement& placement, int index, cons
   auto& tokens = metrics.counter("aln_rollout_tokens_total", "Tokens a rollout rank generated");
   auto& seconds = metrics.counter("aln_rollout_generate_seconds_total", "Seconds a rollout rank spent generating");
   std::map<int, ClientState> states;
+  // Every version some policy rank still samples with, once (a version no rank holds is freed).
+  std::map<Version, std::weak_ptr<const model::DecoderModel>> versions;
   auto handler = [&](int client, const aln::v1::ServiceRequest& request) {
     aln::v1::ServiceReply reply;
     requests.Add({{"method", request.method()}}).Increment();
     ClientState& state = states[client];
+    const Version asked{request.stage(), request.step()};
+    if (request.method() == "holds") {
+      auto found = versions.find(asked);
+      std::shared_ptr<const model::DecoderModel> model = found == versions.end() ? nullptr : found->second.lock();
+      if (model) {
+        state.model = std::move(model);
+        state.version = asked;
+      }
+      reply.set_text(state.model && state.version == asked ? "yes" : "no");
+      return reply;
+    }
     if (request.method() == "weights") {
       if (request.files_size() > 0) {  // a version's first message
         state.arriving.clear();
@@ -179,19 +213,22 @@ absl::Status run_rollout_role(const RolloutPlacement& placement, int index, cons
         ALN_THROW_IF_ERROR(config.status());
         auto made = model::DecoderModel::from_tensors(*config, std::move(state.arriving));
         ALN_THROW_IF_ERROR(made.status());
-        state.model.emplace(std::move(*made));
-        state.model->set_requires_grad(false);
-        state.stage = request.stage();
-        state.version = request.step();
+        made->set_requires_grad(false);
+        state.model = std::make_shared<const model::DecoderModel>(std::move(*made));
+        state.version = asked;
         state.arriving.clear();
+        versions[asked] = state.model;
+        for (auto it = versions.begin(); it != versions.end();) {  // forget versions no rank samples with
+          it = it->second.expired() ? versions.erase(it) : std::next(it);
+        }
       }
       return reply;
     }
     ALN_CHECK(request.method() == "generate", "unknown request \"", request.method(), "\" from rank ", client);
-    ALN_CHECK(state.model.has_value() && state.stage == request.stage() && state.version == request.step(),
-              "rank ", client, " asked for rollouts of stage ", request.stage(), " version ", request.step(),
-              " but this rollout rank holds ",
-              state.model ? absl::StrCat("stage ", state.stage, " version ", state.version) : "no weights");
+    ALN_CHECK(state.model && state.version == asked, "rank ", client, " asked for rollouts of stage ", asked.first,
+              " version ", asked.second, " but this rollout rank holds ",
+              state.model ? absl::StrCat("stage ", state.version.first, " version ", state.version.second)
+                          : "no weights");
     ALN_CHECK(request.tensors_size() == 2, "a generate request carries prompt ids and mask");
     const at::Tensor ids = tensor_of(request.tensors(0), "prompt ids", client);
     const at::Tensor mask = tensor_of(request.tensors(1), "prompt mask", client);

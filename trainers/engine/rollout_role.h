@@ -3,7 +3,8 @@
 // ranks, then the rollout ranks; policy rank i is served by rollout rank i % K. A generating
 // trainer samples through StepContext::generate, which here sends its rollout rank the weights of
 // the policy version it samples with ("weights", only when the rank holds another version: on-policy
-// every step, with a bounded-staleness snapshot only when the snapshot is renewed), then the prompts
+// every step, with a bounded-staleness snapshot only when the snapshot is renewed; not at all when
+// another policy rank it serves already sent that version, "holds"), then the prompts
 // and sampling settings ("generate"); the rollout rank runs the same generation code on the same
 // weights with the same seed, so the tokens and sampling log-probs are the ones a colocated run
 // samples, bit for bit (with the same number of threads). Scoring, the loss and the rollout records
@@ -61,15 +62,19 @@ class RemoteSampler {
   // "the rollout rank (mpirun rank N)", for messages.
   std::string server_name() const;
   int64_t weight_pushes() const { return pushes_; }
+  int64_t weights_found() const { return found_; }  // versions another policy rank had already sent
   double waited_seconds() const { return waited_; }  // in generate, weights included, since the start
 
  private:
   void push_weights(const model::DecoderModel& sampler, int64_t stage, int64_t version);
+  // Whether the rollout rank already holds that version (another policy rank sent it: data-parallel
+  // ranks hold the same weights at the same version); it then serves this rank from the same copy.
+  bool rollout_rank_holds(int64_t stage, int64_t version);
   RolloutPlacement placement_;
   dist::ServiceClient client_;
   prometheus::Counter* wait_seconds_;
   std::optional<std::pair<int64_t, int64_t>> held_;  // (stage, version) the rollout rank holds
-  int64_t pushes_ = 0;
+  int64_t pushes_ = 0, found_ = 0;
   double waited_ = 0;
 };
 
