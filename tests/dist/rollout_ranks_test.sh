@@ -31,15 +31,9 @@ job() {
     method="hair: {group_size: 4, max_new_tokens: 12, irl_lr: 3e-3, per_category: 20}"
     data="examples/data/strongreject/strongreject_dataset.csv"
   fi
+  echo "stages:"
+  sft_stage 8 2
   cat <<YAML
-stages:
-  - name: sft
-    trainer: {sft: {}}
-    data:
-      train: [{path: $work/short.jsonl, format: sft_text}]
-      max_prompt_length: 32
-      max_response_length: 16
-    optimizer: {lr: 1e-2, max_steps: 8, micro_batch_size: 4, gradient_accumulation: 2}
   - name: ${6:-grpo}
     trainer: {$method}
     data:

@@ -25,15 +25,9 @@ short_answers "$work/short.jsonl" 4
 
 job() {  # job OUT OBJECTIVE MICRO ACCUM DP [SCORERS] [STAGE_EXTRA]
   job_head ctl-test "$1" 11
+  echo "stages:"
+  sft_stage 8 "$4" 8 24
   cat <<YAML
-stages:
-  - name: sft
-    trainer: {sft: {}}
-    data:
-      train: [{path: $work/short.jsonl, format: sft_text}]
-      max_prompt_length: 32
-      max_response_length: 24
-    optimizer: {lr: 1e-2, max_steps: 8, micro_batch_size: 8, gradient_accumulation: $4}
   - name: ctl
     trainer: {controllable: {objective: $2, ${6:-helpful_rule: length, harmless_rule: refusal}, max_new_tokens: 12, group_size: 4}}
     data:

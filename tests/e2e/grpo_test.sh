@@ -28,15 +28,9 @@ short_answers "$work/short.jsonl"
 
 job() {  # job OUT MICRO ACCUM DP [STALENESS] [RULE_OPTION] [STAGE_EXTRA]
   job_head grpo-test "$1" 5
+  echo "stages:"
+  sft_stage 16 "$3"  # 16 steps stay within one epoch: 3 ranks would drop a different remainder at its end
   cat <<YAML
-stages:
-  - name: sft
-    trainer: {sft: {}}
-    data:
-      train: [{path: $work/short.jsonl, format: sft_text}]
-      max_prompt_length: 32
-      max_response_length: 16
-    optimizer: {lr: 1e-2, max_steps: 16, micro_batch_size: 4, gradient_accumulation: $3}  # within one epoch: 3 ranks drop a different remainder at its end
   - name: grpo
     trainer: {grpo: {group_size: 4, beta: 0.04, max_new_tokens: 16${6-, reward_rule: brevity}, max_staleness: ${5:-0}}}${7:-}
     data:

@@ -25,15 +25,9 @@ short_answers "$work/short.jsonl"
 
 job() {  # job OUT MICRO ACCUM DP [HAIR_EXTRA] [SFT_STEPS]
   job_head hair-test "$1" 9
+  echo "stages:"
+  sft_stage "${6:-8}" "$3"
   cat <<YAML
-stages:
-  - name: sft
-    trainer: {sft: {}}
-    data:
-      train: [{path: $work/short.jsonl, format: sft_text}]
-      max_prompt_length: 32
-      max_response_length: 16
-    optimizer: {lr: 1e-2, max_steps: ${6:-8}, micro_batch_size: 4, gradient_accumulation: $3}
   - name: hair
     trainer: {hair: {group_size: 4, max_new_tokens: 12, irl_lr: 3e-3, per_category: 20${5:-}}}
     data:

@@ -46,6 +46,19 @@ model:
   config: {architecture: llama, vocab_size: 50257, hidden_size: 32, num_layers: 1, num_heads: 2, intermediate_size: 64, max_position: 256}
 YAML
 }
+# sft_stage STEPS ACCUM [MICRO] [MAX_RESPONSE]: a `stages:` entry fine-tuning on short_answers' $work/short.jsonl
+# (so a tiny model learns to end its answers before the stage that samples from it).
+sft_stage() {
+  cat <<YAML
+  - name: sft
+    trainer: {sft: {}}
+    data:
+      train: [{path: $work/short.jsonl, format: sft_text}]
+      max_prompt_length: 32
+      max_response_length: ${4:-16}
+    optimizer: {lr: 1e-2, max_steps: $1, micro_batch_size: ${3:-4}, gradient_accumulation: $2}
+YAML
+}
 # job_tail DATA_PARALLEL CHECKPOINT_EVERY: deterministic ranks, checkpoints, quiet, one thread.
 job_tail() {
   cat <<YAML
