@@ -1,9 +1,10 @@
 #pragma once
 // Rollout records: what a generating method (GRPO, HAIR, the controllable method's rl objective)
-// sampled and how it was scored, one record per sampled response. They are the unit the rollout
-// side of the Buffer holds; today the engine writes them as JSON lines (`rollouts: {dump: true}`)
-// for inspection (`aln data inspect`), one line per record, so a run's samples can be read back,
-// compared across runs and audited for what the policy said to unsafe prompts.
+// sampled and how it was scored, one record per sampled response: the unit a rollout side of the
+// Buffer will hold (docs/rollouts.md, still to come). Today the engine writes them as JSON lines
+// (`rollouts: {dump: true}`) for inspection (`aln data inspect`), one line per record, so a run's
+// samples can be read back, compared across runs and audited for what the policy said to unsafe
+// prompts.
 #include <cstdint>
 #include <map>
 #include <string>
