@@ -11,6 +11,7 @@
 #include "core/model/model_config.h"
 #include "trainers/engine/data_share.h"
 #include "trainers/engine/rng_state.h"
+#include "trainers/engine/tensor_pieces.h"
 
 namespace aln::engine {
 namespace {
@@ -35,10 +36,6 @@ class TempDir {
  private:
   std::string path_;
 };
-
-// Messages stay well under protobuf's 2 GiB limit; a single tensor must fit in one.
-constexpr size_t kPutBytes = size_t{256} << 20;
-constexpr size_t kMessageLimit = (size_t{1} << 31) - (size_t{1} << 20);
 
 }  // namespace
 
@@ -194,7 +191,7 @@ absl::Status RemoteOutputs::put_files(const WriteDir& write) {
   }
   absl::Status written = write(tmp.path());
   if (!written.ok()) return written;
-  return read_file_chunks(tmp.path(), kPutBytes, [&](const std::string& path, std::string bytes) {
+  return read_file_chunks(tmp.path(), kPieceBytes, [&](const std::string& path, std::string bytes) {
     aln::v1::ServiceRequest request;
     request.set_method("put");
     request.set_text("files");
@@ -213,38 +210,14 @@ absl::Status RemoteOutputs::trainer_files(const std::string& relative_dir, const
 
 absl::Status RemoteOutputs::put(const std::string& set, const optim::TensorMap& tensors,
                                 const std::string& config_json) {
-  aln::v1::ServiceRequest request;
-  auto start = [&] {
-    request.Clear();
-    request.set_method("put");
-    request.set_text(set);
-  };
-  start();
-  if (!config_json.empty()) {
-    aln::v1::FileData* config = request.add_files();
-    config->set_path("config.json");
-    config->set_data(config_json);
-  }
-  size_t bytes = 0;
-  for (const auto& [name, tensor] : tensors) {
-    const size_t size = static_cast<size_t>(tensor.numel()) * tensor.element_size();
-    if (size > kMessageLimit) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat(set, " tensor ", name, " is ", size,
-                       " bytes, over the 2 GiB one control message carries; use parallel.coordinator: with_policy"));
-    }
-    if (bytes > 0 && bytes + size > kPutBytes) {
-      absl::Status sent = call(request, long_wait_).status();
-      if (!sent.ok()) return sent;
-      start();
-      bytes = 0;
-    }
-    aln::v1::NamedTensor* named = request.add_named();
-    named->set_name(name);
-    dist::to_proto(tensor.detach(), named->mutable_tensor());
-    bytes += size;
-  }
-  return call(request, long_wait_).status();
+  return send_named_tensors(
+      tensors, config_json,
+      [&](aln::v1::ServiceRequest& request) {
+        request.set_method("put");
+        request.set_text(set);
+      },
+      [&](const aln::v1::ServiceRequest& request) { return call(request, long_wait_).status(); }, set,
+      "use parallel.coordinator: with_policy");
 }
 
 absl::StatusOr<std::string> RemoteOutputs::checkpoint(const model::DecoderModel& policy,

@@ -14,16 +14,13 @@
 #include "core/error.h"
 #include "core/model/model_config.h"
 #include "core/status.h"
+#include "trainers/engine/tensor_pieces.h"
 
 namespace aln::engine {
 namespace {
 
 using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
-
-// Weights go in messages of at most this many tensor bytes (one tensor may be larger, up to the
-// control message's 2 GiB).
-constexpr size_t kWeightBytes = size_t{256} << 20;
 
 double since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
@@ -81,36 +78,17 @@ struct ClientState {
 
 void RemoteSampler::push_weights(const model::DecoderModel& sampler, int64_t stage, int64_t version) {
   const model::TensorMap& tensors = sampler.tensors();
-  aln::v1::ServiceRequest request;
-  auto start = [&] {
-    request.Clear();
-    request.set_method("weights");
-    request.set_stage(stage);
-    request.set_step(version);
-    request.set_total(static_cast<int64_t>(tensors.size()));
-  };
-  auto send = [&] {
-    auto reply = client_.call(request, placement_.long_wait);
-    if (!reply.ok()) ALN_FAIL(server_name(), " (weights): ", reply.status().message());
-  };
-  start();
-  aln::v1::FileData* config = request.add_files();
-  config->set_path("config.json");
-  config->set_data(model::to_hf_config_json(sampler.config()));
-  size_t bytes = 0;
-  for (const auto& [name, tensor] : tensors) {
-    const size_t size = static_cast<size_t>(tensor.numel()) * tensor.element_size();
-    if (bytes > 0 && bytes + size > kWeightBytes) {
-      send();
-      start();
-      bytes = 0;
-    }
-    aln::v1::NamedTensor* named = request.add_named();
-    named->set_name(name);
-    dist::to_proto(tensor.detach().to(at::kCPU), named->mutable_tensor());
-    bytes += size;
-  }
-  send();
+  absl::Status sent = send_named_tensors(
+      tensors, model::to_hf_config_json(sampler.config()),
+      [&](aln::v1::ServiceRequest& request) {
+        request.set_method("weights");
+        request.set_stage(stage);
+        request.set_step(version);
+        request.set_total(static_cast<int64_t>(tensors.size()));
+      },
+      [&](const aln::v1::ServiceRequest& request) { return client_.call(request, placement_.long_wait).status(); },
+      "policy weights", "rollout ranks need every weight tensor under 2 GiB; set parallel.rollout.ranks to 0");
+  if (!sent.ok()) ALN_FAIL(server_name(), " (weights): ", sent.message());
   held_ = std::make_pair(stage, version);
   ++pushes_;
 }
