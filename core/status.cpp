@@ -3,7 +3,15 @@
 #include <new>
 #include <string>
 
+#include "absl/strings/str_cat.h"
+
 namespace aln {
+
+namespace {
+constexpr const char* kOutOfMemoryAdvice =
+    "out of memory: lower optimizer.micro_batch_size or the data's maximum lengths, or shard the policy over more "
+    "ranks (parallel.policy.shard: gradients, or full)";
+}  // namespace
 
 absl::Status status_from_current_exception() {
   try {
@@ -11,9 +19,14 @@ absl::Status status_from_current_exception() {
   } catch (const Error& e) {
     return absl::InternalError(e.what());
   } catch (const std::bad_alloc&) {
-    return absl::ResourceExhaustedError("out of memory; lower the batch size or sequence length");
+    return absl::ResourceExhaustedError(kOutOfMemoryAdvice);
   } catch (const std::exception& e) {
-    return absl::InternalError(e.what());
+    // LibTorch's allocators fail with their own error (and a stack trace): keep its first line.
+    const std::string what = e.what();
+    if (what.find("can't allocate memory") != std::string::npos || what.find("out of memory") != std::string::npos) {
+      return absl::ResourceExhaustedError(absl::StrCat(what.substr(0, what.find('\n')), "; ", kOutOfMemoryAdvice));
+    }
+    return absl::InternalError(what);
   } catch (...) {
     return absl::UnknownError("unknown exception");
   }

@@ -92,9 +92,26 @@ absl::Status validate_sharding(const LoadedJob& job) {
   }
   const aln::v1::ShardLevel level = policy_shard(job.spec);
   if (level == aln::v1::FULL) {
-    return at(job, "parallel.policy.shard",
-              "full (parameters sharded and gathered layer by layer) is not implemented yet; gradients shards the "
-              "summed gradients and AdamW's moments");
+    if (p.policy().pipeline_parallel() > 1) {
+      return at(job, "parallel.policy.shard",
+                "full is not combined with pipeline stages yet; use optimizer with pipeline_parallel > 1");
+    }
+    if (p.overlap()) {
+      return at(job, "parallel.overlap",
+                "not combined with parallel.policy.shard: full (its gradients are reduce-scattered layer by layer "
+                "during backward already); set it to false");
+    }
+    // Generation runs a pass per token, each gathering every layer, and a rank that samples a
+    // different number of times than the others would leave them waiting inside a gather.
+    const auto stages = effective_stages(job.spec);
+    for (size_t i = 0; i < stages.size(); ++i) {
+      if (method_traits(stages[i].trainer()).generates) {
+        return at(job, "parallel.policy.shard",
+                  absl::StrCat("full does not run methods that generate with the policy yet (stage ", i + 1, ", ",
+                               method_name(stages[i].trainer()),
+                               "); use gradients, or full for SFT, reward-model and preference stages"));
+      }
+    }
   }
   if (level == aln::v1::GRADIENTS && p.policy().pipeline_parallel() > 1) {
     return at(job, "parallel.policy.shard",

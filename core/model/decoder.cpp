@@ -229,6 +229,8 @@ at::Tensor DecoderModel::hidden_states(const at::Tensor& input_ids, const at::Te
   const bool gpt2 = c.family == Family::kGpt2;
   ALN_CHECK(is_whole() || (cache == nullptr && link_ != nullptr),
             "a pipeline stage runs only inside the pipeline engine (no KV cache, a link set)");
+  ALN_CHECK(gather_ == nullptr || is_whole(), "sharded parameters and pipeline stages do not combine");
+  if (gather_ != nullptr) gather_->gather_outer();
   at::Tensor x;
   if (!is_first_stage()) {
     x = link_->receive({b, n, c.hidden_size}, tensors_.begin()->second.scalar_type());
@@ -251,6 +253,7 @@ at::Tensor DecoderModel::hidden_states(const at::Tensor& input_ids, const at::Te
   const int64_t groups = c.num_heads / c.num_kv_heads;
   bool x_is_ours = is_first_stage();  // made by this pass (the embedding), not received
   for (int64_t i = first_layer_; i < end_layer_; ++i) {
+    if (gather_ != nullptr) gather_->gather_layer(i);
     at::Tensor q, k, v, attn_out;
     if (gpt2) {
       at::Tensor h = at::layer_norm(x, {c.hidden_size}, t(layer(i, "ln_1.weight", c.family)),
@@ -336,6 +339,7 @@ at::Tensor DecoderModel::hidden_states(const at::Tensor& input_ids, const at::Te
       const at::Tensor act = in_place ? at::silu_(gate).mul_(up) : at::silu(gate) * up;
       residual(fast_linear(act, t(layer(i, "mlp.down_proj.weight", c.family)), {}, scratch_.get()));
     }
+    if (gather_ != nullptr) x = gather_->release_layer(i, x);
   }
   if (!is_last_stage()) link_->hand_on(x);
   if (gpt2) {
@@ -395,6 +399,8 @@ double DecoderModel::forward_flops_per_token(int64_t context) const {
 }
 
 DecoderModel DecoderModel::to(at::ScalarType dtype) const {
+  ALN_CHECK(gather_ == nullptr, "to() on a model with sharded parameters: its layers are not here (gather the whole "
+            "model first)");
   TensorMap out;
   // Always a copy: a frozen reference made with policy.to(kFloat) must not share storage with the
   // policy the optimizer updates in place (Tensor::to returns the tensor itself for the same dtype).
@@ -453,6 +459,10 @@ void DecoderModel::resize_vocabulary(int64_t new_vocab_size) {
 }
 
 void DecoderModel::set_requires_grad(bool requires_grad) {
+  if (gather_ != nullptr) {
+    gather_->set_requires_grad(requires_grad);
+    return;
+  }
   for (auto& [name, value] : tensors_) value.set_requires_grad(requires_grad);
 }
 

@@ -12,6 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "core/model/model_config.h"
+#include "core/model/param_gather.h"
 #include "core/model/pipeline_link.h"
 #include "core/model/scratch_pool.h"
 
@@ -105,6 +106,12 @@ class DecoderModel {
   // whole model). Set by the pipeline engine around each forward pass.
   // (A runtime attachment, not model state: mutable, so const models used by trainers can run.)
   void set_pipeline_link(PipelineLink* link) const { link_ = link; }
+  // Fully sharded parameters (param_gather.h): the gather brings each layer's tensors into this
+  // model's map for the pass and frees them after. Not owned; unset (nullptr) for a model that holds
+  // its tensors. A model with a gather attached cannot be copied with to(): ask the gather for the
+  // whole model (a collective).
+  void set_param_gather(ParamGather* gather) const { gather_ = gather; }
+  ParamGather* param_gather() const { return gather_; }
 
  private:
   DecoderModel(ModelConfig config, TensorMap tensors)
@@ -116,6 +123,7 @@ class DecoderModel {
   int64_t first_layer_ = 0;
   int64_t end_layer_ = 0;
   mutable PipelineLink* link_ = nullptr;
+  mutable ParamGather* gather_ = nullptr;
   // Buffers of the no-grad linear layers, reused pass after pass (shared by copies of this object).
   std::shared_ptr<ScratchPool> scratch_ = std::make_shared<ScratchPool>();
 };

@@ -11,6 +11,12 @@
 #  - ZeRO-2 (gradients reduce-scattered, moments sharded): 4 ranks deterministic end byte-identical
 #    to the unsharded 4-rank run; 2 ranks with MPI's reduction within 1e-6 of the all-reduce run; a
 #    ZeRO-2 checkpoint of 2 ranks resumes in one process to the uninterrupted run's parameters;
+#  - FSDP (parallel.policy.shard: full; parameters sharded too, layers gathered as they run): DPO on 4
+#    ranks deterministic ends byte-identical to the unsharded 4-rank run with the same gathered
+#    optimizer checkpoint; its step-5 checkpoint resumes on 2 sharded ranks (within float32 rounding:
+#    another summation order) and a 2-rank one in one process exactly; SFT on 2 ranks with
+#    accumulation and MPI's reduction within 1e-6 of the all-reduce run; each step's log line says
+#    what the rank held; a rank killed mid-run ends the job within 60 s, named;
 #  - overlap (gradient buckets summed during backward): 4 ranks deterministic with 2-fold accumulation
 #    end byte-identical to the same run without overlap; 2 ranks with MPI's reduction within 1e-6;
 #  - faults: a rank killed with SIGKILL, or one that stops answering (SIGSTOP), makes the whole job
@@ -150,6 +156,37 @@ sharded() {  # sharded LABEL NAME ZERO1 SHARD
 sharded zero1 zero true none
 sharded zero2 zero2 false gradients
 check "zero2: the log says what is sharded" "grep -q 'ZeRO-2: gradients reduce-scattered' '$work/dpo-4-zero2.out'"
+sharded fsdp fsdp false full
+check "fsdp: the log says what each rank keeps: $(grep -m1 'fully sharded over' "$work/dpo-4-fsdp.out")" \
+  "grep -q 'fully sharded over 4 ranks: this rank keeps' '$work/dpo-4-fsdp.out'"
+# What a rank held, from the train log: a quarter of the parameters (plus padding) and never more than
+# two layers gathered at once.
+fsdp_held() {  # fsdp_held TRAIN_LOG RANKS
+  "$PY" - "$1" "$2" <<'PY'
+import json, sys
+rows = [json.loads(l)["fsdp"] for l in open(sys.argv[1])]
+n = int(sys.argv[2])
+print("fsdp, held at step 10:", rows[-1])
+ok = len(rows) == 10
+for r in rows:
+    layers = r["whole_bytes"] - r["outer_bytes"]
+    ok = ok and r["shard_bytes"] <= r["whole_bytes"] / n + 4096 and 0 < r["peak_gathered_layer_bytes"] < layers
+sys.exit(0 if ok else 1)
+PY
+}
+check "fsdp: every step logs a quarter of the parameters kept and less than the layers gathered at once" \
+  "fsdp_held '$work/dpo-4-fsdp/train_log.jsonl' 4"
+# 4 sharded ranks -> 2 sharded ranks at step 5 (micro-batch 2: the same global batches).
+# (The other summation order - each rank's 2 examples in one pass, then 2 ranks - is float32 rounding
+# apart: about 2e-6.)
+mkdir -p "$work/fsdp-4to2/checkpoints" && cp -r "$work/dpo-4-fsdp/checkpoints/step-00000005" "$work/fsdp-4to2/checkpoints/"
+cp -r "$work/dpo-4-fsdp/reference_cache" "$work/fsdp-4to2/"
+job "fsdp-4to2" dpo 2 2 10 60 1 true "" false false full | sed 's/^name: dp-fsdp-4to2/name: dp-dpo-4-fsdp/' >"$work/fsdp-4to2.yaml"
+mpi 2 "$ALN" train "$work/fsdp-4to2.yaml" --resume >"$work/fsdp-4to2.out" 2>&1; rc=$?
+diff=$(compare "$work/dpo-4-det" "$work/fsdp-4to2" 2>&1)
+echo "fsdp: 4 sharded ranks -> 2 sharded ranks at step 5: max relative difference $diff"
+check "fsdp: a 4-rank sharded checkpoint resumes on 2 sharded ranks (rc $rc, $diff <= 1e-5)" \
+  "[[ $rc -eq 0 ]] && grep -q 'resuming from .*step-00000005' '$work/fsdp-4to2.out' && within '$diff' 1e-5"
 
 # Overlap: the same values, summed while backward runs.
 job "dpo-4-ovl" dpo 1 4 10 60 1 true "" false true >"$work/dpo-4-ovl.yaml"
@@ -167,6 +204,22 @@ diff=$(compare "$work/sft-2-noovl" "$work/sft-2-zero2" 2>&1)
 echo "zero2: 2 ranks, accumulation 2, MPI reduce-scatter vs all-reduce: max relative difference $diff"
 check "zero2: 2 ranks with MPI's reduce-scatter match the all-reduce run (rc $rc3, $diff)" \
   "[[ $rc3 -eq 0 ]] && within '$diff' 1e-6"
+# FSDP with MPI's reduction: SFT on 2 ranks equals the all-reduce run within 1e-6 (2 ranks add
+# alike); with 2-fold accumulation each micro-batch's gradients are reduce-scattered as backward makes
+# them ((a1 + b1) + (a2 + b2) instead of (a1 + a2) + (b1 + b2): float32 rounding, which Adam
+# amplifies where gradients are near zero, as between any two reduction orders here).
+job "sft-2-full" sft 2 2 10 60 1 false "" false false full >"$work/sft-2-full.yaml"
+mpi 2 "$ALN" train "$work/sft-2-full.yaml" >"$work/sft-2-full.out" 2>&1; rc4=$?
+diff=$(compare "$work/sft-2-mpi" "$work/sft-2-full" 2>&1)
+echo "fsdp: SFT, 2 ranks, MPI reduce-scatter per layer vs all-reduce: max relative difference $diff"
+check "fsdp: SFT on 2 fully sharded ranks matches the all-reduce run within 1e-6 (rc $rc4, $diff)" \
+  "[[ $rc4 -eq 0 ]] && within '$diff' 1e-6"
+job "sft-2-full-acc" sft 2 2 10 60 2 false "" false false full >"$work/sft-2-full-acc.yaml"
+mpi 2 "$ALN" train "$work/sft-2-full-acc.yaml" >"$work/sft-2-full-acc.out" 2>&1; rc4=$?
+diff=$(compare "$work/sft-2-noovl" "$work/sft-2-full-acc" 2>&1)
+echo "fsdp: SFT, 2 ranks, accumulation 2: max relative difference $diff"
+check "fsdp: SFT with accumulation on 2 fully sharded ranks within 1e-4 of the all-reduce run (rc $rc4, $diff)" \
+  "[[ $rc4 -eq 0 ]] && within '$diff' 1e-4"
 diff=$(compare "$work/sft-2-noovl" "$work/sft-2-ovl" 2>&1)
 echo "overlap: 2 ranks, accumulation 2, MPI reduction, with vs without overlap: max relative difference $diff"
 check "overlap: 2 ranks with accumulation and MPI's reduction match the run without overlap (rc $rc/$rc2, $diff)" \
@@ -199,6 +252,14 @@ for signal in KILL STOP; do
     check "KILL: the failure names rank 1: $(grep -m1 -i 'rank 1' "$work/$name.out")" "grep -qi 'rank 1' '$work/$name.out'"
   fi
 done
+
+# FSDP: every forward pass gathers, so a killed rank is missed inside a gather or a reduce-scatter.
+name=fault-fsdp
+job "$name" dpo 2 2 100000 5 "" false "" false false full >"$work/$name.yaml"
+signal_rank 2 "$work/$name.yaml" "$work/$name.out" 1 KILL "$work/$name/train_log.jsonl" 3 true
+check "fsdp KILL: job exits non-zero (rc $fault_rc) within 60 s (${fault_took}s)" \
+  "[[ -n '$victim' && $fault_rc -ne 0 && $fault_took -le 60 ]]"
+check "fsdp KILL: the failure names rank 1: $(grep -m1 -i 'rank 1' "$work/$name.out")" "grep -qi 'rank 1' '$work/$name.out'"
 
 # Rank 0 stopped as it starts (SIGSTOP before it execs aln, so before MPI_Init): rank 1 waits in
 # MPI's start-up or for the job's first communicators, each bounded by startup_timeout_s (5 s), then

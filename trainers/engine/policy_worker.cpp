@@ -143,6 +143,15 @@ absl::Status load_policy(PolicyWorker& w) {
     w.policy_parameters += n;
   }
   w.log.info("policy: %s, %.2fM parameters", policy.config().model_type, w.policy_parameters / 1e6);
+  if (config::policy_shard(w.spec) == aln::v1::FULL && w.dp->size() > 1 && !w.pipeline) {
+    w.fsdp = std::make_unique<FullySharded>(*w.dp, policy, w.spec.parallel().deterministic());
+    const double mib = 1 << 20;
+    w.log.info(
+        "fully sharded over %d ranks: this rank keeps %.2f MiB of the policy's %.2f MiB (%.1f%%); a pass gathers the "
+        "embedding and head (%.2f MiB) and one layer at a time (%.2f MiB)",
+        w.dp->size(), w.fsdp->shard_bytes() / mib, w.fsdp->whole_bytes() / mib, 100.0 * w.fsdp->owned_share(),
+        w.fsdp->outer_bytes() / mib, w.fsdp->largest_layer_bytes() / mib);
+  }
   if (!w.pipeline) return absl::OkStatus();
   if (w.stage_bounds.empty()) {
     auto bounds = pipeline_stage_bounds(policy.config(), grid);
@@ -166,6 +175,13 @@ void open_meters(PolicyWorker& w) {
                                      "Share of gradient bytes whose sum over ranks started during backward");
   w.optimizer_bytes =
       &w.metrics.gauge("aln_optimizer_state_bytes", "AdamW moment bytes held by this rank (ZeRO-1 shards them)");
+  if (w.fsdp) {
+    w.shard_bytes = &w.metrics.gauge("aln_parameter_shard_bytes",
+                                     "Policy parameter bytes this rank keeps (parallel.policy.shard: full)");
+    w.shard_bytes->Set(static_cast<double>(w.fsdp->shard_bytes()));
+    w.gathered_peak_bytes = &w.metrics.gauge(
+        "aln_gathered_layer_peak_bytes", "Most decoder-layer bytes gathered at once in the last step (shard: full)");
+  }
 }
 
 // The final model (Hugging Face directory): written by the lead, by the pipeline's stages together,
@@ -182,6 +198,9 @@ absl::Status save_final_model(PolicyWorker& w) {
     } else if (*whole) {
       saved = w.outputs->final_model(**whole, w.report.final_model_dir);
     }
+  } else if (w.fsdp) {
+    const std::optional<model::DecoderModel> whole = w.fsdp->whole_on_lead();  // every rank sends its shards
+    if (w.lead && whole) saved = w.outputs->final_model(*whole, w.report.final_model_dir);
   } else if (w.lead) {
     saved = w.outputs->final_model(*w.policy, w.report.final_model_dir);
   }

@@ -17,6 +17,7 @@
 #include "trainers/engine/checkpoint.h"
 #include "trainers/engine/data_parallel.h"
 #include "trainers/engine/engine.h"
+#include "trainers/engine/fully_sharded.h"
 #include "trainers/engine/job_outputs.h"
 #include "trainers/engine/meters.h"
 #include "trainers/engine/pipeline.h"
@@ -67,15 +68,23 @@ struct PolicyWorker {
 
   std::vector<int64_t> stage_bounds;  // pipeline: the stages' layer ranges
   std::optional<model::DecoderModel> policy;
+  // parallel.policy.shard: full over more than one rank: the policy's parameters (its map then holds
+  // placeholders). Declared after `policy`, so it detaches before the policy goes.
+  std::unique_ptr<FullySharded> fsdp;
   int64_t policy_parameters = 0;  // the whole model's, also where this rank holds one stage
 
   std::optional<Meters> meters;
   prometheus::Gauge* overlap_share = nullptr;
   prometheus::Gauge* optimizer_bytes = nullptr;
+  prometheus::Gauge* shard_bytes = nullptr;          // shard: full: parameter bytes kept
+  prometheus::Gauge* gathered_peak_bytes = nullptr;  // shard: full: layer bytes gathered at once, this step
   JobReport report;
   int64_t global_step = 0;
 
   Pipeline* pp() { return pipeline ? &*pipeline : nullptr; }
+  // A float32 copy of the whole policy, sharing nothing with it. Collective with shard: full (every
+  // policy rank of the group must call it).
+  model::DecoderModel policy_copy() const { return fsdp ? fsdp->whole() : policy->to(at::kFloat); }
 };
 
 // The whole of a policy rank's job.

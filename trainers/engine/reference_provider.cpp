@@ -101,7 +101,13 @@ absl::Status provide_reference(PolicyWorker& w, StageRun& s) {
     } else if (!(s.resuming && !on_the_fly) && (!remote_reference || ref.remote_each_step)) {
       // Served each step, the copy is world rank 0's to send (and keep for checkpoints); the other
       // policy ranks need at most its output projection (hidden-state trainers).
-      if (!ref.remote_each_step || w.lead || needs.asks(trainers::ReferenceQuery::kHiddenStates)) ref.model = w.policy->to(at::kFloat);
+      const bool wanted = !ref.remote_each_step || w.lead || needs.asks(trainers::ReferenceQuery::kHiddenStates);
+      if (w.fsdp) {
+        model::DecoderModel whole = w.policy_copy();  // collective: every policy rank takes part
+        if (wanted) ref.model = std::move(whole);
+      } else if (wanted) {
+        ref.model = w.policy->to(at::kFloat);
+      }
     }
     // Pipelined: the reference is cut like the policy and its passes run through the stages.
     if (w.pipeline && ref.model && ref.model->is_whole()) {

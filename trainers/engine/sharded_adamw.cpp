@@ -7,12 +7,16 @@
 
 #include "core/error.h"
 #include "core/status.h"
+#include "trainers/engine/fully_sharded.h"
 
 namespace aln::engine {
 
 ShardedAdamW::ShardedAdamW(optim::AdamWOptions options, const DataParallel& dp, Sharding sharding,
-                           const optim::TensorMap& params)
-    : dp_(dp), sharding_(dp.size() > 1 ? sharding : Sharding::kNone), adam_(options) {
+                           const optim::TensorMap& params, FullySharded* full)
+    : dp_(dp), sharding_(dp.size() > 1 ? sharding : Sharding::kNone), full_(full), adam_(options) {
+  ALN_CHECK((sharding_ == Sharding::kFull) == (full_ != nullptr),
+            "sharded AdamW: fully sharded parameters come with their FullySharded, and only they");
+  if (full_ != nullptr) return;
   const bool shard = sharded();
   for (const auto& [name, t] : params) {
     shapes_[name] = t.sizes().vec();
@@ -116,6 +120,12 @@ void ShardedAdamW::reduce_scatter_gradients(optim::TensorMap& params, bool deter
 
 at::Tensor ShardedAdamW::clip_grad_norm(optim::TensorMap& params, double max_norm,
                                         const std::function<void(at::Tensor&)>& total, const std::string& not_counted) {
+  if (full_ != nullptr) {
+    // This rank's part of every parameter's summed gradient; the squares' sums added over ranks.
+    ALN_CHECK(not_counted.empty() && !total, "fully sharded clipping does not run on pipeline stages");
+    optim::TensorMap mine = full_->owned();
+    return optim::clip_grad_norm_on_device(mine, max_norm, [this](at::Tensor& t) { dp_.sum(t); }, "");
+  }
   if (!shards_gradients()) return optim::clip_grad_norm_on_device(params, max_norm, total, not_counted);
   ALN_CHECK(not_counted.empty() && !total, "ZeRO-2 clipping does not run on pipeline stages");
   at::NoGradGuard no_grad;
@@ -130,15 +140,26 @@ at::Tensor ShardedAdamW::clip_grad_norm(optim::TensorMap& params, double max_nor
 }
 
 void ShardedAdamW::clear_gradients(optim::TensorMap& params) {
+  if (full_ != nullptr) {
+    full_->clear_gradients();
+    return;
+  }
   for (auto& [name, p] : params) p.mutable_grad() = at::Tensor();
   grad_range_ = at::Tensor();
 }
 
-int64_t ShardedAdamW::gradient_bytes() const { return (shards_gradients() ? width_ : total_) * 4; }
+int64_t ShardedAdamW::gradient_bytes() const {
+  if (full_ != nullptr) return full_->shard_bytes();
+  return (shards_gradients() ? width_ : total_) * 4; }
 
 void ShardedAdamW::step(optim::TensorMap& params, double lr) {
   if (!sharded()) {
     adam_.step(params, lr);
+    return;
+  }
+  if (full_ != nullptr) {
+    optim::TensorMap mine = full_->owned();
+    adam_.step(mine, lr);
     return;
   }
   optim::TensorMap mine = owned(params);
@@ -161,6 +182,13 @@ void ShardedAdamW::step(optim::TensorMap& params, double lr) {
 optim::TensorMap ShardedAdamW::state() const {
   optim::TensorMap local = adam_.state();
   if (!sharded()) return local;
+  if (full_ != nullptr) {
+    // Rank 0 alone holds the whole moments (it writes them); the others keep only "step".
+    optim::TensorMap out = full_->assemble(local, ".exp_avg", /*lead_only=*/true);
+    out.merge(full_->assemble(local, ".exp_avg_sq", /*lead_only=*/true));
+    out["step"] = local.at("step");
+    return out;
+  }
   // Each moment's owned range (zeros where AdamW has none yet), gathered like the parameters.
   optim::TensorMap out;
   for (const char* kind : {".exp_avg", ".exp_avg_sq"}) {
@@ -189,6 +217,14 @@ void ShardedAdamW::load_state(const optim::TensorMap& state) {
     adam_.load_state(state);
     return;
   }
+  if (full_ != nullptr) {
+    optim::TensorMap mine = full_->cut(state, ".exp_avg");
+    mine.merge(full_->cut(state, ".exp_avg_sq"));
+    auto step = state.find("step");
+    if (step != state.end()) mine.emplace("step", step->second);
+    adam_.load_state(mine);
+    return;
+  }
   optim::TensorMap mine;
   for (const auto& [key, t] : state) {
     if (key == "step") {
@@ -207,6 +243,7 @@ void ShardedAdamW::load_state(const optim::TensorMap& state) {
 }
 
 double ShardedAdamW::owned_share() const {
+  if (full_ != nullptr) return full_->owned_share();
   int64_t mine = 0;
   for (const auto& [name, slice] : slices_) mine += slice.count;
   return total_ > 0 ? static_cast<double>(mine) / static_cast<double>(total_) : 1.0;

@@ -13,6 +13,9 @@
 // float64 sum is added in another order (it changes only when that flips the clipping scale's last
 // bit). Deterministic ZeRO-2 gathers every rank's bucket: ranks x 32 MiB per bucket in flight. Checkpoints hold
 // the full state (gathered), so a run resumes on any number of ranks, sharded or not.
+// - full (FSDP / ZeRO-3): the parameters themselves are sharded (fully_sharded.h), their gradients
+//   reduce-scattered during backward; AdamW updates this rank's part of each, in place in the
+//   shards, and nothing is gathered after the update (each pass gathers what it runs).
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -23,16 +26,23 @@
 
 namespace aln::engine {
 
-enum class Sharding { kNone, kOptimizer, kGradients };
+enum class Sharding { kNone, kOptimizer, kGradients, kFull };
+
+class FullySharded;
 
 class ShardedAdamW {
  public:
   // `params` fixes the set of parameters and their owners (a function of names and sizes only, so
   // every rank computes the same assignment). One rank shards nothing.
-  ShardedAdamW(optim::AdamWOptions options, const DataParallel& dp, Sharding sharding, const optim::TensorMap& params);
+  // kFull takes the policy's FullySharded (`full`), which holds the parameters; `params` is then
+  // the policy's map of placeholders, and the functions below that take it ignore it.
+  ShardedAdamW(optim::AdamWOptions options, const DataParallel& dp, Sharding sharding, const optim::TensorMap& params,
+               FullySharded* full = nullptr);
 
   bool sharded() const { return sharding_ != Sharding::kNone; }
   bool shards_gradients() const { return sharding_ == Sharding::kGradients; }
+  // Parameters sharded too: the gradients were reduce-scattered during backward already.
+  bool shards_parameters() const { return sharding_ == Sharding::kFull; }
   // ZeRO-2's replacement for DataParallel::all_reduce_gradients: sums the gradients over the ranks
   // (a missing one counts as zeros) keeping only this rank's range of the sum, and releases the
   // parameters' own gradients. Buckets of about `bucket_bytes` per rank, two in flight.
@@ -49,7 +59,8 @@ class ShardedAdamW {
   // One update with learning rate `lr` of every parameter with a gradient. Collective when sharded.
   void step(optim::TensorMap& params, double lr);
   // The full state ("<name>.exp_avg", "<name>.exp_avg_sq", "step"), as AdamW::state(). Collective
-  // when sharded: every rank must call it (rank 0 then writes it).
+  // when sharded: every rank must call it (rank 0 then writes it; with kFull only rank 0 gets the
+  // moments, the others "step" alone).
   optim::TensorMap state() const;
   // A full state (from any number of ranks): this rank keeps its own parameters' moments.
   void load_state(const optim::TensorMap& state);
@@ -76,6 +87,7 @@ class ShardedAdamW {
 
   const DataParallel& dp_;
   Sharding sharding_;
+  FullySharded* full_ = nullptr;  // kFull
   at::Tensor grad_range_;  // ZeRO-2: this rank's range of the summed gradients, [width_]
   int64_t lo_ = 0;         // first element of this rank's range
   optim::AdamW adam_;

@@ -123,19 +123,24 @@ absl::Status open_training(PolicyWorker& w, StageRun& s) {
       opt.max_steps() > 0 ? opt.max_steps() : std::max<int64_t>(1, opt.epochs() * s.buffer->shard_size() / per_step);
   const aln::v1::ShardLevel level = config::policy_shard(w.spec);
   // (validate_job says the same with the file's line; specs built in code reach only this.)
-  if (level == aln::v1::FULL) {
-    return absl::UnimplementedError("parallel.policy.shard: full is not implemented yet; use gradients");
+  if (level == aln::v1::FULL && (w.pipeline || w.spec.parallel().overlap())) {
+    return absl::UnimplementedError(
+        "parallel.policy.shard: full is not combined with pipeline stages or parallel.overlap yet");
   }
   if (level == aln::v1::GRADIENTS && dp.size() > 1 && (w.pipeline || w.spec.parallel().overlap())) {
     return absl::UnimplementedError(
         "parallel.policy.shard: gradients is not combined with pipeline stages or parallel.overlap yet");
   }
-  const Sharding sharding = level == aln::v1::GRADIENTS   ? Sharding::kGradients
+  const Sharding sharding = w.fsdp                        ? Sharding::kFull
+                            : level == aln::v1::GRADIENTS ? Sharding::kGradients
                             : level == aln::v1::OPTIMIZER ? Sharding::kOptimizer
                                                           : Sharding::kNone;
   s.adamw.emplace(optim::AdamWOptions{opt.lr(), opt.beta1(), opt.beta2(), opt.eps(), opt.weight_decay()}, dp, sharding,
-                  w.policy->tensors());
-  if (s.adamw->shards_gradients()) {
+                  w.policy->tensors(), w.fsdp.get());
+  if (s.adamw->shards_parameters()) {
+    w.log.info("FSDP: parameters, gradients and AdamW moments sharded over %d ranks (this rank holds %.1f%%)",
+               dp.size(), 100.0 * s.adamw->owned_share());
+  } else if (s.adamw->shards_gradients()) {
     w.log.info(
         "ZeRO-2: gradients reduce-scattered and AdamW moments sharded over %d ranks (this rank holds %.1f%% of the "
         "summed gradients and moments)",
@@ -251,8 +256,9 @@ trainers::StepContext StageRun::step_context(const PolicyWorker& w, int64_t step
 }
 
 MetricMap evaluate_stage(PolicyWorker& w, StageRun& s) {
+  // Fully sharded, every pass gathers with every rank: each rank evaluates every batch.
   return evaluate(*s.trainer, *w.policy, s.reference.for_steps, s.data().eval, s.spec.optimizer().micro_batch_size(),
-                  w.pad_id, true, &s.extras, w.pp(), &*w.dp);
+                  w.pad_id, true, &s.extras, w.pp(), w.fsdp ? nullptr : &*w.dp);
 }
 
 absl::Status run_stage(PolicyWorker& w, const aln::v1::StageSpec& stage, size_t index) {

@@ -197,6 +197,8 @@ void sum_over_ranks(PolicyWorker& w, StageRun& s, StepResult& r) {
       r.overlapped->finish();
       w.overlap_share->Set(r.overlapped->started_during_backward());
       r.overlapped.reset();  // removes the hooks
+    } else if (s.adamw->shards_parameters()) {
+      // Reduce-scattered layer by layer during backward (fully_sharded.h).
     } else if (s.adamw->shards_gradients()) {
       s.adamw->reduce_scatter_gradients(w.policy->tensors(), w.spec.parallel().deterministic());
     } else {
@@ -336,6 +338,14 @@ absl::Status report_step(PolicyWorker& w, StageRun& s, int64_t step, const StepR
                {"host_reads", r.host_reads},
                {"metrics", json(r.metrics)}};
   if (w.pipeline) line["pipeline"] = pipeline_line;
+  if (w.fsdp) {  // what sharding left this rank holding (rank 0's; the ranks' shards differ by padding only)
+    line["fsdp"] = {{"shard_bytes", w.fsdp->shard_bytes()},
+                    {"outer_bytes", w.fsdp->outer_bytes()},
+                    {"peak_gathered_layer_bytes", w.fsdp->peak_layer_bytes()},
+                    {"whole_bytes", w.fsdp->whole_bytes()}};
+    w.gathered_peak_bytes->Set(static_cast<double>(w.fsdp->peak_layer_bytes()));
+    w.fsdp->reset_peak();
+  }
   if (w.sampler) {  // parallel.rollout.ranks: what this step waited for its rollout rank
     const double waited = w.sampler->waited_seconds();
     line["rollout_wait_seconds"] = waited - s.rollout_waited;
@@ -362,6 +372,10 @@ absl::Status save_checkpoint(PolicyWorker& w, StageRun& s, int64_t step) {
   optim::TensorMap optimizer_state = s.adamw->state();  // collective when sharded
   const model::DecoderModel* to_save = &*w.policy;
   std::optional<model::DecoderModel> whole;
+  if (w.fsdp) {
+    whole = w.fsdp->whole_on_lead();  // every rank sends its shards; the lead writes
+    if (whole) to_save = &*whole;
+  }
   if (w.pipeline) {
     // Replica 0's stages send theirs to rank 0: the checkpoint holds the whole model and optimizer
     // state, so it resumes with any pipeline (or data-parallel) size.

@@ -152,9 +152,19 @@ TEST(JobConfig, ShardingLevels) {
   job = load_job_text(kMinimal, "job.yaml");
   ASSERT_TRUE(job.ok()) << job.status();
   EXPECT_EQ(policy_shard(job->spec), aln::v1::NONE);
-  EXPECT_EQ(load_error(base + "  policy:\n    shard: full\n"),
-            "job.yaml:10: parallel.policy.shard: full (parameters sharded and gathered layer by layer) is not "
-            "implemented yet; gradients shards the summed gradients and AdamW's moments");
+  job = load_job_text(base + "  policy: {data_parallel: 2, shard: full}\n", "job.yaml");
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(policy_shard(job->spec), aln::v1::FULL);
+  EXPECT_EQ(load_error(base + "  policy: {pipeline_parallel: 2, shard: full}\n"),
+            "job.yaml:9: parallel.policy.shard: full is not combined with pipeline stages yet; use optimizer with "
+            "pipeline_parallel > 1");
+  EXPECT_EQ(load_error(base + "  policy: {shard: full}\n  overlap: true\n"),
+            "job.yaml:10: parallel.overlap: not combined with parallel.policy.shard: full (its gradients are "
+            "reduce-scattered layer by layer during backward already); set it to false");
+  EXPECT_EQ(load_error("name: t\ntrainer: {grpo: {}}\ndata: {train: [{path: p.jsonl}]}\nparallel:\n  policy: "
+                       "{shard: full}\n"),
+            "job.yaml:5: parallel.policy.shard: full does not run methods that generate with the policy yet (stage "
+            "1, grpo); use gradients, or full for SFT, reward-model and preference stages");
   EXPECT_EQ(load_error(base + "  policy: {pipeline_parallel: 2, shard: gradients}\n"),
             "job.yaml:9: parallel.policy.shard: gradients is not combined with pipeline stages yet; use optimizer "
             "with pipeline_parallel > 1");

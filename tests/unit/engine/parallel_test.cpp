@@ -3,6 +3,7 @@
 // and the pipeline executor, each against the same arithmetic done without ranks. The mpirun
 // end-to-end tests (tests/dist) check the same on real processes.
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -13,6 +14,7 @@
 #include "distributed/thread_backend.h"
 #include "trainers/engine/data_parallel.h"
 #include "trainers/engine/evaluate.h"
+#include "trainers/engine/fully_sharded.h"
 #include "trainers/engine/overlap.h"
 #include "trainers/engine/pipeline.h"
 #include "trainers/engine/sharded_adamw.h"
@@ -273,6 +275,100 @@ TEST(DataParallelThreads, ShardedGradientsEqualAllReducedOnes) {
         for (const auto& [name, p] : want.params[0]) {
           EXPECT_TRUE(at::equal(got.params[r].at(name), p)) << ranks << " ranks, rank " << r << ": " << name;
         }
+      }
+    }
+  }
+}
+
+// FSDP (parallel.policy.shard: full): layers gathered one at a time around their forward and
+// backward, gradients reduce-scattered during backward, AdamW on the shards. 2 and 3 ranks on
+// different data, every step clipped, end bit for bit where the all-reduce run ends (tied and untied
+// heads); between passes no layer is held whole; the gathered optimizer state equals the unsharded
+// one, and loading it into a new sharded run continues exactly as the unsharded run continues.
+TEST(DataParallelThreads, FullyShardedEqualsAllReduced) {
+  const optim::AdamWOptions options{1e-2, 0.9, 0.999, 1e-8, 0.01};
+  struct Run {
+    std::vector<optim::TensorMap> params, state;
+    std::vector<std::vector<double>> norms;
+    std::vector<int64_t> held_layer_bytes, peak_layer_bytes, largest_layer_bytes;
+  };
+  for (bool tied : {true, false}) {
+    const DecoderModel model = DecoderModel::random_init(tiny(3, tied), tied ? 21 : 22);
+    auto train = [&](int ranks, bool full, int steps, const optim::TensorMap* resume_params,
+                     const optim::TensorMap* resume_state) {
+      Run run;
+      for (auto* v : {&run.params, &run.state}) v->resize(static_cast<size_t>(ranks));
+      run.norms.resize(static_cast<size_t>(ranks));
+      for (auto* v : {&run.held_layer_bytes, &run.peak_layer_bytes, &run.largest_layer_bytes}) {
+        v->resize(static_cast<size_t>(ranks));
+      }
+      dist::run_thread_ranks(ranks, [&](dist::Communicator& comm) {
+        const size_t r = static_cast<size_t>(comm.rank());
+        const DataParallel dp(&comm, kWait);
+        DecoderModel m = model.to(at::kFloat);
+        if (resume_params != nullptr) {
+          for (auto& [name, p] : m.tensors()) p = resume_params->at(name).clone();
+        }
+        m.set_requires_grad(true);
+        std::unique_ptr<FullySharded> fs;
+        if (full) fs = std::make_unique<FullySharded>(dp, m, /*deterministic=*/true);
+        ShardedAdamW adamw(options, dp, full ? Sharding::kFull : Sharding::kNone, m.tensors(), fs.get());
+        if (resume_state != nullptr) adamw.load_state(*resume_state);
+        for (int step = 0; step < steps; ++step) {
+          auto [ids, mask] = batch(comm.rank() * 5 + step, m.config().vocab_size);
+          lm_loss(m, ids, mask).backward();
+          if (!full) dp.all_reduce_gradients(m.tensors(), /*deterministic=*/true);
+          run.norms[r].push_back(adamw.clip_grad_norm(m.tensors(), 0.05, {}, "").item<double>());
+          adamw.step(m.tensors(), 1e-2);
+          adamw.clear_gradients(m.tensors());
+        }
+        run.state[r] = adamw.state();
+        if (full) {
+          int64_t held = 0;
+          for (const auto& [name, p] : m.tensors()) {
+            if (DecoderModel::layer_of(m.config(), name) >= 0) held += static_cast<int64_t>(p.storage().nbytes());
+          }
+          run.held_layer_bytes[r] = held;
+          run.peak_layer_bytes[r] = fs->peak_layer_bytes();
+          run.largest_layer_bytes[r] = fs->largest_layer_bytes();
+          // Evaluation without autograd gathers and frees the same way and gives the whole model's logits.
+          const DecoderModel whole = fs->whole();
+          auto [ids, mask] = batch(7, m.config().vocab_size);
+          at::NoGradGuard no_grad;
+          EXPECT_TRUE(at::allclose(m.logits(ids, mask), whole.logits(ids, mask), 1e-5, 1e-6));
+          for (const auto& [name, p] : whole.tensors()) run.params[r].emplace(name, p.clone());
+        } else {
+          for (auto& [name, p] : m.tensors()) run.params[r].emplace(name, p.detach().clone());
+        }
+      });
+      return run;
+    };
+    for (int ranks : {2, 3}) {
+      const Run want = train(ranks, false, 3, nullptr, nullptr);
+      const Run got = train(ranks, true, 3, nullptr, nullptr);
+      for (size_t r = 0; r < static_cast<size_t>(ranks); ++r) {
+        EXPECT_EQ(got.held_layer_bytes[r], 0) << "a layer stayed gathered";
+        EXPECT_GT(got.peak_layer_bytes[r], 0);
+        EXPECT_LE(got.peak_layer_bytes[r], 2 * got.largest_layer_bytes[r]);
+        for (size_t k = 0; k < want.norms[r].size(); ++k) {
+          EXPECT_GT(want.norms[r][k], 0.05);
+          EXPECT_NEAR(got.norms[r][k], want.norms[r][k], 1e-12 * want.norms[r][k]);
+        }
+        for (const auto& [name, p] : want.params[0]) {
+          EXPECT_TRUE(at::equal(got.params[r].at(name), p)) << ranks << " ranks, rank " << r << ": " << name;
+        }
+        // Rank 0 alone gets the gathered moments (it writes checkpoints).
+        EXPECT_EQ(got.state[r].size(), r == 0 ? want.state[0].size() : 1u);
+        for (const auto& [key, t] : r == 0 ? want.state[0] : optim::TensorMap{}) {
+          EXPECT_TRUE(at::equal(got.state[r].at(key), t)) << ranks << " ranks, state " << key;
+        }
+      }
+      // Resume: the gathered state into a new sharded run (on another rank count) and two more steps.
+      const int other = ranks == 2 ? 3 : 2;
+      const Run cont_want = train(other, false, 2, &want.params[0], &want.state[0]);
+      const Run cont_got = train(other, true, 2, &got.params[0], &got.state[0]);
+      for (const auto& [name, p] : cont_want.params[0]) {
+        EXPECT_TRUE(at::equal(cont_got.params[0].at(name), p)) << "resumed on " << other << ": " << name;
       }
     }
   }

@@ -1,0 +1,340 @@
+#include "trainers/engine/fully_sharded.h"
+
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+#include <c10/core/CPUAllocator.h>
+// The gather and re-gather nodes are autograd Functions; that API lives outside ATen.
+#include <torch/csrc/autograd/custom_function.h>
+
+#include <algorithm>
+
+#include "core/error.h"
+#include "core/status.h"
+
+namespace aln::engine {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+FullySharded* owner_of(AutogradContext* ctx) {
+  return reinterpret_cast<FullySharded*>(ctx->saved_data["owner"].toInt());
+}
+
+// Forward: this rank's shard of a unit in, the unit's tensors (whole) out. Backward: their
+// gradients, laid out as the unit, reduce-scattered into the shard's gradient, and the gathered
+// storage freed (every node that used the tensors has run by then: they are the ones that made
+// these gradients).
+class GatherUnit : public torch::autograd::Function<GatherUnit> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& shard, int64_t owner, int64_t unit) {
+    auto* fs = reinterpret_cast<FullySharded*>(owner);
+    at::Tensor flat = fs->materialize(static_cast<size_t>(unit));
+    ctx->saved_data["owner"] = owner;
+    ctx->saved_data["unit"] = unit;
+    ctx->saved_data["flat"] = flat;
+    (void)shard;
+    return fs->unflatten(static_cast<size_t>(unit), flat);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    FullySharded* fs = owner_of(ctx);
+    const auto unit = static_cast<size_t>(ctx->saved_data["unit"].toInt());
+    const at::Tensor flat = ctx->saved_data["flat"].toTensor();
+    at::Tensor flat_grad = at::zeros({flat.numel()}, flat.options());
+    const std::vector<at::Tensor> parts = fs->unflatten(unit, flat_grad);
+    for (size_t i = 0; i < grads.size() && i < parts.size(); ++i) {
+      if (grads[i].defined()) parts[i].copy_(grads[i]);
+    }
+    at::Tensor shard_grad = fs->reduce_scatter(unit, flat_grad);
+    fs->free(unit, flat);
+    return {shard_grad, at::Tensor(), at::Tensor()};
+  }
+};
+
+// Identity on a layer's output; its backward gathers the layer's tensors again (into the storage
+// the forward pass used, which autograd's saved tensors still point at) before the layer's own
+// backward nodes, which all wait for this gradient, run.
+class RegatherUnit : public torch::autograd::Function<RegatherUnit> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, int64_t owner, int64_t unit,
+                            const at::Tensor& flat) {
+    ctx->saved_data["owner"] = owner;
+    ctx->saved_data["unit"] = unit;
+    ctx->saved_data["flat"] = flat;
+    return x;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    owner_of(ctx)->refill(static_cast<size_t>(ctx->saved_data["unit"].toInt()), ctx->saved_data["flat"].toTensor());
+    return {grads[0], at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+c10::Allocator* allocator_of(const c10::Storage& storage, c10::DeviceType device) {
+  c10::Allocator* a = storage.allocator();
+  return a != nullptr ? a : c10::GetAllocator(device);
+}
+
+}  // namespace
+
+FullySharded::FullySharded(const DataParallel& dp, model::DecoderModel& policy, bool deterministic)
+    : dp_(dp), policy_(policy), deterministic_(deterministic) {
+  ALN_CHECK(dp.size() > 1, "fully sharded parameters need more than one data-parallel rank");
+  ALN_CHECK(policy.is_whole() && policy.param_gather() == nullptr, "fully sharded: the policy must be whole");
+  const model::ModelConfig& c = policy.config();
+  units_.resize(static_cast<size_t>(1 + c.num_layers));
+  // Name order inside each unit (the map's), the same on every rank.
+  for (const auto& [name, t] : policy.tensors()) {
+    const int64_t layer = model::DecoderModel::layer_of(c, name);
+    Unit& u = units_[static_cast<size_t>(layer + 1)];
+    u.entries.push_back({name, t.sizes().vec(), u.total, t.numel()});
+    u.total += t.numel();
+  }
+  at::NoGradGuard no_grad;
+  const int64_t ranks = dp.size();
+  const bool trains = policy.tensors().begin()->second.requires_grad();
+  for (size_t k = 0; k < units_.size(); ++k) {
+    Unit& u = units_[k];
+    ALN_CHECK(u.total > 0, "fully sharded: unit ", k, " of the policy has no tensors");
+    u.width = (u.total + ranks - 1) / ranks;
+    const at::Tensor& first = policy.tensors().at(u.entries.front().name);
+    at::Tensor flat = at::zeros({u.width * ranks}, first.options().dtype(at::kFloat).requires_grad(false));
+    for (const Entry& e : u.entries) {
+      flat.narrow(0, e.offset, e.numel).copy_(policy.tensors().at(e.name).detach().reshape(-1));
+    }
+    u.shard = flat.narrow(0, lo(u), u.width).clone();
+    u.shard.set_requires_grad(trains);
+    // The whole tensors go; placeholders of the right shapes stay in the model's map (their storage
+    // empty until a pass gathers them).
+    place(k, unflatten(k, flat));
+    c10::Storage storage = flat.storage();
+    storage.set_nbytes(0);
+    storage.set_data_ptr_noswap(allocator_of(storage, flat.device().type())->allocate(0));
+  }
+  policy_.set_param_gather(this);
+}
+
+FullySharded::~FullySharded() { policy_.set_param_gather(nullptr); }
+
+std::vector<at::Tensor> FullySharded::unflatten(size_t unit, const at::Tensor& flat) const {
+  std::vector<at::Tensor> out;
+  out.reserve(units_[unit].entries.size());
+  for (const Entry& e : units_[unit].entries) {
+    std::vector<int64_t> strides(e.shape.size(), 1);
+    for (int64_t d = static_cast<int64_t>(e.shape.size()) - 2; d >= 0; --d) {
+      strides[static_cast<size_t>(d)] = strides[static_cast<size_t>(d + 1)] * e.shape[static_cast<size_t>(d + 1)];
+    }
+    // set_, not narrow/view: a tensor over the storage that autograd does not track as a view of
+    // `flat` (the gather node's outputs must be its own).
+    out.push_back(at::empty({0}, flat.options()).set_(flat.storage(), flat.storage_offset() + e.offset, e.shape, strides));
+  }
+  return out;
+}
+
+void FullySharded::place(size_t unit, const std::vector<at::Tensor>& tensors) {
+  model::TensorMap& map = policy_.tensors();
+  const auto& entries = units_[unit].entries;
+  for (size_t i = 0; i < entries.size(); ++i) map[entries[i].name] = tensors[i];
+}
+
+at::Tensor FullySharded::materialize(size_t unit) {
+  const Unit& u = units_[unit];
+  at::Tensor flat = at::empty({u.width * dp_.size()}, u.shard.options().requires_grad(false));
+  at::Tensor input = u.shard.detach();
+  ALN_THROW_IF_ERROR(dp_.start_all_gather(input, flat)->wait(dp_.timeout()));
+  if (unit > 0) {
+    layer_bytes_ += flat.numel() * static_cast<int64_t>(flat.element_size());
+    peak_layer_bytes_ = std::max(peak_layer_bytes_, layer_bytes_);
+  }
+  return flat;
+}
+
+void FullySharded::refill(size_t unit, const at::Tensor& flat) {
+  c10::Storage storage = flat.storage();
+  const size_t bytes = static_cast<size_t>(flat.numel()) * flat.element_size();
+  if (storage.nbytes() < bytes) {
+    storage.set_data_ptr_noswap(allocator_of(storage, flat.device().type())->allocate(bytes));
+    storage.set_nbytes(bytes);
+  }
+  at::Tensor out = flat;
+  at::Tensor input = units_[unit].shard.detach();
+  // Written by the collective, not by a tensor operation: the tensors autograd saved keep their
+  // version, as they keep their values.
+  ALN_THROW_IF_ERROR(dp_.start_all_gather(input, out)->wait(dp_.timeout()));
+  if (unit > 0) {
+    layer_bytes_ += static_cast<int64_t>(bytes);
+    peak_layer_bytes_ = std::max(peak_layer_bytes_, layer_bytes_);
+  }
+}
+
+void FullySharded::free(size_t unit, const at::Tensor& flat) {
+  c10::Storage storage = flat.storage();
+  if (storage.nbytes() == 0) return;
+  if (unit > 0) layer_bytes_ -= static_cast<int64_t>(storage.nbytes());
+  storage.set_nbytes(0);
+  storage.set_data_ptr_noswap(allocator_of(storage, flat.device().type())->allocate(0));
+}
+
+at::Tensor FullySharded::reduce_scatter(size_t unit, const at::Tensor& flat_grad) const {
+  const Unit& u = units_[unit];
+  const int64_t ranks = dp_.size();
+  at::Tensor out = at::empty({u.width}, flat_grad.options());
+  if (deterministic_) {
+    // Every rank's gradient, then this rank's block added rank by rank: the bits of the
+    // deterministic all-reduce ((g0 + g1) + g2 ...).
+    at::Tensor gathered = at::empty({ranks * flat_grad.numel()}, flat_grad.options());
+    ALN_THROW_IF_ERROR(dp_.start_all_gather(flat_grad, gathered)->wait(dp_.timeout()));
+    at::Tensor mine = gathered.view({ranks, ranks, u.width}).select(1, dp_.rank()).contiguous().view(-1);
+    dp_.add_in_rank_order(mine, out);
+  } else {
+    ALN_THROW_IF_ERROR(dp_.start_reduce_scatter(flat_grad, out)->wait(dp_.timeout()));
+  }
+  return out;
+}
+
+void FullySharded::gather(size_t unit) {
+  variable_list outs =
+      GatherUnit::apply(units_[unit].shard, reinterpret_cast<int64_t>(this), static_cast<int64_t>(unit));
+  place(unit, outs);
+}
+
+void FullySharded::gather_outer() { gather(0); }
+
+void FullySharded::gather_layer(int64_t layer) { gather(static_cast<size_t>(layer + 1)); }
+
+at::Tensor FullySharded::release_layer(int64_t layer, const at::Tensor& output) {
+  const auto unit = static_cast<size_t>(layer + 1);
+  const Unit& u = units_[unit];
+  // The storage the layer's tensors (in the model's map) were gathered into.
+  const at::Tensor flat = at::empty({0}, u.shard.options().requires_grad(false))
+                              .set_(policy_.tensors().at(u.entries.front().name).storage(), 0,
+                                    {u.width * dp_.size()}, {1});
+  at::Tensor out = output;
+  if (at::GradMode::is_enabled() && output.requires_grad() && u.shard.requires_grad()) {
+    out = RegatherUnit::apply(output, reinterpret_cast<int64_t>(this), static_cast<int64_t>(unit), flat);
+  }
+  free(unit, flat);
+  return out;
+}
+
+void FullySharded::set_requires_grad(bool requires_grad) {
+  for (Unit& u : units_) u.shard.set_requires_grad(requires_grad);
+}
+
+optim::TensorMap FullySharded::owned() {
+  optim::TensorMap out;
+  for (Unit& u : units_) {
+    const int64_t a0 = lo(u), b0 = std::min(u.total, a0 + u.width);
+    const at::Tensor data = u.shard.detach();
+    const at::Tensor grad = u.shard.grad();
+    for (const Entry& e : u.entries) {
+      const int64_t a = std::max(a0, e.offset), b = std::min(b0, e.offset + e.numel);
+      if (a >= b) continue;
+      at::Tensor view = data.narrow(0, a - a0, b - a);
+      if (grad.defined()) view.mutable_grad() = grad.narrow(0, a - a0, b - a);
+      out.emplace(e.name, view);
+    }
+  }
+  return out;
+}
+
+optim::TensorMap FullySharded::assemble(const optim::TensorMap& parts, const std::string& suffix,
+                                        bool lead_only) const {
+  const bool keep = !lead_only || dp_.rank() == 0;
+  at::NoGradGuard no_grad;
+  optim::TensorMap out;
+  at::TensorOptions options = units_.front().shard.options().requires_grad(false);
+  if (!parts.empty()) options = parts.begin()->second.options().dtype(at::kFloat).requires_grad(false);
+  for (const Unit& u : units_) {
+    const int64_t a0 = lo(u), b0 = std::min(u.total, a0 + u.width);
+    at::Tensor local = at::zeros({u.width}, options);
+    for (const Entry& e : u.entries) {
+      const int64_t a = std::max(a0, e.offset), b = std::min(b0, e.offset + e.numel);
+      auto it = parts.find(e.name + suffix);
+      if (a >= b || it == parts.end()) continue;
+      ALN_CHECK(it->second.numel() == b - a, "fully sharded: '", e.name + suffix, "' holds ", it->second.numel(),
+                " elements, this rank's part is ", b - a);
+      local.narrow(0, a - a0, b - a).copy_(it->second.reshape(-1));
+    }
+    const at::Tensor all = dp_.all_gather(local);
+    if (!keep) continue;
+    for (const Entry& e : u.entries) out[e.name + suffix] = all.narrow(0, e.offset, e.numel).view(e.shape).clone();
+  }
+  return out;
+}
+
+optim::TensorMap FullySharded::cut(const optim::TensorMap& whole, const std::string& suffix) const {
+  optim::TensorMap out;
+  for (const Unit& u : units_) {
+    const int64_t a0 = lo(u), b0 = std::min(u.total, a0 + u.width);
+    for (const Entry& e : u.entries) {
+      const int64_t a = std::max(a0, e.offset), b = std::min(b0, e.offset + e.numel);
+      auto it = whole.find(e.name + suffix);
+      if (a >= b || it == whole.end()) continue;
+      ALN_CHECK(it->second.numel() == e.numel, "fully sharded: '", e.name + suffix, "' has ", it->second.numel(),
+                " elements, the parameter ", e.numel);
+      out.emplace(e.name + suffix, it->second.reshape(-1).narrow(0, a - e.offset, b - a).clone());
+    }
+  }
+  return out;
+}
+
+model::DecoderModel FullySharded::whole() const {
+  std::optional<model::DecoderModel> made = gather_whole(false);
+  return std::move(*made);
+}
+
+std::optional<model::DecoderModel> FullySharded::whole_on_lead() const { return gather_whole(true); }
+
+std::optional<model::DecoderModel> FullySharded::gather_whole(bool lead_only) const {
+  optim::TensorMap parts;
+  for (const Unit& u : units_) {
+    const int64_t a0 = lo(u), b0 = std::min(u.total, a0 + u.width);
+    for (const Entry& e : u.entries) {
+      const int64_t a = std::max(a0, e.offset), b = std::min(b0, e.offset + e.numel);
+      if (a < b) parts.emplace(e.name, u.shard.detach().narrow(0, a - a0, b - a));
+    }
+  }
+  optim::TensorMap tensors = assemble(parts, "", lead_only);
+  if (tensors.empty()) return std::nullopt;
+  auto made = model::DecoderModel::from_tensors(policy_.config(), std::move(tensors));
+  ALN_THROW_IF_ERROR(made.status());
+  return std::move(*made);
+}
+
+void FullySharded::clear_gradients() {
+  for (Unit& u : units_) u.shard.mutable_grad() = at::Tensor();
+}
+
+int64_t FullySharded::shard_bytes() const {
+  int64_t n = 0;
+  for (const Unit& u : units_) n += u.width * 4;
+  return n;
+}
+
+int64_t FullySharded::whole_bytes() const {
+  int64_t n = 0;
+  for (const Unit& u : units_) n += u.total * 4;
+  return n;
+}
+
+int64_t FullySharded::outer_bytes() const { return units_.front().width * dp_.size() * 4; }
+
+int64_t FullySharded::largest_layer_bytes() const {
+  int64_t n = 0;
+  for (size_t k = 1; k < units_.size(); ++k) n = std::max(n, units_[k].width * dp_.size() * 4);
+  return n;
+}
+
+double FullySharded::owned_share() const {
+  int64_t mine = 0, total = 0;
+  for (const Unit& u : units_) {
+    const int64_t a0 = lo(u), b0 = std::min(u.total, a0 + u.width);
+    mine += std::max<int64_t>(0, b0 - a0);
+    total += u.total;
+  }
+  return total > 0 ? static_cast<double>(mine) / static_cast<double>(total) : 1.0;
+}
+
+}  // namespace aln::engine

@@ -1,0 +1,121 @@
+#pragma once
+// Fully sharded data parallelism for the policy (parallel.policy.shard: full; FSDP / ZeRO-3).
+//
+// The policy is cut into units: each decoder layer is one, the tensors outside the layers
+// (embedding, positions, final norm, head) another ("outer"). A unit's tensors, laid end to end in
+// name order and padded to a multiple of the rank count, are cut into equal ranges; each rank keeps
+// only its range (the shard, float32: the trained values, what AdamW updates). The model's own map
+// then holds placeholders whose storage is empty, and the model asks this class for a unit's tensors
+// as it needs them (core/model/param_gather.h):
+//   forward   each layer's unit is all-gathered just before the layer runs, freed right after;
+//             the outer unit is gathered at the start of each pass and kept for it (the head runs
+//             after the layers, and a tied embedding is used at both ends).
+//   backward  a node on the layer's output gathers the unit again just before the layer's backward
+//             runs; once the layer's gradients are all there, they are reduce-scattered (each rank
+//             receives the sum over ranks of its range, added to its shard's gradient) and the
+//             gathered tensors are freed.
+// So a rank holds 1/N of the layers, the outer unit, and one or two gathered layers at a time,
+// instead of the whole model, its gradients and its moments. AdamW is elementwise, so updating the
+// ranges gives the unsharded run's numbers: bit for bit with parallel.deterministic and one forward
+// pass per optimizer step (sums in rank order, as the deterministic all-reduce adds them); otherwise
+// within float32 rounding (per micro-batch reduce-scatters add in another order than one all-reduce
+// of the accumulated gradients). Checkpoints hold the whole model and optimizer state (gathered), so
+// a run resumes on any number of ranks, sharded or not.
+//
+// Every rank must run the same passes in the same order (each gather is a collective); the engine
+// keeps evaluation unsplit and job validation refuses methods that generate with the policy.
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "core/model/decoder.h"
+#include "core/model/param_gather.h"
+#include "core/optim/optimizer.h"
+#include "trainers/engine/data_parallel.h"
+
+namespace aln::engine {
+
+class FullySharded final : public model::ParamGather {
+ public:
+  // Cuts `policy` (whole, and the same on every rank) into units, keeps this rank's shards and
+  // attaches itself to the policy, whose layers from then on are there only while they run.
+  // `deterministic`: gradients summed in rank order (parallel.deterministic).
+  FullySharded(const DataParallel& dp, model::DecoderModel& policy, bool deterministic);
+  // Detaches from the policy (which is left without its parameters: take whole() first).
+  ~FullySharded() override;
+  FullySharded(const FullySharded&) = delete;
+  FullySharded& operator=(const FullySharded&) = delete;
+
+  // model::ParamGather
+  void gather_outer() override;
+  void gather_layer(int64_t layer) override;
+  at::Tensor release_layer(int64_t layer, const at::Tensor& output) override;
+  void set_requires_grad(bool requires_grad) override;
+
+  // This rank's part of every parameter: 1-D views of the shards, each with the matching view of
+  // its shard's gradient when backward made one. What AdamW updates and clipping measures.
+  optim::TensorMap owned();
+  // Every rank's parts (keyed "<name><suffix>", cut as owned() cuts; a missing one counts as zeros)
+  // put together into whole tensors shaped as the parameters, keyed the same. Collective.
+  // `lead_only`: only data-parallel rank 0 keeps the result (the others take part and get nothing),
+  // so a checkpoint's whole state is never held on every rank at once.
+  optim::TensorMap assemble(const optim::TensorMap& parts, const std::string& suffix, bool lead_only = false) const;
+  // This rank's parts of whole tensors (keyed "<name><suffix>"; others are ignored).
+  optim::TensorMap cut(const optim::TensorMap& whole, const std::string& suffix) const;
+  // The whole policy, float32, a copy that shares nothing with the shards. Collective.
+  model::DecoderModel whole() const;
+  // The same on data-parallel rank 0 only (checkpoints, the final model); the others take part.
+  std::optional<model::DecoderModel> whole_on_lead() const;
+  // Drops the shards' gradients.
+  void clear_gradients();
+
+  int64_t shard_bytes() const;         // parameter bytes this rank keeps
+  int64_t whole_bytes() const;         // the whole model's
+  int64_t outer_bytes() const;         // the outer unit, gathered (held through each pass)
+  int64_t largest_layer_bytes() const; // one layer, gathered
+  // Layer bytes gathered at once at most since the last reset (forward and backward).
+  int64_t peak_layer_bytes() const { return peak_layer_bytes_; }
+  void reset_peak() { peak_layer_bytes_ = layer_bytes_; }
+  double owned_share() const;  // this rank's share of the parameters' elements
+
+  // For the autograd nodes (fully_sharded.cpp): a new storage with unit `unit` gathered into it;
+  // gather into an existing one again; free one; this rank's range of the sum over ranks of a
+  // unit-shaped flat gradient.
+  at::Tensor materialize(size_t unit);
+  void refill(size_t unit, const at::Tensor& flat);
+  void free(size_t unit, const at::Tensor& flat);
+  at::Tensor reduce_scatter(size_t unit, const at::Tensor& flat_grad) const;
+  // The unit's tensors as tensors over `flat`'s storage (not autograd views of it), name order.
+  std::vector<at::Tensor> unflatten(size_t unit, const at::Tensor& flat) const;
+  // Puts a unit's tensors into the policy's map.
+  void place(size_t unit, const std::vector<at::Tensor>& tensors);
+
+ private:
+  struct Entry {
+    std::string name;
+    std::vector<int64_t> shape;
+    int64_t offset = 0;  // first element inside the unit's flat layout
+    int64_t numel = 0;
+  };
+  struct Unit {
+    std::vector<Entry> entries;
+    int64_t total = 0;  // elements, unpadded
+    int64_t width = 0;  // elements per rank
+    at::Tensor shard;   // [width]: this rank's range (a leaf; backward adds to its gradient)
+  };
+  void gather(size_t unit);
+  std::optional<model::DecoderModel> gather_whole(bool lead_only) const;
+  int64_t lo(const Unit& u) const { return static_cast<int64_t>(dp_.rank()) * u.width; }
+
+  const DataParallel& dp_;
+  model::DecoderModel& policy_;
+  bool deterministic_;
+  std::vector<Unit> units_;  // [0]: outer, [1 + l]: decoder layer l
+  int64_t layer_bytes_ = 0;  // layer units gathered now
+  int64_t peak_layer_bytes_ = 0;
+};
+
+}  // namespace aln::engine
