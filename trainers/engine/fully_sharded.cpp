@@ -98,19 +98,26 @@ FullySharded::FullySharded(const DataParallel& dp, model::DecoderModel& policy, 
     Unit& u = units_[k];
     ALN_CHECK(u.total > 0, "fully sharded: unit ", k, " of the policy has no tensors");
     u.width = (u.total + ranks - 1) / ranks;
-    const at::Tensor& first = policy.tensors().at(u.entries.front().name);
-    at::Tensor flat = at::zeros({u.width * ranks}, first.options().dtype(at::kFloat).requires_grad(false));
+    const at::TensorOptions options =
+        policy.tensors().at(u.entries.front().name).options().dtype(at::kFloat).requires_grad(false);
+    // This rank's range only, copied from the tensors it overlaps (no unit-sized buffer).
+    u.shard = at::zeros({u.width}, options);
+    const int64_t a0 = lo(u), b0 = std::min(u.total, a0 + u.width);
     for (const Entry& e : u.entries) {
-      flat.narrow(0, e.offset, e.numel).copy_(policy.tensors().at(e.name).detach().reshape(-1));
+      const int64_t a = std::max(a0, e.offset), b = std::min(b0, e.offset + e.numel);
+      if (a < b) {
+        u.shard.narrow(0, a - a0, b - a).copy_(policy.tensors().at(e.name).detach().reshape(-1).narrow(0, a - e.offset, b - a));
+      }
     }
-    u.shard = flat.narrow(0, lo(u), u.width).clone();
     u.shard.set_requires_grad(trains);
-    // The whole tensors go; placeholders of the right shapes stay in the model's map (their storage
-    // empty until a pass gathers them).
-    place(k, unflatten(k, flat));
-    c10::Storage storage = flat.storage();
+    // The whole tensors go; placeholders of the right shapes stay in the model's map, over a storage
+    // that holds no memory until a pass gathers into a storage of its own.
+    const int64_t bytes = u.width * ranks * static_cast<int64_t>(sizeof(float));
+    c10::Allocator* allocator = c10::GetAllocator(options.device().type());
+    c10::Storage storage(c10::Storage::use_byte_size_t(), bytes, at::DataPtr(nullptr, options.device()), allocator,
+                         /*resizable=*/true);
+    place(k, unflatten(k, at::empty({0}, options).set_(storage, 0, {u.width * ranks}, {1})));
     storage.set_nbytes(0);
-    storage.set_data_ptr_noswap(allocator_of(storage, flat.device().type())->allocate(0));
   }
   policy_.set_param_gather(this);
 }
@@ -194,6 +201,15 @@ at::Tensor FullySharded::reduce_scatter(size_t unit, const at::Tensor& flat_grad
 }
 
 void FullySharded::gather(size_t unit) {
+  if (unit == 0) {
+    // The last pass's outer tensors go first when nothing but the model's map holds them (no
+    // autograd graph, whose gather node keeps a handle, and no caller): a pass without autograd
+    // (evaluation, scoring) then never holds two copies.
+    const Unit& u = units_[0];
+    const at::Tensor& last = policy_.tensors().at(u.entries.front().name);
+    const c10::Storage storage = last.storage();
+    if (storage.nbytes() > 0 && storage.use_count() == static_cast<size_t>(u.entries.size()) + 1) free(0, last);
+  }
   variable_list outs =
       GatherUnit::apply(units_[unit].shard, reinterpret_cast<int64_t>(this), static_cast<int64_t>(unit));
   place(unit, outs);

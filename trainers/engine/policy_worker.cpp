@@ -4,6 +4,10 @@
 
 #include <filesystem>
 
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+
 #include "absl/strings/str_cat.h"
 #include "core/config/job_config.h"
 #include "core/model/hf_checkpoint.h"
@@ -145,6 +149,11 @@ absl::Status load_policy(PolicyWorker& w) {
   w.log.info("policy: %s, %.2fM parameters", policy.config().model_type, w.policy_parameters / 1e6);
   if (config::policy_shard(w.spec) == aln::v1::FULL && w.dp->size() > 1 && !w.pipeline) {
     w.fsdp = std::make_unique<FullySharded>(*w.dp, policy, w.spec.parallel().deterministic());
+#ifdef __GLIBC__
+    // The whole model this rank started from is free now; aln's mallopt settings keep freed heap
+    // resident, so hand those pages back (what the rank holds from here on is its share).
+    malloc_trim(0);
+#endif
     const double mib = 1 << 20;
     w.log.info(
         "fully sharded over %d ranks: this rank keeps %.2f MiB of the policy's %.2f MiB (%.1f%%); a pass gathers the "

@@ -235,16 +235,17 @@ void sum_over_ranks(PolicyWorker& w, StageRun& s, StepResult& r) {
 // of rank r's numbers would be a duplicate series there.) After the step's read, so pipeline stages
 // before the last know their replica's token count.
 namespace {
-void export_rank_numbers(PolicyWorker& w, const StageRun& s, const StepResult& r) {
+void export_rank_numbers(PolicyWorker& w, const StageRun& s, StepResult& r) {
   const DataParallel& dp = *w.dp;
   if (dp.size() == 1) return;
-  const std::vector<double> all =
-      dp.gather({r.forward_s + r.backward_s, r.communication_s, static_cast<double>(r.local_tokens)});
+  const std::vector<double> all = dp.gather({r.forward_s + r.backward_s, r.communication_s,
+                                             static_cast<double>(r.local_tokens), peak_rss_bytes()});
   for (int rank = 0; rank < (w.lead ? dp.size() : 0); ++rank) {
     const Labels rank_labels{{"rank", std::to_string(rank)}, {"stage", s.name}};
-    w.meters->rank_compute.Add(rank_labels).Set(all[static_cast<size_t>(3 * rank)]);
-    w.meters->rank_communication.Add(rank_labels).Set(all[static_cast<size_t>(3 * rank + 1)]);
-    w.meters->rank_tokens.Add(rank_labels).Set(all[static_cast<size_t>(3 * rank + 2)]);
+    w.meters->rank_compute.Add(rank_labels).Set(all[static_cast<size_t>(4 * rank)]);
+    w.meters->rank_communication.Add(rank_labels).Set(all[static_cast<size_t>(4 * rank + 1)]);
+    w.meters->rank_tokens.Add(rank_labels).Set(all[static_cast<size_t>(4 * rank + 2)]);
+    r.rank_peak_rss.push_back(all[static_cast<size_t>(4 * rank + 3)]);
   }
 }
 }  // namespace
@@ -338,6 +339,8 @@ absl::Status report_step(PolicyWorker& w, StageRun& s, int64_t step, const StepR
                {"host_reads", r.host_reads},
                {"metrics", json(r.metrics)}};
   if (w.pipeline) line["pipeline"] = pipeline_line;
+  // Every data-parallel rank's peak resident memory so far (one number per rank, in rank order).
+  if (!r.rank_peak_rss.empty()) line["rank_peak_rss_bytes"] = r.rank_peak_rss;
   if (w.fsdp) {  // what sharding left this rank holding (rank 0's; the ranks' shards differ by padding only)
     line["fsdp"] = {{"shard_bytes", w.fsdp->shard_bytes()},
                     {"outer_bytes", w.fsdp->outer_bytes()},

@@ -34,6 +34,7 @@ struct StepResult {
   // metrics in `scalar_names` order].
   at::Tensor scalars;
   std::vector<std::string> scalar_names;
+  std::vector<double> rank_peak_rss;  // the lead's: every data-parallel rank's peak resident bytes
   int host_reads = 0;  // device-to-host copies the engine made in this step (1; a test checks)
   double data_s = 0, forward_s = 0, backward_s = 0, communication_s = 0, optimizer_s = 0;
   double grad_norm = 0, lr = 0;
