@@ -101,6 +101,13 @@ absl::Status validate_sharding(const LoadedJob& job) {
                 "not combined with parallel.policy.shard: full (its gradients are reduce-scattered layer by layer "
                 "during backward already); set it to false");
     }
+    // The reference ranks score with a copy of the policy that world rank 0 alone makes and sends;
+    // a sharded policy has no whole copy on one rank.
+    if (p.placement() == aln::v1::SEPARATE && separate_roles(job.spec).reference) {
+      return at(job, "parallel.policy.shard",
+                "full is not combined with reference ranks of their own yet; use placement: colocated (the "
+                "reference's log-probs are then computed by the sharded policy ranks) or shard: gradients");
+    }
     // Generation runs a pass per token, each gathering every layer, and a rank that samples a
     // different number of times than the others would leave them waiting inside a gather.
     const auto stages = effective_stages(job.spec);

@@ -16,7 +16,8 @@
 #    optimizer checkpoint; its step-5 checkpoint resumes on 2 sharded ranks (within float32 rounding:
 #    another summation order) and a 2-rank one in one process exactly; SFT on 2 ranks with
 #    accumulation and MPI's reduction within 1e-6 of the all-reduce run; each step's log line says
-#    what the rank held; a rank killed mid-run ends the job within 60 s, named;
+#    what the rank held; SFT then DPO in one job byte-identical to the unsharded run; a rank killed
+#    mid-run ends the job within 60 s, named;
 #  - overlap (gradient buckets summed during backward): 4 ranks deterministic with 2-fold accumulation
 #    end byte-identical to the same run without overlap; 2 ranks with MPI's reduction within 1e-6;
 #  - faults: a rank killed with SIGKILL, or one that stops answering (SIGSTOP), makes the whole job
@@ -252,6 +253,37 @@ for signal in KILL STOP; do
     check "KILL: the failure names rank 1: $(grep -m1 -i 'rank 1' "$work/$name.out")" "grep -qi 'rank 1' '$work/$name.out'"
   fi
 done
+
+# FSDP across stages: SFT then DPO (whose reference is the policy as the stage starts, gathered whole
+# on every rank) on 2 fully sharded ranks ends byte-identical to the unsharded 2-rank run.
+two_stage() {  # two_stage NAME SHARD
+  cat <<YAML
+name: dp-two-stage
+output_dir: $work/$1
+seed: 3
+model:
+  tokenizer: examples/data/tokenizers/gpt2/tokenizer.json
+  chat_format: hh
+  config: {architecture: llama, vocab_size: 50257, hidden_size: 32, num_layers: 2, num_heads: 4, num_kv_heads: 2, intermediate_size: 64, max_position: 256}
+stages:
+  - name: sft
+    trainer: {sft: {}}
+    data: {train: [{path: examples/data/hh-rlhf/harmless-base/test_shared.jsonl.gz, format: hh_rlhf, limit: 48}], max_prompt_length: 40, max_response_length: 24, bad_records: skip}
+    optimizer: {lr: 2e-3, max_steps: 4, micro_batch_size: 2}
+  - name: dpo
+    trainer: {dpo: {}}
+    data: {train: [{path: examples/data/xstest/xstest_pairs_shared.jsonl, format: saferlhf, limit: 48}], max_prompt_length: 40, max_response_length: 24, bad_records: skip}
+    optimizer: {lr: 2e-3, max_steps: 4, micro_batch_size: 2}
+parallel: {policy: {data_parallel: 2, shard: $2}, deterministic: true, timeout_s: 60}
+metrics: {enabled: false, progress_bar: false}
+runtime: {threads: 1}
+YAML
+}
+two_stage two-none none >"$work/two-none.yaml"; two_stage two-full full >"$work/two-full.yaml"
+mpi 2 "$ALN" train "$work/two-none.yaml" >"$work/two-none.out" 2>&1; rc=$?
+mpi 2 "$ALN" train "$work/two-full.yaml" >"$work/two-full.out" 2>&1; rc2=$?
+check "fsdp: SFT then DPO on 2 sharded ranks ends byte-identical to the unsharded run (rc $rc/$rc2): $(tail -1 "$work/two-full.out")" \
+  "[[ $rc -eq 0 && $rc2 -eq 0 ]] && cmp -s '$work/two-none/final/model.safetensors' '$work/two-full/final/model.safetensors'"
 
 # FSDP: every forward pass gathers, so a killed rank is missed inside a gather or a reduce-scatter.
 name=fault-fsdp

@@ -114,8 +114,9 @@ FullySharded::FullySharded(const DataParallel& dp, model::DecoderModel& policy, 
     // that holds no memory until a pass gathers into a storage of its own.
     const int64_t bytes = u.width * ranks * static_cast<int64_t>(sizeof(float));
     c10::Allocator* allocator = c10::GetAllocator(options.device().type());
+    // (Not resizable: a stray resize of a placeholder fails instead of allocating quietly.)
     c10::Storage storage(c10::Storage::use_byte_size_t(), bytes, at::DataPtr(nullptr, options.device()), allocator,
-                         /*resizable=*/true);
+                         /*resizable=*/false);
     place(k, unflatten(k, at::empty({0}, options).set_(storage, 0, {u.width * ranks}, {1})));
     storage.set_nbytes(0);
   }

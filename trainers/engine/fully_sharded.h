@@ -23,7 +23,12 @@
 // a run resumes on any number of ranks, sharded or not.
 //
 // Every rank must run the same passes in the same order (each gather is a collective); the engine
-// keeps evaluation unsplit and job validation refuses methods that generate with the policy.
+// keeps evaluation unsplit and job validation refuses methods that generate with the policy. The
+// model's map tensors are valid only during a pass (the outer ones until the next pass): callers
+// must not keep them across passes.
+// Known costs: a checkpoint gathers the whole parameters and moments on rank 0 (three times the
+// model's float32 size there, briefly); parallel.deterministic's reduce-scatter gathers every rank's
+// unit gradient first (ranks x one unit in flight).
 #include <cstdint>
 #include <optional>
 #include <string>

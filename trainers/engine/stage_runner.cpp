@@ -171,6 +171,9 @@ absl::Status open_training(PolicyWorker& w, StageRun& s) {
   } else {
     s.adamw->load_state(resumed.optimizer);
   }
+  // The whole moments are this rank's own now (or its share of them): the loaded copy goes, so a
+  // sharded rank does not keep the whole state for the rest of the run.
+  w.resumed->optimizer.clear();
   const std::string trainer_dir = (fs::path(resumed.path) / "trainer").string();
   if (fs::is_directory(trainer_dir)) {
     absl::Status loaded = s.trainer->load_state(trainer_dir);

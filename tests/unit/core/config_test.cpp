@@ -161,6 +161,10 @@ TEST(JobConfig, ShardingLevels) {
   EXPECT_EQ(load_error(base + "  policy: {shard: full}\n  overlap: true\n"),
             "job.yaml:10: parallel.overlap: not combined with parallel.policy.shard: full (its gradients are "
             "reduce-scattered layer by layer during backward already); set it to false");
+  EXPECT_EQ(load_error(base + "  placement: separate\n  policy: {shard: full}\n"),
+            "job.yaml:10: parallel.policy.shard: full is not combined with reference ranks of their own yet; use "
+            "placement: colocated (the reference's log-probs are then computed by the sharded policy ranks) or "
+            "shard: gradients");
   EXPECT_EQ(load_error("name: t\ntrainer: {grpo: {}}\ndata: {train: [{path: p.jsonl}]}\nparallel:\n  policy: "
                        "{shard: full}\n"),
             "job.yaml:5: parallel.policy.shard: full does not run methods that generate with the policy yet (stage "
