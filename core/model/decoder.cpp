@@ -239,6 +239,7 @@ at::Tensor DecoderModel::hidden_states(const at::Tensor& input_ids, const at::Te
   } else {
     x = at::embedding(t("model.embed_tokens.weight"), input_ids);
   }
+  if (gather_ != nullptr) gather_->embedded();
   at::Tensor cos, sin;
   if (!gpt2) {
     at::Tensor freqs = positions.to(at::kFloat).unsqueeze(-1) * rope_inv_freq(c).unsqueeze(0).unsqueeze(0);
@@ -342,6 +343,7 @@ at::Tensor DecoderModel::hidden_states(const at::Tensor& input_ids, const at::Te
     if (gather_ != nullptr) x = gather_->release_layer(i, x);
   }
   if (!is_last_stage()) link_->hand_on(x);
+  if (gather_ != nullptr) gather_->gather_head();
   if (gpt2) {
     return at::layer_norm(x, {c.hidden_size}, t("transformer.ln_f.weight"), t("transformer.ln_f.bias"), c.norm_eps);
   }

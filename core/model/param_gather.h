@@ -14,8 +14,14 @@ namespace aln::model {
 class ParamGather {
  public:
   virtual ~ParamGather() = default;
-  // The embedding, final norm and head, whole, into the model's tensors (kept until the next pass).
+  // At the start of a pass: the embedding (and positions), whole, into the model's tensors. With
+  // tied embeddings this is also the head's unit (then kept until the next pass).
   virtual void gather_outer() = 0;
+  // After the embedding lookup: an embedding that is not also the head can go (its backward needs
+  // only the token ids).
+  virtual void embedded() = 0;
+  // Before the final norm: the final norm and head, whole (kept until the next pass).
+  virtual void gather_head() = 0;
   // Layer `layer`'s tensors, whole, into the model's tensors.
   virtual void gather_layer(int64_t layer) = 0;
   // After layer `layer` ran: its gathered tensors are freed. Returns the layer's output to go on

@@ -83,11 +83,17 @@ FullySharded::FullySharded(const DataParallel& dp, model::DecoderModel& policy, 
   ALN_CHECK(dp.size() > 1, "fully sharded parameters need more than one data-parallel rank");
   ALN_CHECK(policy.is_whole() && policy.param_gather() == nullptr, "fully sharded: the policy must be whole");
   const model::ModelConfig& c = policy.config();
-  units_.resize(static_cast<size_t>(1 + c.num_layers));
+  // An embedding that is not the head gets a unit of its own, freed as soon as the lookup is done.
+  const bool tied = c.tie_embeddings && c.head == model::Head::kCausalLm;
+  embedding_ = tied ? 0 : 1;
+  first_layer_ = tied ? 1 : 2;
+  units_.resize(first_layer_ + static_cast<size_t>(c.num_layers));
   // Name order inside each unit (the map's), the same on every rank.
   for (const auto& [name, t] : policy.tensors()) {
     const int64_t layer = model::DecoderModel::layer_of(c, name);
-    Unit& u = units_[static_cast<size_t>(layer + 1)];
+    const bool embedding =
+        name == "transformer.wte.weight" || name == "transformer.wpe.weight" || name == "model.embed_tokens.weight";
+    Unit& u = units_[layer >= 0 ? first_layer_ + static_cast<size_t>(layer) : embedding ? embedding_ : 0];
     u.entries.push_back({name, t.sizes().vec(), u.total, t.numel()});
     u.total += t.numel();
   }
@@ -151,7 +157,7 @@ at::Tensor FullySharded::materialize(size_t unit) {
   at::Tensor flat = at::empty({u.width * dp_.size()}, u.shard.options().requires_grad(false));
   at::Tensor input = u.shard.detach();
   ALN_THROW_IF_ERROR(dp_.start_all_gather(input, flat)->wait(dp_.timeout()));
-  if (unit > 0) {
+  if (is_layer(unit)) {
     layer_bytes_ += flat.numel() * static_cast<int64_t>(flat.element_size());
     peak_layer_bytes_ = std::max(peak_layer_bytes_, layer_bytes_);
   }
@@ -170,7 +176,7 @@ void FullySharded::refill(size_t unit, const at::Tensor& flat) {
   // Written by the collective, not by a tensor operation: the tensors autograd saved keep their
   // version, as they keep their values.
   ALN_THROW_IF_ERROR(dp_.start_all_gather(input, out)->wait(dp_.timeout()));
-  if (unit > 0) {
+  if (is_layer(unit)) {
     layer_bytes_ += static_cast<int64_t>(bytes);
     peak_layer_bytes_ = std::max(peak_layer_bytes_, layer_bytes_);
   }
@@ -179,7 +185,7 @@ void FullySharded::refill(size_t unit, const at::Tensor& flat) {
 void FullySharded::free(size_t unit, const at::Tensor& flat) {
   c10::Storage storage = flat.storage();
   if (storage.nbytes() == 0) return;
-  if (unit > 0) layer_bytes_ -= static_cast<int64_t>(storage.nbytes());
+  if (is_layer(unit)) layer_bytes_ -= static_cast<int64_t>(storage.nbytes());
   storage.set_nbytes(0);
   storage.set_data_ptr_noswap(allocator_of(storage, flat.device().type())->allocate(0));
 }
@@ -216,12 +222,22 @@ void FullySharded::gather(size_t unit) {
   place(unit, outs);
 }
 
-void FullySharded::gather_outer() { gather(0); }
+void FullySharded::gather_outer() { gather(embedding_); }
 
-void FullySharded::gather_layer(int64_t layer) { gather(static_cast<size_t>(layer + 1)); }
+void FullySharded::embedded() {
+  if (embedding_ == 0) return;  // tied: the head's unit, kept for the pass
+  const Unit& u = units_[embedding_];
+  free(embedding_, policy_.tensors().at(u.entries.front().name));
+}
+
+void FullySharded::gather_head() {
+  if (embedding_ != 0) gather(0);  // tied: gathered with the embedding at the start
+}
+
+void FullySharded::gather_layer(int64_t layer) { gather(first_layer_ + static_cast<size_t>(layer)); }
 
 at::Tensor FullySharded::release_layer(int64_t layer, const at::Tensor& output) {
-  const auto unit = static_cast<size_t>(layer + 1);
+  const size_t unit = first_layer_ + static_cast<size_t>(layer);
   const Unit& u = units_[unit];
   // The storage the layer's tensors (in the model's map) were gathered into.
   const at::Tensor flat = at::empty({0}, u.shard.options().requires_grad(false))
@@ -338,9 +354,13 @@ int64_t FullySharded::whole_bytes() const {
 
 int64_t FullySharded::outer_bytes() const { return units_.front().width * dp_.size() * 4; }
 
+int64_t FullySharded::embedding_bytes() const {
+  return embedding_ == 0 ? 0 : units_[embedding_].width * dp_.size() * 4;
+}
+
 int64_t FullySharded::largest_layer_bytes() const {
   int64_t n = 0;
-  for (size_t k = 1; k < units_.size(); ++k) n = std::max(n, units_[k].width * dp_.size() * 4);
+  for (size_t k = first_layer_; k < units_.size(); ++k) n = std::max(n, units_[k].width * dp_.size() * 4);
   return n;
 }
 

@@ -1,15 +1,17 @@
 #pragma once
 // Fully sharded data parallelism for the policy (parallel.policy.shard: full; FSDP / ZeRO-3).
 //
-// The policy is cut into units: each decoder layer is one, the tensors outside the layers
-// (embedding, positions, final norm, head) another ("outer"). A unit's tensors, laid end to end in
+// The policy is cut into units: each decoder layer is one, the final norm and head another (the
+// "outer" unit, with the embedding too when the head is the tied embedding), and an untied
+// embedding (with GPT-2's positions) one of its own. A unit's tensors, laid end to end in
 // name order and padded to a multiple of the rank count, are cut into equal ranges; each rank keeps
 // only its range (the shard, float32: the trained values, what AdamW updates). The model's own map
 // then holds placeholders whose storage is empty, and the model asks this class for a unit's tensors
 // as it needs them (core/model/param_gather.h):
 //   forward   each layer's unit is all-gathered just before the layer runs, freed right after;
-//             the outer unit is gathered at the start of each pass and kept for it (the head runs
-//             after the layers, and a tied embedding is used at both ends).
+//             an untied embedding is gathered for the lookup and freed right after it (its
+//             backward needs only the ids); the outer unit is gathered for the head (tied: at the
+//             start, the embedding being used at both ends) and kept until the pass's backward.
 //   backward  a node on the layer's output gathers the unit again just before the layer's backward
 //             runs; once the layer's gradients are all there, they are reduce-scattered (each rank
 //             receives the sum over ranks of its range, added to its shard's gradient) and the
@@ -56,6 +58,8 @@ class FullySharded final : public model::ParamGather {
 
   // model::ParamGather
   void gather_outer() override;
+  void embedded() override;
+  void gather_head() override;
   void gather_layer(int64_t layer) override;
   at::Tensor release_layer(int64_t layer, const at::Tensor& output) override;
   void set_requires_grad(bool requires_grad) override;
@@ -80,6 +84,7 @@ class FullySharded final : public model::ParamGather {
   int64_t shard_bytes() const;         // parameter bytes this rank keeps
   int64_t whole_bytes() const;         // the whole model's
   int64_t outer_bytes() const;         // the outer unit, gathered (held through each pass)
+  int64_t embedding_bytes() const;     // an untied embedding's unit, gathered (0 when tied)
   int64_t largest_layer_bytes() const; // one layer, gathered
   // Layer bytes gathered at once at most since the last reset (forward and backward).
   int64_t peak_layer_bytes() const { return peak_layer_bytes_; }
@@ -112,13 +117,18 @@ class FullySharded final : public model::ParamGather {
     at::Tensor shard;   // [width]: this rank's range (a leaf; backward adds to its gradient)
   };
   void gather(size_t unit);
+  bool is_layer(size_t unit) const { return unit >= first_layer_; }
   std::optional<model::DecoderModel> gather_whole(bool lead_only) const;
   int64_t lo(const Unit& u) const { return static_cast<int64_t>(dp_.rank()) * u.width; }
 
   const DataParallel& dp_;
   model::DecoderModel& policy_;
   bool deterministic_;
-  std::vector<Unit> units_;  // [0]: outer, [1 + l]: decoder layer l
+  // [0]: outer (final norm and head; the embedding too when tied), [1]: an untied embedding,
+  // [first_layer_ + l]: decoder layer l.
+  std::vector<Unit> units_;
+  size_t embedding_ = 0;    // the embedding's unit (0 when tied)
+  size_t first_layer_ = 1;  // 2 with an untied embedding
   int64_t layer_bytes_ = 0;  // layer units gathered now
   int64_t peak_layer_bytes_ = 0;
 };

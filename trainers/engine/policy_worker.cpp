@@ -9,6 +9,7 @@
 #endif
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "core/config/job_config.h"
 #include "core/model/hf_checkpoint.h"
 #include "core/status.h"
@@ -155,11 +156,16 @@ absl::Status load_policy(PolicyWorker& w) {
     malloc_trim(0);
 #endif
     const double mib = 1 << 20;
+    const std::string embedding =
+        w.fsdp->embedding_bytes() > 0
+            ? absl::StrFormat("the embedding for its lookup (%.2f MiB) and ", w.fsdp->embedding_bytes() / mib)
+            : std::string();
     w.log.info(
-        "fully sharded over %d ranks: this rank keeps %.2f MiB of the policy's %.2f MiB (%.1f%%); a pass gathers the "
-        "embedding and head (%.2f MiB) and one layer at a time (%.2f MiB)",
+        "fully sharded over %d ranks: this rank keeps %.2f MiB of the policy's %.2f MiB (%.1f%%); a pass holds the "
+        "head%s (%.2f MiB) and gathers %sone layer at a time (%.2f MiB)",
         w.dp->size(), w.fsdp->shard_bytes() / mib, w.fsdp->whole_bytes() / mib, 100.0 * w.fsdp->owned_share(),
-        w.fsdp->outer_bytes() / mib, w.fsdp->largest_layer_bytes() / mib);
+        embedding.empty() ? " and tied embedding" : "", w.fsdp->outer_bytes() / mib, embedding,
+        w.fsdp->largest_layer_bytes() / mib);
   }
   if (!w.pipeline) return absl::OkStatus();
   if (w.stage_bounds.empty()) {
