@@ -30,14 +30,18 @@ absl::StatusOr<PolicyStateEstimate> policy_state_per_rank(const aln::v1::JobSpec
   const aln::v1::GridSpec& grid = spec.parallel().policy();
   const int dp = std::max(1, grid.data_parallel()), pp = std::max(1, grid.pipeline_parallel());
   // ZeRO-1 and ZeRO-2 divide the moments; ZeRO-2's reduce-scatter starts after backward, so the
-  // whole gradient still exists during it (docs/distributed.md).
-  const bool sharded = config::policy_shard(spec) != aln::v1::NONE;
+  // whole gradient still exists during it (docs/distributed.md). FSDP divides everything (the head
+  // and a gathered layer or two come on top: this stays a lower bound).
+  const aln::v1::ShardLevel level = config::policy_shard(spec);
+  const bool sharded = level != aln::v1::NONE, full = level == aln::v1::FULL;
   const double moments = 8.0 / (sharded ? dp : 1);
-  const double per_parameter = weights + gradients + moments;
+  const double held = (weights + gradients) / (full ? dp : 1);
+  const double per_parameter = held + moments;
   e.bytes_per_rank = static_cast<double>(e.parameters) * per_parameter / pp;
   e.breakdown = absl::StrFormat(
       "%.1f M parameters x %.2f bytes (weights %g, gradients %g, AdamW moments %.2f%s)%s", e.parameters / 1e6,
-      per_parameter, weights, gradients, moments, sharded ? absl::StrCat(" sharded over ", dp, " ranks") : "",
+      per_parameter, weights / (full ? dp : 1), gradients / (full ? dp : 1), moments,
+      full ? absl::StrCat(", all sharded over ", dp, " ranks") : sharded ? absl::StrCat(" sharded over ", dp, " ranks") : "",
       pp > 1 ? absl::StrCat(" / ", pp, " pipeline stages") : "");
   return e;
 }
@@ -46,10 +50,15 @@ absl::Status check_policy_fits(const PolicyStateEstimate& estimate, double slot_
   if (slot_bytes <= 0 || estimate.bytes_per_rank <= slot_bytes) return absl::OkStatus();
   constexpr double kGiB = 1024.0 * 1024 * 1024;
   const int dp = std::max(1, spec.parallel().policy().data_parallel());
-  // (With pipeline stages only `optimizer` combines; `gradients` is refused there.)
-  const char* level = spec.parallel().policy().pipeline_parallel() > 1 ? "optimizer" : "optimizer or gradients";
+  // (With pipeline stages only `optimizer` combines; `gradients` and `full` are refused there.)
+  const bool pipelined = spec.parallel().policy().pipeline_parallel() > 1;
+  const char* level = pipelined ? "optimizer" : "full";
+  const aln::v1::ShardLevel now = config::policy_shard(spec);
   std::string advice;
-  if (config::policy_shard(spec) == aln::v1::NONE && dp > 1) {
+  if (now != aln::v1::FULL && !pipelined && dp > 1) {
+    advice = absl::StrCat("set parallel.policy.shard: full to divide the whole training state over the ", dp,
+                          " ranks, ");
+  } else if (now == aln::v1::NONE && dp > 1) {
     advice = absl::StrCat("set parallel.policy.shard: ", level, " to divide the moments over the ", dp, " ranks, ");
   } else if (dp == 1) {
     advice = absl::StrCat("raise parallel.policy.data_parallel with parallel.policy.shard: ", level, ", ");

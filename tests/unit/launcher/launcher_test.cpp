@@ -150,6 +150,22 @@ TEST(MemoryPlan, PolicyStateLowerBoundAndRefusal) {
   EXPECT_DOUBLE_EQ(e->bytes_per_rank, (4 + 4 + 8.0 / 4) * n / 2);
   EXPECT_NE(e->breakdown.find("sharded over 4 ranks) / 2 pipeline stages"), std::string::npos) << e->breakdown;
 
+  // FSDP divides weights, gradients and moments; an unsharded job over ranks is told to use it.
+  job = aln::config::load_job_text(model + "parallel: {policy: {data_parallel: 4, shard: full}}\n", "j.yaml");
+  ASSERT_TRUE(job.ok()) << job.status();
+  e = policy_state_per_rank(job->spec, "/nonexistent");
+  ASSERT_TRUE(e.ok()) << e.status();
+  EXPECT_DOUBLE_EQ(e->bytes_per_rank, 16.0 * n / 4);
+  EXPECT_NE(e->breakdown.find("all sharded over 4 ranks"), std::string::npos) << e->breakdown;
+  job = aln::config::load_job_text(model + "parallel: {policy: {data_parallel: 4}}\n", "j.yaml");
+  ASSERT_TRUE(job.ok()) << job.status();
+  e = policy_state_per_rank(job->spec, "/nonexistent");
+  refused = check_policy_fits(*e, 16.0 * n / 2, job->spec);
+  EXPECT_NE(refused.message().find("set parallel.policy.shard: full to divide the whole training state over the 4 "
+                                   "ranks"),
+            std::string::npos)
+      << refused.message();
+
   // model.path, relative to the job's working directory: its config.json (GPT-2 names).
   const fs::path dir = fs::temp_directory_path() / ("aln-memory-plan-" + std::to_string(getpid()));
   fs::create_directories(dir / "m");
