@@ -199,28 +199,22 @@ job "sft-2-ovl" sft 2 2 10 60 2 false "" false true >"$work/sft-2-ovl.yaml"
 job "sft-2-noovl" sft 2 2 10 60 2 false >"$work/sft-2-noovl.yaml"
 mpi 2 "$ALN" train "$work/sft-2-ovl.yaml" >"$work/sft-2-ovl.out" 2>&1; rc=$?
 mpi 2 "$ALN" train "$work/sft-2-noovl.yaml" >"$work/sft-2-noovl.out" 2>&1; rc2=$?
-job "sft-2-zero2" sft 2 2 10 60 2 false "" false false gradients >"$work/sft-2-zero2.yaml"
-mpi 2 "$ALN" train "$work/sft-2-zero2.yaml" >"$work/sft-2-zero2.out" 2>&1; rc3=$?
-diff=$(compare "$work/sft-2-noovl" "$work/sft-2-zero2" 2>&1)
-echo "zero2: 2 ranks, accumulation 2, MPI reduce-scatter vs all-reduce: max relative difference $diff"
-check "zero2: 2 ranks with MPI's reduce-scatter match the all-reduce run (rc $rc3, $diff)" \
-  "[[ $rc3 -eq 0 ]] && within '$diff' 1e-6"
+# matches NAME SHARD ACCUM BASE TOLERANCE LABEL: SFT on 2 ranks (micro-batch 2, MPI's reduction) with
+# parallel.policy.shard SHARD ends within TOLERANCE of the run BASE.
+matches() {
+  job "$1" sft 2 2 10 60 "$3" false "" false false "$2" >"$work/$1.yaml"
+  mpi 2 "$ALN" train "$work/$1.yaml" >"$work/$1.out" 2>&1; local rc=$?
+  local diff; diff=$(compare "$work/$4" "$work/$1" 2>&1)
+  echo "$6: max relative difference $diff"
+  check "$6 (rc $rc, $diff <= $5)" "[[ $rc -eq 0 ]] && within '$diff' $5"
+}
+matches sft-2-zero2 gradients 2 sft-2-noovl 1e-6 "zero2: 2 ranks, accumulation 2, MPI reduce-scatter vs all-reduce"
 # FSDP with MPI's reduction: SFT on 2 ranks equals the all-reduce run within 1e-6 (2 ranks add
 # alike); with 2-fold accumulation each micro-batch's gradients are reduce-scattered as backward makes
 # them ((a1 + b1) + (a2 + b2) instead of (a1 + a2) + (b1 + b2): float32 rounding, which Adam
 # amplifies where gradients are near zero, as between any two reduction orders here).
-job "sft-2-full" sft 2 2 10 60 1 false "" false false full >"$work/sft-2-full.yaml"
-mpi 2 "$ALN" train "$work/sft-2-full.yaml" >"$work/sft-2-full.out" 2>&1; rc4=$?
-diff=$(compare "$work/sft-2-mpi" "$work/sft-2-full" 2>&1)
-echo "fsdp: SFT, 2 ranks, MPI reduce-scatter per layer vs all-reduce: max relative difference $diff"
-check "fsdp: SFT on 2 fully sharded ranks matches the all-reduce run within 1e-6 (rc $rc4, $diff)" \
-  "[[ $rc4 -eq 0 ]] && within '$diff' 1e-6"
-job "sft-2-full-acc" sft 2 2 10 60 2 false "" false false full >"$work/sft-2-full-acc.yaml"
-mpi 2 "$ALN" train "$work/sft-2-full-acc.yaml" >"$work/sft-2-full-acc.out" 2>&1; rc4=$?
-diff=$(compare "$work/sft-2-noovl" "$work/sft-2-full-acc" 2>&1)
-echo "fsdp: SFT, 2 ranks, accumulation 2: max relative difference $diff"
-check "fsdp: SFT with accumulation on 2 fully sharded ranks within 1e-4 of the all-reduce run (rc $rc4, $diff)" \
-  "[[ $rc4 -eq 0 ]] && within '$diff' 1e-4"
+matches sft-2-full full 1 sft-2-mpi 1e-6 "fsdp: SFT, 2 ranks, MPI reduce-scatter per layer vs all-reduce"
+matches sft-2-full-acc full 2 sft-2-noovl 1e-4 "fsdp: SFT, 2 ranks, accumulation 2, vs all-reduce"
 diff=$(compare "$work/sft-2-noovl" "$work/sft-2-ovl" 2>&1)
 echo "overlap: 2 ranks, accumulation 2, MPI reduction, with vs without overlap: max relative difference $diff"
 check "overlap: 2 ranks with accumulation and MPI's reduction match the run without overlap (rc $rc/$rc2, $diff)" \
