@@ -32,21 +32,31 @@ check() { if eval "$2"; then passed=$((passed + 1)); else echo "FAIL: $1"; failu
 mpi() { "$MPIEXEC" -np "$1" --allow-run-as-root --oversubscribe --bind-to none --mca btl self,tcp \
   --mca btl_tcp_if_include lo --mca oob_tcp_if_include lo -x OMP_NUM_THREADS=1 "${@:2}"; }
 
-job() {  # job NAME TRAINER MICRO DP STEPS [TIMEOUT] [ACCUM] [DETERMINISTIC] [REFERENCE_CACHE_DIR] [ZERO1] [OVERLAP] [SHARD]
-  local data
-  if [[ $2 == sft ]]; then
-    data="{path: examples/data/hh-rlhf/harmless-base/test_shared.jsonl.gz, format: hh_rlhf, limit: 96}"
-  else
-    data="{path: examples/data/xstest/xstest_pairs_shared.jsonl, format: saferlhf, limit: 96}"
-  fi
+# job_head NAME DIR: the lines every job here starts with (the job's name, its output, the tiny model).
+job_head() {
   cat <<YAML
-name: dp-$1
-output_dir: $work/$1
+name: $1
+output_dir: $work/$2
 seed: 3
 model:
   tokenizer: examples/data/tokenizers/gpt2/tokenizer.json
   chat_format: hh
   config: {architecture: llama, vocab_size: 50257, hidden_size: 32, num_layers: 2, num_heads: 4, num_kv_heads: 2, intermediate_size: 64, max_position: 256}
+YAML
+}
+# data_for TRAINER LIMIT: the training data of an SFT job (hh-rlhf) or a preference job (XSTest pairs).
+data_for() {
+  if [[ $1 == sft ]]; then
+    echo "{path: examples/data/hh-rlhf/harmless-base/test_shared.jsonl.gz, format: hh_rlhf, limit: $2}"
+  else
+    echo "{path: examples/data/xstest/xstest_pairs_shared.jsonl, format: saferlhf, limit: $2}"
+  fi
+}
+job() {  # job NAME TRAINER MICRO DP STEPS [TIMEOUT] [ACCUM] [DETERMINISTIC] [REFERENCE_CACHE_DIR] [ZERO1] [OVERLAP] [SHARD]
+  local data
+  data=$(data_for "$2" 96)
+  job_head "dp-$1" "$1"
+  cat <<YAML
 trainer: {$2: {}}
 data:
   train: [$data]
@@ -251,22 +261,16 @@ done
 # FSDP across stages: SFT then DPO (whose reference is the policy as the stage starts, gathered whole
 # on every rank) on 2 fully sharded ranks ends byte-identical to the unsharded 2-rank run.
 two_stage() {  # two_stage NAME SHARD
+  job_head dp-two-stage "$1"
   cat <<YAML
-name: dp-two-stage
-output_dir: $work/$1
-seed: 3
-model:
-  tokenizer: examples/data/tokenizers/gpt2/tokenizer.json
-  chat_format: hh
-  config: {architecture: llama, vocab_size: 50257, hidden_size: 32, num_layers: 2, num_heads: 4, num_kv_heads: 2, intermediate_size: 64, max_position: 256}
 stages:
   - name: sft
     trainer: {sft: {}}
-    data: {train: [{path: examples/data/hh-rlhf/harmless-base/test_shared.jsonl.gz, format: hh_rlhf, limit: 48}], max_prompt_length: 40, max_response_length: 24, bad_records: skip}
+    data: {train: [$(data_for sft 48)], max_prompt_length: 40, max_response_length: 24, bad_records: skip}
     optimizer: {lr: 2e-3, max_steps: 4, micro_batch_size: 2}
   - name: dpo
     trainer: {dpo: {}}
-    data: {train: [{path: examples/data/xstest/xstest_pairs_shared.jsonl, format: saferlhf, limit: 48}], max_prompt_length: 40, max_response_length: 24, bad_records: skip}
+    data: {train: [$(data_for dpo 48)], max_prompt_length: 40, max_response_length: 24, bad_records: skip}
     optimizer: {lr: 2e-3, max_steps: 4, micro_batch_size: 2}
 parallel: {policy: {data_parallel: 2, shard: $2}, deterministic: true, timeout_s: 60}
 metrics: {enabled: false, progress_bar: false}
