@@ -4,7 +4,8 @@
 #   bench/fsdp_memory.sh [ALN] [LIMIT_MIB] > fsdp_memory.json
 # The model: Llama, hidden 1024, 16 layers, intermediate 4096, the GPT-2 vocabulary (tied): 320M
 # parameters, so its unsharded training state (float32 weights, gradients and AdamW's two moments,
-# 16 bytes a parameter) is 5.1 GB. SFT, 2 steps of one sequence per rank, one thread per rank.
+# 16 bytes a parameter) is 5.1 GB. SFT, 2 steps of one sequence per rank, one thread per rank, and a
+# checkpoint after step 2 (a fully sharded run's: each rank writes its own shard).
 #
 # How the limit is set: every rank runs in a memory cgroup of its own (v1 memory.limit_in_bytes or
 # v2 memory.max, made under this process's cgroup; swap, where there is any, limited alike), so the
@@ -74,7 +75,7 @@ data:
   bad_records: skip
 optimizer: {lr: 1e-4, max_steps: 2, micro_batch_size: 1, warmup_steps: 1}
 parallel: {policy: {data_parallel: $2, shard: $3}, timeout_s: 120}
-checkpoint: {every_steps: 0}
+checkpoint: {every_steps: 2}
 metrics: {enabled: false, progress_bar: false}
 runtime: {threads: 1}
 YAML
@@ -114,8 +115,11 @@ except (OSError, IndexError, KeyError, ValueError):
     print("")
 PY
 )
+  # The checkpoint's files: one whole model and optimizer file, or one shard per rank.
+  local files
+  files=$(find "$work/$name/checkpoints" -name '*.safetensors' ! -name rng.safetensors -printf '{"file": "%P", "bytes": %s},' 2>/dev/null)
   echo "$name: rc $rc, ${seconds}s, cgroup peak bytes per rank ${peaks%,}; training peak RSS per rank ${rss:-none}" >&2
-  results+=("{\"run\": \"$name\", \"ranks\": $ranks, \"shard\": \"$3\", \"limit_bytes\": \"$4\", \"exit_code\": $rc, \"seconds\": $seconds, \"cgroup_peak_bytes_per_rank\": [${peaks%,}], \"training_peak_rss_per_rank\": [$rss], \"finished\": $([[ -f $work/$name/final/model.safetensors ]] && echo true || echo false)}")
+  results+=("{\"run\": \"$name\", \"ranks\": $ranks, \"shard\": \"$3\", \"limit_bytes\": \"$4\", \"exit_code\": $rc, \"seconds\": $seconds, \"cgroup_peak_bytes_per_rank\": [${peaks%,}], \"training_peak_rss_per_rank\": [$rss], \"checkpoint_files\": [${files%,}], \"finished\": $([[ -f $work/$name/final/model.safetensors ]] && echo true || echo false)}")
 }
 limit=$((LIMIT_MIB * 1024 * 1024))
 run unsharded-unlimited 1 none max

@@ -9,7 +9,8 @@
 #  - killed at step 7 and resumed from the coordinator's step-5 checkpoint: the same again; that
 #    checkpoint also resumes a job without a coordinator of its own;
 #  - a 2-stage pipeline, and a reference on a rank of its own (4 processes), with the coordinator:
-#    the same as without it;
+#    the same as without it; so are fully sharded policy ranks, whose checkpoint shards the
+#    coordinator moves into its checkpoints;
 #  - SFT then HAIR: the trainer's checkpoint state and its end-of-stage files (shadow reward models)
 #    arrive at the coordinator; the same files and final model as without it;
 #  - rank 0's /metrics carries the coordinator's request counters and the policy ranks' series;
@@ -119,6 +120,15 @@ job sep own_rank ", placement: separate" >"$work/sep.yaml"
 run sep 4; rc=$?
 check "coordinator + 2 policy ranks + the reference on its own rank, 4 processes (rc $rc): same as plain" \
   "[[ $rc -eq 0 ]] && grep -q 'r1/policy\] placement separate: the reference runs on world ranks 3..3' '$work/sep.out' && same plain sep"
+
+# Fully sharded policy ranks (parallel.policy.shard: full) write their own checkpoint shards, which the
+# coordinator's process moves into the checkpoint it writes.
+job fsdp with_policy | sed 's/policy: {data_parallel: 2}/policy: {data_parallel: 2, shard: full}/' >"$work/fsdp.yaml"
+run fsdp 2; rc=$?
+job fsdp-coord own_rank | sed 's/policy: {data_parallel: 2}/policy: {data_parallel: 2, shard: full}/' >"$work/fsdp-coord.yaml"
+run fsdp-coord 3; rc2=$?
+check "shard: full with and without the coordinator's own rank (rc $rc, $rc2): the same; its checkpoints hold the ranks' shards" \
+  "[[ $rc -eq 0 && $rc2 -eq 0 ]] && same fsdp fsdp-coord && [[ -f '$work/fsdp-coord/checkpoints/step-00000010/shards/rank-00001-of-00002.safetensors' && ! -e '$work/fsdp-coord/checkpoints/step-00000010/model' ]] && ! ls -a '$work/fsdp-coord/checkpoints' | grep -q shards"
 
 # SFT then HAIR: the trainer's state in checkpoints and its shadow reward models at the end.
 hair_stages="  - {name: sft, trainer: {sft: {}}, data: {train: [{path: data/short.jsonl, format: sft_text}], max_prompt_length: 32, max_response_length: 16}, optimizer: {lr: 1e-2, max_steps: 6, micro_batch_size: 2}}

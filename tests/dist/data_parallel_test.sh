@@ -12,9 +12,10 @@
 #    to the unsharded 4-rank run; 2 ranks with MPI's reduction within 1e-6 of the all-reduce run; a
 #    ZeRO-2 checkpoint of 2 ranks resumes in one process to the uninterrupted run's parameters;
 #  - FSDP (parallel.policy.shard: full; parameters sharded too, layers gathered as they run): DPO on 4
-#    ranks deterministic ends byte-identical to the unsharded 4-rank run with the same gathered
-#    optimizer checkpoint; its step-5 checkpoint resumes on 2 sharded ranks (within float32 rounding:
-#    another summation order) and a 2-rank one in one process exactly; SFT on 2 ranks with
+#    ranks deterministic ends byte-identical to the unsharded 4-rank run, and its sharded checkpoint
+#    (one file per rank and an index) put together equals the unsharded checkpoint bit for bit; its
+#    step-5 checkpoint resumes on 2 sharded ranks and in one process (within float32 rounding:
+#    another summation order), a 2-rank one in one process exactly; aln convert writes its policy; SFT on 2 ranks with
 #    accumulation and MPI's reduction within 1e-6 of the all-reduce run; each step's log line says
 #    what the rank held; SFT then DPO in one job byte-identical to the unsharded run; a rank killed
 #    mid-run ends the job within 60 s, named;
@@ -140,6 +141,35 @@ diff=$(compare "$work/resume-1" "$work/resume-2" 2>&1)
 echo "resume: 1 process -> 2 ranks at step 5: max relative difference $diff"
 check "resume: same final parameters ($diff)" "within '$diff' 0"
 
+# shards_match WHOLE_STEP SHARDED_STEP RANKS: a fully sharded checkpoint holds no whole model or
+# optimizer state, one file per rank of about 1/RANKS of the parameters and moments each, and its
+# parts, put together here from shards/index.json alone, equal the unsharded checkpoint's model and
+# optimizer state bit for bit.
+shards_match() {
+  "$PY" - "$1" "$2" "$3" <<'PY'
+import json, os, sys
+import numpy as np
+from safetensors.numpy import load_file
+whole, sharded, ranks = sys.argv[1], sys.argv[2], int(sys.argv[3])
+if os.path.exists(f"{sharded}/model") or os.path.exists(f"{sharded}/optimizer.safetensors"):
+    sys.exit("the sharded checkpoint also holds a whole model or optimizer state")
+index = json.load(open(f"{sharded}/shards/index.json"))
+assert index["ranks"] == ranks and len(index["files"]) == ranks, index["files"]
+files = [load_file(f"{sharded}/shards/{f}") for f in index["files"]]
+sizes = [sum(a.nbytes for a in f.values()) for f in files]
+expect = {**load_file(f"{whole}/model/model.safetensors"), **load_file(f"{whole}/optimizer.safetensors")}
+bad = []
+for name, t in index["tensors"].items():
+    for suffix in ("", ".exp_avg", ".exp_avg_sq"):
+        got = np.concatenate([files[r][name + suffix] for r, off, n in t["parts"]]).reshape(t["shape"])
+        if not np.array_equal(got, expect[name + suffix]):
+            bad.append(name + suffix)
+steps = {int(f["step"]) for f in files}
+print("fsdp checkpoint: bytes per rank file", sizes, "step", steps, "differing", bad[:3])
+sys.exit(0 if not bad and steps == {int(expect["step"])} and max(sizes) < 1.1 * sum(sizes) / ranks + 4096 else 1)
+PY
+}
+
 # ZeRO-1 and ZeRO-2: the same numbers with the moments (and the summed gradients) sharded: 4 ranks
 # end byte-identical to the unsharded 4-rank run, and a sharded checkpoint of 2 ranks resumes in one
 # process to the uninterrupted run's parameters.
@@ -150,8 +180,13 @@ sharded() {  # sharded LABEL NAME ZERO1 SHARD
   check "$label: 4 ranks exit 0 (rc $rc): $(tail -2 "$work/dpo-4-$name.out")" "[[ $rc -eq 0 ]]"
   check "$label: final model byte-identical to the unsharded 4-rank run" \
     "cmp -s '$work/dpo-4-det/final/model.safetensors' '$work/dpo-4-$name/final/model.safetensors'"
-  check "$label: the gathered optimizer checkpoint equals the unsharded one" \
-    "cmp -s '$work/dpo-4-det/checkpoints/step-00000010/optimizer.safetensors' '$work/dpo-4-$name/checkpoints/step-00000010/optimizer.safetensors'"
+  if [[ $4 == full ]]; then
+    check "$label: every rank's checkpoint shard, put together by its index, equals the unsharded checkpoint" \
+      "shards_match '$work/dpo-4-det/checkpoints/step-00000010' '$work/dpo-4-$name/checkpoints/step-00000010' 4"
+  else
+    check "$label: the gathered optimizer checkpoint equals the unsharded one" \
+      "cmp -s '$work/dpo-4-det/checkpoints/step-00000010/optimizer.safetensors' '$work/dpo-4-$name/checkpoints/step-00000010/optimizer.safetensors'"
+  fi
   job "$name-res-2" dpo 2 2 10 60 1 true "$work/refcache" "$3" false "$4" |
     sed "s/^name: dp-$name-res-2/name: dp-resume-1/" >"$work/$name-res-2.yaml"
   mpi 2 "$ALN" train "$work/$name-res-2.yaml" >"$work/$name-res-2.out" 2>&1; rc=$?
@@ -198,6 +233,19 @@ diff=$(compare "$work/dpo-4-det" "$work/fsdp-4to2" 2>&1)
 echo "fsdp: 4 sharded ranks -> 2 sharded ranks at step 5: max relative difference $diff"
 check "fsdp: a 4-rank sharded checkpoint resumes on 2 sharded ranks (rc $rc, $diff <= 1e-5)" \
   "[[ $rc -eq 0 ]] && grep -q 'resuming from .*step-00000005' '$work/fsdp-4to2.out' && within '$diff' 1e-5"
+# ... and in one process (micro-batch 2, accumulation 2: the same global batches).
+mkdir -p "$work/fsdp-4to1/checkpoints" && cp -r "$work/dpo-4-fsdp/checkpoints/step-00000005" "$work/fsdp-4to1/checkpoints/"
+cp -r "$work/dpo-4-fsdp/reference_cache" "$work/fsdp-4to1/"
+job "fsdp-4to1" dpo 2 1 10 60 2 true | sed 's/^name: dp-fsdp-4to1/name: dp-dpo-4-fsdp/' >"$work/fsdp-4to1.yaml"
+"$ALN" train "$work/fsdp-4to1.yaml" --resume >"$work/fsdp-4to1.out" 2>&1; rc=$?
+diff=$(compare "$work/dpo-4-det" "$work/fsdp-4to1" 2>&1)
+echo "fsdp: 4 sharded ranks -> 1 process at step 5: max relative difference $diff"
+check "fsdp: a 4-rank sharded checkpoint resumes in one process (rc $rc, $diff <= 1e-5)" \
+  "[[ $rc -eq 0 ]] && grep -q 'resuming from .*step-00000005' '$work/fsdp-4to1.out' && within '$diff' 1e-5"
+# aln convert puts a sharded checkpoint's policy together: the last one equals the final model.
+"$ALN" convert --checkpoint "$work/dpo-4-fsdp/checkpoints" --out "$work/fsdp-converted" >"$work/fsdp-convert.out" 2>&1; rc=$?
+check "fsdp: aln convert writes the sharded checkpoint's policy, byte-identical to the final model (rc $rc)" \
+  "[[ $rc -eq 0 ]] && cmp -s '$work/dpo-4-fsdp/final/model.safetensors' '$work/fsdp-converted/model.safetensors'"
 
 # Overlap: the same values, summed while backward runs.
 job "dpo-4-ovl" dpo 1 4 10 60 1 true "" false true >"$work/dpo-4-ovl.yaml"

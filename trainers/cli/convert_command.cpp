@@ -27,7 +27,8 @@ constexpr const char* kUsage =
     "  Writes a Hugging Face model directory (config.json + model.safetensors, or shards and\n"
     "  model.safetensors.index.json) that transformers loads.\n"
     "  --checkpoint DIR  an Aln training checkpoint (DIR/step-NNNNNNNN), or a checkpoints folder: its\n"
-    "                    newest complete checkpoint; the policy is converted\n"
+    "                    newest complete checkpoint; the policy is converted (a fully sharded\n"
+    "                    run's parts put together)\n"
     "  --model DIR       a Hugging Face model directory (to change its dtype or sharding)\n"
     "  --dtype D         the weights' dtype in DIR (default float32)\n"
     "  --max-shard-mb N  shard when the weights exceed N MB (default: one file)\n"
@@ -49,7 +50,7 @@ int input_error(const absl::Status& status) {
 }
 
 // A step directory, or the newest complete one of a checkpoints folder; checked against its manifest.
-absl::StatusOr<std::string> checkpoint_model_dir(const std::string& dir) {
+absl::StatusOr<std::string> checkpoint_step_dir(const std::string& dir) {
   std::string step = dir;
   if (!fs::exists(fs::path(dir) / "MANIFEST.json")) {
     const engine::CheckpointManager manager(dir, 1);
@@ -61,7 +62,17 @@ absl::StatusOr<std::string> checkpoint_model_dir(const std::string& dir) {
     step = *latest;
   }
   if (absl::Status s = engine::verify_manifest(step); !s.ok()) return s;
-  return (fs::path(step) / "model").string();
+  return step;
+}
+
+// The checkpoint's policy: model/, or (a fully sharded run's) put together from shards/.
+absl::StatusOr<model::DecoderModel> checkpoint_policy(const std::string& step) {
+  if (!fs::exists(fs::path(step) / engine::kShardsFolder)) {
+    return model::load_hf_model((fs::path(step) / "model").string(), at::kFloat);
+  }
+  auto index = engine::load_shard_index((fs::path(step) / engine::kShardsFolder).string());
+  if (!index.ok()) return index.status();
+  return engine::read_shard_policy(*index);
 }
 
 }  // namespace
@@ -109,16 +120,17 @@ int run_convert(const Args& args) {
   }
   std::string source = model_dir;
   if (!checkpoint.empty()) {
-    auto dir = checkpoint_model_dir(checkpoint);
+    auto dir = checkpoint_step_dir(checkpoint);
     if (!dir.ok()) return input_error(dir.status());
     source = *dir;
   }
-  if (fs::weakly_canonical(source) == fs::weakly_canonical(out)) {
+  if (fs::weakly_canonical(checkpoint.empty() ? fs::path(source) : fs::path(source) / "model") ==
+      fs::weakly_canonical(out)) {
     return usage_error("--out must differ from the source directory");
   }
   // Loaded in float32: a bfloat16 or float16 source widens exactly, and the one rounding is the
   // final cast to --dtype.
-  auto model = model::load_hf_model(source, at::kFloat);
+  auto model = checkpoint.empty() ? model::load_hf_model(source, at::kFloat) : checkpoint_policy(source);
   if (!model.ok()) return input_error(model.status());
   absl::Status saved = model::save_hf_model(*model, out, dtype, shard_mb * 1'000'000);
   if (!saved.ok()) return input_error(saved);
@@ -139,7 +151,13 @@ int run_convert(const Args& args) {
       return input_error(absl::NotFoundError(absl::StrCat(tokenizer, ": cannot copy the tokenizer: ", ec.message())));
     }
   }
-  std::printf("wrote %s (%s, from %s)\n", out.c_str(), dtype_name.c_str(), source.c_str());
+  // (What was read: a checkpoint's model/ or shards/, or the Hugging Face directory.)
+  const std::string from =
+      checkpoint.empty() ? source
+                         : (fs::path(source) /
+                            (fs::exists(fs::path(source) / engine::kShardsFolder) ? engine::kShardsFolder : "model"))
+                               .string();
+  std::printf("wrote %s (%s, from %s)\n", out.c_str(), dtype_name.c_str(), from.c_str());
   return 0;
 }
 

@@ -168,22 +168,38 @@ absl::Status verify_manifest(const std::string& path) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::string> CheckpointManager::save(
-    const model::DecoderModel& policy, const model::DecoderModel* reference, const optim::TensorMap& optimizer,
-    const TrainingState& state, const std::function<absl::Status(const std::string&)>& trainer_state,
-    const model::TensorMap* rng) const {
+std::string CheckpointManager::staging_shards(int64_t global_step) const {
+  return (fs::path(dir_) / absl::StrFormat(".step-%08d.shards", global_step)).string();
+}
+
+absl::Status CheckpointManager::prepare_staging(int64_t global_step) const {
+  const std::string staging = staging_shards(global_step);
+  std::error_code ec;
+  fs::remove_all(staging, ec);
+  fs::create_directories(staging, ec);
+  if (ec) return absl::PermissionDeniedError(absl::StrCat(staging, ": cannot create: ", ec.message()));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> CheckpointManager::save(const CheckpointContents& contents,
+                                                    const TrainingState& state) const {
   const std::string name = absl::StrFormat("step-%08d", state.global_step);
   const fs::path final_dir = fs::path(dir_) / name;
   const fs::path tmp = fs::path(dir_) / absl::StrCat(".", name, ".tmp-", ::getpid());
+  const fs::path staging = contents.shards;
   std::error_code ec;
   fs::create_directories(dir_, ec);
   if (ec)
     return absl::PermissionDeniedError(absl::StrCat(dir_, ": cannot create the checkpoint directory: ", ec.message()));
-  // Temporary directories of a run that died while saving: only one process writes checkpoints
-  // into a directory, so any left over are garbage.
+  // Temporary directories (and shard staging folders) of a run that died while saving: only one
+  // job writes checkpoints into a directory, so any left over are garbage.
   for (const auto& entry : fs::directory_iterator(dir_, ec)) {
     const std::string n = entry.path().filename().string();
-    if (n.rfind(".step-", 0) == 0 && n.find(".tmp-") != std::string::npos) fs::remove_all(entry.path(), ec);
+    const bool temporary = n.find(".tmp-") != std::string::npos;
+    const bool staged = n.size() > 7 && n.compare(n.size() - 7, 7, ".shards") == 0 &&
+                        entry.path().filename() != staging.filename();  // (not the one being moved in)
+    const bool leftover = n.rfind(".step-", 0) == 0 && (temporary || staged);
+    if (leftover) fs::remove_all(entry.path(), ec);
   }
   fs::create_directories(tmp, ec);
   if (ec) return absl::PermissionDeniedError(absl::StrCat(tmp.string(), ": cannot create: ", ec.message()));
@@ -192,19 +208,33 @@ absl::StatusOr<std::string> CheckpointManager::save(
     fs::remove_all(tmp, ignored);
     return absl::Status(s.code(), absl::StrCat("checkpoint ", name, ": ", s.message()));
   };
-  absl::Status s = model::save_hf_model(policy, (tmp / "model").string());
-  if (s.ok() && reference != nullptr) s = model::save_hf_model(*reference, (tmp / "reference").string());
-  if (s.ok())
+  absl::Status s = absl::OkStatus();
+  if (contents.policy != nullptr) s = model::save_hf_model(*contents.policy, (tmp / "model").string());
+  if (s.ok() && contents.reference != nullptr) {
+    s = model::save_hf_model(*contents.reference, (tmp / "reference").string());
+  }
+  if (s.ok() && contents.optimizer != nullptr) {
     s = io::save_safetensors((tmp / "optimizer.safetensors").string(),
-                             io::NamedTensors(optimizer.begin(), optimizer.end()));
+                             io::NamedTensors(contents.optimizer->begin(), contents.optimizer->end()));
+  }
+  if (s.ok() && !staging.empty()) {
+    // The ranks' shards, written and fsync'ed there: moved in whole.
+    fs::rename(staging, tmp / kShardsFolder, ec);
+    if (ec)
+      s = absl::InternalError(
+          absl::StrCat("cannot move ", staging.string(), " into ", tmp.string(), ": ", ec.message()));
+  }
+  if (s.ok() && contents.policy == nullptr && staging.empty()) {
+    s = absl::InternalError("neither the policy nor its shards were given");
+  }
   if (s.ok()) {
-    const model::TensorMap states = rng != nullptr ? *rng : rng_states();
+    const model::TensorMap states = contents.rng != nullptr ? *contents.rng : rng_states();
     s = io::save_safetensors((tmp / "rng.safetensors").string(), io::NamedTensors(states.begin(), states.end()));
   }
-  if (s.ok() && trainer_state) {
+  if (s.ok() && contents.trainer_state) {
     fs::create_directories(tmp / "trainer", ec);
     s = ec ? absl::InternalError(absl::StrCat("cannot create ", (tmp / "trainer").string(), ": ", ec.message()))
-           : trainer_state((tmp / "trainer").string());
+           : contents.trainer_state((tmp / "trainer").string());
   }
   if (s.ok()) s = io::write_text_atomically((tmp / "state.json").string(), state_json(state).dump(2) + "\n");
   if (!s.ok()) return fail(s);
@@ -268,17 +298,31 @@ absl::StatusOr<LoadedCheckpoint> CheckpointManager::load(const std::string& path
   } catch (const json::exception& e) {
     return absl::DataLossError(absl::StrCat(path, "/state.json: ", e.what()));
   }
-  auto policy = model::load_hf_model((dir / "model").string());
-  if (!policy.ok()) return policy.status();
-  LoadedCheckpoint out{path, {}, std::move(*policy), std::nullopt, {}, std::move(*state)};
+  absl::StatusOr<model::DecoderModel> policy = absl::UnknownError("no policy");
+  optim::TensorMap optimizer;
+  std::optional<ShardIndex> shards;
+  if (fs::exists(dir / kShardsFolder)) {
+    // A fully sharded run's: the policy put together from every rank's part; the moments stay in the
+    // files until the resuming ranks read what each needs.
+    auto index = load_shard_index((dir / kShardsFolder).string());
+    if (!index.ok()) return index.status();
+    policy = read_shard_policy(*index);
+    if (!policy.ok()) return policy.status();
+    shards = std::move(*index);
+  } else {
+    policy = model::load_hf_model((dir / "model").string());
+    if (!policy.ok()) return policy.status();
+    auto loaded = io::load_safetensors((dir / "optimizer.safetensors").string());
+    if (!loaded.ok()) return loaded.status();
+    optimizer = std::move(loaded->tensors);
+  }
+  LoadedCheckpoint out{
+      path, {}, std::move(*policy), std::nullopt, std::move(optimizer), std::move(*state), std::move(shards)};
   if (fs::exists(dir / "reference")) {
     auto reference = model::load_hf_model((dir / "reference").string());
     if (!reference.ok()) return reference.status();
     out.reference = std::move(*reference);
   }
-  auto optimizer = io::load_safetensors((dir / "optimizer.safetensors").string());
-  if (!optimizer.ok()) return optimizer.status();
-  out.optimizer = std::move(optimizer->tensors);
   auto rng = io::load_safetensors((dir / "rng.safetensors").string());
   if (!rng.ok()) return rng.status();
   if (rng->tensors.count("cpu") == 0)

@@ -3,6 +3,9 @@
 //
 // <dir>/step-00000150/
 //   model/                  the policy in Hugging Face format (transformers loads it as is)
+//   shards/                 instead of model/ and optimizer.safetensors in a fully sharded run: each
+//                           rank's part of the parameters and moments, one index (fsdp_checkpoint.h);
+//                           `aln convert --checkpoint` writes its policy as a Hugging Face directory
 //   reference/              the frozen reference, only when its log-probs are computed on the fly
 //   optimizer.safetensors   AdamW moments and step count
 //   rng.safetensors         the generators' states: "cpu", and "cuda:<i>" for each GPU in use (rng_state.h)
@@ -24,6 +27,7 @@
 #include "core/logging.h"
 #include "core/model/decoder.h"
 #include "core/optim/optimizer.h"
+#include "trainers/engine/fsdp_checkpoint.h"
 #include "trainers/engine/report.h"
 
 namespace aln::engine {
@@ -45,10 +49,23 @@ struct TrainingState {
 struct LoadedCheckpoint {
   std::string path;
   model::TensorMap rng;  // generator states by name (rng_state.h)
-  model::DecoderModel policy;
+  model::DecoderModel policy;  // whole (from model/, or put together from shards/)
   std::optional<model::DecoderModel> reference;
-  optim::TensorMap optimizer;
+  optim::TensorMap optimizer;  // whole; empty when `shards` holds it (read what a rank needs from there)
   TrainingState state;
+  std::optional<ShardIndex> shards;
+};
+
+// What a checkpoint holds besides the training state.
+struct CheckpointContents {
+  const model::DecoderModel* policy = nullptr;     // whole, written as model/ (null: `shards` holds it)
+  const model::DecoderModel* reference = nullptr;  // only when its log-probs are computed on the fly
+  const optim::TensorMap* optimizer = nullptr;     // the whole AdamW state (null: `shards` holds it)
+  // A fully sharded run's staging folder (staging_shards()), where every rank wrote its shard and
+  // rank 0 the index: moved in as shards/.
+  std::string shards;
+  std::function<absl::Status(const std::string&)> trainer_state;  // writes trainer/ (when set)
+  const model::TensorMap* rng = nullptr;  // generator states to save (null: this process's, rng_states())
 };
 
 class CheckpointManager {
@@ -58,12 +75,13 @@ class CheckpointManager {
   const std::string& dir() const { return dir_; }
 
   // Writes step-<global_step> atomically, then prunes old checkpoints. Returns its path.
-  // `trainer_state` (when set) writes the trainer's own state into the given directory (trainer/).
-  // `rng`: the generator states to save (null: this process's, rng_states()).
-  absl::StatusOr<std::string> save(const model::DecoderModel& policy, const model::DecoderModel* reference,
-                                   const optim::TensorMap& optimizer, const TrainingState& state,
-                                   const std::function<absl::Status(const std::string&)>& trainer_state = {},
-                                   const model::TensorMap* rng = nullptr) const;
+  absl::StatusOr<std::string> save(const CheckpointContents& contents, const TrainingState& state) const;
+
+  // Where the ranks of a fully sharded run write their shards of step `global_step` before rank 0
+  // saves the checkpoint (a hidden folder next to the checkpoints, on the file system they share).
+  std::string staging_shards(int64_t global_step) const;
+  // Makes that folder empty (rank 0, before the ranks write).
+  absl::Status prepare_staging(int64_t global_step) const;
 
   // The newest complete checkpoint (none: nullopt). Incomplete or damaged ones are skipped with a
   // warning naming what is wrong.

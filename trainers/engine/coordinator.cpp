@@ -4,6 +4,8 @@
 #include <filesystem>
 #include <map>
 #include <optional>
+#include <string>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "core/config/job_config.h"
@@ -96,6 +98,8 @@ class Coordinator {
       const FileMap files = std::move(files_);
       files_.clear();
       check(outputs_.trainer_files(request.text(), [&](const std::string& dir) { return write_files(files, dir); }));
+    } else if (m == "shards") {
+      shards_ = request.text();
     } else if (m == "checkpoint") {
       reply.set_text(checkpoint(request));
     } else if (m == "final") {
@@ -168,19 +172,26 @@ class Coordinator {
   std::string checkpoint(const aln::v1::ServiceRequest& request) {
     auto state = state_from_json(request.text(), "the checkpoint's state");
     check(state.status());
-    model::DecoderModel policy = take_model("policy");
+    // A fully sharded run sends no policy or optimizer: its ranks wrote their shards (`shards_`).
+    std::optional<model::DecoderModel> policy;
+    if (received_.count("policy") > 0) policy = take_model("policy");
     std::optional<model::DecoderModel> reference;
     if (received_.count("reference") > 0) reference = take_model("reference");
+    const bool has_optimizer = received_.count("optimizer") > 0;
     const optim::TensorMap optimizer = std::move(received_["optimizer"].tensors);
     const model::TensorMap rng = std::move(received_["rng"].tensors);
     received_.clear();
     if (rng.count("cpu") == 0) throw Failed(absl::FailedPreconditionError("no generator state arrived"));
     const FileMap files = std::move(files_);
     files_.clear();
-    WriteDir trainer_state;
-    if (!files.empty()) trainer_state = [&](const std::string& dir) { return write_files(files, dir); };
-    auto saved = outputs_.checkpoint_with_rng(policy, reference ? &*reference : nullptr, optimizer, *state,
-                                              trainer_state, rng);
+    CheckpointContents contents;
+    contents.policy = policy ? &*policy : nullptr;
+    contents.reference = reference ? &*reference : nullptr;
+    contents.optimizer = has_optimizer ? &optimizer : nullptr;
+    contents.shards = std::exchange(shards_, std::string());
+    contents.rng = &rng;
+    if (!files.empty()) contents.trainer_state = [&](const std::string& dir) { return write_files(files, dir); };
+    auto saved = outputs_.checkpoint(contents, *state);
     check(saved.status());
     log_.debug("checkpoint %s", *saved);
     return *saved;
@@ -194,6 +205,7 @@ class Coordinator {
   std::unique_ptr<TextEncoder> encoder_;
   std::map<std::string, Received> received_;
   FileMap files_;  // pieces of the trainer's files since the last request that used them
+  std::string shards_;  // the staging folder of the next checkpoint's shards (fully sharded runs)
   std::optional<JobReport> report_;
 };
 

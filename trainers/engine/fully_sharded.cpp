@@ -320,7 +320,7 @@ model::DecoderModel FullySharded::whole() const {
 
 std::optional<model::DecoderModel> FullySharded::whole_on_lead() const { return gather_whole(true); }
 
-std::optional<model::DecoderModel> FullySharded::gather_whole(bool lead_only) const {
+optim::TensorMap FullySharded::parameter_parts() const {
   optim::TensorMap parts;
   for (const Unit& u : units_) {
     const int64_t a0 = lo(u), b0 = std::min(u.total, a0 + u.width);
@@ -329,6 +329,36 @@ std::optional<model::DecoderModel> FullySharded::gather_whole(bool lead_only) co
       if (a < b) parts.emplace(e.name, u.shard.detach().narrow(0, a - a0, b - a));
     }
   }
+  return parts;
+}
+
+std::map<std::string, ShardedTensor> FullySharded::layout() const {
+  std::map<std::string, ShardedTensor> out;
+  for (const Unit& u : units_) {
+    for (const Entry& e : u.entries) {
+      ShardedTensor& t = out[e.name];
+      t.shape = e.shape;
+      for (int64_t k = 0; k < dp_.size(); ++k) {
+        const int64_t a = std::max(k * u.width, e.offset), b = std::min((k + 1) * u.width, e.offset + e.numel);
+        if (a < b) t.parts.push_back({k, a - e.offset, b - a});
+      }
+    }
+  }
+  return out;
+}
+
+std::vector<ShardRange> FullySharded::ranges() const {
+  std::vector<ShardRange> out;
+  for (const auto& [name, t] : layout()) {
+    for (const ShardPart& p : t.parts) {
+      if (p.rank == dp_.rank()) out.push_back({name, p.offset, p.numel});
+    }
+  }
+  return out;
+}
+
+std::optional<model::DecoderModel> FullySharded::gather_whole(bool lead_only) const {
+  const optim::TensorMap parts = parameter_parts();
   optim::TensorMap tensors = assemble(parts, "", lead_only);
   if (tensors.empty()) return std::nullopt;
   auto made = model::DecoderModel::from_tensors(policy_.config(), std::move(tensors));

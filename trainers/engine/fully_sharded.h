@@ -21,16 +21,17 @@
 // ranges gives the unsharded run's numbers: bit for bit with parallel.deterministic and one forward
 // pass per optimizer step (sums in rank order, as the deterministic all-reduce adds them); otherwise
 // within float32 rounding (per micro-batch reduce-scatters add in another order than one all-reduce
-// of the accumulated gradients). Checkpoints hold the whole model and optimizer state (gathered), so
-// a run resumes on any number of ranks, sharded or not.
+// of the accumulated gradients). Checkpoints are sharded the same way: each rank writes its parts of
+// the parameters and moments, described per parameter (fsdp_checkpoint.h), so a run resumes on any
+// number of ranks, sharded or not. The final model is gathered to rank 0 and written whole.
 //
 // Every rank must run the same passes in the same order (each gather is a collective); the engine
 // keeps evaluation unsplit and job validation refuses methods that generate with the policy. The
 // model's map tensors are valid only during a pass (the outer ones until the next pass): callers
 // must not keep them across passes.
-// Known costs: a checkpoint gathers the whole parameters and moments on rank 0 (three times the
-// model's float32 size there, briefly); parallel.deterministic's reduce-scatter gathers every rank's
-// unit gradient first (ranks x one unit in flight).
+// Known costs: the final model is gathered on rank 0 (the model's float32 size there, briefly);
+// parallel.deterministic's reduce-scatter gathers every rank's unit gradient first (ranks x one
+// unit in flight).
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -42,6 +43,7 @@
 #include "core/model/param_gather.h"
 #include "core/optim/optimizer.h"
 #include "trainers/engine/data_parallel.h"
+#include "trainers/engine/fsdp_checkpoint.h"
 
 namespace aln::engine {
 
@@ -74,6 +76,12 @@ class FullySharded final : public model::ParamGather {
   optim::TensorMap assemble(const optim::TensorMap& parts, const std::string& suffix, bool lead_only = false) const;
   // This rank's parts of whole tensors (keyed "<name><suffix>"; others are ignored).
   optim::TensorMap cut(const optim::TensorMap& whole, const std::string& suffix) const;
+  // This rank's part of every parameter's values (1-D views of the shards, no gradients).
+  optim::TensorMap parameter_parts() const;
+  // Which elements of each parameter every rank keeps (a sharded checkpoint's index), and this
+  // rank's ranges alone (what it reads back from one).
+  std::map<std::string, ShardedTensor> layout() const;
+  std::vector<ShardRange> ranges() const;
   // The whole policy, float32, a copy that shares nothing with the shards. Collective.
   model::DecoderModel whole() const;
   // The same on data-parallel rank 0 only (checkpoints, the final model); the others take part.

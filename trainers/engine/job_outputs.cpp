@@ -125,19 +125,8 @@ absl::Status LocalOutputs::trainer_files(const std::string& relative_dir, const 
   return write((fs::path(output_dir_) / relative_dir).string());
 }
 
-absl::StatusOr<std::string> LocalOutputs::checkpoint(const model::DecoderModel& policy,
-                                                     const model::DecoderModel* reference,
-                                                     const optim::TensorMap& optimizer, const TrainingState& state,
-                                                     const WriteDir& trainer_state) {
-  return checkpoints_.save(policy, reference, optimizer, state, trainer_state);
-}
-
-absl::StatusOr<std::string> LocalOutputs::checkpoint_with_rng(const model::DecoderModel& policy,
-                                                              const model::DecoderModel* reference,
-                                                              const optim::TensorMap& optimizer,
-                                                              const TrainingState& state, const WriteDir& trainer_state,
-                                                              const model::TensorMap& rng) {
-  return checkpoints_.save(policy, reference, optimizer, state, trainer_state, &rng);
+absl::StatusOr<std::string> LocalOutputs::checkpoint(const CheckpointContents& contents, const TrainingState& state) {
+  return checkpoints_.save(contents, state);
 }
 
 absl::Status LocalOutputs::final_model(const model::DecoderModel& policy, const std::string& dir) {
@@ -220,19 +209,21 @@ absl::Status RemoteOutputs::put(const std::string& set, const optim::TensorMap& 
       "use parallel.coordinator: with_policy");
 }
 
-absl::StatusOr<std::string> RemoteOutputs::checkpoint(const model::DecoderModel& policy,
-                                                      const model::DecoderModel* reference,
-                                                      const optim::TensorMap& optimizer, const TrainingState& state,
-                                                      const WriteDir& trainer_state) {
-  absl::Status sent = put("policy", policy.tensors(), model::to_hf_config_json(policy.config()));
-  if (sent.ok() && reference != nullptr) {
-    sent = put("reference", reference->tensors(), model::to_hf_config_json(reference->config()));
+absl::StatusOr<std::string> RemoteOutputs::checkpoint(const CheckpointContents& contents, const TrainingState& state) {
+  absl::Status sent = absl::OkStatus();
+  if (contents.policy != nullptr) {
+    sent = put("policy", contents.policy->tensors(), model::to_hf_config_json(contents.policy->config()));
   }
-  if (sent.ok()) sent = put("optimizer", optimizer, "");
-  if (sent.ok()) sent = put("rng", rng_states(), "");
+  if (sent.ok() && contents.reference != nullptr) {
+    sent = put("reference", contents.reference->tensors(), model::to_hf_config_json(contents.reference->config()));
+  }
+  if (sent.ok() && contents.optimizer != nullptr) sent = put("optimizer", *contents.optimizer, "");
+  // The ranks wrote their shards where the coordinator's process moves them from (a shared file system).
+  if (sent.ok() && !contents.shards.empty()) sent = simple("shards", contents.shards);
+  if (sent.ok()) sent = put("rng", contents.rng != nullptr ? *contents.rng : rng_states(), "");
   if (!sent.ok()) return sent;
-  if (trainer_state) {
-    sent = put_files(trainer_state);
+  if (contents.trainer_state) {
+    sent = put_files(contents.trainer_state);
     if (!sent.ok()) return sent;
   }
   aln::v1::ServiceRequest request;

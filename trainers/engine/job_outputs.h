@@ -42,11 +42,8 @@ class JobOutputs {
   virtual absl::Status stage_finished() = 0;
   // `write` fills output_dir/<relative_dir>.
   virtual absl::Status trainer_files(const std::string& relative_dir, const WriteDir& write) = 0;
-  // Returns the checkpoint's path.
-  virtual absl::StatusOr<std::string> checkpoint(const model::DecoderModel& policy,
-                                                 const model::DecoderModel* reference,
-                                                 const optim::TensorMap& optimizer, const TrainingState& state,
-                                                 const WriteDir& trainer_state) = 0;
+  // Returns the checkpoint's path. (`contents.trainer_state` writes the trainer's own files.)
+  virtual absl::StatusOr<std::string> checkpoint(const CheckpointContents& contents, const TrainingState& state) = 0;
   virtual absl::Status final_model(const model::DecoderModel& policy, const std::string& dir) = 0;
   // The job's outcome (the coordinator's process returns it to the CLI, which prints it).
   virtual absl::Status report(const JobReport& report) = 0;
@@ -62,16 +59,10 @@ class LocalOutputs : public JobOutputs {
   absl::Status eval_line(const std::string& line) override;
   absl::Status stage_finished() override;
   absl::Status trainer_files(const std::string& relative_dir, const WriteDir& write) override;
-  absl::StatusOr<std::string> checkpoint(const model::DecoderModel& policy, const model::DecoderModel* reference,
-                                         const optim::TensorMap& optimizer, const TrainingState& state,
-                                         const WriteDir& trainer_state) override;
+  // (contents.rng: the generator state of the process that trains; this one's when null.)
+  absl::StatusOr<std::string> checkpoint(const CheckpointContents& contents, const TrainingState& state) override;
   absl::Status final_model(const model::DecoderModel& policy, const std::string& dir) override;
   absl::Status report(const JobReport&) override { return absl::OkStatus(); }
-  // `rng`: the generator state of the process that trains (this one's when undefined).
-  absl::StatusOr<std::string> checkpoint_with_rng(const model::DecoderModel& policy,
-                                                  const model::DecoderModel* reference,
-                                                  const optim::TensorMap& optimizer, const TrainingState& state,
-                                                  const WriteDir& trainer_state, const model::TensorMap& rng);
   const std::string& output_dir() const { return output_dir_; }
 
  private:
@@ -95,9 +86,7 @@ class RemoteOutputs : public JobOutputs {
   absl::Status eval_line(const std::string& line) override;
   absl::Status stage_finished() override;
   absl::Status trainer_files(const std::string& relative_dir, const WriteDir& write) override;
-  absl::StatusOr<std::string> checkpoint(const model::DecoderModel& policy, const model::DecoderModel* reference,
-                                         const optim::TensorMap& optimizer, const TrainingState& state,
-                                         const WriteDir& trainer_state) override;
+  absl::StatusOr<std::string> checkpoint(const CheckpointContents& contents, const TrainingState& state) override;
   absl::Status final_model(const model::DecoderModel& policy, const std::string& dir) override;
   // Also the last request: the coordinator's process stops serving after it.
   absl::Status report(const JobReport& report) override;

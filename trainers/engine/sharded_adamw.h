@@ -64,6 +64,11 @@ class ShardedAdamW {
   optim::TensorMap state() const;
   // A full state (from any number of ranks): this rank keeps its own parameters' moments.
   void load_state(const optim::TensorMap& state);
+  // This rank's own moments as AdamW keeps them (with kFull: 1-D, this rank's range of each
+  // parameter) and "step"; no collective (a sharded checkpoint's part). And back: moments cut the
+  // same way (fsdp_checkpoint.h reads them for this rank's ranges).
+  optim::TensorMap local_state() const { return adam_.state(); }
+  void load_local_state(const optim::TensorMap& state) { adam_.load_state(state); }
   // Bytes of moments this rank holds.
   int64_t state_bytes() const;
   // This rank's share of the parameters' elements whose moments it keeps (1 when not sharded).

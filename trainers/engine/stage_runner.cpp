@@ -160,16 +160,36 @@ absl::Status open_training(PolicyWorker& w, StageRun& s) {
         resumed.state.data_parallel, dp.size());
   }
   s.buffer->seek(resumed.state.position);
-  if (w.pipeline) {
-    // The checkpoint holds every stage's moments: keep this stage's.
-    optim::TensorMap mine;
-    for (const auto& [key, t] : resumed.optimizer) {
-      const std::string name = key.substr(0, key.rfind(".exp_avg"));
-      if (key == "step" || w.policy->tensors().count(name) > 0) mine.emplace(key, t);
-    }
-    s.adamw->load_state(mine);
+  if (resumed.shards && w.fsdp) {
+    // A sharded checkpoint read by a fully sharded run: each rank reads only its own ranges of the
+    // moments, from whichever ranks of the earlier run kept them.
+    auto mine = read_shard_ranges(*resumed.shards, w.fsdp->ranges(), {".exp_avg", ".exp_avg_sq"});
+    if (!mine.ok()) return mine.status();
+    auto step = read_shard_step(*resumed.shards);
+    if (!step.ok()) return step.status();
+    mine->emplace("step", *step);
+    s.adamw->load_local_state(*mine);
   } else {
-    s.adamw->load_state(resumed.optimizer);
+    if (resumed.shards) {
+      // Any other run: the whole moments, put together from every rank's part.
+      auto whole = read_shard_whole(*resumed.shards, {".exp_avg", ".exp_avg_sq"});
+      if (!whole.ok()) return whole.status();
+      auto step = read_shard_step(*resumed.shards);
+      if (!step.ok()) return step.status();
+      w.resumed->optimizer = std::move(*whole);
+      w.resumed->optimizer.emplace("step", *step);
+    }
+    if (w.pipeline) {
+      // The checkpoint holds every stage's moments: keep this stage's.
+      optim::TensorMap mine;
+      for (const auto& [key, t] : resumed.optimizer) {
+        const std::string name = key.substr(0, key.rfind(".exp_avg"));
+        if (key == "step" || w.policy->tensors().count(name) > 0) mine.emplace(key, t);
+      }
+      s.adamw->load_state(mine);
+    } else {
+      s.adamw->load_state(resumed.optimizer);
+    }
   }
   // The whole moments are this rank's own now (or its share of them): the loaded copy goes, so a
   // sharded rank does not keep the whole state for the rest of the run.

@@ -5,6 +5,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -15,7 +16,9 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "core/error.h"
+#include "core/model/model_config.h"
 #include "core/optim/optimizer.h"
+#include "trainers/engine/fsdp_checkpoint.h"
 #include "trainers/engine/overlap.h"
 #include "trainers/engine/pipeline_job.h"
 
@@ -357,6 +360,37 @@ absl::Status report_step(PolicyWorker& w, StageRun& s, int64_t step, const StepR
   return w.outputs ? w.outputs->train_line(line.dump(), step + 1, r.loss, tokens_per_second) : absl::OkStatus();
 }
 
+namespace {
+
+// A fully sharded run's checkpoint: every rank writes its part of the parameters and moments into
+// the staging folder (rank 0 empties it first and adds the index); every rank learns whether all
+// of them could. Nothing is gathered.
+absl::Status write_shards(PolicyWorker& w, StageRun& s, int64_t global_step) {
+  // Every rank writes at once: each may wait as long as the lead's whole save may take.
+  const std::chrono::milliseconds wait = std::max(w.save_timeout, std::chrono::milliseconds(30 * 60 * 1000));
+  absl::Status ok = w.lead ? w.checkpoints->prepare_staging(global_step) : absl::OkStatus();
+  if (w.world->sum(ok.ok() ? 0.0 : 1.0, wait) > 0) {
+    return ok.ok() ? absl::InternalError("rank 0 could not prepare the checkpoint's shard folder (see its log)") : ok;
+  }
+  const std::string dir = w.checkpoints->staging_shards(global_step);
+  optim::TensorMap parts = s.adamw->local_state();
+  parts.merge(w.fsdp->parameter_parts());
+  ok = write_rank_shard(dir, w.dp->rank(), w.dp->size(), parts);
+  if (ok.ok() && w.lead) {
+    ShardIndex index;
+    index.ranks = w.dp->size();
+    index.config_json = model::to_hf_config_json(w.policy->config());
+    index.tensors = w.fsdp->layout();
+    ok = write_shard_index(dir, index);
+  }
+  if (w.world->sum(ok.ok() ? 0.0 : 1.0, wait) > 0) {
+    return ok.ok() ? absl::InternalError("another rank could not write its checkpoint shard (see its log)") : ok;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::Status save_checkpoint(PolicyWorker& w, StageRun& s, int64_t step) {
   const auto start = Clock::now();
   TrainingState state;
@@ -372,12 +406,19 @@ absl::Status save_checkpoint(PolicyWorker& w, StageRun& s, int64_t step) {
   state.stage_before = s.report.before;
   state.data_parallel = w.dp->size();
   absl::StatusOr<std::string> saved = std::string();
-  optim::TensorMap optimizer_state = s.adamw->state();  // collective when sharded
-  const model::DecoderModel* to_save = &*w.policy;
+  CheckpointContents contents;
+  contents.reference = s.reference.to_save;
+  contents.trainer_state = [&s](const std::string& dir) { return s.trainer->save_state(dir); };
+  optim::TensorMap optimizer_state;
   std::optional<model::DecoderModel> whole;
   if (w.fsdp) {
-    whole = w.fsdp->whole_on_lead();  // every rank sends its shards; the lead writes
-    if (whole) to_save = &*whole;
+    absl::Status written = write_shards(w, s, state.global_step);
+    if (!written.ok()) return written;
+    contents.shards = w.checkpoints->staging_shards(state.global_step);
+  } else {
+    optimizer_state = s.adamw->state();  // collective when sharded
+    contents.policy = &*w.policy;
+    contents.optimizer = &optimizer_state;
   }
   if (w.pipeline) {
     // Replica 0's stages send theirs to rank 0: the checkpoint holds the whole model and optimizer
@@ -386,12 +427,9 @@ absl::Status save_checkpoint(PolicyWorker& w, StageRun& s, int64_t step) {
     if (w.dp->lead()) optimizer_state = w.pipeline->gather_to_first(optimizer_state);
     if (!gathered.ok()) return gathered.status();
     whole = std::move(*gathered);
-    if (whole) to_save = &*whole;
+    if (whole) contents.policy = &*whole;
   }
-  if (w.lead) {
-    saved = w.outputs->checkpoint(*to_save, s.reference.to_save, optimizer_state, state,
-                                  [&s](const std::string& dir) { return s.trainer->save_state(dir); });
-  }
+  if (w.lead) saved = w.outputs->checkpoint(contents, state);
   // Everyone learns whether rank 0's save worked, so a failed save stops every rank at once.
   if (w.world->sum(saved.ok() ? 0.0 : 1.0, w.save_timeout) > 0) {
     return saved.ok() ? absl::InternalError("rank 0 could not write the checkpoint (see its log)") : saved.status();

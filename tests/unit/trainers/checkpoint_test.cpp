@@ -12,8 +12,10 @@
 
 #include "core/error.h"
 #include "core/fingerprint.h"
+#include "core/model/model_config.h"
 #include "tests/unit/trainers/tiny_model.h"
 #include "trainers/engine/checkpoint.h"
+#include "trainers/engine/fsdp_checkpoint.h"
 #include "trainers/engine/job_outputs.h"
 #include "trainers/engine/reference_cache.h"
 #include "trainers/engine/rng_state.h"
@@ -69,7 +71,7 @@ TEST(Checkpoint, RoundTripIsBitwise) {
   model::DecoderModel policy = tiny_model(1);
   model::DecoderModel reference = tiny_model(2);
   optim::TensorMap opt{{"step", at::tensor(int64_t{7})}, {"w.exp_avg", at::randn({3, 4}, at::kFloat)}};
-  auto saved = manager.save(policy, &reference, opt, sample_state(12));
+  auto saved = manager.save({&policy, &reference, &opt}, sample_state(12));
   ASSERT_TRUE(saved.ok()) << saved.status();
   EXPECT_EQ(fs::path(*saved).filename(), "step-00000012");
   auto loaded = CheckpointManager::load(*saved);
@@ -94,11 +96,104 @@ TEST(Checkpoint, RoundTripIsBitwise) {
   EXPECT_TRUE(at::equal(loaded->rng.at("cpu"), rng_states().at("cpu")));
 }
 
+// A fully sharded run's checkpoint: 3 ranks wrote their parts of a tiny model's parameters and
+// moments (each parameter cut in three, as units cut them); the manager moves them in, loading puts
+// the policy back together bit for bit, and a rank of a 2-rank run reads exactly its own ranges.
+TEST(Checkpoint, ShardedPartsResumeOnAnotherRankCount) {
+  TempDir dir;
+  CheckpointManager manager(dir.path().string(), 2);
+  const model::DecoderModel policy = tiny_model(3);
+  ASSERT_TRUE(manager.prepare_staging(8).ok());
+  const std::string staging = manager.staging_shards(8);
+  ShardIndex index;
+  index.ranks = 3;
+  index.config_json = model::to_hf_config_json(policy.config());
+  std::vector<optim::TensorMap> files(3);
+  for (const auto& [name, t] : policy.tensors()) {
+    const int64_t n = t.numel();
+    ShardedTensor& st = index.tensors[name];
+    st.shape = t.sizes().vec();
+    for (int64_t k = 0; k < 3; ++k) {
+      const int64_t a = k * n / 3, b = (k + 1) * n / 3;
+      if (a == b) continue;
+      st.parts.push_back({k, a, b - a});
+      const at::Tensor part = t.detach().reshape(-1).narrow(0, a, b - a);
+      files[static_cast<size_t>(k)][name] = part;
+      files[static_cast<size_t>(k)][name + ".exp_avg"] = part * 2;
+      files[static_cast<size_t>(k)][name + ".exp_avg_sq"] = part * part;
+    }
+  }
+  for (int64_t k = 0; k < 3; ++k) {
+    files[static_cast<size_t>(k)]["step"] = at::scalar_tensor(int64_t{8}, at::kLong);
+    ASSERT_TRUE(write_rank_shard(staging, k, 3, files[static_cast<size_t>(k)]).ok());
+  }
+  ASSERT_TRUE(write_shard_index(staging, index).ok());
+  CheckpointContents contents;
+  contents.shards = staging;
+  auto saved = manager.save(contents, sample_state(8));
+  ASSERT_TRUE(saved.ok()) << saved.status();
+  EXPECT_FALSE(fs::exists(staging));
+  EXPECT_TRUE(fs::exists(fs::path(*saved) / "shards" / "rank-00002-of-00003.safetensors"));
+  EXPECT_FALSE(fs::exists(fs::path(*saved) / "model"));
+  auto loaded = CheckpointManager::load(*saved);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  ASSERT_TRUE(loaded->shards.has_value());
+  EXPECT_TRUE(loaded->optimizer.empty());
+  for (const auto& [name, t] : policy.tensors()) EXPECT_TRUE(at::equal(t, loaded->policy.tensors().at(name))) << name;
+  // Rank 1 of 2: the second half of every parameter, which the old ranks 1 and 2 hold.
+  std::vector<ShardRange> ranges;
+  for (const auto& [name, t] : policy.tensors()) ranges.push_back({name, t.numel() / 2, t.numel() - t.numel() / 2});
+  auto mine = read_shard_ranges(*loaded->shards, ranges, {".exp_avg", ".exp_avg_sq"});
+  ASSERT_TRUE(mine.ok()) << mine.status();
+  EXPECT_EQ(mine->size(), 2 * policy.tensors().size());
+  for (const ShardRange& r : ranges) {
+    const at::Tensor want = policy.tensors().at(r.name).detach().reshape(-1).narrow(0, r.offset, r.numel);
+    EXPECT_TRUE(at::equal(mine->at(r.name + ".exp_avg"), want * 2)) << r.name;
+    EXPECT_TRUE(at::equal(mine->at(r.name + ".exp_avg_sq"), want * want)) << r.name;
+  }
+  auto step = read_shard_step(*loaded->shards);
+  ASSERT_TRUE(step.ok()) << step.status();
+  EXPECT_EQ(step->item<int64_t>(), 8);
+  auto whole = read_shard_whole(*loaded->shards, {".exp_avg"});
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  for (const auto& [name, t] : policy.tensors()) EXPECT_TRUE(at::equal(whole->at(name + ".exp_avg"), t.detach() * 2));
+}
+
+// A damaged index or shard is refused with the file and the tensor named.
+TEST(Checkpoint, DamagedShardsAreNamed) {
+  TempDir dir;
+  const std::string shards = dir.path().string();
+  const at::Tensor w = at::arange(10, at::kFloat);
+  ASSERT_TRUE(
+      write_rank_shard(shards, 0, 2, {{"w", w.narrow(0, 0, 5)}, {"step", at::scalar_tensor(int64_t{1}, at::kLong)}})
+          .ok());
+  ASSERT_TRUE(write_rank_shard(shards, 1, 2, {{"w", w.narrow(0, 5, 4)}}).ok());  // one element short
+  ShardIndex index;
+  index.ranks = 2;
+  index.config_json = "{}";
+  index.tensors["w"] = {{10}, {{0, 0, 5}, {1, 5, 5}}};
+  ASSERT_TRUE(write_shard_index(shards, index).ok());
+  auto loaded = load_shard_index(shards);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  auto read = read_shard_whole(*loaded, {""});
+  ASSERT_FALSE(read.ok());
+  EXPECT_NE(read.status().message().find("rank-00001-of-00002.safetensors: w has 4 elements, index.json says 5"),
+            std::string::npos)
+      << read.status();
+  index.tensors["w"] = {{10}, {{0, 0, 5}, {1, 6, 4}}};  // a gap
+  ASSERT_TRUE(write_shard_index(shards, index).ok());
+  auto gap = load_shard_index(shards);
+  ASSERT_FALSE(gap.ok());
+  EXPECT_NE(gap.status().message().find("index.json: tensors.w.parts: [1, 6, 4] does not follow"), std::string::npos)
+      << gap.status();
+}
+
 TEST(Checkpoint, KeepsTheNewestAndSkipsDamagedOnes) {
   TempDir dir;
   CheckpointManager manager(dir.path().string(), 2);
   model::DecoderModel policy = tiny_model(1);
-  for (int64_t step : {5, 10, 15}) ASSERT_TRUE(manager.save(policy, nullptr, {}, sample_state(step)).ok());
+  const optim::TensorMap none;
+  for (int64_t step : {5, 10, 15}) ASSERT_TRUE(manager.save({&policy, nullptr, &none}, sample_state(step)).ok());
   EXPECT_FALSE(fs::exists(dir.path() / "step-00000005"));
   EXPECT_TRUE(fs::exists(dir.path() / "step-00000010"));
   fs::create_directories(dir.path() / ".step-00000020.tmp-1");  // a save that died half way
@@ -109,7 +204,7 @@ TEST(Checkpoint, KeepsTheNewestAndSkipsDamagedOnes) {
   absl::Status bad = verify_manifest((dir.path() / "step-00000015").string());
   EXPECT_NE(bad.message().find("optimizer.safetensors has 3 bytes"), std::string::npos) << bad;
   EXPECT_EQ(fs::path(*manager.latest(log)).filename(), "step-00000010");
-  ASSERT_TRUE(manager.save(policy, nullptr, {}, sample_state(20)).ok());
+  ASSERT_TRUE(manager.save({&policy, nullptr, &none}, sample_state(20)).ok());
   EXPECT_FALSE(fs::exists(dir.path() / ".step-00000020.tmp-1"));
   fs::remove(dir.path() / "step-00000010" / "MANIFEST.json");
   EXPECT_FALSE(CheckpointManager::load((dir.path() / "step-00000010").string()).ok());
