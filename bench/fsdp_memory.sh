@@ -115,11 +115,24 @@ except (OSError, IndexError, KeyError, ValueError):
     print("")
 PY
 )
+  # Each rank's peak resident memory when its policy was ready (the job log's "peak resident memory
+  # so far", in rank order): what starting took, before any training.
+  local start_peaks
+  start_peaks=$(python3 - "$work/$name.out" <<'PY'
+import re, sys
+peaks = {}
+for line in open(sys.argv[1], errors="replace"):
+    m = re.search(r"r(\d+)/policy\].* parameters; peak resident memory so far ([0-9.]+) MiB", line)
+    if m:
+        peaks[int(m.group(1))] = int(float(m.group(2)) * 1048576)
+print(",".join(str(peaks[r]) for r in sorted(peaks)))
+PY
+)
   # The checkpoint's files: one whole model and optimizer file, or one shard per rank.
   local files
   files=$(find "$work/$name/checkpoints" -name '*.safetensors' ! -name rng.safetensors -printf '{"file": "%P", "bytes": %s},' 2>/dev/null)
   echo "$name: rc $rc, ${seconds}s, cgroup peak bytes per rank ${peaks%,}; training peak RSS per rank ${rss:-none}" >&2
-  results+=("{\"run\": \"$name\", \"ranks\": $ranks, \"shard\": \"$3\", \"limit_bytes\": \"$4\", \"exit_code\": $rc, \"seconds\": $seconds, \"cgroup_peak_bytes_per_rank\": [${peaks%,}], \"training_peak_rss_per_rank\": [$rss], \"checkpoint_files\": [${files%,}], \"finished\": $([[ -f $work/$name/final/model.safetensors ]] && echo true || echo false)}")
+  results+=("{\"run\": \"$name\", \"ranks\": $ranks, \"shard\": \"$3\", \"limit_bytes\": \"$4\", \"exit_code\": $rc, \"seconds\": $seconds, \"cgroup_peak_bytes_per_rank\": [${peaks%,}], \"training_peak_rss_per_rank\": [$rss], \"start_peak_rss_per_rank\": [$start_peaks], \"checkpoint_files\": [${files%,}], \"finished\": $([[ -f $work/$name/final/model.safetensors ]] && echo true || echo false)}")
 }
 limit=$((LIMIT_MIB * 1024 * 1024))
 run unsharded-unlimited 1 none max

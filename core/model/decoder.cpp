@@ -110,22 +110,27 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> DecoderModel::expected
 }
 
 DecoderModel DecoderModel::random_init(const ModelConfig& config, uint64_t seed) {
-  ALN_THROW_IF_ERROR(validate(config, "model config"));
-  at::Generator gen = at::detail::createCPUGenerator(seed);
   TensorMap tensors;
+  random_init_each(config, seed,
+                   [&tensors](const std::string& name, const at::Tensor& value) { tensors.emplace(name, value); });
+  return DecoderModel(config, std::move(tensors));
+}
+
+void DecoderModel::random_init_each(const ModelConfig& config, uint64_t seed,
+                                    const std::function<void(const std::string&, const at::Tensor&)>& take) {
+  ALN_THROW_IF_ERROR(validate(config, "model config"));
+  // One generator drawn in expected_shapes order: the values depend only on the config and the seed.
+  at::Generator gen = at::detail::createCPUGenerator(seed);
   for (const auto& [name, shape] : expected_shapes(config)) {
     const bool norm = name.find("norm") != std::string::npos || name.find("ln_") != std::string::npos;
     const bool bias = name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0;
-    at::Tensor value;
     if (bias)
-      value = at::zeros(shape, at::kFloat);
+      take(name, at::zeros(shape, at::kFloat));
     else if (norm)
-      value = at::ones(shape, at::kFloat);
+      take(name, at::ones(shape, at::kFloat));
     else
-      value = at::empty(shape, at::kFloat).normal_(0.0, 0.02, gen);
-    tensors.emplace(name, value);
+      take(name, at::empty(shape, at::kFloat).normal_(0.0, 0.02, gen));
   }
-  return DecoderModel(config, std::move(tensors));
 }
 
 absl::StatusOr<DecoderModel> DecoderModel::from_tensors(const ModelConfig& config, TensorMap tensors) {

@@ -3,6 +3,7 @@
 // tensors named exactly as in Hugging Face checkpoints ("model.layers.0.self_attn.q_proj.weight"),
 // so loading and saving is a rename-free copy and the parameter set is easy to shard by layer.
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -39,6 +40,10 @@ class DecoderModel {
  public:
   // Seeded random initialisation (normal(0, 0.02) weights, unit norms, zero biases).
   static DecoderModel random_init(const ModelConfig& config, uint64_t seed);
+  // The same values made one tensor at a time, each handed to `take` (in expected_shapes order) and
+  // then dropped: a fully sharded start keeps only its part of each, never the whole model.
+  static void random_init_each(const ModelConfig& config, uint64_t seed,
+                               const std::function<void(const std::string&, const at::Tensor&)>& take);
   // Checks that every expected tensor is present with the expected shape and that there are no
   // unexpected ones; errors name the tensor.
   static absl::StatusOr<DecoderModel> from_tensors(const ModelConfig& config, TensorMap tensors);

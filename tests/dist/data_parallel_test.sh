@@ -15,7 +15,10 @@
 #    ranks deterministic ends byte-identical to the unsharded 4-rank run, and its sharded checkpoint
 #    (one file per rank and an index) put together equals the unsharded checkpoint bit for bit; its
 #    step-5 checkpoint resumes on 2 sharded ranks and in one process (within float32 rounding:
-#    another summation order), a 2-rank one in one process exactly; aln convert writes its policy; SFT on 2 ranks with
+#    another summation order), a 2-rank one in one process exactly; aln convert writes its policy;
+#    the ranks start sharded (a random model made a tensor at a time, model.path or an unsharded
+#    checkpoint read a layer at a time, a sharded checkpoint's own parts), never holding the whole
+#    model: model.path gives the unsharded run's bytes, an unsharded checkpoint resumes on them; SFT on 2 ranks with
 #    accumulation and MPI's reduction within 1e-6 of the all-reduce run; each step's log line says
 #    what the rank held; SFT then DPO in one job byte-identical to the unsharded run; a rank killed
 #    mid-run ends the job within 60 s, named;
@@ -205,6 +208,8 @@ check "zero2: the log says what is sharded" "grep -q 'ZeRO-2: gradients reduce-s
 sharded fsdp fsdp false full
 check "fsdp: the log says what each rank keeps: $(grep -m1 'fully sharded over' "$work/dpo-4-fsdp.out")" \
   "grep -q 'fully sharded over 4 ranks: this rank keeps' '$work/dpo-4-fsdp.out'"
+check "fsdp: the ranks started sharded, never holding the whole model: $(grep -m1 'sharded start' "$work/dpo-4-fsdp.out")" \
+  "grep -q 'sharded start: each rank filled its shards from a seeded random model, one tensor at a time' '$work/dpo-4-fsdp.out'"
 # What a rank held, from the train log: a quarter of the parameters (plus padding) and never more than
 # two layers gathered at once.
 fsdp_held() {  # fsdp_held TRAIN_LOG RANKS
@@ -231,8 +236,8 @@ job "fsdp-4to2" dpo 2 2 10 60 1 true "" false false full | sed 's/^name: dp-fsdp
 mpi 2 "$ALN" train "$work/fsdp-4to2.yaml" --resume >"$work/fsdp-4to2.out" 2>&1; rc=$?
 diff=$(compare "$work/dpo-4-det" "$work/fsdp-4to2" 2>&1)
 echo "fsdp: 4 sharded ranks -> 2 sharded ranks at step 5: max relative difference $diff"
-check "fsdp: a 4-rank sharded checkpoint resumes on 2 sharded ranks (rc $rc, $diff <= 1e-5)" \
-  "[[ $rc -eq 0 ]] && grep -q 'resuming from .*step-00000005' '$work/fsdp-4to2.out' && within '$diff' 1e-5"
+check "fsdp: a 4-rank sharded checkpoint resumes on 2 sharded ranks, each reading its own parts (rc $rc, $diff <= 1e-5)" \
+  "[[ $rc -eq 0 ]] && grep -q 'resuming from .*step-00000005' '$work/fsdp-4to2.out' && grep -q \"filled its shards from this rank's parts of\" '$work/fsdp-4to2.out' && within '$diff' 1e-5"
 # ... and in one process (micro-batch 2, accumulation 2: the same global batches).
 mkdir -p "$work/fsdp-4to1/checkpoints" && cp -r "$work/dpo-4-fsdp/checkpoints/step-00000005" "$work/fsdp-4to1/checkpoints/"
 cp -r "$work/dpo-4-fsdp/reference_cache" "$work/fsdp-4to1/"
@@ -242,10 +247,32 @@ diff=$(compare "$work/dpo-4-det" "$work/fsdp-4to1" 2>&1)
 echo "fsdp: 4 sharded ranks -> 1 process at step 5: max relative difference $diff"
 check "fsdp: a 4-rank sharded checkpoint resumes in one process (rc $rc, $diff <= 1e-5)" \
   "[[ $rc -eq 0 ]] && grep -q 'resuming from .*step-00000005' '$work/fsdp-4to1.out' && within '$diff' 1e-5"
+# An unsharded checkpoint (one process, step 5) resumed on 2 fully sharded ranks, which read its model/
+# a layer at a time and cut its whole moments.
+mkdir -p "$work/fsdp-from-whole/checkpoints" && cp -r "$work/resume-1/checkpoints/step-00000005" "$work/fsdp-from-whole/checkpoints/"
+job "fsdp-from-whole" dpo 2 2 10 60 1 true "$work/refcache" false false full |
+  sed 's/^name: dp-fsdp-from-whole/name: dp-resume-1/' >"$work/fsdp-from-whole.yaml"
+mpi 2 "$ALN" train "$work/fsdp-from-whole.yaml" --resume >"$work/fsdp-from-whole.out" 2>&1; rc=$?
+diff=$(compare "$work/resume-1" "$work/fsdp-from-whole" 2>&1)
+echo "fsdp: 1 unsharded process -> 2 sharded ranks at step 5: max relative difference $diff"
+check "fsdp: an unsharded checkpoint resumes on 2 sharded ranks, read a layer at a time (rc $rc, $diff <= 1e-5)" \
+  "[[ $rc -eq 0 ]] && grep -q 'step-00000005/model, one layer at a time' '$work/fsdp-from-whole.out' && within '$diff' 1e-5"
+# A Hugging Face model.path, read a layer at a time by 2 sharded ranks: byte-identical to the unsharded run.
+for shard in none full; do
+  job "hf-$shard" dpo 2 2 5 60 1 true "" false false $shard | sed "s|^model:|model:\n  path: $work/dpo-4-det/final|" >"$work/hf-$shard.yaml"
+  mpi 2 "$ALN" train "$work/hf-$shard.yaml" >"$work/hf-$shard.out" 2>&1; rc=$?
+  check "model.path start, shard $shard: exits 0 (rc $rc): $(tail -1 "$work/hf-$shard.out")" "[[ $rc -eq 0 ]]"
+done
+check "fsdp: model.path read a layer at a time by sharded ranks ends byte-identical to the unsharded run" \
+  "grep -q 'dpo-4-det/final, one layer at a time' '$work/hf-full.out' && cmp -s '$work/hf-none/final/model.safetensors' '$work/hf-full/final/model.safetensors'"
 # aln convert puts a sharded checkpoint's policy together: the last one equals the final model.
 "$ALN" convert --checkpoint "$work/dpo-4-fsdp/checkpoints" --out "$work/fsdp-converted" >"$work/fsdp-convert.out" 2>&1; rc=$?
 check "fsdp: aln convert writes the sharded checkpoint's policy, byte-identical to the final model (rc $rc)" \
   "[[ $rc -eq 0 ]] && cmp -s '$work/dpo-4-fsdp/final/model.safetensors' '$work/fsdp-converted/model.safetensors'"
+step10="$work/dpo-4-fsdp/checkpoints/step-00000010"
+"$ALN" convert --checkpoint "$step10" --out "$step10/shards" >"$work/fsdp-convert-in.out" 2>&1; rc=$?
+check "fsdp: aln convert refuses to write into the checkpoint it reads (rc $rc), which stays whole" \
+  "[[ $rc -eq 2 ]] && grep -q 'outside the checkpoint' '$work/fsdp-convert-in.out' && [[ -f '$step10/shards/index.json' ]]"
 
 # Overlap: the same values, summed while backward runs.
 job "dpo-4-ovl" dpo 1 4 10 60 1 true "" false true >"$work/dpo-4-ovl.yaml"

@@ -2,6 +2,7 @@
 // a training checkpoint's policy, or a Hugging Face directory, written as a Hugging Face directory
 // in another dtype or sharding. The weights go through the same loader and writer as training,
 // so what transformers saves loads here and what this writes transformers loads.
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -65,16 +66,6 @@ absl::StatusOr<std::string> checkpoint_step_dir(const std::string& dir) {
   return step;
 }
 
-// The checkpoint's policy: model/, or (a fully sharded run's) put together from shards/.
-absl::StatusOr<model::DecoderModel> checkpoint_policy(const std::string& step) {
-  if (!fs::exists(fs::path(step) / engine::kShardsFolder)) {
-    return model::load_hf_model((fs::path(step) / "model").string(), at::kFloat);
-  }
-  auto index = engine::load_shard_index((fs::path(step) / engine::kShardsFolder).string());
-  if (!index.ok()) return index.status();
-  return engine::read_shard_policy(*index);
-}
-
 }  // namespace
 
 int run_convert(const Args& args) {
@@ -124,13 +115,17 @@ int run_convert(const Args& args) {
     if (!dir.ok()) return input_error(dir.status());
     source = *dir;
   }
-  if (fs::weakly_canonical(checkpoint.empty() ? fs::path(source) : fs::path(source) / "model") ==
-      fs::weakly_canonical(out)) {
-    return usage_error("--out must differ from the source directory");
+  // Not the source, nor (a checkpoint) anything inside it: --out is replaced whole.
+  const fs::path target = fs::weakly_canonical(out), from_dir = fs::weakly_canonical(source);
+  const auto end = std::mismatch(from_dir.begin(), from_dir.end(), target.begin(), target.end()).first;
+  if (target == from_dir || (!checkpoint.empty() && end == from_dir.end())) {
+    return usage_error(checkpoint.empty() ? "--out must differ from the source directory"
+                                          : "--out must be outside the checkpoint's directory");
   }
   // Loaded in float32: a bfloat16 or float16 source widens exactly, and the one rounding is the
   // final cast to --dtype.
-  auto model = checkpoint.empty() ? model::load_hf_model(source, at::kFloat) : checkpoint_policy(source);
+  auto model =
+      checkpoint.empty() ? model::load_hf_model(source, at::kFloat) : engine::CheckpointManager::load_policy(source);
   if (!model.ok()) return input_error(model.status());
   absl::Status saved = model::save_hf_model(*model, out, dtype, shard_mb * 1'000'000);
   if (!saved.ok()) return input_error(saved);

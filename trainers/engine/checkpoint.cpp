@@ -169,13 +169,17 @@ absl::Status verify_manifest(const std::string& path) {
 }
 
 std::string CheckpointManager::staging_shards(int64_t global_step) const {
-  return (fs::path(dir_) / absl::StrFormat(".step-%08d.shards", global_step)).string();
+  std::error_code ec;
+  const fs::path path = fs::path(dir_) / absl::StrFormat(".step-%08d.shards", global_step);
+  const fs::path absolute = fs::absolute(path, ec);
+  return (ec ? path : absolute).lexically_normal().string();
 }
 
 absl::Status CheckpointManager::prepare_staging(int64_t global_step) const {
   const std::string staging = staging_shards(global_step);
   std::error_code ec;
   fs::remove_all(staging, ec);
+  if (ec) return absl::PermissionDeniedError(absl::StrCat(staging, ": cannot empty: ", ec.message()));
   fs::create_directories(staging, ec);
   if (ec) return absl::PermissionDeniedError(absl::StrCat(staging, ": cannot create: ", ec.message()));
   return absl::OkStatus();
@@ -187,6 +191,14 @@ absl::StatusOr<std::string> CheckpointManager::save(const CheckpointContents& co
   const fs::path final_dir = fs::path(dir_) / name;
   const fs::path tmp = fs::path(dir_) / absl::StrCat(".", name, ".tmp-", ::getpid());
   const fs::path staging = contents.shards;
+  if (!staging.empty() && contents.shards != staging_shards(state.global_step)) {
+    // The ranks wrote where their checkpoint folder is; this process's is elsewhere (a coordinator
+    // in another working directory, or without the file system the ranks share).
+    return absl::FailedPreconditionError(
+        absl::StrCat("the policy ranks wrote their checkpoint shards to ", contents.shards,
+                     " but this process saves checkpoints in ", dir_,
+                     ": set checkpoint.dir (or output_dir) to an absolute path on a file system every rank shares"));
+  }
   std::error_code ec;
   fs::create_directories(dir_, ec);
   if (ec)
@@ -282,7 +294,15 @@ std::optional<std::string> CheckpointManager::latest(const Logger& log) const {
   return all.back().second;
 }
 
-absl::StatusOr<LoadedCheckpoint> CheckpointManager::load(const std::string& path) {
+absl::StatusOr<model::DecoderModel> CheckpointManager::load_policy(const std::string& path) {
+  const fs::path dir(path);
+  if (!fs::exists(dir / kShardsFolder)) return model::load_hf_model((dir / "model").string());
+  auto index = load_shard_index((dir / kShardsFolder).string());
+  if (!index.ok()) return index.status();
+  return read_shard_policy(*index);
+}
+
+absl::StatusOr<LoadedCheckpoint> CheckpointManager::load(const std::string& path, bool with_policy) {
   absl::Status ok = verify_manifest(path);
   if (!ok.ok()) return ok;
   const fs::path dir(path);
@@ -298,26 +318,26 @@ absl::StatusOr<LoadedCheckpoint> CheckpointManager::load(const std::string& path
   } catch (const json::exception& e) {
     return absl::DataLossError(absl::StrCat(path, "/state.json: ", e.what()));
   }
-  absl::StatusOr<model::DecoderModel> policy = absl::UnknownError("no policy");
+  std::optional<model::DecoderModel> policy;
+  if (with_policy) {
+    auto loaded = load_policy(path);
+    if (!loaded.ok()) return loaded.status();
+    policy = std::move(*loaded);
+  }
+  // A fully sharded run's moments stay in its shards until the resuming ranks read what each needs.
   optim::TensorMap optimizer;
   std::optional<ShardIndex> shards;
   if (fs::exists(dir / kShardsFolder)) {
-    // A fully sharded run's: the policy put together from every rank's part; the moments stay in the
-    // files until the resuming ranks read what each needs.
     auto index = load_shard_index((dir / kShardsFolder).string());
     if (!index.ok()) return index.status();
-    policy = read_shard_policy(*index);
-    if (!policy.ok()) return policy.status();
     shards = std::move(*index);
   } else {
-    policy = model::load_hf_model((dir / "model").string());
-    if (!policy.ok()) return policy.status();
     auto loaded = io::load_safetensors((dir / "optimizer.safetensors").string());
     if (!loaded.ok()) return loaded.status();
     optimizer = std::move(loaded->tensors);
   }
   LoadedCheckpoint out{
-      path, {}, std::move(*policy), std::nullopt, std::move(optimizer), std::move(*state), std::move(shards)};
+      path, {}, std::move(policy), std::nullopt, std::move(optimizer), std::move(*state), std::move(shards)};
   if (fs::exists(dir / "reference")) {
     auto reference = model::load_hf_model((dir / "reference").string());
     if (!reference.ok()) return reference.status();

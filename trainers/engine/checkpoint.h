@@ -49,7 +49,9 @@ struct TrainingState {
 struct LoadedCheckpoint {
   std::string path;
   model::TensorMap rng;  // generator states by name (rng_state.h)
-  model::DecoderModel policy;  // whole (from model/, or put together from shards/)
+  // Whole (from model/, or put together from shards/); not read when load() was asked not to (a
+  // fully sharded start reads its own parts later).
+  std::optional<model::DecoderModel> policy;
   std::optional<model::DecoderModel> reference;
   optim::TensorMap optimizer;  // whole; empty when `shards` holds it (read what a rank needs from there)
   TrainingState state;
@@ -87,7 +89,10 @@ class CheckpointManager {
   // warning naming what is wrong.
   std::optional<std::string> latest(const Logger& log) const;
 
-  static absl::StatusOr<LoadedCheckpoint> load(const std::string& path);
+  // `with_policy`: false leaves LoadedCheckpoint::policy empty (read it with load_policy when needed).
+  static absl::StatusOr<LoadedCheckpoint> load(const std::string& path, bool with_policy = true);
+  // A checkpoint's policy, whole: model/, or a fully sharded run's parts put together from shards/.
+  static absl::StatusOr<model::DecoderModel> load_policy(const std::string& path);
 
  private:
   std::vector<std::pair<int64_t, std::string>> complete(const Logger* log) const;

@@ -170,6 +170,8 @@ class Coordinator {
   }
 
   std::string checkpoint(const aln::v1::ServiceRequest& request) {
+    // (Taken first: a failed request does not leave it for the next checkpoint.)
+    const std::string shards = std::exchange(shards_, std::string());
     auto state = state_from_json(request.text(), "the checkpoint's state");
     check(state.status());
     // A fully sharded run sends no policy or optimizer: its ranks wrote their shards (`shards_`).
@@ -188,7 +190,7 @@ class Coordinator {
     contents.policy = policy ? &*policy : nullptr;
     contents.reference = reference ? &*reference : nullptr;
     contents.optimizer = has_optimizer ? &optimizer : nullptr;
-    contents.shards = std::exchange(shards_, std::string());
+    contents.shards = shards;
     contents.rng = &rng;
     if (!files.empty()) contents.trainer_state = [&](const std::string& dir) { return write_files(files, dir); };
     auto saved = outputs_.checkpoint(contents, *state);

@@ -23,6 +23,9 @@ namespace {
 
 constexpr const char* kFormat = "aln-shards-v1";
 constexpr const char* kIndexFile = "index.json";
+// Bounds that no real run reaches; a damaged index beyond them is refused before anything is sized by it.
+constexpr int64_t kMaxShardRanks = 1 << 20;
+constexpr int64_t kMaxShardElements = int64_t{1} << 45;
 
 std::string file_of(const ShardIndex& index, int64_t rank) {
   return (fs::path(index.dir) / shard_file_name(rank, index.ranks)).string();
@@ -67,22 +70,34 @@ absl::StatusOr<ShardIndex> load_shard_index(const std::string& dir) {
   std::ostringstream text;
   text << in.rdbuf();
   const json j = json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_object() || j.value("format", "") != kFormat) {
-    return bad_index(path, absl::StrCat("not an ", kFormat, " index"));
-  }
+  const bool ours = !j.is_discarded() && j.is_object() && j.contains("format") && j["format"].is_string() &&
+                    j["format"].get<std::string>() == kFormat;
+  if (!ours) return bad_index(path, absl::StrCat("not an ", kFormat, " index"));
   ShardIndex index;
   index.dir = dir;
   try {
     index.ranks = j.at("ranks").get<int64_t>();
-    if (index.ranks < 1) return bad_index(path, "\"ranks\" must be at least 1");
+    const auto files = j.at("files").get<std::vector<std::string>>();
+    if (index.ranks < 1 || index.ranks > kMaxShardRanks || static_cast<int64_t>(files.size()) != index.ranks) {
+      return bad_index(path, absl::StrCat("\"ranks\" (", index.ranks, ") must be from 1 to ", kMaxShardRanks,
+                                          " and the number of \"files\" (", files.size(), ")"));
+    }
+    for (int64_t k = 0; k < index.ranks; ++k) {
+      if (files[static_cast<size_t>(k)] != shard_file_name(k, index.ranks)) {
+        return bad_index(path, absl::StrCat("files[", k, "] is \"", files[static_cast<size_t>(k)], "\", expected \"",
+                                            shard_file_name(k, index.ranks), "\""));
+      }
+    }
     index.config_json = j.at("config").dump();
     for (const auto& [name, t] : j.at("tensors").items()) {
       ShardedTensor st;
       st.shape = t.at("shape").get<std::vector<int64_t>>();
       int64_t numel = 1;
       for (int64_t d : st.shape) {
-        if (d < 0) return bad_index(path, absl::StrCat("tensors.", name, ".shape has a negative size"));
-        numel *= d;
+        // (Checked so that a damaged shape is an error, not an overflow.)
+        if (d < 0 || __builtin_mul_overflow(numel, d, &numel) || numel > kMaxShardElements) {
+          return bad_index(path, absl::StrCat("tensors.", name, ".shape is negative or too large"));
+        }
       }
       int64_t next = 0;
       for (const auto& p : t.at("parts")) {
@@ -90,7 +105,8 @@ absl::StatusOr<ShardIndex> load_shard_index(const std::string& dir) {
         if (v.size() != 3)
           return bad_index(path, absl::StrCat("tensors.", name, ".parts: each is [rank, offset, numel]"));
         const ShardPart part{v[0], v[1], v[2]};
-        if (part.rank < 0 || part.rank >= index.ranks || part.offset != next || part.numel <= 0) {
+        if (part.rank < 0 || part.rank >= index.ranks || part.offset != next || part.numel <= 0 ||
+            part.numel > numel - next) {
           return bad_index(path, absl::StrCat("tensors.", name, ".parts: [", part.rank, ", ", part.offset, ", ",
                                               part.numel, "] does not follow the part before it (element ", next,
                                               ", ranks 0 to ", index.ranks - 1, ")"));
@@ -109,10 +125,12 @@ absl::StatusOr<ShardIndex> load_shard_index(const std::string& dir) {
   return index;
 }
 
-absl::StatusOr<optim::TensorMap> read_shard_ranges(const ShardIndex& index, const std::vector<ShardRange>& ranges,
-                                                   const std::vector<std::string>& suffixes) {
+namespace {
+
+absl::StatusOr<optim::TensorMap> read_ranges(const ShardIndex& index, const std::vector<ShardRange>& ranges,
+                                             const std::vector<std::string>& suffixes) {
   optim::TensorMap out;
-  std::set<std::string> missing;
+  std::set<std::string> missing, found;
   const at::TensorOptions options = at::TensorOptions().dtype(at::kFloat);
   for (const ShardRange& r : ranges) {
     auto it = index.tensors.find(r.name);
@@ -153,6 +171,7 @@ absl::StatusOr<optim::TensorMap> read_shard_ranges(const ShardIndex& index, cons
           missing.insert(key);
           continue;
         }
+        found.insert(key);
         if (t->second.numel() != p->numel) {
           return absl::DataLossError(
               absl::StrCat(path, ": ", key, " has ", t->second.numel(), " elements, index.json says ", p->numel));
@@ -161,8 +180,24 @@ absl::StatusOr<optim::TensorMap> read_shard_ranges(const ShardIndex& index, cons
       }
     }
   }
-  for (const std::string& key : missing) out.erase(key);
+  for (const std::string& key : missing) {
+    if (found.count(key) > 0) {
+      return absl::DataLossError(absl::StrCat(index.dir, ": ", key, " is in some rank files and not in others"));
+    }
+    out.erase(key);
+  }
   return out;
+}
+
+}  // namespace
+
+absl::StatusOr<optim::TensorMap> read_shard_ranges(const ShardIndex& index, const std::vector<ShardRange>& ranges,
+                                                   const std::vector<std::string>& suffixes) {
+  try {
+    return read_ranges(index, ranges, suffixes);
+  } catch (const std::exception& e) {  // a tensor LibTorch cannot make or copy (damaged sizes)
+    return absl::DataLossError(absl::StrCat(index.dir, ": ", e.what()));
+  }
 }
 
 absl::StatusOr<optim::TensorMap> read_shard_whole(const ShardIndex& index, const std::vector<std::string>& suffixes) {
@@ -181,7 +216,7 @@ absl::StatusOr<optim::TensorMap> read_shard_whole(const ShardIndex& index, const
       if (it != flat->end()) out.emplace(it->first, it->second.view(index.tensors.at(r.name).shape));
     }
   }
-  return out;
+  return out;  // (the shapes were checked against the element counts when the index was read)
 }
 
 absl::StatusOr<model::DecoderModel> read_shard_policy(const ShardIndex& index) {

@@ -80,44 +80,86 @@ c10::Allocator* allocator_of(const c10::Storage& storage, c10::DeviceType device
 
 FullySharded::FullySharded(const DataParallel& dp, model::DecoderModel& policy, bool deterministic)
     : dp_(dp), policy_(policy), deterministic_(deterministic) {
-  ALN_CHECK(dp.size() > 1, "fully sharded parameters need more than one data-parallel rank");
-  ALN_CHECK(policy.is_whole() && policy.param_gather() == nullptr, "fully sharded: the policy must be whole");
-  const model::ModelConfig& c = policy.config();
+  cut_into_units();
+  // This rank's range of each tensor, copied from the whole ones (no unit-sized buffer).
+  for (const auto& [name, t] : policy.tensors()) take(name, t);
+  finish();
+}
+
+FullySharded::FullySharded(const DataParallel& dp, model::DecoderModel& policy, bool deterministic, ShapesOnly)
+    : dp_(dp), policy_(policy), deterministic_(deterministic) {
+  cut_into_units();
+  finish();
+}
+
+void FullySharded::cut_into_units() {
+  ALN_CHECK(dp_.size() > 1, "fully sharded parameters need more than one data-parallel rank");
+  ALN_CHECK(policy_.is_whole() && policy_.param_gather() == nullptr, "fully sharded: the policy must be whole");
+  const model::ModelConfig& c = policy_.config();
   // An embedding that is not the head gets a unit of its own, freed as soon as the lookup is done.
   const bool tied = c.tie_embeddings && c.head == model::Head::kCausalLm;
   embedding_ = tied ? 0 : 1;
   first_layer_ = tied ? 1 : 2;
   units_.resize(first_layer_ + static_cast<size_t>(c.num_layers));
   // Name order inside each unit (the map's), the same on every rank.
-  for (const auto& [name, t] : policy.tensors()) {
+  for (const auto& [name, t] : policy_.tensors()) {
     const int64_t layer = model::DecoderModel::layer_of(c, name);
     const bool embedding =
         name == "transformer.wte.weight" || name == "transformer.wpe.weight" || name == "model.embed_tokens.weight";
-    Unit& u = units_[layer >= 0 ? first_layer_ + static_cast<size_t>(layer) : embedding ? embedding_ : 0];
+    const size_t k = layer >= 0 ? first_layer_ + static_cast<size_t>(layer) : embedding ? embedding_ : 0;
+    Unit& u = units_[k];
+    where_[name] = {k, u.entries.size()};
     u.entries.push_back({name, t.sizes().vec(), u.total, t.numel()});
     u.total += t.numel();
   }
-  at::NoGradGuard no_grad;
-  const int64_t ranks = dp.size();
-  const bool trains = policy.tensors().begin()->second.requires_grad();
+  // Shards on the parameters' device, float32 (a shapes-only policy's meta tensors: the host).
+  const at::Tensor& first = policy_.tensors().begin()->second;
+  const at::Device device = first.is_meta() ? at::Device(at::kCPU) : first.device();
+  trains_ = first.requires_grad();
+  const int64_t ranks = dp_.size();
   for (size_t k = 0; k < units_.size(); ++k) {
     Unit& u = units_[k];
     ALN_CHECK(u.total > 0, "fully sharded: unit ", k, " of the policy has no tensors");
     u.width = (u.total + ranks - 1) / ranks;
-    const at::TensorOptions options =
-        policy.tensors().at(u.entries.front().name).options().dtype(at::kFloat).requires_grad(false);
-    // This rank's range only, copied from the tensors it overlaps (no unit-sized buffer).
-    u.shard = at::zeros({u.width}, options);
-    const int64_t a0 = lo(u), b0 = std::min(u.total, a0 + u.width);
-    for (const Entry& e : u.entries) {
-      const int64_t a = std::max(a0, e.offset), b = std::min(b0, e.offset + e.numel);
-      if (a < b) {
-        u.shard.narrow(0, a - a0, b - a).copy_(policy.tensors().at(e.name).detach().reshape(-1).narrow(0, a - e.offset, b - a));
-      }
-    }
-    u.shard.set_requires_grad(trains);
+    u.shard = at::zeros({u.width}, at::TensorOptions().dtype(at::kFloat).device(device));
+  }
+}
+
+void FullySharded::take(const std::string& name, const at::Tensor& whole) {
+  auto found = where_.find(name);
+  ALN_CHECK(found != where_.end(), "fully sharded: '", name, "' is not a parameter of the policy");
+  Unit& u = units_[found->second.first];
+  const Entry& e = u.entries[found->second.second];
+  ALN_CHECK(whole.numel() == e.numel, "fully sharded: '", name, "' has ", whole.numel(), " elements, the parameter ",
+            e.numel);
+  at::NoGradGuard no_grad;
+  const int64_t a0 = lo(u), b0 = std::min(u.total, a0 + u.width);
+  const int64_t a = std::max(a0, e.offset), b = std::min(b0, e.offset + e.numel);
+  if (a < b) {
+    u.shard.detach().narrow(0, a - a0, b - a).copy_(whole.detach().reshape(-1).narrow(0, a - e.offset, b - a));
+  }
+}
+
+void FullySharded::take_parts(const optim::TensorMap& parts) {
+  at::NoGradGuard no_grad;
+  optim::TensorMap mine = parameter_parts();
+  for (const auto& [name, part] : mine) {
+    auto it = parts.find(name);
+    ALN_CHECK(it != parts.end(), "fully sharded: no part of '", name, "' for this rank");
+    ALN_CHECK(it->second.numel() == part.numel(), "fully sharded: the part of '", name, "' has ", it->second.numel(),
+              " elements, this rank's range ", part.numel());
+    part.copy_(it->second.reshape(-1));
+  }
+}
+
+void FullySharded::finish() {
+  const int64_t ranks = dp_.size();
+  for (size_t k = 0; k < units_.size(); ++k) {
+    Unit& u = units_[k];
+    u.shard.set_requires_grad(trains_);
     // The whole tensors go; placeholders of the right shapes stay in the model's map, over a storage
     // that holds no memory until a pass gathers into a storage of its own.
+    const at::TensorOptions options = u.shard.options().requires_grad(false);
     const int64_t bytes = u.width * ranks * static_cast<int64_t>(sizeof(float));
     c10::Allocator* allocator = c10::GetAllocator(options.device().type());
     // (Not resizable: a stray resize of a placeholder fails instead of allocating quietly.)

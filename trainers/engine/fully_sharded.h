@@ -29,10 +29,13 @@
 // keeps evaluation unsplit and job validation refuses methods that generate with the policy. The
 // model's map tensors are valid only during a pass (the outer ones until the next pass): callers
 // must not keep them across passes.
+// A start need not build the whole model first: from the parameters' shapes alone (ShapesOnly), the
+// shards are filled tensor by tensor or from a sharded checkpoint's parts (sharded_start.h).
 // Known costs: the final model is gathered on rank 0 (the model's float32 size there, briefly);
 // parallel.deterministic's reduce-scatter gathers every rank's unit gradient first (ranks x one
 // unit in flight).
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -53,6 +56,16 @@ class FullySharded final : public model::ParamGather {
   // attaches itself to the policy, whose layers from then on are there only while they run.
   // `deterministic`: gradients summed in rank order (parallel.deterministic).
   FullySharded(const DataParallel& dp, model::DecoderModel& policy, bool deterministic);
+  // A sharded start: `policy` holds only the parameters' shapes (meta tensors, requires_grad as the
+  // run trains). The shards start at zero; take() and take_parts() fill them, so no rank ever holds
+  // more of the model than one tensor and its shards.
+  struct ShapesOnly {};
+  FullySharded(const DataParallel& dp, model::DecoderModel& policy, bool deterministic, ShapesOnly);
+  // Copies this rank's range of parameter `name` out of its whole value.
+  void take(const std::string& name, const at::Tensor& whole);
+  // Copies this rank's ranges in directly: `parts` keyed by parameter name, each the range ranges()
+  // lists for this rank (read from a sharded checkpoint by read_shard_ranges).
+  void take_parts(const optim::TensorMap& parts);
   // Detaches from the policy (which is left without its parameters: take whole() first).
   ~FullySharded() override;
   FullySharded(const FullySharded&) = delete;
@@ -124,6 +137,8 @@ class FullySharded final : public model::ParamGather {
     int64_t width = 0;  // elements per rank
     at::Tensor shard;   // [width]: this rank's range (a leaf; backward adds to its gradient)
   };
+  void cut_into_units();  // units and zero shards from the policy map's names and shapes
+  void finish();          // placeholders into the policy's map, and the gather attached
   void gather(size_t unit);
   bool is_layer(size_t unit) const { return unit >= first_layer_; }
   std::optional<model::DecoderModel> gather_whole(bool lead_only) const;
@@ -137,6 +152,8 @@ class FullySharded final : public model::ParamGather {
   std::vector<Unit> units_;
   size_t embedding_ = 0;    // the embedding's unit (0 when tied)
   size_t first_layer_ = 1;  // 2 with an untied embedding
+  std::map<std::string, std::pair<size_t, size_t>> where_;  // parameter -> (unit, entry)
+  bool trains_ = false;
   int64_t layer_bytes_ = 0;  // layer units gathered now
   int64_t peak_layer_bytes_ = 0;
 };

@@ -54,8 +54,7 @@ absl::Status check_supported(const aln::v1::JobSpec& spec) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<model::DecoderModel> initial_policy(const aln::v1::JobSpec& spec, const TextEncoder& encoder) {
-  if (!spec.model().path().empty()) return model::load_hf_model(spec.model().path());
+absl::StatusOr<model::ModelConfig> initial_config(const aln::v1::JobSpec& spec, const TextEncoder& encoder) {
   model::ModelConfig config = model::from_job_spec(spec.model().config());
   if (config.vocab_size < encoder.vocab_size()) {
     return absl::InvalidArgumentError(absl::StrCat("model.config.vocab_size ", config.vocab_size,
@@ -63,7 +62,14 @@ absl::StatusOr<model::DecoderModel> initial_policy(const aln::v1::JobSpec& spec,
   }
   config.eos_token_id = encoder.eos_id();
   config.pad_token_id = encoder.pad_id();
-  return model::DecoderModel::random_init(config, static_cast<uint64_t>(config::effective_init_seed(spec)));
+  return config;
+}
+
+absl::StatusOr<model::DecoderModel> initial_policy(const aln::v1::JobSpec& spec, const TextEncoder& encoder) {
+  if (!spec.model().path().empty()) return model::load_hf_model(spec.model().path());
+  auto config = initial_config(spec, encoder);
+  if (!config.ok()) return config.status();
+  return model::DecoderModel::random_init(*config, static_cast<uint64_t>(config::effective_init_seed(spec)));
 }
 
 }  // namespace aln::engine

@@ -14,5 +14,7 @@ std::string spec_fingerprint(const aln::v1::JobSpec& spec);
 absl::Status check_supported(const aln::v1::JobSpec& spec);
 // A Hugging Face model directory (model.path) or a seeded random model from model.config.
 absl::StatusOr<model::DecoderModel> initial_policy(const aln::v1::JobSpec& spec, const TextEncoder& encoder);
+// model.config with the tokenizer's end and padding ids (the random model's config).
+absl::StatusOr<model::ModelConfig> initial_config(const aln::v1::JobSpec& spec, const TextEncoder& encoder);
 
 }  // namespace aln::engine

@@ -1,6 +1,7 @@
 #include "trainers/engine/policy_worker.h"
 
 #include <ATen/ATen.h>
+#include <sys/resource.h>
 
 #include <filesystem>
 
@@ -16,6 +17,7 @@
 #include "trainers/engine/job_setup.h"
 #include "trainers/engine/pipeline_job.h"
 #include "trainers/engine/rng_state.h"
+#include "trainers/engine/sharded_start.h"
 #include "trainers/engine/stage_runner.h"
 #include "trainers/trainer.h"
 
@@ -82,7 +84,8 @@ absl::Status open_outputs_and_resume(PolicyWorker& w) {
     w.log.warning("--resume: no complete checkpoint in %s; starting from the beginning", w.checkpoint_dir);
     return absl::OkStatus();
   }
-  auto loaded = CheckpointManager::load(*latest);
+  // (A sharded start reads its own parts of the policy later, never the whole of it.)
+  auto loaded = CheckpointManager::load(*latest, /*with_policy=*/!starts_sharded(w));
   if (!loaded.ok()) return loaded.status();
   if (loaded->state.spec_fingerprint != w.fingerprint) {
     return absl::FailedPreconditionError(
@@ -106,13 +109,58 @@ absl::Status open_outputs_and_resume(PolicyWorker& w) {
   return absl::OkStatus();
 }
 
+// The policy's parameter count, logged.
+void count_parameters(PolicyWorker& w) {
+  for (const auto& [name, shape] : model::DecoderModel::expected_shapes(w.policy->config())) {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    w.policy_parameters += n;
+  }
+  // What starting took at most (a whole start holds the whole model; a sharded start never does).
+  struct rusage usage {};
+  getrusage(RUSAGE_SELF, &usage);
+  w.log.info("policy: %s, %.2fM parameters; peak resident memory so far %.2f MiB", w.policy->config().model_type,
+             w.policy_parameters / 1e6, static_cast<double>(usage.ru_maxrss) / 1024);
+}
+
+// What a fully sharded rank keeps, in the job log.
+void describe_sharding(PolicyWorker& w) {
+#ifdef __GLIBC__
+  // Whatever whole tensors this rank started from are free now; aln's mallopt settings keep freed
+  // heap resident, so hand those pages back (what the rank holds from here on is its share).
+  malloc_trim(0);
+#endif
+  const double mib = 1 << 20;
+  const std::string embedding =
+      w.fsdp->embedding_bytes() > 0
+          ? absl::StrFormat("the embedding for its lookup (%.2f MiB) and ", w.fsdp->embedding_bytes() / mib)
+          : std::string();
+  w.log.info(
+      "fully sharded over %d ranks: this rank keeps %.2f MiB of the policy's %.2f MiB (%.1f%%); a pass holds the "
+      "head%s (%.2f MiB) and gathers %sone layer at a time (%.2f MiB)",
+      w.dp->size(), w.fsdp->shard_bytes() / mib, w.fsdp->whole_bytes() / mib, 100.0 * w.fsdp->owned_share(),
+      embedding.empty() ? " and tied embedding" : "", w.fsdp->outer_bytes() / mib, embedding,
+      w.fsdp->largest_layer_bytes() / mib);
+}
+
 // The policy: from the checkpoint, a pipeline stage's own tensors of model.path, or the job's
 // initial model; control tokens added; the same start on every rank; cut to this rank's stage.
 absl::Status load_policy(PolicyWorker& w) {
+  if (starts_sharded(w)) {
+    auto started = start_sharded(w);
+    if (!started.ok()) return started.status();
+    if (*started) {
+      count_parameters(w);
+      describe_sharding(w);
+      return absl::OkStatus();
+    }
+  }
   const aln::v1::GridSpec& grid = w.spec.parallel().policy();
   absl::StatusOr<model::DecoderModel> policy_or = absl::UnknownError("no policy");
   if (w.resumed) {
-    policy_or = std::move(w.resumed->policy);
+    // (Not read yet when a sharded start was planned and declined.)
+    policy_or = w.resumed->policy ? std::move(*w.resumed->policy) : CheckpointManager::load_policy(w.resumed->path);
+    w.resumed->policy.reset();
   } else if (w.pipeline && !w.spec.model().path().empty()) {
     // A pipeline stage reads only its own tensors from a Hugging Face directory (model.path); random
     // init and checkpoints (which hold the whole model) are cut after loading.
@@ -142,30 +190,10 @@ absl::Status load_policy(PolicyWorker& w) {
     policy.resize_vocabulary(w.encoder.vocab_size());
   }
   w.dp->broadcast(policy.tensors());  // identical start on every rank, whatever each one loaded
-  for (const auto& [name, shape] : model::DecoderModel::expected_shapes(policy.config())) {
-    int64_t n = 1;
-    for (int64_t d : shape) n *= d;
-    w.policy_parameters += n;
-  }
-  w.log.info("policy: %s, %.2fM parameters", policy.config().model_type, w.policy_parameters / 1e6);
+  count_parameters(w);
   if (config::policy_shard(w.spec) == aln::v1::FULL && w.dp->size() > 1 && !w.pipeline) {
     w.fsdp = std::make_unique<FullySharded>(*w.dp, policy, w.spec.parallel().deterministic());
-#ifdef __GLIBC__
-    // The whole model this rank started from is free now; aln's mallopt settings keep freed heap
-    // resident, so hand those pages back (what the rank holds from here on is its share).
-    malloc_trim(0);
-#endif
-    const double mib = 1 << 20;
-    const std::string embedding =
-        w.fsdp->embedding_bytes() > 0
-            ? absl::StrFormat("the embedding for its lookup (%.2f MiB) and ", w.fsdp->embedding_bytes() / mib)
-            : std::string();
-    w.log.info(
-        "fully sharded over %d ranks: this rank keeps %.2f MiB of the policy's %.2f MiB (%.1f%%); a pass holds the "
-        "head%s (%.2f MiB) and gathers %sone layer at a time (%.2f MiB)",
-        w.dp->size(), w.fsdp->shard_bytes() / mib, w.fsdp->whole_bytes() / mib, 100.0 * w.fsdp->owned_share(),
-        embedding.empty() ? " and tied embedding" : "", w.fsdp->outer_bytes() / mib, embedding,
-        w.fsdp->largest_layer_bytes() / mib);
+    describe_sharding(w);
   }
   if (!w.pipeline) return absl::OkStatus();
   if (w.stage_bounds.empty()) {

@@ -164,9 +164,14 @@ absl::Status open_training(PolicyWorker& w, StageRun& s) {
     // A sharded checkpoint read by a fully sharded run: each rank reads only its own ranges of the
     // moments, from whichever ranks of the earlier run kept them.
     auto mine = read_shard_ranges(*resumed.shards, w.fsdp->ranges(), {".exp_avg", ".exp_avg_sq"});
-    if (!mine.ok()) return mine.status();
     auto step = read_shard_step(*resumed.shards);
-    if (!step.ok()) return step.status();
+    const absl::Status read = !mine.ok() ? mine.status() : step.status();
+    // Ranks read different files: all stop if one could not (instead of waiting in the next collective).
+    if (dp.sum(read.ok() ? 0.0 : 1.0) > 0) {
+      return read.ok() ? absl::DataLossError(absl::StrCat("another rank could not read its part of ", resumed.path,
+                                                          "'s optimizer state (see its log)"))
+                       : read;
+    }
     mine->emplace("step", *step);
     s.adamw->load_local_state(*mine);
   } else {

@@ -374,6 +374,61 @@ TEST(DataParallelThreads, FullyShardedEqualsAllReduced) {
   }
 }
 
+// A sharded start never holds the whole model: shards filled from the parameters' shapes alone, by
+// whole tensors one at a time (a seeded random model made tensor by tensor) or by each rank's own
+// ranges (as read from a sharded checkpoint), equal the shards cut from the whole model, and a pass
+// gives the same logits.
+TEST(DataParallelThreads, FullyShardedStartsFromShapesAlone) {
+  for (bool tied : {true, false}) {
+    const ModelConfig config = tiny(3, tied);
+    const DecoderModel model = DecoderModel::random_init(config, 31);
+    auto shapes_only = [&config] {
+      model::TensorMap shapes;
+      for (const auto& [name, shape] : DecoderModel::expected_shapes(config)) {
+        shapes.emplace(name, at::empty(shape, at::TensorOptions().dtype(at::kFloat).device(at::kMeta)));
+      }
+      return *DecoderModel::from_tensors(config, std::move(shapes));
+    };
+    for (int ranks : {2, 3}) {
+      dist::run_thread_ranks(ranks, [&](dist::Communicator& comm) {
+        const DataParallel dp(&comm, kWait);
+        DecoderModel whole = model.to(at::kFloat);
+        const FullySharded cut(dp, whole, /*deterministic=*/true);
+        DecoderModel streamed_model = shapes_only();
+        FullySharded streamed(dp, streamed_model, true, FullySharded::ShapesOnly{});
+        DecoderModel::random_init_each(
+            config, 31, [&streamed](const std::string& name, const at::Tensor& t) { streamed.take(name, t); });
+        DecoderModel parts_model = shapes_only();
+        FullySharded from_parts(dp, parts_model, true, FullySharded::ShapesOnly{});
+        optim::TensorMap parts;
+        for (const ShardRange& r : from_parts.ranges()) {
+          parts.emplace(r.name, model.tensors().at(r.name).reshape(-1).narrow(0, r.offset, r.numel));
+        }
+        from_parts.take_parts(parts);
+        const optim::TensorMap want = cut.parameter_parts();
+        const optim::TensorMap got_streamed = streamed.parameter_parts(), got_parts = from_parts.parameter_parts();
+        EXPECT_EQ(got_streamed.size(), want.size());
+        for (const auto& [name, t] : want) {
+          EXPECT_TRUE(at::equal(got_streamed.at(name), t)) << ranks << " ranks: " << name;
+          EXPECT_TRUE(at::equal(got_parts.at(name), t)) << ranks << " ranks: " << name;
+        }
+        // The layout covers every parameter once, in order.
+        for (const auto& [name, t] : cut.layout()) {
+          int64_t next = 0;
+          for (const ShardPart& p : t.parts) {
+            EXPECT_EQ(p.offset, next) << name;
+            next += p.numel;
+          }
+          EXPECT_EQ(next, model.tensors().at(name).numel()) << name;
+        }
+        auto [ids, mask] = batch(3, config.vocab_size);
+        at::NoGradGuard no_grad;
+        EXPECT_TRUE(at::equal(streamed_model.logits(ids, mask), whole.logits(ids, mask)));
+      });
+    }
+  }
+}
+
 // The pipeline executor: 2 and 3 stages give the whole model's weighted loss and gradients.
 // Held-out evaluation split over 2 and 3 ranks (each evaluates every size()-th micro-batch; 7
 // batches, so the ranks get unequal shares) gives every rank the numbers one process computes,

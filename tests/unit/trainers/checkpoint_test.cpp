@@ -76,7 +76,7 @@ TEST(Checkpoint, RoundTripIsBitwise) {
   EXPECT_EQ(fs::path(*saved).filename(), "step-00000012");
   auto loaded = CheckpointManager::load(*saved);
   ASSERT_TRUE(loaded.ok()) << loaded.status();
-  for (const auto& [name, t] : policy.tensors()) EXPECT_TRUE(at::equal(t, loaded->policy.tensors().at(name))) << name;
+  for (const auto& [name, t] : policy.tensors()) EXPECT_TRUE(at::equal(t, loaded->policy->tensors().at(name))) << name;
   ASSERT_TRUE(loaded->reference.has_value());
   for (const auto& [name, t] : reference.tensors()) EXPECT_TRUE(at::equal(t, loaded->reference->tensors().at(name)));
   EXPECT_TRUE(at::equal(opt["w.exp_avg"], loaded->optimizer.at("w.exp_avg")));
@@ -139,7 +139,7 @@ TEST(Checkpoint, ShardedPartsResumeOnAnotherRankCount) {
   ASSERT_TRUE(loaded.ok()) << loaded.status();
   ASSERT_TRUE(loaded->shards.has_value());
   EXPECT_TRUE(loaded->optimizer.empty());
-  for (const auto& [name, t] : policy.tensors()) EXPECT_TRUE(at::equal(t, loaded->policy.tensors().at(name))) << name;
+  for (const auto& [name, t] : policy.tensors()) EXPECT_TRUE(at::equal(t, loaded->policy->tensors().at(name))) << name;
   // Rank 1 of 2: the second half of every parameter, which the old ranks 1 and 2 hold.
   std::vector<ShardRange> ranges;
   for (const auto& [name, t] : policy.tensors()) ranges.push_back({name, t.numel() / 2, t.numel() - t.numel() / 2});
@@ -186,6 +186,21 @@ TEST(Checkpoint, DamagedShardsAreNamed) {
   ASSERT_FALSE(gap.ok());
   EXPECT_NE(gap.status().message().find("index.json: tensors.w.parts: [1, 6, 4] does not follow"), std::string::npos)
       << gap.status();
+  // Damage that must be an error, never a crash or a huge allocation: a non-string format, a shape
+  // whose element count overflows, a rank count that disagrees with the files.
+  const std::string files = R"("files": ["rank-00000-of-00002.safetensors", "rank-00001-of-00002.safetensors"])";
+  for (const std::string& text :
+       {std::string(R"({"format": 5, "ranks": 2})"),
+        R"({"format": "aln-shards-v1", "ranks": 2, )" + files +
+            R"(, "config": {}, "tensors": {"w": {"shape": [4294967296, 4294967296], "parts": []}}})",
+        std::string(
+            R"({"format": "aln-shards-v1", "ranks": 1000000000000, "files": [], "config": {}, "tensors": {}})")}) {
+    std::ofstream(dir.path() / "index.json") << text;
+    auto damaged = load_shard_index(shards);
+    ASSERT_FALSE(damaged.ok()) << text;
+    EXPECT_EQ(damaged.status().code(), absl::StatusCode::kDataLoss) << damaged.status();
+    EXPECT_NE(damaged.status().message().find("index.json"), std::string::npos) << damaged.status();
+  }
 }
 
 TEST(Checkpoint, KeepsTheNewestAndSkipsDamagedOnes) {

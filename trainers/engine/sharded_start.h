@@ -1,0 +1,25 @@
+#pragma once
+// A fully sharded start (parallel.policy.shard: full): each rank fills its shards of the policy
+// without ever holding the whole model. The values come one tensor at a time - a seeded random
+// model made tensor by tensor, or a Hugging Face directory (model.path, or an unsharded checkpoint's
+// model/) read one layer at a time - each broadcast from data-parallel rank 0, so every rank starts
+// from the same values as the whole start's broadcast gives; or, resuming a sharded checkpoint, as
+// this rank's own ranges read straight from the rank files that hold them.
+// A rank then holds, at most, one whole tensor (a layer's largest, or the embedding) beside its
+// shards, instead of the whole model.
+#include "absl/status/statusor.h"
+#include "trainers/engine/policy_worker.h"
+
+namespace aln::engine {
+
+// Whether the job starts its policy sharded: shard: full over more than one data-parallel rank, no
+// pipeline stages, and no special tokens for the methods to add (those grow the vocabulary of a
+// whole model first; that start stays).
+bool starts_sharded(const PolicyWorker& w);
+
+// Makes w.policy (placeholders of the parameters' shapes) and w.fsdp, and fills the shards. Returns
+// false, having made nothing, when the model's vocabulary is smaller than the tokenizer's (the whole
+// start grows it). Collective over the data-parallel group.
+absl::StatusOr<bool> start_sharded(PolicyWorker& w);
+
+}  // namespace aln::engine
