@@ -18,7 +18,8 @@
 #    another summation order), a 2-rank one in one process exactly; aln convert writes its policy;
 #    the ranks start sharded (a random model made a tensor at a time, model.path or an unsharded
 #    checkpoint read a layer at a time, a sharded checkpoint's own parts), never holding the whole
-#    model: model.path gives the unsharded run's bytes, an unsharded checkpoint resumes on them; SFT on 2 ranks with
+#    model: model.path gives the unsharded run's bytes, an unsharded checkpoint resumes on them;
+#    a rank stopped (SIGSTOP) mid-run makes rank 0 name the stalled collective within timeout_s; SFT on 2 ranks with
 #    accumulation and MPI's reduction within 1e-6 of the all-reduce run; each step's log line says
 #    what the rank held; SFT then DPO in one job byte-identical to the unsharded run; a rank killed
 #    mid-run ends the job within 60 s, named;
@@ -365,6 +366,15 @@ signal_rank 2 "$work/$name.yaml" "$work/$name.out" 1 KILL "$work/$name/train_log
 check "fsdp KILL: job exits non-zero (rc $fault_rc) within 60 s (${fault_took}s)" \
   "[[ -n '$victim' && $fault_rc -ne 0 && $fault_took -le 60 ]]"
 check "fsdp KILL: the failure names rank 1: $(grep -m1 -i 'rank 1' "$work/$name.out")" "grep -qi 'rank 1' '$work/$name.out'"
+# A rank that stops answering (SIGSTOP) while the layers are gathered and reduce-scattered: rank 0's
+# collective times out after timeout_s and names it with this rank's last collectives.
+name=fault-fsdp-stop
+job "$name" dpo 2 2 100000 5 "" false "" false false full >"$work/$name.yaml"
+signal_rank 2 "$work/$name.yaml" "$work/$name.out" 1 STOP "$work/$name/train_log.jsonl" 3
+check "fsdp STOP: job exits non-zero (rc $fault_rc) within 60 s (${fault_took}s)" \
+  "[[ -n '$victim' && $fault_rc -ne 0 && $fault_took -le 60 ]]"
+check "fsdp STOP: rank 0 names the stalled collective: $(grep -m1 'did not complete' "$work/$name.out")" \
+  "grep -Eq 'rank 0 on .*(all_gather|reduce_scatter|all_reduce) #[0-9]* did not complete within 5000 ms.*last collectives of this rank' '$work/$name.out'"
 
 # Rank 0 stopped as it starts (SIGSTOP before it execs aln, so before MPI_Init): rank 1 waits in
 # MPI's start-up or for the job's first communicators, each bounded by startup_timeout_s (5 s), then
