@@ -19,7 +19,8 @@
 #    the ranks start sharded (a random model made a tensor at a time, model.path or an unsharded
 #    checkpoint read a layer at a time, a sharded checkpoint's own parts), never holding the whole
 #    model: model.path gives the unsharded run's bytes, an unsharded checkpoint resumes on them;
-#    a rank stopped (SIGSTOP) mid-run makes rank 0 name the stalled collective within timeout_s; SFT on 2 ranks with
+#    a rank stopped (SIGSTOP) mid-run makes rank 0 name the stalled collective within timeout_s; the
+#    cached reference log-probs are scored by the sharded policy itself (no whole copy); SFT on 2 ranks with
 #    accumulation and MPI's reduction within 1e-6 of the all-reduce run; each step's log line says
 #    what the rank held; SFT then DPO in one job byte-identical to the unsharded run; a rank killed
 #    mid-run ends the job within 60 s, named;
@@ -211,6 +212,8 @@ check "fsdp: the log says what each rank keeps: $(grep -m1 'fully sharded over' 
   "grep -q 'fully sharded over 4 ranks: this rank keeps' '$work/dpo-4-fsdp.out'"
 check "fsdp: the ranks started sharded, never holding the whole model: $(grep -m1 'sharded start' "$work/dpo-4-fsdp.out")" \
   "grep -q 'sharded start: each rank filled its shards from a seeded random model, one tensor at a time' '$work/dpo-4-fsdp.out'"
+check "fsdp: the sharded policy itself scored the reference cache (no whole copy), byte-identical numbers" \
+  "grep -q 'the fully sharded policy, as the stage starts, scores the reference cache' '$work/dpo-4-fsdp.out'"
 # What a rank held, from the train log: a quarter of the parameters (plus padding) and never more than
 # two layers gathered at once.
 fsdp_held() {  # fsdp_held TRAIN_LOG RANKS

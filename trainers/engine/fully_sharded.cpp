@@ -355,6 +355,20 @@ optim::TensorMap FullySharded::cut(const optim::TensorMap& whole, const std::str
   return out;
 }
 
+void FullySharded::for_each_whole(const std::function<void(const std::string&, const at::Tensor&)>& f) const {
+  size_t current = units_.size();
+  at::Tensor gathered;
+  for (const auto& [name, placeholder] : policy_.tensors()) {
+    const auto [k, i] = where_.at(name);
+    if (k != current) {
+      gathered = dp_.all_gather(units_[k].shard.detach());
+      current = k;
+    }
+    const Entry& e = units_[k].entries[i];
+    f(name, gathered.narrow(0, e.offset, e.numel).view(e.shape));
+  }
+}
+
 model::DecoderModel FullySharded::whole() const {
   std::optional<model::DecoderModel> made = gather_whole(false);
   return std::move(*made);

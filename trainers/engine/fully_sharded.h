@@ -35,6 +35,7 @@
 // parallel.deterministic's reduce-scatter gathers every rank's unit gradient first (ranks x one
 // unit in flight).
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -95,6 +96,10 @@ class FullySharded final : public model::ParamGather {
   // rank's ranges alone (what it reads back from one).
   std::map<std::string, ShardedTensor> layout() const;
   std::vector<ShardRange> ranges() const;
+  // Every parameter whole, one at a time in the policy map's (name) order, each unit gathered once
+  // while its tensors pass (consecutive names share a unit; the outer unit is gathered at both ends).
+  // A fingerprint of the weights without the whole model. Collective.
+  void for_each_whole(const std::function<void(const std::string&, const at::Tensor&)>& f) const;
   // The whole policy, float32, a copy that shares nothing with the shards. Collective.
   model::DecoderModel whole() const;
   // The same on data-parallel rank 0 only (checkpoints, the final model); the others take part.

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -11,6 +12,7 @@
 #include "core/fingerprint.h"
 #include "core/io/safetensors.h"
 #include "core/model/model_config.h"
+#include "trainers/engine/fully_sharded.h"
 #include "trainers/sequence_logprobs.h"
 
 namespace aln::engine {
@@ -34,12 +36,19 @@ at::Tensor column(const std::vector<buffer::Example>& set, bool chosen) {
 std::string model_fingerprint(const model::DecoderModel& model) {
   Fingerprint fp;
   fp.add(model::to_hf_config_json(model.config()));
-  for (const auto& [name, tensor] : model.tensors()) {
+  auto add = [&fp](const std::string& name, const at::Tensor& tensor) {
     at::Tensor t = tensor.contiguous();
     fp.add(name);
     fp.add(static_cast<int64_t>(t.scalar_type()));
     for (int64_t d : t.sizes()) fp.add(d);
     fp.add(t.data_ptr(), t.nbytes());
+  };
+  // A fully sharded model's map holds placeholders: its units are gathered one at a time (every
+  // rank takes part), which gives the key the same weights have whole.
+  if (const auto* sharded = dynamic_cast<const FullySharded*>(model.param_gather())) {
+    sharded->for_each_whole(add);
+  } else {
+    for (const auto& [name, tensor] : model.tensors()) add(name, tensor);
   }
   return fp.hex();
 }
@@ -159,7 +168,7 @@ absl::StatusOr<std::string> fill_reference_logprobs(
     }
     return key;
   }
-  int64_t chunk_index = 0;
+  int64_t chunk_index = 0, passes = 0;
   for (auto* set : {&data.train, &data.eval}) {
     for (size_t i = 0; i < set->size(); i += static_cast<size_t>(micro), ++chunk_index) {
       if (chunk_index % dp.size() != dp.rank()) continue;
@@ -170,7 +179,20 @@ absl::StatusOr<std::string> fill_reference_logprobs(
       } else {
         trainers::reference_pair_logprobs(reference, chunk, pad_id);
       }
+      ++passes;
     }
+  }
+  if (reference.param_gather() != nullptr && chunk_index > 0) {
+    // A fully sharded scorer: each pass is a collective, so every rank runs as many as the busiest
+    // one. The spare passes score a copy of the first chunk and keep nothing (the sum below expects
+    // zeros from a rank for chunks it does not own).
+    const int64_t rounds = (chunk_index + dp.size() - 1) / dp.size();
+    const std::vector<buffer::Example>& source = data.train.empty() ? data.eval : data.train;
+    std::vector<buffer::Example> spare(source.begin(),
+                                       source.begin() + std::min<int64_t>(micro, static_cast<int64_t>(source.size())));
+    std::vector<buffer::Example*> chunk;
+    for (auto& e : spare) chunk.push_back(&e);
+    for (; passes < rounds; ++passes) trainers::reference_pair_logprobs(reference, chunk, pad_id);
   }
   if (pipeline != nullptr && !pipeline->last()) {
     // Only the last stage computed sums; the others add zeros below.

@@ -102,7 +102,11 @@ absl::Status provide_reference(PolicyWorker& w, StageRun& s) {
       // Served each step, the copy is world rank 0's to send (and keep for checkpoints); the other
       // policy ranks need at most its output projection (hidden-state trainers).
       const bool wanted = !ref.remote_each_step || w.lead || needs.asks(trainers::ReferenceQuery::kHiddenStates);
-      if (w.fsdp) {
+      if (w.fsdp && !on_the_fly) {
+        // Cached: the policy as the stage starts is the reference, and it scores the cache itself
+        // (its passes gather a layer at a time): no rank holds a whole copy.
+        w.log.info("stage %s: the fully sharded policy, as the stage starts, scores the reference cache", s.name);
+      } else if (w.fsdp) {
         model::DecoderModel whole = w.policy_copy();  // collective: every policy rank takes part
         if (wanted) ref.model = std::move(whole);
       } else if (wanted) {

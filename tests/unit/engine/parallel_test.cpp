@@ -17,6 +17,7 @@
 #include "trainers/engine/fully_sharded.h"
 #include "trainers/engine/overlap.h"
 #include "trainers/engine/pipeline.h"
+#include "trainers/engine/reference_cache.h"
 #include "trainers/engine/sharded_adamw.h"
 #include "trainers/trainer.h"
 
@@ -421,6 +422,9 @@ TEST(DataParallelThreads, FullyShardedStartsFromShapesAlone) {
           }
           EXPECT_EQ(next, model.tensors().at(name).numel()) << name;
         }
+        // The reference cache's key: the same from the units gathered one at a time as from the whole
+        // weights (a sharded run and an unsharded one share cached log-probs).
+        EXPECT_EQ(model_fingerprint(streamed_model), model_fingerprint(model));
         auto [ids, mask] = batch(3, config.vocab_size);
         at::NoGradGuard no_grad;
         EXPECT_TRUE(at::equal(streamed_model.logits(ids, mask), whole.logits(ids, mask)));
