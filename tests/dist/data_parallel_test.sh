@@ -275,8 +275,9 @@ check "fsdp: aln convert writes the sharded checkpoint's policy, byte-identical 
   "[[ $rc -eq 0 ]] && cmp -s '$work/dpo-4-fsdp/final/model.safetensors' '$work/fsdp-converted/model.safetensors'"
 step10="$work/dpo-4-fsdp/checkpoints/step-00000010"
 "$ALN" convert --checkpoint "$step10" --out "$step10/shards" >"$work/fsdp-convert-in.out" 2>&1; rc=$?
-check "fsdp: aln convert refuses to write into the checkpoint it reads (rc $rc), which stays whole" \
-  "[[ $rc -eq 2 ]] && grep -q 'outside the checkpoint' '$work/fsdp-convert-in.out' && [[ -f '$step10/shards/index.json' ]]"
+"$ALN" convert --checkpoint "$step10" --out "$work/dpo-4-fsdp" >"$work/fsdp-convert-up.out" 2>&1; rc2=$?
+check "fsdp: aln convert refuses to write into the checkpoint it reads, or over a folder that holds it (rc $rc, $rc2)" \
+  "[[ $rc -eq 2 && $rc2 -eq 2 ]] && grep -q 'outside the checkpoint' '$work/fsdp-convert-in.out' && grep -q 'not hold it' '$work/fsdp-convert-up.out' && [[ -f '$step10/shards/index.json' ]]"
 
 # Overlap: the same values, summed while backward runs.
 job "dpo-4-ovl" dpo 1 4 10 60 1 true "" false true >"$work/dpo-4-ovl.yaml"

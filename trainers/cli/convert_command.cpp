@@ -115,12 +115,15 @@ int run_convert(const Args& args) {
     if (!dir.ok()) return input_error(dir.status());
     source = *dir;
   }
-  // Not the source, nor (a checkpoint) anything inside it: --out is replaced whole.
+  // --out is replaced whole: not the source, not a folder that holds it, and (a checkpoint) nothing
+  // inside it.
   const fs::path target = fs::weakly_canonical(out), from_dir = fs::weakly_canonical(source);
-  const auto end = std::mismatch(from_dir.begin(), from_dir.end(), target.begin(), target.end()).first;
-  if (target == from_dir || (!checkpoint.empty() && end == from_dir.end())) {
-    return usage_error(checkpoint.empty() ? "--out must differ from the source directory"
-                                          : "--out must be outside the checkpoint's directory");
+  const auto [in_source, in_target] = std::mismatch(from_dir.begin(), from_dir.end(), target.begin(), target.end());
+  if (in_target == target.end()) {
+    return usage_error("--out must differ from the source directory and not hold it");
+  }
+  if (!checkpoint.empty() && in_source == from_dir.end()) {
+    return usage_error("--out must be outside the checkpoint's directory");
   }
   // Loaded in float32: a bfloat16 or float16 source widens exactly, and the one rounding is the
   // final cast to --dtype.

@@ -191,7 +191,12 @@ absl::StatusOr<std::string> CheckpointManager::save(const CheckpointContents& co
   const fs::path final_dir = fs::path(dir_) / name;
   const fs::path tmp = fs::path(dir_) / absl::StrCat(".", name, ".tmp-", ::getpid());
   const fs::path staging = contents.shards;
-  if (!staging.empty() && contents.shards != staging_shards(state.global_step)) {
+  auto resolved = [](const fs::path& p) {  // symbolic links followed where they exist
+    std::error_code ignored;
+    const fs::path r = fs::weakly_canonical(p, ignored);
+    return r.empty() ? p : r;
+  };
+  if (!staging.empty() && resolved(staging) != resolved(staging_shards(state.global_step))) {
     // The ranks wrote where their checkpoint folder is; this process's is elsewhere (a coordinator
     // in another working directory, or without the file system the ranks share).
     return absl::FailedPreconditionError(

@@ -79,25 +79,36 @@ absl::Status open_outputs_and_resume(PolicyWorker& w) {
     }
     return absl::OkStatus();
   }
+  // Every rank reaches the two sums below whatever it found, so none is left in another collective.
   std::optional<std::string> latest = w.checkpoints->latest(w.log);
+  absl::StatusOr<LoadedCheckpoint> loaded = absl::NotFoundError("no checkpoint");
+  absl::Status problem = absl::OkStatus();
+  if (latest) {
+    // (A sharded start reads its own parts of the policy later, never the whole of it.)
+    loaded = CheckpointManager::load(*latest, /*with_policy=*/!starts_sharded(w));
+    if (!loaded.ok()) {
+      problem = loaded.status();
+    } else if (loaded->state.spec_fingerprint != w.fingerprint) {
+      problem = absl::FailedPreconditionError(
+          absl::StrCat(*latest,
+                       " was written by a job with a different model, seed, stages or eval settings; resume with the "
+                       "job file that started the run, or start afresh without --resume"));
+    }
+  }
+  if (w.dp->sum(problem.ok() ? 0.0 : 1.0) > 0) {
+    return problem.ok()
+               ? absl::FailedPreconditionError("another rank could not use its latest checkpoint (see its log)")
+               : problem;
+  }
+  const double step = latest ? static_cast<double>(loaded->state.global_step) : -1.0;  // -1: none
+  if (w.dp->sum(step) != step * w.dp->size()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the ranks found different latest checkpoints (this one: ", latest ? *latest : "none",
+                     "); put checkpoint.dir on a file system every rank shares"));
+  }
   if (!latest) {
     w.log.warning("--resume: no complete checkpoint in %s; starting from the beginning", w.checkpoint_dir);
     return absl::OkStatus();
-  }
-  // (A sharded start reads its own parts of the policy later, never the whole of it.)
-  auto loaded = CheckpointManager::load(*latest, /*with_policy=*/!starts_sharded(w));
-  if (!loaded.ok()) return loaded.status();
-  if (loaded->state.spec_fingerprint != w.fingerprint) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(*latest,
-                     " was written by a job with a different model, seed, stages or eval settings; resume with the "
-                     "job file that started the run, or start afresh without --resume"));
-  }
-  const auto step = static_cast<double>(loaded->state.global_step);
-  if (w.dp->sum(step) != step * w.dp->size()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("the ranks found different latest checkpoints (this one: ", *latest,
-                     "); put checkpoint.dir on a file system every rank shares"));
   }
   w.resumed = std::move(*loaded);
   for (const std::string& name : set_rng_states(w.resumed->rng)) {

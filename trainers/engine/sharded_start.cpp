@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -21,15 +22,24 @@ using Take = std::function<void(const std::string&, const at::Tensor&)>;
 using Stream = std::function<absl::Status(const Take&)>;
 
 // A Hugging Face directory, one layer at a time (the first layer's read brings the embedding, the
-// last one's the final norm and head), each tensor once.
-Stream from_directory(const std::string& dir, int64_t layers) {
-  return [dir, layers](const Take& take) -> absl::Status {
+// last one's the final norm and head), each tensor once. Data-parallel rank 0 alone reads; the others
+// take each tensor's shape from the config (rank 0's values arrive by the broadcast), in the order
+// rank 0's layer map has them, and every layer's read is agreed on before its tensors go out.
+Stream from_directory(const std::string& dir, const model::ModelConfig& config, const DataParallel& dp) {
+  return [dir, config, &dp](const Take& take) -> absl::Status {
+    const auto expected = model::DecoderModel::expected_shapes(config);
+    const std::map<std::string, std::vector<int64_t>> shapes(expected.begin(), expected.end());
     std::set<std::string> seen;
-    for (int64_t l = 0; l < layers; ++l) {
-      auto stage = model::load_hf_stage(dir, l, l + 1);
-      if (!stage.ok()) return stage.status();
-      for (const auto& [name, t] : stage->tensors()) {
-        if (seen.insert(name).second) take(name, t);
+    for (int64_t l = 0; l < config.num_layers; ++l) {
+      absl::StatusOr<model::DecoderModel> stage = absl::UnavailableError("read on data-parallel rank 0");
+      if (dp.lead()) stage = model::load_hf_stage(dir, l, l + 1);
+      if (dp.sum(dp.lead() && !stage.ok() ? 1.0 : 0.0) > 0) {
+        return dp.lead() ? stage.status()
+                         : absl::DataLossError(absl::StrCat("rank 0 could not read ", dir, " (see its log)"));
+      }
+      for (const auto& [name, shape] : shapes) {  // name order: the layer map's
+        if (!model::DecoderModel::stage_owns(config, name, l, l + 1) || !seen.insert(name).second) continue;
+        take(name, dp.lead() ? stage->tensors().at(name) : at::empty(shape, at::TensorOptions().dtype(at::kFloat)));
       }
     }
     return absl::OkStatus();
@@ -58,7 +68,7 @@ absl::StatusOr<bool> start_sharded(PolicyWorker& w) {
     auto parsed = model::load_hf_config((fs::path(dir) / "config.json").string());
     if (!parsed.ok()) return parsed.status();
     config = *parsed;
-    each = from_directory(dir, config.num_layers);
+    each = from_directory(dir, config, *w.dp);
     from = absl::StrCat(dir, ", one layer at a time");
   } else {
     auto made = initial_config(w.spec, w.encoder);
@@ -83,12 +93,19 @@ absl::StatusOr<bool> start_sharded(PolicyWorker& w) {
   w.fsdp =
       std::make_unique<FullySharded>(*w.dp, *w.policy, w.spec.parallel().deterministic(), FullySharded::ShapesOnly{});
   if (each) {
-    absl::Status streamed = each([&w](const std::string& name, const at::Tensor& value) {
+    std::set<std::string> taken;
+    absl::Status streamed = each([&w, &taken](const std::string& name, const at::Tensor& value) {
       optim::TensorMap one{{name, value.to(at::kFloat).contiguous()}};
       w.dp->broadcast(one);  // rank 0's values on every rank, as the whole start's broadcast
       w.fsdp->take(name, one.at(name));
+      taken.insert(name);
     });
     if (!streamed.ok()) return streamed;
+    // Every parameter came (a file with fewer would otherwise leave zeros).
+    if (taken.size() != w.policy->tensors().size()) {
+      return absl::DataLossError(
+          absl::StrCat(from, ": ", taken.size(), " of the policy's ", w.policy->tensors().size(), " tensors arrived"));
+    }
   } else {
     auto parts = read_shard_ranges(*w.resumed->shards, w.fsdp->ranges(), {""});
     // Ranks read different files: all stop if one could not (instead of waiting in the next collective).

@@ -5,8 +5,9 @@
 // model/) read one layer at a time - each broadcast from data-parallel rank 0, so every rank starts
 // from the same values as the whole start's broadcast gives; or, resuming a sharded checkpoint, as
 // this rank's own ranges read straight from the rank files that hold them.
-// A rank then holds, at most, one whole tensor (a layer's largest, or the embedding) beside its
-// shards, instead of the whole model.
+// A rank then holds, at most, one layer's tensors (rank 0, reading: with the embedding on the first
+// layer and the head on the last) or one whole tensor (the others) beside its shards, instead of the
+// whole model. Only data-parallel rank 0 reads a model file.
 #include "absl/status/statusor.h"
 #include "trainers/engine/policy_worker.h"
 
