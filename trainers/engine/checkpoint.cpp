@@ -190,21 +190,15 @@ absl::StatusOr<std::string> CheckpointManager::save(const CheckpointContents& co
   const std::string name = absl::StrFormat("step-%08d", state.global_step);
   const fs::path final_dir = fs::path(dir_) / name;
   const fs::path tmp = fs::path(dir_) / absl::StrCat(".", name, ".tmp-", ::getpid());
-  const fs::path staging = contents.shards;
-  auto resolved = [](const fs::path& p) {  // symbolic links followed where they exist
-    std::error_code ignored;
-    const fs::path r = fs::weakly_canonical(p, ignored);
-    return r.empty() ? p : r;
-  };
-  if (!staging.empty() && resolved(staging) != resolved(staging_shards(state.global_step))) {
-    // The ranks wrote where their checkpoint folder is; this process's is elsewhere (a coordinator
-    // in another working directory, or without the file system the ranks share).
+  const fs::path staging = contents.shards ? fs::path(staging_shards(state.global_step)) : fs::path();
+  std::error_code ec;
+  if (contents.shards && !fs::is_directory(staging, ec)) {
+    // The ranks wrote into their checkpoint folder; this process's is elsewhere (a coordinator in
+    // another working directory, or without the file system the ranks share).
     return absl::FailedPreconditionError(
-        absl::StrCat("the policy ranks wrote their checkpoint shards to ", contents.shards,
-                     " but this process saves checkpoints in ", dir_,
+        absl::StrCat("the policy ranks' checkpoint shards are not in ", staging.string(),
                      ": set checkpoint.dir (or output_dir) to an absolute path on a file system every rank shares"));
   }
-  std::error_code ec;
   fs::create_directories(dir_, ec);
   if (ec)
     return absl::PermissionDeniedError(absl::StrCat(dir_, ": cannot create the checkpoint directory: ", ec.message()));
@@ -241,7 +235,7 @@ absl::StatusOr<std::string> CheckpointManager::save(const CheckpointContents& co
       s = absl::InternalError(
           absl::StrCat("cannot move ", staging.string(), " into ", tmp.string(), ": ", ec.message()));
   }
-  if (s.ok() && contents.policy == nullptr && staging.empty()) {
+  if (s.ok() && contents.policy == nullptr && !contents.shards) {
     s = absl::InternalError("neither the policy nor its shards were given");
   }
   if (s.ok()) {

@@ -63,9 +63,9 @@ struct CheckpointContents {
   const model::DecoderModel* policy = nullptr;     // whole, written as model/ (null: `shards` holds it)
   const model::DecoderModel* reference = nullptr;  // only when its log-probs are computed on the fly
   const optim::TensorMap* optimizer = nullptr;     // the whole AdamW state (null: `shards` holds it)
-  // A fully sharded run's staging folder (staging_shards()), where every rank wrote its shard and
-  // rank 0 the index: moved in as shards/.
-  std::string shards;
+  // A fully sharded run: every rank wrote its shard, and rank 0 the index, into staging_shards() of
+  // the step, which is moved in as shards/ (the policy is then null).
+  bool shards = false;
   std::function<absl::Status(const std::string&)> trainer_state;  // writes trainer/ (when set)
   const model::TensorMap* rng = nullptr;  // generator states to save (null: this process's, rng_states())
 };

@@ -43,6 +43,30 @@ void check(const absl::Status& s) {
   if (!s.ok()) throw Failed(s);
 }
 
+// A stage's examples for the policy's ranks: read with the stage's trainer's record needs and the
+// job's tokenizer (made on first use, with the methods' special tokens as the policy's ranks add them).
+std::string read_stage(const aln::v1::JobSpec& spec, const trainers::TrainerRegistry& registry,
+                       std::unique_ptr<TextEncoder>& encoder, const Logger& log, int64_t index) {
+  const auto stages = config::effective_stages(spec);
+  if (index < 0 || index >= static_cast<int64_t>(stages.size())) {
+    throw Failed(absl::InvalidArgumentError(absl::StrCat("no stage ", index)));
+  }
+  if (!encoder) {
+    auto made = load_text_encoder(spec.model().tokenizer(), spec.model().chat_format());
+    check(made.status());
+    encoder = std::move(*made);
+    if (auto extra = trainers::job_special_tokens(spec); !extra.empty()) encoder->add_special_tokens(extra);
+  }
+  const aln::v1::StageSpec& stage = stages[static_cast<size_t>(index)];
+  auto trainer = registry.create(config::method_name(stage.trainer()), stage);
+  check(trainer.status());
+  absl::StatusOr<StageData> data =
+      build_stage_data(stage, (*trainer)->needs().records, *encoder,
+                       config::stage_seeds(spec, stage, static_cast<size_t>(index)).eval_split);
+  if (data.ok()) log.info("stage %d: read %d examples; sending them to the policy", index + 1, data->train.size());
+  return stage_message(data).SerializeAsString();
+}
+
 class Coordinator {
  public:
   Coordinator(const aln::v1::JobSpec& spec, const Logger& log, MetricsRegistry& metrics)
@@ -91,15 +115,13 @@ class Coordinator {
     } else if (m == "stage_end") {
       check(outputs_.stage_finished());
     } else if (m == "data") {
-      *reply.mutable_payload() = read_stage(request.step());
+      *reply.mutable_payload() = read_stage(spec_, registry_, encoder_, log_, request.step());
     } else if (m == "put") {
       put(request);
     } else if (m == "files") {
       const FileMap files = std::move(files_);
       files_.clear();
       check(outputs_.trainer_files(request.text(), [&](const std::string& dir) { return write_files(files, dir); }));
-    } else if (m == "shards") {
-      shards_ = request.text();
     } else if (m == "checkpoint") {
       reply.set_text(checkpoint(request));
     } else if (m == "final") {
@@ -114,28 +136,6 @@ class Coordinator {
       throw Failed(absl::InvalidArgumentError(absl::StrCat("unknown request \"", m, "\"")));
     }
     return reply;
-  }
-
-  std::string read_stage(int64_t index) {
-    const auto stages = config::effective_stages(spec_);
-    if (index < 0 || index >= static_cast<int64_t>(stages.size())) {
-      throw Failed(absl::InvalidArgumentError(absl::StrCat("no stage ", index)));
-    }
-    if (!encoder_) {
-      auto encoder = load_text_encoder(spec_.model().tokenizer(), spec_.model().chat_format());
-      check(encoder.status());
-      encoder_ = std::move(*encoder);
-      // The policy's ranks add the methods' special tokens before reading; so does this.
-      if (auto extra = trainers::job_special_tokens(spec_); !extra.empty()) encoder_->add_special_tokens(extra);
-    }
-    const aln::v1::StageSpec& stage = stages[static_cast<size_t>(index)];
-    auto trainer = registry_.create(config::method_name(stage.trainer()), stage);
-    check(trainer.status());
-    absl::StatusOr<StageData> data =
-        build_stage_data(stage, (*trainer)->needs().records, *encoder_,
-                         config::stage_seeds(spec_, stage, static_cast<size_t>(index)).eval_split);
-    if (data.ok()) log_.info("stage %d: read %d examples; sending them to the policy", index + 1, data->train.size());
-    return stage_message(data).SerializeAsString();
   }
 
   void put(const aln::v1::ServiceRequest& request) {
@@ -170,11 +170,10 @@ class Coordinator {
   }
 
   std::string checkpoint(const aln::v1::ServiceRequest& request) {
-    // (Taken first: a failed request does not leave it for the next checkpoint.)
-    const std::string shards = std::exchange(shards_, std::string());
     auto state = state_from_json(request.text(), "the checkpoint's state");
     check(state.status());
-    // A fully sharded run sends no policy or optimizer: its ranks wrote their shards (`shards_`).
+    // A fully sharded run sends no policy or optimizer: its ranks wrote their shards into the
+    // checkpoint folder's staging folder, which the save moves in.
     std::optional<model::DecoderModel> policy;
     if (received_.count("policy") > 0) policy = take_model("policy");
     std::optional<model::DecoderModel> reference;
@@ -190,7 +189,7 @@ class Coordinator {
     contents.policy = policy ? &*policy : nullptr;
     contents.reference = reference ? &*reference : nullptr;
     contents.optimizer = has_optimizer ? &optimizer : nullptr;
-    contents.shards = shards;
+    contents.shards = !policy;
     contents.rng = &rng;
     if (!files.empty()) contents.trainer_state = [&](const std::string& dir) { return write_files(files, dir); };
     auto saved = outputs_.checkpoint(contents, *state);
@@ -207,7 +206,6 @@ class Coordinator {
   std::unique_ptr<TextEncoder> encoder_;
   std::map<std::string, Received> received_;
   FileMap files_;  // pieces of the trainer's files since the last request that used them
-  std::string shards_;  // the staging folder of the next checkpoint's shards (fully sharded runs)
   std::optional<JobReport> report_;
 };
 

@@ -218,8 +218,6 @@ absl::StatusOr<std::string> RemoteOutputs::checkpoint(const CheckpointContents& 
     sent = put("reference", contents.reference->tensors(), model::to_hf_config_json(contents.reference->config()));
   }
   if (sent.ok() && contents.optimizer != nullptr) sent = put("optimizer", *contents.optimizer, "");
-  // The ranks wrote their shards where the coordinator's process moves them from (a shared file system).
-  if (sent.ok() && !contents.shards.empty()) sent = simple("shards", contents.shards);
   if (sent.ok()) sent = put("rng", contents.rng != nullptr ? *contents.rng : rng_states(), "");
   if (!sent.ok()) return sent;
   if (contents.trainer_state) {

@@ -31,6 +31,21 @@ at::Tensor column(const std::vector<buffer::Example>& set, bool chosen) {
   return at::tensor(v, at::kDouble);
 }
 
+// A fully sharded scorer: each pass is a collective, so every rank runs as many as the busiest one
+// (`chunks` over the ranks, rounded up; this rank ran `passes`). The spare passes score a copy of the
+// first chunk and keep nothing (the sum over ranks expects zeros for chunks a rank does not own).
+void spare_passes(const model::DecoderModel& reference, const StageData& data, int64_t micro, int64_t pad_id,
+                  const DataParallel& dp, int64_t chunks, int64_t passes) {
+  if (reference.param_gather() == nullptr || chunks == 0) return;
+  const int64_t rounds = (chunks + dp.size() - 1) / dp.size();
+  const std::vector<buffer::Example>& source = data.train.empty() ? data.eval : data.train;
+  std::vector<buffer::Example> spare(source.begin(),
+                                     source.begin() + std::min<int64_t>(micro, static_cast<int64_t>(source.size())));
+  std::vector<buffer::Example*> chunk;
+  for (auto& e : spare) chunk.push_back(&e);
+  for (; passes < rounds; ++passes) trainers::reference_pair_logprobs(reference, chunk, pad_id);
+}
+
 }  // namespace
 
 std::string model_fingerprint(const model::DecoderModel& model) {
@@ -182,18 +197,7 @@ absl::StatusOr<std::string> fill_reference_logprobs(
       ++passes;
     }
   }
-  if (reference.param_gather() != nullptr && chunk_index > 0) {
-    // A fully sharded scorer: each pass is a collective, so every rank runs as many as the busiest
-    // one. The spare passes score a copy of the first chunk and keep nothing (the sum below expects
-    // zeros from a rank for chunks it does not own).
-    const int64_t rounds = (chunk_index + dp.size() - 1) / dp.size();
-    const std::vector<buffer::Example>& source = data.train.empty() ? data.eval : data.train;
-    std::vector<buffer::Example> spare(source.begin(),
-                                       source.begin() + std::min<int64_t>(micro, static_cast<int64_t>(source.size())));
-    std::vector<buffer::Example*> chunk;
-    for (auto& e : spare) chunk.push_back(&e);
-    for (; passes < rounds; ++passes) trainers::reference_pair_logprobs(reference, chunk, pad_id);
-  }
+  spare_passes(reference, data, micro, pad_id, dp, chunk_index, passes);
   if (pipeline != nullptr && !pipeline->last()) {
     // Only the last stage computed sums; the others add zeros below.
     for (auto* set : {&data.train, &data.eval}) {

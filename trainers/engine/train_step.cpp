@@ -414,7 +414,7 @@ absl::Status save_checkpoint(PolicyWorker& w, StageRun& s, int64_t step) {
   if (w.fsdp) {
     absl::Status written = write_shards(w, s, state.global_step);
     if (!written.ok()) return written;
-    contents.shards = w.checkpoints->staging_shards(state.global_step);
+    contents.shards = true;
   } else {
     optimizer_state = s.adamw->state();  // collective when sharded
     contents.policy = &*w.policy;

@@ -129,7 +129,7 @@ TEST(Checkpoint, ShardedPartsResumeOnAnotherRankCount) {
   }
   ASSERT_TRUE(write_shard_index(staging, index).ok());
   CheckpointContents contents;
-  contents.shards = staging;
+  contents.shards = true;
   auto saved = manager.save(contents, sample_state(8));
   ASSERT_TRUE(saved.ok()) << saved.status();
   EXPECT_FALSE(fs::exists(staging));
