@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include <atomic>
 #include <condition_variable>
 #include <functional>
 #include <mutex>
@@ -233,9 +234,9 @@ class MpiCommunicator final : public Communicator {
     // given a timeout: a rank stopped or dead before the split is found here, as a DistError.
     absl::Status met = barrier()->wait(timeout);
     if (!met.ok()) {
-      throw DistError(absl::StrCat("not every one of the ", size_, " ranks reached the communicator split (color ", color,
-                                   "); a rank stopped or died while the job started: ", met.message()),
-                      rank_, host_name(), "split", seq_, __FILE__, __LINE__);
+      throw DistError(absl::StrCat("not every one of the ", size_, " ranks reached the communicator split (color ",
+                                   color, "); a rank stopped or died while the job started: ", met.message()),
+                      rank_, host_name(), "split", seq_.load(), __FILE__, __LINE__);
     }
     // One that stops in the instant between the barrier and the split would still hang the others
     // inside MPI_Comm_split, which no thread can leave. Past the barrier the split should take
@@ -256,7 +257,8 @@ class MpiCommunicator final : public Communicator {
       });
       rc = MPI_Comm_split(comm_, color, key, &sub);
     }
-    if (rc != MPI_SUCCESS) throw DistError(mpi_error_string(rc), rank_, host_name(), "split", seq_, __FILE__, __LINE__);
+    if (rc != MPI_SUCCESS)
+      throw DistError(mpi_error_string(rc), rank_, host_name(), "split", seq_.load(), __FILE__, __LINE__);
     return std::make_unique<MpiCommunicator>(sub);
   }
 
@@ -288,7 +290,8 @@ class MpiCommunicator final : public Communicator {
   MPI_Comm comm_;
   int rank_ = 0;
   int size_ = 1;
-  int64_t seq_ = 0;
+  // Atomic: a policy rank's rollout thread calls on the service channel beside its training thread.
+  std::atomic<int64_t> seq_{0};
   std::shared_ptr<FlightRecorder> recorder_ = std::make_shared<FlightRecorder>();
 };
 

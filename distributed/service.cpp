@@ -61,14 +61,28 @@ absl::StatusOr<at::Tensor> from_proto(const aln::v1::TensorData& data) {
   return t;
 }
 
-absl::StatusOr<aln::v1::ServiceReply> ServiceClient::call(const aln::v1::ServiceRequest& request,
-                                                          std::chrono::milliseconds timeout) {
-  const std::string what = absl::StrCat("request \"", request.method(), "\" to rank ", server_);
-  absl::Status sent = send_message(*channel_, server_, kTags, request, timeout);
-  if (!sent.ok()) return absl::Status(sent.code(), absl::StrCat(what, ": ", sent.message()));
-  aln::v1::ServiceReply reply;
-  absl::Status got = receive_message(*channel_, server_, kTags, &reply, timeout);
-  if (!got.ok()) return absl::Status(got.code(), absl::StrCat(what, ": no reply: ", got.message()));
+namespace {
+
+// The reply's wait, polled so that `cancelled` can end it.
+absl::Status receive_unless_cancelled(Communicator& channel, int server, aln::v1::ServiceReply* reply,
+                                      std::chrono::milliseconds timeout, const std::atomic<bool>& cancelled) {
+  FrameReceiver incoming(channel, server, kTags);  // dropped while posted: its Work keeps the buffer
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  auto pause = std::chrono::microseconds(1);
+  while (true) {
+    auto arrived = incoming.poll(timeout);
+    if (!arrived.ok()) return arrived.status();
+    if (*arrived) return incoming.parse(reply);
+    if (cancelled.load()) return absl::CancelledError("abandoned: the caller is going away");
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return absl::DeadlineExceededError(absl::StrCat("none within ", timeout.count(), " ms"));
+    }
+    std::this_thread::sleep_for(pause);  // backs off to 1 ms, as a Work's wait does
+    pause = std::min(pause * 2, std::chrono::microseconds(1000));
+  }
+}
+
+absl::StatusOr<aln::v1::ServiceReply> checked_reply(aln::v1::ServiceReply reply, const std::string& what) {
   if (!reply.error().empty()) {
     const auto code = reply.code() > 0 && reply.code() <= static_cast<int>(absl::StatusCode::kUnauthenticated)
                           ? static_cast<absl::StatusCode>(reply.code())
@@ -76,6 +90,32 @@ absl::StatusOr<aln::v1::ServiceReply> ServiceClient::call(const aln::v1::Service
     return absl::Status(code, absl::StrCat(what, " failed there: ", reply.error()));
   }
   return reply;
+}
+
+}  // namespace
+
+absl::StatusOr<aln::v1::ServiceReply> ServiceClient::call(const aln::v1::ServiceRequest& request,
+                                                          std::chrono::milliseconds timeout) {
+  return call(request, timeout, nullptr);
+}
+
+absl::StatusOr<aln::v1::ServiceReply> ServiceClient::call(const aln::v1::ServiceRequest& request,
+                                                          std::chrono::milliseconds timeout,
+                                                          const std::atomic<bool>& cancelled) {
+  return call(request, timeout, &cancelled);
+}
+
+absl::StatusOr<aln::v1::ServiceReply> ServiceClient::call(const aln::v1::ServiceRequest& request,
+                                                          std::chrono::milliseconds timeout,
+                                                          const std::atomic<bool>* cancelled) {
+  const std::string what = absl::StrCat("request \"", request.method(), "\" to rank ", server_);
+  absl::Status sent = send_message(*channel_, server_, kTags, request, timeout);
+  if (!sent.ok()) return absl::Status(sent.code(), absl::StrCat(what, ": ", sent.message()));
+  aln::v1::ServiceReply reply;
+  absl::Status got = cancelled == nullptr ? receive_message(*channel_, server_, kTags, &reply, timeout)
+                                          : receive_unless_cancelled(*channel_, server_, &reply, timeout, *cancelled);
+  if (!got.ok()) return absl::Status(got.code(), absl::StrCat(what, ": no reply: ", got.message()));
+  return checked_reply(std::move(reply), what);
 }
 
 absl::Status ServiceClient::goodbye(std::chrono::milliseconds timeout) {

@@ -4,6 +4,7 @@
 // size and then its bytes, on a communicator of their own (so they never mix with training traffic).
 // A client asks its one server and waits, bounded, for the answer; a server answers its clients in
 // the order their requests arrive until every one of them has said goodbye.
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <vector>
@@ -31,10 +32,17 @@ class ServiceClient {
   // come (so it covers the server's work). A reply with an error comes back as an Internal status
   // carrying the server's message.
   absl::StatusOr<aln::v1::ServiceReply> call(const aln::v1::ServiceRequest& request, std::chrono::milliseconds timeout);
+  // The same, called from a thread of its own: the wait for the reply also ends (Cancelled) soon
+  // after `*cancelled` becomes true, so the owner of the thread can always join it. A cancelled
+  // call's reply may still arrive: the client may only say goodbye after one.
+  absl::StatusOr<aln::v1::ServiceReply> call(const aln::v1::ServiceRequest& request, std::chrono::milliseconds timeout,
+                                             const std::atomic<bool>& cancelled);
   // Tells the server this client is done (no reply).
   absl::Status goodbye(std::chrono::milliseconds timeout);
 
  private:
+  absl::StatusOr<aln::v1::ServiceReply> call(const aln::v1::ServiceRequest& request, std::chrono::milliseconds timeout,
+                                             const std::atomic<bool>* cancelled);
   Communicator* channel_;
   int server_;
 };

@@ -114,6 +114,16 @@ struct StepContext {
       generate;
   // The policy version `policy` holds when it is not `step` (a bounded-staleness snapshot samples).
   int64_t sampler_version = -1;
+  // Asking ahead (parallel.rollout.ahead): hands the rollout ranks now a request that `generate`
+  // will be called with later (the same arguments), so it is generated while this rank trains.
+  // Unset when generation is colocated or asked for one request at a time; training steps only.
+  std::function<void(const model::DecoderModel& sampler, int64_t version, const at::Tensor& ids, const at::Tensor& mask,
+                     const model::GenerationOptions& options)>
+      prefetch;
+  // With `prefetch`: this rank's micro-batches from the current one through the stage's optimizer
+  // step `last` (a `step` value; none past the stage's last step), each with its step. Read from
+  // the Buffer's seeded order without moving it.
+  std::function<std::vector<std::pair<int64_t, std::vector<const buffer::Example*>>>(int64_t last)> upcoming;
 };
 
 // Per-row reward components by source name, each a [rows] tensor.

@@ -2,6 +2,7 @@
 // with ==, not a tolerance (the nccl-tests habit).
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cstring>
 #include <thread>
 
@@ -198,6 +199,70 @@ TEST(Service, ServerAnswersEveryClientUntilGoodbye) {
         << failed.status();
     EXPECT_NE(failed.status().message().find("cannot triple"), std::string::npos) << failed.status();
     EXPECT_TRUE(client.goodbye(timeout).ok());
+  }
+}
+
+// A policy rank's rollout thread: calls made from a thread of their own, beside collectives on
+// another communicator in the main thread, are answered; a call whose owner goes away (the flag
+// set while the server is still working) ends Cancelled at once instead of waiting out its timeout.
+TEST(Service, CallsFromAThreadAreAnsweredOrCancelled) {
+  auto comm = g_runtime->world();
+  const int n = comm->size(), r = comm->rank();
+  if (n < 2) GTEST_SKIP() << "needs two ranks";
+  auto side = comm->split(0, r, std::chrono::seconds(30));  // the training thread's collectives
+  const auto timeout = std::chrono::seconds(30);
+  if (r == 0) {
+    std::vector<int> clients;
+    for (int c = 1; c < n; ++c) clients.push_back(c);
+    std::thread training([&] {
+      for (int k = 0; k < 20; ++k) {
+        at::Tensor t = at::ones({4}, at::kLong);
+        ASSERT_TRUE(side->all_reduce_sum(t)->wait(timeout).ok());
+        EXPECT_EQ(t[0].item<int64_t>(), n);
+      }
+    });
+    absl::Status s = serve(
+        comm.get(), clients,
+        [&](int, const aln::v1::ServiceRequest& request) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(request.method() == "slow" ? 2000 : 10));
+          aln::v1::ServiceReply reply;
+          reply.set_text(request.method());
+          return reply;
+        },
+        timeout);
+    EXPECT_TRUE(s.ok()) << s;
+    training.join();
+  } else {
+    ServiceClient client(comm.get(), 0);
+    std::atomic<bool> cancelled{false};
+    std::thread caller([&] {
+      aln::v1::ServiceRequest quick;
+      quick.set_method("quick");
+      for (int k = 0; k < 5; ++k) {
+        auto reply = client.call(quick, timeout, cancelled);
+        ASSERT_TRUE(reply.ok()) << reply.status();
+        EXPECT_EQ(reply->text(), "quick");
+      }
+    });
+    for (int k = 0; k < 20; ++k) {
+      at::Tensor t = at::ones({4}, at::kLong);
+      ASSERT_TRUE(side->all_reduce_sum(t)->wait(timeout).ok());
+      EXPECT_EQ(t[0].item<int64_t>(), n);
+    }
+    caller.join();
+    std::thread owner([&] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      cancelled = true;
+    });
+    aln::v1::ServiceRequest slow;
+    slow.set_method("slow");
+    const auto start = std::chrono::steady_clock::now();
+    auto abandoned = client.call(slow, timeout, cancelled);
+    const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    owner.join();
+    EXPECT_EQ(abandoned.status().code(), absl::StatusCode::kCancelled) << abandoned.status();
+    EXPECT_LT(took, 1.5) << "the cancelled call waited for the server";
+    EXPECT_TRUE(client.goodbye(timeout).ok());  // the only message a cancelled client may still send
   }
 }
 

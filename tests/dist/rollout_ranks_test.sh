@@ -4,11 +4,13 @@
 #    colocated one-process run's bit for bit, its rollout dump is byte-identical, and the policy rank
 #    sent the rollout rank one weight version per GRPO step (none for the SFT stage);
 #  - 2 policy ranks sharing 1 rollout rank (-np 3) equal one process accumulating the two micro-batches;
+#  - every step's micro-batches, and with max_staleness the snapshot window's steps, are asked for
+#    ahead (parallel.rollout.ahead, the default) and each request is used;
 #  - bounded staleness (max_staleness 2): the same losses as colocated, with a weight version sent
-#    only when the sampling snapshot is renewed (6 for 16 steps);
+#    only when the sampling snapshot is renewed (6 for 16 steps); `ahead: false` gives the same bits;
 #  - HAIR (its own samples and shadow rewards) equals its colocated run bit for bit;
 #  - SIGKILL of the rollout rank ends the job non-zero within 60 s; --resume from the last checkpoint
-#    then reproduces the uninterrupted run's losses and rollout dump bit for bit;
+#    (inside a staleness window) then reproduces the uninterrupted run's losses and dump bit for bit;
 #  - config errors: rollout ranks in a job that samples nothing, and the wrong process count.
 # Usage: rollout_ranks_test.sh ALN MPIEXEC
 set -uo pipefail
@@ -41,7 +43,7 @@ job() {
       max_response_length: 64
     optimizer: {lr: 1e-2, max_steps: 16, micro_batch_size: 2, gradient_accumulation: $2}
 rollouts: {dump: true}
-parallel: {policy: {data_parallel: $3}, rollout: {ranks: $4}, deterministic: true, timeout_s: 20}
+parallel: {policy: {data_parallel: $3}, rollout: {ranks: $4${AHEAD:+, ahead: $AHEAD}}, deterministic: true, timeout_s: 20}
 checkpoint: {every_steps: 4, keep_last: 2}
 metrics: {enabled: false, progress_bar: false}
 runtime: {threads: 1}
@@ -66,6 +68,8 @@ check "rollout ranks: a byte-identical rollout dump" \
   'cmp -s "$work/one/rollouts/grpo/rank0.jsonl" "$work/rr/rollouts/grpo/rank0.jsonl"'
 check "one weight version sent per GRPO step: $(grep -o "[0-9]* weight versions sent" "$work/rr.out" | head -1)" \
   'grep -q "): 16 weight versions sent" "$work/rr.out"'
+check "each step's second micro-batch was asked for ahead with its first: $(grep -o "[0-9]* of [0-9]* requests asked for ahead were used" "$work/rr.out" | head -1)" \
+  'grep -q "32 of 32 requests asked for ahead were used" "$work/rr.out"'
 
 job "$work/rr2" 1 2 1 >"$work/rr2.yaml"
 mpi 3 "$ALN" train "$work/rr2.yaml" >"$work/rr2.out" 2>&1; rc=$?
@@ -84,6 +88,12 @@ check "max_staleness 2 on a rollout rank (rc $rc): the colocated losses bit for 
   '[[ $rc -eq 0 && $(wc -l <"$work/stale.losses") -eq 16 ]] && diff -q "$work/stale.losses" "$work/stale_rr.losses" >/dev/null'
 check "max_staleness 2: a weight version sent only when the snapshot is renewed ($(grep -o "[0-9]* weight versions sent" "$work/stale_rr.out" | head -1))" \
   'grep -q "): 6 weight versions sent" "$work/stale_rr.out"'
+check "max_staleness 2: each snapshot's 3 steps (6 micro-batches; 2 in the last) asked for at its renewal: $(grep -o "[0-9]* of [0-9]* requests asked for ahead were used" "$work/stale_rr.out" | head -1)" \
+  'grep -q "32 of 32 requests asked for ahead were used" "$work/stale_rr.out"'
+AHEAD=false job "$work/stale_one" 2 1 1 2 >"$work/stale_one.yaml"
+mpi 2 "$ALN" train "$work/stale_one.yaml" >"$work/stale_one.out" 2>&1; rc=$?
+check "ahead: false (each rollout asked for when needed, rc $rc): the same losses and rollout dump, nothing asked ahead" \
+  '[[ $rc -eq 0 ]] && diff -q "$work/stale.losses" <(stage_losses "$work/stale_one/train_log.jsonl") >/dev/null && cmp -s "$work/stale/rollouts/grpo/rank0.jsonl" "$work/stale_one/rollouts/grpo/rank0.jsonl" && grep -q "0 of 0 requests asked for ahead" "$work/stale_one.out"'
 
 job "$work/hair" 2 1 0 0 hair >"$work/hair.yaml"
 "$ALN" train "$work/hair.yaml" >/dev/null 2>"$work/hair.err"
@@ -92,8 +102,10 @@ mpi 2 "$ALN" train "$work/hair_rr.yaml" >"$work/hair_rr.out" 2>&1; rc=$?
 check "HAIR on a rollout rank (rc $rc): the colocated losses and rollout dump, bit for bit" \
   '[[ $rc -eq 0 ]] && diff -q <(stage_losses "$work/hair/train_log.jsonl") <(stage_losses "$work/hair_rr/train_log.jsonl") >/dev/null && cmp -s "$work/hair/rollouts/hair/rank0.jsonl" "$work/hair_rr/rollouts/hair/rank0.jsonl"'
 
-# SIGKILL of the rollout rank (world rank 1) once 5 GRPO steps are logged (8 SFT + 5).
-job "$work/kill" 2 1 1 >"$work/kill.yaml"
+# SIGKILL of the rollout rank (world rank 1) once 5 GRPO steps are logged (8 SFT + 5), with
+# max_staleness 2: the checkpoint of step 4 lies inside the snapshot window of steps 4-6 (stage
+# steps from 1), which the resumed run asks for again.
+job "$work/kill" 2 1 1 2 >"$work/kill.yaml"
 signal_rank 2 "$work/kill.yaml" "$work/kill.out" 1 KILL "$work/kill/train_log.jsonl" 13
 check "found the rollout rank while the policy trains" '[[ -n "$victim" ]]'
 check "SIGKILL of the rollout rank ends the job non-zero within 60 s (rc $fault_rc, ${fault_took}s)" \
@@ -103,8 +115,8 @@ check "the job's output names the rank that died: $(grep -m1 -E "process rank 1 
 mpi 2 "$ALN" train "$work/kill.yaml" --resume >"$work/kill2.out" 2>&1; rc=$?
 check "--resume after the kill exits 0 (rc $rc): $(tail -1 "$work/kill2.out")" '[[ $rc -eq 0 ]]'
 stage_losses "$work/kill/train_log.jsonl" >"$work/kill.losses"
-check "resumed: the uninterrupted losses and a byte-identical rollout dump" \
-  'diff -q "$work/one.losses" "$work/kill.losses" >/dev/null && cmp -s "$work/one/rollouts/grpo/rank0.jsonl" "$work/kill/rollouts/grpo/rank0.jsonl"'
+check "resumed inside a snapshot window: the uninterrupted losses and a byte-identical rollout dump" \
+  'diff -q "$work/stale.losses" "$work/kill.losses" >/dev/null && cmp -s "$work/stale/rollouts/grpo/rank0.jsonl" "$work/kill/rollouts/grpo/rank0.jsonl"'
 
 # Config errors, named by key path.
 job "$work/idle" 2 1 1 | sed "/  - name: grpo/,/max_steps: 16/d" >"$work/idle.yaml"

@@ -253,6 +253,7 @@ int run_train(const Args& args) {
   engine::RunOptions options;
   options.resume = resume ? engine::Resume::kFromLatest : engine::Resume::kNo;
   options.comm = world.get();
+  options.comm_threads = mpi != nullptr && mpi->threads_supported();
   absl::StatusOr<engine::JobReport> report = absl::UnknownError("not run");
   absl::Status status = capture_status([&]() -> absl::Status {
     report = engine::run_job(loaded->spec, options, log, metrics);

@@ -26,6 +26,9 @@ struct RunOptions {
   // The policy's data-parallel group (under mpirun); null runs in one process. Its size must equal
   // parallel.policy.data_parallel.
   dist::Communicator* comm = nullptr;
+  // Whether MPI lets any thread call it at any time (MPI_THREAD_MULTIPLE): rollout requests are
+  // then sent ahead by a thread of their own (parallel.rollout.ahead).
+  bool comm_threads = false;
 };
 
 absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions& options, const Logger& log,

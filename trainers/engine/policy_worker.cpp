@@ -49,10 +49,18 @@ absl::Status open_groups(PolicyWorker& w) {
   w.save_timeout = w.lead ? p.timeout : std::max(p.timeout, std::chrono::milliseconds(30 * 60 * 1000));
   if (p.layout.separate && p.layout.reward_ranks > 0) w.rewards.emplace(*p.reward_placement, p.world_rank);
   if (p.rollout_placement) {
+    // Asking ahead needs a thread that calls MPI beside the training thread.
+    const bool ahead = w.spec.parallel().rollout().ahead() && w.options.comm_threads;
+    if (w.spec.parallel().rollout().ahead() && !ahead && w.lead) {
+      w.log.warning(
+          "parallel.rollout.ahead: this MPI library gives no MPI_THREAD_MULTIPLE, so each rollout is asked "
+          "for when it is needed (generation does not overlap training)");
+    }
     w.sampler = std::make_unique<RemoteSampler>(
         *p.rollout_placement, p.world_rank,
         &w.metrics.counter("aln_rollout_wait_seconds_total",
-                                         "Seconds this policy rank waited for its rollout rank (weights and generation)"));
+                           "Seconds this policy rank waited for its rollout rank (weights and generation)"),
+        ahead);
   }
   return absl::OkStatus();
 }
@@ -322,8 +330,9 @@ absl::StatusOr<JobReport> run_policy_worker(PolicyWorker& w) {
     if (!bye.ok()) return bye;
   }
   if (w.sampler) {
-    w.log.info("%s: %d weight versions sent, %d found already there", w.sampler->server_name(),
-               w.sampler->weight_pushes(), w.sampler->weights_found());
+    w.log.info("%s: %d weight versions sent, %d found already there; %d of %d requests asked for ahead were used",
+               w.sampler->server_name(), w.sampler->weight_pushes(), w.sampler->weights_found(),
+               w.sampler->taken_ahead(), w.sampler->asked_ahead());
     absl::Status bye = w.sampler->finish();
     if (!bye.ok()) return bye;
   }

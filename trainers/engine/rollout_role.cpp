@@ -3,10 +3,18 @@
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <future>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -76,6 +84,97 @@ struct ClientState {
 
 }  // namespace
 
+// One thread that makes the calls in the order they were handed in (or, without it, each call
+// made at once on the caller's thread). Each call's result is kept until its owner takes it.
+struct RemoteSampler::Calls {
+  using Result = absl::StatusOr<aln::v1::ServiceReply>;
+  using Task = std::function<Result()>;
+  Calls(dist::Communicator* channel, int server, std::chrono::milliseconds wait, bool threaded)
+      : client(channel, server), wait(wait) {
+    if (threaded) thread = std::thread([this] { loop(); });
+  }
+  ~Calls() {
+    {
+      const std::lock_guard<std::mutex> lock(mutex);
+      stopping = true;
+      cancelled = true;
+    }
+    ready.notify_all();
+    if (thread.joinable()) thread.join();
+  }
+  std::future<Result> submit(Task task) {
+    std::promise<Result> promise;
+    std::future<Result> result = promise.get_future();
+    if (!thread.joinable()) {
+      promise.set_value(task());
+      return result;
+    }
+    {
+      const std::lock_guard<std::mutex> lock(mutex);
+      queue.emplace_back(std::move(task), std::move(promise));
+    }
+    ready.notify_all();
+    return result;
+  }
+  std::future<Result> submit(aln::v1::ServiceRequest request) {
+    const bool threaded = thread.joinable();
+    return submit([this, request = std::move(request), threaded] {
+      return threaded ? client.call(request, wait, cancelled) : client.call(request, wait);
+    });
+  }
+  void loop() {
+    while (true) {
+      std::pair<Task, std::promise<Result>> next;
+      {
+        std::unique_lock<std::mutex> lock(mutex);
+        ready.wait(lock, [this] { return stopping || !queue.empty(); });
+        if (stopping) return;  // what is left is abandoned (its owner is going away)
+        next = std::move(queue.front());
+        queue.pop_front();
+      }
+      Result result = absl::UnknownError("not run");
+      try {
+        result = next.first();
+      } catch (const std::exception& e) {
+        result = absl::InternalError(e.what());
+      }
+      next.second.set_value(std::move(result));
+    }
+  }
+  dist::ServiceClient client;
+  std::chrono::milliseconds wait;
+  std::atomic<bool> cancelled{false};
+  std::mutex mutex;
+  std::condition_variable ready;
+  std::deque<std::pair<Task, std::promise<Result>>> queue;
+  bool stopping = false;
+  std::thread thread;  // last: started once everything it uses exists
+};
+
+struct RemoteSampler::Pending {
+  std::pair<int64_t, int64_t> version;
+  std::string request;  // the generate request's bytes: what a later generate() must match
+  std::future<Calls::Result> reply;
+};
+
+RemoteSampler::RemoteSampler(const RolloutPlacement& placement, int policy_rank, prometheus::Counter* wait_seconds,
+                             bool ahead)
+    : placement_(placement),
+      server_(placement.server_of(policy_rank)),
+      calls_(std::make_unique<Calls>(placement.channel, server_, placement.long_wait, ahead)),
+      wait_seconds_(wait_seconds) {}
+
+RemoteSampler::~RemoteSampler() = default;
+
+bool RemoteSampler::asks_ahead() const { return calls_->thread.joinable(); }
+
+aln::v1::ServiceReply RemoteSampler::call(const aln::v1::ServiceRequest& request, const char* what) {
+  std::future<Calls::Result> reply = calls_->submit(request);
+  Calls::Result result = reply.get();  // bounded: the call itself waits at most long_wait per message
+  if (!result.ok()) ALN_FAIL(server_name(), " (", what, "): ", result.status().message());
+  return std::move(*result);
+}
+
 void RemoteSampler::push_weights(const model::DecoderModel& sampler, int64_t stage, int64_t version) {
   const model::TensorMap& tensors = sampler.tensors();
   absl::Status sent = send_named_tensors(
@@ -86,7 +185,10 @@ void RemoteSampler::push_weights(const model::DecoderModel& sampler, int64_t sta
         request.set_step(version);
         request.set_total(static_cast<int64_t>(tensors.size()));
       },
-      [&](const aln::v1::ServiceRequest& request) { return client_.call(request, placement_.long_wait).status(); },
+      [&](const aln::v1::ServiceRequest& request) {
+        Calls::Result result = calls_->submit(request).get();
+        return result.status();
+      },
       "policy weights", "rollout ranks need every weight tensor under 2 GiB; set parallel.rollout.ranks to 0");
   if (!sent.ok()) ALN_FAIL(server_name(), " (weights): ", sent.message());
   held_ = std::make_pair(stage, version);
@@ -98,24 +200,24 @@ bool RemoteSampler::rollout_rank_holds(int64_t stage, int64_t version) {
   request.set_method("holds");
   request.set_stage(stage);
   request.set_step(version);
-  auto reply = client_.call(request, placement_.long_wait);
-  if (!reply.ok()) ALN_FAIL(server_name(), " (holds): ", reply.status().message());
-  return reply->text() == "yes";
+  return call(request, "holds").text() == "yes";
 }
 
-model::GenerationOutput RemoteSampler::generate(const model::DecoderModel& sampler, int64_t stage, int64_t version,
-                                                const at::Tensor& prompt_ids, const at::Tensor& prompt_mask,
-                                                const model::GenerationOptions& options) {
-  ALN_CHECK(!options.stop_condition, "rollout ranks take stop tokens, not stop conditions (code on the policy rank)");
-  const auto start = Clock::now();
-  if (!held_ || *held_ != std::make_pair(stage, version)) {
-    if (rollout_rank_holds(stage, version)) {
-      held_ = std::make_pair(stage, version);
-      ++found_;
-    } else {
-      push_weights(sampler, stage, version);
-    }
+void RemoteSampler::ensure_version(const model::DecoderModel& sampler, int64_t stage, int64_t version) {
+  if (held_ && *held_ == std::make_pair(stage, version)) return;
+  if (rollout_rank_holds(stage, version)) {
+    held_ = std::make_pair(stage, version);
+    ++found_;
+  } else {
+    push_weights(sampler, stage, version);
   }
+}
+
+namespace {
+
+aln::v1::ServiceRequest generate_request(int64_t stage, int64_t version, const at::Tensor& prompt_ids,
+                                         const at::Tensor& prompt_mask, const model::GenerationOptions& options) {
+  ALN_CHECK(!options.stop_condition, "rollout ranks take stop tokens, not stop conditions (code on the policy rank)");
   aln::v1::ServiceRequest request;
   request.set_method("generate");
   request.set_stage(stage);
@@ -123,13 +225,54 @@ model::GenerationOutput RemoteSampler::generate(const model::DecoderModel& sampl
   request.set_text(options_json(options));
   dist::to_proto(prompt_ids.to(at::kCPU), request.add_tensors());
   dist::to_proto(prompt_mask.to(at::kCPU), request.add_tensors());
-  auto reply = client_.call(request, placement_.long_wait);
+  return request;
+}
+
+}  // namespace
+
+void RemoteSampler::prefetch(const model::DecoderModel& sampler, int64_t stage, int64_t version,
+                             const at::Tensor& prompt_ids, const at::Tensor& prompt_mask,
+                             const model::GenerationOptions& options) {
+  if (!asks_ahead()) return;
+  const auto start = Clock::now();
+  const auto key = std::make_pair(stage, version);
+  // Answers of an older version nobody took (a prediction that missed): the thread still takes
+  // them from the rollout rank; they are dropped with their futures.
+  std::erase_if(pending_, [&](const Pending& p) { return p.version != key; });
+  ensure_version(sampler, stage, version);  // waited for: `sampler` is not read after this returns
+  aln::v1::ServiceRequest request = generate_request(stage, version, prompt_ids, prompt_mask, options);
+  std::string bytes = request.SerializeAsString();
+  pending_.push_back(Pending{key, std::move(bytes), calls_->submit(std::move(request))});
+  ++asked_ahead_;
+  const double waited = since(start);
+  waited_ += waited;
+  if (wait_seconds_ != nullptr) wait_seconds_->Increment(waited);
+}
+
+model::GenerationOutput RemoteSampler::generate(const model::DecoderModel& sampler, int64_t stage, int64_t version,
+                                                const at::Tensor& prompt_ids, const at::Tensor& prompt_mask,
+                                                const model::GenerationOptions& options) {
+  const auto start = Clock::now();
+  aln::v1::ServiceRequest request = generate_request(stage, version, prompt_ids, prompt_mask, options);
+  const std::string bytes = request.SerializeAsString();
+  auto asked = std::find_if(pending_.begin(), pending_.end(), [&](const Pending& p) { return p.request == bytes; });
+  std::future<Calls::Result> answer;
+  if (asked != pending_.end()) {  // asked for ahead: the same weights, prompts and seed
+    answer = std::move(asked->reply);
+    pending_.erase(asked);
+    ++taken_ahead_;
+  } else {
+    // Queued behind anything still asked ahead (so those stay answered with the version they asked).
+    ensure_version(sampler, stage, version);
+    answer = calls_->submit(std::move(request));
+  }
+  Calls::Result reply = answer.get();
   if (!reply.ok()) ALN_FAIL(server_name(), " (generate): ", reply.status().message());
   ALN_CHECK(reply->tensors_size() == 3, server_name(), " sent ", reply->tensors_size(),
             " tensors for one generate request (tokens, log-probs, lengths)");
   model::GenerationOutput out;
   const auto& device = prompt_ids.device();
-  const int shown = client_.server() + placement_.rank_shift;
+  const int shown = server_ + placement_.rank_shift;
   out.tokens = tensor_of(reply->tensors(0), "tokens", shown).to(device);
   out.logprobs = tensor_of(reply->tensors(1), "log-probs", shown).to(device);
   out.lengths = tensor_of(reply->tensors(2), "lengths", shown).to(device);
@@ -144,10 +287,22 @@ model::GenerationOutput RemoteSampler::generate(const model::DecoderModel& sampl
   return out;
 }
 
-absl::Status RemoteSampler::finish() { return client_.goodbye(placement_.timeout); }
+absl::Status RemoteSampler::finish() {
+  // Answers still on their way are taken first (the thread does, in order), then the goodbye.
+  pending_.clear();
+  Calls* calls = calls_.get();
+  Calls::Result bye = calls_
+                          ->submit([calls, timeout = placement_.timeout]() -> Calls::Result {
+                            absl::Status sent = calls->client.goodbye(timeout);
+                            if (!sent.ok()) return sent;
+                            return aln::v1::ServiceReply();
+                          })
+                          .get();
+  return bye.status();
+}
 
 std::string RemoteSampler::server_name() const {
-  return absl::StrCat("the rollout rank (mpirun rank ", client_.server() + placement_.rank_shift, ")");
+  return absl::StrCat("the rollout rank (mpirun rank ", server_ + placement_.rank_shift, ")");
 }
 
 absl::Status run_rollout_role(const RolloutPlacement& placement, int index, const Logger& log,

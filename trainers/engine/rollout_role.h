@@ -8,14 +8,17 @@
 // and sampling settings ("generate"); the rollout rank runs the same generation code on the same
 // weights with the same seed, so the tokens and sampling log-probs are the ones a colocated run
 // samples, bit for bit (with the same number of threads). Scoring, the loss and the rollout records
-// stay on the policy rank. The policy rank waits for its rollouts (synchronous: generation does not
-// overlap training yet; aln_rollout_wait_seconds_total says how long it waited). Messages are
+// stay on the policy rank. With parallel.rollout.ahead the policy rank asks for a sampling version's
+// rollouts when the version starts and trains while they are generated (RemoteSampler::prefetch);
+// aln_rollout_wait_seconds_total says how long it still waited. Messages are
 // aln.v1.ServiceRequest / ServiceReply on the service communicator; every wait is bounded.
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include <ATen/core/Tensor.h>
 
@@ -44,37 +47,60 @@ struct RolloutPlacement {
   int server_of(int policy_rank) const { return first_rollout_rank + policy_rank % rollout_ranks; }
 };
 
-// Policy side: this policy rank's connection to its rollout rank.
+// Policy side: this policy rank's connection to its rollout rank. With `ahead` (parallel.rollout.ahead
+// and MPI_THREAD_MULTIPLE) every message goes through a thread of its own, so requests sent ahead
+// (prefetch) are answered while the training thread computes, and each answer is taken as soon as
+// it comes (the rollout rank sends an answer before it reads its next request: one left waiting
+// would hold up the other policy ranks it serves). Without it every call is made and waited for
+// on the calling thread.
 class RemoteSampler {
  public:
-  RemoteSampler(const RolloutPlacement& placement, int policy_rank, prometheus::Counter* wait_seconds)
-      : placement_(placement), client_(placement.channel, placement.server_of(policy_rank)),
-        wait_seconds_(wait_seconds) {}
+  RemoteSampler(const RolloutPlacement& placement, int policy_rank, prometheus::Counter* wait_seconds, bool ahead);
+  ~RemoteSampler();  // a call in flight is abandoned (its thread ends within a millisecond or so)
+  RemoteSampler(const RemoteSampler&) = delete;
+  RemoteSampler& operator=(const RemoteSampler&) = delete;
+
   // What model::generate(sampler, ids, mask, options) returns, computed on the rollout rank with
   // `sampler`'s weights, which are policy version `version` of stage `stage` (sent first when the
-  // rollout rank holds another). Throws (naming the rollout rank) when it fails or does not answer.
+  // rollout rank holds another). An answer asked for ahead (prefetch) with the same arguments is
+  // taken instead of asking again. Throws (naming the rollout rank) when it fails or does not answer.
   model::GenerationOutput generate(const model::DecoderModel& sampler, int64_t stage, int64_t version,
                                    const at::Tensor& prompt_ids, const at::Tensor& prompt_mask,
                                    const model::GenerationOptions& options);
-  // The job ended well: the rollout rank may leave.
+  // Asks now for what generate() will be asked later with the same arguments (no-op without
+  // `ahead`). The weights go first, and are waited for, when the rollout rank holds another
+  // version; so `sampler` is not read after this returns. Answers asked for with an older version
+  // and never taken are dropped.
+  void prefetch(const model::DecoderModel& sampler, int64_t stage, int64_t version, const at::Tensor& prompt_ids,
+                const at::Tensor& prompt_mask, const model::GenerationOptions& options);
+  bool asks_ahead() const;
+  // The job ended well: the rollout rank may leave (after the answers still on their way).
   absl::Status finish();
-  int server() const { return client_.server(); }
+  int server() const { return server_; }
   // "the rollout rank (mpirun rank N)", for messages.
   std::string server_name() const;
   int64_t weight_pushes() const { return pushes_; }
   int64_t weights_found() const { return found_; }  // versions another policy rank had already sent
-  double waited_seconds() const { return waited_; }  // in generate, weights included, since the start
+  int64_t taken_ahead() const { return taken_ahead_; }  // generate() calls answered by a prefetch
+  int64_t asked_ahead() const { return asked_ahead_; }
+  double waited_seconds() const { return waited_; }  // in generate and prefetch, weights included
 
  private:
+  struct Calls;  // the message thread (or none) and its queue
+  struct Pending;
+  void ensure_version(const model::DecoderModel& sampler, int64_t stage, int64_t version);
   void push_weights(const model::DecoderModel& sampler, int64_t stage, int64_t version);
   // Whether the rollout rank already holds that version (another policy rank sent it: data-parallel
   // ranks hold the same weights at the same version); it then serves this rank from the same copy.
   bool rollout_rank_holds(int64_t stage, int64_t version);
+  aln::v1::ServiceReply call(const aln::v1::ServiceRequest& request, const char* what);
   RolloutPlacement placement_;
-  dist::ServiceClient client_;
+  int server_;
+  std::unique_ptr<Calls> calls_;
+  std::vector<Pending> pending_;  // asked ahead, not yet taken, in the order asked
   prometheus::Counter* wait_seconds_;
   std::optional<std::pair<int64_t, int64_t>> held_;  // (stage, version) the rollout rank holds
-  int64_t pushes_ = 0, found_ = 0;
+  int64_t pushes_ = 0, found_ = 0, taken_ahead_ = 0, asked_ahead_ = 0;
   double waited_ = 0;
 };
 

@@ -273,6 +273,13 @@ trainers::StepContext StageRun::step_context(const PolicyWorker& w, int64_t step
                        const model::GenerationOptions& options) {
       return sampler->generate(m, stage, version, ids, mask, options);
     };
+    if (sampler->asks_ahead()) {
+      ctx.prefetch = [sampler, stage = static_cast<int64_t>(index)](const model::DecoderModel& m, int64_t version,
+                                                                    const at::Tensor& ids, const at::Tensor& mask,
+                                                                    const model::GenerationOptions& options) {
+        sampler->prefetch(m, stage, version, ids, mask, options);
+      };
+    }
   }
   if (rollouts) {
     ctx.rollout_sink = [dump = rollouts, global_step = w.global_step + 1,

@@ -138,6 +138,24 @@ void pipelined_passes(PolicyWorker& w, StageRun& s, int64_t step,
   sum_tied_embedding_gradients(*w.policy, *w.pipeline);
 }
 
+// This rank's micro-batches from micro-batch `a` of step `step` through step `last` (the stage's
+// last at most): the step's own, then what the Buffer will hand the later steps (its position is
+// put back, so the steps themselves read the same).
+std::vector<std::pair<int64_t, std::vector<const buffer::Example*>>> upcoming(
+    StageRun& s, const std::vector<std::vector<const buffer::Example*>>& micro_batches, int64_t a, int64_t step,
+    int64_t last) {
+  std::vector<std::pair<int64_t, std::vector<const buffer::Example*>>> out;
+  for (size_t m = static_cast<size_t>(a); m < micro_batches.size(); ++m) out.emplace_back(step, micro_batches[m]);
+  const auto& opt = s.spec.optimizer();
+  const buffer::Position now = s.buffer->position();
+  for (int64_t t = step + 1; t <= std::min(last, s.total_steps - 1); ++t) {
+    for (int64_t m = 0; m < opt.gradient_accumulation(); ++m)
+      out.emplace_back(t, s.buffer->next(opt.micro_batch_size()));
+  }
+  s.buffer->seek(now);
+  return out;
+}
+
 }  // namespace
 
 double resident_bytes() {
@@ -174,6 +192,9 @@ StepResult run_passes(PolicyWorker& w, StageRun& s, int64_t step) {
   for (int64_t a = 0; a < opt.gradient_accumulation(); ++a) {
     t0 = Clock::now();
     trainers::StepContext ctx = s.step_context(w, step);
+    if (ctx.prefetch) {
+      ctx.upcoming = [&s, &micro_batches, a, step](int64_t last) { return upcoming(s, micro_batches, a, step, last); };
+    }
     trainers::LossOutput out = s.trainer->compute_loss(micro_batches[static_cast<size_t>(a)], ctx);
     // In one process without accumulation the weight is exactly 1 and the loss is used as is.
     const double weight = normalizers[static_cast<size_t>(a)] / normalizer_total;
@@ -287,6 +308,7 @@ absl::Status update_policy(PolicyWorker& w, StageRun& s, int64_t step, StepResul
   // After the update the policy is no longer version `step`: nothing here samples remotely or
   // records rollouts under that version.
   ctx.generate = nullptr;
+  ctx.prefetch = nullptr;
   ctx.rollout_sink = nullptr;
   for (const auto& [k, v] : s.trainer->after_step(ctx)) r.metrics[k] = v;
   r.optimizer_s = since(t0);

@@ -45,6 +45,13 @@ class GrpoTrainer final : public Trainer {
       sample_ctx.policy = &*sampler_;
       sample_ctx.sampler_version = sampler_version_;
     }
+    // A sampling version's first micro-batch asks ahead for every one it serves (rollout ranks):
+    // the rest of this step's and, with a snapshot, the later steps' of its window.
+    const int64_t version = stale ? sampler_version_ : ctx.step;
+    if (ctx.training && version != asked_version_) {
+      ask_ahead(sample_ctx, stale ? sampler_version_ + o_.max_staleness() : ctx.step, g, gen);
+      asked_version_ = version;
+    }
     RolloutBatch rollouts = sample_rollouts(batch, sample_ctx, g, gen);
     Metrics parts;
     RewardSources sources;
@@ -114,6 +121,7 @@ class GrpoTrainer final : public Trainer {
   aln::v1::GrpoOptions o_;
   std::optional<model::DecoderModel> sampler_;  // the policy that samples (max_staleness > 0)
   int64_t sampler_version_ = 0;
+  int64_t asked_version_ = -1;  // the sampling version whose rollouts were asked for ahead
   std::optional<model::ModelConfig> config_;
 };
 

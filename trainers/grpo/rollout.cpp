@@ -20,16 +20,16 @@ uint64_t mix(uint64_t h, uint64_t v) {
 
 }  // namespace
 
-RolloutBatch sample_rollouts(const std::vector<const buffer::Example*>& prompts, const StepContext& ctx,
-                             int64_t group_size, const model::GenerationOptions& base) {
+RolloutRequest rollout_request(const std::vector<const buffer::Example*>& prompts, const StepContext& ctx,
+                               int64_t group_size, const model::GenerationOptions& base) {
   ALN_CHECK(!prompts.empty(), "no prompts to roll out");
-  at::NoGradGuard no_grad;
   const int64_t p = static_cast<int64_t>(prompts.size());
   const int64_t rows = p * group_size;
   int64_t width = 1;
   for (const auto* e : prompts) width = std::max<int64_t>(width, static_cast<int64_t>(e->prompt.size()));
-  at::Tensor ids = at::full({rows, width}, ctx.pad_id, at::kLong);
-  at::Tensor mask = at::zeros({rows, width}, at::kLong);
+  RolloutRequest r;
+  r.ids = at::full({rows, width}, ctx.pad_id, at::kLong);
+  r.mask = at::zeros({rows, width}, at::kLong);
   uint64_t seed = mix(mix(ctx.seed, 0x67727030ULL), static_cast<uint64_t>(ctx.step));
   for (int64_t i = 0; i < p; ++i) {
     const auto& prompt = prompts[static_cast<size_t>(i)]->prompt;
@@ -38,18 +38,43 @@ RolloutBatch sample_rollouts(const std::vector<const buffer::Example*>& prompts,
     const int64_t n = static_cast<int64_t>(prompt.size());
     at::Tensor row = at::tensor(prompt, at::kLong);
     for (int64_t g = 0; g < group_size; ++g) {
-      ids[i * group_size + g].narrow(0, width - n, n).copy_(row);
-      mask[i * group_size + g].narrow(0, width - n, n).fill_(1);
+      r.ids[i * group_size + g].narrow(0, width - n, n).copy_(row);
+      r.mask[i * group_size + g].narrow(0, width - n, n).fill_(1);
     }
   }
-  model::GenerationOptions options = base;
-  options.decoding = model::Decoding::kSample;
-  options.seed = seed;
-  options.pad_token_id = ctx.pad_id;
-  if (ctx.eos_id >= 0) options.stop_tokens = {ctx.eos_id};
-  const int64_t version = ctx.sampler_version >= 0 ? ctx.sampler_version : ctx.step;
-  model::GenerationOutput gen = ctx.generate ? ctx.generate(*ctx.policy, version, ids, mask, options)
-                                             : model::generate(*ctx.policy, ids, mask, options);
+  r.options = base;
+  r.options.decoding = model::Decoding::kSample;
+  r.options.seed = seed;
+  r.options.pad_token_id = ctx.pad_id;
+  if (ctx.eos_id >= 0) r.options.stop_tokens = {ctx.eos_id};
+  r.version = ctx.sampler_version >= 0 ? ctx.sampler_version : ctx.step;
+  return r;
+}
+
+void ask_ahead(const StepContext& ctx, int64_t last, int64_t group_size, const model::GenerationOptions& base) {
+  if (!ctx.prefetch || !ctx.upcoming || !ctx.training) return;
+  at::NoGradGuard no_grad;
+  for (const auto& [step, prompts] : ctx.upcoming(last)) {
+    StepContext at_step = ctx;
+    at_step.step = step;  // the seed is the step's; the version stays the sampler's
+    if (at_step.sampler_version < 0) at_step.sampler_version = ctx.step;
+    const RolloutRequest r = rollout_request(prompts, at_step, group_size, base);
+    ctx.prefetch(*ctx.policy, r.version, r.ids, r.mask, r.options);
+  }
+}
+
+RolloutBatch sample_rollouts(const std::vector<const buffer::Example*>& prompts, const StepContext& ctx,
+                             int64_t group_size, const model::GenerationOptions& base) {
+  at::NoGradGuard no_grad;
+  const RolloutRequest request = rollout_request(prompts, ctx, group_size, base);
+  const at::Tensor& ids = request.ids;
+  const at::Tensor& mask = request.mask;
+  const int64_t rows = ids.size(0);
+  const int64_t width = ids.size(1);
+  const uint64_t seed = request.options.seed;
+  const int64_t version = request.version;
+  model::GenerationOutput gen = ctx.generate ? ctx.generate(*ctx.policy, version, ids, mask, request.options)
+                                             : model::generate(*ctx.policy, ids, mask, request.options);
 
   RolloutBatch out;
   out.prompt_width = width;

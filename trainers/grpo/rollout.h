@@ -33,6 +33,23 @@ struct RolloutBatch {
 RolloutBatch sample_rollouts(const std::vector<const buffer::Example*>& prompts, const StepContext& ctx,
                              int64_t group_size, const model::GenerationOptions& base);
 
+// What sample_rollouts asks the generator for: the prompts (left-padded, each repeated
+// group_size times), the sampling settings with the micro-batch's seed, and the policy version.
+struct RolloutRequest {
+  at::Tensor ids;   // [rows, width] int64
+  at::Tensor mask;  // [rows, width] int64
+  model::GenerationOptions options;
+  int64_t version = 0;
+};
+RolloutRequest rollout_request(const std::vector<const buffer::Example*>& prompts, const StepContext& ctx,
+                               int64_t group_size, const model::GenerationOptions& base);
+
+// Asks ahead (StepContext::prefetch, a no-op when unset): every micro-batch this rank will sample
+// with ctx's policy and version, from the current one through step `last`, so its rollout rank
+// generates them while this rank trains. Call it once when a sampling version starts; each
+// sample_rollouts call then takes its answer (the same request, so the same tokens).
+void ask_ahead(const StepContext& ctx, int64_t last, int64_t group_size, const model::GenerationOptions& base);
+
 // Rewards [rows] (double): the rule's value plus each reward model's score of prompt + completion.
 // `parts` receives the mean of each component ("reward_rule", "reward_model_<i>"), not read here;
 // `per_row` (when given) each component's [rows] values.

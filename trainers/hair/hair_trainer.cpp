@@ -132,6 +132,10 @@ class HairTrainer final : public Trainer {
     gen.temperature = o_.temperature();
     gen.top_k = o_.top_k();
     gen.top_p = o_.top_p();
+    if (ctx.training && ctx.step != asked_version_) {  // rollout ranks: the step's other micro-batches
+      ask_ahead(ctx, ctx.step, g, gen);
+      asked_version_ = ctx.step;
+    }
     RolloutBatch rollouts = sample_rollouts(batch, ctx, g, gen);
 
     std::vector<std::pair<const std::vector<int64_t>*, const std::vector<int64_t>*>> demo_rows;
@@ -300,6 +304,8 @@ class HairTrainer final : public Trainer {
   }
 
  private:
+  int64_t asked_version_ = -1;  // the step whose rollouts were asked for ahead (rollout ranks)
+
   size_t index_of(const std::string& category) const {
     return static_cast<size_t>(std::distance(categories_.begin(), categories_.find(category)));
   }
