@@ -66,6 +66,32 @@ TEST_P(DecoderTest, PaddingOnEitherSideLeavesRealTokensUnchanged) {
   EXPECT_TRUE(at::isfinite(left).all().item<bool>());  // padding rows never produce NaN
 }
 
+// A right-padded training batch takes the attention kernel's causal path (no mask): each row's
+// real positions, and the gradients they produce, are the row's alone.
+TEST_P(DecoderTest, RightPaddedBatchEqualsEachRowAloneWithGradients) {
+  DecoderModel batch_model = DecoderModel::random_init(tiny(GetParam()), 12);
+  DecoderModel alone_model = DecoderModel::random_init(tiny(GetParam()), 12);
+  batch_model.set_requires_grad(true);
+  alone_model.set_requires_grad(true);
+  const std::vector<int64_t> lengths = {7, 4, 1};
+  at::Tensor ids = at::randint(97, {3, 7}, at::kLong);
+  at::Tensor mask = at::zeros({3, 7}, at::kLong);
+  at::Tensor batch_loss = at::zeros({}, at::kFloat);
+  for (size_t r = 0; r < lengths.size(); ++r) mask[static_cast<int64_t>(r)].narrow(0, 0, lengths[r]).fill_(1);
+  at::Tensor batch_logits = batch_model.logits(ids, mask);
+  for (size_t r = 0; r < lengths.size(); ++r) {
+    const int64_t row = static_cast<int64_t>(r), n = lengths[r];
+    at::Tensor alone = alone_model.logits(ids.narrow(0, row, 1).narrow(1, 0, n), at::ones({1, n}, at::kLong));
+    EXPECT_LT(max_diff(batch_logits.narrow(0, row, 1).narrow(1, 0, n), alone), 1e-5) << "row " << r;
+    alone.logsumexp(-1).sum().backward();
+    batch_loss = batch_loss + batch_logits.narrow(0, row, 1).narrow(1, 0, n).logsumexp(-1).sum();
+  }
+  batch_loss.backward();
+  for (const auto& [name, value] : batch_model.tensors()) {
+    EXPECT_LT(max_diff(value.grad(), alone_model.tensors().at(name).grad()), 1e-4) << name;
+  }
+}
+
 TEST_P(DecoderTest, ScoreHeadReadsLastRealToken) {
   ModelConfig c = tiny(GetParam());
   c.head = Head::kSequenceScore;
