@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -63,23 +64,37 @@ absl::StatusOr<at::Tensor> from_proto(const aln::v1::TensorData& data) {
 
 namespace {
 
-// The reply's wait, polled so that `cancelled` can end it.
-absl::Status receive_unless_cancelled(Communicator& channel, int server, aln::v1::ServiceReply* reply,
-                                      std::chrono::milliseconds timeout, const std::atomic<bool>& cancelled) {
-  FrameReceiver incoming(channel, server, kTags);  // dropped while posted: its Work keeps the buffer
+// Polls `ready` (true when done; an error ends the wait) until it is, backing off to 1 ms as a
+// Work's wait does; ends early when `cancelled` becomes true or `timeout` passes.
+absl::Status poll_unless_cancelled(const std::function<absl::StatusOr<bool>()>& ready,
+                                   std::chrono::milliseconds timeout, const std::atomic<bool>& cancelled) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   auto pause = std::chrono::microseconds(1);
   while (true) {
-    auto arrived = incoming.poll(timeout);
-    if (!arrived.ok()) return arrived.status();
-    if (*arrived) return incoming.parse(reply);
+    absl::StatusOr<bool> done = ready();
+    if (!done.ok()) return done.status();
+    if (*done) return absl::OkStatus();
     if (cancelled.load()) return absl::CancelledError("abandoned: the caller is going away");
     if (std::chrono::steady_clock::now() >= deadline) {
-      return absl::DeadlineExceededError(absl::StrCat("none within ", timeout.count(), " ms"));
+      return absl::DeadlineExceededError(absl::StrCat("not done within ", timeout.count(), " ms"));
     }
-    std::this_thread::sleep_for(pause);  // backs off to 1 ms, as a Work's wait does
+    std::this_thread::sleep_for(pause);
     pause = std::min(pause * 2, std::chrono::microseconds(1000));
   }
+}
+
+absl::Status send_unless_cancelled(Communicator& channel, int server, const aln::v1::ServiceRequest& request,
+                                   std::chrono::milliseconds timeout, const std::atomic<bool>& cancelled) {
+  auto frame = post_frame(channel, server, kTags, request.SerializeAsString());  // dropped while posted: safe
+  if (!frame.ok()) return frame.status();
+  return poll_unless_cancelled([&]() -> absl::StatusOr<bool> { return frame->done(); }, timeout, cancelled);
+}
+
+absl::Status receive_unless_cancelled(Communicator& channel, int server, aln::v1::ServiceReply* reply,
+                                      std::chrono::milliseconds timeout, const std::atomic<bool>& cancelled) {
+  FrameReceiver incoming(channel, server, kTags);  // dropped while posted: its Work keeps the buffer
+  ALN_RETURN_IF_ERROR(poll_unless_cancelled([&] { return incoming.poll(timeout); }, timeout, cancelled));
+  return incoming.parse(reply);
 }
 
 absl::StatusOr<aln::v1::ServiceReply> checked_reply(aln::v1::ServiceReply reply, const std::string& what) {
@@ -109,12 +124,22 @@ absl::StatusOr<aln::v1::ServiceReply> ServiceClient::call(const aln::v1::Service
                                                           std::chrono::milliseconds timeout,
                                                           const std::atomic<bool>* cancelled) {
   const std::string what = absl::StrCat("request \"", request.method(), "\" to rank ", server_);
-  absl::Status sent = send_message(*channel_, server_, kTags, request, timeout);
-  if (!sent.ok()) return absl::Status(sent.code(), absl::StrCat(what, ": ", sent.message()));
+  if (!broken_.ok()) return absl::Status(broken_.code(), absl::StrCat(what, ": not sent: ", broken_.message()));
+  absl::Status sent = cancelled == nullptr ? send_message(*channel_, server_, kTags, request, timeout)
+                                           : send_unless_cancelled(*channel_, server_, request, timeout, *cancelled);
+  if (!sent.ok()) {
+    broken_ = absl::Status(sent.code(), absl::StrCat("an earlier ", what, " was not sent: ", sent.message()));
+    return absl::Status(sent.code(), absl::StrCat(what, ": ", sent.message()));
+  }
   aln::v1::ServiceReply reply;
   absl::Status got = cancelled == nullptr ? receive_message(*channel_, server_, kTags, &reply, timeout)
                                           : receive_unless_cancelled(*channel_, server_, &reply, timeout, *cancelled);
-  if (!got.ok()) return absl::Status(got.code(), absl::StrCat(what, ": no reply: ", got.message()));
+  if (!got.ok()) {
+    // Its reply may still come, into a receive no one reads, or into the next call's: the client
+    // cannot tell replies apart any more.
+    broken_ = absl::Status(got.code(), absl::StrCat("an earlier ", what, " got no reply: ", got.message()));
+    return absl::Status(got.code(), absl::StrCat(what, ": no reply: ", got.message()));
+  }
   return checked_reply(std::move(reply), what);
 }
 

@@ -11,6 +11,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "aln/v1/control.pb.h"
 #include "distributed/communicator.h"
@@ -33,8 +34,10 @@ class ServiceClient {
   // carrying the server's message.
   absl::StatusOr<aln::v1::ServiceReply> call(const aln::v1::ServiceRequest& request, std::chrono::milliseconds timeout);
   // The same, called from a thread of its own: the wait for the reply also ends (Cancelled) soon
-  // after `*cancelled` becomes true, so the owner of the thread can always join it. A cancelled
-  // call's reply may still arrive: the client may only say goodbye after one.
+  // after `*cancelled` becomes true (the send's wait too), so the owner of the thread can always
+  // join it. After a call that was not sent or got no reply (cancelled, timed out, failed) every
+  // later call fails at once: its reply may still arrive, and would be taken for the next one's.
+  // goodbye() still goes.
   absl::StatusOr<aln::v1::ServiceReply> call(const aln::v1::ServiceRequest& request, std::chrono::milliseconds timeout,
                                              const std::atomic<bool>& cancelled);
   // Tells the server this client is done (no reply).
@@ -45,6 +48,7 @@ class ServiceClient {
                                              const std::atomic<bool>* cancelled);
   Communicator* channel_;
   int server_;
+  absl::Status broken_;  // why calls can no longer be matched with their replies
 };
 
 using ServiceHandler = std::function<aln::v1::ServiceReply(int client, const aln::v1::ServiceRequest& request)>;

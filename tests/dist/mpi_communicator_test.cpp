@@ -262,6 +262,14 @@ TEST(Service, CallsFromAThreadAreAnsweredOrCancelled) {
     owner.join();
     EXPECT_EQ(abandoned.status().code(), absl::StatusCode::kCancelled) << abandoned.status();
     EXPECT_LT(took, 1.5) << "the cancelled call waited for the server";
+    // Its reply may still come: the client refuses further calls rather than take it for theirs.
+    std::atomic<bool> fresh{false};
+    aln::v1::ServiceRequest quick;
+    quick.set_method("quick");
+    auto refused = client.call(quick, timeout, fresh);
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kCancelled) << refused.status();
+    EXPECT_NE(refused.status().message().find("not sent: an earlier request \"slow\""), std::string::npos)
+        << refused.status();
     EXPECT_TRUE(client.goodbye(timeout).ok());  // the only message a cancelled client may still send
   }
 }

@@ -90,7 +90,7 @@ struct RemoteSampler::Calls {
   using Result = absl::StatusOr<aln::v1::ServiceReply>;
   using Task = std::function<Result()>;
   Calls(dist::Communicator* channel, int server, std::chrono::milliseconds wait, bool threaded)
-      : client(channel, server), wait(wait) {
+      : client(channel, server), wait(wait), threaded(threaded) {
     if (threaded) thread = std::thread([this] { loop(); });
   }
   ~Calls() {
@@ -102,29 +102,40 @@ struct RemoteSampler::Calls {
     ready.notify_all();
     if (thread.joinable()) thread.join();
   }
-  std::future<Result> submit(Task task) {
+  using Wanted = std::shared_ptr<std::atomic<bool>>;
+  struct Job {
+    Task task;
+    std::promise<Result> promise;
+    Wanted wanted;  // set false by its owner: skipped if not yet started (null: always run)
+  };
+  std::future<Result> submit(Task task, Wanted wanted = nullptr) {
     std::promise<Result> promise;
     std::future<Result> result = promise.get_future();
-    if (!thread.joinable()) {
+    if (!threaded) {
       promise.set_value(task());
       return result;
     }
     {
       const std::lock_guard<std::mutex> lock(mutex);
-      queue.emplace_back(std::move(task), std::move(promise));
+      queue.push_back(Job{std::move(task), std::move(promise), std::move(wanted)});
     }
     ready.notify_all();
     return result;
   }
-  std::future<Result> submit(aln::v1::ServiceRequest request) {
-    const bool threaded = thread.joinable();
-    return submit([this, request = std::move(request), threaded] {
-      return threaded ? client.call(request, wait, cancelled) : client.call(request, wait);
-    });
+  // The request is moved in: a weights piece is up to 256 MiB.
+  std::future<Result> submit(std::shared_ptr<const aln::v1::ServiceRequest> request, Wanted wanted = nullptr) {
+    return submit([this, request = std::move(request)] { return call(*request); }, std::move(wanted));
+  }
+  // Makes the call (after the ones queued before it) and waits for it: `request` is read in place.
+  Result call_and_wait(const aln::v1::ServiceRequest& request) {
+    return submit([this, &request] { return call(request); }).get();
+  }
+  Result call(const aln::v1::ServiceRequest& request) {
+    return threaded ? client.call(request, wait, cancelled) : client.call(request, wait);
   }
   void loop() {
     while (true) {
-      std::pair<Task, std::promise<Result>> next;
+      Job next;
       {
         std::unique_lock<std::mutex> lock(mutex);
         ready.wait(lock, [this] { return stopping || !queue.empty(); });
@@ -132,21 +143,26 @@ struct RemoteSampler::Calls {
         next = std::move(queue.front());
         queue.pop_front();
       }
+      if (next.wanted && !next.wanted->load()) {  // never sent: nothing to take from the rollout rank
+        next.promise.set_value(absl::CancelledError("no longer wanted"));
+        continue;
+      }
       Result result = absl::UnknownError("not run");
       try {
-        result = next.first();
+        result = next.task();
       } catch (const std::exception& e) {
         result = absl::InternalError(e.what());
       }
-      next.second.set_value(std::move(result));
+      next.promise.set_value(std::move(result));
     }
   }
   dist::ServiceClient client;
   std::chrono::milliseconds wait;
+  const bool threaded;
   std::atomic<bool> cancelled{false};
   std::mutex mutex;
   std::condition_variable ready;
-  std::deque<std::pair<Task, std::promise<Result>>> queue;
+  std::deque<Job> queue;
   bool stopping = false;
   std::thread thread;  // last: started once everything it uses exists
 };
@@ -155,6 +171,7 @@ struct RemoteSampler::Pending {
   std::pair<int64_t, int64_t> version;
   std::string request;  // the generate request's bytes: what a later generate() must match
   std::future<Calls::Result> reply;
+  Calls::Wanted wanted;  // false: dropped (not sent if it has not been yet)
 };
 
 RemoteSampler::RemoteSampler(const RolloutPlacement& placement, int policy_rank, prometheus::Counter* wait_seconds,
@@ -166,11 +183,11 @@ RemoteSampler::RemoteSampler(const RolloutPlacement& placement, int policy_rank,
 
 RemoteSampler::~RemoteSampler() = default;
 
-bool RemoteSampler::asks_ahead() const { return calls_->thread.joinable(); }
+bool RemoteSampler::asks_ahead() const { return calls_->threaded; }
 
 aln::v1::ServiceReply RemoteSampler::call(const aln::v1::ServiceRequest& request, const char* what) {
-  std::future<Calls::Result> reply = calls_->submit(request);
-  Calls::Result result = reply.get();  // bounded: the call itself waits at most long_wait per message
+  // Bounded: the calls queued before it and it each wait at most long_wait per message.
+  Calls::Result result = calls_->call_and_wait(request);
   if (!result.ok()) ALN_FAIL(server_name(), " (", what, "): ", result.status().message());
   return std::move(*result);
 }
@@ -185,11 +202,8 @@ void RemoteSampler::push_weights(const model::DecoderModel& sampler, int64_t sta
         request.set_step(version);
         request.set_total(static_cast<int64_t>(tensors.size()));
       },
-      [&](const aln::v1::ServiceRequest& request) {
-        Calls::Result result = calls_->submit(request).get();
-        return result.status();
-      },
-      "policy weights", "rollout ranks need every weight tensor under 2 GiB; set parallel.rollout.ranks to 0");
+      [&](const aln::v1::ServiceRequest& request) { return calls_->call_and_wait(request).status(); }, "policy weights",
+      "rollout ranks need every weight tensor under 2 GiB; set parallel.rollout.ranks to 0");
   if (!sent.ok()) ALN_FAIL(server_name(), " (weights): ", sent.message());
   held_ = std::make_pair(stage, version);
   ++pushes_;
@@ -238,11 +252,16 @@ void RemoteSampler::prefetch(const model::DecoderModel& sampler, int64_t stage, 
   const auto key = std::make_pair(stage, version);
   // Answers of an older version nobody took (a prediction that missed): the thread still takes
   // them from the rollout rank; they are dropped with their futures.
-  std::erase_if(pending_, [&](const Pending& p) { return p.version != key; });
+  std::erase_if(pending_, [&](const Pending& p) {
+    if (p.version == key) return false;
+    p.wanted->store(false);
+    return true;
+  });
   ensure_version(sampler, stage, version);  // waited for: `sampler` is not read after this returns
-  aln::v1::ServiceRequest request = generate_request(stage, version, prompt_ids, prompt_mask, options);
-  std::string bytes = request.SerializeAsString();
-  pending_.push_back(Pending{key, std::move(bytes), calls_->submit(std::move(request))});
+  auto request = std::make_shared<const aln::v1::ServiceRequest>(
+      generate_request(stage, version, prompt_ids, prompt_mask, options));
+  auto wanted = std::make_shared<std::atomic<bool>>(true);
+  pending_.push_back(Pending{key, request->SerializeAsString(), calls_->submit(request, wanted), wanted});
   ++asked_ahead_;
   const double waited = since(start);
   waited_ += waited;
@@ -264,7 +283,7 @@ model::GenerationOutput RemoteSampler::generate(const model::DecoderModel& sampl
   } else {
     // Queued behind anything still asked ahead (so those stay answered with the version they asked).
     ensure_version(sampler, stage, version);
-    answer = calls_->submit(std::move(request));
+    answer = calls_->submit(std::make_shared<const aln::v1::ServiceRequest>(std::move(request)));
   }
   Calls::Result reply = answer.get();
   if (!reply.ok()) ALN_FAIL(server_name(), " (generate): ", reply.status().message());
@@ -288,7 +307,9 @@ model::GenerationOutput RemoteSampler::generate(const model::DecoderModel& sampl
 }
 
 absl::Status RemoteSampler::finish() {
-  // Answers still on their way are taken first (the thread does, in order), then the goodbye.
+  // Requests asked ahead and not sent yet are dropped; those on their way are answered first (the
+  // thread takes the answers, in order), then the goodbye goes.
+  for (Pending& p : pending_) p.wanted->store(false);
   pending_.clear();
   Calls* calls = calls_.get();
   Calls::Result bye = calls_
