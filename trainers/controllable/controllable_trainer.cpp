@@ -261,6 +261,7 @@ class ControllableTrainer final : public Trainer {
   }
 
  private:
+  mutable int64_t asked_version_ = -1;  // the step whose rollouts were asked for ahead (rollout ranks)
   // The attribute scores of rollouts: the reward model named after it, else its rule.
   std::array<std::vector<double>, 2> score(const RolloutBatch& r, const StepContext& ctx,
                                            const std::vector<const RewardModel*>& models) const {
@@ -356,6 +357,10 @@ class ControllableTrainer final : public Trainer {
   // GRPO with reward -(|measured - requested| summed over the two attributes), in levels.
   LossOutput rl_loss(const std::vector<const buffer::Example*>& batch, StepContext& ctx) const {
     const int64_t g = o_.group_size();
+    if (ctx.training && ctx.step != asked_version_) {  // rollout ranks: the step's other micro-batches
+      ask_ahead(ctx, ctx.step, g, generation());
+      asked_version_ = ctx.step;
+    }
     RolloutBatch r = sample_rollouts(batch, ctx, g, generation());
     const auto scores = score(r, ctx, ctx.reward_models);
     std::vector<double> rewards;
