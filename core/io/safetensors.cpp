@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/io/atomic_file.h"
 #include "core/json_guard.h"
+#include "core/status.h"
 
 namespace aln::io {
 
@@ -349,40 +350,44 @@ absl::StatusOr<SafetensorsFile> load_safetensors(const std::string& path, const 
   return out;
 }
 
-absl::Status save_safetensors(const std::string& path, const NamedTensors& tensors,
-                              const SafetensorsMetadata& metadata) {
-  struct Item {
-    const std::string* name;
-    at::Tensor data;  // contiguous CPU
-    const DtypeInfo* dtype;
-  };
-  std::vector<Item> items;
-  items.reserve(tensors.size());
+namespace {
+
+// Where each tensor goes: Python's order (dtype by its enum, descending, then name).
+struct Planned {
+  const TensorSpec* spec;
+  const DtypeInfo* dtype;
+  uint64_t nbytes;
+};
+
+absl::StatusOr<std::vector<Planned>> plan_file(const std::string& path, const std::vector<TensorSpec>& specs) {
+  std::vector<Planned> plan;
+  plan.reserve(specs.size());
   std::set<std::string_view> seen;
-  for (const auto& [name, tensor] : tensors) {
-    if (name == "__metadata__") return absl::InvalidArgumentError(absl::StrCat(path, ": '__metadata__' is reserved"));
-    if (!seen.insert(name).second) {
-      return absl::InvalidArgumentError(absl::StrCat(path, ": tensor name '", name, "' given more than once"));
+  for (const TensorSpec& spec : specs) {
+    if (spec.name == "__metadata__") {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": '__metadata__' is reserved"));
     }
-    if (!tensor.defined()) return absl::InvalidArgumentError(absl::StrCat(path, ": tensor '", name, "' is undefined"));
-    const DtypeInfo* dtype = find_dtype(tensor.scalar_type());
+    if (!seen.insert(spec.name).second) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": tensor name '", spec.name, "' given more than once"));
+    }
+    const DtypeInfo* dtype = find_dtype(spec.dtype);
     if (dtype == nullptr) {
       return absl::InvalidArgumentError(
-          absl::StrCat(path, ": tensor '", name, "' has dtype ", c10::toString(tensor.scalar_type()),
+          absl::StrCat(path, ": tensor '", spec.name, "' has dtype ", c10::toString(spec.dtype),
                        ", which safetensors I/O does not support (supported: ", supported_dtype_list(), ")"));
     }
-    at::Tensor data;
-    try {
-      data = tensor.detach().to(at::kCPU).contiguous();
-    } catch (const std::exception& ex) {
-      return absl::InternalError(absl::StrCat(path, ": cannot copy tensor '", name, "' to the CPU: ", ex.what()));
-    }
-    items.push_back({&name, std::move(data), dtype});
+    uint64_t numel = 1;
+    for (int64_t d : spec.shape) numel *= static_cast<uint64_t>(d);
+    plan.push_back({&spec, dtype, numel * c10::elementSize(spec.dtype)});
   }
-  std::stable_sort(items.begin(), items.end(), [](const Item& a, const Item& b) {
-    return a.dtype->order != b.dtype->order ? a.dtype->order > b.dtype->order : *a.name < *b.name;
+  std::stable_sort(plan.begin(), plan.end(), [](const Planned& a, const Planned& b) {
+    return a.dtype->order != b.dtype->order ? a.dtype->order > b.dtype->order : a.spec->name < b.spec->name;
   });
+  return plan;
+}
 
+absl::StatusOr<std::string> file_header(const std::string& path, const std::vector<Planned>& plan,
+                                        const SafetensorsMetadata& metadata) {
   std::string header = "{";
   try {
     if (!metadata.empty()) {
@@ -395,13 +400,13 @@ absl::Status save_safetensors(const std::string& path, const NamedTensors& tenso
       header += "}";
     }
     uint64_t offset = 0;
-    for (const Item& item : items) {
-      const uint64_t nbytes = item.data.nbytes();
-      absl::StrAppend(&header, header.size() > 1 ? "," : "", json_string(*item.name), ":{\"dtype\":\"",
+    for (const Planned& item : plan) {
+      absl::StrAppend(&header, header.size() > 1 ? "," : "", json_string(item.spec->name), ":{\"dtype\":\"",
                       item.dtype->name, "\",\"shape\":[");
-      for (int64_t d = 0; d < item.data.dim(); ++d) absl::StrAppend(&header, d > 0 ? "," : "", item.data.size(d));
-      absl::StrAppend(&header, "],\"data_offsets\":[", offset, ",", offset + nbytes, "]}");
-      offset += nbytes;
+      for (size_t d = 0; d < item.spec->shape.size(); ++d)
+        absl::StrAppend(&header, d > 0 ? "," : "", item.spec->shape[d]);
+      absl::StrAppend(&header, "],\"data_offsets\":[", offset, ",", offset + item.nbytes, "]}");
+      offset += item.nbytes;
     }
   } catch (const nlohmann::json::exception& ex) {  // names or metadata that are not valid UTF-8
     return absl::InvalidArgumentError(absl::StrCat(path, ": cannot encode the header: ", ex.what()));
@@ -409,18 +414,91 @@ absl::Status save_safetensors(const std::string& path, const NamedTensors& tenso
   header += "}";
   // Padding keeps the data buffer 8-byte aligned in the file, as Python's writer does.
   header.append((8 - header.size() % 8) % 8, ' ');
+  return header;
+}
 
+}  // namespace
+
+std::vector<std::string> safetensors_file_order(const std::vector<TensorSpec>& specs) {
+  auto plan = plan_file("", specs);
+  std::vector<std::string> names;
+  if (!plan.ok()) return names;
+  for (const Planned& p : *plan) names.push_back(p.spec->name);
+  return names;
+}
+
+absl::Status save_safetensors_streamed(const std::string& path, const std::vector<TensorSpec>& specs,
+                                       const std::function<absl::Status(const TensorPut& put)>& produce,
+                                       const SafetensorsMetadata& metadata) {
+  auto plan = plan_file(path, specs);
+  if (!plan.ok()) return plan.status();
+  auto header = file_header(path, *plan, metadata);
+  if (!header.ok()) return header.status();
   return write_file_atomically(path, [&](FileWriter& out) {
     std::array<unsigned char, 8> len{};
-    for (size_t i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>(static_cast<uint64_t>(header.size()) >> (8 * i));
-    absl::Status s = out.write(len.data(), len.size());
-    if (s.ok()) s = out.write(header.data(), header.size());
-    for (const Item& item : items) {
-      if (!s.ok()) break;
-      if (item.data.nbytes() > 0) s = out.write(item.data.data_ptr(), item.data.nbytes());
+    for (size_t i = 0; i < 8; ++i)
+      len[i] = static_cast<unsigned char>(static_cast<uint64_t>(header->size()) >> (8 * i));
+    absl::Status failed = out.write(len.data(), len.size());
+    if (failed.ok()) failed = out.write(header->data(), header->size());
+    size_t next = 0;
+    const TensorPut put = [&](const std::string& name, const at::Tensor& tensor) -> absl::Status {
+      if (!failed.ok()) return failed;  // the first error stands; later tensors are not written
+      if (next >= plan->size()) {
+        failed = absl::InvalidArgumentError(absl::StrCat(path, ": tensor '", name, "' comes after the last one"));
+        return failed;
+      }
+      const Planned& item = (*plan)[next];
+      if (name != item.spec->name || !tensor.defined() || tensor.scalar_type() != item.spec->dtype ||
+          tensor.sizes() != at::IntArrayRef(item.spec->shape)) {
+        failed = absl::InvalidArgumentError(absl::StrCat(
+            path, ": tensor '", name, "' came where '", item.spec->name, "' (", c10::toString(item.spec->dtype), " ",
+            c10::str(at::IntArrayRef(item.spec->shape)), ") belongs",
+            tensor.defined() ? absl::StrCat(", as ", c10::toString(tensor.scalar_type()), " ", c10::str(tensor.sizes()))
+                             : std::string(", undefined")));
+        return failed;
+      }
+      ++next;
+      if (item.nbytes == 0) return absl::OkStatus();
+      at::Tensor data;
+      try {
+        data = tensor.detach().to(at::kCPU).contiguous();
+      } catch (const std::exception& ex) {
+        failed = absl::InternalError(absl::StrCat(path, ": cannot copy tensor '", name, "' to the CPU: ", ex.what()));
+        return failed;
+      }
+      failed = out.write(data.data_ptr(), item.nbytes);
+      return failed;
+    };
+    absl::Status produced = produce(put);
+    if (!failed.ok()) return failed;
+    if (!produced.ok()) return produced;
+    if (next != plan->size()) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": ", plan->size() - next, " of ", plan->size(),
+                                                     " tensors never came (the first: '", (*plan)[next].spec->name,
+                                                     "')"));
     }
-    return s;
+    return absl::OkStatus();
   });
+}
+
+absl::Status save_safetensors(const std::string& path, const NamedTensors& tensors,
+                              const SafetensorsMetadata& metadata) {
+  std::vector<TensorSpec> specs;
+  specs.reserve(tensors.size());
+  std::map<std::string_view, const at::Tensor*> by_name;
+  for (const auto& [name, tensor] : tensors) {
+    if (!tensor.defined()) return absl::InvalidArgumentError(absl::StrCat(path, ": tensor '", name, "' is undefined"));
+    specs.push_back({name, tensor.scalar_type(), tensor.sizes().vec()});
+    by_name.emplace(name, &tensor);
+  }
+  const std::vector<std::string> order = safetensors_file_order(specs);
+  return save_safetensors_streamed(
+      path, specs,
+      [&](const TensorPut& put) {
+        for (const std::string& name : order) ALN_RETURN_IF_ERROR(put(name, *by_name.at(name)));
+        return absl::OkStatus();
+      },
+      metadata);
 }
 
 }  // namespace aln::io

@@ -75,4 +75,23 @@ absl::StatusOr<SafetensorsFile> load_safetensors(const std::string& path, const 
 absl::Status save_safetensors(const std::string& path, const NamedTensors& tensors,
                               const SafetensorsMetadata& metadata = {});
 
+// A file written one tensor at a time (a model larger than memory, put together unit by unit):
+// `specs` say every tensor's name, dtype and shape up front (the header is written first); then
+// `produce` hands each tensor to `put` in the file's order (safetensors_file_order(specs)). A
+// tensor out of order, of another dtype or shape, or missing at the end is an error naming it;
+// after the first error `put` writes nothing more and returns it. The bytes are those
+// save_safetensors writes for the same tensors (it is this function with every tensor at hand).
+struct TensorSpec {
+  std::string name;
+  at::ScalarType dtype;
+  std::vector<int64_t> shape;
+};
+using TensorPut = std::function<absl::Status(const std::string& name, const at::Tensor& tensor)>;
+absl::Status save_safetensors_streamed(const std::string& path, const std::vector<TensorSpec>& specs,
+                                       const std::function<absl::Status(const TensorPut& put)>& produce,
+                                       const SafetensorsMetadata& metadata = {});
+// The names of `specs` in the order a file lays them out (dtype, then name); empty if they are
+// not a valid file (the save says why).
+std::vector<std::string> safetensors_file_order(const std::vector<TensorSpec>& specs);
+
 }  // namespace aln::io

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <functional>
 
 #include "absl/strings/str_cat.h"
 #include "core/io/atomic_file.h"
@@ -50,29 +51,52 @@ absl::StatusOr<DecoderModel> load_hf_stage(const std::string& dir, int64_t first
   return model;
 }
 
-absl::Status save_hf_model(const DecoderModel& model, const std::string& dir, at::ScalarType dtype,
-                           int64_t max_shard_bytes) {
+namespace {
+
+// config.json and what `weights` writes into the directory, written into `dir.tmp-<pid>` and then
+// renamed over `dir` (two renames: a crash leaves either the old or the new directory).
+absl::Status publish_model_dir(const ModelConfig& config, const std::string& dir,
+                               const std::function<absl::Status(const fs::path& tmp)>& weights) {
   const fs::path target(dir);
   const fs::path tmp = fs::path(dir + ".tmp-" + std::to_string(::getpid()));
   std::error_code ec;
   fs::remove_all(tmp, ec);
   fs::create_directories(tmp, ec);
   if (ec) return absl::PermissionDeniedError(absl::StrCat(tmp.string(), ": cannot create: ", ec.message()));
-  absl::Status s = write_text(tmp / "config.json", to_hf_config_json(model.config()));
-  if (!s.ok()) return s;
-  io::NamedTensors out;
-  for (const auto& [name, t] : model.checkpoint_tensors()) out.emplace_back(name, t.detach().to(dtype));
-  // One file when it fits (as transformers writes small models), else shards plus the index.
-  s = io::save_sharded_safetensors(tmp.string(), out,
-                                   max_shard_bytes > 0 ? static_cast<uint64_t>(max_shard_bytes) : UINT64_MAX / 2);
-  if (!s.ok()) return s;
-  // Replace the target in two renames so a crash leaves either the old or the new directory.
+  absl::Status s = write_text(tmp / "config.json", to_hf_config_json(config));
+  if (s.ok()) s = weights(tmp);
+  if (!s.ok()) {
+    fs::remove_all(tmp, ec);
+    return s;
+  }
   const fs::path old = fs::path(dir + ".old-" + std::to_string(::getpid()));
   if (fs::exists(target)) fs::rename(target, old, ec);
   fs::rename(tmp, target, ec);
   if (ec) return absl::InternalError(absl::StrCat("cannot move ", tmp.string(), " to ", dir, ": ", ec.message()));
   fs::remove_all(old, ec);
   return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status save_hf_model(const DecoderModel& model, const std::string& dir, at::ScalarType dtype,
+                           int64_t max_shard_bytes) {
+  return publish_model_dir(model.config(), dir, [&](const fs::path& tmp) {
+    io::NamedTensors out;
+    for (const auto& [name, t] : model.checkpoint_tensors()) out.emplace_back(name, t.detach().to(dtype));
+    // One file when it fits (as transformers writes small models), else shards plus the index.
+    return io::save_sharded_safetensors(tmp.string(), out,
+                                        max_shard_bytes > 0 ? static_cast<uint64_t>(max_shard_bytes) : UINT64_MAX / 2);
+  });
+}
+
+absl::Status save_hf_model_streamed(const ModelConfig& config, const std::vector<io::TensorSpec>& specs,
+                                    const std::string& dir,
+                                    const std::function<absl::Status(const io::TensorPut& put)>& produce) {
+  return publish_model_dir(config, dir, [&](const fs::path& tmp) {
+    return io::save_safetensors_streamed((tmp / io::kSafetensorsSingleFile).string(), specs, produce,
+                                         {{"format", "pt"}});  // as save_sharded_safetensors marks its files
+  });
 }
 
 }  // namespace aln::model

@@ -3,9 +3,12 @@
 // model-0000k-of-0000n.safetensors + model.safetensors.index.json. What transformers saves we load;
 // what we save transformers loads.
 #include <cstdint>
+#include <functional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
+#include "core/io/safetensors.h"
 #include "core/model/decoder.h"
 
 namespace aln::model {
@@ -22,5 +25,12 @@ absl::StatusOr<DecoderModel> load_hf_stage(const std::string& dir, int64_t first
 // `dir.tmp-<pid>`, fsynced, then renamed over `dir`.
 absl::Status save_hf_model(const DecoderModel& model, const std::string& dir, at::ScalarType dtype = at::kFloat,
                            int64_t max_shard_bytes = 0);
+
+// The same directory, one file, with the tensors handed to `put` one at a time by `produce`, in
+// the file's order (io::safetensors_file_order(specs)): a model put together unit by unit is never
+// whole in memory. The bytes equal save_hf_model's for the same tensors.
+absl::Status save_hf_model_streamed(const ModelConfig& config, const std::vector<io::TensorSpec>& specs,
+                                    const std::string& dir,
+                                    const std::function<absl::Status(const io::TensorPut& put)>& produce);
 
 }  // namespace aln::model

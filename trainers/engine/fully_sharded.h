@@ -23,7 +23,8 @@
 // within float32 rounding (per micro-batch reduce-scatters add in another order than one all-reduce
 // of the accumulated gradients). Checkpoints are sharded the same way: each rank writes its parts of
 // the parameters and moments, described per parameter (fsdp_checkpoint.h), so a run resumes on any
-// number of ranks, sharded or not. The final model is gathered to rank 0 and written whole.
+// number of ranks, sharded or not. The final model is written by rank 0 one unit at a time as the
+// ranks gather it (for_each_whole and io::save_safetensors_streamed).
 //
 // Every rank must run the same passes in the same order (each gather is a collective); the engine
 // keeps evaluation unsplit and job validation refuses methods that generate with the policy. The
@@ -31,7 +32,8 @@
 // must not keep them across passes.
 // A start need not build the whole model first: from the parameters' shapes alone (ShapesOnly), the
 // shards are filled tensor by tensor or from a sharded checkpoint's parts (sharded_start.h).
-// Known costs: the final model is gathered on rank 0 (the model's float32 size there, briefly);
+// Known costs: with a coordinator process of its own the final model is gathered on rank 0 and
+// sent whole (the model's float32 size there, briefly);
 // parallel.deterministic's reduce-scatter gathers every rank's unit gradient first (ranks x one
 // unit in flight).
 #include <cstdint>

@@ -246,6 +246,29 @@ void open_meters(PolicyWorker& w) {
   }
 }
 
+// A fully sharded policy's final model, written by the lead one unit at a time as the ranks gather
+// it (io::save_safetensors_streamed): no rank ever holds more than one unit whole. Every rank takes
+// part in every gather, the lead too when its write has failed (the error is kept).
+absl::Status save_sharded_final_model(PolicyWorker& w) {
+  std::vector<io::TensorSpec> specs;
+  for (const auto& [name, sharded] : w.fsdp->layout()) specs.push_back({name, at::kFloat, sharded.shape});
+  bool gathered = false;
+  auto gather_all = [&](const io::TensorPut* put) {
+    gathered = true;
+    absl::Status first = absl::OkStatus();
+    w.fsdp->for_each_whole([&](const std::string& name, const at::Tensor& whole) {
+      if (put == nullptr || !first.ok()) return;
+      first = (*put)(name, whole.to(at::kFloat));
+    });
+    return first;
+  };
+  if (!w.lead) return gather_all(nullptr);
+  absl::Status saved = model::save_hf_model_streamed(w.policy->config(), specs, w.report.final_model_dir,
+                                                     [&](const io::TensorPut& put) { return gather_all(&put); });
+  if (!gathered) gather_all(nullptr);  // the write failed before its first tensor: the others still gather
+  return saved;
+}
+
 // The final model (Hugging Face directory): written by the lead, by the pipeline's stages together,
 // or sent whole to the coordinator. Every rank learns whether it worked.
 absl::Status save_final_model(PolicyWorker& w) {
@@ -260,7 +283,9 @@ absl::Status save_final_model(PolicyWorker& w) {
     } else if (*whole) {
       saved = w.outputs->final_model(**whole, w.report.final_model_dir);
     }
-  } else if (w.fsdp) {
+  } else if (w.fsdp && !w.process.own_coordinator) {
+    saved = save_sharded_final_model(w);
+  } else if (w.fsdp) {  // sent whole to the coordinator's process
     const std::optional<model::DecoderModel> whole = w.fsdp->whole_on_lead();  // every rank sends its shards
     if (w.lead && whole) saved = w.outputs->final_model(*whole, w.report.final_model_dir);
   } else if (w.lead) {

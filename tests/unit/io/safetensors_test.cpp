@@ -6,6 +6,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <sstream>
 
 #include <ATen/ops/arange.h>
@@ -160,6 +161,45 @@ TEST_F(SafetensorsTest, WriterRejectsBadInput) {
   EXPECT_FALSE(fs::exists(path("d.safetensors")));
   EXPECT_FALSE(fs::exists(path("d.safetensors.tmp")));
   EXPECT_FALSE(save_safetensors((dir_ / "no_such_dir" / "x.safetensors").string(), {{"x", x}}).ok());
+}
+
+// One tensor at a time: the bytes save_safetensors writes; a tensor out of order, of another
+// shape, or missing is an error naming it, and no file is left.
+TEST_F(SafetensorsTest, StreamedWriteEqualsWholeWriteAndChecksEachTensor) {
+  const NamedTensors tensors = {
+      {"b", at::randn({3, 2}, at::kFloat)}, {"a", at::arange(5, at::kLong)}, {"c", at::randn({4}, at::kFloat)}};
+  ASSERT_TRUE(save_safetensors(path("whole.safetensors"), tensors, {{"format", "pt"}}).ok());
+  std::vector<TensorSpec> specs;
+  for (const auto& [name, t] : tensors) specs.push_back({name, t.scalar_type(), t.sizes().vec()});
+  const std::vector<std::string> order = safetensors_file_order(specs);
+  EXPECT_EQ(order, (std::vector<std::string>{"a", "b", "c"}));  // I64 before F32, then by name
+  auto tensor = [&](const std::string& name) {
+    for (const auto& [n, t] : tensors) {
+      if (n == name) return t;
+    }
+    return at::Tensor();
+  };
+  absl::Status streamed = save_safetensors_streamed(path("streamed.safetensors"), specs,
+                                                    [&](const TensorPut& put) {
+                                                      for (const std::string& name : order) {
+                                                        absl::Status s = put(name, tensor(name));
+                                                        if (!s.ok()) return s;
+                                                      }
+                                                      return absl::OkStatus();
+                                                    },
+                                                    {{"format", "pt"}});
+  ASSERT_TRUE(streamed.ok()) << streamed;
+  EXPECT_EQ(read_all(path("streamed.safetensors")), read_all(path("whole.safetensors")));
+
+  auto refused = [&](const std::function<absl::Status(const TensorPut&)>& produce, const std::string& what) {
+    absl::Status s = save_safetensors_streamed(path("bad_stream.safetensors"), specs, produce);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+    EXPECT_NE(s.message().find(what), std::string_view::npos) << s;
+    EXPECT_FALSE(fs::exists(path("bad_stream.safetensors")));
+  };
+  refused([&](const TensorPut& put) { return put("b", tensor("b")); }, "tensor 'b' came where 'a'");
+  refused([&](const TensorPut& put) { return put("a", at::arange(4, at::kLong)); }, "as Long [4]");
+  refused([&](const TensorPut& put) { return put("a", tensor("a")); }, "2 of 3 tensors never came (the first: 'b')");
 }
 
 TEST_F(SafetensorsTest, MissingFileIsNotFound) {
