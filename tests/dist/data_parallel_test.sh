@@ -273,6 +273,12 @@ check "fsdp: model.path read a layer at a time by sharded ranks ends byte-identi
 "$ALN" convert --checkpoint "$work/dpo-4-fsdp/checkpoints" --out "$work/fsdp-converted" >"$work/fsdp-convert.out" 2>&1; rc=$?
 check "fsdp: aln convert writes the sharded checkpoint's policy, byte-identical to the final model (rc $rc)" \
   "[[ $rc -eq 0 ]] && cmp -s '$work/dpo-4-fsdp/final/model.safetensors' '$work/fsdp-converted/model.safetensors'"
+# One tensor at a time (the streamed path) and whole (--max-shard-mb, the model put together) agree,
+# in bfloat16 too.
+"$ALN" convert --checkpoint "$work/dpo-4-fsdp/checkpoints" --out "$work/fsdp-bf16" --dtype bfloat16 >/dev/null 2>&1; rc=$?
+"$ALN" convert --model "$work/dpo-4-fsdp/final" --out "$work/final-bf16" --dtype bfloat16 >/dev/null 2>&1; rc2=$?
+check "fsdp: a sharded checkpoint converted to bfloat16 a tensor at a time equals the final model converted (rc $rc, $rc2)" \
+  "[[ $rc -eq 0 && $rc2 -eq 0 ]] && cmp -s '$work/fsdp-bf16/model.safetensors' '$work/final-bf16/model.safetensors' && cmp -s '$work/fsdp-bf16/config.json' '$work/final-bf16/config.json'"
 step10="$work/dpo-4-fsdp/checkpoints/step-00000010"
 "$ALN" convert --checkpoint "$step10" --out "$step10/shards" >"$work/fsdp-convert-in.out" 2>&1; rc=$?
 "$ALN" convert --checkpoint "$step10" --out "$work/dpo-4-fsdp" >"$work/fsdp-convert-up.out" 2>&1; rc2=$?

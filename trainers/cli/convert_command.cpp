@@ -16,6 +16,7 @@
 #include "core/model/hf_checkpoint.h"
 #include "trainers/cli/commands.h"
 #include "trainers/engine/checkpoint.h"
+#include "trainers/engine/fsdp_checkpoint.h"
 
 namespace aln::cli {
 namespace {
@@ -127,11 +128,20 @@ int run_convert(const Args& args) {
   }
   // Loaded in float32: a bfloat16 or float16 source widens exactly, and the one rounding is the
   // final cast to --dtype.
-  auto model =
-      checkpoint.empty() ? model::load_hf_model(source, at::kFloat) : engine::CheckpointManager::load_policy(source);
-  if (!model.ok()) return input_error(model.status());
-  absl::Status saved = model::save_hf_model(*model, out, dtype, shard_mb * 1'000'000);
-  if (!saved.ok()) return input_error(saved);
+  const fs::path shards = fs::path(source) / engine::kShardsFolder;
+  if (!checkpoint.empty() && shard_mb == 0 && fs::exists(shards)) {
+    // A sharded checkpoint into one file: a tensor at a time, so a model larger than memory converts.
+    auto index = engine::load_shard_index(shards.string());
+    if (!index.ok()) return input_error(index.status());
+    absl::Status saved = engine::write_shard_policy(*index, out, dtype);
+    if (!saved.ok()) return input_error(saved);
+  } else {
+    auto model =
+        checkpoint.empty() ? model::load_hf_model(source, at::kFloat) : engine::CheckpointManager::load_policy(source);
+    if (!model.ok()) return input_error(model.status());
+    absl::Status saved = model::save_hf_model(*model, out, dtype, shard_mb * 1'000'000);
+    if (!saved.ok()) return input_error(saved);
+  }
   // config.json says what the weights are, so transformers' torch_dtype="auto" loads them as such.
   if (dtype != at::kFloat) {
     const std::string config_path = (fs::path(out) / "config.json").string();

@@ -13,7 +13,9 @@
 #include "absl/strings/str_format.h"
 #include "core/io/atomic_file.h"
 #include "core/io/safetensors.h"
+#include "core/model/hf_checkpoint.h"
 #include "core/model/model_config.h"
+#include "core/status.h"
 
 namespace aln::engine {
 namespace fs = std::filesystem;
@@ -228,6 +230,40 @@ absl::StatusOr<model::DecoderModel> read_shard_policy(const ShardIndex& index) {
   auto policy = model::DecoderModel::from_tensors(*config, std::move(*tensors));
   if (!policy.ok()) return absl::DataLossError(absl::StrCat(path, ": ", policy.status().message()));
   return policy;
+}
+
+absl::Status write_shard_policy(const ShardIndex& index, const std::string& out, at::ScalarType dtype) {
+  const std::string path = (fs::path(index.dir) / kIndexFile).string();
+  auto config = model::parse_hf_config(index.config_json, path);
+  if (!config.ok()) return config.status();
+  // The checks read_shard_policy's model makes: exactly the config's tensors, each of its shape.
+  std::map<std::string, std::vector<int64_t>> expected;
+  for (auto& [name, shape] : model::DecoderModel::expected_shapes(*config)) expected.emplace(name, std::move(shape));
+  std::vector<io::TensorSpec> specs;
+  for (const auto& [name, t] : index.tensors) {
+    auto it = expected.find(name);
+    if (it == expected.end() || it->second != t.shape) {
+      return absl::DataLossError(absl::StrCat(
+          path, ": tensor '", name, "' ",
+          it == expected.end() ? "is not one of the config's model" : "has another shape than the config gives it"));
+    }
+    specs.push_back({name, dtype, t.shape});
+  }
+  if (specs.size() != expected.size()) {
+    return absl::DataLossError(absl::StrCat(path, ": ", expected.size() - specs.size(), " of the config's ",
+                                            expected.size(), " tensors are missing"));
+  }
+  return model::save_hf_model_streamed(*config, specs, out, [&](const io::TensorPut& put) -> absl::Status {
+    for (const std::string& name : io::safetensors_file_order(specs)) {
+      const ShardedTensor& t = index.tensors.at(name);
+      int64_t numel = 1;
+      for (int64_t d : t.shape) numel *= d;
+      auto read = read_shard_ranges(index, {ShardRange{name, 0, numel}}, {""});
+      if (!read.ok()) return read.status();
+      ALN_RETURN_IF_ERROR(put(name, read->at(name).view(t.shape).to(dtype)));
+    }
+    return absl::OkStatus();
+  });
 }
 
 absl::StatusOr<at::Tensor> read_shard_step(const ShardIndex& index) {

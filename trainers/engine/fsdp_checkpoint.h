@@ -75,6 +75,10 @@ absl::StatusOr<optim::TensorMap> read_shard_ranges(const ShardIndex& index, cons
 absl::StatusOr<optim::TensorMap> read_shard_whole(const ShardIndex& index, const std::vector<std::string>& suffixes);
 // The policy whole: the index's config and every rank's part of the parameters.
 absl::StatusOr<model::DecoderModel> read_shard_policy(const ShardIndex& index);
+// The policy as a Hugging Face directory `out` (one file, in `dtype`), written one tensor at a time
+// as it is read from the rank files: never whole in memory. The bytes equal save_hf_model's of
+// read_shard_policy's model.
+absl::Status write_shard_policy(const ShardIndex& index, const std::string& out, at::ScalarType dtype);
 // The optimizer's step count, from rank 0's file.
 absl::StatusOr<at::Tensor> read_shard_step(const ShardIndex& index);
 
