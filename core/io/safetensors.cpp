@@ -350,6 +350,37 @@ absl::StatusOr<SafetensorsFile> load_safetensors(const std::string& path, const 
   return out;
 }
 
+absl::StatusOr<std::map<std::string, at::Tensor>> load_safetensors_slices(const std::string& path,
+                                                                          const std::vector<SafetensorsSlice>& slices) {
+  ReadFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (fd.get() < 0) return absl::NotFoundError(absl::StrCat(path, ": cannot open: ", std::strerror(errno)));
+  auto header = read_header_from(fd.get(), path);
+  if (!header.ok()) return header.status();
+  std::map<std::string_view, const SafetensorsEntry*> by_name;
+  for (const SafetensorsEntry& e : header->entries) by_name.emplace(e.name, &e);
+  std::map<std::string, at::Tensor> out;
+  for (const SafetensorsSlice& slice : slices) {
+    auto it = by_name.find(slice.name);
+    if (it == by_name.end()) return absl::NotFoundError(absl::StrCat(path, ": no tensor '", slice.name, "'"));
+    const SafetensorsEntry& e = *it->second;
+    if (e.dtype == at::ScalarType::Bool) return bad(path, absl::StrCat("BOOL tensor '", e.name, "' cannot be sliced"));
+    const uint64_t element = c10::elementSize(e.dtype);
+    const uint64_t elements = (e.end - e.begin) / element;
+    if (slice.offset < 0 || slice.numel < 0 || static_cast<uint64_t>(slice.offset) > elements ||
+        static_cast<uint64_t>(slice.numel) > elements - static_cast<uint64_t>(slice.offset)) {
+      return bad(path, absl::StrCat("elements [", slice.offset, ", ", slice.offset + slice.numel, ") of tensor '",
+                                    e.name, "' asked for; it has ", elements));
+    }
+    at::Tensor t = at::empty({slice.numel}, at::TensorOptions().dtype(e.dtype));
+    if (slice.numel > 0) {
+      ALN_RETURN_IF_ERROR(read_exact(fd.get(), header->data_start + e.begin + slice.offset * element, t.data_ptr(),
+                                     static_cast<uint64_t>(slice.numel) * element, path));
+    }
+    out.insert_or_assign(slice.key, std::move(t));
+  }
+  return out;
+}
+
 namespace {
 
 // Where each tensor goes: Python's order (dtype by its enum, descending, then name).

@@ -68,6 +68,18 @@ absl::StatusOr<SafetensorsHeader> read_safetensors_header(const std::string& pat
 using TensorFilter = std::function<bool(const std::string&)>;
 absl::StatusOr<SafetensorsFile> load_safetensors(const std::string& path, const TensorFilter& wanted = {});
 
+// Elements [offset, offset + numel) of named tensors, flattened (1-D, the tensor's dtype), read
+// with pread: a rank that needs a slice of a large tensor never reads the rest. The result is keyed
+// by each slice's `key`. A missing tensor or a range outside it is an error naming file and tensor.
+struct SafetensorsSlice {
+  std::string key;
+  std::string name;
+  int64_t offset = 0;
+  int64_t numel = 0;
+};
+absl::StatusOr<std::map<std::string, at::Tensor>> load_safetensors_slices(const std::string& path,
+                                                                          const std::vector<SafetensorsSlice>& slices);
+
 // Writes `tensors` (any device/layout; copied to contiguous CPU) atomically to `path`. Names must be
 // unique, valid UTF-8 and not "__metadata__". Entries are laid out like Python's safetensors: by
 // dtype (I64, F64, F32, I32, BF16, F16, I16, I8, U8, BOOL: its Dtype enum order, descending) then by

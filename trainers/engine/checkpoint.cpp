@@ -301,7 +301,8 @@ absl::StatusOr<model::DecoderModel> CheckpointManager::load_policy(const std::st
   return read_shard_policy(*index);
 }
 
-absl::StatusOr<LoadedCheckpoint> CheckpointManager::load(const std::string& path, bool with_policy) {
+absl::StatusOr<LoadedCheckpoint> CheckpointManager::load(const std::string& path, bool with_policy,
+                                                         bool whole_optimizer) {
   absl::Status ok = verify_manifest(path);
   if (!ok.ok()) return ok;
   const fs::path dir(path);
@@ -330,13 +331,17 @@ absl::StatusOr<LoadedCheckpoint> CheckpointManager::load(const std::string& path
     auto index = load_shard_index((dir / kShardsFolder).string());
     if (!index.ok()) return index.status();
     shards = std::move(*index);
-  } else {
+  } else if (whole_optimizer) {
     auto loaded = io::load_safetensors((dir / "optimizer.safetensors").string());
     if (!loaded.ok()) return loaded.status();
     optimizer = std::move(loaded->tensors);
+  } else {
+    auto header = io::read_safetensors_header((dir / "optimizer.safetensors").string());  // checked now
+    if (!header.ok()) return header.status();
   }
   LoadedCheckpoint out{
       path, {}, std::move(policy), std::nullopt, std::move(optimizer), std::move(*state), std::move(shards)};
+  if (!whole_optimizer && !out.shards) out.optimizer_file = (dir / "optimizer.safetensors").string();
   if (fs::exists(dir / "reference")) {
     auto reference = model::load_hf_model((dir / "reference").string());
     if (!reference.ok()) return reference.status();

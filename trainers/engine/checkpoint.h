@@ -56,6 +56,9 @@ struct LoadedCheckpoint {
   optim::TensorMap optimizer;  // whole; empty when `shards` holds it (read what a rank needs from there)
   TrainingState state;
   std::optional<ShardIndex> shards;
+  // Set (and `optimizer` left empty) when load() was asked not to read the whole optimizer file: a
+  // fully sharded run reads only its own slices of the moments from it.
+  std::string optimizer_file;
 };
 
 // What a checkpoint holds besides the training state.
@@ -90,7 +93,8 @@ class CheckpointManager {
   std::optional<std::string> latest(const Logger& log) const;
 
   // `with_policy`: false leaves LoadedCheckpoint::policy empty (read it with load_policy when needed).
-  static absl::StatusOr<LoadedCheckpoint> load(const std::string& path, bool with_policy = true);
+  static absl::StatusOr<LoadedCheckpoint> load(const std::string& path, bool with_policy = true,
+                                               bool whole_optimizer = true);
   // A checkpoint's policy, whole: model/, or a fully sharded run's parts put together from shards/.
   static absl::StatusOr<model::DecoderModel> load_policy(const std::string& path);
 

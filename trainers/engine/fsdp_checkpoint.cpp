@@ -266,6 +266,33 @@ absl::Status write_shard_policy(const ShardIndex& index, const std::string& out,
   });
 }
 
+absl::StatusOr<optim::TensorMap> read_optimizer_slices(const std::string& file, const std::vector<ShardRange>& ranges) {
+  auto header = io::read_safetensors_header(file);
+  if (!header.ok()) return header.status();
+  std::set<std::string> held;
+  for (const io::SafetensorsEntry& e : header->entries) held.insert(e.name);
+  std::vector<io::SafetensorsSlice> slices;
+  for (const ShardRange& r : ranges) {
+    for (const char* suffix : {".exp_avg", ".exp_avg_sq"}) {
+      const std::string key = r.name + suffix;
+      if (held.count(key) > 0) slices.push_back({key, key, r.offset, r.numel});
+    }
+  }
+  auto read = io::load_safetensors_slices(file, slices);
+  if (!read.ok()) return read.status();
+  optim::TensorMap out;
+  for (auto& [key, t] : *read) out.emplace(key, t.to(at::kFloat));
+  return out;
+}
+
+absl::StatusOr<at::Tensor> read_optimizer_step(const std::string& file) {
+  auto loaded = io::load_safetensors(file, [](const std::string& n) { return n == "step"; });
+  if (!loaded.ok()) return loaded.status();
+  auto it = loaded->tensors.find("step");
+  if (it == loaded->tensors.end()) return absl::DataLossError(absl::StrCat(file, ": no \"step\" tensor"));
+  return it->second;
+}
+
 absl::StatusOr<at::Tensor> read_shard_step(const ShardIndex& index) {
   const std::string path = file_of(index, 0);
   auto file = io::load_safetensors(path, [](const std::string& n) { return n == "step"; });

@@ -79,6 +79,11 @@ absl::StatusOr<model::DecoderModel> read_shard_policy(const ShardIndex& index);
 // as it is read from the rank files: never whole in memory. The bytes equal save_hf_model's of
 // read_shard_policy's model.
 absl::Status write_shard_policy(const ShardIndex& index, const std::string& out, at::ScalarType dtype);
+// The same ranges of the moments read from an unsharded checkpoint's optimizer.safetensors (whole
+// tensors "<name>.exp_avg", "<name>.exp_avg_sq", "step"), only those elements; a parameter whose
+// moments the file lacks (never stepped) leaves its keys out, as read_shard_ranges does.
+absl::StatusOr<optim::TensorMap> read_optimizer_slices(const std::string& file, const std::vector<ShardRange>& ranges);
+absl::StatusOr<at::Tensor> read_optimizer_step(const std::string& file);
 // The optimizer's step count, from rank 0's file.
 absl::StatusOr<at::Tensor> read_shard_step(const ShardIndex& index);
 

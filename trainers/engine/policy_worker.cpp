@@ -93,7 +93,9 @@ absl::Status open_outputs_and_resume(PolicyWorker& w) {
   absl::Status problem = absl::OkStatus();
   if (latest) {
     // (A sharded start reads its own parts of the policy later, never the whole of it.)
-    loaded = CheckpointManager::load(*latest, /*with_policy=*/!starts_sharded(w));
+    // (A fully sharded run reads only its own slices of an unsharded checkpoint's moments.)
+    const bool fully_sharded = config::policy_shard(w.spec) == aln::v1::FULL && w.dp->size() > 1 && !w.pipeline;
+    loaded = CheckpointManager::load(*latest, /*with_policy=*/!starts_sharded(w), /*whole_optimizer=*/!fully_sharded);
     if (!loaded.ok()) {
       problem = loaded.status();
     } else if (loaded->state.spec_fingerprint != w.fingerprint) {

@@ -160,17 +160,24 @@ absl::Status open_training(PolicyWorker& w, StageRun& s) {
         resumed.state.data_parallel, dp.size());
   }
   s.buffer->seek(resumed.state.position);
-  if (resumed.shards && w.fsdp) {
-    // A sharded checkpoint read by a fully sharded run: each rank reads only its own ranges of the
-    // moments, from whichever ranks of the earlier run kept them.
-    auto mine = read_shard_ranges(*resumed.shards, w.fsdp->ranges(), {".exp_avg", ".exp_avg_sq"});
-    auto step = read_shard_step(*resumed.shards);
+  if ((resumed.shards || !resumed.optimizer_file.empty()) && w.fsdp) {
+    // A fully sharded run reads only its own ranges of the moments: from whichever ranks of the
+    // earlier run kept them, or slices of an unsharded run's optimizer file.
+    auto mine = resumed.shards ? read_shard_ranges(*resumed.shards, w.fsdp->ranges(), {".exp_avg", ".exp_avg_sq"})
+                               : read_optimizer_slices(resumed.optimizer_file, w.fsdp->ranges());
+    auto step = resumed.shards ? read_shard_step(*resumed.shards) : read_optimizer_step(resumed.optimizer_file);
     const absl::Status read = !mine.ok() ? mine.status() : step.status();
     // Ranks read different files: all stop if one could not (instead of waiting in the next collective).
     if (dp.sum(read.ok() ? 0.0 : 1.0) > 0) {
       return read.ok() ? absl::DataLossError(absl::StrCat("another rank could not read its part of ", resumed.path,
                                                           "'s optimizer state (see its log)"))
                        : read;
+    }
+    if (!resumed.shards) {
+      int64_t elements = 0;
+      for (const auto& [key, t] : *mine) elements += t.numel();
+      w.log.info("resume: each rank reads only its slices of %s (this one %.1f MB of moments)", resumed.optimizer_file,
+                 static_cast<double>(elements) * 4 / 1e6);
     }
     mine->emplace("step", *step);
     s.adamw->load_local_state(*mine);

@@ -202,6 +202,25 @@ TEST_F(SafetensorsTest, StreamedWriteEqualsWholeWriteAndChecksEachTensor) {
   refused([&](const TensorPut& put) { return put("a", tensor("a")); }, "2 of 3 tensors never came (the first: 'b')");
 }
 
+// Slices read with pread equal the same elements of the whole tensor; ranges outside a tensor and
+// tensors the file lacks are errors naming them.
+TEST_F(SafetensorsTest, SlicesEqualTheWholeTensorsElements) {
+  const at::Tensor m = at::randn({4, 5}, at::kFloat), v = at::arange(7, at::kLong);
+  ASSERT_TRUE(save_safetensors(path("s.safetensors"), {{"m", m}, {"v", v}}).ok());
+  auto read = load_safetensors_slices(path("s.safetensors"), {{"m1", "m", 3, 9}, {"v0", "v", 0, 7}, {"e", "m", 20, 0}});
+  ASSERT_TRUE(read.ok()) << read.status();
+  expect_same(read->at("m1"), m.reshape({-1}).narrow(0, 3, 9));
+  expect_same(read->at("v0"), v);
+  EXPECT_EQ(read->at("e").numel(), 0);
+  auto outside = load_safetensors_slices(path("s.safetensors"), {{"x", "m", 15, 6}});
+  EXPECT_NE(outside.status().message().find("elements [15, 21) of tensor 'm' asked for; it has 20"),
+            std::string_view::npos)
+      << outside.status();
+  auto missing = load_safetensors_slices(path("s.safetensors"), {{"x", "w", 0, 1}});
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_NE(missing.status().message().find("no tensor 'w'"), std::string_view::npos) << missing.status();
+}
+
 TEST_F(SafetensorsTest, MissingFileIsNotFound) {
   auto loaded = load_safetensors(path("missing.safetensors"));
   EXPECT_EQ(loaded.status().code(), absl::StatusCode::kNotFound);
