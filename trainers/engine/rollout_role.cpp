@@ -122,7 +122,7 @@ struct RemoteSampler::Calls {
     ready.notify_all();
     return result;
   }
-  // The request is moved in: a weights piece is up to 256 MiB.
+  // A call kept for later (a generate request asked ahead): the job owns its request.
   std::future<Result> submit(std::shared_ptr<const aln::v1::ServiceRequest> request, Wanted wanted = nullptr) {
     return submit([this, request = std::move(request)] { return call(*request); }, std::move(wanted));
   }
