@@ -339,9 +339,16 @@ absl::StatusOr<LoadedCheckpoint> CheckpointManager::load(const std::string& path
     auto header = io::read_safetensors_header((dir / "optimizer.safetensors").string());  // checked now
     if (!header.ok()) return header.status();
   }
-  LoadedCheckpoint out{
-      path, {}, std::move(policy), std::nullopt, std::move(optimizer), std::move(*state), std::move(shards)};
-  if (!whole_optimizer && !out.shards) out.optimizer_file = (dir / "optimizer.safetensors").string();
+  // (Set when this run reads only its slices of the moments.)
+  std::string optimizer_file = !whole_optimizer && !shards ? (dir / "optimizer.safetensors").string() : "";
+  LoadedCheckpoint out{path,
+                       {},
+                       std::move(policy),
+                       std::nullopt,
+                       std::move(optimizer),
+                       std::move(*state),
+                       std::move(shards),
+                       std::move(optimizer_file)};
   if (fs::exists(dir / "reference")) {
     auto reference = model::load_hf_model((dir / "reference").string());
     if (!reference.ok()) return reference.status();

@@ -267,7 +267,7 @@ absl::Status save_sharded_final_model(PolicyWorker& w) {
   if (!w.lead) return gather_all(nullptr);
   absl::Status saved = model::save_hf_model_streamed(w.policy->config(), specs, w.report.final_model_dir,
                                                      [&](const io::TensorPut& put) { return gather_all(&put); });
-  if (!gathered) gather_all(nullptr);  // the write failed before its first tensor: the others still gather
+  if (!gathered) gather_all(nullptr).IgnoreError();  // the write failed before its first tensor: the others gather
   return saved;
 }
 
