@@ -94,8 +94,8 @@ absl::Status open_outputs_and_resume(PolicyWorker& w) {
   if (latest) {
     // (A sharded start reads its own parts of the policy later, never the whole of it.)
     // (A fully sharded run reads only its own slices of an unsharded checkpoint's moments.)
-    const bool fully_sharded = config::policy_shard(w.spec) == aln::v1::FULL && w.dp->size() > 1 && !w.pipeline;
-    loaded = CheckpointManager::load(*latest, /*with_policy=*/!starts_sharded(w), /*whole_optimizer=*/!fully_sharded);
+    loaded = CheckpointManager::load(*latest, /*with_policy=*/!starts_sharded(w),
+                                     /*whole_optimizer=*/!runs_fully_sharded(w));
     if (!loaded.ok()) {
       problem = loaded.status();
     } else if (loaded->state.spec_fingerprint != w.fingerprint) {
@@ -212,7 +212,7 @@ absl::Status load_policy(PolicyWorker& w) {
   }
   w.dp->broadcast(policy.tensors());  // identical start on every rank, whatever each one loaded
   count_parameters(w);
-  if (config::policy_shard(w.spec) == aln::v1::FULL && w.dp->size() > 1 && !w.pipeline) {
+  if (runs_fully_sharded(w)) {
     w.fsdp = std::make_unique<FullySharded>(*w.dp, policy, w.spec.parallel().deterministic());
     describe_sharding(w);
   }

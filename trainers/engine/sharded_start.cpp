@@ -48,9 +48,12 @@ Stream from_directory(const std::string& dir, const model::ModelConfig& config, 
 
 }  // namespace
 
+bool runs_fully_sharded(const PolicyWorker& w) {
+  return config::policy_shard(w.spec) == aln::v1::FULL && w.dp->size() > 1 && !w.pipeline;
+}
+
 bool starts_sharded(const PolicyWorker& w) {
-  return config::policy_shard(w.spec) == aln::v1::FULL && w.dp->size() > 1 && !w.pipeline &&
-         trainers::job_special_tokens(w.spec).empty();
+  return runs_fully_sharded(w) && trainers::job_special_tokens(w.spec).empty();
 }
 
 absl::StatusOr<bool> start_sharded(PolicyWorker& w) {

@@ -17,6 +17,9 @@ namespace aln::engine {
 // pipeline stages, and no special tokens for the methods to add (those grow the vocabulary of a
 // whole model first; that start stays).
 bool starts_sharded(const PolicyWorker& w);
+// Whether this job's policy is fully sharded (shard: full over more than one data-parallel rank, no
+// pipeline stages): the one rule that decides FullySharded, the sharded start and what a resume reads.
+bool runs_fully_sharded(const PolicyWorker& w);
 
 // Makes w.policy (placeholders of the parameters' shapes) and w.fsdp, and fills the shards. Returns
 // false, having made nothing, when the model's vocabulary is smaller than the tokenizer's (the whole
