@@ -25,6 +25,8 @@ tokens and prompt + response tokenizes to prompt tokens + response tokens, so ne
 anything: both see the same token sequences, with no padding, and every step holds 2 x batch x (P + R) tokens
 whatever order each framework draws the pairs in. The same prompt/chosen/rejected strings go to both, as TRL-style
 JSONL (Aln: `format: preference`; prompts start with "\\n\\nHuman:" so Aln's hh chat format uses them as they are).
+With --fill-prompts, a dialogue whose prompt is shorter than --prompt-length is preceded by the dialogues read before
+it (their chosen versions), so lengths up to 1,024 tokens are real text too; the cut and the checks are the same.
 
 Model: a Llama with the sizes of examples/quickstart.yaml by default (vocab 50257, hidden 64, 2 layers, 4 heads, 2 kv
 heads, intermediate 176, tied embeddings), float32, random weights (Aln from `model.config`, TRL from a
@@ -73,6 +75,9 @@ def parse_args():
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--prompt-length", type=int, default=96, help="tokens per prompt (P)")
     p.add_argument("--response-length", type=int, default=32, help="tokens per response, end-of-text included (R)")
+    p.add_argument("--fill-prompts", action="store_true",
+                   help="a dialogue shorter than --prompt-length is preceded by the dialogues read before it (for "
+                        "lengths the test split's single dialogues rarely reach; see the module docstring)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated subset of " + ",".join(SETTINGS))
@@ -109,21 +114,26 @@ def split_dialogue(chosen, rejected):
     return chosen[:end], chosen[end:], rejected[end:]
 
 
-def build_pairs(prompt_len, response_len, needed):
+def build_pairs(prompt_len, response_len, needed, fill=False):
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(TOKENIZER)
     enc = lambda s: tok.encode(s, add_special_tokens=False).ids  # noqa: E731
     eos_id = tok.token_to_id(EOS)
     head = enc(HUMAN)
-    pairs, seen = [], 0
+    pairs, seen, history = [], 0, ""
     with gzip.open(HH_DATA, "rt", encoding="utf-8") as f:
         for line in f:
             seen += 1
-            parts = split_dialogue(**{k: v for k, v in json.loads(line).items() if k in ("chosen", "rejected")})
+            record = json.loads(line)
+            parts = split_dialogue(**{k: v for k, v in record.items() if k in ("chosen", "rejected")})
+            earlier, history = history, (history + record.get("chosen", ""))[-64 * prompt_len:]
             if parts is None:
                 continue
             prompt_ids = enc(parts[0])
+            if fill and len(prompt_ids) < prompt_len - len(head):
+                # Long prompts from real text: the dialogues read before this one, then this one's own prompt.
+                prompt_ids = enc(earlier + parts[0])
             if len(prompt_ids) < prompt_len - len(head):
                 continue
             prompt = HUMAN + tok.decode(prompt_ids[len(prompt_ids) - (prompt_len - len(head)):],
@@ -507,7 +517,7 @@ def main():
     sizes = model_sizes(args)
     # One epoch holds exactly the pairs the run uses, so both frameworks see every pair once when there are enough.
     needed = (args.warmup + args.steps) * args.batch_size
-    pairs, scanned = build_pairs(args.prompt_length, args.response_length, needed)
+    pairs, scanned = build_pairs(args.prompt_length, args.response_length, needed, args.fill_prompts)
     if len(pairs) < needed:
         pairs = pairs[:len(pairs) - len(pairs) % args.batch_size] or pairs  # whole batches per epoch
     work = tempfile.mkdtemp(prefix="aln-dpo-bench-")
@@ -527,6 +537,7 @@ def main():
                    "prompt_length": args.prompt_length, "response_length": args.response_length,
                    "expected_tokens_per_step": expected_tokens, "warmup_steps": args.warmup,
                    "measured_steps": args.steps, "pairs": len(pairs), "hh_records_scanned": scanned,
+                   "prompts_filled_with_earlier_dialogues": args.fill_prompts,
                    "loss": "dpo sigmoid, beta 0.1 (first step: ln 2 = 0.6931, the policy is the reference)",
                    "optimizer": f"AdamW lr {args.lr} constant, clip 1.0",
                    "aln_binary": os.path.relpath(binary, ROOT) if binary.startswith(ROOT + os.sep) else binary},
