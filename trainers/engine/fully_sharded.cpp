@@ -54,20 +54,27 @@ class GatherUnit : public torch::autograd::Function<GatherUnit> {
 
 // Identity on a layer's output; its backward gathers the layer's tensors again (into the storage
 // the forward pass used, which autograd's saved tensors still point at) before the layer's own
-// backward nodes, which all wait for this gradient, run.
+// backward nodes, which all wait for this gradient, run. Then it starts the gather of the layer
+// before (`before`: that layer's storage in the same pass; no elements for the first layer, as
+// autograd takes no undefined tensor here), whose backward comes next.
 class RegatherUnit : public torch::autograd::Function<RegatherUnit> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, int64_t owner, int64_t unit,
-                            const at::Tensor& flat) {
+                            const at::Tensor& flat, const at::Tensor& before) {
     ctx->saved_data["owner"] = owner;
     ctx->saved_data["unit"] = unit;
     ctx->saved_data["flat"] = flat;
+    ctx->saved_data["before"] = before;
     return x;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    owner_of(ctx)->refill(static_cast<size_t>(ctx->saved_data["unit"].toInt()), ctx->saved_data["flat"].toTensor());
-    return {grads[0], at::Tensor(), at::Tensor(), at::Tensor()};
+    FullySharded* fs = owner_of(ctx);
+    const auto unit = static_cast<size_t>(ctx->saved_data["unit"].toInt());
+    fs->refill(unit, ctx->saved_data["flat"].toTensor());
+    const at::Tensor before = ctx->saved_data["before"].toTensor();
+    if (before.numel() > 0) fs->prefetch_into(unit - 1, before);
+    return {grads[0], at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -126,6 +133,7 @@ void FullySharded::cut_into_units() {
 }
 
 void FullySharded::take(const std::string& name, const at::Tensor& whole) {
+  settle();
   auto found = where_.find(name);
   ALN_CHECK(found != where_.end(), "fully sharded: '", name, "' is not a parameter of the policy");
   Unit& u = units_[found->second.first];
@@ -141,6 +149,7 @@ void FullySharded::take(const std::string& name, const at::Tensor& whole) {
 }
 
 void FullySharded::take_parts(const optim::TensorMap& parts) {
+  settle();
   at::NoGradGuard no_grad;
   optim::TensorMap mine = parameter_parts();
   for (const auto& [name, part] : mine) {
@@ -171,7 +180,12 @@ void FullySharded::finish() {
   policy_.set_param_gather(this);
 }
 
-FullySharded::~FullySharded() { policy_.set_param_gather(nullptr); }
+FullySharded::~FullySharded() {
+  // A gather still writing must finish before its storage goes (an error here has been reported
+  // by whatever ended the pass).
+  if (prefetch_) (void)prefetch_->work->wait(dp_.timeout());
+  policy_.set_param_gather(nullptr);
+}
 
 std::vector<at::Tensor> FullySharded::unflatten(size_t unit, const at::Tensor& flat) const {
   std::vector<at::Tensor> out;
@@ -195,6 +209,14 @@ void FullySharded::place(size_t unit, const std::vector<at::Tensor>& tensors) {
 }
 
 at::Tensor FullySharded::materialize(size_t unit) {
+  if (prefetch_ && !prefetch_->backward && prefetch_->unit == unit) {
+    Prefetch p = std::move(*prefetch_);
+    prefetch_.reset();
+    ALN_THROW_IF_ERROR(p.work->wait(dp_.timeout()));
+    ++prefetches_used_;
+    return p.flat;
+  }
+  settle();
   const Unit& u = units_[unit];
   at::Tensor flat = at::empty({u.width * dp_.size()}, u.shard.options().requires_grad(false));
   at::Tensor input = u.shard.detach();
@@ -206,25 +228,66 @@ at::Tensor FullySharded::materialize(size_t unit) {
   return flat;
 }
 
-void FullySharded::refill(size_t unit, const at::Tensor& flat) {
+void FullySharded::allocate(const at::Tensor& flat) {
   c10::Storage storage = flat.storage();
   const size_t bytes = static_cast<size_t>(flat.numel()) * flat.element_size();
   if (storage.nbytes() < bytes) {
     storage.set_data_ptr_noswap(allocator_of(storage, flat.device().type())->allocate(bytes));
     storage.set_nbytes(bytes);
   }
+}
+
+void FullySharded::refill(size_t unit, const at::Tensor& flat) {
+  if (prefetch_ && prefetch_->backward && prefetch_->flat.is_alias_of(flat)) {
+    Prefetch p = std::move(*prefetch_);
+    prefetch_.reset();
+    ALN_THROW_IF_ERROR(p.work->wait(dp_.timeout()));
+    ++prefetches_used_;
+    return;
+  }
+  settle();
+  allocate(flat);
   at::Tensor out = flat;
   at::Tensor input = units_[unit].shard.detach();
   // Written by the collective, not by a tensor operation: the tensors autograd saved keep their
   // version, as they keep their values.
   ALN_THROW_IF_ERROR(dp_.start_all_gather(input, out)->wait(dp_.timeout()));
   if (is_layer(unit)) {
-    layer_bytes_ += static_cast<int64_t>(bytes);
+    layer_bytes_ += flat.numel() * static_cast<int64_t>(flat.element_size());
     peak_layer_bytes_ = std::max(peak_layer_bytes_, layer_bytes_);
   }
 }
 
+void FullySharded::prefetch_into(size_t unit, const at::Tensor& flat) {
+  if (flat.storage().nbytes() > 0) return;  // still gathered (nothing freed it)
+  allocate(flat);
+  start_prefetch(unit, flat, true);
+}
+
+void FullySharded::start_prefetch(size_t unit, const at::Tensor& flat, bool backward) {
+  settle();
+  at::Tensor out = flat;
+  prefetch_ = Prefetch{unit, flat, dp_.start_all_gather(units_[unit].shard.detach(), out), backward};
+  // Counted from now: the storage is held from now.
+  layer_bytes_ += flat.numel() * static_cast<int64_t>(flat.element_size());
+  peak_layer_bytes_ = std::max(peak_layer_bytes_, layer_bytes_);
+}
+
+void FullySharded::settle() {
+  if (!prefetch_) return;
+  Prefetch p = std::move(*prefetch_);
+  prefetch_.reset();
+  ALN_THROW_IF_ERROR(p.work->wait(dp_.timeout()));
+  ++prefetches_dropped_;
+  if (p.backward) {
+    free(p.unit, p.flat);
+  } else {
+    layer_bytes_ -= p.flat.numel() * static_cast<int64_t>(p.flat.element_size());  // a new storage, dropped
+  }
+}
+
 void FullySharded::free(size_t unit, const at::Tensor& flat) {
+  if (prefetch_ && prefetch_->flat.is_alias_of(flat)) settle();  // frees it when backward's
   c10::Storage storage = flat.storage();
   if (storage.nbytes() == 0) return;
   if (is_layer(unit)) layer_bytes_ -= static_cast<int64_t>(storage.nbytes());
@@ -264,7 +327,11 @@ void FullySharded::gather(size_t unit) {
   place(unit, outs);
 }
 
-void FullySharded::gather_outer() { gather(embedding_); }
+void FullySharded::gather_outer() {
+  gather(embedding_);
+  last_released_ = at::Tensor();  // a new pass
+  if (first_layer_ < units_.size()) start_prefetch(first_layer_, layer_storage(first_layer_), false);
+}
 
 void FullySharded::embedded() {
   if (embedding_ == 0) return;  // tied: the head's unit, kept for the pass
@@ -276,7 +343,16 @@ void FullySharded::gather_head() {
   if (embedding_ != 0) gather(0);  // tied: gathered with the embedding at the start
 }
 
-void FullySharded::gather_layer(int64_t layer) { gather(first_layer_ + static_cast<size_t>(layer)); }
+void FullySharded::gather_layer(int64_t layer) {
+  const size_t unit = first_layer_ + static_cast<size_t>(layer);
+  gather(unit);
+  if (unit + 1 < units_.size()) start_prefetch(unit + 1, layer_storage(unit + 1), false);
+}
+
+at::Tensor FullySharded::layer_storage(size_t unit) const {
+  const Unit& u = units_[unit];
+  return at::empty({u.width * dp_.size()}, u.shard.options().requires_grad(false));
+}
 
 at::Tensor FullySharded::release_layer(int64_t layer, const at::Tensor& output) {
   const size_t unit = first_layer_ + static_cast<size_t>(layer);
@@ -287,7 +363,11 @@ at::Tensor FullySharded::release_layer(int64_t layer, const at::Tensor& output) 
                                     {u.width * dp_.size()}, {1});
   at::Tensor out = output;
   if (at::GradMode::is_enabled() && output.requires_grad() && u.shard.requires_grad()) {
-    out = RegatherUnit::apply(output, reinterpret_cast<int64_t>(this), static_cast<int64_t>(unit), flat);
+    out = RegatherUnit::apply(output, reinterpret_cast<int64_t>(this), static_cast<int64_t>(unit), flat,
+                              last_released_.defined() ? last_released_ : at::empty({0}, flat.options()));
+    last_released_ = flat;
+  } else {
+    last_released_ = at::Tensor();
   }
   free(unit, flat);
   return out;
@@ -298,6 +378,8 @@ void FullySharded::set_requires_grad(bool requires_grad) {
 }
 
 optim::TensorMap FullySharded::owned() {
+  settle();  // the caller may change the shards (AdamW): no gather may still be reading them
+  last_released_ = at::Tensor();
   optim::TensorMap out;
   for (Unit& u : units_) {
     const int64_t a0 = lo(u), b0 = std::min(u.total, a0 + u.width);

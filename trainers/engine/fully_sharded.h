@@ -16,15 +16,19 @@
 //             runs; once the layer's gradients are all there, they are reduce-scattered (each rank
 //             receives the sum over ranks of its range, added to its shard's gradient) and the
 //             gathered tensors are freed.
-// So a rank holds 1/N of the layers, the outer unit, and one or two gathered layers at a time,
-// instead of the whole model, its gradients and its moments. AdamW is elementwise, so updating the
-// ranges gives the unsharded run's numbers: bit for bit with parallel.deterministic and one forward
-// pass per optimizer step (sums in rank order, as the deterministic all-reduce adds them); otherwise
-// within float32 rounding (per micro-batch reduce-scatters add in another order than one all-reduce
-// of the accumulated gradients). Checkpoints are sharded the same way: each rank writes its parts of
-// the parameters and moments, described per parameter (fsdp_checkpoint.h), so a run resumes on any
-// number of ranks, sharded or not. The final model is written by rank 0 one unit at a time as the
-// ranks gather it (for_each_whole and io::save_safetensors_streamed).
+// The next layer's gather is started before the current layer computes (prefetch): in forward the
+// layer after it, in backward the one before it (into the storage its forward pass used, so the
+// tensors autograd saved see it), so the collective runs while the layer computes. At most one
+// gather is in flight; a prefetch a pass did not take is waited for and dropped before the shards
+// change (owned(), take()) or its storage goes.
+// So a rank holds 1/N of the layers, the outer unit, and two gathered layers at a time (the one
+// running and the next), instead of the whole model, its gradients and its moments. AdamW is elementwise, so updating
+// the ranges gives the unsharded run's numbers: bit for bit with parallel.deterministic and one forward pass per
+// optimizer step (sums in rank order, as the deterministic all-reduce adds them); otherwise within float32 rounding
+// (per micro-batch reduce-scatters add in another order than one all-reduce of the accumulated gradients). Checkpoints
+// are sharded the same way: each rank writes its parts of the parameters and moments, described per parameter
+// (fsdp_checkpoint.h), so a run resumes on any number of ranks, sharded or not. The final model is written by rank 0
+// one unit at a time as the ranks gather it (for_each_whole and io::save_safetensors_streamed).
 //
 // Every rank must run the same passes in the same order (each gather is a collective); the engine
 // keeps evaluation unsplit and job validation refuses methods that generate with the policy. The
@@ -48,6 +52,7 @@
 #include "core/model/decoder.h"
 #include "core/model/param_gather.h"
 #include "core/optim/optimizer.h"
+#include "distributed/communicator.h"
 #include "trainers/engine/data_parallel.h"
 #include "trainers/engine/fsdp_checkpoint.h"
 
@@ -117,6 +122,9 @@ class FullySharded final : public model::ParamGather {
   // Layer bytes gathered at once at most since the last reset (forward and backward).
   int64_t peak_layer_bytes() const { return peak_layer_bytes_; }
   void reset_peak() { peak_layer_bytes_ = layer_bytes_; }
+  // Prefetched gathers a pass used, and ones dropped unused (each a gather done twice).
+  int64_t prefetches_used() const { return prefetches_used_; }
+  int64_t prefetches_dropped() const { return prefetches_dropped_; }
   double owned_share() const;  // this rank's share of the parameters' elements
 
   // For the autograd nodes (fully_sharded.cpp): a new storage with unit `unit` gathered into it;
@@ -130,6 +138,9 @@ class FullySharded final : public model::ParamGather {
   std::vector<at::Tensor> unflatten(size_t unit, const at::Tensor& flat) const;
   // Puts a unit's tensors into the policy's map.
   void place(size_t unit, const std::vector<at::Tensor>& tensors);
+  // Backward's prefetch: gathers layer unit `unit` into `flat` (the storage its forward pass used,
+  // freed since) while the layer after it computes its backward; refill(unit, flat) then takes it.
+  void prefetch_into(size_t unit, const at::Tensor& flat);
 
  private:
   struct Entry {
@@ -147,6 +158,13 @@ class FullySharded final : public model::ParamGather {
   void cut_into_units();  // units and zero shards from the policy map's names and shapes
   void finish();          // placeholders into the policy's map, and the gather attached
   void gather(size_t unit);
+  // A gather started now and waited for by the unit's next materialize() (forward: `flat` is a new
+  // storage) or refill() of the same storage (backward).
+  void start_prefetch(size_t unit, const at::Tensor& flat, bool backward);
+  // Waits for the gather in flight, if any; one nobody took is dropped (its storage freed).
+  void settle();
+  void allocate(const at::Tensor& flat);        // gives a freed storage its bytes back
+  at::Tensor layer_storage(size_t unit) const;  // a new storage for a unit, gathered
   bool is_layer(size_t unit) const { return unit >= first_layer_; }
   std::optional<model::DecoderModel> gather_whole(bool lead_only) const;
   int64_t lo(const Unit& u) const { return static_cast<int64_t>(dp_.rank()) * u.width; }
@@ -161,8 +179,20 @@ class FullySharded final : public model::ParamGather {
   size_t first_layer_ = 1;  // 2 with an untied embedding
   std::map<std::string, std::pair<size_t, size_t>> where_;  // parameter -> (unit, entry)
   bool trains_ = false;
-  int64_t layer_bytes_ = 0;  // layer units gathered now
+  int64_t layer_bytes_ = 0;  // layer units gathered now (a prefetch counts from its start)
   int64_t peak_layer_bytes_ = 0;
+  struct Prefetch {
+    size_t unit = 0;
+    at::Tensor flat;  // the storage the gather writes
+    std::unique_ptr<dist::Work> work;
+    bool backward = false;
+  };
+  std::optional<Prefetch> prefetch_;  // the gather in flight
+  int64_t prefetches_used_ = 0;
+  int64_t prefetches_dropped_ = 0;
+  // The storage the pass's previous layer was gathered into, while autograd records the pass: the
+  // next layer's re-gather node keeps it, to prefetch that layer in backward.
+  at::Tensor last_released_;
 };
 
 }  // namespace aln::engine

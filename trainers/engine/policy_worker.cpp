@@ -158,7 +158,7 @@ void describe_sharding(PolicyWorker& w) {
           : std::string();
   w.log.info(
       "fully sharded over %d ranks: this rank keeps %.2f MiB of the policy's %.2f MiB (%.1f%%); a pass holds the "
-      "head%s (%.2f MiB) and gathers %sone layer at a time (%.2f MiB)",
+      "head%s (%.2f MiB) and gathers %sa layer at a time (%.2f MiB), the next one's gather running meanwhile",
       w.dp->size(), w.fsdp->shard_bytes() / mib, w.fsdp->whole_bytes() / mib, 100.0 * w.fsdp->owned_share(),
       embedding.empty() ? " and tied embedding" : "", w.fsdp->outer_bytes() / mib, embedding,
       w.fsdp->largest_layer_bytes() / mib);

@@ -291,7 +291,7 @@ TEST(DataParallelThreads, FullyShardedEqualsAllReduced) {
   struct Run {
     std::vector<optim::TensorMap> params, state;
     std::vector<std::vector<double>> norms;
-    std::vector<int64_t> held_layer_bytes, peak_layer_bytes, largest_layer_bytes;
+    std::vector<int64_t> held_layer_bytes, peak_layer_bytes, largest_layer_bytes, prefetched, dropped;
   };
   for (bool tied : {true, false}) {
     const DecoderModel model = DecoderModel::random_init(tiny(3, tied), tied ? 21 : 22);
@@ -300,7 +300,8 @@ TEST(DataParallelThreads, FullyShardedEqualsAllReduced) {
       Run run;
       for (auto* v : {&run.params, &run.state}) v->resize(static_cast<size_t>(ranks));
       run.norms.resize(static_cast<size_t>(ranks));
-      for (auto* v : {&run.held_layer_bytes, &run.peak_layer_bytes, &run.largest_layer_bytes}) {
+      for (auto* v :
+           {&run.held_layer_bytes, &run.peak_layer_bytes, &run.largest_layer_bytes, &run.prefetched, &run.dropped}) {
         v->resize(static_cast<size_t>(ranks));
       }
       dist::run_thread_ranks(ranks, [&](dist::Communicator& comm) {
@@ -337,6 +338,8 @@ TEST(DataParallelThreads, FullyShardedEqualsAllReduced) {
           auto [ids, mask] = batch(7, m.config().vocab_size);
           at::NoGradGuard no_grad;
           EXPECT_TRUE(at::allclose(m.logits(ids, mask), whole.logits(ids, mask), 1e-5, 1e-6));
+          run.prefetched[r] = fs->prefetches_used();
+          run.dropped[r] = fs->prefetches_dropped();
           for (const auto& [name, p] : whole.tensors()) run.params[r].emplace(name, p.clone());
         } else {
           for (auto& [name, p] : m.tensors()) run.params[r].emplace(name, p.detach().clone());
@@ -351,6 +354,11 @@ TEST(DataParallelThreads, FullyShardedEqualsAllReduced) {
         EXPECT_EQ(got.held_layer_bytes[r], 0) << "a layer stayed gathered";
         EXPECT_GT(got.peak_layer_bytes[r], 0);
         EXPECT_LE(got.peak_layer_bytes[r], 2 * got.largest_layer_bytes[r]);
+        // Each layer's gather was started before it was needed (forward: all 3, layer 0's with the
+        // embedding's; backward: all but the last layer's): 3 steps x (3 + 2) + the evaluation's 3,
+        // none dropped.
+        EXPECT_EQ(got.prefetched[r], 3 * (3 + 2) + 3);
+        EXPECT_EQ(got.dropped[r], 0);
         for (size_t k = 0; k < want.norms[r].size(); ++k) {
           EXPECT_GT(want.norms[r][k], 0.05);
           EXPECT_NEAR(got.norms[r][k], want.norms[r][k], 1e-12 * want.norms[r][k]);
