@@ -8,7 +8,8 @@
 #    ahead (parallel.rollout.ahead, the default) and each request is used;
 #  - bounded staleness (max_staleness 2): the same losses as colocated, with a weight version sent
 #    only when the sampling snapshot is renewed (6 for 16 steps); `ahead: false` gives the same bits;
-#  - HAIR (its own samples and shadow rewards) equals its colocated run bit for bit;
+#  - HAIR (its own samples and shadow rewards) and the controllable method's rl objective equal their
+#    colocated runs bit for bit;
 #  - SIGKILL of the rollout rank ends the job non-zero within 60 s; --resume from the last checkpoint
 #    (inside a staleness window) then reproduces the uninterrupted run's losses and dump bit for bit;
 #  - config errors: rollout ranks in a job that samples nothing, and the wrong process count.
@@ -31,6 +32,8 @@ job() {
   if [[ "${6:-grpo}" == hair ]]; then
     method="hair: {group_size: 4, max_new_tokens: 12, irl_lr: 3e-3, per_category: 20}"
     data="examples/data/strongreject/strongreject_dataset.csv"
+  elif [[ "${6:-grpo}" == ctl ]]; then
+    method="controllable: {objective: rl, helpful_rule: length, harmless_rule: refusal, max_new_tokens: 12, group_size: 4}"
   fi
   echo "stages:"
   sft_stage 8 2
@@ -101,6 +104,13 @@ job "$work/hair_rr" 2 1 1 0 hair >"$work/hair_rr.yaml"
 mpi 2 "$ALN" train "$work/hair_rr.yaml" >"$work/hair_rr.out" 2>&1; rc=$?
 check "HAIR on a rollout rank (rc $rc): the colocated losses and rollout dump, bit for bit" \
   '[[ $rc -eq 0 ]] && diff -q <(stage_losses "$work/hair/train_log.jsonl") <(stage_losses "$work/hair_rr/train_log.jsonl") >/dev/null && cmp -s "$work/hair/rollouts/hair/rank0.jsonl" "$work/hair_rr/rollouts/hair/rank0.jsonl"'
+
+job "$work/ctl" 2 1 0 0 ctl >"$work/ctl.yaml"
+"$ALN" train "$work/ctl.yaml" >/dev/null 2>"$work/ctl.err"
+job "$work/ctl_rr" 2 1 1 0 ctl >"$work/ctl_rr.yaml"
+mpi 2 "$ALN" train "$work/ctl_rr.yaml" >"$work/ctl_rr.out" 2>&1; rc=$?
+check "controllable (objective rl) on a rollout rank (rc $rc): the colocated losses and rollout dump, bit for bit, every request asked ahead used: $(grep -o "[0-9]* of [0-9]* requests asked for ahead were used" "$work/ctl_rr.out" | head -1)" \
+  '[[ $rc -eq 0 ]] && [[ -s "$work/ctl/rollouts/ctl/rank0.jsonl" ]] && diff -q <(stage_losses "$work/ctl/train_log.jsonl") <(stage_losses "$work/ctl_rr/train_log.jsonl") >/dev/null && cmp -s "$work/ctl/rollouts/ctl/rank0.jsonl" "$work/ctl_rr/rollouts/ctl/rank0.jsonl" && grep -q "32 of 32 requests asked for ahead were used" "$work/ctl_rr.out"'
 
 # SIGKILL of the rollout rank (world rank 1) once 5 GRPO steps are logged (8 SFT + 5), with
 # max_staleness 2: the checkpoint of step 4 lies inside the snapshot window of steps 4-6 (stage

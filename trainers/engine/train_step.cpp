@@ -138,17 +138,22 @@ void pipelined_passes(PolicyWorker& w, StageRun& s, int64_t step,
   sum_tied_embedding_gradients(*w.policy, *w.pipeline);
 }
 
-// This rank's micro-batches from micro-batch `a` of step `step` through step `last` (the stage's
-// last at most): the step's own, then what the Buffer will hand the later steps (its position is
-// put back, so the steps themselves read the same).
+// This rank's micro-batches from micro-batch `a` of step `step` through step `last` (at most the
+// last step this run takes: the stage's, or where RunOptions::stop_after_steps ends the run): the
+// step's own, then what the Buffer will hand the later steps (its position is put back, so the
+// steps themselves read the same).
 std::vector<std::pair<int64_t, std::vector<const buffer::Example*>>> upcoming(
-    StageRun& s, const std::vector<std::vector<const buffer::Example*>>& micro_batches, int64_t a, int64_t step,
-    int64_t last) {
+    const PolicyWorker& w, StageRun& s, const std::vector<std::vector<const buffer::Example*>>& micro_batches,
+    int64_t a, int64_t step, int64_t last) {
   std::vector<std::pair<int64_t, std::vector<const buffer::Example*>>> out;
   for (size_t m = static_cast<size_t>(a); m < micro_batches.size(); ++m) out.emplace_back(step, micro_batches[m]);
   const auto& opt = s.spec.optimizer();
+  last = std::min(last, s.total_steps - 1);
+  // w.global_step counts the steps already taken; this one is the next.
+  const int64_t stop = w.options.stop_after_steps;
+  if (stop > 0) last = std::min(last, step + stop - w.global_step - 1);
   const buffer::Position now = s.buffer->position();
-  for (int64_t t = step + 1; t <= std::min(last, s.total_steps - 1); ++t) {
+  for (int64_t t = step + 1; t <= last; ++t) {
     for (int64_t m = 0; m < opt.gradient_accumulation(); ++m)
       out.emplace_back(t, s.buffer->next(opt.micro_batch_size()));
   }
@@ -193,7 +198,9 @@ StepResult run_passes(PolicyWorker& w, StageRun& s, int64_t step) {
     t0 = Clock::now();
     trainers::StepContext ctx = s.step_context(w, step);
     if (ctx.prefetch) {
-      ctx.upcoming = [&s, &micro_batches, a, step](int64_t last) { return upcoming(s, micro_batches, a, step, last); };
+      ctx.upcoming = [&w, &s, &micro_batches, a, step](int64_t last) {
+        return upcoming(w, s, micro_batches, a, step, last);
+      };
     }
     trainers::LossOutput out = s.trainer->compute_loss(micro_batches[static_cast<size_t>(a)], ctx);
     // In one process without accumulation the weight is exactly 1 and the loss is used as is.
