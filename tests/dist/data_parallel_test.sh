@@ -20,7 +20,8 @@
 #    checkpoint read a layer at a time, a sharded checkpoint's own parts), never holding the whole
 #    model: model.path gives the unsharded run's bytes, an unsharded checkpoint resumes on them;
 #    a rank stopped (SIGSTOP) mid-run makes rank 0 name the stalled collective within timeout_s; the
-#    cached reference log-probs are scored by the sharded policy itself (no whole copy); SFT on 2 ranks with
+#    cached reference log-probs are scored by the sharded policy itself (no whole copy); a reference
+#    on the fly is sharded as the policy is (byte-identical to the unsharded run, and after a resume); SFT on 2 ranks with
 #    accumulation and MPI's reduction within 1e-6 of the all-reduce run; each step's log line says
 #    what the rank held; SFT then DPO in one job byte-identical to the unsharded run; a rank killed
 #    mid-run ends the job within 60 s, named;
@@ -231,6 +232,20 @@ PY
 }
 check "fsdp: every step logs a quarter of the parameters kept and at most two layers gathered at once" \
   "fsdp_held '$work/dpo-4-fsdp/train_log.jsonl' 4 2"
+# The reference on the fly beside a fully sharded policy is sharded as the policy is (each rank copies
+# its own shards of the policy as the stage starts; a resumed checkpoint's copy is cut as it is read).
+otf() { sed 's/^reference: {cache_dir: ""}/reference: {mode: on_the_fly}/'; }
+job "dpo-4-otf" dpo 1 4 10 60 1 true | otf >"$work/dpo-4-otf.yaml"
+mpi 4 "$ALN" train "$work/dpo-4-otf.yaml" >"$work/dpo-4-otf.out" 2>&1; rc_a=$?
+job "dpo-4-otf-fsdp" dpo 1 4 10 60 1 true "" false false full | otf >"$work/dpo-4-otf-fsdp.yaml"
+mpi 4 "$ALN" train "$work/dpo-4-otf-fsdp.yaml" >"$work/dpo-4-otf-fsdp.out" 2>&1; rc=$?
+check "fsdp, reference on the fly: sharded as the policy is ($(grep -m1 -o 'this rank keeps [0-9.]* MiB of its [0-9.]* MiB' "$work/dpo-4-otf-fsdp.out")); final model and checkpointed reference byte-identical to the unsharded 4-rank run (rc $rc_a, $rc)" \
+  "[[ $rc_a -eq 0 && $rc -eq 0 ]] && grep -q 'the reference runs on the fly, fully sharded as the policy is' '$work/dpo-4-otf-fsdp.out' && cmp -s '$work/dpo-4-otf/final/model.safetensors' '$work/dpo-4-otf-fsdp/final/model.safetensors' && cmp -s '$work/dpo-4-otf/checkpoints/step-00000010/reference/model.safetensors' '$work/dpo-4-otf-fsdp/checkpoints/step-00000010/reference/model.safetensors'"
+mkdir -p "$work/otf-res/checkpoints" && cp -r "$work/dpo-4-otf-fsdp/checkpoints/step-00000005" "$work/otf-res/checkpoints/"
+job "otf-res" dpo 1 4 10 60 1 true "" false false full | otf | sed 's/^name: dp-otf-res/name: dp-dpo-4-otf-fsdp/' >"$work/otf-res.yaml"
+mpi 4 "$ALN" train "$work/otf-res.yaml" --resume >"$work/otf-res.out" 2>&1; rc=$?
+check "fsdp, reference on the fly: resumed at step 5 (the checkpoint's reference cut on reading), the same final model byte for byte (rc $rc)" \
+  "[[ $rc -eq 0 ]] && grep -q 'resuming from .*step-00000005' '$work/otf-res.out' && grep -q 'the reference runs on the fly, fully sharded' '$work/otf-res.out' && cmp -s '$work/dpo-4-otf/final/model.safetensors' '$work/otf-res/final/model.safetensors'"
 # 4 sharded ranks -> 2 sharded ranks at step 5 (micro-batch 2: the same global batches).
 # (The other summation order - each rank's 2 examples in one pass, then 2 ranks - is float32 rounding
 # apart: about 2e-6.)

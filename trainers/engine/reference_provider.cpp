@@ -4,6 +4,8 @@
 // distributions, or reference.mode: on_the_fly); or served each step by the reference ranks.
 #include <filesystem>
 
+#include <ATen/ops/empty.h>
+
 #include "absl/strings/str_cat.h"
 #include "core/model/hf_checkpoint.h"
 #include "core/status.h"
@@ -73,6 +75,34 @@ absl::Status open_remote_each_step(PolicyWorker& w, StageRun& s) {
   return absl::OkStatus();
 }
 
+// On the fly beside a fully sharded policy: the reference is sharded as the policy is, so no rank
+// keeps it whole. The policy as the stage starts is copied shard for shard (each rank its own
+// ranges: nothing is gathered); a model read whole (reference.path, a resumed checkpoint's copy)
+// is cut, each rank keeping its ranges.
+absl::Status shard_reference(PolicyWorker& w, StageRun& s) {
+  StageReference& ref = s.reference;
+  const bool deterministic = w.spec.parallel().deterministic();
+  if (ref.model) {
+    ref.sharded = std::make_unique<FullySharded>(*w.dp, *ref.model, deterministic);
+  } else {
+    model::TensorMap shapes;  // the parameters' shapes only (meta tensors: no memory)
+    for (const auto& [name, t] : w.policy->tensors()) {
+      shapes.emplace(name, at::empty(t.sizes(), at::TensorOptions().dtype(at::kFloat).device(at::kMeta)));
+    }
+    auto made = model::DecoderModel::from_tensors(w.policy->config(), std::move(shapes));
+    if (!made.ok()) return made.status();
+    ref.model.emplace(std::move(*made));
+    ref.sharded = std::make_unique<FullySharded>(*w.dp, *ref.model, deterministic, FullySharded::ShapesOnly{});
+    ref.sharded->take_parts(w.fsdp->parameter_parts());
+  }
+  constexpr double mib = 1024.0 * 1024.0;
+  w.log.info(
+      "stage %s: the reference runs on the fly, fully sharded as the policy is: this rank keeps %.2f MiB of "
+      "its %.2f MiB",
+      s.name, ref.sharded->shard_bytes() / mib, ref.sharded->whole_bytes() / mib);
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status provide_reference(PolicyWorker& w, StageRun& s) {
@@ -107,8 +137,7 @@ absl::Status provide_reference(PolicyWorker& w, StageRun& s) {
         // (its passes gather a layer at a time): no rank holds a whole copy.
         w.log.info("stage %s: the fully sharded policy, as the stage starts, scores the reference cache", s.name);
       } else if (w.fsdp) {
-        model::DecoderModel whole = w.policy_copy();  // collective: every policy rank takes part
-        if (wanted) ref.model = std::move(whole);
+        // Sharded below, from the policy's shards.
       } else if (wanted) {
         ref.model = w.policy->to(at::kFloat);
       }
@@ -124,6 +153,9 @@ absl::Status provide_reference(PolicyWorker& w, StageRun& s) {
     } else if (s.resuming && !ref.model && s.spec.reference().path().empty()) {
       return absl::FailedPreconditionError(
           absl::StrCat(w.resumed->path, " holds no reference model for stage ", s.name, "; cannot resume it"));
+    } else if (w.fsdp && !ref.remote_each_step) {
+      absl::Status sharded = shard_reference(w, s);
+      if (!sharded.ok()) return sharded;
     }
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     w.meters->phase.Add({{"stage", s.name}, {"phase", "reference"}}).Set(seconds);

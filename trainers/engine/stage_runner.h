@@ -27,6 +27,10 @@ namespace aln::engine {
 // How this stage reaches its frozen reference (reference_provider.cpp).
 struct StageReference {
   std::optional<model::DecoderModel> model;        // kept on the fly (or for checkpoints), else dropped
+  // On the fly beside a fully sharded policy: `model`'s parameters, sharded the same way (its map
+  // then holds placeholders, gathered a layer at a time by its passes). Declared after `model`,
+  // so it detaches before the model goes.
+  std::unique_ptr<FullySharded> sharded;
   std::string cache_key;                           // cached log-probs: the cache the stage's examples carry
   bool remote_each_step = false;                   // the reference ranks answer per-step requests
   at::Tensor head;                                 // hidden-state trainers: the reference's output projection

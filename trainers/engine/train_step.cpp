@@ -437,6 +437,12 @@ absl::Status save_checkpoint(PolicyWorker& w, StageRun& s, int64_t step) {
   absl::StatusOr<std::string> saved = std::string();
   CheckpointContents contents;
   contents.reference = s.reference.to_save;
+  std::optional<model::DecoderModel> whole_reference;
+  if (s.reference.sharded && s.reference.to_save != nullptr) {
+    // Put together on rank 0 for the checkpoint (collective), then dropped.
+    whole_reference = s.reference.sharded->whole_on_lead();
+    contents.reference = whole_reference ? &*whole_reference : nullptr;
+  }
   contents.trainer_state = [&s](const std::string& dir) { return s.trainer->save_state(dir); };
   optim::TensorMap optimizer_state;
   std::optional<model::DecoderModel> whole;
