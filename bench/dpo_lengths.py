@@ -5,7 +5,9 @@ Issue #26 asks that the step time grow no worse than ~2.2x per doubling of lengt
   prompts    the prompt grows (96, 224, 480, 992 tokens) and the responses stay at 32: the whole sequence doubles
              (128 -> 1,024 tokens), the part the output projection scores does not;
   responses  prompt and responses grow together (96 + 32, 192 + 64, 384 + 128): the scored part doubles too.
-             HH-RLHF's test split holds few responses past 128 tokens, so this sweep ends at 512 tokens.
+             HH-RLHF's test split holds few responses past 128 tokens, so this sweep ends at 512 tokens (13 pairs
+             there: dpo_step.py keeps whole batches, so one batch of 8 is used for every step).
+Step time = the median step's seconds (dpo_step.py's median_step_seconds).
 Prompts longer than a dialogue are preceded by the dialogues read before it (dpo_step.py --fill-prompts).
 
   .venv/bin/python bench/dpo_lengths.py [--sweep prompts|responses] [--frameworks aln,torch] [--steps 12]
@@ -52,8 +54,7 @@ def main():
             for setting, entry in run["settings"].items():
                 for fw in frameworks:
                     side = entry.get(fw) or {}
-                    ms = (1000.0 * side["tokens_per_step"] / side["tokens_per_second"]
-                          if side.get("tokens_per_second") else None)
+                    ms = 1000.0 * side["median_step_seconds"] if side.get("median_step_seconds") else None
                     result["step_ms"].setdefault(setting, {}).setdefault(fw, []).append(ms)
     for setting, per_fw in result["step_ms"].items():
         for fw, times in per_fw.items():

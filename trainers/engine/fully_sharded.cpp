@@ -181,9 +181,11 @@ void FullySharded::finish() {
 }
 
 FullySharded::~FullySharded() {
-  // A gather still writing must finish before its storage goes (an error here has been reported
-  // by whatever ended the pass).
-  if (prefetch_) (void)prefetch_->work->wait(dp_.timeout());
+  // A prefetch still in flight here means a pass failed (every normal one takes or settles its
+  // own): not waited for, which would hold the job's exit for another timeout. An MPI work
+  // dropped unfinished keeps the buffers it writes alive; a thread-backend one counts this rank
+  // out. (The NCCL backend does not record its buffers on its stream yet: issue #22's item 3.)
+  prefetch_.reset();
   policy_.set_param_gather(nullptr);
 }
 
