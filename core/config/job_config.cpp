@@ -108,15 +108,28 @@ absl::Status validate_sharding(const LoadedJob& job) {
                 "full is not combined with reference ranks of their own yet; use placement: colocated (the "
                 "reference's log-probs are then computed by the sharded policy ranks) or shard: gradients");
     }
-    // Generation runs a pass per token, each gathering every layer, and a rank that samples a
-    // different number of times than the others would leave them waiting inside a gather.
+    // Generation runs a pass per token, each gathering every layer: the ranks must decode in step.
+    // GRPO's sampling does (the engine's generate hook); the other generating methods, GRPO's
+    // snapshot for bounded staleness and rollout ranks (which are sent the policy's weights whole)
+    // are not wired to it yet.
+    if (p.rollout().ranks() > 0) {
+      return at(job, "parallel.rollout.ranks",
+                "not combined with parallel.policy.shard: full yet (the rollout ranks are sent the policy whole); "
+                "set it to 0, or shard: gradients");
+    }
     const auto stages = effective_stages(job.spec);
     for (size_t i = 0; i < stages.size(); ++i) {
-      if (method_traits(stages[i].trainer()).generates) {
+      const std::string method = method_name(stages[i].trainer());
+      if (method == "grpo" && stages[i].trainer().grpo().max_staleness() > 0) {
         return at(job, "parallel.policy.shard",
-                  absl::StrCat("full does not run methods that generate with the policy yet (stage ", i + 1, ", ",
-                               method_name(stages[i].trainer()),
-                               "); use gradients, or full for SFT, reward-model and preference stages"));
+                  absl::StrCat("full does not run GRPO with max_staleness > 0 yet (stage ", i + 1,
+                               "; its sampling snapshot is a whole copy); use max_staleness: 0, or shard: gradients"));
+      }
+      if (method != "grpo" && method_traits(stages[i].trainer()).generates) {
+        return at(job, "parallel.policy.shard",
+                  absl::StrCat("full does not run ", method, " yet (stage ", i + 1,
+                               ": of the methods that generate with the policy, only grpo does); use gradients, "
+                               "or full for SFT, reward-model, preference and GRPO stages"));
       }
     }
   }

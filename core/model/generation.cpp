@@ -65,6 +65,9 @@ GenerationOutput generate(const DecoderModel& model, const at::Tensor& prompt_id
   int64_t finished_rows = 0;
   at::Tensor done = at::zeros({b}, prompt_ids.options().dtype(at::kBool));
   at::Tensor lengths = at::zeros({b}, prompt_ids.options().dtype(at::kLong));
+  // The steps this call's rows took (fewer than were taken when other ranks went on).
+  size_t own_steps = 0;
+  bool own_ended = false;
   for (int64_t step = 0; step < options.max_new_tokens; ++step) {
     at::Tensor scaled = step_logits.to(at::kFloat);
     if (options.decoding == Decoding::kSample) scaled = scaled / options.temperature;
@@ -97,13 +100,18 @@ GenerationOutput generate(const DecoderModel& model, const at::Tensor& prompt_id
         stopped_now = true;
       }
     }
-    if (finished_rows == b || step + 1 == options.max_new_tokens) break;
+    if (!own_ended) own_steps = tokens.size();
+    own_ended = finished_rows == b;
+    if (step + 1 == options.max_new_tokens) break;
+    if (options.all_ended ? options.all_ended(finished_rows == b) : finished_rows == b) break;
     if (stopped_now) {
       done = at::from_blob(finished.data(), {b}, at::kChar).to(at::kBool).to(done.device());
     }
     mask = at::cat({mask, at::ones({b, 1}, mask.options())}, 1);
     step_logits = model.last_logits(next.unsqueeze(1), mask, &cache);
   }
+  tokens.resize(std::min(tokens.size(), own_steps));
+  logprobs.resize(tokens.size());
   GenerationOutput out;
   out.tokens = tokens.empty() ? at::zeros({b, 0}, prompt_ids.options().dtype(at::kLong)) : at::stack(tokens, 1);
   out.logprobs = logprobs.empty() ? at::zeros({b, 0}, prompt_ids.options().dtype(at::kFloat)) : at::stack(logprobs, 1);

@@ -26,6 +26,13 @@ struct GenerationOptions {
   // Called after each new token with the row index and its generated ids so far; true ends the row
   // (for stop strings: decode and search).
   std::function<bool(int64_t row, const std::vector<int64_t>& generated)> stop_condition;
+  // Calls that must take equally many decoding steps (a fully sharded model, whose every pass is a
+  // collective across the ranks that each generate for their own prompts): called once after each
+  // token but the last with whether this call's rows have all ended; returns whether every rank's
+  // have. Until then decoding goes on (pad tokens for ended rows), and the output is cut back to
+  // this call's own steps: what generating alone returns, bit for bit. Unset: a call ends with its
+  // own rows.
+  std::function<bool(bool ended_here)> all_ended;
 };
 
 struct GenerationOutput {

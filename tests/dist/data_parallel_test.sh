@@ -21,7 +21,9 @@
 #    model: model.path gives the unsharded run's bytes, an unsharded checkpoint resumes on them;
 #    a rank stopped (SIGSTOP) mid-run makes rank 0 name the stalled collective within timeout_s; the
 #    cached reference log-probs are scored by the sharded policy itself (no whole copy); a reference
-#    on the fly is sharded as the policy is (byte-identical to the unsharded run, and after a resume); SFT on 2 ranks with
+#    on the fly is sharded as the policy is (byte-identical to the unsharded run, and after a resume);
+#    GRPO, each rank sampling rollouts of its own lengths while the ranks decode in step, ends
+#    byte-identical to the unsharded run with the same rollouts; SFT on 2 ranks with
 #    accumulation and MPI's reduction within 1e-6 of the all-reduce run; each step's log line says
 #    what the rank held; SFT then DPO in one job byte-identical to the unsharded run; a rank killed
 #    mid-run ends the job within 60 s, named;
@@ -246,6 +248,45 @@ job "otf-res" dpo 1 4 10 60 1 true "" false false full | otf | sed 's/^name: dp-
 mpi 4 "$ALN" train "$work/otf-res.yaml" --resume >"$work/otf-res.out" 2>&1; rc=$?
 check "fsdp, reference on the fly: resumed at step 5 (the checkpoint's reference cut on reading), the same final model byte for byte (rc $rc)" \
   "[[ $rc -eq 0 ]] && grep -q 'resuming from .*step-00000005' '$work/otf-res.out' && grep -q 'the reference runs on the fly, fully sharded' '$work/otf-res.out' && cmp -s '$work/dpo-4-otf/final/model.safetensors' '$work/otf-res/final/model.safetensors'"
+# GRPO on fully sharded ranks: each rank samples for its own prompts, the ranks decode in step
+# (every decoding pass gathers with all of them), and the KL term's reference is sharded too.
+# An SFT stage on short answers first, so that the samples end at different lengths on each rank.
+"$PY" - "$work/short.jsonl" <<'PY'
+import csv, json, sys
+rows = list(csv.DictReader(open("examples/data/xstest/xstest_prompts_shared.csv")))
+answers = ["I'm sorry, I can't help with that.", "Sure, here is how to do it.", "No.",
+           "Sure. First, find a safe place. Then ask an expert for help and follow their advice carefully."]
+with open(sys.argv[1], "w") as f:
+    for i, r in enumerate(rows):
+        f.write(json.dumps({"prompt": r["prompt"], "response": answers[i % len(answers)]}) + "\n")
+PY
+grpo_job() {  # grpo_job NAME SHARD
+  job_head "dp-$1" "$1"
+  cat <<YAML
+stages:
+  - name: sft
+    trainer: {sft: {}}
+    data: {train: [{path: $work/short.jsonl, format: sft_text}], max_prompt_length: 32, max_response_length: 24}
+    optimizer: {lr: 3e-2, max_steps: 30, micro_batch_size: 8}
+  - name: grpo
+    trainer: {grpo: {group_size: 4, beta: 0.04, max_new_tokens: 16, reward_rule: brevity}}
+    data:
+      train: [{path: examples/data/xstest/xstest_prompts_shared.csv, format: prompts, limit: 40}]
+      max_prompt_length: 40
+    optimizer: {lr: 1e-2, max_steps: 6, micro_batch_size: 2, warmup_steps: 2}
+parallel: {policy: {data_parallel: 2, shard: $2}, timeout_s: 60, deterministic: true}
+rollouts: {dump: true}
+metrics: {enabled: false, progress_bar: false}
+runtime: {threads: 1}
+YAML
+}
+grpo_job grpo-2 none >"$work/grpo-2.yaml"
+mpi 2 "$ALN" train "$work/grpo-2.yaml" >"$work/grpo-2.out" 2>&1; rc_a=$?
+grpo_job grpo-2-fsdp full >"$work/grpo-2-fsdp.yaml"
+mpi 2 "$ALN" train "$work/grpo-2-fsdp.yaml" >"$work/grpo-2-fsdp.out" 2>&1; rc=$?
+rollout_lengths() { "$PY" -c 'import json, sys; print(len({len(json.loads(l)["response_ids"]) for l in open(sys.argv[1])}))' "$1" 2>/dev/null; }
+check "fsdp: GRPO on 2 ranks (rc $rc_a, $rc) ends byte-identical to the unsharded run, with byte-identical rollouts ($(rollout_lengths "$work/grpo-2-fsdp/rollouts/grpo/rank0.jsonl") and $(rollout_lengths "$work/grpo-2-fsdp/rollouts/grpo/rank1.jsonl") different lengths on ranks 0 and 1)" \
+  "[[ $rc_a -eq 0 && $rc -eq 0 ]] && (( \$(rollout_lengths '$work/grpo-2-fsdp/rollouts/grpo/rank1.jsonl') > 1 )) && cmp -s '$work/grpo-2/final/model.safetensors' '$work/grpo-2-fsdp/final/model.safetensors' && cmp -s '$work/grpo-2/rollouts/grpo/rank0.jsonl' '$work/grpo-2-fsdp/rollouts/grpo/rank0.jsonl' && cmp -s '$work/grpo-2/rollouts/grpo/rank1.jsonl' '$work/grpo-2-fsdp/rollouts/grpo/rank1.jsonl' && grep -q 'the reference runs on the fly, fully sharded' '$work/grpo-2-fsdp.out'"
 # 4 sharded ranks -> 2 sharded ranks at step 5 (micro-batch 2: the same global batches).
 # (The other summation order - each rank's 2 examples in one pass, then 2 ranks - is float32 rounding
 # apart: about 2e-6.)

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/config/job_config.h"
+#include "core/model/generation.h"
 #include "core/model/hf_checkpoint.h"
 #include "trainers/engine/train_step.h"
 
@@ -287,6 +288,18 @@ trainers::StepContext StageRun::step_context(const PolicyWorker& w, int64_t step
         sampler->prefetch(m, stage, version, ids, mask, options);
       };
     }
+  }
+  if (w.fsdp && !w.sampler) {
+    // Fully sharded, every decoding step's pass gathers with every rank, and each rank samples for
+    // prompts of its own: the ranks decode in step until all of theirs have ended (one sum over
+    // ranks a token), each keeping only its own steps' output.
+    const DataParallel* dp = &*w.dp;
+    ctx.generate = [dp](const model::DecoderModel& m, int64_t, const at::Tensor& ids, const at::Tensor& mask,
+                        const model::GenerationOptions& options) {
+      model::GenerationOptions in_step = options;
+      in_step.all_ended = [dp](bool ended_here) { return dp->sum(ended_here ? 0.0 : 1.0) == 0.0; };
+      return model::generate(m, ids, mask, in_step);
+    };
   }
   if (rollouts) {
     ctx.rollout_sink = [dump = rollouts, global_step = w.global_step + 1,

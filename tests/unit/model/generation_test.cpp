@@ -72,6 +72,43 @@ TEST(Generation, SamplingIsReproducibleUnderASeed) {
                         generate(m, prompt, at::ones_like(prompt), greedy).tokens));
 }
 
+// Ranks that must decode in step (a fully sharded policy): a call whose rows ended keeps decoding
+// while another rank's have not, and still returns exactly what it returns alone.
+TEST(Generation, DecodingOnForOtherRanksReturnsTheSameOutput) {
+  DecoderModel m = tiny_llama(5);
+  at::Tensor prompt = at::randint(50, {3, 4}, at::kLong);
+  GenerationOptions options;
+  options.decoding = Decoding::kSample;
+  options.max_new_tokens = 24;
+  options.seed = 11;
+  options.pad_token_id = 0;
+  // Rows end at their first token below 20 (so at different steps, well before 24).
+  options.stop_condition = [](int64_t, const std::vector<int64_t>& g) { return g.back() < 20; };
+  const GenerationOutput alone = generate(m, prompt, at::ones_like(prompt), options);
+  const int64_t own = alone.tokens.size(1);
+  ASSERT_LT(own, 20) << "the rows should end early for this test to mean something";
+  for (int64_t others : {own + 3, int64_t{24}}) {
+    int64_t calls = 0;
+    GenerationOptions synced = options;
+    // Another rank's rows end after `others` steps: every rank has ended only then.
+    synced.all_ended = [&calls, others](bool) { return ++calls >= others; };
+    const GenerationOutput got = generate(m, prompt, at::ones_like(prompt), synced);
+    EXPECT_EQ(calls, std::min<int64_t>(others, 23)) << "one call per token but the last";
+    EXPECT_TRUE(at::equal(got.tokens, alone.tokens));
+    EXPECT_TRUE(at::equal(got.logprobs, alone.logprobs));
+    EXPECT_TRUE(at::equal(got.lengths, alone.lengths));
+  }
+  // Every rank ended when this one did: the same number of steps as alone.
+  int64_t calls = 0;
+  GenerationOptions synced = options;
+  synced.all_ended = [&calls](bool ended_here) {
+    ++calls;
+    return ended_here;
+  };
+  EXPECT_TRUE(at::equal(generate(m, prompt, at::ones_like(prompt), synced).tokens, alone.tokens));
+  EXPECT_EQ(calls, own);
+}
+
 at::Tensor keep(std::vector<int64_t> flags) { return at::tensor(flags, at::kLong).to(at::kBool).unsqueeze(0); }
 
 TEST(Generation, FiltersKeepTheIntendedTokens) {
