@@ -109,9 +109,10 @@ absl::Status validate_sharding(const LoadedJob& job) {
                 "reference's log-probs are then computed by the sharded policy ranks) or shard: gradients");
     }
     // Generation runs a pass per token, each gathering every layer: the ranks must decode in step.
-    // GRPO's sampling does (the engine's generate hook); the other generating methods, GRPO's
-    // snapshot for bounded staleness and rollout ranks (which are sent the policy's weights whole)
-    // are not wired to it yet.
+    // Training steps' sampling does (the engine's generate hook); a stage's own data generation and
+    // evaluation give every rank the same prompts and seeds, so they stay in step by themselves.
+    // Not yet: GRPO's snapshot for bounded staleness (a whole copy), HAIR (its shadow reward models
+    // are made from the whole policy) and rollout ranks (sent the policy's weights whole).
     if (p.rollout().ranks() > 0) {
       return at(job, "parallel.rollout.ranks",
                 "not combined with parallel.policy.shard: full yet (the rollout ranks are sent the policy whole); "
@@ -125,11 +126,10 @@ absl::Status validate_sharding(const LoadedJob& job) {
                   absl::StrCat("full does not run GRPO with max_staleness > 0 yet (stage ", i + 1,
                                "; its sampling snapshot is a whole copy); use max_staleness: 0, or shard: gradients"));
       }
-      if (method != "grpo" && method_traits(stages[i].trainer()).generates) {
+      if (method == "hair") {
         return at(job, "parallel.policy.shard",
-                  absl::StrCat("full does not run ", method, " yet (stage ", i + 1,
-                               ": of the methods that generate with the policy, only grpo does); use gradients, "
-                               "or full for SFT, reward-model, preference and GRPO stages"));
+                  absl::StrCat("full does not run hair yet (stage ", i + 1,
+                               ": its shadow reward models start as whole copies of the policy); use gradients"));
       }
     }
   }
