@@ -66,6 +66,10 @@ struct PrepareContext {
   // For trainers that build their data with the model (PT-ALIGN's self-generation); may be unset.
   bool training_set = true;                                                 // false for the held-out set
   const model::DecoderModel* policy = nullptr;                              // the policy as the stage starts
+  // A whole copy of `policy`, for trainers that build models from its tensors (HAIR's shadow reward
+  // models): a fully sharded policy's own tensors are placeholders outside its passes. Collective
+  // then (every rank calls it alike). Unset: `policy` is whole.
+  std::function<model::DecoderModel()> whole_policy;
   std::function<std::vector<int64_t>(const std::string&)> encode_prompt;    // text -> prompt ids (chat format)
   std::function<std::vector<int64_t>(const std::string&)> encode_response;  // text -> response ids (+ end id)
   std::function<std::vector<int64_t>(const std::string&)> encode_text;      // plain text -> ids

@@ -23,8 +23,8 @@
 #    cached reference log-probs are scored by the sharded policy itself (no whole copy); a reference
 #    on the fly is sharded as the policy is (byte-identical to the unsharded run, and after a resume);
 #    GRPO, each rank sampling rollouts of its own lengths while the ranks decode in step, ends
-#    byte-identical to the unsharded run with the same rollouts; so do the controllable method (rl)
-#    and PT-ALIGN, with the same held-out metrics, rollouts and self-generated pairs; SFT on 2 ranks with
+#    byte-identical to the unsharded run with the same rollouts; so do the controllable method (rl),
+#    PT-ALIGN and HAIR, with the same held-out metrics, rollouts and self-generated pairs; SFT on 2 ranks with
 #    accumulation and MPI's reduction within 1e-6 of the all-reduce run; each step's log line says
 #    what the rank held; SFT then DPO in one job byte-identical to the unsharded run; a rank killed
 #    mid-run ends the job within 60 s, named;
@@ -289,7 +289,8 @@ rollout_lengths() { "$PY" -c 'import json, sys; print(len({len(json.loads(l)["re
 check "fsdp: GRPO on 2 ranks (rc $rc_a, $rc) ends byte-identical to the unsharded run, with byte-identical rollouts ($(rollout_lengths "$work/grpo-2-fsdp/rollouts/grpo/rank0.jsonl") and $(rollout_lengths "$work/grpo-2-fsdp/rollouts/grpo/rank1.jsonl") different lengths on ranks 0 and 1)" \
   "[[ $rc_a -eq 0 && $rc -eq 0 ]] && (( \$(rollout_lengths '$work/grpo-2-fsdp/rollouts/grpo/rank1.jsonl') > 1 )) && cmp -s '$work/grpo-2/final/model.safetensors' '$work/grpo-2-fsdp/final/model.safetensors' && cmp -s '$work/grpo-2/rollouts/grpo/rank0.jsonl' '$work/grpo-2-fsdp/rollouts/grpo/rank0.jsonl' && cmp -s '$work/grpo-2/rollouts/grpo/rank1.jsonl' '$work/grpo-2-fsdp/rollouts/grpo/rank1.jsonl' && grep -q 'the reference runs on the fly, fully sharded' '$work/grpo-2-fsdp.out'"
 # The controllable method (rl objective: its rollouts in step, its data generated at the stage's start
-# on every rank alike) and PT-ALIGN (self-generated pairs) on fully sharded ranks.
+# on every rank alike), PT-ALIGN (self-generated pairs) and HAIR (shadow reward models made from the
+# policy put together) on fully sharded ranks.
 generating_job() {  # generating_job NAME SHARD STAGE
   job_head "dp-$1" "$1"
   cat <<YAML
@@ -299,7 +300,14 @@ stages:
     data: {train: [{path: $work/short.jsonl, format: sft_text}], max_prompt_length: 32, max_response_length: 24}
     optimizer: {lr: 3e-2, max_steps: 30, micro_batch_size: 8}
 YAML
-  if [[ $3 == ctl ]]; then
+  if [[ $3 == hair ]]; then
+    cat <<YAML
+  - name: hair
+    trainer: {hair: {group_size: 4, max_new_tokens: 12, irl_lr: 3e-3, per_category: 20}}
+    data: {train: [{path: examples/data/strongreject/strongreject_dataset.csv, format: prompts}], max_prompt_length: 40, max_response_length: 64}
+    optimizer: {lr: 1e-2, max_steps: 6, micro_batch_size: 2}
+YAML
+  elif [[ $3 == ctl ]]; then
     cat <<YAML
   - name: ctl
     trainer: {controllable: {objective: rl, helpful_rule: length, harmless_rule: refusal, max_new_tokens: 12, group_size: 4}}
@@ -322,7 +330,7 @@ metrics: {enabled: false, progress_bar: false}
 runtime: {threads: 1}
 YAML
 }
-for method in ctl ptalign; do
+for method in ctl ptalign hair; do
   generating_job "$method-2" none $method >"$work/$method-2.yaml"
   mpi 2 "$ALN" train "$work/$method-2.yaml" >"$work/$method-2.out" 2>&1; rc_a=$?
   generating_job "$method-2-fsdp" full $method >"$work/$method-2-fsdp.yaml"
@@ -330,8 +338,8 @@ for method in ctl ptalign; do
   check "fsdp: $method on 2 ranks (rc $rc_a, $rc): the unsharded run's final model and held-out metrics, byte for byte" \
     "[[ $rc_a -eq 0 && $rc -eq 0 ]] && cmp -s '$work/$method-2/final/model.safetensors' '$work/$method-2-fsdp/final/model.safetensors' && cmp -s '$work/$method-2/eval.jsonl' '$work/$method-2-fsdp/eval.jsonl'"
 done
-check "fsdp: controllable's rollouts (both ranks) and PT-ALIGN's self-generated pairs byte-identical to the unsharded run's" \
-  "cmp -s '$work/ctl-2/rollouts/ctl/rank0.jsonl' '$work/ctl-2-fsdp/rollouts/ctl/rank0.jsonl' && cmp -s '$work/ctl-2/rollouts/ctl/rank1.jsonl' '$work/ctl-2-fsdp/rollouts/ctl/rank1.jsonl' && cmp -s '$work/ptalign-2/ptalign/ptalign_pairs.jsonl' '$work/ptalign-2-fsdp/ptalign/ptalign_pairs.jsonl'"
+check "fsdp: controllable's and HAIR's rollouts (both ranks) and PT-ALIGN's self-generated pairs byte-identical to the unsharded run's" \
+  "cmp -s '$work/ctl-2/rollouts/ctl/rank0.jsonl' '$work/ctl-2-fsdp/rollouts/ctl/rank0.jsonl' && cmp -s '$work/ctl-2/rollouts/ctl/rank1.jsonl' '$work/ctl-2-fsdp/rollouts/ctl/rank1.jsonl' && cmp -s '$work/hair-2/rollouts/hair/rank0.jsonl' '$work/hair-2-fsdp/rollouts/hair/rank0.jsonl' && cmp -s '$work/hair-2/rollouts/hair/rank1.jsonl' '$work/hair-2-fsdp/rollouts/hair/rank1.jsonl' && cmp -s '$work/ptalign-2/ptalign/ptalign_pairs.jsonl' '$work/ptalign-2-fsdp/ptalign/ptalign_pairs.jsonl'"
 # 4 sharded ranks -> 2 sharded ranks at step 5 (micro-batch 2: the same global batches).
 # (The other summation order - each rank's 2 examples in one pass, then 2 ranks - is float32 rounding
 # apart: about 2e-6.)

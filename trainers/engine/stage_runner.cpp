@@ -54,8 +54,10 @@ absl::Status open_data(PolicyWorker& w, StageRun& s) {
     const auto index = static_cast<int64_t>(s.index);
     source.fetch = [to, index] { return to->stage_data(index); };
   }
+  std::function<model::DecoderModel()> whole_policy;
+  if (w.fsdp) whole_policy = [&w] { return w.fsdp->whole(); };
   auto prepared = prepare_stage_data(w.spec, s.spec, s.index, s.name, *s.trainer, w.encoder, *w.policy, s.reward_ptrs,
-                                     w.lead, s.resuming, w.log, source);
+                                     w.lead, s.resuming, w.log, source, whole_policy);
   if (!prepared.ok()) return prepared.status();
   s.prepared = std::move(*prepared);
   const StageData& data = s.data();

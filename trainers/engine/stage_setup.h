@@ -4,6 +4,7 @@
 // Shared by the policy ranks and the reference ranks (placement: separate), which must build the
 // very same examples to compute their reference log-probs.
 #include <cstddef>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -25,12 +26,10 @@ struct PreparedStage {
   std::map<std::string, double> counters, eval_counters;
 };
 
-absl::StatusOr<PreparedStage> prepare_stage_data(const aln::v1::JobSpec& spec, const aln::v1::StageSpec& stage,
-                                                 size_t index, const std::string& stage_name,
-                                                 trainers::Trainer& trainer, const TextEncoder& encoder,
-                                                 const model::DecoderModel& policy,
-                                                 const std::vector<const trainers::RewardModel*>& reward_models,
-                                                 bool lead, bool resuming, const Logger& log,
-                                                 const DataSource& source = {});
+absl::StatusOr<PreparedStage> prepare_stage_data(
+    const aln::v1::JobSpec& spec, const aln::v1::StageSpec& stage, size_t index, const std::string& stage_name,
+    trainers::Trainer& trainer, const TextEncoder& encoder, const model::DecoderModel& policy,
+    const std::vector<const trainers::RewardModel*>& reward_models, bool lead, bool resuming, const Logger& log,
+    const DataSource& source = {}, std::function<model::DecoderModel()> whole_policy = {});
 
 }  // namespace aln::engine

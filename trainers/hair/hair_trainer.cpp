@@ -116,6 +116,9 @@ class HairTrainer final : public Trainer {
         }
         init = std::move(*loaded);
         base = &*init;
+      } else if (ctx.whole_policy) {  // a fully sharded policy: its tensors put together
+        init = ctx.whole_policy();
+        base = &*init;
       }
       ALN_CHECK(base != nullptr, "HAIR needs the policy to start its shadow reward models from");
       shadows_.emplace(cats, *base, o_.shared_reward_model(), o_.irl_lr());

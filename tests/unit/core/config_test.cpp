@@ -165,18 +165,14 @@ TEST(JobConfig, ShardingLevels) {
             "job.yaml:10: parallel.policy.shard: full is not combined with reference ranks of their own yet; use "
             "placement: colocated (the reference's log-probs are then computed by the sharded policy ranks) or "
             "shard: gradients");
-  // GRPO runs (its ranks decode in step), as do controllable and PT-ALIGN; its staleness snapshot,
-  // HAIR and rollout ranks are refused.
+  // GRPO runs (its ranks decode in step), as does every other method; its staleness snapshot and
+  // rollout ranks are refused.
   const std::string grpo = "name: t\ntrainer: {grpo: {}}\ndata: {train: [{path: p.jsonl}]}\nparallel:\n";
   ASSERT_TRUE(load_job_text(grpo + "  policy: {data_parallel: 2, shard: full}\n", "job.yaml").ok());
   EXPECT_EQ(load_error("name: t\ntrainer: {grpo: {max_staleness: 1}}\ndata: {train: [{path: p.jsonl}]}\nparallel:\n"
                        "  policy: {shard: full}\n"),
             "job.yaml:5: parallel.policy.shard: full does not run GRPO with max_staleness > 0 yet (stage 1; its "
             "sampling snapshot is a whole copy); use max_staleness: 0, or shard: gradients");
-  EXPECT_EQ(load_error("name: t\ntrainer: {hair: {}}\ndata: {train: [{path: p.csv}]}\nparallel:\n  policy: "
-                       "{shard: full}\n"),
-            "job.yaml:5: parallel.policy.shard: full does not run hair yet (stage 1: its shadow reward models "
-            "start as whole copies of the policy); use gradients");
   EXPECT_EQ(load_error(grpo + "  policy: {data_parallel: 2, shard: full}\n  rollout: {ranks: 1}\n"),
             "job.yaml:6: parallel.rollout.ranks: not combined with parallel.policy.shard: full yet (the rollout "
             "ranks are sent the policy whole); set it to 0, or shard: gradients");
