@@ -338,6 +338,8 @@ for method in ctl ptalign hair; do
   check "fsdp: $method on 2 ranks (rc $rc_a, $rc): the unsharded run's final model and held-out metrics, byte for byte" \
     "[[ $rc_a -eq 0 && $rc -eq 0 ]] && cmp -s '$work/$method-2/final/model.safetensors' '$work/$method-2-fsdp/final/model.safetensors' && cmp -s '$work/$method-2/eval.jsonl' '$work/$method-2-fsdp/eval.jsonl'"
 done
+check "fsdp: HAIR's reference stays whole (its sentence embeddings take a pass count of each rank's own)" \
+  "grep -q 'hair' '$work/hair-2-fsdp.out' && ! grep -q 'the reference runs on the fly, fully sharded' '$work/hair-2-fsdp.out'"
 check "fsdp: controllable's and HAIR's rollouts (both ranks) and PT-ALIGN's self-generated pairs byte-identical to the unsharded run's" \
   "cmp -s '$work/ctl-2/rollouts/ctl/rank0.jsonl' '$work/ctl-2-fsdp/rollouts/ctl/rank0.jsonl' && cmp -s '$work/ctl-2/rollouts/ctl/rank1.jsonl' '$work/ctl-2-fsdp/rollouts/ctl/rank1.jsonl' && cmp -s '$work/hair-2/rollouts/hair/rank0.jsonl' '$work/hair-2-fsdp/rollouts/hair/rank0.jsonl' && cmp -s '$work/hair-2/rollouts/hair/rank1.jsonl' '$work/hair-2-fsdp/rollouts/hair/rank1.jsonl' && cmp -s '$work/ptalign-2/ptalign/ptalign_pairs.jsonl' '$work/ptalign-2-fsdp/ptalign/ptalign_pairs.jsonl'"
 # 4 sharded ranks -> 2 sharded ranks at step 5 (micro-batch 2: the same global batches).

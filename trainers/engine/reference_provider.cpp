@@ -114,6 +114,11 @@ absl::Status provide_reference(PolicyWorker& w, StageRun& s) {
   ref.remote_each_step = remote_reference && served_each_step(needs);
   const bool on_the_fly =
       needs.reference_each_step() || (s.spec.reference().mode() == aln::v1::ON_THE_FLY && !remote_reference);
+  // Sentence embeddings (HAIR's data hardness) take as many passes as a rank's own samples hold
+  // sentences, which a sharded reference (each pass a collective with every rank) cannot serve:
+  // beside a fully sharded policy that reference stays whole.
+  const bool shard_it =
+      w.fsdp && on_the_fly && !ref.remote_each_step && !needs.asks(trainers::ReferenceQuery::kSentenceEmbeddings);
   if (needs.reference_each_step() && s.spec.reference().mode() != aln::v1::ON_THE_FLY && !ref.remote_each_step) {
     w.log.info("stage %s: %s needs the reference's full distributions; the reference runs on the fly", s.name,
                s.method);
@@ -136,8 +141,11 @@ absl::Status provide_reference(PolicyWorker& w, StageRun& s) {
         // Cached: the policy as the stage starts is the reference, and it scores the cache itself
         // (its passes gather a layer at a time): no rank holds a whole copy.
         w.log.info("stage %s: the fully sharded policy, as the stage starts, scores the reference cache", s.name);
-      } else if (w.fsdp) {
+      } else if (shard_it) {
         // Sharded below, from the policy's shards.
+      } else if (w.fsdp) {
+        model::DecoderModel whole = w.policy_copy();  // collective: every policy rank takes part
+        if (wanted) ref.model = std::move(whole);
       } else if (wanted) {
         ref.model = w.policy->to(at::kFloat);
       }
@@ -153,7 +161,7 @@ absl::Status provide_reference(PolicyWorker& w, StageRun& s) {
     } else if (s.resuming && !ref.model && s.spec.reference().path().empty()) {
       return absl::FailedPreconditionError(
           absl::StrCat(w.resumed->path, " holds no reference model for stage ", s.name, "; cannot resume it"));
-    } else if (w.fsdp && !ref.remote_each_step) {
+    } else if (shard_it) {
       absl::Status sharded = shard_reference(w, s);
       if (!sharded.ok()) return sharded;
     }

@@ -91,6 +91,20 @@ void fill_extras(PolicyWorker& w, StageRun& s) {
       dp->all_reduce_gradients(params, deterministic);
     };
   }
+  if (w.fsdp) {
+    // Fully sharded, every decoding step's pass gathers with every rank, and in training steps each
+    // rank samples for prompts of its own: the ranks decode in step until all of theirs have ended
+    // (one sum over ranks a token), each keeping only its own steps' output. (Evaluation, unsplit
+    // here, gives every rank the same prompts: the sum only confirms it.) Rollout ranks, whose
+    // StepContext::generate would replace this, are refused with full sharding.
+    const DataParallel* dp = &*w.dp;
+    extras.generate = [dp](const model::DecoderModel& m, int64_t, const at::Tensor& ids, const at::Tensor& mask,
+                           const model::GenerationOptions& options) {
+      model::GenerationOptions in_step = options;
+      in_step.all_ended = [dp](bool ended_here) { return dp->sum(ended_here ? 0.0 : 1.0) == 0.0; };
+      return model::generate(m, ids, mask, in_step);
+    };
+  }
 }
 
 absl::Status log_eval(PolicyWorker& w, StageRun& s, const char* when, int64_t step, const MetricMap& m) {
@@ -126,9 +140,9 @@ absl::Status open_training(PolicyWorker& w, StageRun& s) {
       opt.max_steps() > 0 ? opt.max_steps() : std::max<int64_t>(1, opt.epochs() * s.buffer->shard_size() / per_step);
   const aln::v1::ShardLevel level = config::policy_shard(w.spec);
   // (validate_job says the same with the file's line; specs built in code reach only this.)
-  if (level == aln::v1::FULL && (w.pipeline || w.spec.parallel().overlap())) {
+  if (level == aln::v1::FULL && (w.pipeline || w.spec.parallel().overlap() || w.sampler)) {
     return absl::UnimplementedError(
-        "parallel.policy.shard: full is not combined with pipeline stages or parallel.overlap yet");
+        "parallel.policy.shard: full is not combined with pipeline stages, parallel.overlap or rollout ranks yet");
   }
   if (level == aln::v1::GRADIENTS && dp.size() > 1 && (w.pipeline || w.spec.parallel().overlap())) {
     return absl::UnimplementedError(
@@ -290,18 +304,6 @@ trainers::StepContext StageRun::step_context(const PolicyWorker& w, int64_t step
         sampler->prefetch(m, stage, version, ids, mask, options);
       };
     }
-  }
-  if (w.fsdp && !w.sampler) {
-    // Fully sharded, every decoding step's pass gathers with every rank, and each rank samples for
-    // prompts of its own: the ranks decode in step until all of theirs have ended (one sum over
-    // ranks a token), each keeping only its own steps' output.
-    const DataParallel* dp = &*w.dp;
-    ctx.generate = [dp](const model::DecoderModel& m, int64_t, const at::Tensor& ids, const at::Tensor& mask,
-                        const model::GenerationOptions& options) {
-      model::GenerationOptions in_step = options;
-      in_step.all_ended = [dp](bool ended_here) { return dp->sum(ended_here ? 0.0 : 1.0) == 0.0; };
-      return model::generate(m, ids, mask, in_step);
-    };
   }
   if (rollouts) {
     ctx.rollout_sink = [dump = rollouts, global_step = w.global_step + 1,

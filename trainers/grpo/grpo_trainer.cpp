@@ -37,6 +37,9 @@ class GrpoTrainer final : public Trainer {
     // max_staleness versions ago (refreshed when it would be older); evaluation samples on-policy.
     const bool stale = ctx.training && o_.max_staleness() > 0;
     if (stale && (!sampler_ || ctx.step - sampler_version_ > o_.max_staleness())) {
+      // (A fully sharded policy's tensors are placeholders: job validation refuses the combination.)
+      ALN_CHECK(ctx.policy->param_gather() == nullptr,
+                "GRPO's max_staleness snapshot needs the policy whole; parallel.policy.shard: full does not run it");
       sampler_ = ctx.policy->to(at::kFloat);
       sampler_version_ = ctx.step;
     }

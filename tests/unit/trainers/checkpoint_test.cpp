@@ -43,6 +43,16 @@ class TempDir {
 
 model::DecoderModel tiny_model(uint64_t seed) { return model::DecoderModel::random_init(testing::tiny_config(), seed); }
 
+// A checkpoint of a whole policy (and reference, optimizer state), nothing else.
+CheckpointContents whole_contents(const model::DecoderModel* policy, const model::DecoderModel* reference,
+                                  const optim::TensorMap* optimizer) {
+  CheckpointContents c;
+  c.policy = policy;
+  c.reference = reference;
+  c.optimizer = optimizer;
+  return c;
+}
+
 TrainingState sample_state(int64_t step) {
   TrainingState s;
   s.global_step = step;
@@ -71,7 +81,7 @@ TEST(Checkpoint, RoundTripIsBitwise) {
   model::DecoderModel policy = tiny_model(1);
   model::DecoderModel reference = tiny_model(2);
   optim::TensorMap opt{{"step", at::tensor(int64_t{7})}, {"w.exp_avg", at::randn({3, 4}, at::kFloat)}};
-  auto saved = manager.save({&policy, &reference, &opt}, sample_state(12));
+  auto saved = manager.save(whole_contents(&policy, &reference, &opt), sample_state(12));
   ASSERT_TRUE(saved.ok()) << saved.status();
   EXPECT_EQ(fs::path(*saved).filename(), "step-00000012");
   auto loaded = CheckpointManager::load(*saved);
@@ -208,7 +218,8 @@ TEST(Checkpoint, KeepsTheNewestAndSkipsDamagedOnes) {
   CheckpointManager manager(dir.path().string(), 2);
   model::DecoderModel policy = tiny_model(1);
   const optim::TensorMap none;
-  for (int64_t step : {5, 10, 15}) ASSERT_TRUE(manager.save({&policy, nullptr, &none}, sample_state(step)).ok());
+  for (int64_t step : {5, 10, 15})
+    ASSERT_TRUE(manager.save(whole_contents(&policy, nullptr, &none), sample_state(step)).ok());
   EXPECT_FALSE(fs::exists(dir.path() / "step-00000005"));
   EXPECT_TRUE(fs::exists(dir.path() / "step-00000010"));
   fs::create_directories(dir.path() / ".step-00000020.tmp-1");  // a save that died half way
@@ -219,7 +230,7 @@ TEST(Checkpoint, KeepsTheNewestAndSkipsDamagedOnes) {
   absl::Status bad = verify_manifest((dir.path() / "step-00000015").string());
   EXPECT_NE(bad.message().find("optimizer.safetensors has 3 bytes"), std::string::npos) << bad;
   EXPECT_EQ(fs::path(*manager.latest(log)).filename(), "step-00000010");
-  ASSERT_TRUE(manager.save({&policy, nullptr, &none}, sample_state(20)).ok());
+  ASSERT_TRUE(manager.save(whole_contents(&policy, nullptr, &none), sample_state(20)).ok());
   EXPECT_FALSE(fs::exists(dir.path() / ".step-00000020.tmp-1"));
   fs::remove(dir.path() / "step-00000010" / "MANIFEST.json");
   EXPECT_FALSE(CheckpointManager::load((dir.path() / "step-00000010").string()).ok());
