@@ -261,7 +261,7 @@ with open(sys.argv[1], "w") as f:
     for i, r in enumerate(rows):
         f.write(json.dumps({"prompt": r["prompt"], "response": answers[i % len(answers)]}) + "\n")
 PY
-grpo_job() {  # grpo_job NAME SHARD
+generating_job() {  # generating_job NAME SHARD grpo|ctl|ptalign|hair: an SFT stage, then that one
   job_head "dp-$1" "$1"
   cat <<YAML
 stages:
@@ -269,38 +269,15 @@ stages:
     trainer: {sft: {}}
     data: {train: [{path: $work/short.jsonl, format: sft_text}], max_prompt_length: 32, max_response_length: 24}
     optimizer: {lr: 3e-2, max_steps: 30, micro_batch_size: 8}
+YAML
+  if [[ $3 == grpo ]]; then
+    cat <<YAML
   - name: grpo
     trainer: {grpo: {group_size: 4, beta: 0.04, max_new_tokens: 16, reward_rule: brevity}}
-    data:
-      train: [{path: examples/data/xstest/xstest_prompts_shared.csv, format: prompts, limit: 40}]
-      max_prompt_length: 40
+    data: {train: [{path: examples/data/xstest/xstest_prompts_shared.csv, format: prompts, limit: 40}], max_prompt_length: 40}
     optimizer: {lr: 1e-2, max_steps: 6, micro_batch_size: 2, warmup_steps: 2}
-parallel: {policy: {data_parallel: 2, shard: $2}, timeout_s: 60, deterministic: true}
-rollouts: {dump: true}
-metrics: {enabled: false, progress_bar: false}
-runtime: {threads: 1}
 YAML
-}
-grpo_job grpo-2 none >"$work/grpo-2.yaml"
-mpi 2 "$ALN" train "$work/grpo-2.yaml" >"$work/grpo-2.out" 2>&1; rc_a=$?
-grpo_job grpo-2-fsdp full >"$work/grpo-2-fsdp.yaml"
-mpi 2 "$ALN" train "$work/grpo-2-fsdp.yaml" >"$work/grpo-2-fsdp.out" 2>&1; rc=$?
-rollout_lengths() { "$PY" -c 'import json, sys; print(len({len(json.loads(l)["response_ids"]) for l in open(sys.argv[1])}))' "$1" 2>/dev/null; }
-check "fsdp: GRPO on 2 ranks (rc $rc_a, $rc) ends byte-identical to the unsharded run, with byte-identical rollouts ($(rollout_lengths "$work/grpo-2-fsdp/rollouts/grpo/rank0.jsonl") and $(rollout_lengths "$work/grpo-2-fsdp/rollouts/grpo/rank1.jsonl") different lengths on ranks 0 and 1)" \
-  "[[ $rc_a -eq 0 && $rc -eq 0 ]] && (( \$(rollout_lengths '$work/grpo-2-fsdp/rollouts/grpo/rank1.jsonl') > 1 )) && cmp -s '$work/grpo-2/final/model.safetensors' '$work/grpo-2-fsdp/final/model.safetensors' && cmp -s '$work/grpo-2/rollouts/grpo/rank0.jsonl' '$work/grpo-2-fsdp/rollouts/grpo/rank0.jsonl' && cmp -s '$work/grpo-2/rollouts/grpo/rank1.jsonl' '$work/grpo-2-fsdp/rollouts/grpo/rank1.jsonl' && grep -q 'the reference runs on the fly, fully sharded' '$work/grpo-2-fsdp.out'"
-# The controllable method (rl objective: its rollouts in step, its data generated at the stage's start
-# on every rank alike), PT-ALIGN (self-generated pairs) and HAIR (shadow reward models made from the
-# policy put together) on fully sharded ranks.
-generating_job() {  # generating_job NAME SHARD STAGE
-  job_head "dp-$1" "$1"
-  cat <<YAML
-stages:
-  - name: sft
-    trainer: {sft: {}}
-    data: {train: [{path: $work/short.jsonl, format: sft_text}], max_prompt_length: 32, max_response_length: 24}
-    optimizer: {lr: 3e-2, max_steps: 30, micro_batch_size: 8}
-YAML
-  if [[ $3 == hair ]]; then
+  elif [[ $3 == hair ]]; then
     cat <<YAML
   - name: hair
     trainer: {hair: {group_size: 4, max_new_tokens: 12, irl_lr: 3e-3, per_category: 20}}
@@ -330,6 +307,16 @@ metrics: {enabled: false, progress_bar: false}
 runtime: {threads: 1}
 YAML
 }
+generating_job grpo-2 none grpo >"$work/grpo-2.yaml"
+mpi 2 "$ALN" train "$work/grpo-2.yaml" >"$work/grpo-2.out" 2>&1; rc_a=$?
+generating_job grpo-2-fsdp full grpo >"$work/grpo-2-fsdp.yaml"
+mpi 2 "$ALN" train "$work/grpo-2-fsdp.yaml" >"$work/grpo-2-fsdp.out" 2>&1; rc=$?
+rollout_lengths() { "$PY" -c 'import json, sys; print(len({len(json.loads(l)["response_ids"]) for l in open(sys.argv[1])}))' "$1" 2>/dev/null; }
+check "fsdp: GRPO on 2 ranks (rc $rc_a, $rc) ends byte-identical to the unsharded run, with byte-identical rollouts ($(rollout_lengths "$work/grpo-2-fsdp/rollouts/grpo/rank0.jsonl") and $(rollout_lengths "$work/grpo-2-fsdp/rollouts/grpo/rank1.jsonl") different lengths on ranks 0 and 1)" \
+  "[[ $rc_a -eq 0 && $rc -eq 0 ]] && (( \$(rollout_lengths '$work/grpo-2-fsdp/rollouts/grpo/rank1.jsonl') > 1 )) && cmp -s '$work/grpo-2/final/model.safetensors' '$work/grpo-2-fsdp/final/model.safetensors' && cmp -s '$work/grpo-2/rollouts/grpo/rank0.jsonl' '$work/grpo-2-fsdp/rollouts/grpo/rank0.jsonl' && cmp -s '$work/grpo-2/rollouts/grpo/rank1.jsonl' '$work/grpo-2-fsdp/rollouts/grpo/rank1.jsonl' && grep -q 'the reference runs on the fly, fully sharded' '$work/grpo-2-fsdp.out'"
+# The controllable method (rl objective: its rollouts in step, its data generated at the stage's start
+# on every rank alike), PT-ALIGN (self-generated pairs) and HAIR (shadow reward models made from the
+# policy put together) on fully sharded ranks.
 for method in ctl ptalign hair; do
   generating_job "$method-2" none $method >"$work/$method-2.yaml"
   mpi 2 "$ALN" train "$work/$method-2.yaml" >"$work/$method-2.out" 2>&1; rc_a=$?
