@@ -171,8 +171,8 @@ TEST(JobConfig, ShardingLevels) {
   ASSERT_TRUE(load_job_text(grpo + "  policy: {data_parallel: 2, shard: full}\n", "job.yaml").ok());
   EXPECT_EQ(load_error("name: t\ntrainer: {grpo: {max_staleness: 1}}\ndata: {train: [{path: p.jsonl}]}\nparallel:\n"
                        "  policy: {shard: full}\n"),
-            "job.yaml:5: parallel.policy.shard: full does not run GRPO with max_staleness > 0 yet (stage 1; its "
-            "sampling snapshot is a whole copy); use max_staleness: 0, or shard: gradients");
+            "job.yaml:5: parallel.policy.shard: full does not run grpo with max_staleness > 0 yet (stage 1: it "
+            "keeps a whole copy of the policy); change that option, or use shard: gradients");
   EXPECT_EQ(load_error(grpo + "  policy: {data_parallel: 2, shard: full}\n  rollout: {ranks: 1}\n"),
             "job.yaml:6: parallel.rollout.ranks: not combined with parallel.policy.shard: full yet (the rollout "
             "ranks are sent the policy whole); set it to 0, or shard: gradients");
