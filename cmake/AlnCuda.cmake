@@ -17,9 +17,29 @@ if(NOT ALN_WITH_CUDA STREQUAL "OFF")
     enable_language(CUDA)
     set(CMAKE_CUDA_STANDARD 17)
     find_package(CUDAToolkit REQUIRED)
-    # NCCL ships inside the toolkit tree here, without a CMake package.
-    find_path(ALN_NCCL_INCLUDE nccl.h HINTS "${CUDAToolkit_INCLUDE_DIRS}" /usr/local/cuda/include)
-    find_library(ALN_NCCL_LIB nccl HINTS "${CUDAToolkit_LIBRARY_DIR}" /usr/local/cuda/lib64)
+    # A CUDA build of LibTorch (the pip wheel) brings its own NCCL and CUDA runtime, and a job that
+    # asks for a GPU loads its CUDA library with them (core/model/device.h). A process holds one
+    # library per soname (libnccl.so.2, libcudart.so.13), and LibTorch's needs symbols an older
+    # toolkit's lack, so Aln uses the wheel's when they are there: their directories go first in the
+    # run path, and NCCL's header and library are taken from there. Otherwise the toolkit's.
+    get_filename_component(_wheel_nvidia "${ALN_TORCH_ROOT}/../nvidia" ABSOLUTE)
+    file(GLOB _wheel_cudart "${_wheel_nvidia}/cu*/lib/libcudart.so.*")
+    if(EXISTS "${_wheel_nvidia}/nccl/include/nccl.h" AND EXISTS "${_wheel_nvidia}/nccl/lib/libnccl.so.2")
+      set(ALN_NCCL_INCLUDE "${_wheel_nvidia}/nccl/include")
+      set(ALN_NCCL_LIB "${_wheel_nvidia}/nccl/lib/libnccl.so.2")
+      list(APPEND CMAKE_BUILD_RPATH "${_wheel_nvidia}/nccl/lib")
+      list(APPEND CMAKE_INSTALL_RPATH "${_wheel_nvidia}/nccl/lib")
+    else()
+      # NCCL ships inside the toolkit tree here, without a CMake package.
+      find_path(ALN_NCCL_INCLUDE nccl.h HINTS "${CUDAToolkit_INCLUDE_DIRS}" /usr/local/cuda/include)
+      find_library(ALN_NCCL_LIB nccl HINTS "${CUDAToolkit_LIBRARY_DIR}" /usr/local/cuda/lib64)
+    endif()
+    if(_wheel_cudart)
+      list(GET _wheel_cudart 0 _cudart)
+      get_filename_component(_cudart_dir "${_cudart}" DIRECTORY)
+      list(APPEND CMAKE_BUILD_RPATH "${_cudart_dir}")
+      list(APPEND CMAKE_INSTALL_RPATH "${_cudart_dir}")
+    endif()
     if(NOT ALN_NCCL_INCLUDE OR NOT ALN_NCCL_LIB)
       message(FATAL_ERROR "CUDA is on but NCCL was not found (nccl.h / libnccl.so next to the toolkit). "
                           "Install NCCL or configure with -DALN_WITH_CUDA=OFF.")

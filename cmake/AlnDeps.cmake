@@ -1,13 +1,15 @@
 # Real dependencies, all from Debian packages (scripts/setup.sh installs them).
 find_package(Threads REQUIRED)
 find_package(Protobuf REQUIRED)
-find_package(gRPC CONFIG REQUIRED)
+if(ALN_BUILD_LAUNCHER)
+  find_package(gRPC CONFIG REQUIRED)
+  find_package(SQLite3 REQUIRED)
+endif()
 find_package(absl CONFIG REQUIRED)
 # prometheus-cpp ships no version file: asking for a version fails.
 find_package(prometheus-cpp CONFIG REQUIRED)
 find_package(MPI REQUIRED COMPONENTS C)
 find_package(yaml-cpp REQUIRED)
-find_package(SQLite3 REQUIRED)
 find_package(ZLIB REQUIRED)
 find_package(nlohmann_json CONFIG REQUIRED)
 
@@ -29,4 +31,7 @@ if(ALN_BUILD_BENCH)
 endif()
 
 set(ALN_GRPC_VERSION "${gRPC_VERSION}")
+if(NOT ALN_BUILD_LAUNCHER)
+  set(ALN_GRPC_VERSION "not built")
+endif()
 set(ALN_PROTOBUF_VERSION "${Protobuf_VERSION}")

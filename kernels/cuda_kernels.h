@@ -5,6 +5,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 
 namespace aln::kernels::cuda {
 
@@ -13,6 +14,14 @@ bool compiled();
 
 // Number of usable devices; 0 with `reason` filled when there is none (no driver, no GPU, no CUDA).
 int device_count(std::string* reason);
+
+// One device's name and memory (bytes free and in total); an error when it cannot be read.
+struct DeviceInfo {
+  std::string name;
+  int64_t free_bytes = 0;
+  int64_t total_bytes = 0;
+};
+absl::StatusOr<DeviceInfo> device_info(int device);
 
 // Device pointers; rows x vocab float32 logits, int64 targets, float32 out. `stream` is a
 // cudaStream_t (void* keeps CUDA headers out of this interface); nullptr = default stream.

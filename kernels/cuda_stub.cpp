@@ -16,6 +16,7 @@ int device_count(std::string* reason) {
   if (reason != nullptr) *reason = "built without CUDA";
   return 0;
 }
+absl::StatusOr<DeviceInfo> device_info(int) { return not_built(); }
 absl::Status token_logprobs_f32(const float*, const int64_t*, int64_t, int64_t, float*, void*) { return not_built(); }
 absl::Status token_logprobs_f32_host(const float*, const int64_t*, int64_t, int64_t, float*) { return not_built(); }
 }  // namespace aln::kernels::cuda

@@ -21,7 +21,8 @@ class LocalRewardModel final : public RewardModel {
  public:
   explicit LocalRewardModel(const model::DecoderModel& model) : model_(model) {}
   at::Tensor scores(const at::Tensor& input_ids, const at::Tensor& attention_mask) const override {
-    return model_.scores(input_ids, attention_mask);
+    // Rows built on the host (scoring of text) go to the model's device here, once.
+    return model_.scores(input_ids.to(model_.device()), attention_mask.to(model_.device()));
   }
 
  private:

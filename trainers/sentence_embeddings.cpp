@@ -13,7 +13,8 @@ at::Tensor mean_pooled_embeddings(const model::DecoderModel& encoder,
                                   const std::vector<std::vector<int64_t>>& sentences, int64_t pad_id, int64_t batch) {
   at::NoGradGuard no_grad;
   const int64_t n = static_cast<int64_t>(sentences.size());
-  at::Tensor out = at::zeros({n, encoder.config().hidden_size}, at::kFloat);
+  const at::Device device = encoder.device();
+  at::Tensor out = at::zeros({n, encoder.config().hidden_size}, at::TensorOptions().dtype(at::kFloat).device(device));
   const int64_t max_len = encoder.config().max_position;
   for (int64_t start = 0; start < n; start += batch) {
     const int64_t b = std::min(batch, n - start);
@@ -31,7 +32,9 @@ at::Tensor mean_pooled_embeddings(const model::DecoderModel& encoder,
       ids[i].narrow(0, 0, len).copy_(at::tensor(std::vector<int64_t>(s.begin(), s.begin() + len), at::kLong));
       mask[i].narrow(0, 0, len).fill_(1);
     }
-    const at::Tensor h = encoder.hidden_states(ids, mask).to(at::kFloat);  // [b, T, H]
+    // Laid out on the host (right padded), then moved to the encoder's device in one copy each.
+    mask = mask.to(device);
+    const at::Tensor h = encoder.hidden_states(ids.to(device), mask, nullptr, /*right_padded=*/true).to(at::kFloat);
     const at::Tensor m = mask.to(at::kFloat).unsqueeze(2);
     out.narrow(0, start, b).copy_((h * m).sum(1) / m.sum(1));
   }

@@ -15,13 +15,15 @@ kernels::ResponseLogprobs response_logprobs(const model::DecoderModel& model, co
   ALN_CHECK(t >= 2, "sequences need at least two tokens to score a response");
   // Position p predicts token p + 1: score the positions whose next token is a response token.
   at::Tensor scored = batch.response_mask.narrow(1, 1, t - 1).reshape(-1) > 0;
-  at::Tensor flat = scored.nonzero().squeeze(1);  // indices into [B * (T-1)]
+  // Indices into [B * (T-1)]: laid out on the host by the collate functions (a nonzero() here would
+  // wait for the device).
+  at::Tensor flat = batch.scored.defined() ? batch.scored : scored.nonzero().squeeze(1);
   if (flat.numel() == 0) {
     at::Tensor logits = model.logits(batch.input_ids, batch.attention_mask);
     if (temperature != 1.0) logits = logits / temperature;
     return kernels::response_logprobs(logits, batch.input_ids, batch.response_mask);
   }
-  at::Tensor hidden = model.hidden_states(batch.input_ids, batch.attention_mask);
+  at::Tensor hidden = model.hidden_states(batch.input_ids, batch.attention_mask, nullptr, batch.right_padded);
   const int64_t h = hidden.size(2);
   at::Tensor selected = hidden.narrow(1, 0, t - 1).reshape({-1, h}).index_select(0, flat);
   at::Tensor targets = batch.input_ids.narrow(1, 1, t - 1).reshape(-1).index_select(0, flat);
@@ -50,7 +52,9 @@ at::Tensor response_sums(const at::Tensor& per_token, const buffer::SequenceBatc
   const int64_t t = batch.input_ids.size(1);
   ALN_CHECK(per_token.dim() == 2 && per_token.size(0) == b && per_token.size(1) == t - 1,
             "per-token log-probs must be [B, T-1] for the batch's sequences");
-  at::Tensor flat = (batch.response_mask.narrow(1, 1, t - 1).reshape(-1) > 0).nonzero().squeeze(1);
+  at::Tensor flat = batch.scored.defined()
+                        ? batch.scored
+                        : (batch.response_mask.narrow(1, 1, t - 1).reshape(-1) > 0).nonzero().squeeze(1);
   at::Tensor rows = at::div(flat, t - 1, "floor");
   return at::zeros({b}, per_token.options()).index_add(0, rows, per_token.reshape(-1).index_select(0, flat));
 }
@@ -59,7 +63,7 @@ void reference_pair_logprobs(const model::DecoderModel& reference, const std::ve
                              int64_t pad_id) {
   at::NoGradGuard no_grad;
   std::vector<const buffer::Example*> view(batch.begin(), batch.end());
-  buffer::SequenceBatch b = buffer::collate_pairs(view, pad_id);
+  buffer::SequenceBatch b = buffer::collate_pairs(view, pad_id).to(reference.device());
   // One copy to the host for the whole batch (rows: chosen ones, then rejected ones).
   const at::Tensor sums = response_logprobs(reference, b).sums.to(at::kDouble).to(at::kCPU).contiguous();
   const double* v = sums.data_ptr<double>();

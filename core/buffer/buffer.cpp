@@ -94,6 +94,23 @@ SequenceBatch collate(const std::vector<std::pair<const std::vector<int64_t>*, c
       resp[i][t] = 1;
       ++t;
     }
+    out.tokens += t;
+  }
+  std::vector<int64_t> scored;
+  for (int64_t i = 0; i < b; ++i) {
+    for (int64_t t = 0; t + 1 < longest; ++t) {
+      if (resp[i][t + 1] > 0) scored.push_back(i * (longest - 1) + t);
+    }
+  }
+  out.scored = at::tensor(scored, at::kLong);
+  out.right_padded = true;
+  return out;
+}
+
+SequenceBatch SequenceBatch::to(const at::Device& device) const {
+  SequenceBatch out = *this;
+  for (at::Tensor* t : {&out.input_ids, &out.attention_mask, &out.response_mask, &out.scored}) {
+    if (t->defined()) *t = t->to(device);
   }
   return out;
 }

@@ -79,6 +79,15 @@ struct SequenceBatch {
   at::Tensor input_ids;       // [B, T] int64
   at::Tensor attention_mask;  // [B, T] int64
   at::Tensor response_mask;   // [B, T] float32
+  // Positions p (flat, into [B * (T - 1)]) whose next token is a response token: the ones a
+  // response's log-probs are read at. Found on the host as the batch is laid out, so scoring on a
+  // device needs no nonzero() (a host sync). Undefined: the scorer finds them itself.
+  at::Tensor scored;
+  bool right_padded = false;  // every row's padding is on the right (the collate functions say so)
+  int64_t tokens = 0;         // real (unpadded) tokens, counted on the host (throughput)
+
+  // The same batch on `device` (the tensors copied, or shared where they are there already).
+  SequenceBatch to(const at::Device& device) const;
 };
 
 SequenceBatch collate(const std::vector<std::pair<const std::vector<int64_t>*, const std::vector<int64_t>*>>& rows,

@@ -21,10 +21,12 @@ std::string layer(int64_t i, const std::string& rest, Family f) {
                             : absl::StrCat("model.layers.", i, ".", rest);
 }
 
-// Inverse RoPE frequencies, with Llama 3's piecewise rescaling of long wavelengths.
-at::Tensor rope_inv_freq(const ModelConfig& c) {
+// Inverse RoPE frequencies, with Llama 3's piecewise rescaling of long wavelengths; made on the
+// device of `like` (the positions), so nothing is copied from the host in a pass.
+at::Tensor rope_inv_freq(const ModelConfig& c, const at::Tensor& like) {
   const int64_t d = c.head_dim;
-  at::Tensor inv = 1.0 / at::pow(c.rope_theta, at::arange(0, d, 2, at::kLong).to(at::kFloat) / static_cast<double>(d));
+  at::Tensor inv =
+      1.0 / at::pow(c.rope_theta, at::arange(0, d, 2, like.options().dtype(at::kFloat)) / static_cast<double>(d));
   if (c.rope_scaling != RopeScaling::kLlama3) return inv;
   const double low_wavelen = c.rope_original_max_position / c.rope_low_freq_factor;
   const double high_wavelen = c.rope_original_max_position / c.rope_high_freq_factor;
@@ -208,8 +210,8 @@ bool right_padded(const at::Tensor& mask) {
 
 }  // namespace
 
-at::Tensor DecoderModel::hidden_states(const at::Tensor& input_ids, const at::Tensor& attention_mask,
-                                       KvCache* cache) const {
+at::Tensor DecoderModel::hidden_states(const at::Tensor& input_ids, const at::Tensor& attention_mask, KvCache* cache,
+                                       bool known_right_padded) const {
   const ModelConfig& c = config_;
   ALN_CHECK(input_ids.dim() == 2 && input_ids.scalar_type() == at::kLong, "input_ids must be int64 [batch, time]");
   const int64_t past = cache == nullptr ? 0 : cache->length();
@@ -230,7 +232,8 @@ at::Tensor DecoderModel::hidden_states(const at::Tensor& input_ids, const at::Te
   // and what padding positions compute is never used (losses and scores mask them). Knowing the
   // padding is on the right takes a read of the mask: free for a host mask, a device sync for a
   // device one, so a device mask always takes the explicit path (the step stays free of syncs).
-  const bool plain_causal = past == 0 && n > 1 && attention_mask.is_cpu() && right_padded(mask);
+  const bool plain_causal =
+      past == 0 && n > 1 && (known_right_padded || (attention_mask.is_cpu() && right_padded(mask)));
   if (plain_causal) {
     // leave `allowed` undefined
   } else if (n == 1) {
@@ -260,7 +263,7 @@ at::Tensor DecoderModel::hidden_states(const at::Tensor& input_ids, const at::Te
   if (gather_ != nullptr) gather_->embedded();
   at::Tensor cos, sin;
   if (!gpt2) {
-    at::Tensor freqs = positions.to(at::kFloat).unsqueeze(-1) * rope_inv_freq(c).unsqueeze(0).unsqueeze(0);
+    at::Tensor freqs = positions.to(at::kFloat).unsqueeze(-1) * rope_inv_freq(c, positions).unsqueeze(0).unsqueeze(0);
     at::Tensor emb = at::cat({freqs, freqs}, -1).unsqueeze(1);  // [B, 1, n, d]
     cos = emb.cos().to(x.scalar_type());
     sin = emb.sin().to(x.scalar_type());
@@ -418,14 +421,20 @@ double DecoderModel::forward_flops_per_token(int64_t context) const {
   return 2.0 * static_cast<double>(matmul_params) + 2.0 * attention;
 }
 
-DecoderModel DecoderModel::to(at::ScalarType dtype) const {
+DecoderModel DecoderModel::to(at::ScalarType dtype) const { return to(device(), dtype); }
+
+at::Device DecoderModel::device() const {
+  return tensors_.empty() ? at::Device(at::kCPU) : tensors_.begin()->second.device();
+}
+
+DecoderModel DecoderModel::to(const at::Device& device, at::ScalarType dtype) const {
   ALN_CHECK(gather_ == nullptr, "to() on a model with sharded parameters: its layers are not here (gather the whole "
             "model first)");
   TensorMap out;
   // Always a copy: a frozen reference made with policy.to(kFloat) must not share storage with the
   // policy the optimizer updates in place (Tensor::to returns the tensor itself for the same dtype).
   for (const auto& [name, value] : tensors_) {
-    out.emplace(name, value.detach().to(dtype, /*non_blocking=*/false, /*copy=*/true));
+    out.emplace(name, value.detach().to(device, dtype, /*non_blocking=*/false, /*copy=*/true));
   }
   DecoderModel copy(config_, std::move(out));
   copy.first_layer_ = first_layer_;

@@ -56,8 +56,11 @@ class DecoderModel {
 
   // input_ids [B, T] int64, attention_mask [B, T] (1 = token, 0 = padding; left or right padding).
   // Position ids come from the mask (cumsum - 1). Returns the final hidden states [B, T, H].
-  at::Tensor hidden_states(const at::Tensor& input_ids, const at::Tensor& attention_mask,
-                           KvCache* cache = nullptr) const;
+  // `right_padded`: the caller knows every row's padding is on the right (collated batches), so
+  // attention takes the kernel's own causal path without reading a device mask (on a GPU that is
+  // what lets the flash kernel run); false: a host mask is read to find out, a device mask is used.
+  at::Tensor hidden_states(const at::Tensor& input_ids, const at::Tensor& attention_mask, KvCache* cache = nullptr,
+                           bool right_padded = false) const;
   // Causal LM logits [B, T, V].
   at::Tensor logits(const at::Tensor& input_ids, const at::Tensor& attention_mask, KvCache* cache = nullptr) const;
   // Logits of the last position only [B, V] (generation: the output projection is the costliest
@@ -87,6 +90,10 @@ class DecoderModel {
 
   // A deep copy in `dtype` (never shares storage with this model, even in the same dtype).
   DecoderModel to(at::ScalarType dtype) const;
+  // A deep copy on `device` in `dtype` (runtime.device: the engine places every model once).
+  DecoderModel to(const at::Device& device, at::ScalarType dtype) const;
+  // Where the model's tensors are (its first tensor's device; the CPU for a model without tensors).
+  at::Device device() const;
   // Grows the vocabulary to `new_vocab_size` (for added special tokens such as control tokens). New
   // embedding and output rows start at the mean of the existing rows, as transformers does, so new
   // tokens begin as "average" tokens instead of random noise. Shrinking is an error.

@@ -43,8 +43,11 @@ at::Generator sampling_generator(const at::Device& device, uint64_t seed) {
 
 }  // namespace
 
-GenerationOutput generate(const DecoderModel& model, const at::Tensor& prompt_ids, const at::Tensor& prompt_mask,
-                          const GenerationOptions& options) {
+GenerationOutput generate(const DecoderModel& model, const at::Tensor& host_or_device_ids,
+                          const at::Tensor& host_or_device_mask, const GenerationOptions& options) {
+  // Prompts laid out on the host go to the model's device once, before the first pass.
+  const at::Tensor prompt_ids = host_or_device_ids.to(model.device());
+  const at::Tensor prompt_mask = host_or_device_mask.to(model.device());
   ALN_CHECK(prompt_ids.dim() == 2 && prompt_ids.sizes() == prompt_mask.sizes(), "prompt ids and mask must be [B, T]");
   ALN_CHECK(options.max_new_tokens >= 0, "max_new_tokens must be >= 0");
   ALN_CHECK(options.decoding == Decoding::kGreedy || options.temperature > 0, "temperature must be > 0");

@@ -24,6 +24,9 @@ void AdamW::step(TensorMap& params, double lr) {
     if (fresh2) it2->second = at::zeros_like(p);
     at::Tensor& m = it->second;
     at::Tensor& v = it2->second;
+    // Moments read from a checkpoint arrive on the host; they follow the parameter to its device once.
+    if (m.device() != p.device()) m = m.to(p.device());
+    if (v.device() != p.device()) v = v.to(p.device());
     // Same operation order as torch.optim.AdamW (single-tensor path) so results agree closely.
     p.mul_(1 - lr * options_.weight_decay);
     m.lerp_(g, 1 - options_.beta1);

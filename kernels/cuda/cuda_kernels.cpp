@@ -36,6 +36,18 @@ int device_count(std::string* reason) {
   return count;
 }
 
+absl::StatusOr<DeviceInfo> device_info(int device) {
+  DeviceInfo info;
+  char name[256] = {0};
+  if (absl::Status s = check(detail::device_info(device, &info.free_bytes, &info.total_bytes, name, sizeof(name)),
+                             "cudaGetDeviceProperties/cudaMemGetInfo");
+      !s.ok()) {
+    return s;
+  }
+  info.name = name;
+  return info;
+}
+
 absl::Status token_logprobs_f32(const float* logits, const int64_t* targets, int64_t rows, int64_t vocab, float* out,
                                 void* stream) {
   if (rows == 0) return absl::OkStatus();

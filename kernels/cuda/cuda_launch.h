@@ -12,4 +12,6 @@ int device_alloc(void** ptr, int64_t bytes);
 int device_free(void* ptr);
 int copy_to_device(void* dst, const void* src, int64_t bytes);
 int copy_to_host(void* dst, const void* src, int64_t bytes);
+// Name (NUL-terminated, cut to name_size) and free/total memory of `device`.
+int device_info(int device, int64_t* free_bytes, int64_t* total_bytes, char* name, int name_size);
 }  // namespace aln::kernels::cuda::detail

@@ -52,6 +52,19 @@ for sub in eval generate data convert; do
   "$ALN" "$sub" --help >"$tmp/out" 2>&1; rc=$?
   [[ $rc -eq 0 ]] && grep -q "^usage: aln $sub" "$tmp/out" && pass || fail "$sub --help: rc $rc: $(head -1 "$tmp/out")"
 done
+# runtime.device: cuda. Without a GPU: exit 1 and one line saying so and what to do (LibTorch's CUDA
+# library is loaded on demand, so this also checks it loads beside Aln's own NCCL and CUDA runtime).
+# Combinations that do not run on GPUs yet: exit 2 naming the key.
+sed "s#^output_dir: .*#output_dir: $tmp/cuda#; s/^runtime:/runtime:\n  device: cuda/; s/^  port: 9400/  enabled: false/" \
+  examples/quickstart.yaml >"$tmp/cuda.yaml"
+if ! "$ALN" version | grep -q "device(s))"; then
+  "$ALN" train "$tmp/cuda.yaml" >/dev/null 2>"$tmp/err"; rc=$?
+  [[ $rc -eq 1 && $(wc -l <"$tmp/err") -eq 1 ]] && grep -q "^aln train: runtime.device: cuda, but LibTorch sees no CUDA device here .*set runtime.device: cpu" "$tmp/err" \
+    && pass || fail "cuda without a GPU: rc $rc: $(cat "$tmp/err")"
+fi
+printf 'parallel: {policy: {shard: full}}\n' >>"$tmp/cuda.yaml"
+expect "cuda with full sharding" 2 "aln train: runtime.device: cuda with parallel.policy.shard: full is not supported yet (on a GPU: one process or data-parallel ranks); remove it or set runtime.device: cpu" -- "$ALN" train "$tmp/cuda.yaml"
+
 # The data-parallel examples are valid jobs (they run under mpirun; without it they say how to start them).
 for n in 2 4; do
   "$ALN" train examples/quickstart_dp$n.yaml --dry-run >"$tmp/out" 2>&1 && grep -q "parallel: policy dp $n x pp 1" "$tmp/out" && pass || fail "quickstart_dp$n.yaml dry run: $(tail -2 "$tmp/out")"

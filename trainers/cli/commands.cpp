@@ -79,9 +79,10 @@ void log_topology(const dist::MpiRuntime& mpi, dist::Communicator& world, std::c
     most = std::max(most, v[2 * r + 1]);
   }
   if (world.rank() != 0) return;
-  log.info("topology: %d ranks on %d host%s (at most %d on one; this one, %s, has %d); node-local ranks pick GPUs once "
-           "training runs on them",
-           world.size(), hosts, hosts == 1 ? "" : "s", most, dist::host_name(), mpi.node_local_size());
+  log.info(
+      "topology: %d ranks on %d host%s (at most %d on one; this one, %s, has %d); node-local ranks pick GPUs "
+      "(runtime.device: cuda)",
+      world.size(), hosts, hosts == 1 ? "" : "s", most, dist::host_name(), mpi.node_local_size());
 }
 
 }  // namespace
@@ -254,6 +255,7 @@ int run_train(const Args& args) {
   options.resume = resume ? engine::Resume::kFromLatest : engine::Resume::kNo;
   options.comm = world.get();
   options.comm_threads = mpi != nullptr && mpi->threads_supported();
+  options.node_local_rank = mpi != nullptr ? mpi->node_local_rank() : 0;
   absl::StatusOr<engine::JobReport> report = absl::UnknownError("not run");
   absl::Status status = capture_status([&]() -> absl::Status {
     report = engine::run_job(loaded->spec, options, log, metrics);

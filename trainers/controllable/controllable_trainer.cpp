@@ -215,11 +215,11 @@ class ControllableTrainer final : public Trainer {
   LossOutput compute_loss(const std::vector<const buffer::Example*>& batch, StepContext& ctx) override {
     LossOutput out;
     if (o_.objective() == aln::v1::CLM) {
-      buffer::SequenceBatch b = buffer::collate_sft(batch, ctx.pad_id);
+      buffer::SequenceBatch b = buffer::collate_sft(batch, ctx.pad_id).to(ctx.policy->device());
       kernels::ResponseLogprobs lp = response_logprobs(*ctx.policy, b);
       at::Tensor tokens = lp.tokens.sum();
       out.loss = -lp.sums.sum() / tokens.clamp_min(1);
-      out.tokens = b.attention_mask.sum().item<int64_t>();
+      out.tokens = b.tokens;
       out.metrics["nll"] = out.loss;
     } else if (o_.objective() == aln::v1::CONTRASTIVE) {
       PairForward f = pair_forward(batch, ctx);
@@ -374,11 +374,12 @@ class ControllableTrainer final : public Trainer {
       rewards.push_back(-d);
       match += d == 0;
     }
-    const at::Tensor reward = at::tensor(rewards, at::kDouble);
+    const at::Tensor reward = at::tensor(rewards, at::kDouble).to(ctx.policy->device());
     const at::Tensor adv = kernels::group_advantages(reward, g, true);
     RewardSources sources;
     for (int a = 0; a < 2; ++a) {
-      sources[absl::StrCat(kAttributes[a], "_score")] = at::tensor(scores[static_cast<size_t>(a)], at::kDouble);
+      sources[absl::StrCat(kAttributes[a], "_score")] =
+          at::tensor(scores[static_cast<size_t>(a)], at::kDouble).to(ctx.policy->device());
     }
     publish_rollouts(r, batch, g, reward, sources, ctx);
     RolloutLossOptions lo;

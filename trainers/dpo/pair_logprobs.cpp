@@ -13,10 +13,10 @@ namespace aln::trainers {
 
 PairForward pair_forward(const std::vector<const buffer::Example*>& batch, StepContext& ctx) {
   const int64_t n = static_cast<int64_t>(batch.size());
-  buffer::SequenceBatch b = buffer::collate_pairs(batch, ctx.pad_id);
+  buffer::SequenceBatch b = buffer::collate_pairs(batch, ctx.pad_id).to(ctx.policy->device());
   kernels::ResponseLogprobs lp = response_logprobs(*ctx.policy, b);
   PairForward out;
-  out.tokens = b.attention_mask.sum().item<int64_t>();
+  out.tokens = b.tokens;
   out.logprobs.policy_chosen = lp.sums.narrow(0, 0, n);
   out.logprobs.policy_rejected = lp.sums.narrow(0, n, n);
   out.logprobs.chosen_tokens = lp.tokens.narrow(0, 0, n);

@@ -11,19 +11,19 @@ LossOutput token_level_pair_loss(const std::vector<const buffer::Example*>& batc
                                  const TokenLevelSettings& s) {
   ALN_CHECK(ctx.reference != nullptr, "TDPO and Ra-DPO need the reference model itself (full distributions)");
   const int64_t pairs = static_cast<int64_t>(batch.size());
-  buffer::SequenceBatch b = buffer::collate_pairs(batch, ctx.pad_id);
+  buffer::SequenceBatch b = buffer::collate_pairs(batch, ctx.pad_id).to(ctx.policy->device());
   const int64_t t = b.input_ids.size(1);
   ALN_CHECK(t >= 2, "sequences need at least two tokens to score a response");
   // Position p predicts token p + 1: the positions whose next token is a response token.
   const at::Tensor scored = b.response_mask.narrow(1, 1, t - 1).reshape(-1) > 0;
-  const at::Tensor flat = scored.nonzero().squeeze(1);
+  const at::Tensor flat = b.scored.defined() ? b.scored : scored.nonzero().squeeze(1);  // laid out on the host
   const int64_t n = flat.numel();
   ALN_CHECK(n > 0, "no response tokens in the batch");
   const at::Tensor rows = at::div(flat, t - 1, "floor");
   const at::Tensor targets = b.input_ids.narrow(1, 1, t - 1).reshape(-1).index_select(0, flat);
 
   const bool training = at::GradMode::is_enabled();
-  const at::Tensor hidden = ctx.policy->hidden_states(b.input_ids, b.attention_mask);
+  const at::Tensor hidden = ctx.policy->hidden_states(b.input_ids, b.attention_mask, nullptr, b.right_padded);
   const int64_t h = hidden.size(2);
   const at::Tensor selected = hidden.narrow(1, 0, t - 1).reshape({-1, h}).index_select(0, flat);  // [N, H]
   // Only the scored positions' hidden states (all that travels when the reference has ranks of its own).
@@ -78,7 +78,7 @@ LossOutput token_level_pair_loss(const std::vector<const buffer::Example*>& batc
     const at::Tensor surrogate = (selected * grad_hidden).sum() + (weight * grad_weight).sum();
     out.loss = surrogate - surrogate.detach() + k.loss.loss;
   }
-  out.tokens = b.attention_mask.sum().item<int64_t>();
+  out.tokens = b.tokens;
   const auto& l = k.loss;
   out.metrics["rewards_chosen"] = l.rewards_chosen.mean();
   out.metrics["rewards_rejected"] = l.rewards_rejected.mean();

@@ -29,6 +29,8 @@ struct RunOptions {
   // Whether MPI lets any thread call it at any time (MPI_THREAD_MULTIPLE): rollout requests are
   // then sent ahead by a thread of their own (parallel.rollout.ahead).
   bool comm_threads = false;
+  // This process's rank among the job's processes on its host: it picks the GPU (runtime.device: cuda).
+  int node_local_rank = 0;
 };
 
 absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions& options, const Logger& log,

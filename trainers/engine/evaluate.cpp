@@ -58,7 +58,8 @@ bool evaluate_batch(const EvalPlan& p, const std::vector<const buffer::Example*>
   }
   if (!p.lm_pairs) return true;
   if (!seq_sums.defined()) {  // the trainer did not report them (or no loss was computed): score the pairs
-    kernels::ResponseLogprobs lp = trainers::response_logprobs(*p.policy, buffer::collate_pairs(batch, p.pad_id));
+    kernels::ResponseLogprobs lp =
+        trainers::response_logprobs(*p.policy, buffer::collate_pairs(batch, p.pad_id).to(p.policy->device()));
     seq_sums = lp.sums;
     seq_tokens = lp.tokens;
   }

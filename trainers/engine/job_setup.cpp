@@ -32,7 +32,20 @@ absl::Status check_supported(const aln::v1::JobSpec& spec) {
     return absl::UnimplementedError("model.dtype: training runs in float32 only for now; set model.dtype: float32");
   }
   if (spec.runtime().device() == aln::v1::CUDA) {
-    return absl::UnimplementedError("runtime.device: cuda training is not supported yet; set runtime.device: cpu");
+    // What runs on a GPU so far: one process, or data-parallel ranks over MPI (through host buffers),
+    // each whole policy on its rank's GPU with its reference and reward models.
+    const auto& par = spec.parallel();
+    const char* not_yet = par.policy().pipeline_parallel() > 1          ? "parallel.policy.pipeline_parallel > 1"
+                          : config::policy_shard(spec) == aln::v1::FULL ? "parallel.policy.shard: full"
+                          : par.placement() == aln::v1::SEPARATE        ? "parallel.placement: separate"
+                          : par.rollout().ranks() > 0                   ? "parallel.rollout.ranks"
+                          : par.coordinator() == aln::v1::OWN_RANK      ? "parallel.coordinator: own_rank"
+                                                                        : nullptr;
+    if (not_yet != nullptr) {
+      return absl::UnimplementedError(absl::StrCat("runtime.device: cuda with ", not_yet,
+                                                   " is not supported yet (on a GPU: one process or data-parallel "
+                                                   "ranks); remove it or set runtime.device: cpu"));
+    }
   }
   const auto stages = config::effective_stages(spec);
   for (size_t s = 0; s < stages.size(); ++s) {

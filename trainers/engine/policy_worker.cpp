@@ -12,8 +12,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/config/job_config.h"
+#include "core/model/device.h"
 #include "core/model/hf_checkpoint.h"
 #include "core/status.h"
+#include "distributed/host_staged.h"
+#include "kernels/cuda_kernels.h"
 #include "trainers/engine/job_setup.h"
 #include "trainers/engine/pipeline_job.h"
 #include "trainers/engine/rng_state.h"
@@ -26,11 +29,42 @@ namespace {
 
 namespace fs = std::filesystem;
 
+constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+
+// runtime.device: cuda: this rank's GPU (by its node-local rank), in the log with its free memory.
+absl::Status open_device(PolicyWorker& w) {
+  if (w.spec.runtime().device() != aln::v1::CUDA) return absl::OkStatus();
+  auto device = model::cuda_device_for(w.options.node_local_rank);
+  if (!device.ok()) {
+    // What the CUDA runtime itself says, when it says more than LibTorch.
+    std::string reason;
+    if (kernels::cuda::compiled() && kernels::cuda::device_count(&reason) == 0 && !reason.empty()) {
+      return absl::Status(device.status().code(),
+                          absl::StrCat(device.status().message(), " (CUDA runtime: ", reason, ")"));
+    }
+    return device.status();
+  }
+  w.device = *device;
+  auto info = kernels::cuda::device_info(w.device.index());
+  if (info.ok()) {
+    w.log.info("device: %s (%s), %.1f of %.1f GiB free", w.device.str(), info->name, info->free_bytes / kGiB,
+               info->total_bytes / kGiB);
+  } else {
+    w.log.info("device: %s (%s)", w.device.str(), std::string(info.status().message()));
+  }
+  return absl::OkStatus();
+}
+
 // The data-parallel and pipeline groups of the policy's grid: world rank = replica *
 // pipeline_parallel + stage.
 absl::Status open_groups(PolicyWorker& w) {
   const aln::v1::GridSpec& grid = w.spec.parallel().policy();
   ProcessContext& p = w.process;
+  if (!w.device.is_cpu() && p.policy_world->backend_name() == "mpi") {
+    // MPI moves host memory: gradients and weights on the GPU go through host buffers.
+    w.staged_world = dist::make_host_staged(p.policy_world);
+    p.policy_world = w.staged_world.get();
+  }
   if (grid.pipeline_parallel() > 1) {
     absl::Status ok = check_pipeline_supported(w.spec);
     if (!ok.ok()) return ok;
@@ -299,7 +333,33 @@ absl::Status save_final_model(PolicyWorker& w) {
   return saved;
 }
 
+// The policy on this rank's device (runtime.device), after everything that reads or broadcasts it
+// on the host. Refuses a GPU whose free memory cannot hold the weights, saying how much is asked.
+absl::Status place_policy(PolicyWorker& w) {
+  if (w.device.is_cpu()) return absl::OkStatus();
+  const double weights = static_cast<double>(w.policy_parameters) * 4;  // float32
+  auto info = kernels::cuda::device_info(w.device.index());
+  if (info.ok() && weights > static_cast<double>(info->free_bytes)) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "runtime.device: cuda: the policy's float32 weights need %.2f GiB on %s, which has %.2f GiB free (of %.2f); "
+        "use a smaller model, more ranks with parallel.policy.shard, or free the GPU",
+        weights / kGiB, w.device.str(), info->free_bytes / kGiB, info->total_bytes / kGiB));
+  }
+  // Weights, gradients and AdamW's two moments: about 16 bytes a parameter before activations.
+  if (info.ok() && 4 * weights > static_cast<double>(info->free_bytes)) {
+    w.log.warning("device %s: weights, gradients and AdamW moments need about %.2f GiB; %.2f GiB are free",
+                  w.device.str(), 4 * weights / kGiB, info->free_bytes / kGiB);
+  }
+  *w.policy = w.policy->to(w.device, at::kFloat);
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+model::DecoderModel placed(const PolicyWorker& w, model::DecoderModel m) {
+  if (m.device() == w.device) return m;
+  return m.to(w.device, at::kFloat);
+}
 
 PolicyWorker::PolicyWorker(const aln::v1::JobSpec& spec_, const RunOptions& options_, ProcessContext& process_,
                            TextEncoder& encoder_, const Logger& log_, MetricsRegistry& metrics_)
@@ -324,9 +384,11 @@ absl::StatusOr<std::optional<model::DecoderModel>> gather_whole_policy(PolicyWor
 }
 
 absl::StatusOr<JobReport> run_policy_worker(PolicyWorker& w) {
-  absl::Status ready = open_groups(w);
+  absl::Status ready = open_device(w);
+  if (ready.ok()) ready = open_groups(w);
   if (ready.ok()) ready = open_outputs_and_resume(w);
   if (ready.ok()) ready = load_policy(w);
+  if (ready.ok()) ready = place_policy(w);
   if (!ready.ok()) return ready;
   // Rank 0 writes the logs, checkpoints and the final model; every rank computes the same numbers.
   if (w.outputs) {

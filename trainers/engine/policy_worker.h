@@ -49,6 +49,10 @@ struct PolicyWorker {
   // is every policy rank. World rank 0 (replica 0, first stage) is the lead: it writes the logs,
   // checkpoints and the final model, or sends them to the coordinator's own process.
   std::unique_ptr<dist::Communicator> dp_comm, pp_comm;
+  // runtime.device: where this rank's models and batches live. On a GPU over MPI the policy's
+  // collectives go through host buffers (dist::make_host_staged), wrapped around policy_world.
+  at::Device device{at::kCPU};
+  std::unique_ptr<dist::Communicator> staged_world;
   std::optional<Pipeline> pipeline;
   std::optional<DataParallel> dp, world;
   bool lead = false;
@@ -86,6 +90,9 @@ struct PolicyWorker {
   // policy rank of the group must call it).
   model::DecoderModel policy_copy() const { return fsdp ? fsdp->whole() : policy->to(at::kFloat); }
 };
+
+// A model read on the host, placed where this rank trains (runtime.device); the model itself on the CPU.
+model::DecoderModel placed(const PolicyWorker& w, model::DecoderModel m);
 
 // The whole of a policy rank's job.
 absl::StatusOr<JobReport> run_policy_worker(PolicyWorker& w);

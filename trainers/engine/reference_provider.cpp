@@ -126,12 +126,13 @@ absl::Status provide_reference(PolicyWorker& w, StageRun& s) {
   if (!needs.reference.empty()) {
     const auto start = std::chrono::steady_clock::now();
     if (s.resuming && w.resumed->reference) {
-      ref.model = std::move(w.resumed->reference);
+      ref.model = placed(w, std::move(*w.resumed->reference));
+      w.resumed->reference.reset();
     } else if (!s.spec.reference().path().empty()) {
       if (!ref.remote_each_step) {
         auto loaded = model::load_hf_model(s.spec.reference().path());
         if (!loaded.ok()) return loaded.status();
-        ref.model = std::move(*loaded);
+        ref.model = placed(w, std::move(*loaded));
       }
     } else if (!(s.resuming && !on_the_fly) && (!remote_reference || ref.remote_each_step)) {
       // Served each step, the copy is world rank 0's to send (and keep for checkpoints); the other

@@ -36,7 +36,7 @@ absl::Status open_reward_models(PolicyWorker& w, StageRun& s) {
         return absl::InvalidArgumentError(absl::StrCat("reward_models: ", rm.name().empty() ? rm.path() : rm.name(),
                                                        ": ", loaded.status().message()));
       }
-      s.reward_models.push_back(std::move(*loaded));
+      s.reward_models.push_back(placed(w, std::move(*loaded)));
     }
     for (const auto& rm : s.reward_models) s.reward_scorers.push_back(std::make_unique<trainers::LocalRewardModel>(rm));
   }

@@ -42,6 +42,12 @@ RolloutRequest rollout_request(const std::vector<const buffer::Example*>& prompt
       r.mask[i * group_size + g].narrow(0, width - n, n).fill_(1);
     }
   }
+  // Laid out on the host, then placed where the policy is (generation on the rollout ranks sends
+  // them over MPI, which takes host tensors: a policy there is on the CPU).
+  if (ctx.policy != nullptr) {
+    r.ids = r.ids.to(ctx.policy->device());
+    r.mask = r.mask.to(ctx.policy->device());
+  }
   r.options = base;
   r.options.decoding = model::Decoding::kSample;
   r.options.seed = seed;
@@ -83,7 +89,8 @@ RolloutBatch sample_rollouts(const std::vector<const buffer::Example*>& prompts,
   out.sampling_logprobs = gen.logprobs;
   out.seed = seed;
   const int64_t n = gen.tokens.size(1);
-  out.completion_mask = (at::arange(n, at::kLong).unsqueeze(0) < gen.lengths.unsqueeze(1)).to(at::kLong);
+  out.completion_mask =
+      (at::arange(n, gen.lengths.options().dtype(at::kLong)).unsqueeze(0) < gen.lengths.unsqueeze(1)).to(at::kLong);
   out.sequences.input_ids = at::cat({ids, at::where(out.completion_mask > 0, gen.tokens, ctx.pad_id)}, 1);
   out.sequences.attention_mask = at::cat({mask, out.completion_mask}, 1);
   out.sequences.response_mask = at::cat({at::zeros_like(mask), out.completion_mask}, 1);

@@ -26,7 +26,8 @@ using hair::ShadowRewards;
 // Rows of `ids`/`mask` scored by one shadow model ([rows] float32, differentiable when its
 // tensors require grad).
 at::Tensor score(const model::DecoderModel& m, const at::Tensor& ids, const at::Tensor& mask, const at::Tensor& rows) {
-  return m.scores(ids.index_select(0, rows), mask.index_select(0, rows)).select(1, 0);
+  const at::Tensor r = rows.to(ids.device());  // row lists are made on the host
+  return m.scores(ids.index_select(0, r), mask.index_select(0, r)).select(1, 0);
 }
 
 // What a training micro-batch leaves for the shadow-reward update that follows the policy step.
@@ -102,7 +103,7 @@ class HairTrainer final : public Trainer {
       auto loaded = model::load_hf_model(o_.encoder());
       if (!loaded.ok())
         return absl::InvalidArgumentError(absl::StrCat("trainer.hair.encoder: ", loaded.status().message()));
-      encoder_ = std::move(*loaded);
+      encoder_ = loaded->to(ctx.policy != nullptr ? ctx.policy->device() : at::Device(at::kCPU), at::kFloat);
     }
     // The category list is known once both sets are prepared; rebuilt when the held-out set adds one.
     std::vector<std::string> cats(categories_.begin(), categories_.end());
@@ -114,7 +115,8 @@ class HairTrainer final : public Trainer {
         if (!loaded.ok()) {
           return absl::InvalidArgumentError(absl::StrCat("trainer.hair.shadow_init: ", loaded.status().message()));
         }
-        init = std::move(*loaded);
+        // On the policy's device, as every model of the job.
+        init = loaded->to(ctx.policy != nullptr ? ctx.policy->device() : at::Device(at::kCPU), at::kFloat);
         base = &*init;
       } else if (ctx.whole_policy) {  // a fully sharded policy: its tensors put together
         init = ctx.whole_policy();
@@ -149,11 +151,12 @@ class HairTrainer final : public Trainer {
       prompt_model.push_back(shadows_->model_of(c));
       prompt_category.push_back(index_of(c));
     }
-    const buffer::SequenceBatch demos = buffer::collate(demo_rows, ctx.pad_id);
+    const buffer::SequenceBatch demos = buffer::collate(demo_rows, ctx.pad_id).to(ctx.policy->device());
 
     // Shadow rewards of the samples and of the demonstrations, each by its category's model.
-    at::Tensor sample_reward = at::zeros({p * g}, at::kDouble);
-    at::Tensor demo_reward = at::zeros({p}, at::kDouble);
+    const at::TensorOptions on_device = demos.input_ids.options().dtype(at::kDouble);
+    at::Tensor sample_reward = at::zeros({p * g}, on_device);
+    at::Tensor demo_reward = at::zeros({p}, on_device);
     {
       at::NoGradGuard no_grad;
       for (size_t m = 0; m < shadows_->num_models(); ++m) {
@@ -164,7 +167,8 @@ class HairTrainer final : public Trainer {
           for (int64_t j = 0; j < g; ++j) rows.push_back(i * g + j);
         }
         if (prompts.empty()) continue;
-        const at::Tensor pi = at::tensor(prompts, at::kLong), ri = at::tensor(rows, at::kLong);
+        const at::Tensor pi = at::tensor(prompts, at::kLong).to(on_device.device());
+        const at::Tensor ri = at::tensor(rows, at::kLong).to(on_device.device());
         const auto& s = rollouts.sequences;
         sample_reward.index_copy_(0, ri, score(shadows_->model(m), s.input_ids, s.attention_mask, ri).to(at::kDouble));
         demo_reward.index_copy_(0, pi,
@@ -224,7 +228,7 @@ class HairTrainer final : public Trainer {
       pending_.push_back({rollouts.sequences.input_ids, rollouts.sequences.attention_mask, demos.input_ids,
                           demos.attention_mask, prompt_model});
       if (!category_sums_.defined())
-        category_sums_ = at::zeros({2 * static_cast<int64_t>(categories_.size())}, at::kDouble);
+        category_sums_ = at::zeros({2 * static_cast<int64_t>(categories_.size())}, sample_reward.options());
       const int64_t nc = static_cast<int64_t>(categories_.size());
       for (int64_t i = 0; i < p; ++i) {
         const int64_t c = static_cast<int64_t>(prompt_category[static_cast<size_t>(i)]);
@@ -276,8 +280,9 @@ class HairTrainer final : public Trainer {
           const at::Tensor diff = demo.repeat_interleave(g) - sample;
           const at::Tensor losses = at::softplus(-diff);  // -log sigmoid(r_demo - r_sample)
           (losses.sum() / global).backward();
-          irl[static_cast<int64_t>(m)] += losses.detach().sum().to(at::kDouble);
-          irl[static_cast<int64_t>(nm + m)] += diff.detach().gt(0).sum().to(at::kDouble);
+          // (Sums kept on the host for the MPI sum below; after_step runs outside the step.)
+          irl[static_cast<int64_t>(m)] += losses.detach().sum().to(at::kDouble).cpu();
+          irl[static_cast<int64_t>(nm + m)] += diff.detach().gt(0).sum().to(at::kDouble).cpu();
         }
         if (ctx.sum_gradients) ctx.sum_gradients(model.tensors());
         shadows_->step(m);
@@ -360,7 +365,7 @@ class HairTrainer final : public Trainer {
       const at::Tensor out = emb.narrow(0, spans[r].first, spans[r].second);
       delta.push_back(1.0 - kernels::hair_similarity(out, demo_embeddings[r / static_cast<size_t>(g)]));
     }
-    return at::tensor(delta, at::kDouble);
+    return at::tensor(delta, at::kDouble).to(ctx.policy->device());
   }
 
   aln::v1::HairOptions o_;

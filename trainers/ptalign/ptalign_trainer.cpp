@@ -74,31 +74,37 @@ class PtAlignTrainer final : public Trainer {
 
   LossOutput compute_loss(const std::vector<const buffer::Example*>& batch, StepContext& ctx) override {
     const int64_t n = static_cast<int64_t>(batch.size());
-    buffer::SequenceBatch b = buffer::collate_pairs(batch, ctx.pad_id);
-    kernels::ResponseLogprobs lp = response_logprobs(*ctx.policy, b);
-    const int64_t t = b.input_ids.size(1);
-    const at::Tensor mask = b.response_mask.narrow(1, 1, t - 1);  // column c scores token c + 1
-    // The toxic weights laid out like the per-token log-probs: the k-th response token of a rejected
-    // row gets rejected_weights[k].
-    at::Tensor weights = at::zeros({n, t - 1}, lp.per_token.options());
-    const at::Tensor rejected_mask = mask.narrow(0, n, n).to(at::kLong).contiguous();
-    for (int64_t i = 0; i < n; ++i) {
-      const auto& w = batch[static_cast<size_t>(i)]->rejected_weights;
-      const int64_t* m = rejected_mask[i].data_ptr<int64_t>();
-      size_t k = 0;
-      for (int64_t c = 0; c < t - 1; ++c) {
-        if (m[c] > 0) {
-          if (k < w.size()) weights[i][c] = w[k];
-          ++k;
+    const buffer::SequenceBatch host = buffer::collate_pairs(batch, ctx.pad_id);
+    const int64_t t = host.input_ids.size(1);
+    // The toxic weights laid out like the per-token log-probs, on the host from the host layout:
+    // the k-th response token of a rejected row gets rejected_weights[k].
+    at::Tensor host_rejected = host.response_mask.narrow(1, 1, t - 1).narrow(0, n, n).to(at::kLong).contiguous();
+    at::Tensor host_weights = at::zeros({n, t - 1}, at::kFloat);
+    {
+      auto m = host_rejected.accessor<int64_t, 2>();
+      auto wt = host_weights.accessor<float, 2>();
+      for (int64_t i = 0; i < n; ++i) {
+        const auto& w = batch[static_cast<size_t>(i)]->rejected_weights;
+        size_t k = 0;
+        for (int64_t c = 0; c < t - 1; ++c) {
+          if (m[i][c] > 0) {
+            if (k < w.size()) wt[i][c] = static_cast<float>(w[k]);
+            ++k;
+          }
         }
       }
     }
+    const buffer::SequenceBatch b = host.to(ctx.policy->device());
+    kernels::ResponseLogprobs lp = response_logprobs(*ctx.policy, b);
+    const at::Tensor mask = b.response_mask.narrow(1, 1, t - 1);  // column c scores token c + 1
+    const at::Tensor rejected_mask = host_rejected.to(b.input_ids.device());
+    const at::Tensor weights = host_weights.to(lp.per_token.options());
     kernels::UnlikelihoodOutput l =
         kernels::unlikelihood_loss(lp.per_token.narrow(0, 0, n), mask.narrow(0, 0, n), lp.per_token.narrow(0, n, n),
                                    rejected_mask, weights, o_.lambda());
     LossOutput out;
     out.loss = l.loss;
-    out.tokens = b.attention_mask.sum().item<int64_t>();
+    out.tokens = b.tokens;
     out.metrics["likelihood_loss"] = l.likelihood;
     out.metrics["unlikelihood_loss"] = l.unlikelihood;
     // In float64, as the host computed it: the share is 0 when both terms are.

@@ -76,9 +76,11 @@ std::vector<std::vector<int64_t>> sample(const PrepareContext& ctx, const std::v
     g.pad_token_id = ctx.pad_id;
     if (ctx.eos_id >= 0) g.stop_tokens = {ctx.eos_id};
     model::GenerationOutput gen = model::generate(*ctx.policy, ids, mask, g);
-    const at::Tensor tokens = gen.tokens.contiguous();
+    // One copy of the tokens and lengths to the host for the whole batch.
+    const at::Tensor tokens = gen.tokens.to(at::kCPU).contiguous();
+    const at::Tensor lengths = gen.lengths.to(at::kCPU);
     for (size_t i = 0; i < n; ++i) {
-      const int64_t len = gen.lengths[static_cast<int64_t>(i)].item<int64_t>();
+      const int64_t len = lengths[static_cast<int64_t>(i)].item<int64_t>();
       const int64_t* row = tokens[static_cast<int64_t>(i)].data_ptr<int64_t>();
       out.emplace_back(row, row + len);
     }

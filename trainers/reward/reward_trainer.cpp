@@ -12,14 +12,14 @@ class RewardTrainer final : public Trainer {
   Needs needs() const override { return {RecordKind::kPreferencePairs, ModelHead::kScore, {}}; }
 
   LossOutput compute_loss(const std::vector<const buffer::Example*>& batch, StepContext& ctx) override {
-    buffer::SequenceBatch b = buffer::collate_pairs(batch, ctx.pad_id);
+    buffer::SequenceBatch b = buffer::collate_pairs(batch, ctx.pad_id).to(ctx.policy->device());
     at::Tensor scores = ctx.policy->scores(b.input_ids, b.attention_mask).select(1, 0);
     const int64_t n = static_cast<int64_t>(batch.size());
     at::Tensor chosen = scores.narrow(0, 0, n), rejected = scores.narrow(0, n, n);
     LossOutput out;
     out.loss = -at::log_sigmoid(chosen - rejected).mean();
     if (center_ > 0) out.loss = out.loss + center_ * (chosen + rejected).pow(2).mean();
-    out.tokens = b.attention_mask.sum().item<int64_t>();
+    out.tokens = b.tokens;
     out.metrics["reward_accuracy"] = (chosen > rejected).to(at::kDouble).mean();
     out.metrics["reward_margin"] = (chosen - rejected).to(at::kDouble).mean();
     return out;

@@ -16,12 +16,12 @@ class SftTrainer final : public Trainer {
   Needs needs() const override { return {RecordKind::kSequences, ModelHead::kLanguageModel, {}}; }
 
   LossOutput compute_loss(const std::vector<const buffer::Example*>& batch, StepContext& ctx) override {
-    buffer::SequenceBatch b = buffer::collate_sft(batch, ctx.pad_id);
+    buffer::SequenceBatch b = buffer::collate_sft(batch, ctx.pad_id).to(ctx.policy->device());
     kernels::ResponseLogprobs lp = response_logprobs(*ctx.policy, b);
     at::Tensor tokens = lp.tokens.sum();
     LossOutput out;
     out.loss = -lp.sums.sum() / tokens.clamp_min(1);
-    out.tokens = b.attention_mask.sum().item<int64_t>();
+    out.tokens = b.tokens;
     out.metrics["nll"] = out.loss;
     out.metrics["response_tokens"] = tokens;
     return out;

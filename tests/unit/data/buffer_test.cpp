@@ -1,5 +1,6 @@
 // The shared Buffer: seeded orders, the ranks' blocks of one step tile what one process would take,
 // epochs wrap with a fresh order, and a saved position resumes the exact stream.
+#include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
 #include <set>
@@ -92,6 +93,30 @@ TEST(Buffer, LengthGroupingSortsWithinWindows) {
     EXPECT_EQ(wa, wb);
     for (size_t k = w + 1; k < w + 8; ++k) EXPECT_GE(lengths[b[k - 1]], lengths[b[k]]);
   }
+}
+
+// What a device step needs from the host layout: the positions that score response tokens (else
+// a nonzero() on the device, a host sync), the token count and the padding side.
+TEST(Buffer, CollatedPairsCarryTheirScoredPositionsAndTokenCount) {
+  Example a, b;
+  a.prompt = {1, 2, 3};
+  a.chosen = {4, 5};
+  a.rejected = {6};
+  b.prompt = {7};
+  b.chosen = {8, 9, 10, 11};
+  b.rejected = {12, 13};
+  SequenceBatch batch = collate_pairs({&a, &b}, 0);
+  const int64_t t = batch.input_ids.size(1);
+  EXPECT_EQ(t, 5);
+  EXPECT_TRUE(batch.right_padded);
+  EXPECT_EQ(batch.tokens, batch.attention_mask.sum().item<int64_t>());
+  EXPECT_EQ(batch.tokens, 5 + 5 + 4 + 3);
+  const at::Tensor expected = (batch.response_mask.narrow(1, 1, t - 1).reshape(-1) > 0).nonzero().squeeze(1);
+  EXPECT_TRUE(at::equal(batch.scored, expected));
+  const SequenceBatch moved = batch.to(at::Device(at::kCPU));
+  EXPECT_TRUE(at::equal(moved.scored, batch.scored));
+  EXPECT_TRUE(moved.right_padded);
+  EXPECT_EQ(moved.tokens, batch.tokens);
 }
 
 TEST(Buffer, TruncationKeepsTheChosenEnd) {

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Every GPU check in one command, for the GPU machine (../shared/DEVICE.md: one H200, PyTorch 2.11's
+# LibTorch, CUDA 13.0, no gRPC/abseil/prometheus-cpp, no network). Run there from a copy of the
+# working tree, after scripts/device_prepare.sh ran here and with .device carried along:
+#   device tool: command "bash scripts/device_check.sh", carry [".device"], timeout 560
+# It builds `aln` and the kernel tests against the machine's LibTorch (16 cores), runs the kernel
+# tests (values and gradients against the CPU) and `compute-sanitizer` memcheck on the CUDA ones,
+# then tests/gpu/trainers_gpu_test.sh (every trainer on the GPU against its CPU run, 2 ranks on one
+# GPU, a GPU checkpoint resumed on the CPU), and prints one JSON summary line last. Budget: about 9
+# minutes, so a 15-minute window holds a rerun; each part has its own time limit.
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+out="${OUT:-/tmp/aln-device}"; mkdir -p "$out"
+start=$(date +%s)
+declare -A result
+elapsed() { echo $(( $(date +%s) - start )); }
+step() {  # step NAME LIMIT_S command...: runs it with a time limit, log in $out/NAME.log
+  local name="$1" limit="$2"; shift 2
+  local t0=$(date +%s)
+  timeout "$limit" "$@" >"$out/$name.log" 2>&1; local rc=$?
+  result[$name]="{\"rc\": $rc, \"seconds\": $(( $(date +%s) - t0 ))}"
+  echo "[device_check] $name: rc $rc after $(( $(date +%s) - t0 )) s (log $out/$name.log)"; tail -3 "$out/$name.log"
+  return $rc
+}
+
+PY="${PYTHON:-$(command -v python3)}"
+[[ -x /opt/torch/.venv/bin/python3 ]] && PY=/opt/torch/.venv/bin/python3
+torch_dir="$("$PY" -c 'import torch, os; print(os.path.join(torch.utils.cmake_prefix_path, "Torch"))')"
+prefix="$PWD/.device/prefix/usr"
+[[ -d $prefix ]] || echo "[device_check] .device/prefix missing: run scripts/device_prepare.sh here and carry .device"
+nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv,noheader >"$out/gpu.txt" 2>&1
+echo "[device_check] $(cat "$out/gpu.txt"); LibTorch $torch_dir"
+
+build=build-device
+step configure 120 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTorch_DIR="$torch_dir" \
+  -DCMAKE_PREFIX_PATH="$prefix" -DALN_BUILD_LAUNCHER=OFF -DALN_BUILD_BENCH=OFF -DALN_BUILD_TESTS=ON \
+  -DALN_WITH_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 &&
+step build 300 cmake --build "$build" -j 16 --target aln kernels_test model_test
+export LD_LIBRARY_PATH="$prefix/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+if [[ -x $build/bin/aln ]]; then
+  step version 30 "$build/bin/aln" version
+  step kernels 120 "$build/bin/kernels_test"
+  step model 120 "$build/bin/model_test"
+  if command -v compute-sanitizer >/dev/null; then
+    step memcheck 120 compute-sanitizer --tool memcheck --error-exitcode 3 "$build/bin/kernels_test" --gtest_filter='*Cuda*'
+  fi
+  step trainers_gpu 300 bash tests/gpu/trainers_gpu_test.sh "$PWD/$build/bin/aln" mpirun
+fi
+json="{\"seconds\": $(elapsed), \"gpu\": \"$(tr -d '"\n' <"$out/gpu.txt")\""
+for k in "${!result[@]}"; do json+=", \"$k\": ${result[$k]}"; done
+json+=", \"trainers_gpu_failures\": \"$(grep -c '^FAIL' "$out/trainers_gpu.log" 2>/dev/null || echo n/a)\"}"
+echo "$json" | tee "$out/summary.json"

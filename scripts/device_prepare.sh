@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Run here (Debian 12, with the package index reachable), before a GPU session: fetches what the GPU
+# machine's image lacks and Aln's build needs (abseil, prometheus-cpp and its civetweb; gRPC and
+# SQLite are only the launcher's, which that build leaves out) as Debian packages, unpacked into
+# .device/prefix (ignored by git, carried to the machine with the working tree: the device tool's
+# `carry: [".device"]`). Debian 12's binaries run on the machine's newer glibc. Idempotent.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+packages=(libabsl-dev libabsl20220623 prometheus-cpp-dev libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0
+          libprometheus-cpp-push1.0
+          libcivetweb1 libcivetweb-dev)
+dest=.device/prefix
+if [[ -f $dest/.done ]] && [[ "$(cat "$dest/.done")" == "${packages[*]}" ]]; then
+  echo "device_prepare: $dest is ready ($(du -sh .device | cut -f1))"; exit 0
+fi
+rm -rf .device && mkdir -p .device/debs "$dest"
+(cd .device/debs && apt-get download "${packages[@]}")
+for deb in .device/debs/*.deb; do dpkg -x "$deb" "$dest"; done
+rm -rf .device/debs "$dest/usr/share/doc" "$dest/usr/share/lintian"
+# Aln uses prometheus-cpp's pull (the /metrics endpoint), never push: its config's search for curl's
+# headers (absent there) is switched off.
+sed -i 's/^if(PROMETHEUS_CPP_ENABLE_PUSH)/if(FALSE)  # push is not used (scripts\/device_prepare.sh)/' \
+  "$dest/usr/lib/x86_64-linux-gnu/cmake/prometheus-cpp/prometheus-cpp-config.cmake"
+echo "${packages[*]}" >"$dest/.done"
+echo "device_prepare: unpacked ${#packages[@]} packages into $dest ($(du -sh .device | cut -f1); the carry limit is 64 MiB with the tree)"
