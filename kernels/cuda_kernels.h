@@ -15,7 +15,8 @@ bool compiled();
 // Number of usable devices; 0 with `reason` filled when there is none (no driver, no GPU, no CUDA).
 int device_count(std::string* reason);
 
-// One device's name and memory (bytes free and in total); an error when it cannot be read.
+// One device's name and memory (bytes free and in total); an error when it cannot be read. Makes
+// `device` this thread's current CUDA device (a rank reads its own GPU).
 struct DeviceInfo {
   std::string name;
   int64_t free_bytes = 0;

@@ -17,7 +17,8 @@
 namespace aln::kernels {
 
 // hidden [N, H] and weight [V, H] (same floating dtype and device), targets [N] (int64 in [0, V)).
-// Returns [N] in the hidden states' dtype (reductions in float32 at least); differentiable with
+// Returns [N] in float32 for half-precision inputs, else their dtype (reductions in float32 at
+// least: a response's sum of bfloat16 log-probs would keep 3 digits); differentiable with
 // respect to hidden and weight. `tile` (vocabulary columns per tile) 0 picks about 8 MiB of logits.
 at::Tensor fused_token_logprobs(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& targets,
                                 double temperature = 1.0, int64_t tile = 0);

@@ -7,6 +7,15 @@
 #include "kernels/fused_logprobs.h"
 
 namespace aln::trainers {
+namespace {
+
+// Log-softmax of half-precision logits in float32 (mixed precision computes the projection in
+// bfloat16; the log-probs and everything summed from them stay float32, as under autocast).
+at::Tensor as_float(const at::Tensor& logits) {
+  return logits.scalar_type() == at::kBFloat16 || logits.scalar_type() == at::kHalf ? logits.to(at::kFloat) : logits;
+}
+
+}  // namespace
 
 kernels::ResponseLogprobs response_logprobs(const model::DecoderModel& model, const buffer::SequenceBatch& batch,
                                             double temperature) {
@@ -19,7 +28,7 @@ kernels::ResponseLogprobs response_logprobs(const model::DecoderModel& model, co
   // wait for the device).
   at::Tensor flat = batch.scored.defined() ? batch.scored : scored.nonzero().squeeze(1);
   if (flat.numel() == 0) {
-    at::Tensor logits = model.logits(batch.input_ids, batch.attention_mask);
+    at::Tensor logits = as_float(model.logits(batch.input_ids, batch.attention_mask));
     if (temperature != 1.0) logits = logits / temperature;
     return kernels::response_logprobs(logits, batch.input_ids, batch.response_mask);
   }
@@ -35,7 +44,7 @@ kernels::ResponseLogprobs response_logprobs(const model::DecoderModel& model, co
   if (kernels::fused_logprobs_preferred(selected.size(0), h, weight.size(0), selected.device())) {
     lp = kernels::fused_token_logprobs(selected, weight, targets, temperature);
   } else {
-    at::Tensor logits = model.output_logits(selected);
+    at::Tensor logits = as_float(model.output_logits(selected));
     if (temperature != 1.0) logits = logits / temperature;
     lp = kernels::token_logprobs(logits.unsqueeze(0), targets.unsqueeze(0)).squeeze(0);
   }

@@ -53,10 +53,14 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
 
 }  // namespace
 
-const at::Tensor& DecoderModel::t(const std::string& name) const {
+at::Tensor DecoderModel::t(const std::string& name) const {
   auto it = tensors_.find(name);
   ALN_CHECK(it != tensors_.end(), "model tensor '", name, "' is missing");
-  return it->second;
+  const at::Tensor& stored = it->second;
+  if (compute_ == at::ScalarType::Undefined || compute_ == stored.scalar_type() || !stored.is_floating_point()) {
+    return stored;
+  }
+  return stored.to(compute_);
 }
 
 std::vector<std::pair<std::string, std::vector<int64_t>>> DecoderModel::expected_shapes(const ModelConfig& c) {
@@ -254,7 +258,8 @@ at::Tensor DecoderModel::hidden_states(const at::Tensor& input_ids, const at::Te
   if (gather_ != nullptr) gather_->gather_outer();
   at::Tensor x;
   if (!is_first_stage()) {
-    x = link_->receive({b, n, c.hidden_size}, tensors_.begin()->second.scalar_type());
+    x = link_->receive({b, n, c.hidden_size},
+                       compute_ != at::ScalarType::Undefined ? compute_ : tensors_.begin()->second.scalar_type());
   } else if (gpt2) {
     x = at::embedding(t("transformer.wte.weight"), input_ids) + at::embedding(t("transformer.wpe.weight"), positions);
   } else {
@@ -399,7 +404,9 @@ at::Tensor DecoderModel::scores(const at::Tensor& input_ids, const at::Tensor& a
   at::Tensor index = at::arange(n, attention_mask.options().dtype(at::kLong)).unsqueeze(0) * attention_mask.to(at::kLong);
   at::Tensor last = std::get<1>(index.max(1));
   at::Tensor picked = h.gather(1, last.view({-1, 1, 1}).expand({-1, 1, h.size(2)})).squeeze(1);  // [B, H]
-  return at::linear(picked, t("score.weight"));
+  const at::Tensor scores = at::linear(picked, t("score.weight"));
+  // Scores feed losses and rewards: float32 when the pass computed in a half type (tiny: [B, labels]).
+  return scores.scalar_type() == at::kBFloat16 || scores.scalar_type() == at::kHalf ? scores.to(at::kFloat) : scores;
 }
 
 TensorMap DecoderModel::checkpoint_tensors() const { return tensors_; }
@@ -427,6 +434,10 @@ at::Device DecoderModel::device() const {
   return tensors_.empty() ? at::Device(at::kCPU) : tensors_.begin()->second.device();
 }
 
+at::ScalarType DecoderModel::storage_dtype() const {
+  return tensors_.empty() ? at::kFloat : tensors_.begin()->second.scalar_type();
+}
+
 DecoderModel DecoderModel::to(const at::Device& device, at::ScalarType dtype) const {
   ALN_CHECK(gather_ == nullptr, "to() on a model with sharded parameters: its layers are not here (gather the whole "
             "model first)");
@@ -439,6 +450,7 @@ DecoderModel DecoderModel::to(const at::Device& device, at::ScalarType dtype) co
   DecoderModel copy(config_, std::move(out));
   copy.first_layer_ = first_layer_;
   copy.end_layer_ = end_layer_;
+  copy.compute_ = compute_;
   return copy;
 }
 

@@ -94,6 +94,15 @@ class DecoderModel {
   DecoderModel to(const at::Device& device, at::ScalarType dtype) const;
   // Where the model's tensors are (its first tensor's device; the CPU for a model without tensors).
   at::Device device() const;
+  // The dtype its tensors are stored in (the first tensor's; float32 for a model without tensors).
+  at::ScalarType storage_dtype() const;
+  // Mixed precision (model.dtype: bfloat16): passes compute in `dtype` while the tensors stay as
+  // stored. Each floating tensor is cast as a pass reads it (a differentiable cast, so gradients
+  // reach float32 master weights in float32), as autocast does; log-softmax, norms and losses
+  // still accumulate in float32. Undefined (the default): compute in the storage dtype. Copies
+  // (to(), copy construction) keep the setting.
+  void set_compute_dtype(at::ScalarType dtype) { compute_ = dtype; }
+  at::ScalarType compute_dtype() const { return compute_; }
   // Grows the vocabulary to `new_vocab_size` (for added special tokens such as control tokens). New
   // embedding and output rows start at the mean of the existing rows, as transformers does, so new
   // tokens begin as "average" tokens instead of random noise. Shrinking is an error.
@@ -128,7 +137,8 @@ class DecoderModel {
  private:
   DecoderModel(ModelConfig config, TensorMap tensors)
       : config_(std::move(config)), tensors_(std::move(tensors)), end_layer_(config_.num_layers) {}
-  const at::Tensor& t(const std::string& name) const;
+  // The tensor `name` as passes use it: in the compute dtype when one is set.
+  at::Tensor t(const std::string& name) const;
 
   ModelConfig config_;
   TensorMap tensors_;
@@ -136,6 +146,7 @@ class DecoderModel {
   int64_t end_layer_ = 0;
   mutable PipelineLink* link_ = nullptr;
   mutable ParamGather* gather_ = nullptr;
+  at::ScalarType compute_ = at::ScalarType::Undefined;
   // Buffers of the no-grad linear layers, reused pass after pass (shared by copies of this object).
   std::shared_ptr<ScratchPool> scratch_ = std::make_shared<ScratchPool>();
 };

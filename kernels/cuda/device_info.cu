@@ -16,12 +16,12 @@ int device_info(int device, int64_t* free_bytes, int64_t* total_bytes, char* nam
     return static_cast<int>(err);
   }
   if (name != nullptr && name_size > 0) std::snprintf(name, static_cast<size_t>(name_size), "%s", prop.name);
-  int current = 0;
-  err = cudaGetDevice(&current);
-  if (err == cudaSuccess && current != device) err = cudaSetDevice(device);
+  // Makes `device` current and leaves it so: the rank asking is the one that uses it (restoring
+  // device 0 would give every rank of a node a context on GPU 0). LibTorch shares this runtime
+  // library (docs/build.md), so its current device is the same.
+  err = cudaSetDevice(device);
   size_t free_b = 0, total_b = 0;
   if (err == cudaSuccess) err = cudaMemGetInfo(&free_b, &total_b);
-  if (current != device) cudaSetDevice(current);  // leave the caller's device as it was
   if (err != cudaSuccess) {
     cudaGetLastError();
     return static_cast<int>(err);

@@ -277,7 +277,7 @@ class ControllableTrainer final : public Trainer {
         rule = aln::v1::REWARD_RULE_UNSPECIFIED;
       }
       Metrics parts;
-      at::Tensor t = score_rollouts(r, c, rule, o_.max_new_tokens(), &parts).contiguous();
+      at::Tensor t = score_rollouts(r, c, rule, o_.max_new_tokens(), &parts).to(at::kCPU).contiguous();
       out[static_cast<size_t>(a)].assign(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
     }
     return out;
@@ -389,7 +389,7 @@ class ControllableTrainer final : public Trainer {
     kernels::GrpoLossOutput l = rollout_grpo_loss(r, ctx, adv, lo);
     LossOutput out;
     out.loss = l.loss;
-    out.tokens = r.sequences.attention_mask.sum().item<int64_t>();
+    out.tokens = r.tokens;
     out.metrics["reward_mean"] = reward.mean();
     out.metrics["level_match"] = match / static_cast<double>(rewards.size());
     out.metrics["kl"] = l.kl;

@@ -30,11 +30,16 @@ LossOutput token_level_pair_loss(const std::vector<const buffer::Example*>& batc
   const at::Tensor ref_selected = ctx.reference->hidden_states(b.input_ids, b.attention_mask, flat);
   const at::Tensor weight = ctx.policy->output_weight();  // [V, H], the parameter (tied or not)
   const at::Tensor ref_weight = ctx.reference->output_weight();
-  const at::Tensor sel_detached = selected.detach();
+  // Mixed precision: the chunks' logits, log-softmax and gradients in float32 whatever the compute
+  // dtype (no-ops in float32).
+  const at::Tensor sel_detached = selected.detach().to(at::kFloat);
+  const at::Tensor weight_f = weight.detach().to(at::kFloat);
+  const at::Tensor ref_selected_f = ref_selected.to(at::kFloat);
+  const at::Tensor ref_weight_f = ref_weight.to(at::kFloat);
   auto chunk_logits = [&](int64_t start, int64_t len) {
     at::NoGradGuard no_grad;
-    return std::pair{at::linear(sel_detached.narrow(0, start, len), weight.detach()),
-                     at::linear(ref_selected.narrow(0, start, len), ref_weight)};
+    return std::pair{at::linear(sel_detached.narrow(0, start, len), weight_f),
+                     at::linear(ref_selected_f.narrow(0, start, len), ref_weight_f)};
   };
 
   // Pass 1: per-sequence sums of log pi(y), log pi_ref(y) and the divergence terms.
@@ -69,13 +74,14 @@ LossOutput token_level_pair_loss(const std::vector<const buffer::Example*>& batc
         const at::Tensor g =
             kernels::position_terms_grad(z, r, targets.narrow(0, start, len), k.policy.index_select(0, row),
                                          k.divergence.index_select(0, row), s.divergence);
-        grad_hidden.narrow(0, start, len).copy_(at::mm(g, weight.detach()));
+        grad_hidden.narrow(0, start, len).copy_(at::mm(g, weight_f));
         grad_weight.addmm_(g.t(), sel_detached.narrow(0, start, len));
       }
     }
     // d(surrogate)/d(selected) = grad_hidden and d/d(weight) = grad_weight; its value is replaced
     // by the loss's.
-    const at::Tensor surrogate = (selected * grad_hidden).sum() + (weight * grad_weight).sum();
+    const at::Tensor surrogate =
+        (selected.to(at::kFloat) * grad_hidden).sum() + (weight.to(at::kFloat) * grad_weight).sum();
     out.loss = surrogate - surrogate.detach() + k.loss.loss;
   }
   out.tokens = b.tokens;

@@ -28,8 +28,23 @@ std::string spec_fingerprint(const aln::v1::JobSpec& spec) {
 // Settings the schema already has but the engine does not implement yet are refused by name, not
 // silently ignored.
 absl::Status check_supported(const aln::v1::JobSpec& spec) {
-  if (spec.model().dtype() != aln::v1::FLOAT32 && spec.model().dtype() != aln::v1::DTYPE_UNSPECIFIED) {
-    return absl::UnimplementedError("model.dtype: training runs in float32 only for now; set model.dtype: float32");
+  if (spec.model().dtype() == aln::v1::FLOAT16) {
+    return absl::UnimplementedError(
+        "model.dtype: float16 needs loss scaling, which Aln does not do; use bfloat16 (same width, float32's range)");
+  }
+  if (spec.model().dtype() == aln::v1::BFLOAT16) {
+    // Mixed precision runs where the policy is whole in this process with its reference and reward
+    // models; the other layouts send activations or weights between processes in float32.
+    const auto& par = spec.parallel();
+    const char* not_yet = par.policy().pipeline_parallel() > 1          ? "parallel.policy.pipeline_parallel > 1"
+                          : config::policy_shard(spec) == aln::v1::FULL ? "parallel.policy.shard: full"
+                          : par.placement() == aln::v1::SEPARATE        ? "parallel.placement: separate"
+                          : par.rollout().ranks() > 0                   ? "parallel.rollout.ranks"
+                                                                        : nullptr;
+    if (not_yet != nullptr) {
+      return absl::UnimplementedError(absl::StrCat("model.dtype: bfloat16 with ", not_yet,
+                                                   " is not supported yet; remove it or set model.dtype: float32"));
+    }
   }
   if (spec.runtime().device() == aln::v1::CUDA) {
     // What runs on a GPU so far: one process, or data-parallel ranks over MPI (through host buffers),
@@ -40,7 +55,9 @@ absl::Status check_supported(const aln::v1::JobSpec& spec) {
                           : par.placement() == aln::v1::SEPARATE        ? "parallel.placement: separate"
                           : par.rollout().ranks() > 0                   ? "parallel.rollout.ranks"
                           : par.coordinator() == aln::v1::OWN_RANK      ? "parallel.coordinator: own_rank"
-                                                                        : nullptr;
+                          // Its gradient hooks run on autograd's device thread, calling MPI there.
+                          : par.overlap() ? "parallel.overlap"
+                                          : nullptr;
     if (not_yet != nullptr) {
       return absl::UnimplementedError(absl::StrCat("runtime.device: cuda with ", not_yet,
                                                    " is not supported yet (on a GPU: one process or data-parallel "

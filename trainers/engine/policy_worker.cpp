@@ -60,7 +60,7 @@ absl::Status open_device(PolicyWorker& w) {
 absl::Status open_groups(PolicyWorker& w) {
   const aln::v1::GridSpec& grid = w.spec.parallel().policy();
   ProcessContext& p = w.process;
-  if (!w.device.is_cpu() && p.policy_world->backend_name() == "mpi") {
+  if (!w.device.is_cpu() && p.policy_world != nullptr && p.policy_world->backend_name() == "mpi") {
     // MPI moves host memory: gradients and weights on the GPU go through host buffers.
     w.staged_world = dist::make_host_staged(p.policy_world);
     p.policy_world = w.staged_world.get();
@@ -333,9 +333,20 @@ absl::Status save_final_model(PolicyWorker& w) {
   return saved;
 }
 
+// model.dtype: bfloat16: the policy's passes compute in it over float32 master weights.
+void set_precision(PolicyWorker& w) {
+  if (compute_dtype(w) == at::kFloat) return;
+  w.policy->set_compute_dtype(compute_dtype(w));
+  w.log.info(
+      "mixed precision: passes in %s over float32 master weights; log-probs, norms and losses in float32; "
+      "reference and reward models stored in %s",
+      c10::toString(compute_dtype(w)), c10::toString(compute_dtype(w)));
+}
+
 // The policy on this rank's device (runtime.device), after everything that reads or broadcasts it
 // on the host. Refuses a GPU whose free memory cannot hold the weights, saying how much is asked.
 absl::Status place_policy(PolicyWorker& w) {
+  set_precision(w);
   if (w.device.is_cpu()) return absl::OkStatus();
   const double weights = static_cast<double>(w.policy_parameters) * 4;  // float32
   auto info = kernels::cuda::device_info(w.device.index());
@@ -356,9 +367,19 @@ absl::Status place_policy(PolicyWorker& w) {
 
 }  // namespace
 
+at::ScalarType compute_dtype(const PolicyWorker& w) {
+  return w.spec.model().dtype() == aln::v1::BFLOAT16 ? at::kBFloat16 : at::kFloat;
+}
+
 model::DecoderModel placed(const PolicyWorker& w, model::DecoderModel m) {
-  if (m.device() == w.device) return m;
-  return m.to(w.device, at::kFloat);
+  if (m.device() == w.device && m.storage_dtype() == compute_dtype(w)) return m;
+  return frozen_copy(w, m);
+}
+
+model::DecoderModel frozen_copy(const PolicyWorker& w, const model::DecoderModel& m) {
+  model::DecoderModel out = m.to(w.device, compute_dtype(w));
+  out.set_compute_dtype(at::ScalarType::Undefined);  // stored as it computes
+  return out;
 }
 
 PolicyWorker::PolicyWorker(const aln::v1::JobSpec& spec_, const RunOptions& options_, ProcessContext& process_,

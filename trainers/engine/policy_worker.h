@@ -91,8 +91,14 @@ struct PolicyWorker {
   model::DecoderModel policy_copy() const { return fsdp ? fsdp->whole() : policy->to(at::kFloat); }
 };
 
-// A model read on the host, placed where this rank trains (runtime.device); the model itself on the CPU.
+// model.dtype: the dtype passes compute in (bfloat16 for mixed precision), float32 otherwise. The
+// policy keeps float32 master weights; frozen models (reference, reward models) are stored in it.
+at::ScalarType compute_dtype(const PolicyWorker& w);
+// A frozen model read on the host, placed where this rank trains (runtime.device) in the compute
+// dtype (the model itself when it is there already).
 model::DecoderModel placed(const PolicyWorker& w, model::DecoderModel m);
+// A frozen copy of `m` (never sharing storage with it), placed likewise.
+model::DecoderModel frozen_copy(const PolicyWorker& w, const model::DecoderModel& m);
 
 // The whole of a policy rank's job.
 absl::StatusOr<JobReport> run_policy_worker(PolicyWorker& w);

@@ -52,7 +52,7 @@ std::string model_fingerprint(const model::DecoderModel& model) {
   Fingerprint fp;
   fp.add(model::to_hf_config_json(model.config()));
   auto add = [&fp](const std::string& name, const at::Tensor& tensor) {
-    at::Tensor t = tensor.contiguous();
+    at::Tensor t = tensor.to(at::kCPU).contiguous();  // the bytes, read on the host (a GPU model's too)
     fp.add(name);
     fp.add(static_cast<int64_t>(t.scalar_type()));
     for (int64_t d : t.sizes()) fp.add(d);

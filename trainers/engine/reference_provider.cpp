@@ -148,7 +148,7 @@ absl::Status provide_reference(PolicyWorker& w, StageRun& s) {
         model::DecoderModel whole = w.policy_copy();  // collective: every policy rank takes part
         if (wanted) ref.model = std::move(whole);
       } else if (wanted) {
-        ref.model = w.policy->to(at::kFloat);
+        ref.model = frozen_copy(w, *w.policy);
       }
     }
     // Pipelined: the reference is cut like the policy and its passes run through the stages.

@@ -74,7 +74,7 @@ class GrpoTrainer final : public Trainer {
     kernels::GrpoLossOutput l = rollout_grpo_loss(rollouts, ctx, advantages, lo);
     LossOutput out;
     out.loss = l.loss;
-    out.tokens = rollouts.sequences.attention_mask.sum().item<int64_t>();
+    out.tokens = rollouts.tokens;
     for (const auto& [k, v] : parts) out.metrics[k] = v;
     out.metrics["reward_mean"] = rewards.mean();
     out.metrics["reward_std"] = rewards.view({-1, g}).std(1).mean();
@@ -112,11 +112,17 @@ class GrpoTrainer final : public Trainer {
     if (!config_) return absl::FailedPreconditionError("GRPO was not prepared before its state was loaded");
     auto m = model::DecoderModel::from_tensors(*config_, std::move(tensors));
     if (!m.ok()) return absl::DataLossError(absl::StrCat(path, ": ", m.status().message()));
-    sampler_ = std::move(*m);
+    // Read on the host: placed and computing as the policy does.
+    sampler_ = m->to(device_, at::kFloat);
+    sampler_->set_compute_dtype(compute_);
     return absl::OkStatus();
   }
   absl::Status prepare(PrepareContext& ctx) override {
-    if (ctx.policy != nullptr) config_ = ctx.policy->config();
+    if (ctx.policy != nullptr) {
+      config_ = ctx.policy->config();
+      device_ = ctx.policy->device();
+      compute_ = ctx.policy->compute_dtype();
+    }
     return absl::OkStatus();
   }
 
@@ -126,6 +132,8 @@ class GrpoTrainer final : public Trainer {
   int64_t sampler_version_ = 0;
   int64_t asked_version_ = -1;  // the sampling version whose rollouts were asked for ahead
   std::optional<model::ModelConfig> config_;
+  at::Device device_{at::kCPU};  // the policy's, where a resumed snapshot goes
+  at::ScalarType compute_ = at::ScalarType::Undefined;
 };
 
 }  // namespace

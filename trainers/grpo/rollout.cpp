@@ -37,6 +37,7 @@ RolloutRequest rollout_request(const std::vector<const buffer::Example*>& prompt
     for (int64_t tok : prompt) seed = mix(seed, static_cast<uint64_t>(tok));
     const int64_t n = static_cast<int64_t>(prompt.size());
     at::Tensor row = at::tensor(prompt, at::kLong);
+    r.prompt_tokens += n * group_size;
     for (int64_t g = 0; g < group_size; ++g) {
       r.ids[i * group_size + g].narrow(0, width - n, n).copy_(row);
       r.mask[i * group_size + g].narrow(0, width - n, n).fill_(1);
@@ -98,13 +99,21 @@ RolloutBatch sample_rollouts(const std::vector<const buffer::Example*>& prompts,
   const at::Tensor tokens = gen.tokens.to(at::kCPU).contiguous();
   const at::Tensor lengths = gen.lengths.to(at::kCPU).contiguous();
   const int64_t* length_of = lengths.data_ptr<int64_t>();
+  // From the same host copy: the token count and the positions that score completion tokens
+  // (column width + j is predicted at width + j - 1), so scoring these sequences on a device needs
+  // no nonzero() (a host sync).
+  std::vector<int64_t> scored;
+  out.tokens = request.prompt_tokens;
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t len = length_of[r];
     const int64_t* row = tokens[r].data_ptr<int64_t>();
     std::vector<int64_t> c(row, row + len);
     if (!c.empty() && c.back() == ctx.eos_id) c.pop_back();
     out.completions.push_back(std::move(c));
+    out.tokens += len;
+    for (int64_t j = 0; j < len; ++j) scored.push_back(r * (width + n - 1) + width - 1 + j);
   }
+  out.sequences.scored = at::tensor(scored, at::kLong).to(ids.device());
   return out;
 }
 

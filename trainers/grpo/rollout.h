@@ -25,6 +25,7 @@ struct RolloutBatch {
   at::Tensor sampling_logprobs;                   // [rows, N] float32: each sampled token's, as sampled
   int64_t policy_version = 0;
   uint64_t seed = 0;  // the sampling seed
+  int64_t tokens = 0;  // real tokens of `sequences` (prompts + completions), counted on the host
 };
 
 // Samples group_size completions for each prompt (row r comes from prompt r / group_size). The
@@ -40,6 +41,7 @@ struct RolloutRequest {
   at::Tensor mask;  // [rows, width] int64
   model::GenerationOptions options;
   int64_t version = 0;
+  int64_t prompt_tokens = 0;  // real prompt tokens over all rows (counted on the host)
 };
 RolloutRequest rollout_request(const std::vector<const buffer::Example*>& prompts, const StepContext& ctx,
                                int64_t group_size, const model::GenerationOptions& base);

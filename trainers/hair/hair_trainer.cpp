@@ -211,7 +211,7 @@ class HairTrainer final : public Trainer {
     lo.token_mean = o_.normalization() == aln::v1::TOKEN_MEAN;
     kernels::GrpoLossOutput l = rollout_grpo_loss(rollouts, ctx, advantages, lo);
     out.loss = l.loss;
-    out.tokens = rollouts.sequences.attention_mask.sum().item<int64_t>();
+    out.tokens = rollouts.tokens;
     for (const auto& [k, v] : parts) out.metrics[k] = v;
     out.metrics["reward_mean"] = rewards.mean();
     out.metrics["reward_std"] = rewards.view({-1, g}).std(1).mean();

@@ -28,7 +28,8 @@ model::DecoderModel score_model_from(const model::DecoderModel& base) {
   model::TensorMap tensors;
   for (const auto& [name, shape] : model::DecoderModel::expected_shapes(c)) {
     if (name == "score.weight") {
-      tensors[name] = at::zeros(shape, at::kFloat);
+      // Where the base model is (a GPU's), as every other tensor of the copy.
+      tensors[name] = at::zeros(shape, base.tensors().begin()->second.options().dtype(at::kFloat));
       continue;
     }
     auto it = base.tensors().find(name);

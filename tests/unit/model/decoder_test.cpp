@@ -185,6 +185,41 @@ TEST_P(DecoderTest, StagesChainedEqualTheWholeModel) {
   }
 }
 
+// Mixed precision (model.dtype: bfloat16): passes over float32 master weights compute in bfloat16
+// and stay close to float32 (within bfloat16's 8-bit mantissa over two layers), gradients arrive in
+// float32 on every parameter, and a frozen copy stored in bfloat16 computes exactly the same bits.
+TEST_P(DecoderTest, BFloat16ComputeOverFloat32MasterWeights) {
+  DecoderModel exact = DecoderModel::random_init(tiny(GetParam()), 13);
+  DecoderModel mixed = exact.to(at::kFloat);
+  mixed.set_compute_dtype(at::kBFloat16);
+  mixed.set_requires_grad(true);
+  exact.set_requires_grad(true);
+  at::manual_seed(5);
+  const at::Tensor ids = at::randint(97, {3, 6}, at::kLong);
+  at::Tensor mask = at::ones({3, 6}, at::kLong);
+  mask[2].narrow(0, 4, 2).zero_();  // right padding
+  const at::Tensor h_exact = exact.hidden_states(ids, mask);
+  const at::Tensor h_mixed = mixed.hidden_states(ids, mask);
+  EXPECT_EQ(h_mixed.scalar_type(), at::kBFloat16);
+  const double scale = h_exact.abs().max().item<double>();
+  EXPECT_LT(max_diff(h_mixed.to(at::kFloat), h_exact) / scale, 0.05);
+  // A linear read-out of the hidden states (a quadratic one would square bfloat16's error).
+  const at::Tensor probe = at::randn(h_exact.sizes(), at::kFloat);
+  (h_exact * probe).sum().backward();
+  (h_mixed.to(at::kFloat) * probe).sum().backward();
+  for (const auto& [name, value] : mixed.tensors()) {
+    const at::Tensor g = exact.tensors().at(name).grad();
+    if (!g.defined()) continue;  // not on the hidden states' path (an untied output projection)
+    ASSERT_TRUE(value.grad().defined()) << name;
+    EXPECT_EQ(value.grad().scalar_type(), at::kFloat) << name;
+    EXPECT_LT(max_diff(value.grad(), g) / (g.abs().max().item<double>() + 1e-12), 0.1) << name;
+  }
+  at::NoGradGuard no_grad;
+  DecoderModel frozen = mixed.to(at::kBFloat16);
+  frozen.set_compute_dtype(at::ScalarType::Undefined);
+  EXPECT_TRUE(at::equal(frozen.hidden_states(ids, mask), mixed.hidden_states(ids, mask)));
+}
+
 INSTANTIATE_TEST_SUITE_P(Families, DecoderTest, ::testing::Values(Family::kLlama, Family::kGpt2),
                          [](const auto& info) { return info.param == Family::kLlama ? "Llama" : "Gpt2"; });
 

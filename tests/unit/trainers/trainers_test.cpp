@@ -13,6 +13,7 @@
 #include "trainers/dpo/pair_logprobs.h"
 #include "trainers/engine/reference_role.h"
 #include "trainers/engine/text_encoder.h"
+#include "trainers/grpo/rollout.h"
 #include "trainers/ptalign/token_weights.h"
 #include "trainers/sentence_embeddings.h"
 #include "trainers/sequence_logprobs.h"
@@ -170,6 +171,27 @@ TEST(Trainers, SftIsMeanNllOverResponseTokens) {
   }
   EXPECT_NEAR(out.loss.item<double>(), total / 5, 1e-5);
   EXPECT_EQ(out.metrics["response_tokens"].value(), 5);
+}
+
+// Rollouts carry what a device step would otherwise read back from the device: the positions that
+// score completion tokens and the token count, laid out on the host from the lengths.
+TEST(Trainers, RolloutsCarryTheirScoredPositionsAndTokenCount) {
+  auto policy = model::DecoderModel::random_init(tiny(model::Head::kCausalLm), 6);
+  buffer::Example a, b;
+  a.prompt = {1, 2, 3};
+  b.prompt = {4};
+  StepContext ctx = make_step_context(&policy, nullptr, 0, 2);
+  ctx.eos_id = 5;
+  ctx.seed = 9;
+  model::GenerationOptions gen;
+  gen.max_new_tokens = 6;
+  RolloutBatch r = sample_rollouts({&a, &b}, ctx, 3, gen);
+  const buffer::SequenceBatch& s = r.sequences;
+  const int64_t t = s.input_ids.size(1);
+  ASSERT_TRUE(s.scored.defined());
+  EXPECT_TRUE(at::equal(s.scored, (s.response_mask.narrow(1, 1, t - 1).reshape(-1) > 0).nonzero().squeeze(1)));
+  EXPECT_EQ(r.tokens, s.attention_mask.sum().item<int64_t>());
+  EXPECT_FALSE(s.right_padded);  // prompts are left-padded
 }
 
 TEST(Trainers, RewardIsBradleyTerryOnScores) {
