@@ -4,6 +4,9 @@
 #include <ATen/core/grad_mode.h>
 
 #include <cmath>
+#include <map>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "core/error.h"
@@ -15,6 +18,10 @@ void AdamW::step(TensorMap& params, double lr) {
   ++steps_;
   const double bias1 = 1 - std::pow(options_.beta1, static_cast<double>(steps_));
   const double bias2 = 1 - std::pow(options_.beta2, static_cast<double>(steps_));
+  if (options_.fused) {
+    fused_step(params, lr);
+    return;
+  }
   for (auto& [name, p] : params) {
     const at::Tensor& g = p.grad();
     if (!g.defined()) continue;
@@ -34,6 +41,36 @@ void AdamW::step(TensorMap& params, double lr) {
     const double step_size = lr / bias1;
     at::Tensor denom = (v.sqrt() / std::sqrt(bias2)).add_(options_.eps);
     p.addcdiv_(m, denom, -step_size);
+  }
+}
+
+void AdamW::fused_step(TensorMap& params, double lr) {
+  // One call per (device, dtype) group, as torch.optim groups them; the step count as each group's
+  // device tensor (the kernel reads it for the bias corrections).
+  struct Group {
+    std::vector<at::Tensor> p, g, m, v;
+  };
+  std::map<std::pair<std::string, at::ScalarType>, Group> groups;
+  for (auto& [name, p] : params) {
+    const at::Tensor& g = p.grad();
+    if (!g.defined()) continue;
+    at::Tensor& m = exp_avg_[name];
+    at::Tensor& v = exp_avg_sq_[name];
+    if (!m.defined()) m = at::zeros_like(p);
+    if (!v.defined()) v = at::zeros_like(p);
+    if (m.device() != p.device()) m = m.to(p.device());
+    if (v.device() != p.device()) v = v.to(p.device());
+    Group& group = groups[{p.device().str(), p.scalar_type()}];
+    group.p.push_back(p);
+    group.g.push_back(g);
+    group.m.push_back(m);
+    group.v.push_back(v);
+  }
+  for (auto& [key, group] : groups) {
+    const at::Tensor step = at::full({}, static_cast<double>(steps_), group.p.front().options().dtype(at::kFloat));
+    const std::vector<at::Tensor> steps(group.p.size(), step);
+    at::_fused_adamw_(group.p, group.g, group.m, group.v, {}, steps, lr, options_.beta1, options_.beta2,
+                      options_.weight_decay, options_.eps, /*amsgrad=*/false, /*maximize=*/false);
   }
 }
 

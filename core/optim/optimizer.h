@@ -19,6 +19,10 @@ struct AdamWOptions {
   double beta2 = 0.999;
   double eps = 1e-8;
   double weight_decay = 0.0;
+  // One multi-tensor update (ATen's _fused_adamw_, as torch.optim.AdamW(fused=True)) instead of
+  // about eight elementwise passes per parameter: the engine's choice on GPUs, where each pass is a
+  // kernel launch. The same formula in another operation order, so not the same bits as unfused.
+  bool fused = false;
 };
 
 class AdamW {
@@ -35,6 +39,8 @@ class AdamW {
   void load_state(const TensorMap& state);
 
  private:
+  void fused_step(TensorMap& params, double lr);
+
   AdamWOptions options_;
   int64_t steps_ = 0;
   TensorMap exp_avg_;

@@ -152,8 +152,10 @@ absl::Status open_training(PolicyWorker& w, StageRun& s) {
                             : level == aln::v1::GRADIENTS ? Sharding::kGradients
                             : level == aln::v1::OPTIMIZER ? Sharding::kOptimizer
                                                           : Sharding::kNone;
-  s.adamw.emplace(optim::AdamWOptions{opt.lr(), opt.beta1(), opt.beta2(), opt.eps(), opt.weight_decay()}, dp, sharding,
-                  w.policy->tensors(), w.fsdp.get());
+  // On a GPU one fused multi-tensor kernel per update instead of about eight launches a parameter.
+  s.adamw.emplace(
+      optim::AdamWOptions{opt.lr(), opt.beta1(), opt.beta2(), opt.eps(), opt.weight_decay(), !w.device.is_cpu()}, dp,
+      sharding, w.policy->tensors(), w.fsdp.get());
   if (s.adamw->shards_parameters()) {
     w.log.info("FSDP: parameters, gradients and AdamW moments sharded over %d ranks (this rank holds %.1f%%)",
                dp.size(), 100.0 * s.adamw->owned_share());
