@@ -23,10 +23,10 @@ absl::StatusOr<PolicyStateEstimate> policy_state_per_rank(const aln::v1::JobSpec
   }
   PolicyStateEstimate e;
   e.parameters = model::parameter_count(config);
-  // float32 training holds weights and gradients in float32; a narrower model.dtype holds them in
-  // 2 bytes plus a float32 master copy of the weights.
+  // Weights and gradients are float32 (mixed precision keeps float32 master weights and casts them
+  // as passes read them, about 2 more bytes a parameter held for backward).
   const bool narrow = spec.model().dtype() == aln::v1::BFLOAT16 || spec.model().dtype() == aln::v1::FLOAT16;
-  const double weights = narrow ? 2 + 4 : 4, gradients = narrow ? 2 : 4;
+  const double weights = narrow ? 4 + 2 : 4, gradients = 4;
   const aln::v1::GridSpec& grid = spec.parallel().policy();
   const int dp = std::max(1, grid.data_parallel()), pp = std::max(1, grid.pipeline_parallel());
   // ZeRO-1 and ZeRO-2 divide the moments; ZeRO-2's reduce-scatter starts after backward, so the

@@ -53,11 +53,12 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
 
 }  // namespace
 
-at::Tensor DecoderModel::t(const std::string& name) const {
+at::Tensor DecoderModel::t(const std::string& name, Cast cast) const {
   auto it = tensors_.find(name);
   ALN_CHECK(it != tensors_.end(), "model tensor '", name, "' is missing");
   const at::Tensor& stored = it->second;
-  if (compute_ == at::ScalarType::Undefined || compute_ == stored.scalar_type() || !stored.is_floating_point()) {
+  if (cast == Cast::kRows || compute_ == at::ScalarType::Undefined || compute_ == stored.scalar_type() ||
+      !stored.is_floating_point()) {
     return stored;
   }
   return stored.to(compute_);
@@ -260,10 +261,15 @@ at::Tensor DecoderModel::hidden_states(const at::Tensor& input_ids, const at::Te
   if (!is_first_stage()) {
     x = link_->receive({b, n, c.hidden_size},
                        compute_ != at::ScalarType::Undefined ? compute_ : tensors_.begin()->second.scalar_type());
-  } else if (gpt2) {
-    x = at::embedding(t("transformer.wte.weight"), input_ids) + at::embedding(t("transformer.wpe.weight"), positions);
   } else {
-    x = at::embedding(t("model.embed_tokens.weight"), input_ids);
+    // Mixed precision: the rows looked up are cast, not the whole table (a float32 table's gradient
+    // then stays float32); the same values as a lookup in a bfloat16 copy of it.
+    auto embed = [&](const char* name, const at::Tensor& ids) {
+      at::Tensor rows = at::embedding(t(name, Cast::kRows), ids);
+      return compute_ != at::ScalarType::Undefined && rows.scalar_type() != compute_ ? rows.to(compute_) : rows;
+    };
+    x = gpt2 ? embed("transformer.wte.weight", input_ids) + embed("transformer.wpe.weight", positions)
+             : embed("model.embed_tokens.weight", input_ids);
   }
   if (gather_ != nullptr) gather_->embedded();
   at::Tensor cos, sin;
@@ -404,9 +410,13 @@ at::Tensor DecoderModel::scores(const at::Tensor& input_ids, const at::Tensor& a
   at::Tensor index = at::arange(n, attention_mask.options().dtype(at::kLong)).unsqueeze(0) * attention_mask.to(at::kLong);
   at::Tensor last = std::get<1>(index.max(1));
   at::Tensor picked = h.gather(1, last.view({-1, 1, 1}).expand({-1, 1, h.size(2)})).squeeze(1);  // [B, H]
-  const at::Tensor scores = at::linear(picked, t("score.weight"));
-  // Scores feed losses and rewards: float32 when the pass computed in a half type (tiny: [B, labels]).
-  return scores.scalar_type() == at::kBFloat16 || scores.scalar_type() == at::kHalf ? scores.to(at::kFloat) : scores;
+  // Scores feed losses and rewards: in float32 when the pass computed in a half type (a [B, H] x
+  // [H, labels] product, tiny), so rewards are not rounded to bfloat16's steps.
+  const at::Tensor w = t("score.weight", Cast::kRows);
+  if (picked.scalar_type() == at::kBFloat16 || picked.scalar_type() == at::kHalf) {
+    return at::linear(picked.to(at::kFloat), w.to(at::kFloat));
+  }
+  return at::linear(picked, w);
 }
 
 TensorMap DecoderModel::checkpoint_tensors() const { return tensors_; }

@@ -137,8 +137,10 @@ class DecoderModel {
  private:
   DecoderModel(ModelConfig config, TensorMap tensors)
       : config_(std::move(config)), tensors_(std::move(tensors)), end_layer_(config_.num_layers) {}
-  // The tensor `name` as passes use it: in the compute dtype when one is set.
-  at::Tensor t(const std::string& name) const;
+  // The tensor `name` as passes use it: in the compute dtype when one is set (kWhole), or as stored
+  // for the caller to cast what it reads of it (kRows: embedding lookups, the score head).
+  enum class Cast { kWhole, kRows };
+  at::Tensor t(const std::string& name, Cast cast = Cast::kWhole) const;
 
   ModelConfig config_;
   TensorMap tensors_;

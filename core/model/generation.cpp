@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/core/grad_mode.h>
 #include <ATen/detail/CUDAHooksInterface.h>
 
 #include <limits>
@@ -45,6 +46,15 @@ at::Generator sampling_generator(const at::Device& device, uint64_t seed) {
 
 GenerationOutput generate(const DecoderModel& model, const at::Tensor& host_or_device_ids,
                           const at::Tensor& host_or_device_mask, const GenerationOptions& options) {
+  // Mixed precision: one copy in the compute dtype for the whole call, instead of a cast of every
+  // weight at every token (the same bits; the copy costs half the float32 weights' memory).
+  if (model.compute_dtype() != at::ScalarType::Undefined && model.compute_dtype() != model.storage_dtype() &&
+      model.param_gather() == nullptr && model.is_whole()) {
+    at::NoGradGuard no_grad;
+    DecoderModel cast = model.to(model.device(), model.compute_dtype());
+    cast.set_compute_dtype(at::ScalarType::Undefined);
+    return generate(cast, host_or_device_ids, host_or_device_mask, options);
+  }
   // Prompts laid out on the host go to the model's device once, before the first pass.
   const at::Tensor prompt_ids = host_or_device_ids.to(model.device());
   const at::Tensor prompt_mask = host_or_device_mask.to(model.device());

@@ -80,8 +80,10 @@ LossOutput token_level_pair_loss(const std::vector<const buffer::Example*>& batc
     }
     // d(surrogate)/d(selected) = grad_hidden and d/d(weight) = grad_weight; its value is replaced
     // by the loss's.
-    const at::Tensor surrogate =
-        (selected.to(at::kFloat) * grad_hidden).sum() + (weight.to(at::kFloat) * grad_weight).sum();
+    // (In the weight's own dtype: no third float32 copy of a [V, H] matrix; the gradient through a
+    // bfloat16 cast is rounded to it anyway.)
+    const at::Tensor surrogate = (selected.to(at::kFloat) * grad_hidden).sum() +
+                                 (weight * grad_weight.to(weight.scalar_type())).sum().to(at::kFloat);
     out.loss = surrogate - surrogate.detach() + k.loss.loss;
   }
   out.tokens = b.tokens;

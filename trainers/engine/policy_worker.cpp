@@ -339,7 +339,7 @@ void set_precision(PolicyWorker& w) {
   w.policy->set_compute_dtype(compute_dtype(w));
   w.log.info(
       "mixed precision: passes in %s over float32 master weights; log-probs, norms and losses in float32; "
-      "reference and reward models stored in %s",
+      "the reference and the stage's reward models stored in %s (HAIR's shadow models train in float32)",
       c10::toString(compute_dtype(w)), c10::toString(compute_dtype(w)));
 }
 

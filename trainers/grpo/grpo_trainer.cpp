@@ -40,7 +40,10 @@ class GrpoTrainer final : public Trainer {
       // (A fully sharded policy's tensors are placeholders: job validation refuses the combination.)
       ALN_CHECK(ctx.policy->param_gather() == nullptr,
                 "GRPO's max_staleness snapshot needs the policy whole; parallel.policy.shard: full does not run it");
-      sampler_ = ctx.policy->to(at::kFloat);
+      // Stored as the policy computes (bfloat16 under mixed precision: half the memory, the same bits).
+      const at::ScalarType compute = ctx.policy->compute_dtype();
+      sampler_ = ctx.policy->to(compute == at::ScalarType::Undefined ? at::kFloat : compute);
+      sampler_->set_compute_dtype(at::ScalarType::Undefined);
       sampler_version_ = ctx.step;
     }
     StepContext sample_ctx = ctx;
@@ -112,9 +115,8 @@ class GrpoTrainer final : public Trainer {
     if (!config_) return absl::FailedPreconditionError("GRPO was not prepared before its state was loaded");
     auto m = model::DecoderModel::from_tensors(*config_, std::move(tensors));
     if (!m.ok()) return absl::DataLossError(absl::StrCat(path, ": ", m.status().message()));
-    // Read on the host: placed and computing as the policy does.
-    sampler_ = m->to(device_, at::kFloat);
-    sampler_->set_compute_dtype(compute_);
+    // Read on the host: placed, and stored as the policy computes (as when it was taken).
+    sampler_ = m->to(device_, compute_ == at::ScalarType::Undefined ? at::kFloat : compute_);
     return absl::OkStatus();
   }
   absl::Status prepare(PrepareContext& ctx) override {
