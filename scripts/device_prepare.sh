@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run here (Debian 12, with the package index reachable), before a GPU session: fetches what the GPU
-# machine's image lacks and Aln's build needs (abseil, prometheus-cpp and its civetweb; gRPC and
+# machine's image lacks and Aln's build needs (abseil, prometheus-cpp with civetweb, zlib's headers; gRPC and
 # SQLite are only the launcher's, which that build leaves out) as Debian packages, unpacked into
 # .device/prefix (ignored by git, carried to the machine with the working tree: the device tool's
 # `carry: [".device"]`). Debian 12's binaries run on the machine's newer glibc. Idempotent.
@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 packages=(libabsl-dev libabsl20220623 prometheus-cpp-dev libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0
           libprometheus-cpp-push1.0
-          libcivetweb1 libcivetweb-dev)
+          libcivetweb1 libcivetweb-dev civetweb zlib1g-dev zlib1g)
 dest=.device/prefix
 if [[ -f $dest/.done ]] && [[ "$(cat "$dest/.done")" == "${packages[*]}" ]]; then
   echo "device_prepare: $dest is ready ($(du -sh .device | cut -f1))"; exit 0
@@ -21,5 +21,13 @@ rm -rf .device/debs "$dest/usr/share/doc" "$dest/usr/share/lintian"
 # headers (absent there) is switched off.
 sed -i 's/^if(PROMETHEUS_CPP_ENABLE_PUSH)/if(FALSE)  # push is not used (scripts\/device_prepare.sh)/' \
   "$dest/usr/lib/x86_64-linux-gnu/cmake/prometheus-cpp/prometheus-cpp-config.cmake"
+# Links that name absolute paths (zlib's libz.so -> /lib/...) point into the prefix instead: the
+# machine's own files have other versions, or are not there.
+find "$dest" -type l | while read -r link; do
+  target="$(readlink "$link")"
+  if [[ $target == /* && -e "$dest$target" ]]; then
+    ln -sfn "$(realpath --relative-to="$(dirname "$link")" "$dest$target")" "$link"
+  fi
+done
 echo "${packages[*]}" >"$dest/.done"
 echo "device_prepare: unpacked ${#packages[@]} packages into $dest ($(du -sh .device | cut -f1); the carry limit is 64 MiB with the tree)"
