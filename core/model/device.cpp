@@ -8,6 +8,12 @@
 
 #include "absl/strings/str_cat.h"
 
+// Set by CMake for this file; a compile without it (scripts/check_aarch64.sh) searches the loader's
+// path only.
+#ifndef ALN_TORCH_LIB_DIR
+#define ALN_TORCH_LIB_DIR "."
+#endif
+
 namespace aln::model {
 namespace {
 
