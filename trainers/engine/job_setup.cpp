@@ -25,6 +25,22 @@ std::string spec_fingerprint(const aln::v1::JobSpec& spec) {
   return Fingerprint().add(config::to_text(core)).hex();
 }
 
+namespace {
+
+// The first key of `spec` that moves a policy's activations or weights between processes (pipeline
+// stages, full sharding, separate roles, rollout ranks), or null: what mixed precision and GPUs do
+// not run yet.
+const char* multi_process_layout(const aln::v1::JobSpec& spec) {
+  const auto& par = spec.parallel();
+  return par.policy().pipeline_parallel() > 1          ? "parallel.policy.pipeline_parallel > 1"
+         : config::policy_shard(spec) == aln::v1::FULL ? "parallel.policy.shard: full"
+         : par.placement() == aln::v1::SEPARATE        ? "parallel.placement: separate"
+         : par.rollout().ranks() > 0                   ? "parallel.rollout.ranks"
+                                                       : nullptr;
+}
+
+}  // namespace
+
 // Settings the schema already has but the engine does not implement yet are refused by name, not
 // silently ignored.
 absl::Status check_supported(const aln::v1::JobSpec& spec) {
@@ -32,32 +48,21 @@ absl::Status check_supported(const aln::v1::JobSpec& spec) {
     return absl::UnimplementedError(
         "model.dtype: float16 needs loss scaling, which Aln does not do; use bfloat16 (same width, float32's range)");
   }
-  if (spec.model().dtype() == aln::v1::BFLOAT16) {
-    // Mixed precision runs where the policy is whole in this process with its reference and reward
-    // models; the other layouts send activations or weights between processes in float32.
-    const auto& par = spec.parallel();
-    const char* not_yet = par.policy().pipeline_parallel() > 1          ? "parallel.policy.pipeline_parallel > 1"
-                          : config::policy_shard(spec) == aln::v1::FULL ? "parallel.policy.shard: full"
-                          : par.placement() == aln::v1::SEPARATE        ? "parallel.placement: separate"
-                          : par.rollout().ranks() > 0                   ? "parallel.rollout.ranks"
-                                                                        : nullptr;
-    if (not_yet != nullptr) {
-      return absl::UnimplementedError(absl::StrCat("model.dtype: bfloat16 with ", not_yet,
-                                                   " is not supported yet; remove it or set model.dtype: float32"));
-    }
+  // Mixed precision runs where the policy is whole in this process with its reference and reward
+  // models; the other layouts send activations or weights between processes in float32.
+  if (const char* not_yet = multi_process_layout(spec); spec.model().dtype() == aln::v1::BFLOAT16 && not_yet) {
+    return absl::UnimplementedError(absl::StrCat("model.dtype: bfloat16 with ", not_yet,
+                                                 " is not supported yet; remove it or set model.dtype: float32"));
   }
   if (spec.runtime().device() == aln::v1::CUDA) {
     // What runs on a GPU so far: one process, or data-parallel ranks over MPI (through host buffers),
-    // each whole policy on its rank's GPU with its reference and reward models.
+    // each whole policy on its rank's GPU with its reference and reward models. Overlap's gradient
+    // hooks would run on autograd's device thread, calling MPI there.
     const auto& par = spec.parallel();
-    const char* not_yet = par.policy().pipeline_parallel() > 1          ? "parallel.policy.pipeline_parallel > 1"
-                          : config::policy_shard(spec) == aln::v1::FULL ? "parallel.policy.shard: full"
-                          : par.placement() == aln::v1::SEPARATE        ? "parallel.placement: separate"
-                          : par.rollout().ranks() > 0                   ? "parallel.rollout.ranks"
-                          : par.coordinator() == aln::v1::OWN_RANK      ? "parallel.coordinator: own_rank"
-                          // Its gradient hooks run on autograd's device thread, calling MPI there.
-                          : par.overlap() ? "parallel.overlap"
-                                          : nullptr;
+    const char* not_yet = multi_process_layout(spec) != nullptr    ? multi_process_layout(spec)
+                          : par.coordinator() == aln::v1::OWN_RANK ? "parallel.coordinator: own_rank"
+                          : par.overlap()                          ? "parallel.overlap"
+                                                                   : nullptr;
     if (not_yet != nullptr) {
       return absl::UnimplementedError(absl::StrCat("runtime.device: cuda with ", not_yet,
                                                    " is not supported yet (on a GPU: one process or data-parallel "
