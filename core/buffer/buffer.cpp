@@ -80,6 +80,7 @@ SequenceBatch collate(const std::vector<std::pair<const std::vector<int64_t>*, c
   auto ids = out.input_ids.accessor<int64_t, 2>();
   auto mask = out.attention_mask.accessor<int64_t, 2>();
   auto resp = out.response_mask.accessor<float, 2>();
+  std::vector<int64_t> scored;  // position t - 1 predicts response token t (in row-major order)
   for (int64_t i = 0; i < b; ++i) {
     const auto& [p, r] = rows[i];
     int64_t t = 0;
@@ -92,15 +93,10 @@ SequenceBatch collate(const std::vector<std::pair<const std::vector<int64_t>*, c
       ids[i][t] = id;
       mask[i][t] = 1;
       resp[i][t] = 1;
+      if (t > 0) scored.push_back(i * (longest - 1) + t - 1);
       ++t;
     }
     out.tokens += t;
-  }
-  std::vector<int64_t> scored;
-  for (int64_t i = 0; i < b; ++i) {
-    for (int64_t t = 0; t + 1 < longest; ++t) {
-      if (resp[i][t + 1] > 0) scored.push_back(i * (longest - 1) + t);
-    }
   }
   out.scored = at::tensor(scored, at::kLong);
   out.right_padded = true;

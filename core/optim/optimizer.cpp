@@ -12,6 +12,21 @@
 #include "core/error.h"
 
 namespace aln::optim {
+namespace {
+
+// Parameter `name`'s moment in `moments`: zeros at its first step; one read from a checkpoint
+// (on the host) follows the parameter to its device once.
+at::Tensor& moment(TensorMap& moments, const std::string& name, const at::Tensor& p) {
+  at::Tensor& m = moments[name];
+  if (!m.defined()) {
+    m = at::zeros_like(p);
+  } else if (m.device() != p.device()) {
+    m = m.to(p.device());
+  }
+  return m;
+}
+
+}  // namespace
 
 void AdamW::step(TensorMap& params, double lr) {
   at::NoGradGuard no_grad;
@@ -25,15 +40,8 @@ void AdamW::step(TensorMap& params, double lr) {
   for (auto& [name, p] : params) {
     const at::Tensor& g = p.grad();
     if (!g.defined()) continue;
-    auto [it, fresh] = exp_avg_.try_emplace(name);
-    if (fresh) it->second = at::zeros_like(p);
-    auto [it2, fresh2] = exp_avg_sq_.try_emplace(name);
-    if (fresh2) it2->second = at::zeros_like(p);
-    at::Tensor& m = it->second;
-    at::Tensor& v = it2->second;
-    // Moments read from a checkpoint arrive on the host; they follow the parameter to its device once.
-    if (m.device() != p.device()) m = m.to(p.device());
-    if (v.device() != p.device()) v = v.to(p.device());
+    at::Tensor& m = moment(exp_avg_, name, p);
+    at::Tensor& v = moment(exp_avg_sq_, name, p);
     // Same operation order as torch.optim.AdamW (single-tensor path) so results agree closely.
     p.mul_(1 - lr * options_.weight_decay);
     m.lerp_(g, 1 - options_.beta1);
@@ -54,12 +62,8 @@ void AdamW::fused_step(TensorMap& params, double lr) {
   for (auto& [name, p] : params) {
     const at::Tensor& g = p.grad();
     if (!g.defined()) continue;
-    at::Tensor& m = exp_avg_[name];
-    at::Tensor& v = exp_avg_sq_[name];
-    if (!m.defined()) m = at::zeros_like(p);
-    if (!v.defined()) v = at::zeros_like(p);
-    if (m.device() != p.device()) m = m.to(p.device());
-    if (v.device() != p.device()) v = v.to(p.device());
+    at::Tensor& m = moment(exp_avg_, name, p);
+    at::Tensor& v = moment(exp_avg_sq_, name, p);
     Group& group = groups[{p.device().str(), p.scalar_type()}];
     group.p.push_back(p);
     group.g.push_back(g);
