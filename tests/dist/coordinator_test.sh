@@ -144,11 +144,10 @@ check "HAIR's state is in the coordinator's checkpoints" \
   "ls '$work/hair-coord/checkpoints/step-00000010/trainer/' | grep -q ."
 
 # Metrics, then SIGKILL of a policy rank; SIGSTOP and SIGKILL of the coordinator.
-port=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-job live own_rank "" 100000 "{enabled: true, port: $port, progress_bar: false}" \
+job live own_rank "" 100000 "{enabled: true, port: 0, progress_bar: false}" \
   | sed "s|path: data/pairs.jsonl|path: $work/A/data/pairs.jsonl|" >"$work/live.yaml"
 signal_rank 3 "$work/live.yaml" "$work/live.out" 2 KILL "$work/live/train_log.jsonl" 3 \
-  "scrape_until $port 'aln_train_loss{.*rank=\"1\".*role=\"policy\"'"
+  "scrape_until '$work/live.out' 'aln_train_loss{.*rank=\"1\".*role=\"policy\"'"
 check "rank 0's /metrics: the coordinator's request counter and the policy's loss from world rank 1" \
   "grep -q 'aln_coordinator_requests_total{.*role=\"coordinator\".*method=\"train\"' '$work/fault.metrics' && grep -q 'aln_train_loss{.*rank=\"1\".*role=\"policy\"' '$work/fault.metrics'"
 check "SIGKILL of policy rank 2: the job ends non-zero within 60 s (rc $fault_rc, ${fault_took}s)" \

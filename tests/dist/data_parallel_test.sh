@@ -424,11 +424,10 @@ check "data_parallel 2 without mpirun says how to start it (rc $rc)" "[[ $rc -eq
 source tests/dist/fault_lib.sh
 for signal in KILL STOP; do
   name="fault-$signal"
-  port=$(( 20000 + RANDOM % 20000 ))
-  job "$name" dpo 2 2 100000 5 | sed "s/^metrics: .*/metrics: {port: $port, progress_bar: false}/" >"$work/$name.yaml"
+  job "$name" dpo 2 2 100000 5 | sed "s/^metrics: .*/metrics: {port: 0, progress_bar: false}/" >"$work/$name.yaml"
   # Rank 0 exports every rank's own step numbers with a rank label.
   signal_rank 2 "$work/$name.yaml" "$work/$name.out" 1 $signal "$work/$name/train_log.jsonl" 3 \
-    "curl -sf http://127.0.0.1:$port/metrics >'$work/$name.metrics' 2>/dev/null"
+    "scrape_to '$work/$name.out' '$work/$name.metrics'"
   check "$signal: found rank 1 while training" "[[ -n '$victim' ]]"
   check "$signal: rank 0 serves per-rank metrics for ranks 0 and 1" \
     "grep -q '^aln_rank_tokens{.*rank=\"1\"' '$work/$name.metrics' && grep -q '^aln_rank_compute_seconds{.*rank=\"0\"' '$work/$name.metrics'"

@@ -22,7 +22,8 @@ signal_rank() {
     sleep 0.1
   done
   if [[ -z "$victim" ]]; then  # the job ended (or never logged) before the signal: say why
-    echo "rank $4 was not found while training; the job's output ends:"
+    echo "rank $4 was not found while training; the job's errors, then the end of its output:"
+    grep -m5 -E 'aln train:|error|failed|did not' "$3" | sed 's/^/  ! /'
     tail -5 "$3" | sed 's/^/  | /'
   fi
   [[ -n "${8:-}" ]] && eval "$8"
@@ -39,11 +40,18 @@ signal_rank() {
   [[ -z "$fault_took" ]] && fault_took=$(( $(date +%s) - signalled ))
   echo "$5 of rank $4: job ended with rc $fault_rc ${fault_took}s after the signal"
 }
-# scrape_until PORT PATTERN: scrapes rank 0's /metrics into $work/fault.metrics until a line matches
-# PATTERN (another rank's series arrive with its next heartbeat, every heartbeat_s), 20 s at most.
+# Jobs here serve /metrics on port 0 (a free port the kernel picks; a fixed random one could collide
+# with a port another test or an outgoing connection holds, and the job would end before its fault).
+# metrics_url OUT: the URL rank 0 logged ("metrics at http://...") in the job's output OUT.
+metrics_url() { grep -o "metrics at http://[0-9.:]*/metrics" "$1" 2>/dev/null | head -1 | cut -d" " -f3; }
+# scrape_to OUT FILE: one scrape of the job's /metrics into FILE.
+scrape_to() { curl -sf --max-time 5 "$(metrics_url "$1")" >"$2" 2>/dev/null; }
+# scrape_until OUT PATTERN: scrapes rank 0's /metrics (URL from the job's output OUT) into
+# $work/fault.metrics until a line matches PATTERN (another rank's series arrive with its next
+# heartbeat, every heartbeat_s), 20 s at most.
 scrape_until() {
   for _ in $(seq 1 80); do
-    curl -sf "http://127.0.0.1:$1/metrics" >"$work/fault.metrics" 2>/dev/null
+    scrape_to "$1" "$work/fault.metrics"
     grep -q "$2" "$work/fault.metrics" && break
     sleep 0.25
   done

@@ -184,10 +184,9 @@ done
 # Faults: kill or freeze the last stage mid-run; a running job first shows per-stage metrics.
 for signal in KILL STOP; do
   name="fault-$signal"
-  port=$(( 20000 + RANDOM % 20000 ))
-  job "$name" dpo 1 2 one_f_one_b 4 false "" 100000 | sed "s/^metrics: .*/metrics: {port: $port, progress_bar: false}/" >"$work/$name.yaml"
+  job "$name" dpo 1 2 one_f_one_b 4 false "" 100000 | sed "s/^metrics: .*/metrics: {port: 0, progress_bar: false}/" >"$work/$name.yaml"
   signal_rank 2 "$work/$name.yaml" "$work/$name.out" 1 $signal "$work/$name/train_log.jsonl" 3 \
-    "curl -sf http://127.0.0.1:$port/metrics >'$work/$name.metrics' 2>/dev/null"
+    "scrape_to '$work/$name.out' '$work/$name.metrics'"
   check "$signal: found stage 1 while training" "[[ -n '$victim' ]]"
   check "$signal: rank 0 serves the bubble of both stages" \
     "grep -q '^aln_pipeline_bubble_fraction{.*pipeline_stage=\"1\"' '$work/$name.metrics' && grep -q '^aln_pipeline_activations_alive_max{.*pipeline_stage=\"0\"' '$work/$name.metrics'"

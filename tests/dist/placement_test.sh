@@ -172,10 +172,9 @@ check "a pipelined reference on its own ranks is refused by key (rc $rc)" \
 # 0's heartbeat monitor (STOP: silent for max(2 x timeout_s, 3 x heartbeat_s) = 20 s) can notice.
 source tests/dist/fault_lib.sh
 for signal in KILL STOP; do
-  port=$(( 20000 + RANDOM % 20000 ))
-  job fault-$signal separate 1 yes | sed "s/max_steps: 4,/max_steps: 100000,/; s/^metrics: .*/metrics: {port: $port, progress_bar: false}/" >"$work/fault-$signal.yaml"
+  job fault-$signal separate 1 yes | sed "s/max_steps: 4,/max_steps: 100000,/; s/^metrics: .*/metrics: {port: 0, progress_bar: false}/" >"$work/fault-$signal.yaml"
   signal_rank 3 "$work/fault-$signal.yaml" "$work/fault-$signal.out" 2 $signal "$work/fault-$signal/train_log.jsonl" 6 \
-    "$([[ $signal == STOP ]] && echo "scrape_until $port '^aln_train_steps_total{.*rank=\"1\"'")"
+    "$([[ $signal == STOP ]] && echo "scrape_until '$work/fault-$signal.out' '^aln_train_steps_total{.*rank=\"1\"'")"
   check "$signal: found the reference rank while the policy trains" "[[ -n '$victim' ]]"
   if [[ $signal == STOP ]]; then
     check "rank 0 serves policy rank 1's own series (rank label 1) and every rank's heartbeat age" \

@@ -111,12 +111,11 @@ check "a reward model that does not load: the policy's error names it and the re
 
 # Faults. While the policy trains the reward ranks answer a few requests per step.
 for signal in KILL STOP; do
-  port=$(( 20000 + RANDOM % 20000 ))
   # Two reward ranks, one per policy rank, so a request waits at most timeout_s (10 s), before rank
   # 0's heartbeat monitor would call the frozen rank silent (20 s).
-  job fault-$signal separate 2 "" "" 100000 | sed "s/^metrics: .*/metrics: {port: $port, progress_bar: false}/" >"$work/fault-$signal.yaml"
+  job fault-$signal separate 2 "" "" 100000 | sed "s/^metrics: .*/metrics: {port: 0, progress_bar: false}/" >"$work/fault-$signal.yaml"
   before=""
-  [[ $signal == STOP ]] && before="scrape_until $port '^aln_reward_requests_total{.*method=\"score\".*rank=\"2\"'"
+  [[ $signal == STOP ]] && before="scrape_until '$work/fault-$signal.out' '^aln_reward_requests_total{.*method=\"score\".*rank=\"2\"'"
   signal_rank 4 "$work/fault-$signal.yaml" "$work/fault-$signal.out" 2 $signal "$work/fault-$signal/train_log.jsonl" 3 "$before"
   check "$signal: found the reward rank while the policy trains" "[[ -n '$victim' ]]"
   check "$signal of the reward rank ends the job non-zero within 60 s (rc $fault_rc, ${fault_took}s)" \

@@ -6,13 +6,15 @@ set -uo pipefail
 ALN="$1"; PY="$2"
 work="$(mktemp -d)"; trap 'kill $pid 2>/dev/null; rm -rf "$work"' EXIT
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-port=$(( 20000 + RANDOM % 20000 ))
-ALN_METRICS_PORT=$port "$ALN" train >"$work/out" 2>"$work/err" &
+# Port 0: a free port the kernel picks (a fixed one could be taken); the job logs its URL.
+ALN_METRICS_PORT=0 "$ALN" train >"$work/out" 2>"$work/err" &
 pid=$!
 scraped=""
+url=""
 for _ in $(seq 1 600); do
   if ! kill -0 $pid 2>/dev/null; then break; fi
-  if curl -sf "http://127.0.0.1:$port/metrics" >"$work/metrics" 2>/dev/null && grep -q "^aln_train_steps_total" "$work/metrics"; then
+  [[ -z "$url" ]] && url=$(grep -o "metrics at http://[0-9.:]*/metrics" "$work/err" 2>/dev/null | head -1 | cut -d" " -f3)
+  if [[ -n "$url" ]] && curl -sf --max-time 5 "$url" >"$work/metrics" 2>/dev/null && grep -q "^aln_train_steps_total" "$work/metrics"; then
     scraped=yes
   fi
   sleep 1
