@@ -42,6 +42,43 @@ at::Generator sampling_generator(const at::Device& device, uint64_t seed) {
   return gen;
 }
 
+// Rows' generated tokens on the host, for a stop_condition (host code that reads them): one copy of
+// each step's tokens.
+class HostRows {
+ public:
+  explicit HostRows(int64_t rows) : generated_(static_cast<size_t>(rows)), ended_(static_cast<size_t>(rows), 0) {}
+
+  // Takes the step's tokens [B] of the rows still going; true when a row ended with them.
+  bool take(const at::Tensor& next, const GenerationOptions& options) {
+    const at::Tensor next_host = next.to(at::kCPU).contiguous();
+    const int64_t* acc = next_host.data_ptr<int64_t>();
+    bool ended_now = false;
+    for (size_t r = 0; r < generated_.size(); ++r) {
+      if (ended_[r]) continue;
+      generated_[r].push_back(acc[r]);
+      bool stop = false;
+      for (int64_t s : options.stop_tokens) stop = stop || acc[r] == s;
+      if (!stop) stop = options.stop_condition(static_cast<int64_t>(r), generated_[r]);
+      if (stop) {
+        ended_[r] = 1;
+        ++ended_rows_;
+        ended_now = true;
+      }
+    }
+    return ended_now;
+  }
+  // [B] bool on the host: the rows that have ended.
+  at::Tensor ended_mask() {
+    return at::from_blob(ended_.data(), {static_cast<int64_t>(ended_.size())}, at::kChar).to(at::kBool);
+  }
+  bool all_ended() const { return ended_rows_ == generated_.size(); }
+
+ private:
+  std::vector<std::vector<int64_t>> generated_;
+  std::vector<char> ended_;
+  size_t ended_rows_ = 0;
+};
+
 }  // namespace
 
 GenerationOutput generate(const DecoderModel& model, const at::Tensor& host_or_device_ids,
@@ -70,17 +107,19 @@ GenerationOutput generate(const DecoderModel& model, const at::Tensor& host_or_d
   at::Tensor mask = prompt_mask.to(at::kLong);
   at::Tensor step_logits = model.last_logits(prompt_ids, mask, &cache);
   at::Generator gen = sampling_generator(step_logits.device(), options.seed);
-  std::vector<std::vector<int64_t>> generated(b);
+  // Stop tokens are matched on the device, so a step reads nothing back unless it checks whether the
+  // rows have all ended; a stop_condition (host code over each row's tokens) needs them every step.
+  HostRows host(options.stop_condition ? b : 0);
+  const bool on_host = static_cast<bool>(options.stop_condition);
+  const int64_t check_every = on_host                   ? 1
+                              : options.check_every > 0 ? options.check_every
+                              : step_logits.is_cpu()    ? 1
+                                                        : 8;
+  const at::Tensor stop_ids =
+      options.stop_tokens.empty() ? at::Tensor() : at::tensor(options.stop_tokens, at::kLong).to(prompt_ids.device());
   std::vector<at::Tensor> tokens, logprobs;
-  // Which rows have stopped: decided on the host from the one copy of each step's tokens, and
-  // mirrored on the device (copied there only when a row stops) for the masking below.
-  std::vector<char> finished(static_cast<size_t>(b), 0);
-  int64_t finished_rows = 0;
-  at::Tensor done = at::zeros({b}, prompt_ids.options().dtype(at::kBool));
+  at::Tensor done = at::zeros({b}, prompt_ids.options().dtype(at::kBool));  // rows that have ended
   at::Tensor lengths = at::zeros({b}, prompt_ids.options().dtype(at::kLong));
-  // The steps this call's rows took (fewer than were taken when other ranks went on).
-  size_t own_steps = 0;
-  bool own_ended = false;
   for (int64_t step = 0; step < options.max_new_tokens; ++step) {
     at::Tensor scaled = step_logits.to(at::kFloat);
     if (options.decoding == Decoding::kSample) scaled = scaled / options.temperature;
@@ -97,32 +136,26 @@ GenerationOutput generate(const DecoderModel& model, const at::Tensor& host_or_d
     tokens.push_back(next);
     logprobs.push_back(chosen);
     lengths += (~done).to(at::kLong);
-    // The decoding step's one device-to-host copy: the tokens just chosen.
-    const at::Tensor next_host = next.to(at::kCPU).contiguous();
-    const int64_t* next_acc = next_host.data_ptr<int64_t>();
-    bool stopped_now = false;
-    for (int64_t r = 0; r < b; ++r) {
-      if (finished[static_cast<size_t>(r)]) continue;
-      generated[r].push_back(next_acc[r]);
-      bool stop = false;
-      for (int64_t s : options.stop_tokens) stop = stop || next_acc[r] == s;
-      if (!stop && options.stop_condition) stop = options.stop_condition(r, generated[r]);
-      if (stop) {
-        finished[static_cast<size_t>(r)] = 1;
-        ++finished_rows;
-        stopped_now = true;
+    bool checked = false, ended_here = false;
+    if (on_host) {
+      if (host.take(next, options)) done = host.ended_mask().to(done.device());
+      checked = true;
+      ended_here = host.all_ended();
+    } else {
+      if (stop_ids.defined()) done = done.logical_or(at::isin(next, stop_ids));
+      if ((step + 1) % check_every == 0) {
+        checked = true;
+        ended_here = done.all().item<bool>();  // the step's one host read, every check_every steps
       }
     }
-    if (!own_ended) own_steps = tokens.size();
-    own_ended = finished_rows == b;
     if (step + 1 == options.max_new_tokens) break;
-    if (options.all_ended ? options.all_ended(finished_rows == b) : finished_rows == b) break;
-    if (stopped_now) {
-      done = at::from_blob(finished.data(), {b}, at::kChar).to(at::kBool).to(done.device());
-    }
+    if (checked && (options.all_ended ? options.all_ended(ended_here) : ended_here)) break;
     mask = at::cat({mask, at::ones({b, 1}, mask.options())}, 1);
     step_logits = model.last_logits(next.unsqueeze(1), mask, &cache);
   }
+  // This call's own steps: until its last row ended (its length counts the stop token), fewer than
+  // were taken when other ranks went on or the ends were checked every few steps.
+  const auto own_steps = static_cast<size_t>(b > 0 && !tokens.empty() ? lengths.max().item<int64_t>() : 0);
   tokens.resize(std::min(tokens.size(), own_steps));
   logprobs.resize(tokens.size());
   GenerationOutput out;

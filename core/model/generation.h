@@ -27,12 +27,19 @@ struct GenerationOptions {
   // (for stop strings: decode and search).
   std::function<bool(int64_t row, const std::vector<int64_t>& generated)> stop_condition;
   // Calls that must take equally many decoding steps (a fully sharded model, whose every pass is a
-  // collective across the ranks that each generate for their own prompts): called once after each
-  // token but the last with whether this call's rows have all ended; returns whether every rank's
-  // have. Until then decoding goes on (pad tokens for ended rows), and the output is cut back to
-  // this call's own steps: what generating alone returns, bit for bit. Unset: a call ends with its
-  // own rows.
+  // collective across the ranks that each generate for their own prompts): called at each check
+  // (below) but after the last token with whether this call's rows have all ended; returns whether
+  // every rank's have. Until then decoding goes on (pad tokens for ended rows), and the output is
+  // cut back to this call's own steps: what generating alone returns, bit for bit. Unset: a call
+  // ends with its own rows.
   std::function<bool(bool ended_here)> all_ended;
+  // Decoding steps between checks of whether every row has ended, the one host read of a step
+  // (0: every step on the CPU, where the read is free, every 8 on a GPU, where each read stalls the
+  // host until the device catches up and so stops it queueing the next steps). Stop tokens are
+  // matched on the device every step, so the output is the same for any value: a call may only
+  // take a few more steps, for rows that have all ended, whose columns are cut off. A
+  // stop_condition (host code over each row's tokens) checks every step.
+  int64_t check_every = 0;
 };
 
 struct GenerationOutput {

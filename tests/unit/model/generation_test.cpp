@@ -109,6 +109,40 @@ TEST(Generation, DecodingOnForOtherRanksReturnsTheSameOutput) {
   EXPECT_EQ(calls, own);
 }
 
+// Stop tokens are matched on the device and the rows' ends read back only every check_every steps
+// (a GPU's host would otherwise wait for the device at every token): the output is the host
+// check's, token for token, whatever the interval, and other ranks are asked only at the checks.
+TEST(Generation, EndsCheckedEveryFewStepsGiveTheSameOutput) {
+  DecoderModel m = tiny_llama(5);
+  at::Tensor prompt = at::randint(50, {3, 4}, at::kLong);
+  GenerationOptions on_host;
+  on_host.decoding = Decoding::kSample;
+  on_host.max_new_tokens = 24;
+  on_host.seed = 11;
+  on_host.stop_condition = [](int64_t, const std::vector<int64_t>& g) { return g.back() < 20; };
+  const GenerationOutput want = generate(m, prompt, at::ones_like(prompt), on_host);
+  ASSERT_LT(want.tokens.size(1), 20) << "the rows should end early for this test to mean something";
+  GenerationOptions on_device = on_host;
+  on_device.stop_condition = nullptr;
+  for (int64_t t = 0; t < 20; ++t) on_device.stop_tokens.push_back(t);  // the same ends, as stop tokens
+  for (int64_t every : {0, 1, 3, 8, 100}) {
+    GenerationOptions o = on_device;
+    o.check_every = every;
+    int64_t calls = 0;
+    o.all_ended = [&calls](bool ended_here) {
+      ++calls;
+      return ended_here;
+    };
+    const GenerationOutput got = generate(m, prompt, at::ones_like(prompt), o);
+    EXPECT_TRUE(at::equal(got.tokens, want.tokens)) << "check_every " << every;
+    EXPECT_TRUE(at::equal(got.logprobs, want.logprobs)) << "check_every " << every;
+    EXPECT_TRUE(at::equal(got.lengths, want.lengths)) << "check_every " << every;
+    const int64_t step = every == 0 ? 1 : every;  // 0: every step on the CPU
+    const int64_t own = want.tokens.size(1);
+    EXPECT_EQ(calls, std::min<int64_t>((own + step - 1) / step, 23 / step)) << "check_every " << every;
+  }
+}
+
 at::Tensor keep(std::vector<int64_t> flags) { return at::tensor(flags, at::kLong).to(at::kBool).unsqueeze(0); }
 
 TEST(Generation, FiltersKeepTheIntendedTokens) {
