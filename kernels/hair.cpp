@@ -7,10 +7,10 @@
 
 namespace aln::kernels {
 
-double hair_similarity(const at::Tensor& output, const at::Tensor& demonstration) {
+at::Tensor hair_similarity(const at::Tensor& output, const at::Tensor& demonstration) {
   ALN_CHECK(output.dim() == 2 && demonstration.dim() == 2 && demonstration.size(0) > 0,
             "hair_similarity: [K, H] and [L, H] sentence embeddings expected, L >= 1");
-  if (output.size(0) == 0) return 0.0;
+  if (output.size(0) == 0) return at::zeros({}, demonstration.options().dtype(at::kDouble));
   const at::Tensor o = output.to(at::kDouble);
   const at::Tensor d = demonstration.to(at::kDouble);
   // Normalised rows; a zero embedding (cannot happen for mean-pooled hidden states, but a custom
@@ -18,7 +18,7 @@ double hair_similarity(const at::Tensor& output, const at::Tensor& demonstration
   const at::Tensor on = o / o.norm(2, {1}, true).clamp_min(1e-12);
   const at::Tensor dn = d / d.norm(2, {1}, true).clamp_min(1e-12);
   const at::Tensor s = at::matmul(on, dn.t());  // [K, L]
-  return std::get<0>(s.max(1)).mean().item<double>();
+  return std::get<0>(s.max(1)).mean();
 }
 
 at::Tensor hair_data_alpha(const at::Tensor& delta, int64_t group_size) {

@@ -18,7 +18,9 @@
 namespace aln::kernels {
 
 // W for one output: output [K, H], demonstration [L, H] sentence embeddings (K may be 0; L >= 1).
-double hair_similarity(const at::Tensor& output, const at::Tensor& demonstration);
+// A 0-dim float64 tensor on the embeddings' device: a trainer stacks one per sample without a host
+// read per sample.
+at::Tensor hair_similarity(const at::Tensor& output, const at::Tensor& demonstration);
 
 // alpha^D [rows] from delta [rows] (groups of group_size rows, laid out group after group).
 at::Tensor hair_data_alpha(const at::Tensor& delta, int64_t group_size);

@@ -22,7 +22,8 @@ int main() {
       const int64_t g = c["group_size"], h = c["hidden"];
       std::vector<double> w;
       for (size_t r = 0; r < c["outputs"].size(); ++r) {
-        w.push_back(aln::kernels::hair_similarity(matrix(c["outputs"][r], h), matrix(c["demos"][r / g], h)));
+        w.push_back(
+            aln::kernels::hair_similarity(matrix(c["outputs"][r], h), matrix(c["demos"][r / g], h)).item<double>());
       }
       const at::Tensor delta = 1 - at::tensor(w, at::kDouble);
       const at::Tensor alpha_d = aln::kernels::hair_data_alpha(delta, g);

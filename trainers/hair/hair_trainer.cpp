@@ -358,14 +358,17 @@ class HairTrainer final : public Trainer {
       spans.emplace_back(static_cast<int64_t>(all.size()), static_cast<int64_t>(s.size()));
       for (auto& ids : s) all.push_back(std::move(ids));
     }
-    const int64_t width = demo_embeddings.empty() ? 0 : demo_embeddings.front().size(1);
-    const at::Tensor emb = all.empty() ? at::zeros({0, width}, at::kFloat) : embed(all);
-    std::vector<double> delta;
+    if (spans.empty()) return at::empty({0}, at::TensorOptions().dtype(at::kDouble).device(ctx.policy->device()));
+    const at::Tensor& any_demo = demo_embeddings.front();
+    const at::Tensor emb = all.empty() ? any_demo.new_zeros({0, any_demo.size(1)}) : embed(all);
+    // One similarity per sample, stacked on the device: no host read per sample.
+    std::vector<at::Tensor> similarity;
+    similarity.reserve(spans.size());
     for (size_t r = 0; r < spans.size(); ++r) {
       const at::Tensor out = emb.narrow(0, spans[r].first, spans[r].second);
-      delta.push_back(1.0 - kernels::hair_similarity(out, demo_embeddings[r / static_cast<size_t>(g)]));
+      similarity.push_back(kernels::hair_similarity(out, demo_embeddings[r / static_cast<size_t>(g)]));
     }
-    return at::tensor(delta, at::kDouble).to(ctx.policy->device());
+    return (1.0 - at::stack(similarity)).to(ctx.policy->device());
   }
 
   aln::v1::HairOptions o_;

@@ -138,8 +138,12 @@ TEST(Hair, MeanPooledEmbeddingsIgnorePadding) {
 
 TEST(Hair, HardnessKernelEdgeCases) {
   at::Tensor demo = at::tensor({1.0, 0.0, 0.0, 1.0}, at::kDouble).view({2, 2});
-  EXPECT_DOUBLE_EQ(kernels::hair_similarity(at::zeros({0, 2}, at::kDouble), demo), 0.0);  // no sentence: W = 0
-  EXPECT_NEAR(kernels::hair_similarity(at::tensor({3.0, 0.0}, at::kDouble).view({1, 2}), demo), 1.0, 1e-12);
+  const at::Tensor empty = kernels::hair_similarity(at::zeros({0, 2}, at::kDouble), demo);
+  EXPECT_EQ(empty.dim(), 0);
+  EXPECT_EQ(empty.scalar_type(), at::kDouble);
+  EXPECT_DOUBLE_EQ(empty.item<double>(), 0.0);  // no sentence: W = 0
+  EXPECT_NEAR(kernels::hair_similarity(at::tensor({3.0, 0.0}, at::kDouble).view({1, 2}), demo).item<double>(), 1.0,
+              1e-12);
   // Equal deltas in a group: alpha^D = 1.
   EXPECT_TRUE(at::allclose(kernels::hair_data_alpha(at::full({4}, 0.3, at::kDouble), 4), at::ones({4}, at::kDouble)));
   // No outlier: R_P = mean R, alpha^M = 1; every gap an outlier: the same (all kept).
