@@ -56,6 +56,9 @@ if(NOT ALN_WITH_CUDA STREQUAL "OFF")
     set(ALN_NCCL_VERSION_STRING "${_maj}.${_min}.${CMAKE_MATCH_1}")
     set(ALN_CUDA_ENABLED ON)
     set(ALN_CUDA_VERSION_STRING "${CUDAToolkit_VERSION}")
+    # What `aln version` reports: the architectures the kernels were compiled for, as configured (an
+    # entry without -real also carries PTX, which newer GPUs compile at load).
+    string(REPLACE ";" ", " ALN_CUDA_ARCHITECTURES_STRING "${CMAKE_CUDA_ARCHITECTURES}")
   elseif(ALN_WITH_CUDA STREQUAL "ON")
     message(FATAL_ERROR "ALN_WITH_CUDA=ON but no CUDA compiler (nvcc) was found. Set CUDACXX or use AUTO/OFF.")
   endif()

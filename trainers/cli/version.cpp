@@ -16,7 +16,7 @@ std::string version_report() {
   if (kernels::cuda::compiled()) {
     std::string reason;
     const int devices = kernels::cuda::device_count(&reason);
-    cuda = absl::StrCat(ALN_CUDA_BUILD_VERSION, " (kernels for sm_80, sm_90; ",
+    cuda = absl::StrCat(ALN_CUDA_BUILD_VERSION, " (kernels for CUDA architectures ", ALN_CUDA_ARCHITECTURES, "; ",
                         devices > 0 ? absl::StrCat(devices, " device(s)") : absl::StrCat("no device: ", reason), ")");
   } else {
     cuda = "not built";
