@@ -21,7 +21,8 @@
 #    model: model.path gives the unsharded run's bytes, an unsharded checkpoint resumes on them;
 #    a rank stopped (SIGSTOP) mid-run makes rank 0 name the stalled collective within timeout_s; the
 #    cached reference log-probs are scored by the sharded policy itself (no whole copy); a reference
-#    on the fly is sharded as the policy is (byte-identical to the unsharded run, and after a resume);
+#    on the fly is sharded as the policy is (byte-identical to the unsharded run, and after a resume;
+#    reference.path and a resumed checkpoint's copy streamed into the shards a layer at a time);
 #    GRPO, each rank sampling rollouts of its own lengths while the ranks decode in step, ends
 #    byte-identical to the unsharded run with the same rollouts; so do the controllable method (rl),
 #    PT-ALIGN and HAIR, with the same held-out metrics, rollouts and self-generated pairs; SFT on 2 ranks with
@@ -236,7 +237,7 @@ PY
 check "fsdp: every step logs a quarter of the parameters kept and at most two layers gathered at once" \
   "fsdp_held '$work/dpo-4-fsdp/train_log.jsonl' 4 2"
 # The reference on the fly beside a fully sharded policy is sharded as the policy is (each rank copies
-# its own shards of the policy as the stage starts; a resumed checkpoint's copy is cut as it is read).
+# its own shards of the policy as the stage starts; a resumed checkpoint's copy is streamed into them).
 otf() { sed 's/^reference: {cache_dir: ""}/reference: {mode: on_the_fly}/'; }
 job "dpo-4-otf" dpo 1 4 10 60 1 true | otf >"$work/dpo-4-otf.yaml"
 mpi 4 "$ALN" train "$work/dpo-4-otf.yaml" >"$work/dpo-4-otf.out" 2>&1; rc_a=$?
@@ -247,8 +248,18 @@ check "fsdp, reference on the fly: sharded as the policy is ($(grep -m1 -o 'this
 mkdir -p "$work/otf-res/checkpoints" && cp -r "$work/dpo-4-otf-fsdp/checkpoints/step-00000005" "$work/otf-res/checkpoints/"
 job "otf-res" dpo 1 4 10 60 1 true "" false false full | otf | sed 's/^name: dp-otf-res/name: dp-dpo-4-otf-fsdp/' >"$work/otf-res.yaml"
 mpi 4 "$ALN" train "$work/otf-res.yaml" --resume >"$work/otf-res.out" 2>&1; rc=$?
-check "fsdp, reference on the fly: resumed at step 5 (the checkpoint's reference cut on reading), the same final model byte for byte (rc $rc)" \
-  "[[ $rc -eq 0 ]] && grep -q 'resuming from .*step-00000005' '$work/otf-res.out' && grep -q 'the reference runs on the fly, fully sharded' '$work/otf-res.out' && cmp -s '$work/dpo-4-otf/final/model.safetensors' '$work/otf-res/final/model.safetensors'"
+check "fsdp, reference on the fly: resumed at step 5 (the checkpoint's reference streamed into the shards), the same final model byte for byte (rc $rc)" \
+  "[[ $rc -eq 0 ]] && grep -q 'resuming from .*step-00000005' '$work/otf-res.out' && grep -q 'the reference was streamed into the shards from .*step-00000005/reference, one layer at a time' '$work/otf-res.out' && grep -q 'the reference runs on the fly, fully sharded' '$work/otf-res.out' && cmp -s '$work/dpo-4-otf/final/model.safetensors' '$work/otf-res/final/model.safetensors'"
+# A reference of its own (reference.path) beside a fully sharded policy is streamed the same way
+# (rank 0 reads one layer at a time and broadcasts it; no rank reads it whole): the final model is
+# the unsharded run's with that reference, byte for byte.
+refpath() { sed "s|^reference: {cache_dir: \"\"}|reference: {mode: on_the_fly, path: $work/dpo-4-otf/checkpoints/step-00000005/reference}|"; }
+job "path-2" dpo 1 2 4 60 1 true | refpath >"$work/path-2.yaml"
+mpi 2 "$ALN" train "$work/path-2.yaml" >"$work/path-2.out" 2>&1; rc_a=$?
+job "path-2-fsdp" dpo 1 2 4 60 1 true "" false false full | refpath >"$work/path-2-fsdp.yaml"
+mpi 2 "$ALN" train "$work/path-2-fsdp.yaml" >"$work/path-2-fsdp.out" 2>&1; rc=$?
+check "fsdp, reference.path on the fly: streamed into the shards, the unsharded run's final model byte for byte (rc $rc_a, $rc)" \
+  "[[ $rc_a -eq 0 && $rc -eq 0 ]] && grep -q 'the reference was streamed into the shards from .*step-00000005/reference' '$work/path-2-fsdp.out' && cmp -s '$work/path-2/final/model.safetensors' '$work/path-2-fsdp/final/model.safetensors'"
 # GRPO on fully sharded ranks: each rank samples for its own prompts, the ranks decode in step
 # (every decoding pass gathers with all of them), and the KL term's reference is sharded too.
 # An SFT stage on short answers first, so that the samples end at different lengths on each rank.

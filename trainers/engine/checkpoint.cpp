@@ -344,16 +344,12 @@ absl::StatusOr<LoadedCheckpoint> CheckpointManager::load(const std::string& path
   LoadedCheckpoint out{path,
                        {},
                        std::move(policy),
-                       std::nullopt,
+                       "",
                        std::move(optimizer),
                        std::move(*state),
                        std::move(shards),
                        std::move(optimizer_file)};
-  if (fs::exists(dir / "reference")) {
-    auto reference = model::load_hf_model((dir / "reference").string());
-    if (!reference.ok()) return reference.status();
-    out.reference = std::move(*reference);
-  }
+  if (fs::exists(dir / "reference")) out.reference_dir = (dir / "reference").string();
   auto rng = io::load_safetensors((dir / "rng.safetensors").string());
   if (!rng.ok()) return rng.status();
   if (rng->tensors.count("cpu") == 0)

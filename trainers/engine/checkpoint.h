@@ -52,7 +52,10 @@ struct LoadedCheckpoint {
   // Whole (from model/, or put together from shards/); not read when load() was asked not to (a
   // fully sharded start reads its own parts later).
   std::optional<model::DecoderModel> policy;
-  std::optional<model::DecoderModel> reference;
+  // The checkpoint's reference/ folder (the frozen reference of a stage scored on the fly), empty when
+  // it has none. Read as that stage starts: whole, or streamed into each rank's shards beside a fully
+  // sharded policy (so no rank reads it whole).
+  std::string reference_dir;
   optim::TensorMap optimizer;  // whole; empty when `shards` holds it (read what a rank needs from there)
   TrainingState state;
   std::optional<ShardIndex> shards;

@@ -4,13 +4,12 @@
 // distributions, or reference.mode: on_the_fly); or served each step by the reference ranks.
 #include <filesystem>
 
-#include <ATen/ops/empty.h>
-
 #include "absl/strings/str_cat.h"
 #include "core/model/hf_checkpoint.h"
 #include "core/status.h"
 #include "trainers/engine/reference_cache.h"
 #include "trainers/engine/reference_role.h"
+#include "trainers/engine/sharded_start.h"
 #include "trainers/engine/stage_runner.h"
 
 namespace aln::engine {
@@ -75,21 +74,38 @@ absl::Status open_remote_each_step(PolicyWorker& w, StageRun& s) {
   return absl::OkStatus();
 }
 
+// A read every policy rank makes (a folder some nodes may not see): all go on, or all stop, with the
+// error where it happened, instead of one leaving the others in the next collective.
+absl::Status agree_on_read(PolicyWorker& w, const absl::Status& read, const std::string& what) {
+  if (w.dp->sum(read.ok() ? 0.0 : 1.0) == 0) return absl::OkStatus();
+  return read.ok() ? absl::DataLossError(absl::StrCat("another rank could not read ", what, " (see its log)")) : read;
+}
+
 // On the fly beside a fully sharded policy: the reference is sharded as the policy is, so no rank
 // keeps it whole. The policy as the stage starts is copied shard for shard (each rank its own
-// ranges: nothing is gathered); a model read whole (reference.path, a resumed checkpoint's copy)
-// is cut, each rank keeping its ranges.
-absl::Status shard_reference(PolicyWorker& w, StageRun& s) {
+// ranges: nothing is gathered); a model in a folder (`stream_from`: reference.path, or a resumed
+// checkpoint's copy) is streamed as the sharded start streams the policy (data-parallel rank 0 reads
+// a layer at a time and broadcasts each tensor, each rank keeps its ranges); a model already read
+// whole is cut.
+absl::Status shard_reference(PolicyWorker& w, StageRun& s, const std::string& stream_from) {
   StageReference& ref = s.reference;
   const bool deterministic = w.spec.parallel().deterministic();
   if (ref.model) {
     ref.sharded = std::make_unique<FullySharded>(*w.dp, *ref.model, deterministic);
+  } else if (!stream_from.empty()) {
+    auto config = model::load_hf_config((fs::path(stream_from) / "config.json").string());
+    absl::Status read = agree_on_read(w, config.status(), stream_from);
+    if (!read.ok()) return read;
+    auto made = shapes_only_model(*config);
+    if (!made.ok()) return made.status();
+    ref.model.emplace(std::move(*made));
+    ref.sharded = std::make_unique<FullySharded>(*w.dp, *ref.model, deterministic, FullySharded::ShapesOnly{});
+    absl::Status filled = fill_shards_from_directory(stream_from, *config, *w.dp, *ref.sharded);
+    if (!filled.ok()) return filled;
+    w.log.info("stage %s: the reference was streamed into the shards from %s, one layer at a time", s.name,
+               stream_from);
   } else {
-    model::TensorMap shapes;  // the parameters' shapes only (meta tensors: no memory)
-    for (const auto& [name, t] : w.policy->tensors()) {
-      shapes.emplace(name, at::empty(t.sizes(), at::TensorOptions().dtype(at::kFloat).device(at::kMeta)));
-    }
-    auto made = model::DecoderModel::from_tensors(w.policy->config(), std::move(shapes));
+    auto made = shapes_only_model(w.policy->config());
     if (!made.ok()) return made.status();
     ref.model.emplace(std::move(*made));
     ref.sharded = std::make_unique<FullySharded>(*w.dp, *ref.model, deterministic, FullySharded::ShapesOnly{});
@@ -125,14 +141,28 @@ absl::Status provide_reference(PolicyWorker& w, StageRun& s) {
   }
   if (!needs.reference.empty()) {
     const auto start = std::chrono::steady_clock::now();
-    if (s.resuming && w.resumed->reference) {
-      ref.model = placed(w, std::move(*w.resumed->reference));
-      w.resumed->reference.reset();
+    // A model in a folder that shard_reference streams into the shards instead of a whole read here.
+    std::string stream_from;
+    // Read whole (on every policy rank), unless streamed.
+    auto read_whole = [&](const std::string& dir) -> absl::Status {
+      if (shard_it) {
+        stream_from = dir;
+        return absl::OkStatus();
+      }
+      auto loaded = model::load_hf_model(dir);
+      absl::Status read = agree_on_read(w, loaded.status(), dir);
+      if (!read.ok()) return read;
+      ref.model = placed(w, std::move(*loaded));
+      return absl::OkStatus();
+    };
+    if (s.resuming && !w.resumed->reference_dir.empty()) {
+      absl::Status read = read_whole(w.resumed->reference_dir);
+      if (!read.ok()) return read;
+      w.resumed->reference_dir.clear();  // this stage's; a later stage makes its own
     } else if (!s.spec.reference().path().empty()) {
       if (!ref.remote_each_step) {
-        auto loaded = model::load_hf_model(s.spec.reference().path());
-        if (!loaded.ok()) return loaded.status();
-        ref.model = placed(w, std::move(*loaded));
+        absl::Status read = read_whole(s.spec.reference().path());
+        if (!read.ok()) return read;
       }
     } else if (!(s.resuming && !on_the_fly) && (!remote_reference || ref.remote_each_step)) {
       // Served each step, the copy is world rank 0's to send (and keep for checkpoints); the other
@@ -159,11 +189,11 @@ absl::Status provide_reference(PolicyWorker& w, StageRun& s) {
     if (!on_the_fly) {
       absl::Status filled = fill_cache(w, s, remote_reference);
       if (!filled.ok()) return filled;
-    } else if (s.resuming && !ref.model && s.spec.reference().path().empty()) {
+    } else if (s.resuming && !ref.model && stream_from.empty() && s.spec.reference().path().empty()) {
       return absl::FailedPreconditionError(
           absl::StrCat(w.resumed->path, " holds no reference model for stage ", s.name, "; cannot resume it"));
     } else if (shard_it) {
-      absl::Status sharded = shard_reference(w, s);
+      absl::Status sharded = shard_reference(w, s, stream_from);
       if (!sharded.ok()) return sharded;
     }
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

@@ -46,7 +46,41 @@ Stream from_directory(const std::string& dir, const model::ModelConfig& config, 
   };
 }
 
+// Broadcasts every tensor `each` yields from data-parallel rank 0 and keeps this rank's ranges of
+// it; every one of the model's `expected` parameters must come (a file with fewer would otherwise
+// leave zeros). `from` names the source in errors.
+absl::Status fill_shards(const Stream& each, const DataParallel& dp, FullySharded& sharded, size_t expected,
+                         const std::string& from) {
+  std::set<std::string> taken;
+  absl::Status streamed = each([&](const std::string& name, const at::Tensor& value) {
+    optim::TensorMap one{{name, value.to(at::kFloat).contiguous()}};
+    dp.broadcast(one);  // rank 0's values on every rank, as the whole start's broadcast
+    sharded.take(name, one.at(name));
+    taken.insert(name);
+  });
+  if (!streamed.ok()) return streamed;
+  if (taken.size() != expected) {
+    return absl::DataLossError(
+        absl::StrCat(from, ": ", taken.size(), " of the model's ", expected, " tensors arrived"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+absl::StatusOr<model::DecoderModel> shapes_only_model(const model::ModelConfig& config) {
+  model::TensorMap shapes;
+  for (const auto& [name, shape] : model::DecoderModel::expected_shapes(config)) {
+    shapes.emplace(name, at::empty(shape, at::TensorOptions().dtype(at::kFloat).device(at::kMeta)));
+  }
+  return model::DecoderModel::from_tensors(config, std::move(shapes));
+}
+
+absl::Status fill_shards_from_directory(const std::string& dir, const model::ModelConfig& config,
+                                        const DataParallel& dp, FullySharded& sharded) {
+  return fill_shards(from_directory(dir, config, dp), dp, sharded, model::DecoderModel::expected_shapes(config).size(),
+                     absl::StrCat(dir, ", one layer at a time"));
+}
 
 bool runs_fully_sharded(const PolicyWorker& w) {
   return config::policy_shard(w.spec) == aln::v1::FULL && w.dp->size() > 1 && !w.pipeline;
@@ -86,29 +120,14 @@ absl::StatusOr<bool> start_sharded(PolicyWorker& w) {
   }
   if (config.vocab_size < w.encoder.vocab_size()) return false;
   // The parameters' shapes only (meta tensors: no memory), which the shards' layout is cut from.
-  model::TensorMap shapes;
-  for (const auto& [name, shape] : model::DecoderModel::expected_shapes(config)) {
-    shapes.emplace(name, at::empty(shape, at::TensorOptions().dtype(at::kFloat).device(at::kMeta)));
-  }
-  auto policy = model::DecoderModel::from_tensors(config, std::move(shapes));
+  auto policy = shapes_only_model(config);
   if (!policy.ok()) return policy.status();
   w.policy.emplace(std::move(*policy));
   w.fsdp =
       std::make_unique<FullySharded>(*w.dp, *w.policy, w.spec.parallel().deterministic(), FullySharded::ShapesOnly{});
   if (each) {
-    std::set<std::string> taken;
-    absl::Status streamed = each([&w, &taken](const std::string& name, const at::Tensor& value) {
-      optim::TensorMap one{{name, value.to(at::kFloat).contiguous()}};
-      w.dp->broadcast(one);  // rank 0's values on every rank, as the whole start's broadcast
-      w.fsdp->take(name, one.at(name));
-      taken.insert(name);
-    });
-    if (!streamed.ok()) return streamed;
-    // Every parameter came (a file with fewer would otherwise leave zeros).
-    if (taken.size() != w.policy->tensors().size()) {
-      return absl::DataLossError(
-          absl::StrCat(from, ": ", taken.size(), " of the policy's ", w.policy->tensors().size(), " tensors arrived"));
-    }
+    absl::Status filled = fill_shards(each, *w.dp, *w.fsdp, w.policy->tensors().size(), from);
+    if (!filled.ok()) return filled;
   } else {
     auto parts = read_shard_ranges(*w.resumed->shards, w.fsdp->ranges(), {""});
     // Ranks read different files: all stop if one could not (instead of waiting in the next collective).

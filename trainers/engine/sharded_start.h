@@ -26,4 +26,15 @@ bool runs_fully_sharded(const PolicyWorker& w);
 // start grows it). Collective over the data-parallel group.
 absl::StatusOr<bool> start_sharded(PolicyWorker& w);
 
+// A model of `config`'s parameter shapes with no memory behind them (meta tensors): what a
+// FullySharded made with ShapesOnly cuts its layout from.
+absl::StatusOr<model::DecoderModel> shapes_only_model(const model::ModelConfig& config);
+
+// Fills `sharded` (ShapesOnly, over shapes_only_model(config)) from the Hugging Face directory `dir`
+// the way the sharded start fills the policy: data-parallel rank 0 reads one layer at a time and
+// broadcasts each tensor, each rank keeps its ranges. Collective over `dp`; a read that fails on
+// rank 0 stops every rank with its error.
+absl::Status fill_shards_from_directory(const std::string& dir, const model::ModelConfig& config,
+                                        const DataParallel& dp, FullySharded& sharded);
+
 }  // namespace aln::engine
