@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 
 #include "core/error.h"
+#include "core/model/device.h"
 #include "core/model/generation.h"
 
 namespace aln::model {
@@ -141,6 +142,32 @@ TEST(Generation, EndsCheckedEveryFewStepsGiveTheSameOutput) {
     const int64_t own = want.tokens.size(1);
     EXPECT_EQ(calls, std::min<int64_t>((own + step - 1) / step, 23 / step)) << "check_every " << every;
   }
+}
+
+// On a GPU (skipped where there is none; scripts/device_check.sh runs it there): greedy float32
+// decoding of a left-padded batch with stop tokens gives the CPU's tokens, with the ends checked
+// every 8 steps as a GPU does by default; sampling repeats under a seed with the device's generator.
+TEST(GenerationOnGpu, GreedyEqualsTheCpuAndSamplingRepeats) {
+  absl::StatusOr<c10::Device> device = cuda_device_for(0);
+  if (!device.ok()) GTEST_SKIP() << device.status().message();
+  DecoderModel m = tiny_llama(7);
+  const DecoderModel on_gpu = m.to(*device, at::kFloat);
+  at::Tensor ids = at::randint(1, 50, {3, 6}, at::kLong);
+  at::Tensor mask = at::ones({3, 6}, at::kLong);
+  mask[1].narrow(0, 0, 2).fill_(0);  // left padding on two rows
+  mask[2].narrow(0, 0, 4).fill_(0);
+  GenerationOptions options;
+  options.max_new_tokens = 24;
+  for (int64_t t = 0; t < 8; ++t) options.stop_tokens.push_back(t);  // rows end at different steps
+  const GenerationOutput cpu = generate(m, ids, mask, options);
+  const GenerationOutput gpu = generate(on_gpu, ids, mask, options);
+  ASSERT_EQ(gpu.tokens.device(), *device);
+  EXPECT_TRUE(at::equal(gpu.tokens.cpu(), cpu.tokens));
+  EXPECT_TRUE(at::equal(gpu.lengths.cpu(), cpu.lengths));
+  EXPECT_TRUE(at::allclose(gpu.logprobs.cpu(), cpu.logprobs, 1e-4, 1e-5));
+  options.decoding = Decoding::kSample;
+  options.seed = 3;
+  EXPECT_TRUE(at::equal(generate(on_gpu, ids, mask, options).tokens, generate(on_gpu, ids, mask, options).tokens));
 }
 
 at::Tensor keep(std::vector<int64_t> flags) { return at::tensor(flags, at::kLong).to(at::kBool).unsqueeze(0); }
