@@ -6,7 +6,8 @@
 # It builds `aln` and the kernel tests against the machine's LibTorch (16 cores), runs the kernel
 # tests (values and gradients against the CPU) and `compute-sanitizer` memcheck on the CUDA ones,
 # then tests/gpu/trainers_gpu_test.sh (every trainer on the GPU against its CPU run, 2 ranks on one
-# GPU, a GPU checkpoint resumed on the CPU), and prints one JSON summary line last. Budget: about 9
+# GPU, a GPU checkpoint resumed on the CPU), then, with the time left, bench/gpu_dpo_step.py (Aln's
+# DPO step against TRL and TRL + Liger), and prints one JSON summary line last. Budget: about 9
 # minutes, so a 15-minute window holds a rerun; each part has its own time limit.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -45,8 +46,33 @@ if [[ -x $build/bin/aln ]]; then
     step memcheck 120 compute-sanitizer --tool memcheck --error-exitcode 3 "$build/bin/kernels_test" --gtest_filter='*Cuda*'
   fi
   step trainers_gpu 300 bash tests/gpu/trainers_gpu_test.sh "$PWD/$build/bin/aln" mpirun
+  # The DPO step against TRL (+ Liger) side by side, with the time that is left (DEVICE.md's shape:
+  # 0.5B parameters, 8 pairs of 512 + 512 tokens, bf16). The peers' wheels come in .device/whl.
+  peers=none
+  if ls .device/whl/*.whl >/dev/null 2>&1 &&
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/aln-peers \
+      .device/whl/*.whl >"$out/peers_install.log" 2>&1; then
+    peers=trl,trl_liger
+    export PYTHONPATH="/tmp/aln-peers${PYTHONPATH:+:$PYTHONPATH}"
+  fi
+  left=$(( 540 - $(elapsed) ))
+  if (( left >= 120 )); then
+    step gpu_dpo $(( left < 300 ? left : 300 )) "$PY" bench/gpu_dpo_step.py --aln "$build/bin/aln" --peers "$peers" \
+      --out "$out/gpu_dpo_step.json"
+  else
+    echo "[device_check] gpu_dpo: skipped, ${left} s left of the 540 s budget"
+  fi
 fi
 json="{\"seconds\": $(elapsed), \"gpu\": \"$(tr -d '"\n' <"$out/gpu.txt")\""
 for k in "${!result[@]}"; do json+=", \"$k\": ${result[$k]}"; done
-json+=", \"trainers_gpu_failures\": \"$(grep -c '^FAIL' "$out/trainers_gpu.log" 2>/dev/null || echo n/a)\"}"
+json+=", \"trainers_gpu_failures\": \"$(grep -c '^FAIL' "$out/trainers_gpu.log" 2>/dev/null || echo n/a)\""
+# The benchmark's headline: each framework's tokens/s and peak GPU memory, Aln's ratios over the peers.
+if [[ -f $out/gpu_dpo_step.json ]]; then
+  json+=", \"gpu_dpo\": $("$PY" -c 'import json, sys
+r = json.load(open(sys.argv[1]))
+h = {k: {m: v.get(m) for m in ("tokens_per_s", "peak_process_MiB", "peak_allocated_GiB", "error")} for k, v in r["frameworks"].items()}
+h.update({k: v for k, v in r.items() if k.startswith("aln_over_")})
+print(json.dumps(h))' "$out/gpu_dpo_step.json" 2>/dev/null || echo null)"
+fi
+json+="}"
 echo "$json" | tee "$out/summary.json"

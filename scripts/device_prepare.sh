@@ -10,7 +10,20 @@ packages=(libabsl-dev libabsl20220623 prometheus-cpp-dev libprometheus-cpp-core1
           libprometheus-cpp-push1.0
           libcivetweb1 libcivetweb-dev civetweb zlib1g-dev zlib1g)
 dest=.device/prefix
+# The peer of bench/gpu_dpo_step.py (TRL's DPOTrainer, with Liger's kernels) and what the machine's
+# Python lacks of it, as wheels for its Python 3.12 (all pure Python) in .device/whl; the device check
+# installs them into a temporary folder there. The versions DEVICE.md's anchors were measured with.
+peer_wheels=(trl==1.16.0 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 liger-kernel==0.8.5)
+fetch_peer_wheels() {
+  if [[ -f .device/whl/.done ]] && [[ "$(cat .device/whl/.done)" == "${peer_wheels[*]}" ]]; then return; fi
+  rm -rf .device/whl && mkdir -p .device/whl
+  .venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+    --platform manylinux_2_17_x86_64 -d .device/whl "${peer_wheels[@]}"
+  echo "${peer_wheels[*]}" >.device/whl/.done
+  echo "device_prepare: ${#peer_wheels[@]} peer wheels in .device/whl ($(du -sh .device/whl | cut -f1))"
+}
 if [[ -f $dest/.done ]] && [[ "$(cat "$dest/.done")" == "${packages[*]}" ]]; then
+  fetch_peer_wheels
   echo "device_prepare: $dest is ready ($(du -sh .device | cut -f1))"; exit 0
 fi
 rm -rf .device && mkdir -p .device/debs "$dest"
@@ -31,3 +44,4 @@ find "$dest" -type l | while read -r link; do
 done
 echo "${packages[*]}" >"$dest/.done"
 echo "device_prepare: unpacked ${#packages[@]} packages into $dest ($(du -sh .device | cut -f1); the carry limit is 64 MiB with the tree)"
+fetch_peer_wheels
