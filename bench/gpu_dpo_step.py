@@ -13,11 +13,13 @@ Measured per framework: the median step time after --warmup steps (Aln: train_lo
 between optimizer-step ends, after a device synchronisation), tokens per second (2 x pairs x (prompt + response) a
 step), and the GPU memory the process used at its peak as `nvidia-smi` reports it (sampled every 100 ms: the CUDA
 context and the allocator's cache included, the same for every framework); TRL also reports
-torch.cuda.max_memory_allocated. The headline: Aln's throughput and peak memory over TRL + Liger's.
+torch.cuda.max_memory_allocated; and each process's peak resident host memory. The headline: Aln's throughput and
+peak GPU memory over TRL + Liger's.
 
   python3 bench/gpu_dpo_step.py --aln build/bin/aln [--peers trl,trl_liger] [--steps 10] [--warmup 4]
                                 [--device cuda] [--out gpu_dpo_step.json]
-  (--tiny: a 2-layer, hidden-64 model for a smoke run, on the CPU too: --device cpu --peers none)
+  (--tiny: a 2-layer, hidden-64 model for a smoke run, on the CPU too: --device cpu --peers none; --model wide:
+  hidden 512 and 4 layers, for mixed precision on the CPU)
 """
 import argparse
 import json
@@ -38,6 +40,10 @@ QWEN_05B = {"vocab_size": 151936, "hidden_size": 896, "num_layers": 24, "num_hea
             "intermediate_size": 4864, "max_position": 4096, "tie_embeddings": True}
 TINY = {"vocab_size": 50257, "hidden_size": 64, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2,
         "intermediate_size": 176, "max_position": 2048, "tie_embeddings": True}
+# Small enough for the CPU, wide enough that the layers (not the output projection) are most of the step.
+WIDE = {"vocab_size": 50257, "hidden_size": 512, "num_layers": 4, "num_heads": 8, "num_kv_heads": 4,
+        "intermediate_size": 1408, "max_position": 2048, "tie_embeddings": True}
+MODELS = {"qwen0.5b": QWEN_05B, "wide": WIDE, "tiny": TINY}
 # DEVICE.md, measured on an H200 on 2026-12-04 (TRL 1.16 + Liger 0.8.5): the numbers to beat.
 ANCHOR = {"trl_liger": {"tokens_per_s": 88900, "peak_allocated_GiB": 27.6},
           "trl": {"tokens_per_s": 69200, "peak_allocated_GiB": 33.9}}
@@ -93,12 +99,14 @@ class GpuMemory:
         return self.peak
 
 
-def run_watched(cmd, log_path, env=None):
+def run_watched(cmd, log_path):
+    """Exit code, peak GPU memory (MiB, nvidia-smi; None without it) and peak resident host memory (MiB)."""
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         watch = GpuMemory(proc.pid)
-        rc = proc.wait()
-    return rc, watch.done()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, watch.done(), usage.ru_maxrss / 1024
 
 
 def aln_job(args, sizes, data, out_dir):
@@ -132,7 +140,7 @@ def run_aln(args, sizes, data, work):
     job = os.path.join(work, "aln.yaml")
     with open(job, "w") as f:
         f.write(aln_job(args, sizes, data, out_dir))
-    rc, peak = run_watched([args.aln, "train", job], os.path.join(work, "aln.log"))
+    rc, peak, rss = run_watched([args.aln, "train", job], os.path.join(work, "aln.log"))
     if rc != 0:
         with open(os.path.join(work, "aln.log")) as f:
             return {"error": f"aln exited {rc}: " + "".join(f.readlines()[-5:])}
@@ -143,7 +151,8 @@ def run_aln(args, sizes, data, work):
     assert all(x.get("tokens") == 2 * args.pairs * (args.prompt_length + args.response_length) for x in lines), \
         [x.get("tokens") for x in lines]
     return {"steps_s": [round(s, 4) for s in seconds], "losses": [x.get("loss") for x in lines],
-            "step_s_median": statistics.median(seconds[args.warmup:]), "peak_process_MiB": peak}
+            "step_s_median": statistics.median(seconds[args.warmup:]), "peak_process_MiB": peak,
+            "peak_rss_MiB": rss}
 
 
 def peer_worker(spec_path):
@@ -212,8 +221,8 @@ def run_peer(args, sizes, data, work, liger):
     spec_path = os.path.join(work, f"{name}.spec.json")
     with open(spec_path, "w") as f:
         json.dump(spec, f)
-    rc, peak = run_watched([sys.executable, os.path.abspath(__file__), "--peer-worker", spec_path],
-                           os.path.join(work, f"{name}.log"))
+    rc, peak, rss = run_watched([sys.executable, os.path.abspath(__file__), "--peer-worker", spec_path],
+                                os.path.join(work, f"{name}.log"))
     if rc != 0:
         with open(os.path.join(work, f"{name}.log")) as f:
             return {"error": f"{name} exited {rc}: " + "".join(f.readlines()[-5:])}
@@ -221,6 +230,7 @@ def run_peer(args, sizes, data, work, liger):
         got = json.load(f)
     got["step_s_median"] = statistics.median(got["steps_s"][args.warmup:])
     got["peak_process_MiB"] = peak
+    got["peak_rss_MiB"] = rss
     return got
 
 
@@ -235,14 +245,16 @@ def main():
     p.add_argument("--response-length", type=int, default=512, help="response tokens, end-of-text included")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=4)
-    p.add_argument("--tiny", action="store_true", help="a 2-layer, hidden-64 model (a smoke run)")
+    p.add_argument("--model", choices=sorted(MODELS), default="qwen0.5b",
+                   help="qwen0.5b (DEVICE.md's anchors), wide (hidden 512, 4 layers) or tiny (hidden 64, 2 layers)")
+    p.add_argument("--tiny", action="store_true", help="--model tiny (a smoke run)")
     p.add_argument("--out", default="")
     p.add_argument("--peer-worker", default="", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.peer_worker:
         peer_worker(args.peer_worker)
         return
-    sizes = TINY if args.tiny else QWEN_05B
+    sizes = MODELS["tiny" if args.tiny else args.model]
     rows = make_rows(args.pairs * (args.warmup + args.steps), args.prompt_length, args.response_length)
     check_lengths(rows, args.prompt_length, args.response_length)
     tokens_per_step = 2 * args.pairs * (args.prompt_length + args.response_length)
@@ -264,7 +276,7 @@ def main():
             got["tokens_per_s"] = tokens_per_step / got["step_s_median"]
         result["frameworks"][name] = got
         print(f"[gpu_dpo_step] {name}: " + json.dumps({k: got.get(k) for k in
-                                                       ("step_s_median", "tokens_per_s", "peak_process_MiB", "error")}),
+                                                       ("step_s_median", "tokens_per_s", "peak_process_MiB", "peak_rss_MiB", "error")}),
               flush=True)
     fw = result["frameworks"]
     for peer in ("trl_liger", "trl"):
