@@ -101,13 +101,6 @@ absl::Status validate_sharding(const LoadedJob& job) {
                 "not combined with parallel.policy.shard: full (its gradients are reduce-scattered layer by layer "
                 "during backward already); set it to false");
     }
-    // The reference ranks score with a copy of the policy that world rank 0 alone makes and sends;
-    // a sharded policy has no whole copy on one rank.
-    if (p.placement() == aln::v1::SEPARATE && separate_roles(job.spec).reference) {
-      return at(job, "parallel.policy.shard",
-                "full is not combined with reference ranks of their own yet; use placement: colocated (the "
-                "reference's log-probs are then computed by the sharded policy ranks) or shard: gradients");
-    }
     // Generation runs a pass per token, each gathering every layer: the ranks must decode in step.
     // Training steps' sampling does (the engine's generate hook); a stage's own data generation and
     // evaluation give every rank the same prompts and seeds, so they stay in step by themselves.

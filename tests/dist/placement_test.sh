@@ -11,7 +11,9 @@
 #    sentence encoder of its own, whose reference rank answers per-token log-prob requests, and HAIR
 #    with the reference as its sentence encoder (the reference rank also embeds sentences);
 #  - SFT then DPO on a 2-stage pipelined policy with the reference on its own rank equals the
-#    colocated pipelined run (rank 0 gathers the whole policy and sends it);
+#    colocated pipelined run (rank 0 gathers the whole policy and sends it); so do SFT then DPO,
+#    TDPO and controllable (rl) on a fully sharded policy (rank 0 puts it together from the shards)
+#    equal their colocated sharded runs (controllable also the unsharded one);
 #  - the layout check: wrong process counts, a job without a reference stage, a pipelined
 #    reference are refused before anything loads, saying what would fit;
 #  - a reference rank killed or frozen mid-run ends the job non-zero within 60 s (the frozen one is
@@ -79,6 +81,22 @@ train two-separate 3 separate 1 yes
 check "SFT then DPO (reference = the policy after SFT, sent to the reference rank): same as colocated" \
   "same two-colocated two-separate"
 
+# Beside a fully sharded policy (shard: full), rank 0 puts the policy together from the ranks' shards
+# to send it (after SFT); the reference rank computes the cache. The colocated sharded run's bits.
+# (Not the unsharded run's: with gradient accumulation a sharded rank sums its micro-batches' reduced
+# shards, the unsharded one its micro-batches' gradients before the sum, which differ in the last bit.)
+fsdp() { sed 's/policy: {data_parallel: 2}/policy: {data_parallel: 2, shard: full}/'; }
+fsdp_pair() {  # fsdp_pair NAME JOB_ARGS...: NAME-colocated-fsdp (2 ranks) and NAME-separate-fsdp (3 ranks)
+  local name="$1"; shift
+  job "$name-colocated-fsdp" colocated "$@" | fsdp >"$work/$name-colocated-fsdp.yaml"
+  job "$name-separate-fsdp" separate "$@" | fsdp >"$work/$name-separate-fsdp.yaml"
+}
+fsdp_pair two 1 yes
+mpi 2 "$ALN" train "$work/two-colocated-fsdp.yaml" >"$work/two-colocated-fsdp.out" 2>&1; rc=$?
+mpi 3 "$ALN" train "$work/two-separate-fsdp.yaml" >"$work/two-separate-fsdp.out" 2>&1; rc2=$?
+check "SFT then DPO on 2 fully sharded ranks, reference on its own rank (rc $rc, $rc2): same as colocated" \
+  "[[ $rc -eq 0 && $rc2 -eq 0 ]] && grep -q 'computed on the reference ranks' '$work/two-separate-fsdp.out' && same two-colocated-fsdp two-separate-fsdp"
+
 train path-colocated 2 colocated 1 "" "$work/colocated/final"
 train path-separate 3 separate 1 "" "$work/colocated/final"
 check "a reference given by path, loaded by the reference rank: same as colocated" "same path-colocated path-separate"
@@ -102,6 +120,12 @@ token_level tdpo-separate 3 separate tdpo
 check "TDPO, reference body on its own rank: same parameters and losses as colocated" "same tdpo-colocated tdpo-separate"
 check "the reference rank answered hidden-state requests" \
   "grep -q 'stage dpo: the reference ranks answer the per-token hidden-state requests' '$work/tdpo-separate.out'"
+fsdp_pair tdpo 1
+sed -i "s/trainer: {dpo: {}}/trainer: {tdpo: {}}/" "$work/tdpo-colocated-fsdp.yaml" "$work/tdpo-separate-fsdp.yaml"
+mpi 2 "$ALN" train "$work/tdpo-colocated-fsdp.yaml" >"$work/tdpo-colocated-fsdp.out" 2>&1; rc=$?
+mpi 3 "$ALN" train "$work/tdpo-separate-fsdp.yaml" >"$work/tdpo-separate-fsdp.out" 2>&1; rc2=$?
+check "TDPO on 2 fully sharded ranks, reference body on its own rank (rc $rc, $rc2): same as colocated" \
+  "[[ $rc -eq 0 && $rc2 -eq 0 ]] && same tdpo-colocated-fsdp tdpo-separate-fsdp"
 token_level radpo-path-colocated 2 colocated radpo "$work/colocated/final"
 token_level radpo-path-separate 3 separate radpo "$work/colocated/final"
 check "Ra-DPO with a reference by path on its own rank: same as colocated" "same radpo-path-colocated radpo-path-separate"
@@ -137,6 +161,13 @@ for objective in contrastive rl; do
   check "controllable ($objective), reference on its own rank: same parameters and losses as colocated" \
     "same ctl-$objective-colocated ctl-$objective-separate && grep -q 'stage ctl: the reference ranks answer the per-token log-prob requests' '$work/ctl-$objective-separate.out'"
 done
+# The same RL objective beside a fully sharded policy: rank 0 alone puts the policy together (the
+# stage's reference) to send it; the ranks decode in step.
+job ctl-rl-separate-fsdp separate 1 | awk -v stages="$stage" '/^  - \{name: dpo/ {print stages; next} {print}' | fsdp \
+  >"$work/ctl-rl-separate-fsdp.yaml"
+mpi 3 "$ALN" train "$work/ctl-rl-separate-fsdp.yaml" >"$work/ctl-rl-separate-fsdp.out" 2>&1; rc=$?
+check "controllable (rl) on 2 fully sharded ranks, reference on its own rank (rc $rc): same as colocated unsharded" \
+  "[[ $rc -eq 0 ]] && same ctl-rl-colocated ctl-rl-separate-fsdp"
 stage="  - {name: hair, trainer: {hair: {group_size: 2, max_new_tokens: 8, per_category: 4, encoder: $work/colocated/final}}, data: {train: [{path: examples/data/strongreject/strongreject_dataset.csv, format: prompts}], max_prompt_length: 40, max_response_length: 32}, optimizer: {lr: 1e-2, max_steps: 10, micro_batch_size: 1}}"
 each_step hair-colocated 2 colocated "$stage"
 each_step hair-separate 3 separate "$stage"

@@ -29,6 +29,8 @@ absl::Status fill_cache(PolicyWorker& w, StageRun& s, bool remote_reference) {
   const RemoteReference* remote = remote_reference ? &*w.process.remote_reference : nullptr;
   // A pipelined policy holds one stage per rank; the reference ranks get the whole model, which
   // replica 0's stages gather on world rank 0 when the weights are to be sent.
+  // A fully sharded one is put together on world rank 0 the same way (every rank sends its shards;
+  // the model's float32 size there, while it is sent).
   std::function<std::optional<model::DecoderModel>()> whole_model;
   if (remote_reference && w.pipeline) {
     whole_model = [&w]() -> std::optional<model::DecoderModel> {
@@ -36,6 +38,8 @@ absl::Status fill_cache(PolicyWorker& w, StageRun& s, bool remote_reference) {
       ALN_THROW_IF_ERROR(whole.status());
       return std::move(*whole);
     };
+  } else if (remote_reference && w.fsdp) {
+    whole_model = [&w]() { return w.fsdp->whole_on_lead(); };
   }
   const model::DecoderModel& scorer = s.reference.model ? *s.reference.model : *w.policy;
   auto key = fill_reference_logprobs(w.spec, s.spec, scorer, s.data(), s.spec.optimizer().micro_batch_size(), w.pad_id,
@@ -174,6 +178,10 @@ absl::Status provide_reference(PolicyWorker& w, StageRun& s) {
         w.log.info("stage %s: the fully sharded policy, as the stage starts, scores the reference cache", s.name);
       } else if (shard_it) {
         // Sharded below, from the policy's shards.
+      } else if (w.fsdp && ref.remote_each_step && !needs.asks(trainers::ReferenceQuery::kHiddenStates)) {
+        // Only world rank 0 sends it to the reference ranks (and keeps it for checkpoints).
+        std::optional<model::DecoderModel> whole = w.fsdp->whole_on_lead();  // every policy rank sends its shards
+        if (whole && wanted) ref.model = std::move(*whole);
       } else if (w.fsdp) {
         model::DecoderModel whole = w.policy_copy();  // collective: every policy rank takes part
         if (wanted) ref.model = std::move(whole);

@@ -161,10 +161,9 @@ TEST(JobConfig, ShardingLevels) {
   EXPECT_EQ(load_error(base + "  policy: {shard: full}\n  overlap: true\n"),
             "job.yaml:10: parallel.overlap: not combined with parallel.policy.shard: full (its gradients are "
             "reduce-scattered layer by layer during backward already); set it to false");
-  EXPECT_EQ(load_error(base + "  placement: separate\n  policy: {shard: full}\n"),
-            "job.yaml:10: parallel.policy.shard: full is not combined with reference ranks of their own yet; use "
-            "placement: colocated (the reference's log-probs are then computed by the sharded policy ranks) or "
-            "shard: gradients");
+  // Reference ranks of their own beside a fully sharded policy: rank 0 puts the policy together to send it.
+  ASSERT_TRUE(
+      load_job_text(base + "  placement: separate\n  policy: {data_parallel: 2, shard: full}\n", "job.yaml").ok());
   // GRPO runs (its ranks decode in step), as does every other method; its staleness snapshot and
   // rollout ranks are refused.
   const std::string grpo = "name: t\ntrainer: {grpo: {}}\ndata: {train: [{path: p.jsonl}]}\nparallel:\n";
