@@ -14,7 +14,7 @@ between optimizer-step ends, after a device synchronisation), tokens per second 
 step), and the GPU memory the process used at its peak as `nvidia-smi` reports it (sampled every 100 ms: the CUDA
 context and the allocator's cache included, the same for every framework); TRL also reports
 torch.cuda.max_memory_allocated; and each process's peak resident host memory. The headline: Aln's throughput and
-peak GPU memory over TRL + Liger's.
+peak GPU memory over TRL + Liger's. Not the same in the two: TRL keeps its reference in float32, Aln in bf16.
 
   python3 bench/gpu_dpo_step.py --aln build/bin/aln [--peers trl,trl_liger] [--steps 10] [--warmup 4]
                                 [--device cuda] [--out gpu_dpo_step.json]
@@ -148,8 +148,9 @@ def run_aln(args, sizes, data, work):
         lines = [json.loads(line) for line in f if '"seconds"' in line]
     seconds = [x["seconds"] for x in lines]
     # Every step must hold the tokens the peers' steps hold (no truncation, no padding).
-    assert all(x.get("tokens") == 2 * args.pairs * (args.prompt_length + args.response_length) for x in lines), \
-        [x.get("tokens") for x in lines]
+    tokens = 2 * args.pairs * (args.prompt_length + args.response_length)
+    if any(x.get("tokens") != tokens for x in lines):
+        return {"error": f"aln's steps held {sorted({x.get('tokens') for x in lines})} tokens, not {tokens}"}
     return {"steps_s": [round(s, 4) for s in seconds], "losses": [x.get("loss") for x in lines],
             "step_s_median": statistics.median(seconds[args.warmup:]), "peak_process_MiB": peak,
             "peak_rss_MiB": rss}
@@ -266,8 +267,12 @@ def main():
     result = {"model": sizes, "pairs": args.pairs, "prompt_length": args.prompt_length,
               "response_length": args.response_length, "dtype": args.dtype, "device": args.device,
               "tokens_per_step": tokens_per_step, "anchor_DEVICE_md": ANCHOR, "frameworks": {}}
+    peers = [x for x in args.peers.split(",") if x and x != "none"]
+    unknown = [x for x in peers if x not in ("trl", "trl_liger")]
+    if unknown:
+        sys.exit(f"--peers: unknown {unknown}; use trl, trl_liger or none")
     runs = [("aln", lambda: run_aln(args, sizes, data, work))]
-    for peer in [x for x in args.peers.split(",") if x and x != "none"]:
+    for peer in peers:
         runs.append((peer, lambda liger=(peer == "trl_liger"): run_peer(args, sizes, data, work, liger)))
     for name, run in runs:
         print(f"[gpu_dpo_step] {name} ...", flush=True)
@@ -278,6 +283,16 @@ def main():
         print(f"[gpu_dpo_step] {name}: " + json.dumps({k: got.get(k) for k in
                                                        ("step_s_median", "tokens_per_s", "peak_process_MiB", "peak_rss_MiB", "error")}),
               flush=True)
+        add_ratios(result)
+        if args.out:  # after each framework, so that a run stopped by a time limit keeps what it measured
+            with open(args.out, "w") as f:
+                f.write(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result, indent=1))
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def add_ratios(result):
+    """Aln's throughput and peak GPU memory over each peer measured so far."""
     fw = result["frameworks"]
     for peer in ("trl_liger", "trl"):
         if "tokens_per_s" in fw.get("aln", {}) and "tokens_per_s" in fw.get(peer, {}):
@@ -286,12 +301,6 @@ def main():
                 "peak_process_memory": (fw["aln"]["peak_process_MiB"] / fw[peer]["peak_process_MiB"]
                                         if fw["aln"].get("peak_process_MiB") and fw[peer].get("peak_process_MiB")
                                         else None)}
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
-    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ if [[ -x $build/bin/aln ]]; then
     export PYTHONPATH="/tmp/aln-peers${PYTHONPATH:+:$PYTHONPATH}"
   fi
   left=$(( 540 - $(elapsed) ))
-  if (( left >= 120 )); then
+  if (( left >= 150 )); then
     step gpu_dpo $(( left < 300 ? left : 300 )) "$PY" bench/gpu_dpo_step.py --aln "$build/bin/aln" --peers "$peers" \
       --out "$out/gpu_dpo_step.json"
   else
@@ -65,7 +65,9 @@ if [[ -x $build/bin/aln ]]; then
 fi
 json="{\"seconds\": $(elapsed), \"gpu\": \"$(tr -d '"\n' <"$out/gpu.txt")\""
 for k in "${!result[@]}"; do json+=", \"$k\": ${result[$k]}"; done
-json+=", \"trainers_gpu_failures\": \"$(grep -c '^FAIL' "$out/trainers_gpu.log" 2>/dev/null || echo n/a)\""
+# (grep -c prints 0 and exits 1 when nothing matches: the count alone, n/a only without a log.)
+failures=$(grep -c '^FAIL' "$out/trainers_gpu.log" 2>/dev/null)
+json+=", \"trainers_gpu_failures\": \"${failures:-n/a}\""
 # The benchmark's headline: each framework's tokens/s and peak GPU memory, Aln's ratios over the peers.
 if [[ -f $out/gpu_dpo_step.json ]]; then
   json+=", \"gpu_dpo\": $("$PY" -c 'import json, sys

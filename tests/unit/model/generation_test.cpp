@@ -152,6 +152,7 @@ TEST(GenerationOnGpu, GreedyEqualsTheCpuAndSamplingRepeats) {
   if (!device.ok()) GTEST_SKIP() << device.status().message();
   DecoderModel m = tiny_llama(7);
   const DecoderModel on_gpu = m.to(*device, at::kFloat);
+  at::manual_seed(7);
   at::Tensor ids = at::randint(1, 50, {3, 6}, at::kLong);
   at::Tensor mask = at::ones({3, 6}, at::kLong);
   mask[1].narrow(0, 0, 2).fill_(0);  // left padding on two rows
@@ -160,6 +161,7 @@ TEST(GenerationOnGpu, GreedyEqualsTheCpuAndSamplingRepeats) {
   options.max_new_tokens = 24;
   for (int64_t t = 0; t < 8; ++t) options.stop_tokens.push_back(t);  // rows end at different steps
   const GenerationOutput cpu = generate(m, ids, mask, options);
+  ASSERT_LT(cpu.tokens.size(1), 24) << "the rows should end early, so that the checks every 8 steps matter";
   const GenerationOutput gpu = generate(on_gpu, ids, mask, options);
   ASSERT_EQ(gpu.tokens.device(), *device);
   EXPECT_TRUE(at::equal(gpu.tokens.cpu(), cpu.tokens));
