@@ -29,8 +29,7 @@ absl::Status fill_cache(PolicyWorker& w, StageRun& s, bool remote_reference) {
   const RemoteReference* remote = remote_reference ? &*w.process.remote_reference : nullptr;
   // A pipelined policy holds one stage per rank; the reference ranks get the whole model, which
   // replica 0's stages gather on world rank 0 when the weights are to be sent.
-  // A fully sharded one is put together on world rank 0 the same way (every rank sends its shards;
-  // the model's float32 size there, while it is sent).
+  // A fully sharded one is put together on world rank 0 the same way (every rank sends its shards).
   std::function<std::optional<model::DecoderModel>()> whole_model;
   if (remote_reference && w.pipeline) {
     whole_model = [&w]() -> std::optional<model::DecoderModel> {
