@@ -32,7 +32,8 @@
 #  - overlap (gradient buckets summed during backward): 4 ranks deterministic with 2-fold accumulation
 #    end byte-identical to the same run without overlap; 2 ranks with MPI's reduction within 1e-6;
 #  - faults: a rank killed with SIGKILL, or one that stops answering (SIGSTOP), makes the whole job
-#    exit non-zero within a bounded time, never hang; so does a rank stopped before MPI_Init.
+#    exit non-zero within a bounded time, never hang; so does a rank stopped before MPI_Init, and a
+#    metrics port rank 0 cannot bind ends the job at once, naming the port.
 set -uo pipefail
 ALN="$1"; MPIEXEC="$2"; PY="$3"
 work="$(mktemp -d)"; pid=""
@@ -430,6 +431,22 @@ mpi 2 "$ALN" train "$work/dpo-1.yaml" >"$work/wrong.out" 2>&1; rc=$?
 check "data_parallel 1 under 2 ranks is rejected (rc $rc)" "[[ $rc -ne 0 ]] && grep -q 'parallel.policy is data_parallel 1 x pipeline_parallel 1 = 1 process(es) but the job runs on 2' '$work/wrong.out'"
 "$ALN" train "$work/dpo-2-det.yaml" >"$work/nompi.out" 2>&1; rc=$?
 check "data_parallel 2 without mpirun says how to start it (rc $rc)" "[[ $rc -eq 2 ]] && grep -q 'mpirun -np 2' '$work/nompi.out'"
+
+# Rank 0 cannot serve /metrics (the port is taken): the job ends at once, saying so, instead of
+# leaving rank 1 in its first collective until timeout_s (60 s here).
+"$PY" -c 'import socket, sys, time
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen()
+print(s.getsockname()[1], flush=True); time.sleep(120)' >"$work/held.port" &
+holder=$!
+for _ in $(seq 1 50); do [[ -s "$work/held.port" ]] && break; sleep 0.1; done
+held=$(cat "$work/held.port")
+job port-taken dpo 2 2 4 60 | sed "s/^metrics: .*/metrics: {port: $held, progress_bar: false}/" >"$work/port-taken.yaml"
+t0=$(date +%s)
+mpi 2 "$ALN" train "$work/port-taken.yaml" >"$work/port-taken.out" 2>&1; rc=$?
+took=$(( $(date +%s) - t0 ))
+kill $holder 2>/dev/null
+check "metrics port taken on 2 ranks: the job ends non-zero within 30 s (rc $rc, ${took}s) naming the port: $(grep -m1 'cannot serve metrics' "$work/port-taken.out")" \
+  "[[ $rc -ne 0 && $took -le 30 ]] && grep -q \"cannot serve metrics on 127.0.0.1:$held.*choose another metrics.port\" '$work/port-taken.out'"
 
 # Faults: kill rank 1 (SIGKILL) or freeze it (SIGSTOP) mid-run; the job must end non-zero quickly.
 source tests/dist/fault_lib.sh

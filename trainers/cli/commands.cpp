@@ -246,6 +246,8 @@ int run_train(const Args& args) {
             : MetricsServer::start(loaded->spec.metrics().host(), loaded->spec.metrics().port(), metrics);
     if (!started.ok()) {
       std::fprintf(stderr, "aln train: %s\n", std::string(started.status().message()).c_str());
+      // The other ranks would wait for this one in their first collective until timeout_s: end them now.
+      if (world && world->size() > 1) mpi->abort(1);
       return 1;
     }
     server = std::move(*started);
