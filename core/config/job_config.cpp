@@ -104,21 +104,12 @@ absl::Status validate_sharding(const LoadedJob& job) {
     // Generation runs a pass per token, each gathering every layer: the ranks must decode in step.
     // Training steps' sampling does (the engine's generate hook); a stage's own data generation and
     // evaluation give every rank the same prompts and seeds, so they stay in step by themselves.
-    // Not yet: options that keep a whole copy of the policy (MethodTraits::whole_policy: GRPO's
-    // bounded-staleness snapshot) and rollout ranks (sent the policy's weights whole).
+    // GRPO's bounded-staleness snapshot is sharded as the policy is. Not yet: rollout ranks (sent the
+    // policy's weights whole).
     if (p.rollout().ranks() > 0) {
       return at(job, "parallel.rollout.ranks",
                 "not combined with parallel.policy.shard: full yet (the rollout ranks are sent the policy whole); "
                 "set it to 0, or shard: gradients");
-    }
-    const auto stages = effective_stages(job.spec);
-    for (size_t i = 0; i < stages.size(); ++i) {
-      const MethodTraits traits = method_traits(stages[i].trainer());
-      if (!traits.whole_policy.empty()) {
-        return at(job, "parallel.policy.shard",
-                  absl::StrCat("full does not run ", traits.name, " with ", traits.whole_policy, " yet (stage ", i + 1,
-                               ": it keeps a whole copy of the policy); change that option, or use shard: gradients"));
-      }
     }
   }
   if (level == aln::v1::GRADIENTS && p.policy().pipeline_parallel() > 1) {

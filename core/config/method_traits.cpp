@@ -81,9 +81,6 @@ MethodTraits method_traits(const aln::v1::TrainerSpec& trainer) {
   for (const std::string& rule : declared.samples_in_steps_when()) {
     out.samples_in_steps = out.samples_in_steps || rule_holds(options, rule);
   }
-  for (const std::string& rule : declared.whole_policy_when()) {
-    if (out.whole_policy.empty() && rule_holds(options, rule)) out.whole_policy = rule;
-  }
   return out;
 }
 

@@ -15,7 +15,6 @@ struct MethodTraits {
   bool pipeline = false;           // runs on pipeline stages
   bool reference_ranks = false;    // with placement: separate, the reference gets ranks of its own
   bool samples_in_steps = false;   // generates in its training steps (rollout ranks can serve it)
-  std::string whole_policy;        // the whole_policy_when rule that holds: keeps a whole policy copy ("" none)
 };
 
 // The traits of the method `trainer` sets, its reference rule evaluated on its options. A rule the

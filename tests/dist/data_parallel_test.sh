@@ -23,8 +23,9 @@
 #    cached reference log-probs are scored by the sharded policy itself (no whole copy); a reference
 #    on the fly is sharded as the policy is (byte-identical to the unsharded run, and after a resume;
 #    reference.path and a resumed checkpoint's copy streamed into the shards a layer at a time);
-#    GRPO, each rank sampling rollouts of its own lengths while the ranks decode in step, ends
-#    byte-identical to the unsharded run with the same rollouts; so do the controllable method (rl),
+#    GRPO, each rank sampling rollouts of its own lengths while the ranks decode in step (with a
+#    bounded-staleness snapshot sharded as the policy is), ends byte-identical to the unsharded run
+#    with the same rollouts, and its checkpoint resumes sharded or not to the same bytes; so do the controllable method (rl),
 #    PT-ALIGN and HAIR, with the same held-out metrics, rollouts and self-generated pairs; SFT on 2 ranks with
 #    accumulation and MPI's reduction within 1e-6 of the all-reduce run; each step's log line says
 #    what the rank held; SFT then DPO in one job byte-identical to the unsharded run; a rank killed
@@ -262,7 +263,9 @@ mpi 2 "$ALN" train "$work/path-2-fsdp.yaml" >"$work/path-2-fsdp.out" 2>&1; rc=$?
 check "fsdp, reference.path on the fly: streamed into the shards, the unsharded run's final model byte for byte (rc $rc_a, $rc)" \
   "[[ $rc_a -eq 0 && $rc -eq 0 ]] && grep -q 'the reference was streamed into the shards from .*step-00000005/reference' '$work/path-2-fsdp.out' && cmp -s '$work/path-2/final/model.safetensors' '$work/path-2-fsdp/final/model.safetensors'"
 # GRPO on fully sharded ranks: each rank samples for its own prompts, the ranks decode in step
-# (every decoding pass gathers with all of them), and the KL term's reference is sharded too.
+# (every decoding pass gathers with all of them), and the KL term's reference is sharded too. With
+# max_staleness 2 it samples with a snapshot of the policy, sharded as the policy is (taken at steps 0
+# and 3), which the checkpoint at global step 32 (the stage's step 2) holds.
 # An SFT stage on short answers first, so that the samples end at different lengths on each rank.
 "$PY" - "$work/short.jsonl" <<'PY'
 import csv, json, sys
@@ -285,9 +288,10 @@ YAML
   if [[ $3 == grpo ]]; then
     cat <<YAML
   - name: grpo
-    trainer: {grpo: {group_size: 4, beta: 0.04, max_new_tokens: 16, reward_rule: brevity}}
+    trainer: {grpo: {group_size: 4, beta: 0.04, max_new_tokens: 16, reward_rule: brevity, max_staleness: 2}}
     data: {train: [{path: examples/data/xstest/xstest_prompts_shared.csv, format: prompts, limit: 40}], max_prompt_length: 40}
     optimizer: {lr: 1e-2, max_steps: 6, micro_batch_size: 2, warmup_steps: 2}
+checkpoint: {every_steps: 16}
 YAML
   elif [[ $3 == hair ]]; then
     cat <<YAML
@@ -324,8 +328,17 @@ mpi 2 "$ALN" train "$work/grpo-2.yaml" >"$work/grpo-2.out" 2>&1; rc_a=$?
 generating_job grpo-2-fsdp full grpo >"$work/grpo-2-fsdp.yaml"
 mpi 2 "$ALN" train "$work/grpo-2-fsdp.yaml" >"$work/grpo-2-fsdp.out" 2>&1; rc=$?
 rollout_lengths() { "$PY" -c 'import json, sys; print(len({len(json.loads(l)["response_ids"]) for l in open(sys.argv[1])}))' "$1" 2>/dev/null; }
-check "fsdp: GRPO on 2 ranks (rc $rc_a, $rc) ends byte-identical to the unsharded run, with byte-identical rollouts ($(rollout_lengths "$work/grpo-2-fsdp/rollouts/grpo/rank0.jsonl") and $(rollout_lengths "$work/grpo-2-fsdp/rollouts/grpo/rank1.jsonl") different lengths on ranks 0 and 1)" \
+check "fsdp: GRPO (max_staleness 2) on 2 ranks (rc $rc_a, $rc) ends byte-identical to the unsharded run, with byte-identical rollouts ($(rollout_lengths "$work/grpo-2-fsdp/rollouts/grpo/rank0.jsonl") and $(rollout_lengths "$work/grpo-2-fsdp/rollouts/grpo/rank1.jsonl") different lengths on ranks 0 and 1)" \
   "[[ $rc_a -eq 0 && $rc -eq 0 ]] && (( \$(rollout_lengths '$work/grpo-2-fsdp/rollouts/grpo/rank1.jsonl') > 1 )) && cmp -s '$work/grpo-2/final/model.safetensors' '$work/grpo-2-fsdp/final/model.safetensors' && cmp -s '$work/grpo-2/rollouts/grpo/rank0.jsonl' '$work/grpo-2-fsdp/rollouts/grpo/rank0.jsonl' && cmp -s '$work/grpo-2/rollouts/grpo/rank1.jsonl' '$work/grpo-2-fsdp/rollouts/grpo/rank1.jsonl' && grep -q 'the reference runs on the fly, fully sharded' '$work/grpo-2-fsdp.out'"
+# The sharded checkpoint inside the GRPO stage (its snapshot put together on rank 0) resumes on 2
+# sharded ranks (each reads its ranges of the snapshot) and on 2 unsharded ranks, to the same bytes.
+for shard in full none; do
+  mkdir -p "$work/grpo-resume-$shard/checkpoints" && cp -r "$work/grpo-2-fsdp/checkpoints/step-00000032" "$work/grpo-resume-$shard/checkpoints/"
+  generating_job "grpo-resume-$shard" $shard grpo | sed "s/^name: dp-grpo-resume-$shard/name: dp-grpo-2-fsdp/" >"$work/grpo-resume-$shard.yaml"
+  mpi 2 "$ALN" train "$work/grpo-resume-$shard.yaml" --resume >"$work/grpo-resume-$shard.out" 2>&1; rc=$?
+  check "fsdp: GRPO's checkpoint at its step 2 (a sharded snapshot saved whole) resumes on 2 ranks, shard $shard, to the uninterrupted run's bytes (rc $rc)" \
+    "[[ $rc -eq 0 ]] && grep -q 'resuming from .*step-00000032' '$work/grpo-resume-$shard.out' && cmp -s '$work/grpo-2/final/model.safetensors' '$work/grpo-resume-$shard/final/model.safetensors'"
+done
 # The controllable method (rl objective: its rollouts in step, its data generated at the stage's start
 # on every rank alike), PT-ALIGN (self-generated pairs) and HAIR (shadow reward models made from the
 # policy put together) on fully sharded ranks.

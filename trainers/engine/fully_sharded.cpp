@@ -93,8 +93,8 @@ FullySharded::FullySharded(const DataParallel& dp, model::DecoderModel& policy, 
   finish();
 }
 
-FullySharded::FullySharded(const DataParallel& dp, model::DecoderModel& policy, bool deterministic, ShapesOnly)
-    : dp_(dp), policy_(policy), deterministic_(deterministic) {
+FullySharded::FullySharded(const DataParallel& dp, model::DecoderModel& policy, bool deterministic, ShapesOnly shapes)
+    : dp_(dp), policy_(policy), deterministic_(deterministic), shapes_device_(shapes.device) {
   cut_into_units();
   finish();
 }
@@ -119,9 +119,9 @@ void FullySharded::cut_into_units() {
     u.entries.push_back({name, t.sizes().vec(), u.total, t.numel()});
     u.total += t.numel();
   }
-  // Shards on the parameters' device, float32 (a shapes-only policy's meta tensors: the host).
+  // Shards on the parameters' device, float32 (a shapes-only policy's meta tensors: the one asked for).
   const at::Tensor& first = policy_.tensors().begin()->second;
-  const at::Device device = first.is_meta() ? at::Device(at::kCPU) : first.device();
+  const at::Device device = first.is_meta() ? shapes_device_ : first.device();
   trains_ = first.requires_grad();
   const int64_t ranks = dp_.size();
   for (size_t k = 0; k < units_.size(); ++k) {

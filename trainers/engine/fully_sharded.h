@@ -67,8 +67,11 @@ class FullySharded final : public model::ParamGather {
   // A sharded start: `policy` holds only the parameters' shapes (meta tensors, requires_grad as the
   // run trains). The shards start at zero; take() and take_parts() fill them, so no rank ever holds
   // more of the model than one tensor and its shards.
-  struct ShapesOnly {};
-  FullySharded(const DataParallel& dp, model::DecoderModel& policy, bool deterministic, ShapesOnly);
+  // `device`: where the shards go (meta tensors have none).
+  struct ShapesOnly {
+    at::Device device{at::kCPU};
+  };
+  FullySharded(const DataParallel& dp, model::DecoderModel& policy, bool deterministic, ShapesOnly shapes);
   // Copies this rank's range of parameter `name` out of its whole value.
   void take(const std::string& name, const at::Tensor& whole);
   // Copies this rank's ranges in directly: `parts` keyed by parameter name, each the range ranges()
@@ -172,6 +175,7 @@ class FullySharded final : public model::ParamGather {
   const DataParallel& dp_;
   model::DecoderModel& policy_;
   bool deterministic_;
+  at::Device shapes_device_{at::kCPU};  // the shards' device when the policy's tensors are meta (ShapesOnly)
   // [0]: outer (final norm and head; the embedding too when tied), [1]: an untied embedding,
   // [first_layer_ + l]: decoder layer l.
   std::vector<Unit> units_;

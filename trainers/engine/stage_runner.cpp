@@ -11,6 +11,7 @@
 #include "core/config/job_config.h"
 #include "core/model/generation.h"
 #include "core/model/hf_checkpoint.h"
+#include "trainers/engine/sharded_copy.h"
 #include "trainers/engine/train_step.h"
 
 namespace aln::engine {
@@ -55,9 +56,13 @@ absl::Status open_data(PolicyWorker& w, StageRun& s) {
     source.fetch = [to, index] { return to->stage_data(index); };
   }
   std::function<model::DecoderModel()> whole_policy;
-  if (w.fsdp) whole_policy = [&w] { return w.fsdp->whole(); };
+  std::shared_ptr<const trainers::PolicyCopier> copier;
+  if (w.fsdp) {
+    whole_policy = [&w] { return w.fsdp->whole(); };
+    copier = std::make_shared<ShardedPolicyCopier>(*w.dp, *w.fsdp, w.spec.parallel().deterministic());
+  }
   auto prepared = prepare_stage_data(w.spec, s.spec, s.index, s.name, *s.trainer, w.encoder, *w.policy, s.reward_ptrs,
-                                     w.lead, s.resuming, w.log, source, whole_policy);
+                                     w.lead, s.resuming, w.log, source, whole_policy, copier);
   if (!prepared.ok()) return prepared.status();
   s.prepared = std::move(*prepared);
   const StageData& data = s.data();

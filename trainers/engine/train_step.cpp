@@ -443,6 +443,7 @@ absl::Status save_checkpoint(PolicyWorker& w, StageRun& s, int64_t step) {
     whole_reference = s.reference.sharded->whole_on_lead();
     contents.reference = whole_reference ? &*whole_reference : nullptr;
   }
+  s.trainer->before_save();  // every rank: what rank 0's save_state writes, put together
   contents.trainer_state = [&s](const std::string& dir) { return s.trainer->save_state(dir); };
   optim::TensorMap optimizer_state;
   std::optional<model::DecoderModel> whole;

@@ -5,12 +5,14 @@
 
 #include <filesystem>
 #include <optional>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "core/error.h"
 #include "core/io/safetensors.h"
 #include "kernels/grpo_loss.h"
 #include "trainers/grpo/rollout.h"
+#include "trainers/policy_copy.h"
 #include "trainers/sequence_logprobs.h"
 
 namespace aln::trainers {
@@ -37,18 +39,14 @@ class GrpoTrainer final : public Trainer {
     // max_staleness versions ago (refreshed when it would be older); evaluation samples on-policy.
     const bool stale = ctx.training && o_.max_staleness() > 0;
     if (stale && (!sampler_ || ctx.step - sampler_version_ > o_.max_staleness())) {
-      // (A fully sharded policy's tensors are placeholders: job validation refuses the combination.)
-      ALN_CHECK(ctx.policy->param_gather() == nullptr,
-                "GRPO's max_staleness snapshot needs the policy whole; parallel.policy.shard: full does not run it");
-      // Stored as the policy computes (bfloat16 under mixed precision: half the memory, the same bits).
-      const at::ScalarType compute = ctx.policy->compute_dtype();
-      sampler_ = ctx.policy->to(compute == at::ScalarType::Undefined ? at::kFloat : compute);
-      sampler_->set_compute_dtype(at::ScalarType::Undefined);
+      // Whole, or sharded as a fully sharded policy is (the copier decides; the same on every rank).
+      sampler_.reset();  // the old one goes first: at most one copy alive
+      sampler_ = copier_->copy(*ctx.policy);
       sampler_version_ = ctx.step;
     }
     StepContext sample_ctx = ctx;
     if (stale) {
-      sample_ctx.policy = &*sampler_;
+      sample_ctx.policy = &sampler_->model();
       sample_ctx.sampler_version = sampler_version_;
     }
     // A sampling version's first micro-batch asks ahead for every one it serves (rollout ranks):
@@ -73,7 +71,7 @@ class GrpoTrainer final : public Trainer {
     lo.beta = o_.beta();
     lo.token_mean = o_.normalization() == aln::v1::TOKEN_MEAN;
     // Stale rollouts: the sampling policy's log-probs make the importance ratio differ from 1.
-    if (stale) lo.sampler = &*sampler_;
+    if (stale) lo.sampler = &sampler_->model();
     kernels::GrpoLossOutput l = rollout_grpo_loss(rollouts, ctx, advantages, lo);
     LossOutput out;
     out.loss = l.loss;
@@ -92,49 +90,62 @@ class GrpoTrainer final : public Trainer {
     return out;
   }
 
-  // The sampling snapshot travels with checkpoints, so a resumed run samples what it would have.
+  // The sampling snapshot travels with checkpoints, so a resumed run samples what it would have. A
+  // sharded one is put together on rank 0 first (every rank takes part), then saved there.
+  void before_save() override {
+    if (sampler_) to_save_ = sampler_->gather_on_lead();
+  }
   absl::Status save_state(const std::string& dir) const override {
     if (!sampler_) return absl::OkStatus();
-    const auto& t = sampler_->tensors();
-    io::NamedTensors named(t.begin(), t.end());
+    std::optional<model::DecoderModel> gathered = std::exchange(to_save_, std::nullopt);
+    const model::DecoderModel& m = gathered ? *gathered : sampler_->model();
+    ALN_CHECK(m.param_gather() == nullptr, "GRPO's sharded snapshot was not put together before it was saved");
+    // Stored as a whole snapshot is (in the dtype the policy computes in), whichever way it was kept.
+    const at::ScalarType dtype = m.tensors().begin()->second.scalar_type();
+    const at::ScalarType stored = compute_ == at::ScalarType::Undefined ? dtype : compute_;
+    io::NamedTensors named;
+    for (const auto& [name, t] : m.tensors()) named.emplace_back(name, t.to(stored));
     named.emplace_back("__sampler_version__", at::tensor({sampler_version_}, at::kLong));
     return io::save_safetensors((std::filesystem::path(dir) / "grpo_sampler.safetensors").string(), named);
   }
   absl::Status load_state(const std::string& dir) override {
     const std::string path = (std::filesystem::path(dir) / "grpo_sampler.safetensors").string();
     if (!std::filesystem::exists(path)) return absl::OkStatus();
-    auto file = io::load_safetensors(path);
+    auto file = io::load_safetensors(path, [](const std::string& name) { return name == "__sampler_version__"; });
     if (!file.ok()) return file.status();
     auto version = file->tensors.find("__sampler_version__");
     if (version == file->tensors.end()) {
       return absl::DataLossError(absl::StrCat(path, ": no __sampler_version__; the checkpoint cannot resume GRPO"));
     }
+    if (!config_ || policy_ == nullptr) {
+      return absl::FailedPreconditionError("GRPO was not prepared before its state was loaded");
+    }
     sampler_version_ = version->second.item<int64_t>();
-    file->tensors.erase(version);
-    aln::model::TensorMap tensors(file->tensors.begin(), file->tensors.end());
-    if (!config_) return absl::FailedPreconditionError("GRPO was not prepared before its state was loaded");
-    auto m = model::DecoderModel::from_tensors(*config_, std::move(tensors));
-    if (!m.ok()) return absl::DataLossError(absl::StrCat(path, ": ", m.status().message()));
-    // Read on the host: placed, and stored as the policy computes (as when it was taken).
-    sampler_ = m->to(device_, compute_ == at::ScalarType::Undefined ? at::kFloat : compute_);
+    auto read = copier_->read(path, *config_, *policy_);
+    if (!read.ok()) return read.status();
+    sampler_ = std::move(*read);
     return absl::OkStatus();
   }
   absl::Status prepare(PrepareContext& ctx) override {
     if (ctx.policy != nullptr) {
       config_ = ctx.policy->config();
-      device_ = ctx.policy->device();
+      policy_ = ctx.policy;
       compute_ = ctx.policy->compute_dtype();
     }
+    copier_ = ctx.policy_copier ? ctx.policy_copier : whole_policy_copier();
     return absl::OkStatus();
   }
 
  private:
   aln::v1::GrpoOptions o_;
-  std::optional<model::DecoderModel> sampler_;  // the policy that samples (max_staleness > 0)
+  std::unique_ptr<PolicyCopy> sampler_;  // the policy that samples (max_staleness > 0)
   int64_t sampler_version_ = 0;
   int64_t asked_version_ = -1;  // the sampling version whose rollouts were asked for ahead
+  std::shared_ptr<const PolicyCopier> copier_ = whole_policy_copier();
+  mutable std::optional<model::DecoderModel> to_save_;  // a sharded snapshot, put together for a checkpoint
   std::optional<model::ModelConfig> config_;
-  at::Device device_{at::kCPU};  // the policy's, where a resumed snapshot goes
+  const model::DecoderModel* policy_ =
+      nullptr;  // the stage's policy: where a resumed snapshot goes, and how it computes
   at::ScalarType compute_ = at::ScalarType::Undefined;
 };
 

@@ -1,0 +1,78 @@
+#include "trainers/engine/sharded_copy.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "core/error.h"
+#include "core/io/safetensors.h"
+#include "core/status.h"
+#include "trainers/engine/sharded_start.h"
+
+namespace aln::engine {
+namespace {
+
+class ShardedCopy final : public trainers::PolicyCopy {
+ public:
+  // Placeholders of `config`'s shapes, and zero shards on `device` (take_parts / take fill them).
+  ShardedCopy(model::DecoderModel shapes, const DataParallel& dp, bool deterministic, const at::Device& device)
+      : model_(std::make_unique<model::DecoderModel>(std::move(shapes))),
+        shards_(std::make_unique<FullySharded>(dp, *model_, deterministic, FullySharded::ShapesOnly{device})) {}
+  const model::DecoderModel& model() const override { return *model_; }
+  std::optional<model::DecoderModel> gather_on_lead() const override { return shards_->whole_on_lead(); }
+  FullySharded& shards() { return *shards_; }
+
+ private:
+  // The model first: the shards detach from it before it goes.
+  std::unique_ptr<model::DecoderModel> model_;
+  std::unique_ptr<FullySharded> shards_;
+};
+
+absl::StatusOr<model::DecoderModel> shapes_of(const model::ModelConfig& config, const model::DecoderModel& policy) {
+  auto made = shapes_only_model(config);
+  if (!made.ok()) return made.status();
+  made->set_compute_dtype(policy.compute_dtype());  // computes as the policy does
+  return made;
+}
+
+}  // namespace
+
+std::unique_ptr<trainers::PolicyCopy> ShardedPolicyCopier::copy(const model::DecoderModel& policy) const {
+  ALN_CHECK(policy.param_gather() == &policy_, "a sharded copy is taken of the fully sharded policy it was made for");
+  auto shapes = shapes_of(policy.config(), policy);
+  ALN_THROW_IF_ERROR(shapes.status());
+  auto made = std::make_unique<ShardedCopy>(std::move(*shapes), dp_, deterministic_, policy.device());
+  made->shards().take_parts(policy_.parameter_parts());  // this rank's ranges: nothing gathered
+  return made;
+}
+
+absl::StatusOr<std::unique_ptr<trainers::PolicyCopy>> ShardedPolicyCopier::read(
+    const std::string& path, const model::ModelConfig& config, const model::DecoderModel& policy) const {
+  auto shapes = shapes_of(config, policy);
+  if (!shapes.ok()) return shapes.status();
+  auto made = std::make_unique<ShardedCopy>(std::move(*shapes), dp_, deterministic_, policy.device());
+  // Every rank reads one tensor at a time and keeps its ranges (read as saved: the policy's compute
+  // dtype; the shards are float32).
+  absl::Status read = absl::OkStatus();
+  for (const auto& [name, shape] : model::DecoderModel::expected_shapes(config)) {
+    auto file = io::load_safetensors(path, [&name](const std::string& n) { return n == name; });
+    if (!file.ok()) {
+      read = file.status();
+      break;
+    }
+    auto found = file->tensors.find(name);
+    if (found == file->tensors.end() || found->second.sizes().vec() != shape) {
+      read = absl::DataLossError(absl::StrCat(path, ": ",
+                                              found == file->tensors.end() ? "no tensor " : "a wrong shape for ", name,
+                                              " (a snapshot of another model?)"));
+      break;
+    }
+    made->shards().take(name, found->second);
+  }
+  // Ranks may see different folders: all go on, or all stop with the error where it happened.
+  if (dp_.sum(read.ok() ? 0.0 : 1.0) > 0) {
+    return read.ok() ? absl::DataLossError(absl::StrCat("another rank could not read ", path, " (see its log)")) : read;
+  }
+  return std::unique_ptr<trainers::PolicyCopy>(std::move(made));
+}
+
+}  // namespace aln::engine
