@@ -104,13 +104,8 @@ absl::Status validate_sharding(const LoadedJob& job) {
     // Generation runs a pass per token, each gathering every layer: the ranks must decode in step.
     // Training steps' sampling does (the engine's generate hook); a stage's own data generation and
     // evaluation give every rank the same prompts and seeds, so they stay in step by themselves.
-    // GRPO's bounded-staleness snapshot is sharded as the policy is. Not yet: rollout ranks (sent the
-    // policy's weights whole).
-    if (p.rollout().ranks() > 0) {
-      return at(job, "parallel.rollout.ranks",
-                "not combined with parallel.policy.shard: full yet (the rollout ranks are sent the policy whole); "
-                "set it to 0, or shard: gradients");
-    }
+    // GRPO's bounded-staleness snapshot is sharded as the policy is; rollout ranks are sent the
+    // weights as the ranks gather them a unit at a time.
   }
   if (level == aln::v1::GRADIENTS && p.policy().pipeline_parallel() > 1) {
     return at(job, "parallel.policy.shard",

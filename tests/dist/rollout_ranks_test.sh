@@ -8,6 +8,9 @@
 #    ahead (parallel.rollout.ahead, the default) and each request is used;
 #  - bounded staleness (max_staleness 2): the same losses as colocated, with a weight version sent
 #    only when the sampling snapshot is renewed (6 for 16 steps); `ahead: false` gives the same bits;
+#  - 2 fully sharded policy ranks (shard: full) + 1 rollout rank, on-policy and with a sharded
+#    snapshot (max_staleness 2): one process's losses bit for bit, the weights sent by policy rank 0
+#    as the ranks gather them;
 #  - HAIR (its own samples and shadow rewards) and the controllable method's rl objective equal their
 #    colocated runs bit for bit;
 #  - SIGKILL of the rollout rank ends the job non-zero within 60 s; --resume from the last checkpoint
@@ -46,7 +49,7 @@ job() {
       max_response_length: 64
     optimizer: {lr: 1e-2, max_steps: 16, micro_batch_size: 2, gradient_accumulation: $2}
 rollouts: {dump: true}
-parallel: {policy: {data_parallel: $3}, rollout: {ranks: $4${AHEAD:+, ahead: $AHEAD}}, deterministic: true, timeout_s: 20}
+parallel: {policy: {data_parallel: $3${SHARD:+, shard: $SHARD}}, rollout: {ranks: $4${AHEAD:+, ahead: $AHEAD}}, deterministic: true, timeout_s: 20}
 checkpoint: {every_steps: 4, keep_last: 2}
 metrics: {enabled: false, progress_bar: false}
 runtime: {threads: 1}
@@ -97,6 +100,18 @@ AHEAD=false job "$work/stale_one" 2 1 1 2 >"$work/stale_one.yaml"
 mpi 2 "$ALN" train "$work/stale_one.yaml" >"$work/stale_one.out" 2>&1; rc=$?
 check "ahead: false (each rollout asked for when needed, rc $rc): the same losses and rollout dump, nothing asked ahead" \
   '[[ $rc -eq 0 ]] && diff -q "$work/stale.losses" <(stage_losses "$work/stale_one/train_log.jsonl") >/dev/null && cmp -s "$work/stale/rollouts/grpo/rank0.jsonl" "$work/stale_one/rollouts/grpo/rank0.jsonl" && grep -q "0 of 0 requests asked for ahead" "$work/stale_one.out"'
+
+# Fully sharded policy ranks (shard: full) sharing 1 rollout rank: every version is gathered a unit
+# at a time by both policy ranks and sent on by rank 0 as it passes; rank 1 finds it there. On-policy,
+# and with max_staleness 2 (a snapshot sharded as the policy is).
+SHARD=full job "$work/rr2_fsdp" 1 2 1 >"$work/rr2_fsdp.yaml"
+mpi 3 "$ALN" train "$work/rr2_fsdp.yaml" >"$work/rr2_fsdp.out" 2>&1; rc=$?
+check "2 fully sharded policy ranks + 1 rollout rank (rc $rc): one process's losses bit for bit; rank 0: $(grep -o "[0-9]* weight versions sent, [0-9]* found" "$work/rr2_fsdp.out")" \
+  '[[ $rc -eq 0 ]] && grep -q "FSDP: parameters, gradients and AdamW moments sharded over 2 ranks" "$work/rr2_fsdp.out" && diff -q "$work/one.losses" <(stage_losses "$work/rr2_fsdp/train_log.jsonl") >/dev/null && grep -q "): 16 weight versions sent, 0 found" "$work/rr2_fsdp.out"'
+SHARD=full job "$work/stale_fsdp" 1 2 1 2 >"$work/stale_fsdp.yaml"
+mpi 3 "$ALN" train "$work/stale_fsdp.yaml" >"$work/stale_fsdp.out" 2>&1; rc=$?
+check "max_staleness 2 with a sharded snapshot on 2 fully sharded ranks + 1 rollout rank (rc $rc): one process's losses bit for bit, 6 versions sent" \
+  '[[ $rc -eq 0 ]] && diff -q "$work/stale.losses" <(stage_losses "$work/stale_fsdp/train_log.jsonl") >/dev/null && grep -q "): 6 weight versions sent, 0 found" "$work/stale_fsdp.out"'
 
 job "$work/hair" 2 1 0 0 hair >"$work/hair.yaml"
 "$ALN" train "$work/hair.yaml" >/dev/null 2>"$work/hair.err"

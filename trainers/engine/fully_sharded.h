@@ -117,6 +117,7 @@ class FullySharded final : public model::ParamGather {
   // Drops the shards' gradients.
   void clear_gradients();
 
+  const DataParallel& group() const { return dp_; }  // the ranks the shards are spread over
   int64_t shard_bytes() const;         // parameter bytes this rank keeps
   int64_t whole_bytes() const;         // the whole model's
   int64_t outer_bytes() const;         // the outer unit, gathered (held through each pass)

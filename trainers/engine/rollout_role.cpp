@@ -13,6 +13,7 @@
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -22,6 +23,7 @@
 #include "core/error.h"
 #include "core/model/model_config.h"
 #include "core/status.h"
+#include "trainers/engine/fully_sharded.h"
 #include "trainers/engine/tensor_pieces.h"
 
 namespace aln::engine {
@@ -177,6 +179,7 @@ struct RemoteSampler::Pending {
 RemoteSampler::RemoteSampler(const RolloutPlacement& placement, int policy_rank, prometheus::Counter* wait_seconds,
                              bool ahead)
     : placement_(placement),
+      policy_rank_(policy_rank),
       server_(placement.server_of(policy_rank)),
       calls_(std::make_unique<Calls>(placement.channel, server_, placement.long_wait, ahead)),
       wait_seconds_(wait_seconds) {}
@@ -217,8 +220,58 @@ bool RemoteSampler::rollout_rank_holds(int64_t stage, int64_t version) {
   return call(request, "holds").text() == "yes";
 }
 
+void RemoteSampler::push_sharded(const FullySharded& shards, const model::DecoderModel& sampler, int64_t stage,
+                                 int64_t version) {
+  // The first policy rank each rollout rank serves sends; the rest only gather with it.
+  const bool sends = policy_rank_ < placement_.rollout_ranks;
+  // Sent as a whole sampler would be stored: in the dtype it computes in (a sharded one keeps float32).
+  const at::ScalarType compute = sampler.compute_dtype();
+  const at::ScalarType dtype = compute == at::ScalarType::Undefined ? at::kFloat : compute;
+  const auto total = static_cast<int64_t>(sampler.tensors().size());
+  std::optional<TensorSender> sender;
+  if (sends) {
+    sender.emplace(
+        model::to_hf_config_json(sampler.config()),
+        [&](aln::v1::ServiceRequest& request) {
+          request.set_method("weights");
+          request.set_stage(stage);
+          request.set_step(version);
+          request.set_total(total);
+        },
+        [&](const aln::v1::ServiceRequest& request) { return calls_->call_and_wait(request).status(); },
+        "policy weights", "rollout ranks need every weight tensor under 2 GiB; set parallel.rollout.ranks to 0");
+  }
+  // A failed send stops sending, not gathering: the other ranks are in the same gathers.
+  absl::Status sent = absl::OkStatus();
+  shards.for_each_whole([&](const std::string& name, const at::Tensor& whole) {
+    if (sender && sent.ok()) sent = sender->add(name, whole.to(dtype));
+  });
+  if (sender && sent.ok()) sent = sender->finish();
+  // Every rank learns whether the weights arrived; the others wait here for the senders.
+  if (shards.group().sum(sent.ok() ? 0.0 : 1.0, placement_.long_wait) > 0) {
+    if (!sent.ok()) ALN_FAIL(server_name(), " (weights): ", sent.message());
+    ALN_FAIL("another policy rank could not send its rollout rank stage ", stage, " version ", version,
+             " of the policy (see its log)");
+  }
+  if (sends) {
+    ++pushes_;
+  } else {
+    ALN_CHECK(rollout_rank_holds(stage, version), server_name(), " does not hold stage ", stage, " version ", version,
+              " after policy rank ", policy_rank_ % placement_.rollout_ranks, " sent it");
+    ++found_;
+  }
+  held_ = std::make_pair(stage, version);
+}
+
 void RemoteSampler::ensure_version(const model::DecoderModel& sampler, int64_t stage, int64_t version) {
   if (held_ && *held_ == std::make_pair(stage, version)) return;
+  // Fully sharded (the policy or its snapshot): put together by every policy rank at once, each
+  // gather a collective, so a version change is collective too (every rank changes versions at the
+  // same calls).
+  if (const auto* shards = dynamic_cast<const FullySharded*>(sampler.param_gather())) {
+    push_sharded(*shards, sampler, stage, version);
+    return;
+  }
   if (rollout_rank_holds(stage, version)) {
     held_ = std::make_pair(stage, version);
     ++found_;

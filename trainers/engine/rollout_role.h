@@ -7,8 +7,11 @@
 // another policy rank it serves already sent that version, "holds"), then the prompts
 // and sampling settings ("generate"); the rollout rank runs the same generation code on the same
 // weights with the same seed, so the tokens and sampling log-probs are the ones a colocated run
-// samples, bit for bit (with the same number of threads). Scoring, the loss and the rollout records
-// stay on the policy rank. With parallel.rollout.ahead the policy rank asks for a sampling version's
+// samples, bit for bit (with the same number of threads). Beside a fully sharded policy
+// (parallel.policy.shard: full) the weights are gathered a unit at a time by every policy rank at
+// once and sent on as they pass by the first policy rank each rollout rank serves (no rank holds
+// more than one unit of them; the rollout rank holds the whole model, as it does unsharded). Scoring, the loss and the
+// rollout records stay on the policy rank. With parallel.rollout.ahead the policy rank asks for a sampling version's
 // rollouts when the version starts and trains while they are generated (RemoteSampler::prefetch);
 // aln_rollout_wait_seconds_total says how long it still waited. Messages are
 // aln.v1.ServiceRequest / ServiceReply on the service communicator; every wait is bounded.
@@ -32,6 +35,8 @@
 #include "distributed/service.h"
 
 namespace aln::engine {
+
+class FullySharded;
 
 struct RolloutPlacement {
   dist::Communicator* channel = nullptr;  // every rank of the job, for service messages only
@@ -90,11 +95,16 @@ class RemoteSampler {
   struct Pending;
   void ensure_version(const model::DecoderModel& sampler, int64_t stage, int64_t version);
   void push_weights(const model::DecoderModel& sampler, int64_t stage, int64_t version);
+  // A fully sharded sampler: every policy rank gathers it a unit at a time (collective), the first
+  // policy rank each rollout rank serves sends the tensors as they pass, and the others, once every
+  // send is done, find that version on their rollout rank ("holds").
+  void push_sharded(const FullySharded& shards, const model::DecoderModel& sampler, int64_t stage, int64_t version);
   // Whether the rollout rank already holds that version (another policy rank sent it: data-parallel
   // ranks hold the same weights at the same version); it then serves this rank from the same copy.
   bool rollout_rank_holds(int64_t stage, int64_t version);
   aln::v1::ServiceReply call(const aln::v1::ServiceRequest& request, const char* what);
   RolloutPlacement placement_;
+  int policy_rank_;
   int server_;
   std::unique_ptr<Calls> calls_;
   std::vector<Pending> pending_;  // asked ahead, not yet taken, in the order asked

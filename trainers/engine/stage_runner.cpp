@@ -100,8 +100,8 @@ void fill_extras(PolicyWorker& w, StageRun& s) {
     // Fully sharded, every decoding step's pass gathers with every rank, and in training steps each
     // rank samples for prompts of its own: the ranks decode in step until all of theirs have ended
     // (one sum over ranks a token), each keeping only its own steps' output. (Evaluation, unsplit
-    // here, gives every rank the same prompts: the sum only confirms it.) Rollout ranks, whose
-    // StepContext::generate would replace this, are refused with full sharding.
+    // here, gives every rank the same prompts: the sum only confirms it.) With rollout ranks training
+    // steps generate there instead (step_context); evaluation still generates here.
     const DataParallel* dp = &*w.dp;
     extras.generate = [dp](const model::DecoderModel& m, int64_t, const at::Tensor& ids, const at::Tensor& mask,
                            const model::GenerationOptions& options) {
@@ -145,9 +145,9 @@ absl::Status open_training(PolicyWorker& w, StageRun& s) {
       opt.max_steps() > 0 ? opt.max_steps() : std::max<int64_t>(1, opt.epochs() * s.buffer->shard_size() / per_step);
   const aln::v1::ShardLevel level = config::policy_shard(w.spec);
   // (validate_job says the same with the file's line; specs built in code reach only this.)
-  if (level == aln::v1::FULL && (w.pipeline || w.spec.parallel().overlap() || w.sampler)) {
+  if (level == aln::v1::FULL && (w.pipeline || w.spec.parallel().overlap())) {
     return absl::UnimplementedError(
-        "parallel.policy.shard: full is not combined with pipeline stages, parallel.overlap or rollout ranks yet");
+        "parallel.policy.shard: full is not combined with pipeline stages or parallel.overlap yet");
   }
   if (level == aln::v1::GRADIENTS && dp.size() > 1 && (w.pipeline || w.spec.parallel().overlap())) {
     return absl::UnimplementedError(

@@ -17,10 +17,27 @@ namespace aln::engine {
 inline constexpr size_t kPieceBytes = size_t{256} << 20;
 inline constexpr size_t kMessageLimit = (size_t{1} << 31) - (size_t{1} << 20);
 
-// Sends `tensors` by name in requests of at most kPieceBytes of tensor data (host copies), with
-// `config_json` as the file config.json in the first when it is not empty. `start` labels each
-// fresh request; `send` sends one. A tensor no control message can carry is refused naming `what`,
-// the tensor, and `advice` (what to do instead).
+// Tensors sent by name as they come, in requests of at most kPieceBytes of tensor data (host
+// copies: a tensor may be freed once add() returns), with `config_json` as the file config.json in
+// the first when it is not empty. `start` labels each fresh request; `send` sends one. A tensor no
+// control message can carry is refused naming `what`, the tensor, and `advice` (what to do instead).
+class TensorSender {
+ public:
+  using Start = std::function<void(aln::v1::ServiceRequest&)>;
+  using Send = std::function<absl::Status(const aln::v1::ServiceRequest&)>;
+  TensorSender(const std::string& config_json, Start start, Send send, std::string what, std::string advice);
+  absl::Status add(const std::string& name, const at::Tensor& tensor);
+  absl::Status finish();  // sends what is left (the first request, config.json alone, when nothing was added)
+
+ private:
+  Start start_;
+  Send send_;
+  std::string what_, advice_;
+  aln::v1::ServiceRequest request_;
+  size_t bytes_ = 0;
+};
+
+// All of `tensors` at once, in name order.
 absl::Status send_named_tensors(const std::map<std::string, at::Tensor>& tensors, const std::string& config_json,
                                 const std::function<void(aln::v1::ServiceRequest&)>& start,
                                 const std::function<absl::Status(const aln::v1::ServiceRequest&)>& send,

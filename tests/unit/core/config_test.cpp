@@ -164,17 +164,16 @@ TEST(JobConfig, ShardingLevels) {
   // Reference ranks of their own beside a fully sharded policy: rank 0 puts the policy together to send it.
   ASSERT_TRUE(
       load_job_text(base + "  placement: separate\n  policy: {data_parallel: 2, shard: full}\n", "job.yaml").ok());
-  // GRPO runs (its ranks decode in step), with its staleness snapshot sharded too, as does every
-  // other method; rollout ranks are refused.
+  // GRPO runs (its ranks decode in step), with its staleness snapshot sharded too, and with rollout
+  // ranks, as does every other method.
   const std::string grpo = "name: t\ntrainer: {grpo: {}}\ndata: {train: [{path: p.jsonl}]}\nparallel:\n";
   ASSERT_TRUE(load_job_text(grpo + "  policy: {data_parallel: 2, shard: full}\n", "job.yaml").ok());
   ASSERT_TRUE(load_job_text("name: t\ntrainer: {grpo: {max_staleness: 1}}\ndata: {train: [{path: p.jsonl}]}\n"
                             "parallel:\n  policy: {data_parallel: 2, shard: full}\n",
                             "job.yaml")
                   .ok());
-  EXPECT_EQ(load_error(grpo + "  policy: {data_parallel: 2, shard: full}\n  rollout: {ranks: 1}\n"),
-            "job.yaml:6: parallel.rollout.ranks: not combined with parallel.policy.shard: full yet (the rollout "
-            "ranks are sent the policy whole); set it to 0, or shard: gradients");
+  ASSERT_TRUE(
+      load_job_text(grpo + "  policy: {data_parallel: 2, shard: full}\n  rollout: {ranks: 1}\n", "job.yaml").ok());
   EXPECT_EQ(load_error(base + "  policy: {pipeline_parallel: 2, shard: gradients}\n"),
             "job.yaml:9: parallel.policy.shard: gradients is not combined with pipeline stages yet; use optimizer "
             "with pipeline_parallel > 1");
