@@ -2,7 +2,8 @@
 # model.dtype: bfloat16 (mixed precision: bfloat16 passes over float32 master weights) on the CPU:
 # a job of SFT, DPO (cached reference sums), Ra-DPO (the reference's full distributions) and GRPO
 # (generation) logs losses close to the float32 run's, writes a float32 final model, resumes after
-# SIGKILL to the uninterrupted run's bits, and float16 or unsupported layouts are refused by key.
+# SIGKILL to the uninterrupted run's bits, runs fully sharded over 2 ranks to the unsharded run's
+# bits, and float16 or unsupported layouts are refused by key.
 # Run from the repo root: bf16_test.sh ALN
 set -uo pipefail
 ALN="$1"; MPIEXEC=mpirun
@@ -66,8 +67,19 @@ sed 's/dtype: bfloat16/dtype: float16/' "$work/bf16.yaml" >"$work/f16.yaml"
 "$ALN" train "$work/f16.yaml" >/dev/null 2>"$work/f16.err"; rc=$?
 check "float16 is refused (rc $rc): $(tail -1 "$work/f16.err")" \
   "[[ $rc -eq 2 ]] && tail -1 '$work/f16.err' | grep -q 'model.dtype: float16 needs loss scaling'"
-sed 's/^parallel: .*/parallel: {policy: {data_parallel: 1, shard: full}, deterministic: true}/' "$work/bf16.yaml" >"$work/full.yaml"
-"$ALN" train "$work/full.yaml" >/dev/null 2>"$work/full.err"; rc=$?
-check "bfloat16 with shard: full is refused (rc $rc): $(tail -1 "$work/full.err")" \
-  "[[ $rc -eq 2 ]] && tail -1 '$work/full.err' | grep -q 'model.dtype: bfloat16 with parallel.policy.shard: full is not supported yet'"
+sed 's/^parallel: .*/parallel: {policy: {data_parallel: 1}, placement: separate, deterministic: true}/' "$work/bf16.yaml" >"$work/sep.yaml"
+mpi 2 "$ALN" train "$work/sep.yaml" >"$work/sep.err" 2>&1; rc=$?
+check "bfloat16 with placement: separate is refused (rc $rc): $(grep -m1 'model.dtype' "$work/sep.err")" \
+  "[[ $rc -ne 0 ]] && grep -q 'model.dtype: bfloat16 with parallel.placement: separate is not supported yet' '$work/sep.err'"
+# Fully sharded over 2 ranks (float32 shards, each pass casting what it gathers, the reference
+# sharded too for Ra-DPO, generation in step for GRPO): the unsharded 2-rank bfloat16 run's bits.
+for shard in none full; do
+  sed "s/^parallel: .*/parallel: {policy: {data_parallel: 2, shard: $shard}, deterministic: true}/; s|^output_dir: .*|output_dir: $work/dp-$shard|" \
+    "$work/bf16.yaml" >"$work/dp-$shard.yaml"
+  mpi 2 "$ALN" train "$work/dp-$shard.yaml" >"$work/dp-$shard.out" 2>&1; rc=$?
+  check "bfloat16 on 2 ranks, shard $shard, exits 0 (rc $rc): $(grep -v '^ ' "$work/dp-$shard.out" | tail -1)" "[[ $rc -eq 0 ]]"
+done
+# (The gradient norms are summed over the ranks' shards in another order: the last digit may differ.)
+check "bfloat16 fully sharded over 2 ranks: the unsharded run's losses and final model, bit for bit" \
+  "grep -q 'FSDP: parameters, gradients and AdamW moments sharded over 2 ranks' '$work/dp-full.out' && diff <(losses '$work/dp-none/train_log.jsonl' | cut -d' ' -f1-3) <(losses '$work/dp-full/train_log.jsonl' | cut -d' ' -f1-3) >/dev/null && cmp -s '$work/dp-none/final/model.safetensors' '$work/dp-full/final/model.safetensors'"
 summary

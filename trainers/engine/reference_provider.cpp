@@ -114,6 +114,9 @@ absl::Status shard_reference(PolicyWorker& w, StageRun& s, const std::string& st
     ref.sharded = std::make_unique<FullySharded>(*w.dp, *ref.model, deterministic, FullySharded::ShapesOnly{});
     ref.sharded->take_parts(w.fsdp->parameter_parts());
   }
+  // Computing as a whole frozen copy stored in the compute dtype does (bfloat16 under mixed
+  // precision); the shards stay float32 and each pass casts what it gathers.
+  if (compute_dtype(w) != at::kFloat) ref.model->set_compute_dtype(compute_dtype(w));
   constexpr double mib = 1024.0 * 1024.0;
   w.log.info(
       "stage %s: the reference runs on the fly, fully sharded as the policy is: this rank keeps %.2f MiB of "
