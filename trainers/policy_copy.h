@@ -2,7 +2,8 @@
 // Frozen copies of the policy's weights, for trainers that sample with an older policy version
 // (GRPO's bounded-staleness snapshot). Who makes them decides how they are kept: whole in this
 // process (whole_policy_copier(), the default), or, beside a fully sharded policy, sharded the same
-// way (the engine's, trainers/engine/sharded_copy.h), so that no rank ever holds the copy whole.
+// way (the engine's, trainers/engine/sharded_copy.h), so that no rank keeps the copy whole between
+// checkpoints.
 // Trainers see only a model to run passes with; with a sharded copy every rank runs the same passes
 // in the same order, as with the sharded policy itself.
 #include <memory>
@@ -36,6 +37,10 @@ class PolicyCopier {
   // time on every rank, each keeping its ranges (collective; a read that fails anywhere fails everywhere).
   virtual absl::StatusOr<std::unique_ptr<PolicyCopy>> read(const std::string& path, const model::ModelConfig& config,
                                                            const model::DecoderModel& policy) const = 0;
+  // Before a collective read: every rank learns whether every rank may go on. `local` is this rank's
+  // verdict; the result is it, or an error naming `what` when another rank's failed. (Whole copies:
+  // `local`.)
+  virtual absl::Status agree(const absl::Status& local, const std::string& what) const { return local; }
 };
 
 // Copies kept whole in this process.

@@ -3,7 +3,8 @@
 # a job of SFT, DPO (cached reference sums), Ra-DPO (the reference's full distributions) and GRPO
 # (generation) logs losses close to the float32 run's, writes a float32 final model, resumes after
 # SIGKILL to the uninterrupted run's bits, runs fully sharded over 2 ranks to the unsharded run's
-# bits, and float16 or unsupported layouts are refused by key.
+# bits and with GRPO's generation on a rollout rank to the colocated run's, and float16 or
+# unsupported layouts are refused by key.
 # Run from the repo root: bf16_test.sh ALN
 set -uo pipefail
 ALN="$1"; MPIEXEC=mpirun
@@ -79,6 +80,13 @@ for shard in none full; do
   mpi 2 "$ALN" train "$work/dp-$shard.yaml" >"$work/dp-$shard.out" 2>&1; rc=$?
   check "bfloat16 on 2 ranks, shard $shard, exits 0 (rc $rc): $(grep -v '^ ' "$work/dp-$shard.out" | tail -1)" "[[ $rc -eq 0 ]]"
 done
+# GRPO's generation on a rollout rank of its own: sent the float32 weights and the dtype they compute
+# in, it samples what the colocated bfloat16 run samples.
+sed "s/^parallel: .*/parallel: {policy: {data_parallel: 1}, rollout: {ranks: 1}, deterministic: true}/; s|^output_dir: .*|output_dir: $work/rr|" \
+  "$work/bf16.yaml" >"$work/rr.yaml"
+mpi 2 "$ALN" train "$work/rr.yaml" >"$work/rr.out" 2>&1; rc=$?
+check "bfloat16 with a rollout rank (rc $rc): the colocated run's losses, rollouts and final model, bit for bit" \
+  "[[ $rc -eq 0 ]] && diff <(losses '$work/bf16/train_log.jsonl') <(losses '$work/rr/train_log.jsonl') >/dev/null && cmp -s '$work/bf16/final/model.safetensors' '$work/rr/final/model.safetensors' && grep -q '4 weight versions sent' '$work/rr.out'"
 # (The gradient norms are summed over the ranks' shards in another order: the last digit may differ.)
 check "bfloat16 fully sharded over 2 ranks: the unsharded run's losses and final model, bit for bit" \
   "grep -q 'FSDP: parameters, gradients and AdamW moments sharded over 2 ranks' '$work/dp-full.out' && diff <(losses '$work/dp-none/train_log.jsonl' | cut -d' ' -f1-3) <(losses '$work/dp-full/train_log.jsonl' | cut -d' ' -f1-3) >/dev/null && cmp -s '$work/dp-none/final/model.safetensors' '$work/dp-full/final/model.safetensors'"

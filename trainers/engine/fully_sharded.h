@@ -31,7 +31,8 @@
 // one unit at a time as the ranks gather it (for_each_whole and io::save_safetensors_streamed).
 //
 // Every rank must run the same passes in the same order (each gather is a collective); the engine
-// keeps evaluation unsplit and job validation refuses methods that generate with the policy. The
+// keeps evaluation unsplit and makes the ranks decode in step when each generates for prompts of
+// its own (its generate hook). The
 // model's map tensors are valid only during a pass (the outer ones until the next pass): callers
 // must not keep them across passes.
 // A start need not build the whole model first: from the parameters' shapes alone (ShapesOnly), the

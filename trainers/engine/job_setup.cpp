@@ -28,16 +28,17 @@ std::string spec_fingerprint(const aln::v1::JobSpec& spec) {
 namespace {
 
 // The first key of `spec` that moves a policy's activations or weights between processes (pipeline
-// stages, full sharding, separate roles, rollout ranks), or null: what GPUs do not run yet. Mixed
-// precision runs beside full sharding (the ranks gather float32 shards, which each pass casts as a
-// whole policy's does), so `full_sharding` false leaves it out.
-const char* multi_process_layout(const aln::v1::JobSpec& spec, bool full_sharding = true) {
+// stages, full sharding, separate roles, rollout ranks), or null: what GPUs do not run yet.
+// `mixed_precision`: only those mixed precision does not run yet. It runs beside full sharding (the
+// ranks gather float32 shards, which each pass casts as a whole policy's does) and with rollout
+// ranks (sent the weights and the dtype the sampler computes in).
+const char* multi_process_layout(const aln::v1::JobSpec& spec, bool mixed_precision = false) {
   const auto& par = spec.parallel();
-  return par.policy().pipeline_parallel() > 1                           ? "parallel.policy.pipeline_parallel > 1"
-         : full_sharding && config::policy_shard(spec) == aln::v1::FULL ? "parallel.policy.shard: full"
-         : par.placement() == aln::v1::SEPARATE                         ? "parallel.placement: separate"
-         : par.rollout().ranks() > 0                                    ? "parallel.rollout.ranks"
-                                                                        : nullptr;
+  return par.policy().pipeline_parallel() > 1                              ? "parallel.policy.pipeline_parallel > 1"
+         : !mixed_precision && config::policy_shard(spec) == aln::v1::FULL ? "parallel.policy.shard: full"
+         : par.placement() == aln::v1::SEPARATE                            ? "parallel.placement: separate"
+         : !mixed_precision && par.rollout().ranks() > 0                   ? "parallel.rollout.ranks"
+                                                                           : nullptr;
 }
 
 }  // namespace
@@ -52,7 +53,7 @@ absl::Status check_supported(const aln::v1::JobSpec& spec) {
   // Mixed precision runs where each rank's passes have the policy in this process (whole, or
   // gathered from float32 shards) with its reference and reward models; the other layouts send
   // activations or weights between processes in float32.
-  if (const char* not_yet = multi_process_layout(spec, /*full_sharding=*/false);
+  if (const char* not_yet = multi_process_layout(spec, /*mixed_precision=*/true);
       spec.model().dtype() == aln::v1::BFLOAT16 && not_yet) {
     return absl::UnimplementedError(absl::StrCat("model.dtype: bfloat16 with ", not_yet,
                                                  " is not supported yet; remove it or set model.dtype: float32"));

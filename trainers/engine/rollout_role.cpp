@@ -82,7 +82,22 @@ struct ClientState {
   Version version{-1, -1};
   model::TensorMap arriving;
   std::string config_json;
+  at::ScalarType compute = at::ScalarType::Undefined;  // the arriving version's compute dtype
 };
+
+// A weights request names the dtype the sampler computes in ("" when it computes in its tensors').
+std::string compute_dtype_name(const model::DecoderModel& sampler) {
+  const at::ScalarType compute = sampler.compute_dtype();
+  return compute == at::ScalarType::Undefined ? "" : c10::toString(compute);
+}
+
+at::ScalarType compute_dtype_of(const std::string& name, int rank) {
+  if (name.empty()) return at::ScalarType::Undefined;
+  for (at::ScalarType t : {at::kBFloat16, at::kFloat, at::kHalf}) {
+    if (name == c10::toString(t)) return t;
+  }
+  ALN_FAIL("rank ", rank, " sent weights computing in \"", name, "\", which this rollout rank does not know");
+}
 
 }  // namespace
 
@@ -204,6 +219,7 @@ void RemoteSampler::push_weights(const model::DecoderModel& sampler, int64_t sta
         request.set_stage(stage);
         request.set_step(version);
         request.set_total(static_cast<int64_t>(tensors.size()));
+        request.set_text(compute_dtype_name(sampler));
       },
       [&](const aln::v1::ServiceRequest& request) { return calls_->call_and_wait(request).status(); }, "policy weights",
       "rollout ranks need every weight tensor under 2 GiB; set parallel.rollout.ranks to 0");
@@ -224,9 +240,7 @@ void RemoteSampler::push_sharded(const FullySharded& shards, const model::Decode
                                  int64_t version) {
   // The first policy rank each rollout rank serves sends; the rest only gather with it.
   const bool sends = policy_rank_ < placement_.rollout_ranks;
-  // Sent as a whole sampler would be stored: in the dtype it computes in (a sharded one keeps float32).
-  const at::ScalarType compute = sampler.compute_dtype();
-  const at::ScalarType dtype = compute == at::ScalarType::Undefined ? at::kFloat : compute;
+  // The float32 tensors the shards hold, and the dtype the sampler computes in (as a whole one's).
   const auto total = static_cast<int64_t>(sampler.tensors().size());
   std::optional<TensorSender> sender;
   if (sends) {
@@ -237,14 +251,20 @@ void RemoteSampler::push_sharded(const FullySharded& shards, const model::Decode
           request.set_stage(stage);
           request.set_step(version);
           request.set_total(total);
+          request.set_text(compute_dtype_name(sampler));
         },
         [&](const aln::v1::ServiceRequest& request) { return calls_->call_and_wait(request).status(); },
         "policy weights", "rollout ranks need every weight tensor under 2 GiB; set parallel.rollout.ranks to 0");
   }
+  // The gathers below are bounded by parallel.timeout_s, so nothing slow may run inside them: each
+  // rank first waits until its rollout rank has answered everything it asked for (one round trip:
+  // a generate asked ahead may still run), then all wait for each other as long as a generation may.
+  rollout_rank_holds(stage, version);
+  shards.group().sum(0.0, placement_.long_wait);
   // A failed send stops sending, not gathering: the other ranks are in the same gathers.
   absl::Status sent = absl::OkStatus();
   shards.for_each_whole([&](const std::string& name, const at::Tensor& whole) {
-    if (sender && sent.ok()) sent = sender->add(name, whole.to(dtype));
+    if (sender && sent.ok()) sent = sender->add(name, whole);
   });
   if (sender && sent.ok()) sent = sender->finish();
   // Every rank learns whether the weights arrived; the others wait here for the senders.
@@ -411,6 +431,7 @@ absl::Status run_rollout_role(const RolloutPlacement& placement, int index, cons
       if (request.files_size() > 0) {  // a version's first message
         state.arriving.clear();
         state.config_json = request.files(0).data();
+        state.compute = compute_dtype_of(request.text(), client);
       }
       for (const auto& named : request.named()) {
         state.arriving[named.name()] = tensor_of(named.tensor(), "weights", client);
@@ -421,6 +442,7 @@ absl::Status run_rollout_role(const RolloutPlacement& placement, int index, cons
         auto made = model::DecoderModel::from_tensors(*config, std::move(state.arriving));
         ALN_THROW_IF_ERROR(made.status());
         made->set_requires_grad(false);
+        made->set_compute_dtype(state.compute);  // mixed precision: as the policy rank's sampler computes
         state.model = std::make_shared<const model::DecoderModel>(std::move(*made));
         state.version = asked;
         state.arriving.clear();

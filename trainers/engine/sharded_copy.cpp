@@ -69,10 +69,14 @@ absl::StatusOr<std::unique_ptr<trainers::PolicyCopy>> ShardedPolicyCopier::read(
     made->shards().take(name, found->second);
   }
   // Ranks may see different folders: all go on, or all stop with the error where it happened.
-  if (dp_.sum(read.ok() ? 0.0 : 1.0) > 0) {
-    return read.ok() ? absl::DataLossError(absl::StrCat("another rank could not read ", path, " (see its log)")) : read;
-  }
+  absl::Status agreed = agree(read, path);
+  if (!agreed.ok()) return agreed;
   return std::unique_ptr<trainers::PolicyCopy>(std::move(made));
+}
+
+absl::Status ShardedPolicyCopier::agree(const absl::Status& local, const std::string& what) const {
+  if (dp_.sum(local.ok() ? 0.0 : 1.0) == 0) return absl::OkStatus();
+  return local.ok() ? absl::DataLossError(absl::StrCat("another rank could not read ", what, " (see its log)")) : local;
 }
 
 }  // namespace aln::engine

@@ -2,9 +2,11 @@
 // Frozen copies of a fully sharded policy, sharded the same way (trainers::PolicyCopier for
 // PrepareContext::policy_copier): GRPO's bounded-staleness snapshot beside parallel.policy.shard: full.
 // A copy takes this rank's ranges of the policy's shards (nothing is gathered: 1/N of the model per
-// rank, instead of a whole copy on every rank); its passes gather a layer at a time as the policy's do,
-// so every rank samples and scores with it in step. A checkpoint puts it together on rank 0; a
-// resume reads it back one tensor at a time on every rank, each keeping its ranges.
+// rank, instead of a whole copy on every rank); its passes gather a layer at a time as the policy's do
+// (the outer unit, head and tied embedding, stays gathered from one pass to the next, as the
+// policy's does), so every rank samples and scores with it in step. A checkpoint puts it together
+// on rank 0 (whole there, briefly); a resume reads it back one tensor at a time on every rank, each
+// keeping its ranges.
 #include <memory>
 #include <string>
 
@@ -23,6 +25,7 @@ class ShardedPolicyCopier final : public trainers::PolicyCopier {
   std::unique_ptr<trainers::PolicyCopy> copy(const model::DecoderModel& policy) const override;
   absl::StatusOr<std::unique_ptr<trainers::PolicyCopy>> read(const std::string& path, const model::ModelConfig& config,
                                                              const model::DecoderModel& policy) const override;
+  absl::Status agree(const absl::Status& local, const std::string& what) const override;
 
  private:
   const DataParallel& dp_;

@@ -99,7 +99,9 @@ class GrpoTrainer final : public Trainer {
     if (!sampler_) return absl::OkStatus();
     std::optional<model::DecoderModel> gathered = std::exchange(to_save_, std::nullopt);
     const model::DecoderModel& m = gathered ? *gathered : sampler_->model();
-    ALN_CHECK(m.param_gather() == nullptr, "GRPO's sharded snapshot was not put together before it was saved");
+    if (m.param_gather() != nullptr) {
+      return absl::FailedPreconditionError("GRPO's sharded snapshot was not put together before it was saved");
+    }
     // Stored as a whole snapshot is (in the dtype the policy computes in), whichever way it was kept.
     const at::ScalarType dtype = m.tensors().begin()->second.scalar_type();
     const at::ScalarType stored = compute_ == at::ScalarType::Undefined ? dtype : compute_;
@@ -111,16 +113,19 @@ class GrpoTrainer final : public Trainer {
   absl::Status load_state(const std::string& dir) override {
     const std::string path = (std::filesystem::path(dir) / "grpo_sampler.safetensors").string();
     if (!std::filesystem::exists(path)) return absl::OkStatus();
+    absl::Status found = absl::OkStatus();
     auto file = io::load_safetensors(path, [](const std::string& name) { return name == "__sampler_version__"; });
-    if (!file.ok()) return file.status();
-    auto version = file->tensors.find("__sampler_version__");
-    if (version == file->tensors.end()) {
-      return absl::DataLossError(absl::StrCat(path, ": no __sampler_version__; the checkpoint cannot resume GRPO"));
+    if (!file.ok()) {
+      found = file.status();
+    } else if (file->tensors.count("__sampler_version__") == 0) {
+      found = absl::DataLossError(absl::StrCat(path, ": no __sampler_version__; the checkpoint cannot resume GRPO"));
+    } else if (!config_ || policy_ == nullptr) {
+      found = absl::FailedPreconditionError("GRPO was not prepared before its state was loaded");
     }
-    if (!config_ || policy_ == nullptr) {
-      return absl::FailedPreconditionError("GRPO was not prepared before its state was loaded");
-    }
-    sampler_version_ = version->second.item<int64_t>();
+    // A sharded read is collective: every rank goes on to it, or all stop with the error.
+    found = copier_->agree(found, path);
+    if (!found.ok()) return found;
+    sampler_version_ = file->tensors.at("__sampler_version__").item<int64_t>();
     auto read = copier_->read(path, *config_, *policy_);
     if (!read.ok()) return read.status();
     sampler_ = std::move(*read);
