@@ -33,8 +33,8 @@ class PolicyCopier {
   // stored in the policy's compute dtype: under bf16 mixed precision, half the memory, the same bits).
   virtual std::unique_ptr<PolicyCopy> copy(const model::DecoderModel& policy) const = 0;
   // A copy of weights a checkpoint saved (the safetensors file `path`, model `config`; other tensors
-  // in it are ignored), placed and computing as `policy` does. A sharded copier reads one tensor at a
-  // time on every rank, each keeping its ranges (collective; a read that fails anywhere fails everywhere).
+  // in it are ignored), placed and computing as `policy` does. A sharded copier has every rank read
+  // only its own ranges (collective; a read that fails anywhere fails everywhere).
   virtual absl::StatusOr<std::unique_ptr<PolicyCopy>> read(const std::string& path, const model::ModelConfig& config,
                                                            const model::DecoderModel& policy) const = 0;
   // Before a collective read: every rank learns whether every rank may go on. `local` is this rank's

@@ -73,9 +73,10 @@ mpi 2 "$ALN" train "$work/sep.yaml" >"$work/sep.err" 2>&1; rc=$?
 check "bfloat16 with placement: separate is refused (rc $rc): $(grep -m1 'model.dtype' "$work/sep.err")" \
   "[[ $rc -ne 0 ]] && grep -q 'model.dtype: bfloat16 with parallel.placement: separate is not supported yet' '$work/sep.err'"
 # Fully sharded over 2 ranks (float32 shards, each pass casting what it gathers, the reference
-# sharded too for Ra-DPO, generation in step for GRPO): the unsharded 2-rank bfloat16 run's bits.
+# sharded too for Ra-DPO, generation in step for GRPO, whose sampling snapshot, max_staleness 1, is
+# sharded too and saved at the checkpoint of global step 15): the unsharded 2-rank bfloat16 run's bits.
 for shard in none full; do
-  sed "s/^parallel: .*/parallel: {policy: {data_parallel: 2, shard: $shard}, deterministic: true}/; s|^output_dir: .*|output_dir: $work/dp-$shard|" \
+  sed "s/^parallel: .*/parallel: {policy: {data_parallel: 2, shard: $shard}, deterministic: true}/; s|^output_dir: .*|output_dir: $work/dp-$shard|; s/reward_rule: brevity}/reward_rule: brevity, max_staleness: 1}/" \
     "$work/bf16.yaml" >"$work/dp-$shard.yaml"
   mpi 2 "$ALN" train "$work/dp-$shard.yaml" >"$work/dp-$shard.out" 2>&1; rc=$?
   check "bfloat16 on 2 ranks, shard $shard, exits 0 (rc $rc): $(grep -v '^ ' "$work/dp-$shard.out" | tail -1)" "[[ $rc -eq 0 ]]"

@@ -1,6 +1,8 @@
 #include "trainers/engine/sharded_copy.h"
 
+#include <map>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "core/error.h"
@@ -50,23 +52,32 @@ absl::StatusOr<std::unique_ptr<trainers::PolicyCopy>> ShardedPolicyCopier::read(
   auto shapes = shapes_of(config, policy);
   if (!shapes.ok()) return shapes.status();
   auto made = std::make_unique<ShardedCopy>(std::move(*shapes), dp_, deterministic_, policy.device());
-  // Every rank reads one tensor at a time and keeps its ranges (read as saved: the policy's compute
-  // dtype; the shards are float32).
+  // Every rank reads only its own ranges (pread), the file's shapes checked against the model's first.
   absl::Status read = absl::OkStatus();
-  for (const auto& [name, shape] : model::DecoderModel::expected_shapes(config)) {
-    auto file = io::load_safetensors(path, [&name](const std::string& n) { return n == name; });
-    if (!file.ok()) {
-      read = file.status();
-      break;
+  auto header = io::read_safetensors_header(path);
+  if (!header.ok()) {
+    read = header.status();
+  } else {
+    std::map<std::string, std::vector<int64_t>> shapes;
+    for (const io::SafetensorsEntry& e : header->entries) shapes.emplace(e.name, e.shape);
+    for (const auto& [name, shape] : model::DecoderModel::expected_shapes(config)) {
+      auto found = shapes.find(name);
+      if (found == shapes.end() || found->second != shape) {
+        read = absl::DataLossError(absl::StrCat(path, ": ", found == shapes.end() ? "no tensor " : "a wrong shape for ",
+                                                name, " (a snapshot of another model?)"));
+        break;
+      }
     }
-    auto found = file->tensors.find(name);
-    if (found == file->tensors.end() || found->second.sizes().vec() != shape) {
-      read = absl::DataLossError(absl::StrCat(path, ": ",
-                                              found == file->tensors.end() ? "no tensor " : "a wrong shape for ", name,
-                                              " (a snapshot of another model?)"));
-      break;
+  }
+  if (read.ok()) {
+    std::vector<io::SafetensorsSlice> slices;
+    for (const ShardRange& r : made->shards().ranges()) slices.push_back({r.name, r.name, r.offset, r.numel});
+    auto parts = io::load_safetensors_slices(path, slices);
+    if (parts.ok()) {
+      made->shards().take_parts(optim::TensorMap(parts->begin(), parts->end()));  // to float32 as they are copied
+    } else {
+      read = parts.status();
     }
-    made->shards().take(name, found->second);
   }
   // Ranks may see different folders: all go on, or all stop with the error where it happened.
   absl::Status agreed = agree(read, path);

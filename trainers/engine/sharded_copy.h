@@ -5,8 +5,7 @@
 // rank, instead of a whole copy on every rank); its passes gather a layer at a time as the policy's do
 // (the outer unit, head and tied embedding, stays gathered from one pass to the next, as the
 // policy's does), so every rank samples and scores with it in step. A checkpoint puts it together
-// on rank 0 (whole there, briefly); a resume reads it back one tensor at a time on every rank, each
-// keeping its ranges.
+// on rank 0 (whole there, briefly); a resume has every rank read back only its own ranges of it.
 #include <memory>
 #include <string>
 
