@@ -5,9 +5,11 @@
 // logits (the counter `largest_logits_bytes`). Run with
 //   build/bin/bench_token_logprobs --benchmark_format=json --benchmark_out=token_logprobs.json
 #include <ATen/ATen.h>
-#include <algorithm>
 #include <ATen/Parallel.h>
 #include <benchmark/benchmark.h>
+#include <algorithm>
+#include <utility>
+#include <vector>
 
 #include "core/error.h"
 #include "kernels/fused_logprobs.h"
@@ -56,13 +58,14 @@ void projection_step(benchmark::State& state, bool fused) {
   at::Tensor targets = at::randint(vocab, {rows}, at::kLong);
   at::Tensor upstream = at::randn({rows});
   for (auto _ : state) {
-    at::Tensor lp = fused ? aln::kernels::fused_token_logprobs(h, w, targets)
+    at::Tensor lp = fused ? aln::kernels::fused_token_logprobs(h, w, targets, 1.0, state.range(4))
                           : aln::kernels::token_logprobs(at::mm(h, w.t()), targets);
     (lp * upstream).sum().backward();
     h.mutable_grad() = at::Tensor();
     w.mutable_grad() = at::Tensor();
   }
-  const int64_t columns = fused ? std::min(vocab, aln::kernels::fused_logprobs_tile(rows)) : vocab;
+  const int64_t tile = state.range(4) > 0 ? state.range(4) : aln::kernels::fused_logprobs_tile(rows);
+  const int64_t columns = fused ? std::min(vocab, tile) : vocab;
   state.counters["largest_logits_bytes"] = static_cast<double>(rows * columns * 4);
   // Forward h W^T and both backward products (the fused kernel recomputes the first: one more).
   state.counters["model_flops"] = benchmark::Counter(static_cast<double>(6 * rows * hidden * vocab) * state.iterations(),
@@ -72,10 +75,21 @@ void projection_step(benchmark::State& state, bool fused) {
 void BM_ProjectionLogprobsFull(benchmark::State& state) { projection_step(state, false); }
 void BM_ProjectionLogprobsFused(benchmark::State& state) { projection_step(state, true); }
 
-// rows, hidden, vocab, threads. Run with MALLOC_MMAP_THRESHOLD_=MALLOC_TRIM_THRESHOLD_=1073741824 for the allocator
-// setting `aln` applies to itself (without it the full path page-faults its logits every iteration).
-BENCHMARK(BM_ProjectionLogprobsFull)->Args({512, 64, 50257, 2})->Args({512, 128, 50257, 2})->Args({512, 256, 50257, 2})->Args({512, 512, 50257, 2})->Args({1024, 512, 50257, 2})->Args({2048, 64, 50257, 2})->Args({2048, 512, 50257, 2})->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_ProjectionLogprobsFused)->Args({512, 64, 50257, 2})->Args({512, 128, 50257, 2})->Args({512, 256, 50257, 2})->Args({512, 512, 50257, 2})->Args({1024, 512, 50257, 2})->Args({2048, 64, 50257, 2})->Args({2048, 512, 50257, 2})->Unit(benchmark::kMillisecond);
+// rows, hidden, vocab, threads, vocabulary columns per tile (0: the kernel's default, about 8 MiB of
+// logits; the others try smaller tiles). Run with MALLOC_MMAP_THRESHOLD_=MALLOC_TRIM_THRESHOLD_=1073741824 for the
+// allocator setting `aln` applies to itself (without it the full path page-faults its logits every iteration).
+void projection_shapes(benchmark::internal::Benchmark* b, bool tiles) {
+  for (const auto& [rows, hidden] : std::vector<std::pair<int64_t, int64_t>>{
+           {512, 64}, {512, 128}, {512, 256}, {512, 512}, {1024, 512}, {2048, 64}, {2048, 512}}) {
+    b->Args({rows, hidden, 50257, 2, 0});
+    if (tiles && rows == 512 && (hidden == 64 || hidden == 512)) {
+      for (const int64_t tile : {512, 1024, 2048}) b->Args({rows, hidden, 50257, 2, tile});
+    }
+  }
+  b->Unit(benchmark::kMillisecond);
+}
+BENCHMARK(BM_ProjectionLogprobsFull)->Apply([](benchmark::internal::Benchmark* b) { projection_shapes(b, false); });
+BENCHMARK(BM_ProjectionLogprobsFused)->Apply([](benchmark::internal::Benchmark* b) { projection_shapes(b, true); });
 
 }  // namespace
 

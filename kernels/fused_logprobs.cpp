@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "core/error.h"
+#include "core/model/gemm_avx512.h"
 
 namespace aln::kernels {
 namespace {
@@ -23,11 +24,54 @@ at::ScalarType compute_type(at::ScalarType t) {
   return t == at::kHalf || t == at::kBFloat16 ? at::kFloat : t;
 }
 
+using model::LinearProduct;
+using model::MatrixView;
+
+// A tile's three products are those of a linear layer with x = hidden [N, H] and W = the tile's
+// rows of the projection [tile, H]: on float32 CPU operands they go through Aln's GEMM where it
+// beats the BLAS for that shape (core/model/gemm_avx512.h), the BLAS elsewhere.
+bool own_gemm(const at::Tensor& hidden, LinearProduct product, int64_t tile) {
+  return hidden.device().is_cpu() && hidden.scalar_type() == at::kFloat &&
+         model::gemm_wins(product, hidden.size(0), hidden.size(1), tile);
+}
+
+MatrixView rows_of(const at::Tensor& t) { return {t.const_data_ptr<float>(), t.stride(0), t.stride(1)}; }
+MatrixView columns_of(const at::Tensor& t) { return {t.const_data_ptr<float>(), t.stride(1), t.stride(0)}; }
+
 // One vocabulary tile's logits [N, tile] in the compute dtype, divided by the temperature.
 at::Tensor tile_logits(const at::Tensor& hidden, const at::Tensor& weight_tile, double temperature) {
-  at::Tensor logits = at::mm(hidden, weight_tile.t()).to(compute_type(hidden.scalar_type()));
+  at::Tensor logits;
+  const int64_t n = hidden.size(0), h = hidden.size(1), size = weight_tile.size(0);
+  if (own_gemm(hidden, LinearProduct::kForward, size)) {
+    logits = at::empty({n, size}, hidden.options());
+    model::gemm_avx512(rows_of(hidden), columns_of(weight_tile), n, h, size, logits.mutable_data_ptr<float>(), size);
+  } else {
+    logits = at::mm(hidden, weight_tile.t()).to(compute_type(hidden.scalar_type()));
+  }
   if (temperature != 1.0) logits.div_(temperature);
   return logits;
+}
+
+// grad_hidden += grad_logits W_tile.
+void add_hidden_grad(at::Tensor& grad_hidden, const at::Tensor& grad_logits, const at::Tensor& w) {
+  const int64_t n = grad_hidden.size(0), h = grad_hidden.size(1), size = w.size(0);
+  if (own_gemm(grad_hidden, LinearProduct::kGradInput, size) && w.scalar_type() == at::kFloat) {
+    model::gemm_avx512(rows_of(grad_logits), rows_of(w), n, size, h, grad_hidden.mutable_data_ptr<float>(), h, nullptr,
+                       true);
+  } else {
+    grad_hidden.addmm_(grad_logits, w.to(grad_hidden.scalar_type()));
+  }
+}
+
+// grad_w_tile = grad_logits^T h, written into the tile's rows of W's gradient.
+void write_weight_grad(at::Tensor grad_w_tile, const at::Tensor& grad_logits, const at::Tensor& h) {
+  const int64_t n = h.size(0), hd = h.size(1), size = grad_w_tile.size(0);
+  if (own_gemm(h, LinearProduct::kGradWeight, size) && grad_w_tile.scalar_type() == at::kFloat &&
+      grad_w_tile.is_contiguous()) {
+    model::gemm_avx512(columns_of(grad_logits), rows_of(h), size, n, hd, grad_w_tile.mutable_data_ptr<float>(), hd);
+  } else {
+    grad_w_tile.copy_(at::mm(grad_logits.t(), h));
+  }
 }
 
 // Where each row's target falls in the tile [start, start + size): the column (clamped into the
@@ -96,8 +140,8 @@ class FusedLogprobs : public torch::autograd::Function<FusedLogprobs> {
       auto [column, inside] = target_in_tile(targets, start, size, ct);
       grad_logits.scatter_add_(1, column, (g * inside).unsqueeze(1));
       if (temperature != 1.0) grad_logits.div_(temperature);
-      if (want_hidden) grad_hidden.addmm_(grad_logits, w.to(ct));
-      if (want_weight) grad_weight.narrow(0, start, size).copy_(at::mm(grad_logits.t(), h));
+      if (want_hidden) add_hidden_grad(grad_hidden, grad_logits, w);
+      if (want_weight) write_weight_grad(grad_weight.narrow(0, start, size), grad_logits, h);
     }
     return {want_hidden ? grad_hidden.to(hidden.scalar_type()) : at::Tensor(), grad_weight, at::Tensor(),
             at::Tensor(), at::Tensor()};

@@ -1,5 +1,7 @@
 #include "core/model/fast_linear.h"
 
+#include "core/error.h"
+
 #include "core/model/gemm_avx512.h"  // (defines ALN_X86_KERNELS)
 #if ALN_X86_KERNELS
 #include <immintrin.h>
@@ -8,6 +10,8 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/grad_mode.h>
+// Training's linear layer has a backward of its own: the autograd Function API lives outside ATen.
+#include <torch/csrc/autograd/custom_function.h>
 
 namespace aln::model {
 namespace {
@@ -64,11 +68,8 @@ RowsFn pick(int, std::integer_sequence<int, Ms...>) {
 #endif
 
 // Float32 CPU operands without autograd, on a CPU with AVX-512: the cases our kernels take.
+// (Whether autograd is involved is the caller's question.)
 bool own_kernels_apply(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
-  if (at::GradMode::is_enabled() &&
-      (x.requires_grad() || weight.requires_grad() || (bias.defined() && bias.requires_grad()))) {
-    return false;
-  }
   if (x.scalar_type() != at::kFloat || weight.scalar_type() != at::kFloat) return false;
   if (bias.defined() && (bias.scalar_type() != at::kFloat || bias.dim() != 1 || bias.size(0) != weight.size(0) ||
                          !bias.device().is_cpu())) {
@@ -80,6 +81,64 @@ bool own_kernels_apply(const at::Tensor& x, const at::Tensor& weight, const at::
   return gemm_avx512_available();
 }
 
+bool wants_grad(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+  return at::GradMode::is_enabled() &&
+         (x.requires_grad() || weight.requires_grad() || (bias.defined() && bias.requires_grad()));
+}
+
+// W [n, k] (any strides) as the B operand of a product: W^T [k, n] for the forward product, W itself
+// for dx = dy W.
+MatrixView transposed(const at::Tensor& w) { return {w.const_data_ptr<float>(), w.stride(1), w.stride(0)}; }
+MatrixView as_is(const at::Tensor& w) { return {w.const_data_ptr<float>(), w.stride(0), w.stride(1)}; }
+
+// y = x W^T for x [m, k] contiguous, each of the three products by the GEMM or the BLAS as
+// gemm_wins says for its shape. The weight is used through its strides (a transposed view costs no
+// copy). A bias is added outside: an autograd Function cannot take an undefined tensor as an input.
+// First derivatives only: the GEMM's products are not themselves recorded for autograd.
+class TrainableLinear : public torch::autograd::Function<TrainableLinear> {
+ public:
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight) {
+    ctx->save_for_backward({x, weight});
+    const int64_t m = x.size(0), k = x.size(1), n = weight.size(0);
+    if (!gemm_wins(LinearProduct::kForward, m, k, n)) return at::mm(x, weight.t());
+    at::Tensor y = at::empty({m, n}, x.options());
+    gemm_avx512({x.const_data_ptr<float>(), k, 1}, transposed(weight), m, k, n, y.mutable_data_ptr<float>(), n);
+    return y;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    ALN_CHECK(!at::GradMode::is_enabled(),
+              "fast_linear: a double backward (create_graph) through Aln's training GEMM is not supported");
+    if (!grads[0].defined()) return {at::Tensor(), at::Tensor()};
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor& x = saved[0];
+    const at::Tensor& weight = saved[1];
+    const at::Tensor gy = grads[0].contiguous();
+    const int64_t m = x.size(0), k = x.size(1), n = weight.size(0);
+    at::Tensor dx, dw;
+    if (ctx->needs_input_grad(0)) {
+      if (gemm_wins(LinearProduct::kGradInput, m, k, n)) {
+        dx = at::empty({m, k}, gy.options());
+        gemm_avx512({gy.const_data_ptr<float>(), n, 1}, as_is(weight), m, n, k, dx.mutable_data_ptr<float>(), k);
+      } else {
+        dx = at::mm(gy, weight);
+      }
+    }
+    if (ctx->needs_input_grad(1)) {
+      if (gemm_wins(LinearProduct::kGradWeight, m, k, n)) {
+        // dy^T read through its strides: the GEMM packs its rows as it goes.
+        dw = at::empty({n, k}, gy.options());
+        gemm_avx512({gy.const_data_ptr<float>(), 1, n}, {x.const_data_ptr<float>(), k, 1}, n, m, k,
+                    dw.mutable_data_ptr<float>(), k);
+      } else {
+        dw = at::mm(gy.t(), x);
+      }
+    }
+    return {dx, dw};
+  }
+};
+
 at::Tensor with_input_shape(const at::Tensor& y, const at::Tensor& x) {
   std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
   shape.back() = y.size(1);
@@ -89,17 +148,28 @@ at::Tensor with_input_shape(const at::Tensor& y, const at::Tensor& x) {
 }  // namespace
 
 bool decode_kernel_applies(const at::Tensor& x, const at::Tensor& weight) {
-  return own_kernels_apply(x, weight, {}) && x.numel() / x.size(-1) <= kDecodeLinearMaxRows;
+  return !wants_grad(x, weight, {}) && own_kernels_apply(x, weight, {}) &&
+         x.numel() / x.size(-1) <= kDecodeLinearMaxRows;
 }
 
 bool gemm_kernel_applies(const at::Tensor& x, const at::Tensor& weight) {
-  return own_kernels_apply(x, weight, {}) && x.numel() / x.size(-1) > kDecodeLinearMaxRows;
+  return !wants_grad(x, weight, {}) && own_kernels_apply(x, weight, {}) &&
+         x.numel() / x.size(-1) > kDecodeLinearMaxRows;
 }
 
 at::Tensor fast_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, ScratchPool* scratch) {
   if (!own_kernels_apply(x, weight, bias)) return at::linear(x, weight, bias);
   const int64_t k = weight.size(1), n = weight.size(0);
   const int64_t m = x.numel() / k;
+  if (wants_grad(x, weight, bias)) {
+    // Training, above the decoding sizes: autograd's own layer (its forward always on the GEMM, the
+    // backward products as gemm_wins says). The scratch pool is not used: the output and the saved
+    // inputs outlive the call.
+    if (m <= kDecodeLinearMaxRows) return at::linear(x, weight, bias);
+    at::Tensor y = TrainableLinear::apply(x.reshape({m, k}).contiguous(), weight);
+    if (bias.defined()) y = y + bias;
+    return with_input_shape(y, x);
+  }
   const at::Tensor xc = x.reshape({m, k}).contiguous();
   const at::Tensor wc = weight.contiguous();
   if (m > kDecodeLinearMaxRows) {

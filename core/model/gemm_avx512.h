@@ -1,10 +1,11 @@
 #pragma once
-// C = A W^T (+ bias) in float32 with AVX-512, for the products of a forward pass without autograd
-// (many rows). The BLAS LibTorch ships takes its AVX2 ("zen") path on AMD CPUs; this kernel uses the
-// 512-bit FMAs with a 12 x 32 register tile over W packed in 32-column panels, tiles handed to
-// threads as they free up. On this project's 2-core AMD EPYC it runs the tiny Llama's layer shapes
-// at 165-185 GFLOP/s against the BLAS's 110-155 (bench/linear_bench.cpp). Each output element is
-// the same sequence of float32 FMAs whatever the thread count or split, so results are reproducible.
+// C = A B (+ bias) in float32 with AVX-512, for the linear layers' products (many rows): the forward
+// product x W^T and, in training, both backward products (dy W and dy^T x). The BLAS LibTorch ships
+// takes its AVX2 ("zen") path on AMD CPUs; this kernel uses the 512-bit FMAs with a 12 x 32 register
+// tile over B packed in 32-column panels, tiles handed to threads as they free up. A and B are read
+// through their strides, so transposed operands cost a packing pass, not a copy. On this project's 2-core AMD EPYC it
+// runs the tiny Llama's layer shapes at 165-185 GFLOP/s against the BLAS's 110-155 (bench/linear_bench.cpp). Each
+// output element is the same sequence of float32 FMAs whatever the thread count or split, so results are reproducible.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -23,6 +24,32 @@ namespace aln::model {
 // Whether this process runs the kernel: an x86 build, a CPU with AVX-512F (checked at run time)
 // and ALN_CPU_KERNELS not set to `generic`.
 bool gemm_avx512_available();
+
+// A strided float matrix: element (i, j) is data[i * row + j * col].
+struct MatrixView {
+  const float* data;
+  int64_t row, col;
+};
+
+// c [m, n] (row stride ldc) = a [m, k] b [k, n] (+ bias [n]), or, with `accumulate`, c += a b (no
+// bias then). `packed`: gemm_packed_floats(n, k) floats of 64-byte aligned scratch, or null to
+// allocate them. Each element of c is the same sequence of float32 FMAs (in order of k, in passes of
+// 256) whatever the strides, thread count or split. Threads: LibTorch's intra-op pool. Requires
+// gemm_avx512_available().
+void gemm_avx512(MatrixView a, MatrixView b, int64_t m, int64_t k, int64_t n, float* c, int64_t ldc,
+                 const float* bias = nullptr, bool accumulate = false, float* packed = nullptr);
+
+// The three products of a linear layer y = x W^T with x [m, k] and W [n, k] in training.
+enum class LinearProduct {
+  kForward,     // y = x W^T: [m, k] x [k, n]
+  kGradInput,   // dx = dy W: [m, n] x [n, k]
+  kGradWeight,  // dW = dy^T x: [n, m] x [m, k]
+};
+// Whether gemm_avx512 beats LibTorch's BLAS on this product of a layer with x [m, k] and W [n, k]
+// (measured on this project's 2-core AMD EPYC by bench_linear's BM_Train cases); false where the
+// kernel is not available. A function of the shape alone, so a run's choice (and its bits) does not
+// depend on the thread count.
+bool gemm_wins(LinearProduct product, int64_t m, int64_t k, int64_t n);
 
 // a: [m, k] row-major, w: [n, k] row-major, bias: [n] or null, c: [m, n] row-major (written, not
 // read). `packed`: gemm_packed_floats(n, k) floats of scratch, 64-byte aligned, or null to allocate

@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 
 #include "core/error.h"
+#include "core/model/gemm_avx512.h"
 #include "kernels/fused_logprobs.h"
 #include "kernels/token_logprobs.h"
 
@@ -65,6 +66,24 @@ TEST(FusedLogprobs, Float32WithinItsTolerance) {
   expect_close(got.values, want.values, 1e-5, "values");
   expect_close(got.grad_hidden, want.grad_hidden, 1e-5, "d hidden");
   expect_close(got.grad_weight, want.grad_weight, 1e-5, "d weight");
+}
+
+// Shapes where the float32 CPU tiles' three products go through Aln's GEMM (core/model/gemm_avx512.h:
+// 1,024 rows, hidden 256, tiles of 600; the last tile of 300 takes the BLAS for its weight
+// gradient), against the float64 full-logits path. (Without AVX-512 the same shapes take the BLAS.)
+TEST(FusedLogprobs, Float32OnTheGemmWithinItsTolerance) {
+  EXPECT_EQ(model::gemm_wins(model::LinearProduct::kGradInput, 1024, 256, 600), model::gemm_avx512_available());
+  EXPECT_EQ(model::gemm_wins(model::LinearProduct::kGradWeight, 1024, 256, 600), model::gemm_avx512_available());
+  const Case c = make_case(1024, 256, 1500, at::kFloat, 6);
+  Case exact = c;
+  exact.hidden = c.hidden.to(at::kDouble);
+  exact.weight = c.weight.to(at::kDouble);
+  exact.upstream = c.upstream.to(at::kDouble);
+  const Result want = run(exact, 0.9, 0, false);
+  const Result got = run(c, 0.9, 600, true);
+  expect_close(got.values.to(at::kDouble), want.values, 1e-5, "values");
+  expect_close(got.grad_hidden.to(at::kDouble), want.grad_hidden, 1e-5, "d hidden");
+  expect_close(got.grad_weight.to(at::kDouble), want.grad_weight, 1e-5, "d weight");
 }
 
 // A frozen projection (a reference's head) gets no gradient, and the hidden states get the same one.

@@ -9,6 +9,7 @@
 
 #include <cstdlib>
 #include <string>
+#include <tuple>
 
 #include "core/error.h"
 #include "core/model/decoder.h"
@@ -447,15 +448,129 @@ TEST(FastLinear, GemmKernelIsThreadCountIndependent) {
   EXPECT_TRUE(at::equal(one, two));
 }
 
-TEST(FastLinear, LeavesAutogradToAtLinear) {
-  for (int64_t m : {2, 40}) {
-    const at::Tensor x = at::randn({m, 8});
-    const at::Tensor w = at::randn({5, 8}).requires_grad_(true);
+// |got - exact| within the float32 dot-product bound for a float64 product a b of depth k.
+::testing::AssertionResult within_product_bound(const at::Tensor& got, const at::Tensor& a, const at::Tensor& b) {
+  const at::Tensor exact = at::mm(a.to(at::kDouble), b.to(at::kDouble));
+  const at::Tensor bound = (a.size(1) + 1) * 6e-8 * at::mm(a.abs().to(at::kDouble), b.abs().to(at::kDouble));
+  if (got.sizes() != exact.sizes()) return ::testing::AssertionFailure() << "shape " << got.sizes();
+  const at::Tensor err = (got.to(at::kDouble) - exact).abs();
+  if ((err <= bound).all().item<bool>()) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << "max error " << err.max().item<double>() << " over the bound";
+}
+
+MatrixView view_of(const at::Tensor& t) { return {t.const_data_ptr<float>(), t.stride(0), t.stride(1)}; }
+
+// The GEMM through strides, as training's products use it: A with contiguous rows (x, dy; also rows
+// wider apart than k), A transposed (dy^T: packed a tile at a time), A with neither stride 1, B
+// either way round; c with a
+// row stride wider than n; accumulation into c; depths across several 512-deep rounds with tails.
+TEST(GemmAvx512, StridedOperandsAndAccumulation) {
+  if (!gemm_avx512_available()) GTEST_SKIP() << "no AVX-512 on this CPU";
+  at::manual_seed(7);
+  for (int64_t m : {1, 13, 97, 200}) {
+    for (int64_t n : {3, 32, 45, 130}) {
+      for (int64_t k : {1, 37, 513, 1100}) {
+        const at::Tensor a_rows = at::randn({m, k});
+        const at::Tensor a_cols = at::randn({k, m}).t();                  // a.row == 1
+        const at::Tensor a_wide = at::randn({m, 2 * k}).narrow(1, 0, k);  // rows 2k apart
+        const at::Tensor a_odd = at::randn({m, k, 2}).select(2, 0);       // strides (2k, 2)
+        const at::Tensor b_rows = at::randn({k, n});
+        const at::Tensor b_cols = at::randn({n, k}).t();
+        for (const at::Tensor& a : {a_rows, a_cols, a_wide, a_odd}) {
+          for (const at::Tensor& b : {b_rows, b_cols}) {
+            at::Tensor c = at::full({m, n + 5}, 7.0f);
+            gemm_avx512(view_of(a), view_of(b), m, k, n, c.mutable_data_ptr<float>(), n + 5);
+            EXPECT_TRUE(within_product_bound(c.narrow(1, 0, n), a, b)) << m << " x " << k << " x " << n;
+            EXPECT_TRUE(at::equal(c.narrow(1, n, 5), at::full({m, 5}, 7.0f))) << "wrote past n";
+          }
+        }
+        // c += a b: the sum of two products, each within its bound, is within the sum of the bounds.
+        at::Tensor c = at::empty({m, n});
+        gemm_avx512(view_of(a_rows), view_of(b_rows), m, k, n, c.mutable_data_ptr<float>(), n);
+        gemm_avx512(view_of(a_cols), view_of(b_cols), m, k, n, c.mutable_data_ptr<float>(), n, nullptr, true);
+        const at::Tensor exact = at::mm(a_rows.to(at::kDouble), b_rows.to(at::kDouble)) +
+                                 at::mm(a_cols.to(at::kDouble), b_cols.to(at::kDouble));
+        const at::Tensor bound = (k + 2) * 6e-8 *
+                                 (at::mm(a_rows.abs().to(at::kDouble), b_rows.abs().to(at::kDouble)) +
+                                  at::mm(a_cols.abs().to(at::kDouble), b_cols.abs().to(at::kDouble)));
+        EXPECT_TRUE(((c.to(at::kDouble) - exact).abs() <= bound).all().item<bool>()) << m << " " << k << " " << n;
+      }
+    }
+  }
+}
+
+// Training's linear layer: values and all three gradients against float64 autograd through
+// at::linear, within float32 dot-product bounds (dx sums over n, dW over the m rows); a weight seen
+// through a transposed view, a leading batch shape, a bias or none, a frozen weight, and few rows
+// (at::linear's own autograd). The kernels for passes without autograd never take these operands.
+TEST(FastLinear, TrainingGradientsMatchAtLinear) {
+  at::manual_seed(8);
+  struct Case {
+    int64_t m, k, n;
+    bool transposed_weight, bias, frozen_weight;
+  };
+  for (const Case& c :
+       {Case{40, 8, 5, false, false, false}, Case{2, 8, 5, false, true, false}, Case{300, 64, 176, false, true, false},
+        Case{256, 176, 64, true, false, false}, Case{1030, 96, 130, false, false, true},
+        Case{600, 520, 33, true, true, false}, Case{1024, 300, 520, true, true, false}}) {
+    const at::Tensor x = at::randn({2, c.m / 2, c.k}).requires_grad_(true);
+    at::Tensor w0 = c.transposed_weight ? at::randn({c.k, c.n}) : at::randn({c.n, c.k});
+    w0.requires_grad_(!c.frozen_weight);
+    const at::Tensor w = c.transposed_weight ? w0.t() : w0;
+    const at::Tensor b = c.bias ? at::randn({c.n}).requires_grad_(true) : at::Tensor();
+    const at::Tensor gy = at::randn({2, c.m / 2, c.n});
     EXPECT_FALSE(decode_kernel_applies(x, w));
     EXPECT_FALSE(gemm_kernel_applies(x, w));
-    fast_linear(x, w).sum().backward();
-    EXPECT_TRUE(w.grad().defined());
+    const at::Tensor y = fast_linear(x, w, b);
+    EXPECT_TRUE(within_dot_bound(y.detach(), x.detach(), w.detach(), c.bias ? b.detach() : at::Tensor()))
+        << c.m << " x " << c.k << " x " << c.n;
+    y.backward(gy);
+    const at::Tensor gy2 = gy.reshape({-1, c.n}), x2 = x.detach().reshape({-1, c.k});
+    EXPECT_TRUE(within_product_bound(x.grad().reshape({-1, c.k}), gy2, w.detach())) << "dx " << c.m;
+    if (c.frozen_weight) {
+      EXPECT_FALSE(w0.grad().defined());
+    } else {
+      const at::Tensor dw = c.transposed_weight ? w0.grad().t() : w0.grad();
+      EXPECT_TRUE(within_product_bound(dw, gy2.t(), x2)) << "dW " << c.m;
+    }
+    if (c.bias) {
+      EXPECT_TRUE(at::allclose(b.grad(), gy2.sum(0), 1e-5, 1e-4));
+    }
   }
+}
+
+// The last case above, and the one below, take all three products through the GEMM.
+TEST(FastLinear, GemmTakesTheProductsItWins) {
+  if (!gemm_avx512_available()) GTEST_SKIP() << "no AVX-512 on this CPU";
+  for (const auto& [m, k, n] : {std::tuple<int64_t, int64_t, int64_t>{1024, 300, 520}, {1024, 512, 512}}) {
+    EXPECT_TRUE(gemm_wins(LinearProduct::kForward, m, k, n));
+    EXPECT_TRUE(gemm_wins(LinearProduct::kGradInput, m, k, n));
+    EXPECT_TRUE(gemm_wins(LinearProduct::kGradWeight, m, k, n));
+  }
+  EXPECT_FALSE(gemm_wins(LinearProduct::kForward, 16, 512, 512));     // the decoding-step sizes
+  EXPECT_FALSE(gemm_wins(LinearProduct::kGradWeight, 2048, 64, 64));  // one output tile: the BLAS
+}
+
+// A training step's gradients are the same bits on 1 and on 2 threads (the data-parallel and resume
+// tests compare runs bit for bit).
+TEST(FastLinear, TrainingGradientsAreThreadCountIndependent) {
+  if (!gemm_avx512_available()) GTEST_SKIP() << "no AVX-512 on this CPU: the BLAS computes these";
+  at::manual_seed(9);
+  const at::Tensor x0 = at::randn({1024, 512});
+  const at::Tensor w0 = at::randn({512, 512});
+  const at::Tensor gy = at::randn({1024, 512});
+  auto grads = [&](int threads) {
+    at::set_num_threads(threads);
+    const at::Tensor x = x0.clone().requires_grad_(true);
+    const at::Tensor w = w0.clone().requires_grad_(true);
+    const at::Tensor y = fast_linear(x, w);
+    y.backward(gy);
+    return std::vector<at::Tensor>{y.detach(), x.grad(), w.grad()};
+  };
+  const int threads = at::get_num_threads();
+  const auto one = grads(1), two = grads(2);
+  at::set_num_threads(threads);
+  for (size_t i = 0; i < one.size(); ++i) EXPECT_TRUE(at::equal(one[i], two[i])) << i;
 }
 
 }  // namespace
