@@ -21,6 +21,12 @@ double DataParallel::sum(double value, std::chrono::milliseconds timeout) const 
   return t.item<double>();
 }
 
+absl::Status DataParallel::agree(const absl::Status& local, const absl::Status& elsewhere,
+                                 std::chrono::milliseconds timeout) const {
+  if (sum(local.ok() ? 0.0 : 1.0, timeout) == 0) return absl::OkStatus();
+  return local.ok() ? elsewhere : local;
+}
+
 std::vector<double> DataParallel::gather(const std::vector<double>& values) const {
   if (size() == 1) return values;
   at::Tensor in = at::tensor(values, at::kDouble);

@@ -15,6 +15,8 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "absl/status/status.h"
+
 #include "core/optim/optimizer.h"
 #include "distributed/communicator.h"
 
@@ -32,6 +34,13 @@ class DataParallel {
   // operation when a peer does not answer within the timeout (or `timeout` when given).
   void sum(at::Tensor& tensor, std::chrono::milliseconds timeout = std::chrono::milliseconds(0)) const;
   double sum(double value, std::chrono::milliseconds timeout = std::chrono::milliseconds(0)) const;
+
+  // Every rank goes on, or every rank stops, after a step that may fail on some ranks only (a file
+  // each reads or writes): OK when `local` is OK on every rank; otherwise a rank that failed gets its
+  // own error back and the others `elsewhere` (what another rank could not do), so none is left
+  // waiting in the next collective. One sum over the ranks (bounded as sum() is).
+  absl::Status agree(const absl::Status& local, const absl::Status& elsewhere,
+                     std::chrono::milliseconds timeout = std::chrono::milliseconds(0)) const;
 
   // Every rank's `values` (all ranks pass the same count), rank by rank: size() * values.size().
   std::vector<double> gather(const std::vector<double>& values) const;

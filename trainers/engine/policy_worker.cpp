@@ -139,11 +139,9 @@ absl::Status open_outputs_and_resume(PolicyWorker& w) {
                        "job file that started the run, or start afresh without --resume"));
     }
   }
-  if (w.dp->sum(problem.ok() ? 0.0 : 1.0) > 0) {
-    return problem.ok()
-               ? absl::FailedPreconditionError("another rank could not use its latest checkpoint (see its log)")
-               : problem;
-  }
+  absl::Status agreed = w.dp->agree(
+      problem, absl::FailedPreconditionError("another rank could not use its latest checkpoint (see its log)"));
+  if (!agreed.ok()) return agreed;
   const double step = latest ? static_cast<double>(loaded->state.global_step) : -1.0;  // -1: none
   if (w.dp->sum(step) != step * w.dp->size()) {
     return absl::FailedPreconditionError(
@@ -327,10 +325,9 @@ absl::Status save_final_model(PolicyWorker& w) {
   } else if (w.lead) {
     saved = w.outputs->final_model(*w.policy, w.report.final_model_dir);
   }
-  if (w.world->sum(saved.ok() ? 0.0 : 1.0, w.save_timeout) > 0 && saved.ok()) {
-    return absl::InternalError("another rank could not write its part of the final model (see its log)");
-  }
-  return saved;
+  return w.world->agree(saved,
+                        absl::InternalError("another rank could not write its part of the final model (see its log)"),
+                        w.save_timeout);
 }
 
 // model.dtype: bfloat16: the policy's passes compute in it over float32 master weights.

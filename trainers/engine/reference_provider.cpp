@@ -80,8 +80,7 @@ absl::Status open_remote_each_step(PolicyWorker& w, StageRun& s) {
 // A read every policy rank makes (a folder some nodes may not see): all go on, or all stop, with the
 // error where it happened, instead of one leaving the others in the next collective.
 absl::Status agree_on_read(PolicyWorker& w, const absl::Status& read, const std::string& what) {
-  if (w.dp->sum(read.ok() ? 0.0 : 1.0) == 0) return absl::OkStatus();
-  return read.ok() ? absl::DataLossError(absl::StrCat("another rank could not read ", what, " (see its log)")) : read;
+  return w.dp->agree(read, absl::DataLossError(absl::StrCat("another rank could not read ", what, " (see its log)")));
 }
 
 // On the fly beside a fully sharded policy: the reference is sharded as the policy is, so no rank

@@ -109,7 +109,10 @@ absl::Status serve_each_step(const RemoteReference& remote, int index, const mod
     }
     ALN_CHECK(request.method() == "logprobs", "unknown request \"", request.method(), "\" from rank ", client);
     ALN_CHECK(in.size() == 3, "a log-prob request carries input ids, attention and response masks");
-    const buffer::SequenceBatch batch{in[0], in[1], in[2]};
+    buffer::SequenceBatch batch;
+    batch.input_ids = in[0];
+    batch.attention_mask = in[1];
+    batch.response_mask = in[2];
     dist::to_proto(local.token_logprobs(batch, request.temperature()), reply.add_tensors());
     return reply;
   };

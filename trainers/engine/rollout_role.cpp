@@ -268,11 +268,12 @@ void RemoteSampler::push_sharded(const FullySharded& shards, const model::Decode
   });
   if (sender && sent.ok()) sent = sender->finish();
   // Every rank learns whether the weights arrived; the others wait here for the senders.
-  if (shards.group().sum(sent.ok() ? 0.0 : 1.0, placement_.long_wait) > 0) {
-    if (!sent.ok()) ALN_FAIL(server_name(), " (weights): ", sent.message());
-    ALN_FAIL("another policy rank could not send its rollout rank stage ", stage, " version ", version,
-             " of the policy (see its log)");
-  }
+  const absl::Status agreed = shards.group().agree(
+      sent.ok() ? sent : absl::InternalError(absl::StrCat(server_name(), " (weights): ", sent.message())),
+      absl::InternalError(absl::StrCat("another policy rank could not send its rollout rank stage ", stage, " version ",
+                                       version, " of the policy (see its log)")),
+      placement_.long_wait);
+  if (!agreed.ok()) ALN_FAIL(agreed.message());
   if (sends) {
     ++pushes_;
   } else {

@@ -86,8 +86,7 @@ absl::StatusOr<std::unique_ptr<trainers::PolicyCopy>> ShardedPolicyCopier::read(
 }
 
 absl::Status ShardedPolicyCopier::agree(const absl::Status& local, const std::string& what) const {
-  if (dp_.sum(local.ok() ? 0.0 : 1.0) == 0) return absl::OkStatus();
-  return local.ok() ? absl::DataLossError(absl::StrCat("another rank could not read ", what, " (see its log)")) : local;
+  return dp_.agree(local, absl::DataLossError(absl::StrCat("another rank could not read ", what, " (see its log)")));
 }
 
 }  // namespace aln::engine

@@ -33,10 +33,10 @@ Stream from_directory(const std::string& dir, const model::ModelConfig& config, 
     for (int64_t l = 0; l < config.num_layers; ++l) {
       absl::StatusOr<model::DecoderModel> stage = absl::UnavailableError("read on data-parallel rank 0");
       if (dp.lead()) stage = model::load_hf_stage(dir, l, l + 1);
-      if (dp.sum(dp.lead() && !stage.ok() ? 1.0 : 0.0) > 0) {
-        return dp.lead() ? stage.status()
-                         : absl::DataLossError(absl::StrCat("rank 0 could not read ", dir, " (see its log)"));
-      }
+      absl::Status agreed =
+          dp.agree(dp.lead() ? stage.status() : absl::OkStatus(),
+                   absl::DataLossError(absl::StrCat("rank 0 could not read ", dir, " (see its log)")));
+      if (!agreed.ok()) return agreed;
       for (const auto& [name, shape] : shapes) {  // name order: the layer map's
         if (!model::DecoderModel::stage_owns(config, name, l, l + 1) || !seen.insert(name).second) continue;
         take(name, dp.lead() ? stage->tensors().at(name) : at::empty(shape, at::TensorOptions().dtype(at::kFloat)));
@@ -131,11 +131,10 @@ absl::StatusOr<bool> start_sharded(PolicyWorker& w) {
   } else {
     auto parts = read_shard_ranges(*w.resumed->shards, w.fsdp->ranges(), {""});
     // Ranks read different files: all stop if one could not (instead of waiting in the next collective).
-    if (w.dp->sum(parts.ok() ? 0.0 : 1.0) > 0) {
-      return parts.ok() ? absl::DataLossError(absl::StrCat("another rank could not read its part of ", w.resumed->path,
-                                                           "'s policy (see its log)"))
-                        : parts.status();
-    }
+    absl::Status agreed =
+        w.dp->agree(parts.status(), absl::DataLossError(absl::StrCat("another rank could not read its part of ",
+                                                                     w.resumed->path, "'s policy (see its log)")));
+    if (!agreed.ok()) return agreed;
     w.fsdp->take_parts(*parts);
   }
   w.log.info("sharded start: each rank filled its shards from %s (no rank held the whole model)", from);

@@ -192,11 +192,10 @@ absl::Status open_training(PolicyWorker& w, StageRun& s) {
     auto step = resumed.shards ? read_shard_step(*resumed.shards) : read_optimizer_step(resumed.optimizer_file);
     const absl::Status read = !mine.ok() ? mine.status() : step.status();
     // Ranks read different files: all stop if one could not (instead of waiting in the next collective).
-    if (dp.sum(read.ok() ? 0.0 : 1.0) > 0) {
-      return read.ok() ? absl::DataLossError(absl::StrCat("another rank could not read its part of ", resumed.path,
-                                                          "'s optimizer state (see its log)"))
-                       : read;
-    }
+    absl::Status agreed =
+        dp.agree(read, absl::DataLossError(absl::StrCat("another rank could not read its part of ", resumed.path,
+                                                        "'s optimizer state (see its log)")));
+    if (!agreed.ok()) return agreed;
     if (!resumed.shards) {
       int64_t elements = 0;
       for (const auto& [key, t] : *mine) elements += t.numel();

@@ -398,9 +398,9 @@ absl::Status write_shards(PolicyWorker& w, StageRun& s, int64_t global_step) {
   // Every rank writes at once: each may wait as long as the lead's whole save may take.
   const std::chrono::milliseconds wait = std::max(w.save_timeout, std::chrono::milliseconds(30 * 60 * 1000));
   absl::Status ok = w.lead ? w.checkpoints->prepare_staging(global_step) : absl::OkStatus();
-  if (w.world->sum(ok.ok() ? 0.0 : 1.0, wait) > 0) {
-    return ok.ok() ? absl::InternalError("rank 0 could not prepare the checkpoint's shard folder (see its log)") : ok;
-  }
+  absl::Status agreed = w.world->agree(
+      ok, absl::InternalError("rank 0 could not prepare the checkpoint's shard folder (see its log)"), wait);
+  if (!agreed.ok()) return agreed;
   const std::string dir = w.checkpoints->staging_shards(global_step);
   optim::TensorMap parts = s.adamw->local_state();
   parts.merge(w.fsdp->parameter_parts());
@@ -412,10 +412,8 @@ absl::Status write_shards(PolicyWorker& w, StageRun& s, int64_t global_step) {
     index.tensors = w.fsdp->layout();
     ok = write_shard_index(dir, index);
   }
-  if (w.world->sum(ok.ok() ? 0.0 : 1.0, wait) > 0) {
-    return ok.ok() ? absl::InternalError("another rank could not write its checkpoint shard (see its log)") : ok;
-  }
-  return absl::OkStatus();
+  return w.world->agree(ok, absl::InternalError("another rank could not write its checkpoint shard (see its log)"),
+                        wait);
 }
 
 }  // namespace
@@ -467,9 +465,9 @@ absl::Status save_checkpoint(PolicyWorker& w, StageRun& s, int64_t step) {
   }
   if (w.lead) saved = w.outputs->checkpoint(contents, state);
   // Everyone learns whether rank 0's save worked, so a failed save stops every rank at once.
-  if (w.world->sum(saved.ok() ? 0.0 : 1.0, w.save_timeout) > 0) {
-    return saved.ok() ? absl::InternalError("rank 0 could not write the checkpoint (see its log)") : saved.status();
-  }
+  absl::Status agreed = w.world->agree(
+      saved.status(), absl::InternalError("rank 0 could not write the checkpoint (see its log)"), w.save_timeout);
+  if (!agreed.ok()) return agreed;
   w.meters->checkpoint_seconds.Add({}).Set(since(start));
   w.meters->checkpoints.Add({}).Increment();
   w.log.debug("checkpoint %s (%.2f s)", *saved, since(start));
