@@ -213,6 +213,16 @@ bool right_padded(const at::Tensor& mask) {
   return n < 2 || mask.narrow(1, 1, n - 1).le(mask.narrow(1, 0, n - 1)).all().item<bool>();
 }
 
+// GPT-2's Conv1D: x W + b with W stored [in, out]. In training, fast_linear's training layer, which
+// reads W through its transposed view (no copy) and takes each product to Aln's GEMM or the BLAS as
+// measured; without autograd addmm, since the no-grad kernels want W's rows [out, in] contiguous and
+// would copy the transposed view on every call (every decoding step).
+at::Tensor conv1d(const at::Tensor& x2d, const at::Tensor& w, const at::Tensor& b) {
+  const bool training =
+      at::GradMode::is_enabled() && (x2d.requires_grad() || w.requires_grad() || (b.defined() && b.requires_grad()));
+  return training ? fast_linear(x2d, w.t(), b) : at::addmm(b, x2d, w);
+}
+
 }  // namespace
 
 at::Tensor DecoderModel::hidden_states(const at::Tensor& input_ids, const at::Tensor& attention_mask, KvCache* cache,
@@ -291,8 +301,8 @@ at::Tensor DecoderModel::hidden_states(const at::Tensor& input_ids, const at::Te
     if (gpt2) {
       at::Tensor h = at::layer_norm(x, {c.hidden_size}, t(layer(i, "ln_1.weight", c.family)),
                                     t(layer(i, "ln_1.bias", c.family)), c.norm_eps);
-      at::Tensor qkv = at::addmm(t(layer(i, "attn.c_attn.bias", c.family)), h.reshape({-1, c.hidden_size}),
-                                 t(layer(i, "attn.c_attn.weight", c.family)))
+      at::Tensor qkv = conv1d(h.reshape({-1, c.hidden_size}), t(layer(i, "attn.c_attn.weight", c.family)),
+                              t(layer(i, "attn.c_attn.bias", c.family)))
                            .view({b, n, 3, c.num_heads, c.head_dim});
       q = qkv.select(2, 0).transpose(1, 2);
       k = qkv.select(2, 1).transpose(1, 2);
@@ -346,15 +356,15 @@ at::Tensor DecoderModel::hidden_states(const at::Tensor& input_ids, const at::Te
                    .reshape({b, n, -1});
 #endif
     if (gpt2) {
-      x = x + at::addmm(t(layer(i, "attn.c_proj.bias", c.family)), attn_out.reshape({-1, c.hidden_size}),
-                        t(layer(i, "attn.c_proj.weight", c.family)))
+      x = x + conv1d(attn_out.reshape({-1, c.hidden_size}), t(layer(i, "attn.c_proj.weight", c.family)),
+                     t(layer(i, "attn.c_proj.bias", c.family)))
                   .view({b, n, c.hidden_size});
       at::Tensor h = at::layer_norm(x, {c.hidden_size}, t(layer(i, "ln_2.weight", c.family)),
                                     t(layer(i, "ln_2.bias", c.family)), c.norm_eps);
-      at::Tensor up = at::addmm(t(layer(i, "mlp.c_fc.bias", c.family)), h.reshape({-1, c.hidden_size}),
-                                t(layer(i, "mlp.c_fc.weight", c.family)));
-      x = x + at::addmm(t(layer(i, "mlp.c_proj.bias", c.family)), at::gelu(up, "tanh"),
-                        t(layer(i, "mlp.c_proj.weight", c.family)))
+      at::Tensor up = conv1d(h.reshape({-1, c.hidden_size}), t(layer(i, "mlp.c_fc.weight", c.family)),
+                             t(layer(i, "mlp.c_fc.bias", c.family)));
+      x = x + conv1d(at::gelu(up, "tanh"), t(layer(i, "mlp.c_proj.weight", c.family)),
+                     t(layer(i, "mlp.c_proj.bias", c.family)))
                   .view({b, n, c.hidden_size});
     } else {
       // Without autograd the residual stream and the gate are updated in place (the same kernels,

@@ -39,6 +39,31 @@ double max_diff(const at::Tensor& a, const at::Tensor& b) { return (a - b).abs()
 
 class DecoderTest : public ::testing::TestWithParam<Family> {};
 
+// Training through both families' linear layers (Llama's and GPT-2's Conv1D, which fast_linear's
+// training layer reads through a transposed view): a float32 model's gradients against the same
+// model in float64 (the BLAS's float64 products), within float32 rounding.
+TEST_P(DecoderTest, TrainingGradientsMatchFloat64) {
+  DecoderModel m32 = DecoderModel::random_init(tiny(GetParam()), 21);
+  DecoderModel m64 = DecoderModel::random_init(tiny(GetParam()), 21);
+  for (auto& [name, t] : m64.tensors()) t = t.to(at::kDouble);
+  m64.set_compute_dtype(at::kDouble);
+  for (DecoderModel* m : {&m32, &m64}) {
+    for (auto& [name, t] : m->tensors()) t.requires_grad_(true);
+  }
+  at::manual_seed(22);
+  const at::Tensor ids = at::randint(97, {4, 20}, at::kLong);  // 80 rows: the training layer's sizes
+  const at::Tensor mask = at::ones({4, 20}, at::kLong);
+  const at::Tensor weights = at::randn({4, 20, 97}, at::kDouble);
+  for (DecoderModel* m : {&m32, &m64}) (m->logits(ids, mask).to(at::kDouble) * weights).sum().backward();
+  for (const auto& [name, t] : m64.tensors()) {
+    const at::Tensor want = t.grad();
+    const at::Tensor got = m32.tensors().at(name).grad();
+    ASSERT_TRUE(want.defined() && got.defined()) << name;
+    const double scale = want.abs().max().item<double>() + 1e-12;
+    EXPECT_LE((got.to(at::kDouble) - want).abs().max().item<double>(), 1e-4 * scale) << name;
+  }
+}
+
 TEST_P(DecoderTest, KvCacheDecodingMatchesFullForward) {
   DecoderModel m = DecoderModel::random_init(tiny(GetParam()), 7);
   at::Tensor ids = at::randint(97, {2, 9}, at::kLong);
