@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "core/model/gemm_avx512.h"
+#include "core/model/tile_softmax.h"
 
 namespace aln::kernels {
 namespace {
@@ -38,7 +39,13 @@ bool own_gemm(const at::Tensor& hidden, LinearProduct product, int64_t tile) {
 MatrixView rows_of(const at::Tensor& t) { return {t.const_data_ptr<float>(), t.stride(0), t.stride(1)}; }
 MatrixView columns_of(const at::Tensor& t) { return {t.const_data_ptr<float>(), t.stride(1), t.stride(0)}; }
 
-// One vocabulary tile's logits [N, tile] in the compute dtype, divided by the temperature.
+// Whether a tile's elementwise work runs as one sweep per row (core/model/tile_softmax.h): float32 on
+// a CPU with the AVX-512 kernels. Elsewhere (other dtypes and devices, ALN_CPU_KERNELS=generic) ATen ops.
+bool row_kernels(const at::Tensor& hidden) {
+  return hidden.device().is_cpu() && hidden.scalar_type() == at::kFloat && model::gemm_avx512_available();
+}
+
+// One vocabulary tile's logits [N, tile] in the compute dtype (contiguous), divided by the temperature.
 at::Tensor tile_logits(const at::Tensor& hidden, const at::Tensor& weight_tile, double temperature) {
   at::Tensor logits;
   const int64_t n = hidden.size(0), h = hidden.size(1), size = weight_tile.size(0);
@@ -97,8 +104,17 @@ class FusedLogprobs : public torch::autograd::Function<FusedLogprobs> {
     at::Tensor running_max = at::full({n}, -std::numeric_limits<double>::infinity(), opts);
     at::Tensor running_sum = at::zeros({n}, opts);
     at::Tensor picked = at::zeros({n}, opts);
+    const bool rows = row_kernels(hidden);
     for (int64_t start = 0; start < vocab; start += tile) {
       const int64_t size = std::min(tile, vocab - start);
+      if (rows) {  // the temperature is applied in the sweep
+        const at::Tensor logits = tile_logits(hidden, weight.narrow(0, start, size), 1.0);
+        model::tile_logsumexp(logits.const_data_ptr<float>(), n, size, logits.stride(0),
+                              static_cast<float>(temperature), targets.const_data_ptr<int64_t>(), start,
+                              running_max.mutable_data_ptr<float>(), running_sum.mutable_data_ptr<float>(),
+                              picked.mutable_data_ptr<float>());
+        continue;
+      }
       at::Tensor logits = tile_logits(hidden, weight.narrow(0, start, size), temperature);
       at::Tensor new_max = at::maximum(running_max, logits.amax({1}));
       running_sum.mul_((running_max - new_max).exp_()).add_(logits.sub(new_max.unsqueeze(1)).exp_().sum({1}));
@@ -125,21 +141,30 @@ class FusedLogprobs : public torch::autograd::Function<FusedLogprobs> {
     const int64_t tile = ctx->saved_data["tile"].toInt();
     const int64_t vocab = weight.size(0);
     const at::ScalarType ct = compute_type(hidden.scalar_type());
-    const at::Tensor g = grad_outputs[0].to(ct);
+    const at::Tensor g = grad_outputs[0].to(ct).contiguous();
     // A frozen projection (the reference's) or frozen hidden states need no product of their own.
     const bool want_hidden = ctx->needs_input_grad(0), want_weight = ctx->needs_input_grad(1);
     at::Tensor grad_hidden = want_hidden ? at::zeros(hidden.sizes(), hidden.options().dtype(ct)) : at::Tensor();
     at::Tensor grad_weight = want_weight ? at::empty(weight.sizes(), weight.options()) : at::Tensor();
     const at::Tensor h = hidden.to(ct);
+    const bool rows = row_kernels(hidden);
     for (int64_t start = 0; start < vocab; start += tile) {
       const int64_t size = std::min(tile, vocab - start);
       const at::Tensor w = weight.narrow(0, start, size);
       // In place on the recomputed logits: softmax, then −g·softmax, then +g at the targets in this tile.
-      at::Tensor grad_logits = tile_logits(hidden, w, temperature);
-      grad_logits.sub_(lse.unsqueeze(1)).exp_().mul_(g.neg().unsqueeze(1));
-      auto [column, inside] = target_in_tile(targets, start, size, ct);
-      grad_logits.scatter_add_(1, column, (g * inside).unsqueeze(1));
-      if (temperature != 1.0) grad_logits.div_(temperature);
+      at::Tensor grad_logits;
+      if (rows) {
+        grad_logits = tile_logits(hidden, w, 1.0);
+        model::tile_softmax_grad(grad_logits.mutable_data_ptr<float>(), hidden.size(0), size, grad_logits.stride(0),
+                                 static_cast<float>(temperature), targets.const_data_ptr<int64_t>(), start,
+                                 lse.const_data_ptr<float>(), g.const_data_ptr<float>());
+      } else {
+        grad_logits = tile_logits(hidden, w, temperature);
+        grad_logits.sub_(lse.unsqueeze(1)).exp_().mul_(g.neg().unsqueeze(1));
+        auto [column, inside] = target_in_tile(targets, start, size, ct);
+        grad_logits.scatter_add_(1, column, (g * inside).unsqueeze(1));
+        if (temperature != 1.0) grad_logits.div_(temperature);
+      }
       if (want_hidden) add_hidden_grad(grad_hidden, grad_logits, w);
       if (want_weight) write_weight_grad(grad_weight.narrow(0, start, size), grad_logits, h);
     }
