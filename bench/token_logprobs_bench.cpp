@@ -48,8 +48,12 @@ BENCHMARK(BM_AlnComposite)->Args({64, 50257})->Args({512, 4096})->Unit(benchmark
 BENCHMARK(BM_LogSoftmaxGather)->Args({64, 50257})->Args({512, 4096})->Unit(benchmark::kMillisecond);
 
 // Forward and backward of log p(target | h W^T) for rows x hidden states and a vocab x hidden
-// projection, weighted per token (as a DPO loss weights them).
-void projection_step(benchmark::State& state, bool fused) {
+// projection, weighted per token (as a DPO loss weights them). kFull: the logits, then log-softmax
+// and gather; kFused: the fused kernel's tiles, recomputed in backward; kKept: the fused kernel with
+// all the logits in one tile kept for backward (what training runs where tiles measured slower).
+enum class Projection { kFull, kFused, kKept };
+void projection_step(benchmark::State& state, Projection how) {
+  const bool fused = how != Projection::kFull;
   const int64_t rows = state.range(0), hidden = state.range(1), vocab = state.range(2);
   at::set_num_threads(static_cast<int>(state.range(3)));
   at::manual_seed(1);
@@ -58,22 +62,24 @@ void projection_step(benchmark::State& state, bool fused) {
   at::Tensor targets = at::randint(vocab, {rows}, at::kLong);
   at::Tensor upstream = at::randn({rows});
   for (auto _ : state) {
-    at::Tensor lp = fused ? aln::kernels::fused_token_logprobs(h, w, targets, 1.0, state.range(4))
-                          : aln::kernels::token_logprobs(at::mm(h, w.t()), targets);
+    at::Tensor lp =
+        fused ? aln::kernels::fused_token_logprobs(h, w, targets, 1.0, state.range(4), how == Projection::kKept)
+              : aln::kernels::token_logprobs(at::mm(h, w.t()), targets);
     (lp * upstream).sum().backward();
     h.mutable_grad() = at::Tensor();
     w.mutable_grad() = at::Tensor();
   }
   const int64_t tile = state.range(4) > 0 ? state.range(4) : aln::kernels::fused_logprobs_tile(rows);
-  const int64_t columns = fused ? std::min(vocab, tile) : vocab;
+  const int64_t columns = how == Projection::kFused ? std::min(vocab, tile) : vocab;
   state.counters["largest_logits_bytes"] = static_cast<double>(rows * columns * 4);
-  // Forward h W^T and both backward products (the fused kernel recomputes the first: one more).
+  // Forward h W^T and both backward products (the tiled kernel recomputes the first: one more).
   state.counters["model_flops"] = benchmark::Counter(static_cast<double>(6 * rows * hidden * vocab) * state.iterations(),
                                                      benchmark::Counter::kIsRate);
 }
 
-void BM_ProjectionLogprobsFull(benchmark::State& state) { projection_step(state, false); }
-void BM_ProjectionLogprobsFused(benchmark::State& state) { projection_step(state, true); }
+void BM_ProjectionLogprobsFull(benchmark::State& state) { projection_step(state, Projection::kFull); }
+void BM_ProjectionLogprobsFused(benchmark::State& state) { projection_step(state, Projection::kFused); }
+void BM_ProjectionLogprobsKept(benchmark::State& state) { projection_step(state, Projection::kKept); }
 
 // rows, hidden, vocab, threads, vocabulary columns per tile (0: the kernel's default, about 8 MiB of
 // logits; the others try smaller tiles). Run with MALLOC_MMAP_THRESHOLD_=MALLOC_TRIM_THRESHOLD_=1073741824 for the
@@ -90,6 +96,7 @@ void projection_shapes(benchmark::internal::Benchmark* b, bool tiles) {
 }
 BENCHMARK(BM_ProjectionLogprobsFull)->Apply([](benchmark::internal::Benchmark* b) { projection_shapes(b, false); });
 BENCHMARK(BM_ProjectionLogprobsFused)->Apply([](benchmark::internal::Benchmark* b) { projection_shapes(b, true); });
+BENCHMARK(BM_ProjectionLogprobsKept)->Apply([](benchmark::internal::Benchmark* b) { projection_shapes(b, false); });
 
 }  // namespace
 

@@ -1,6 +1,7 @@
 #include "kernels/fused_logprobs.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 // The one kernel with a backward of its own: the autograd Function API lives outside ATen.
 #include <torch/csrc/autograd/custom_function.h>
 
@@ -97,7 +98,7 @@ std::pair<at::Tensor, at::Tensor> target_in_tile(const at::Tensor& targets, int6
 class FusedLogprobs : public torch::autograd::Function<FusedLogprobs> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& hidden, const at::Tensor& weight,
-                            const at::Tensor& targets, double temperature, int64_t tile) {
+                            const at::Tensor& targets, double temperature, int64_t tile, bool keep_logits) {
     const int64_t n = hidden.size(0), vocab = weight.size(0);
     const at::ScalarType ct = compute_type(hidden.scalar_type());
     const at::TensorOptions opts = hidden.options().dtype(ct);
@@ -109,6 +110,7 @@ class FusedLogprobs : public torch::autograd::Function<FusedLogprobs> {
       const int64_t size = std::min(tile, vocab - start);
       if (rows) {  // the temperature is applied in the sweep
         const at::Tensor logits = tile_logits(hidden, weight.narrow(0, start, size), 1.0);
+        if (keep_logits) ctx->saved_data["logits"] = logits;
         model::tile_logsumexp(logits.const_data_ptr<float>(), n, size, logits.stride(0),
                               static_cast<float>(temperature), targets.const_data_ptr<int64_t>(), start,
                               running_max.mutable_data_ptr<float>(), running_sum.mutable_data_ptr<float>(),
@@ -116,6 +118,7 @@ class FusedLogprobs : public torch::autograd::Function<FusedLogprobs> {
         continue;
       }
       at::Tensor logits = tile_logits(hidden, weight.narrow(0, start, size), temperature);
+      if (keep_logits) ctx->saved_data["logits"] = logits;
       at::Tensor new_max = at::maximum(running_max, logits.amax({1}));
       running_sum.mul_((running_max - new_max).exp_()).add_(logits.sub(new_max.unsqueeze(1)).exp_().sum({1}));
       running_max = new_max;
@@ -152,14 +155,21 @@ class FusedLogprobs : public torch::autograd::Function<FusedLogprobs> {
       const int64_t size = std::min(tile, vocab - start);
       const at::Tensor w = weight.narrow(0, start, size);
       // In place on the recomputed logits: softmax, then −g·softmax, then +g at the targets in this tile.
+      // Logits kept by the forward pass (one tile) are used once, in place; a second backward through
+      // the same graph (retain_graph) recomputes them.
+      at::Tensor kept;
+      if (ctx->saved_data.count("logits") > 0 && start == 0) {
+        kept = ctx->saved_data["logits"].toTensor();
+        ctx->saved_data.erase("logits");
+      }
       at::Tensor grad_logits;
       if (rows) {
-        grad_logits = tile_logits(hidden, w, 1.0);
+        grad_logits = kept.defined() ? kept : tile_logits(hidden, w, 1.0);
         model::tile_softmax_grad(grad_logits.mutable_data_ptr<float>(), hidden.size(0), size, grad_logits.stride(0),
                                  static_cast<float>(temperature), targets.const_data_ptr<int64_t>(), start,
                                  lse.const_data_ptr<float>(), g.const_data_ptr<float>());
       } else {
-        grad_logits = tile_logits(hidden, w, temperature);
+        grad_logits = kept.defined() ? kept : tile_logits(hidden, w, temperature);
         grad_logits.sub_(lse.unsqueeze(1)).exp_().mul_(g.neg().unsqueeze(1));
         auto [column, inside] = target_in_tile(targets, start, size, ct);
         grad_logits.scatter_add_(1, column, (g * inside).unsqueeze(1));
@@ -168,8 +178,12 @@ class FusedLogprobs : public torch::autograd::Function<FusedLogprobs> {
       if (want_hidden) add_hidden_grad(grad_hidden, grad_logits, w);
       if (want_weight) write_weight_grad(grad_weight.narrow(0, start, size), grad_logits, h);
     }
-    return {want_hidden ? grad_hidden.to(hidden.scalar_type()) : at::Tensor(), grad_weight, at::Tensor(),
-            at::Tensor(), at::Tensor()};
+    return {want_hidden ? grad_hidden.to(hidden.scalar_type()) : at::Tensor(),
+            grad_weight,
+            at::Tensor(),
+            at::Tensor(),
+            at::Tensor(),
+            at::Tensor()};
   }
 };
 
@@ -188,7 +202,7 @@ bool fused_logprobs_preferred(int64_t rows, int64_t hidden, int64_t vocab, const
 }
 
 at::Tensor fused_token_logprobs(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& targets,
-                                double temperature, int64_t tile) {
+                                double temperature, int64_t tile, bool keep_logits) {
   ALN_CHECK(hidden.dim() == 2 && weight.dim() == 2 && hidden.size(1) == weight.size(1),
             "fused_token_logprobs: hidden [N, H] and weight [V, H] must share H");
   ALN_CHECK(targets.dim() == 1 && targets.size(0) == hidden.size(0) && targets.scalar_type() == at::kLong,
@@ -196,8 +210,13 @@ at::Tensor fused_token_logprobs(const at::Tensor& hidden, const at::Tensor& weig
   ALN_CHECK(hidden.scalar_type() == weight.scalar_type() && hidden.device() == weight.device(),
             "fused_token_logprobs: hidden and weight must share dtype and device");
   ALN_CHECK(temperature > 0, "fused_token_logprobs: temperature must be positive");
-  const int64_t columns = tile > 0 ? tile : fused_logprobs_tile(hidden.size(0));
-  return FusedLogprobs::apply(hidden.contiguous(), weight.contiguous(), targets.contiguous(), temperature, columns);
+  const int64_t columns = keep_logits ? std::max<int64_t>(weight.size(0), 1)
+                          : tile > 0  ? tile
+                                      : fused_logprobs_tile(hidden.size(0));
+  // Without autograd there is no backward to keep the logits for.
+  const bool keep = keep_logits && at::GradMode::is_enabled() && (hidden.requires_grad() || weight.requires_grad());
+  return FusedLogprobs::apply(hidden.contiguous(), weight.contiguous(), targets.contiguous(), temperature, columns,
+                              keep);
 }
 
 }  // namespace aln::kernels

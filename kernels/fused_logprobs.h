@@ -20,19 +20,23 @@ namespace aln::kernels {
 // Returns [N] in float32 for half-precision inputs, else their dtype (reductions in float32 at
 // least: a response's sum of bfloat16 log-probs would keep 3 digits); differentiable with
 // respect to hidden and weight. `tile` (vocabulary columns per tile) 0 picks about 8 MiB of logits.
+// `keep_logits`: one tile of all N x V logits, kept from the forward pass to the backward pass (which
+// turns them into their gradient in place) instead of recomputed: the plain projection's products
+// without its log-softmax passes, for where the logits are small and the recompute is what costs.
 at::Tensor fused_token_logprobs(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& targets,
-                                double temperature = 1.0, int64_t tile = 0);
+                                double temperature = 1.0, int64_t tile = 0, bool keep_logits = false);
 
 // The columns per tile `tile` 0 stands for, for `rows` hidden states (at least 1).
 int64_t fused_logprobs_tile(int64_t rows);
 
-// Whether the fused kernel is the better choice for `rows` x `hidden` states and a `vocab`-row
-// projection on `device`, or the plain projection then log-softmax. Measured on the CPU
-// (bench/token_logprobs_bench.cpp, 2 threads, GPT-2 vocabulary, forward and backward): fused is 1.6x
-// faster at hidden 64, even at 256, 13% slower at 512 with 512 rows (103 MB of logits), 5% slower
-// with 1,024 rows and 30% faster with 2,048 (412 MB). So the plain path is kept only where it wins
-// and its logits stay small: hidden >= 384 and at most 128 MiB of logits. Elsewhere (and on every
-// other device, where memory is what limits the batch) fused.
+// Whether tiles recomputed in backward are the better choice for `rows` x `hidden` states and a
+// `vocab`-row projection on `device`, or all the logits kept (keep_logits). The recompute is a fourth
+// product, which counts where the products dominate: wide models. Measured on the CPU
+// (bench/token_logprobs_bench.cpp and bench/dpo_step.py, 2 threads, GPT-2 vocabulary; numbers in
+// bench/README.md): tiles win at hidden 64-256; at hidden 512 with 512 rows (103 MB of logits) the
+// full logits were ~5% faster in the DPO step; with 2,048 rows (412 MB) tiles are faster again. So
+// the logits are kept only at hidden >= 384 with at most 128 MiB of them. Elsewhere (and on every
+// other device, where memory is what limits the batch) tiles.
 bool fused_logprobs_preferred(int64_t rows, int64_t hidden, int64_t vocab, const c10::Device& device);
 
 }  // namespace aln::kernels

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
+#include <torch/csrc/autograd/autograd.h>
 
 #include "core/error.h"
 #include "core/model/gemm_avx512.h"
@@ -31,10 +32,10 @@ struct Result {
   at::Tensor values, grad_hidden, grad_weight;
 };
 
-Result run(const Case& c, double temperature, int64_t tile, bool fused) {
+Result run(const Case& c, double temperature, int64_t tile, bool fused, bool keep = false) {
   at::Tensor h = c.hidden.clone().requires_grad_(true);
   at::Tensor w = c.weight.clone().requires_grad_(true);
-  at::Tensor lp = fused ? fused_token_logprobs(h, w, c.targets, temperature, tile)
+  at::Tensor lp = fused ? fused_token_logprobs(h, w, c.targets, temperature, tile, keep)
                         : token_logprobs(at::mm(h, w.t()) / temperature, c.targets);
   (lp * c.upstream).sum().backward();
   return {lp.detach(), h.grad(), w.grad()};
@@ -86,6 +87,38 @@ TEST(FusedLogprobs, Float32OnTheGemmWithinItsTolerance) {
   expect_close(got.grad_weight.to(at::kDouble), want.grad_weight, 1e-5, "d weight");
 }
 
+// All the logits in one tile, kept for the backward pass instead of recomputed: the same values and
+// gradients, in float64 (tight) and float32 against float64 (with a temperature, on the row sweeps
+// where AVX-512 is there); a second backward through the same graph recomputes what the first used up.
+TEST(FusedLogprobs, KeptLogitsEqualTheFullLogitsPath) {
+  const Case c = make_case(13, 8, 37, at::kDouble, 3);
+  for (double temperature : {1.0, 0.7}) {
+    const Result want = run(c, temperature, 0, /*fused=*/false);
+    const Result got = run(c, temperature, 0, /*fused=*/true, /*keep=*/true);
+    expect_close(got.values, want.values, 1e-12, "values");
+    expect_close(got.grad_hidden, want.grad_hidden, 1e-12, "d hidden");
+    expect_close(got.grad_weight, want.grad_weight, 1e-12, "d weight");
+  }
+  const Case f = make_case(96, 48, 1001, at::kFloat, 4);
+  Case exact = f;
+  exact.hidden = f.hidden.to(at::kDouble);
+  exact.weight = f.weight.to(at::kDouble);
+  exact.upstream = f.upstream.to(at::kDouble);
+  const Result want = run(exact, 0.8, 0, false);
+  const Result got = run(f, 0.8, 0, true, true);
+  expect_close(got.values.to(at::kDouble), want.values, 1e-5, "float32 values");
+  expect_close(got.grad_hidden.to(at::kDouble), want.grad_hidden, 1e-5, "float32 d hidden");
+  expect_close(got.grad_weight.to(at::kDouble), want.grad_weight, 1e-5, "float32 d weight");
+
+  at::Tensor h = f.hidden.clone().requires_grad_(true);
+  const at::Tensor loss = (fused_token_logprobs(h, f.weight, f.targets, 0.8, 0, true) * f.upstream).sum();
+  const at::Tensor first = torch::autograd::grad({loss}, {h}, {}, /*retain_graph=*/true)[0];
+  const at::Tensor second = torch::autograd::grad({loss}, {h})[0];
+  EXPECT_TRUE(at::equal(first, second));
+  at::NoGradGuard no_grad;  // nothing to keep for
+  EXPECT_TRUE(at::equal(fused_token_logprobs(f.hidden, f.weight, f.targets, 0.8, 0, true), got.values));
+}
+
 // A frozen projection (a reference's head) gets no gradient, and the hidden states get the same one.
 TEST(FusedLogprobs, FrozenProjectionGetsNoGradient) {
   const Case c = make_case(5, 4, 11, at::kDouble, 9);
@@ -106,12 +139,12 @@ TEST(FusedLogprobs, TileFitsInAFewMegabytesAndBadShapesAreRefused) {
   EXPECT_THROW(fused_token_logprobs(c.hidden, c.weight, c.targets, 0.0), Error);
 }
 
-TEST(FusedLogprobs, PlainPathOnlyWhereItMeasuredFasterAndItsLogitsAreSmall) {
+TEST(FusedLogprobs, KeptLogitsOnlyWhereTheyMeasuredFasterAndAreSmall) {
   const c10::Device cpu(c10::kCPU);
-  EXPECT_TRUE(fused_logprobs_preferred(512, 64, 50257, cpu));     // narrow: fused wins 1.6x
-  EXPECT_TRUE(fused_logprobs_preferred(512, 256, 50257, cpu));    // even
-  EXPECT_FALSE(fused_logprobs_preferred(512, 512, 50257, cpu));   // plain 13% faster, 103 MB of logits
-  EXPECT_TRUE(fused_logprobs_preferred(2048, 512, 50257, cpu));   // 412 MB of logits: fused 30% faster
+  EXPECT_TRUE(fused_logprobs_preferred(512, 64, 50257, cpu));    // narrow: tiles win
+  EXPECT_TRUE(fused_logprobs_preferred(512, 256, 50257, cpu));   // tiles win
+  EXPECT_FALSE(fused_logprobs_preferred(512, 512, 50257, cpu));  // kept: no recompute, 103 MB of logits
+  EXPECT_TRUE(fused_logprobs_preferred(2048, 512, 50257, cpu));  // 412 MB of logits: tiles
   EXPECT_TRUE(fused_logprobs_preferred(512, 512, 50257, c10::Device(c10::kCUDA, 0)));  // memory first
 }
 
