@@ -163,7 +163,8 @@ void BM_Train(benchmark::State& state) {
 // The layers of bench/dpo_step.py's Llama at hidden 64 and 512 (4 heads, 2 kv heads, MLP 11/4 of
 // the hidden size) and of the tiny Llama above (hidden 256), and one vocabulary tile of the fused
 // log-prob kernel (kernels/fused_logprobs.cpp: 4,096 rows of the output projection at 512 tokens),
-// at 512 and 2,048 tokens.
+// at 512 and 2,048 tokens; and, at 512 tokens, the whole GPT-2-vocabulary projection at hidden 512,
+// which that kernel runs as one tile where it keeps the logits.
 void training_shapes(benchmark::internal::Benchmark* b) {
   const std::vector<std::pair<int64_t, int64_t>> layers = {{64, 64},    {64, 32},    {64, 176},  {176, 64},  {256, 256},
                                                            {256, 128},  {256, 688},  {688, 256}, {512, 512}, {512, 256},
@@ -174,6 +175,7 @@ void training_shapes(benchmark::internal::Benchmark* b) {
         for (int64_t impl = 0; impl < 2; ++impl) b->Args({product, m, k, n, 2, impl});
       }
     }
+    for (int64_t impl = 0; impl < 2; ++impl) b->Args({product, 512, 512, 50257, 2, impl});
   }
   b->Unit(benchmark::kMicrosecond)->MinTime(0.2);
 }
