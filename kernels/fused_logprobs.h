@@ -23,6 +23,7 @@ namespace aln::kernels {
 // `keep_logits`: one tile of all N x V logits, kept from the forward pass to the backward pass (which
 // turns them into their gradient in place) instead of recomputed: the plain projection's products
 // without its log-softmax passes, for where the logits are small and the recompute is what costs.
+// Without autograd still one tile, nothing kept.
 at::Tensor fused_token_logprobs(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& targets,
                                 double temperature = 1.0, int64_t tile = 0, bool keep_logits = false);
 

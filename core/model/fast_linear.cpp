@@ -3,6 +3,7 @@
 #include "core/error.h"
 
 #include "core/model/gemm_avx512.h"  // (defines ALN_X86_KERNELS)
+#include "core/model/matrix_view.h"
 #if ALN_X86_KERNELS
 #include <immintrin.h>
 #endif
@@ -86,11 +87,6 @@ bool wants_grad(const at::Tensor& x, const at::Tensor& weight, const at::Tensor&
          (x.requires_grad() || weight.requires_grad() || (bias.defined() && bias.requires_grad()));
 }
 
-// W [n, k] (any strides) as the B operand of a product: W^T [k, n] for the forward product, W itself
-// for dx = dy W.
-MatrixView transposed(const at::Tensor& w) { return {w.const_data_ptr<float>(), w.stride(1), w.stride(0)}; }
-MatrixView as_is(const at::Tensor& w) { return {w.const_data_ptr<float>(), w.stride(0), w.stride(1)}; }
-
 // y = x W^T for x [m, k] contiguous, each of the three products by the GEMM or the BLAS as
 // gemm_wins says for its shape. The weight is used through its strides (a transposed view costs no
 // copy). A bias is added outside: an autograd Function cannot take an undefined tensor as an input.
@@ -102,7 +98,7 @@ class TrainableLinear : public torch::autograd::Function<TrainableLinear> {
     const int64_t m = x.size(0), k = x.size(1), n = weight.size(0);
     if (!gemm_wins(LinearProduct::kForward, m, k, n)) return at::mm(x, weight.t());
     at::Tensor y = at::empty({m, n}, x.options());
-    gemm_avx512({x.const_data_ptr<float>(), k, 1}, transposed(weight), m, k, n, y.mutable_data_ptr<float>(), n);
+    gemm_avx512(matrix_of(x), transposed_of(weight), m, k, n, y.mutable_data_ptr<float>(), n);
     return y;
   }
 
@@ -120,7 +116,7 @@ class TrainableLinear : public torch::autograd::Function<TrainableLinear> {
     if (ctx->needs_input_grad(0)) {
       if (gemm_wins(LinearProduct::kGradInput, m, k, n)) {
         dx = at::empty({m, k}, gy.options());
-        gemm_avx512({gy.const_data_ptr<float>(), n, 1}, as_is(weight), m, n, k, dx.mutable_data_ptr<float>(), k);
+        gemm_avx512(matrix_of(gy), matrix_of(weight), m, n, k, dx.mutable_data_ptr<float>(), k);
       } else {
         dx = at::mm(gy, weight);
       }
@@ -129,8 +125,7 @@ class TrainableLinear : public torch::autograd::Function<TrainableLinear> {
       if (gemm_wins(LinearProduct::kGradWeight, m, k, n)) {
         // dy^T read through its strides: the GEMM packs its rows as it goes.
         dw = at::empty({n, k}, gy.options());
-        gemm_avx512({gy.const_data_ptr<float>(), 1, n}, {x.const_data_ptr<float>(), k, 1}, n, m, k,
-                    dw.mutable_data_ptr<float>(), k);
+        gemm_avx512(transposed_of(gy), matrix_of(x), n, m, k, dw.mutable_data_ptr<float>(), k);
       } else {
         dw = at::mm(gy.t(), x);
       }

@@ -158,10 +158,12 @@ bool gemm_avx512_available() {
 // From bench_linear's BM_Train (2 threads, the layer shapes of bench/dpo_step.py at hidden 64, 256
 // and 512 and the fused log-prob kernel's vocabulary tile, 512 and 2,048 rows; four runs, each the
 // median of 3-5 repetitions; this shared machine moves single results by +-30%):
-//  - forward: the GEMM wins nearly everywhere, typically 1.1-1.4x;
-//  - dx: even on average, ahead (1.2-1.4x) only with many rows and both dimensions >= 256;
+//  - forward: the GEMM wins nearly everywhere, 1.1-1.5x;
+//  - dx: even on average at 512 rows (0.7-1.3x), ahead (1.1-1.6x) only with 2,048 rows and both
+//    dimensions >= 256; with the whole GPT-2 vocabulary as the depth (512 x 50,257 x 512) 0.6x;
 //  - dW: behind wherever the output [n, k] is small (a tile or two, so one thread does the work over
-//    the whole depth: 0.3-0.6x), even to 1.2x where the output is large and the depth (m) moderate.
+//    the whole depth: 0.25-0.7x), 0.9-1.65x (mostly 1.1-1.3x) where the output is >= 512 x 256 and the
+//    depth (m) moderate, about even at 2,048 rows.
 bool gemm_wins(LinearProduct product, int64_t m, int64_t k, int64_t n) {
   if (!gemm_avx512_available() || m <= 16 || k == 0 || n == 0) return false;
   switch (product) {
