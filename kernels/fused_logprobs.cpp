@@ -196,11 +196,10 @@ int64_t fused_logprobs_tile(int64_t rows) {
   return std::max<int64_t>(1, kTileBytes / column_bytes);
 }
 
-bool fused_logprobs_preferred(int64_t rows, int64_t hidden, int64_t vocab, const c10::Device& device) {
+bool fused_logprobs_preferred(int64_t rows, int64_t /*hidden*/, int64_t vocab, const c10::Device& device) {
   if (!device.is_cpu()) return true;
-  constexpr int64_t kPlainLogitsBytes = int64_t{128} << 20;
-  const bool plain = hidden >= 384 && rows * vocab * static_cast<int64_t>(sizeof(float)) <= kPlainLogitsBytes;
-  return !plain;
+  constexpr int64_t kKeptLogitsBytes = int64_t{128} << 20;
+  return rows * vocab * static_cast<int64_t>(sizeof(float)) > kKeptLogitsBytes;
 }
 
 at::Tensor fused_token_logprobs(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& targets,

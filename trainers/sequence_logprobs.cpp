@@ -37,9 +37,8 @@ kernels::ResponseLogprobs response_logprobs(const model::DecoderModel& model, co
   at::Tensor selected = hidden.narrow(1, 0, t - 1).reshape({-1, h}).index_select(0, flat);
   at::Tensor targets = batch.input_ids.narrow(1, 1, t - 1).reshape(-1).index_select(0, flat);
   // The projection and log-softmax fused over vocabulary tiles: no [tokens, V] logits exist, in the
-  // forward or the backward pass (kernels/fused_logprobs.h); or, where recomputing the tiles measured
-  // slower and the logits are small (wide models on the CPU), all the logits in one tile kept for the
-  // backward pass.
+  // forward or the backward pass (kernels/fused_logprobs.h); or, on the CPU where they are at most
+  // 128 MiB, all the logits in one tile kept for the backward pass (no recompute: measured faster).
   const at::Tensor weight = model.output_weight();
   const bool tiles = kernels::fused_logprobs_preferred(selected.size(0), h, weight.size(0), selected.device());
   at::Tensor lp = kernels::fused_token_logprobs(selected, weight, targets, temperature, 0, /*keep_logits=*/!tiles);

@@ -3,10 +3,9 @@
 // positions that are scored: the hidden states of all positions are computed, but the output
 // projection and log-softmax run on the positions that predict a response token, fused over
 // vocabulary tiles (kernels/fused_logprobs.h), so the [tokens, V] logits and their gradient — the
-// largest activations of training — never exist (except where recomputing the tiles measured
-// slower and the logits are small: then one tile of all of them is kept for the backward pass, which
-// turns it into its gradient in place; kernels::fused_logprobs_preferred). Used by every
-// language-model trainer.
+// largest activations of training — never exist, or, on the CPU where they are at most 128 MiB, one
+// tile of all of them is kept for the backward pass (which turns it into its gradient in place)
+// instead of recomputed: kernels::fused_logprobs_preferred. Used by every language-model trainer.
 #include "core/buffer/buffer.h"
 #include "core/model/decoder.h"
 #include "kernels/token_logprobs.h"

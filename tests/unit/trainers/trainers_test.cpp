@@ -315,8 +315,8 @@ TEST(Trainers, SafeDpoPartialLabelsAndVariants) {
   EXPECT_EQ(out[0].chosen, std::vector<int64_t>{4});
 }
 
-// At hidden 16 the fused kernel runs in tiles; at hidden 384 with few rows it keeps all the logits in one
-// tile (kernels::fused_logprobs_preferred): both equal the full logits.
+// Few rows: the fused kernel keeps all the logits in one tile (kernels::fused_logprobs_preferred; its
+// tiles are tested in kernels_test), at a narrow and a wide hidden size: both equal the full logits.
 TEST(Trainers, ResponseOnlyProjectionEqualsFullLogits) {
   for (int64_t hidden : {16, 384}) {
   SCOPED_TRACE(hidden);
