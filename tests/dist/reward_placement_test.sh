@@ -10,9 +10,9 @@
 #    it again) ends where the uninterrupted one does;
 #  - the reward ranks say what they served (logs; request counters on rank 0's /metrics);
 #  - the layout check counts the reward ranks; a reward model that does not load names itself;
-#  - a reward rank killed mid-run ends the job non-zero within 60 s; one frozen mid-run makes the
-#    policy's score request time out (parallel.timeout_s) naming the reward rank, with the flight
-#    recorder.
+#  - a reward rank killed mid-run ends the job non-zero within 60 s; one frozen mid-run (one policy
+#    rank, one reward rank) makes the policy's score request time out (parallel.timeout_s) naming the
+#    reward rank, with the flight recorder.
 set -uo pipefail
 ALN="$1"; MPIEXEC="$2"; PY="$3"
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -110,21 +110,29 @@ check "a reward model that does not load: the policy's error names it and the re
   "[[ $rc -ne 0 ]] && grep -q 'request \"load\" to rank 2 failed there: .*reward_models: judge: .*no-such-model/config.json' '$work/bad-rm.out'"
 
 # Faults. While the policy trains the reward ranks answer a few requests per step.
+#  - KILL: 2 policy ranks, 2 reward ranks (one per policy rank); the job ends naming rank 2.
+#  - STOP: 1 policy rank and 1 reward rank, so the only rank that waits is the one whose score request
+#    goes to the frozen rank: with a second policy rank, that rank (answered by its own reward rank)
+#    can reach the gradient all-reduce and time out there first (both wait timeout_s), naming rank 0:
+#    it did once in a loaded full ctest run, after training steps got faster.
 for signal in KILL STOP; do
-  # Two reward ranks, one per policy rank, so a request waits at most timeout_s (10 s), before rank
-  # 0's heartbeat monitor would call the frozen rank silent (20 s).
-  job fault-$signal separate 2 "" "" 100000 | sed "s/^metrics: .*/metrics: {port: 0, progress_bar: false}/" >"$work/fault-$signal.yaml"
+  if [[ $signal == KILL ]]; then np=4 reward_ranks=2 victim_rank=2 policy_ranks=2; else np=2 reward_ranks=1 victim_rank=1 policy_ranks=1; fi
+  # A request waits at most timeout_s (10 s), before rank 0's heartbeat monitor would call the frozen
+  # rank silent (20 s).
+  job fault-$signal separate $reward_ranks "" "" 100000 |
+    sed -e "s/^metrics: .*/metrics: {port: 0, progress_bar: false}/" \
+        -e "s/policy: {data_parallel: 2}/policy: {data_parallel: $policy_ranks}/" >"$work/fault-$signal.yaml"
   before=""
-  [[ $signal == STOP ]] && before="scrape_until '$work/fault-$signal.out' '^aln_reward_requests_total{.*method=\"score\".*rank=\"2\"'"
-  signal_rank 4 "$work/fault-$signal.yaml" "$work/fault-$signal.out" 2 $signal "$work/fault-$signal/train_log.jsonl" 3 "$before"
+  [[ $signal == STOP ]] && before="scrape_until '$work/fault-$signal.out' '^aln_reward_requests_total{.*method=\"score\".*rank=\"$victim_rank\"'"
+  signal_rank $np "$work/fault-$signal.yaml" "$work/fault-$signal.out" $victim_rank $signal "$work/fault-$signal/train_log.jsonl" 3 "$before"
   check "$signal: found the reward rank while the policy trains" "[[ -n '$victim' ]]"
   check "$signal of the reward rank ends the job non-zero within 60 s (rc $fault_rc, ${fault_took}s)" \
     "[[ $fault_rc -ne 0 && $fault_took -le 60 ]]"
   if [[ $signal == STOP ]]; then
     check "rank 0's /metrics carries the reward rank's request counter (role reward)" \
-      "grep -q '^aln_reward_requests_total{.*method=\"score\".*rank=\"2\",role=\"reward\"' '$work/fault.metrics'"
-    check "STOP: the score request times out naming the reward rank: $(grep -m1 'reward rank 2' "$work/fault-$signal.out")" \
-      "grep -q 'reward model judge on reward rank 2: request \"score\" to rank 2: ' '$work/fault-$signal.out' && grep -q 'last collectives of this rank (oldest first): ' '$work/fault-$signal.out'"
+      "grep -q '^aln_reward_requests_total{.*method=\"score\".*rank=\"$victim_rank\",role=\"reward\"' '$work/fault.metrics'"
+    check "STOP: the score request times out naming the reward rank: $(grep -m1 "reward rank $victim_rank" "$work/fault-$signal.out")" \
+      "grep -q 'reward model judge on reward rank $victim_rank: request \"score\" to rank $victim_rank: ' '$work/fault-$signal.out' && grep -q 'last collectives of this rank (oldest first): ' '$work/fault-$signal.out'"
   else
     check "KILL: the failure names rank 2: $(grep -m1 -i 'rank 2' "$work/fault-$signal.out")" "grep -qi 'rank 2' '$work/fault-$signal.out'"
   fi

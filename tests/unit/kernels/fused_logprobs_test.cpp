@@ -46,6 +46,20 @@ void expect_close(const at::Tensor& got, const at::Tensor& want, double tol, con
   EXPECT_LE((got - want).abs().max().item<double>(), tol * scale) << what;
 }
 
+// The fused kernel on a float32 case against the full-logits path on the same numbers in float64.
+Result expect_float32_within_tolerance(const Case& c, double temperature, int64_t tile, bool keep) {
+  Case exact = c;
+  exact.hidden = c.hidden.to(at::kDouble);
+  exact.weight = c.weight.to(at::kDouble);
+  exact.upstream = c.upstream.to(at::kDouble);
+  const Result want = run(exact, temperature, 0, /*fused=*/false);
+  const Result got = run(c, temperature, tile, /*fused=*/true, keep);
+  expect_close(got.values.to(at::kDouble), want.values, 1e-5, "float32 values");
+  expect_close(got.grad_hidden.to(at::kDouble), want.grad_hidden, 1e-5, "float32 d hidden");
+  expect_close(got.grad_weight.to(at::kDouble), want.grad_weight, 1e-5, "float32 d weight");
+  return got;
+}
+
 TEST(FusedLogprobs, EqualsTheFullLogitsPathAtEveryTiling) {
   const Case c = make_case(13, 8, 37, at::kDouble, 3);
   for (double temperature : {1.0, 0.7}) {
@@ -75,16 +89,7 @@ TEST(FusedLogprobs, Float32WithinItsTolerance) {
 TEST(FusedLogprobs, Float32OnTheGemmWithinItsTolerance) {
   EXPECT_EQ(model::gemm_wins(model::LinearProduct::kGradInput, 1024, 256, 600), model::gemm_avx512_available());
   EXPECT_EQ(model::gemm_wins(model::LinearProduct::kGradWeight, 1024, 256, 600), model::gemm_avx512_available());
-  const Case c = make_case(1024, 256, 1500, at::kFloat, 6);
-  Case exact = c;
-  exact.hidden = c.hidden.to(at::kDouble);
-  exact.weight = c.weight.to(at::kDouble);
-  exact.upstream = c.upstream.to(at::kDouble);
-  const Result want = run(exact, 0.9, 0, false);
-  const Result got = run(c, 0.9, 600, true);
-  expect_close(got.values.to(at::kDouble), want.values, 1e-5, "values");
-  expect_close(got.grad_hidden.to(at::kDouble), want.grad_hidden, 1e-5, "d hidden");
-  expect_close(got.grad_weight.to(at::kDouble), want.grad_weight, 1e-5, "d weight");
+  expect_float32_within_tolerance(make_case(1024, 256, 1500, at::kFloat, 6), 0.9, 600, /*keep=*/false);
 }
 
 // All the logits in one tile, kept for the backward pass instead of recomputed: the same values and
@@ -100,15 +105,7 @@ TEST(FusedLogprobs, KeptLogitsEqualTheFullLogitsPath) {
     expect_close(got.grad_weight, want.grad_weight, 1e-12, "d weight");
   }
   const Case f = make_case(96, 48, 1001, at::kFloat, 4);
-  Case exact = f;
-  exact.hidden = f.hidden.to(at::kDouble);
-  exact.weight = f.weight.to(at::kDouble);
-  exact.upstream = f.upstream.to(at::kDouble);
-  const Result want = run(exact, 0.8, 0, false);
-  const Result got = run(f, 0.8, 0, true, true);
-  expect_close(got.values.to(at::kDouble), want.values, 1e-5, "float32 values");
-  expect_close(got.grad_hidden.to(at::kDouble), want.grad_hidden, 1e-5, "float32 d hidden");
-  expect_close(got.grad_weight.to(at::kDouble), want.grad_weight, 1e-5, "float32 d weight");
+  const Result got = expect_float32_within_tolerance(f, 0.8, 0, /*keep=*/true);
 
   at::Tensor h = f.hidden.clone().requires_grad_(true);
   const at::Tensor loss = (fused_token_logprobs(h, f.weight, f.targets, 0.8, 0, true) * f.upstream).sum();
