@@ -208,6 +208,8 @@ at::Tensor fused_token_logprobs(const at::Tensor& hidden, const at::Tensor& weig
             "fused_token_logprobs: hidden [N, H] and weight [V, H] must share H");
   ALN_CHECK(targets.dim() == 1 && targets.size(0) == hidden.size(0) && targets.scalar_type() == at::kLong,
             "fused_token_logprobs: targets must be int64 [N]");
+  // The CPU row sweep reads the targets through a host pointer.
+  ALN_CHECK(targets.device() == hidden.device(), "fused_token_logprobs: targets must be on the hidden states' device");
   ALN_CHECK(hidden.scalar_type() == weight.scalar_type() && hidden.device() == weight.device(),
             "fused_token_logprobs: hidden and weight must share dtype and device");
   ALN_CHECK(temperature > 0, "fused_token_logprobs: temperature must be positive");

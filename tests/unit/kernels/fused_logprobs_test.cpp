@@ -134,6 +134,7 @@ TEST(FusedLogprobs, TileFitsInAFewMegabytesAndBadShapesAreRefused) {
   EXPECT_THROW(fused_token_logprobs(c.hidden, c.weight.t(), c.targets), Error);
   EXPECT_THROW(fused_token_logprobs(c.hidden, c.weight, c.targets.narrow(0, 0, 2)), Error);
   EXPECT_THROW(fused_token_logprobs(c.hidden, c.weight, c.targets, 0.0), Error);
+  EXPECT_THROW(fused_token_logprobs(c.hidden, c.weight, c.targets.to(at::kMeta)), Error);
 }
 
 TEST(FusedLogprobs, LogitsKeptOnTheCpuUpTo128MiB) {
