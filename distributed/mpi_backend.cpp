@@ -6,6 +6,7 @@
 #include <cstdlib>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <functional>
 #include <mutex>
@@ -356,6 +357,10 @@ MpiRuntime::~MpiRuntime() {
 void MpiRuntime::abort(int exit_code) const {
   std::fflush(stdout);
   std::fflush(stderr);
+  // What this rank just wrote sits in a pipe that mpirun's output forwarder reads; MPI_Abort has the
+  // launcher kill every process, and a loaded machine can lose those last lines with them (the one
+  // saying why the job ends: seen once in CI). A second's grace lets the forwarder read them first.
+  std::this_thread::sleep_for(std::chrono::seconds(1));
   MPI_Abort(MPI_COMM_WORLD, exit_code);
   std::_Exit(exit_code);  // MPI_Abort does not return; this only satisfies [[noreturn]]
 }

@@ -477,6 +477,7 @@ for signal in KILL STOP; do
   if [[ $signal == STOP ]]; then
     check "STOP: rank 0 names the stalled collective: $(grep -m1 'did not complete' "$work/$name.out")" \
       "grep -Eq 'rank 0 on .*(all_reduce|all_gather|broadcast) #[0-9]* did not complete within 5000 ms.*last collectives of this rank' '$work/$name.out'"
+    grep -q 'did not complete' "$work/$name.out" || tail -15 "$work/$name.out" | sed 's/^/  | /'  # why not
   else
     check "KILL: the failure names rank 1: $(grep -m1 -i 'rank 1' "$work/$name.out")" "grep -qi 'rank 1' '$work/$name.out'"
   fi
@@ -523,6 +524,7 @@ check "fsdp STOP: job exits non-zero (rc $fault_rc) within 60 s (${fault_took}s)
   "[[ -n '$victim' && $fault_rc -ne 0 && $fault_took -le 60 ]]"
 check "fsdp STOP: rank 0 names the stalled collective: $(grep -m1 'did not complete' "$work/$name.out")" \
   "grep -Eq 'rank 0 on .*(all_gather|reduce_scatter|all_reduce) #[0-9]* did not complete within 5000 ms.*last collectives of this rank' '$work/$name.out'"
+grep -q 'did not complete' "$work/$name.out" || tail -15 "$work/$name.out" | sed 's/^/  | /'  # why not
 
 # Rank 0 stopped as it starts (SIGSTOP before it execs aln, so before MPI_Init): rank 1 waits in
 # MPI's start-up or for the job's first communicators, each bounded by startup_timeout_s (5 s), then
