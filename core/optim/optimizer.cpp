@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <string>
@@ -43,12 +44,29 @@ void AdamW::step(TensorMap& params, double lr) {
     at::Tensor& m = moment(exp_avg_, name, p);
     at::Tensor& v = moment(exp_avg_sq_, name, p);
     // Same operation order as torch.optim.AdamW (single-tensor path) so results agree closely.
-    p.mul_(1 - lr * options_.weight_decay);
-    m.lerp_(g, 1 - options_.beta1);
-    v.mul_(options_.beta2).addcmul_(g, g, 1 - options_.beta2);
+    // Every operation is elementwise, so a chunk at a time gives the same bits; what it saves is
+    // the whole-size temporaries of the denominator (two of the GPT-2 embedding's 103 MB), and
+    // each chunk's five passes run while it is in cache.
     const double step_size = lr / bias1;
-    at::Tensor denom = (v.sqrt() / std::sqrt(bias2)).add_(options_.eps);
-    p.addcdiv_(m, denom, -step_size);
+    const auto update = [&](at::Tensor w, const at::Tensor& dw, at::Tensor avg, at::Tensor avg_sq) {
+      w.mul_(1 - lr * options_.weight_decay);
+      avg.lerp_(dw, 1 - options_.beta1);
+      avg_sq.mul_(options_.beta2).addcmul_(dw, dw, 1 - options_.beta2);
+      at::Tensor denom = (avg_sq.sqrt() / std::sqrt(bias2)).add_(options_.eps);
+      w.addcdiv_(avg, denom, -step_size);
+    };
+    constexpr int64_t kChunk = int64_t{1} << 18;
+    const bool chunked = p.numel() > kChunk && p.is_contiguous() && g.is_contiguous() && m.is_contiguous() &&
+                         v.is_contiguous() && g.sizes() == p.sizes();
+    if (!chunked) {
+      update(p, g, m, v);
+      continue;
+    }
+    const at::Tensor pf = p.view({-1}), gf = g.view({-1}), mf = m.view({-1}), vf = v.view({-1});
+    for (int64_t start = 0; start < pf.numel(); start += kChunk) {
+      const int64_t n = std::min(kChunk, pf.numel() - start);
+      update(pf.narrow(0, start, n), gf.narrow(0, start, n), mf.narrow(0, start, n), vf.narrow(0, start, n));
+    }
   }
 }
 
@@ -128,6 +146,18 @@ at::Tensor clip_scale(const at::Tensor& norm, double max_norm) {
   return at::where(clip, at::full_like(norm, max_norm).div(norm + 1e-6), at::ones_like(norm));
 }
 
+at::Tensor sum_of_squares(const at::Tensor& g) {
+  constexpr int64_t kChunk = int64_t{1} << 20;
+  const at::Tensor flat = g.reshape({-1});
+  at::Tensor sum;
+  for (int64_t start = 0; start < flat.numel(); start += kChunk) {
+    at::Tensor part = flat.narrow(0, start, std::min(kChunk, flat.numel() - start)).to(at::kDouble);
+    part = part.mul_(part).sum();
+    sum = sum.defined() ? sum + part : part;
+  }
+  return sum.defined() ? sum : at::zeros({}, g.options().dtype(at::kDouble));
+}
+
 at::Tensor clip_grad_norm_on_device(TensorMap& params, double max_norm, const std::function<void(at::Tensor&)>& total,
                                     const std::string& not_counted) {
   at::NoGradGuard no_grad;
@@ -139,7 +169,7 @@ at::Tensor clip_grad_norm_on_device(TensorMap& params, double max_norm, const st
     if (!p.grad().defined()) continue;
     options = options.device(p.grad().device());
     if (name == not_counted) continue;
-    at::Tensor square = p.grad().to(at::kDouble).pow(2).sum();
+    at::Tensor square = sum_of_squares(p.grad());
     sum = sum.defined() ? sum + square : square;
   }
   if (!sum.defined()) sum = at::zeros({}, options);

@@ -74,6 +74,10 @@ double clip_grad_norm(TensorMap& params, double max_norm, const std::function<do
 // as the host version: squares added one by one in name order, in float64.
 at::Tensor clip_grad_norm_on_device(TensorMap& params, double max_norm, const std::function<void(at::Tensor&)>& total,
                                     const std::string& not_counted);
+// Sum of g's squared entries in float64, as a 0-dim tensor on g's device (nothing read). Converted
+// a chunk of 2^20 entries at a time and the chunks' sums added in order: a whole float64 copy of a
+// large gradient (the GPT-2 embedding's is 206 MB, and squaring it another) set the step's peak memory.
+at::Tensor sum_of_squares(const at::Tensor& g);
 // The factor clipping multiplies gradients by, for a 0-dim `norm` (on its device, nothing read):
 // max_norm / (norm + 1e-6) when the norm is finite and above max_norm, else 1. Used by
 // clip_grad_norm_on_device and by ZeRO-2's clipping of a sharded gradient.

@@ -132,7 +132,7 @@ at::Tensor ShardedAdamW::clip_grad_norm(optim::TensorMap& params, double max_nor
   ALN_CHECK(grad_range_.defined(), "ZeRO-2 clipping before the gradients were reduce-scattered");
   // This rank's range squared and summed in float64, then the ranks' sums added: the unsharded
   // per-parameter sum in another order (padding past the end is zero).
-  at::Tensor sum = grad_range_.to(at::kDouble).pow(2).sum().reshape({1});
+  at::Tensor sum = optim::sum_of_squares(grad_range_).reshape({1});
   dp_.sum(sum);
   const at::Tensor norm = sum.sqrt().reshape({});
   if (max_norm > 0) grad_range_.mul_(optim::clip_scale(norm, max_norm));

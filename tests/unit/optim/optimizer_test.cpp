@@ -92,6 +92,64 @@ TEST(AdamW, StateRoundTripIsBitwise) {
   EXPECT_TRUE(at::equal(a["w"], b["w"]));
 }
 
+// The unfused update goes through large parameters a chunk of 2^18 entries at a time: the same bits
+// as the whole-tensor formula (every operation is elementwise), for a parameter of several chunks
+// and a tail, a small one, and a non-contiguous one (updated whole); a parameter without a gradient
+// gets no moments.
+TEST(AdamW, ChunkedUpdateIsTheWholeTensorFormula) {
+  at::manual_seed(4);
+  TensorMap params{{"big", at::randn({2 * (1 << 18) + 77})},
+                   {"small", at::randn({3, 5})},
+                   {"strided", at::randn({600, 900}).t()},
+                   {"unused", at::randn({4})}};
+  TensorMap expected, m, v;
+  for (auto& [name, t] : params) {
+    t.set_requires_grad(true);
+    expected[name] = t.detach().clone();
+    m[name] = at::zeros_like(expected[name]);
+    v[name] = at::zeros_like(expected[name]);
+  }
+  AdamWOptions o;
+  o.weight_decay = 0.1;
+  AdamW adam(o);
+  for (int step = 1; step <= 3; ++step) {
+    for (auto& [name, t] : params) {
+      if (name == "unused") continue;
+      const at::Tensor g = at::randn(t.sizes());
+      t.mutable_grad() = g.clone();
+      // torch.optim.AdamW's single-tensor update, written out.
+      at::Tensor& p = expected[name];
+      p.mul_(1 - 0.01 * o.weight_decay);
+      m[name].lerp_(g, 1 - o.beta1);
+      v[name].mul_(o.beta2).addcmul_(g, g, 1 - o.beta2);
+      const double bias1 = 1 - std::pow(o.beta1, step), bias2 = 1 - std::pow(o.beta2, step);
+      p.addcdiv_(m[name], (v[name].sqrt() / std::sqrt(bias2)).add_(o.eps), -0.01 / bias1);
+    }
+    adam.step(params, 0.01);
+  }
+  for (const auto& [name, t] : params) {
+    EXPECT_TRUE(at::equal(t.detach(), expected[name])) << name;
+  }
+  const TensorMap state = adam.state();
+  EXPECT_EQ(state.size(), 7u);  // three parameters' two moments, and the step
+  EXPECT_EQ(state.count("unused.exp_avg"), 0u);
+  EXPECT_TRUE(at::equal(state.at("big.exp_avg_sq"), v["big"]));
+}
+
+// The sum of squares in float64 a chunk at a time, against one float64 sum; and nothing for an
+// empty gradient.
+TEST(Clip, SumOfSquaresOverChunks) {
+  at::manual_seed(6);
+  const at::Tensor g = at::randn({3 * (1 << 20) + 5});
+  const double exact = g.to(at::kDouble).pow(2).sum().item<double>();
+  EXPECT_NEAR(sum_of_squares(g).item<double>(), exact, 1e-12 * exact);
+  EXPECT_EQ(sum_of_squares(g).scalar_type(), at::kDouble);
+  EXPECT_EQ(sum_of_squares(at::empty({0})).item<double>(), 0.0);
+  const at::Tensor strided = at::randn({1500, 1400}).t();
+  const double strided_exact = strided.to(at::kDouble).pow(2).sum().item<double>();
+  EXPECT_NEAR(sum_of_squares(strided).item<double>(), strided_exact, 1e-12 * strided_exact);
+}
+
 TEST(Schedule, WarmupThenDecay) {
   EXPECT_DOUBLE_EQ(scheduled_lr(ScheduleKind::kCosine, 1.0, 0, 4, 14), 0.25);
   EXPECT_DOUBLE_EQ(scheduled_lr(ScheduleKind::kCosine, 1.0, 3, 4, 14), 1.0);
