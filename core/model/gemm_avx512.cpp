@@ -20,12 +20,6 @@ namespace aln::model {
 // Columns of a packed W panel (two zmm registers of floats).
 constexpr int kCols = 32;
 
-#if ALN_X86_KERNELS
-namespace {
-
-// Register tile: kRows rows of A times a panel of kCols = 32 columns of W^T (two zmm), i.e. 24
-// accumulators, 2 panel loads and 1 broadcast live at once in the 32 zmm registers.
-constexpr int kRows = 12;
 // Depth of one pass (an A micro-panel of kRows x kDepth floats = 12 KiB stays in L1 while a
 // kDepth x 32 panel of W (32 KiB) streams from L2); longer K accumulates pass after pass.
 constexpr int64_t kDepth = 256;
@@ -33,18 +27,26 @@ constexpr int64_t kDepth = 256;
 // L2 while its rows of A stream past. A weight gradient's depth is the token count (thousands):
 // whole, a tile's panels would come from L3 for every row tile.
 constexpr int64_t kBlockDepth = 2 * kDepth;
+
+#if ALN_X86_KERNELS
+namespace {
+
+// Register tile: kRows rows of A times a panel of kCols = 32 columns of W^T (two zmm), i.e. 24
+// accumulators, 2 panel loads and 1 broadcast live at once in the 32 zmm registers.
+constexpr int kRows = 12;
 // Cache tile handed to a thread: kTileRows rows of A (96 KiB at kDepth) against kTileCols columns.
 constexpr int64_t kTileRows = 8 * kRows;
 constexpr int64_t kTileCols = 4 * kCols;
 
-// B [k, n] into panels of 32 columns, [n / 32][k][32], the last one padded with zeros, so the
-// micro-kernel reads the 32 values it multiplies by one A element with two loads (on one cache line
+// Rows [j0, j1) of B [k, n]'s panel p (32 columns) into `out` as [j1 - j0][32], the last panel padded
+// with zeros, so the micro-kernel reads the 32 values it multiplies by one A element with two loads (on one cache line
 // each when the scratch is 64-byte aligned, as allocate_floats makes it). Either of B's strides may
 // be the unit one: W of a forward product is read down its rows, W of a backward product along them.
-__attribute__((target("avx512f"))) void pack_panel(MatrixView b, int64_t n, int64_t k, int64_t p, float* out) {
+__attribute__((target("avx512f"))) void pack_panel(MatrixView b, int64_t n, int64_t j0, int64_t j1, int64_t p,
+                                                   float* out) {
   const int64_t c0 = p * kCols, cols = std::min<int64_t>(kCols, n - c0);
-  for (int64_t j = 0; j < k; ++j) {
-    float* dst = out + j * kCols;
+  for (int64_t j = j0; j < j1; ++j) {
+    float* dst = out + (j - j0) * kCols;
     const float* src = b.data + j * b.row + c0 * b.col;
     if (b.col == 1) {
       std::copy(src, src + cols, dst);
@@ -177,7 +179,14 @@ bool gemm_wins(LinearProduct product, int64_t m, int64_t k, int64_t n) {
   return false;
 }
 
-int64_t gemm_packed_floats(int64_t n, int64_t k) { return (n + kCols - 1) / kCols * kCols * k; }
+// Panels of B packed at once: one block of columns over one round's depth (4,096 x 512 floats,
+// 8 MiB). Packing all of B up front took a copy of the whole weight, 103 MB for GPT-2's output
+// projection, twice a training step (forward, dx), and those copies set the step's peak memory.
+constexpr int64_t kPackPanels = 128;
+
+int64_t gemm_packed_floats(int64_t n, int64_t k) {
+  return std::min((n + kCols - 1) / kCols, kPackPanels) * kCols * std::min(k, kBlockDepth);
+}
 
 #if !ALN_X86_KERNELS
 void gemm_avx512(MatrixView, MatrixView, int64_t, int64_t, int64_t, float*, int64_t, const float*, bool, float*) {
@@ -197,54 +206,59 @@ void gemm_avx512(MatrixView a, MatrixView b, int64_t m, int64_t k, int64_t n, fl
     }
     return;
   }
+  static_assert(kPackPanels * kCols % kTileCols == 0, "a tile's panels lie in one packed block");
   const int64_t panels = (n + kCols - 1) / kCols;
   std::unique_ptr<float, FreeDeleter> own;
   if (packed == nullptr) own = allocate_floats(static_cast<size_t>(gemm_packed_floats(n, k)));
   float* wp = packed != nullptr ? packed : own.get();
-  at::parallel_for(0, panels, 8, [&](int64_t p0, int64_t p1) {
-    for (int64_t p = p0; p < p1; ++p) pack_panel(b, n, k, p, wp + p * k * kCols);
-  });
   // A is read in place when its rows are contiguous (x, dy), else packed a tile at a time (dy^T).
   const bool pack_a = a.col != 1;
   const int64_t row_tiles = (m + kTileRows - 1) / kTileRows;
-  const int64_t col_tiles = (n + kTileCols - 1) / kTileCols;
-  // Tiles column by column: a tile's B panels (256 KiB a round) stay in L2 while A's rows, read again for
-  // every column of tiles, come from L2/L3; the other order would stream all of a large W (32 MiB of
-  // output projection) from memory once per 96 rows. Threads take the next tile as they finish one
-  // (an even static split leaves one core waiting whenever the other is interrupted); which thread
-  // computes a tile does not change its result.
-  const int64_t tiles = row_tiles * col_tiles;
-  // Rounds over the depth, one after another: each element still sums its passes in order of k.
-  for (int64_t b0 = 0; b0 < k; b0 += kBlockDepth) {
-    const int64_t b1 = std::min(k, b0 + kBlockDepth);
-    std::atomic<int64_t> next{0};
-    at::parallel_for(0, at::get_num_threads(), 1, [&](int64_t, int64_t) {
-      std::unique_ptr<float, FreeDeleter> a_tile;
-      if (pack_a) a_tile = allocate_floats(static_cast<size_t>(kTileRows * kDepth));
-      for (int64_t t = next.fetch_add(1, std::memory_order_relaxed); t < tiles;
-           t = next.fetch_add(1, std::memory_order_relaxed)) {
-        const int64_t r0 = t % row_tiles * kTileRows, r1 = std::min(m, r0 + kTileRows);
-        const int64_t p0 = t / row_tiles * (kTileCols / kCols), p1 = std::min(panels, p0 + kTileCols / kCols);
-        for (int64_t d0 = b0; d0 < b1; d0 += kDepth) {
-          const int64_t depth = std::min(kDepth, b1 - d0);
-          if (pack_a) pack_rows(a, r0, r1, d0, depth, a_tile.get());
-          const int64_t lda = pack_a ? kRows : a.row;
-          for (int64_t p = p0; p < p1; ++p) {
-            const int64_t cols = std::min<int64_t>(kCols, n - p * kCols);
-            const auto m0 = static_cast<__mmask16>(cols >= 16 ? 0xFFFF : (1u << cols) - 1u);
-            const auto m1 = static_cast<__mmask16>(cols >= 32 ? 0xFFFF : cols <= 16 ? 0 : (1u << (cols - 16)) - 1u);
-            const float* panel = wp + p * k * kCols + d0 * kCols;
-            const float* bp = bias != nullptr ? bias + p * kCols : nullptr;
-            for (int64_t r = r0; r < r1; r += kRows) {
-              const int rows = static_cast<int>(std::min<int64_t>(kRows, r1 - r));
-              const MicroFn fn = pick_micro(rows, pack_a);
-              const float* ar = pack_a ? a_tile.get() + (r - r0) * depth : a.data + r * a.row + d0;
-              fn(ar, lda, panel, depth, c + r * ldc + p * kCols, ldc, m0, m1, d0 == 0 && !accumulate, bp);
+  // Blocks of kPackPanels panels, each in rounds over the depth, one after another: B is packed a
+  // block's round at a time, and each element still sums its passes in order of k.
+  for (int64_t q0 = 0; q0 < panels; q0 += kPackPanels) {
+    const int64_t q1 = std::min(panels, q0 + kPackPanels);
+    const int64_t col_tiles = ((q1 - q0) * kCols + kTileCols - 1) / kTileCols;
+    for (int64_t b0 = 0; b0 < k; b0 += kBlockDepth) {
+      const int64_t b1 = std::min(k, b0 + kBlockDepth), round = b1 - b0;
+      at::parallel_for(q0, q1, 8, [&](int64_t p0, int64_t p1) {
+        for (int64_t p = p0; p < p1; ++p) pack_panel(b, n, b0, b1, p, wp + (p - q0) * round * kCols);
+      });
+      // Tiles column by column: a tile's B panels (256 KiB a round) stay in L2 while A's rows, read
+      // again for every column of tiles, come from L2/L3; the other order would stream all of a large
+      // W (32 MiB of output projection) from memory once per 96 rows. Threads take the next tile as
+      // they finish one (an even static split leaves one core waiting whenever the other is
+      // interrupted); which thread computes a tile does not change its result.
+      const int64_t tiles = row_tiles * col_tiles;
+      std::atomic<int64_t> next{0};
+      at::parallel_for(0, at::get_num_threads(), 1, [&](int64_t, int64_t) {
+        std::unique_ptr<float, FreeDeleter> a_tile;
+        if (pack_a) a_tile = allocate_floats(static_cast<size_t>(kTileRows * kDepth));
+        for (int64_t t = next.fetch_add(1, std::memory_order_relaxed); t < tiles;
+             t = next.fetch_add(1, std::memory_order_relaxed)) {
+          const int64_t r0 = t % row_tiles * kTileRows, r1 = std::min(m, r0 + kTileRows);
+          const int64_t p0 = q0 + t / row_tiles * (kTileCols / kCols), p1 = std::min(q1, p0 + kTileCols / kCols);
+          for (int64_t d0 = b0; d0 < b1; d0 += kDepth) {
+            const int64_t depth = std::min(kDepth, b1 - d0);
+            if (pack_a) pack_rows(a, r0, r1, d0, depth, a_tile.get());
+            const int64_t lda = pack_a ? kRows : a.row;
+            for (int64_t p = p0; p < p1; ++p) {
+              const int64_t cols = std::min<int64_t>(kCols, n - p * kCols);
+              const auto m0 = static_cast<__mmask16>(cols >= 16 ? 0xFFFF : (1u << cols) - 1u);
+              const auto m1 = static_cast<__mmask16>(cols >= 32 ? 0xFFFF : cols <= 16 ? 0 : (1u << (cols - 16)) - 1u);
+              const float* panel = wp + (p - q0) * round * kCols + (d0 - b0) * kCols;
+              const float* bp = bias != nullptr ? bias + p * kCols : nullptr;
+              for (int64_t r = r0; r < r1; r += kRows) {
+                const int rows = static_cast<int>(std::min<int64_t>(kRows, r1 - r));
+                const MicroFn fn = pick_micro(rows, pack_a);
+                const float* ar = pack_a ? a_tile.get() + (r - r0) * depth : a.data + r * a.row + d0;
+                fn(ar, lda, panel, depth, c + r * ldc + p * kCols, ldc, m0, m1, d0 == 0 && !accumulate, bp);
+              }
             }
           }
         }
-      }
-    });
+      });
+    }
   }
 }
 

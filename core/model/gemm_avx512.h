@@ -56,7 +56,8 @@ bool gemm_wins(LinearProduct product, int64_t m, int64_t k, int64_t n);
 // them. Threads: LibTorch's intra-op pool. Requires gemm_avx512_available().
 void gemm_nt_avx512(const float* a, int64_t m, int64_t k, const float* w, int64_t n, const float* bias, float* c,
                     float* packed = nullptr);
-// The scratch gemm_nt_avx512 packs w into: n rounded up to 32, times k.
+// The scratch gemm_avx512 packs B into, a block of columns over a round of the depth at a time: n
+// rounded up to 32 (at most 4,096) times k (at most 512).
 int64_t gemm_packed_floats(int64_t n, int64_t k);
 
 // `count` floats, 64-byte aligned; from 4 MiB up, 2 MiB aligned and advised to be backed by huge

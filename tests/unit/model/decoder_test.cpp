@@ -7,6 +7,8 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/grad_mode.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <string>
 #include <tuple>
@@ -473,14 +475,9 @@ TEST(FastLinear, GemmKernelIsThreadCountIndependent) {
   EXPECT_TRUE(at::equal(one, two));
 }
 
-// |got - exact| within the float32 dot-product bound for a float64 product a b of depth k.
+// The same bound for a product a b of depth k: a b = linear(a, b^T).
 ::testing::AssertionResult within_product_bound(const at::Tensor& got, const at::Tensor& a, const at::Tensor& b) {
-  const at::Tensor exact = at::mm(a.to(at::kDouble), b.to(at::kDouble));
-  const at::Tensor bound = (a.size(1) + 1) * 6e-8 * at::mm(a.abs().to(at::kDouble), b.abs().to(at::kDouble));
-  if (got.sizes() != exact.sizes()) return ::testing::AssertionFailure() << "shape " << got.sizes();
-  const at::Tensor err = (got.to(at::kDouble) - exact).abs();
-  if ((err <= bound).all().item<bool>()) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << "max error " << err.max().item<double>() << " over the bound";
+  return within_dot_bound(got, a, b.t(), at::Tensor());
 }
 
 MatrixView view_of(const at::Tensor& t) { return {t.const_data_ptr<float>(), t.stride(0), t.stride(1)}; }
@@ -521,6 +518,33 @@ TEST(GemmAvx512, StridedOperandsAndAccumulation) {
         EXPECT_TRUE(((c.to(at::kDouble) - exact).abs() <= bound).all().item<bool>()) << m << " " << k << " " << n;
       }
     }
+  }
+}
+
+// B wider than one packed block (4,096 columns) and deeper than one round (512): packed a block's
+// round at a time, within the float32 bound, the same bits on 1 and 2 threads and with a packing
+// buffer the caller hands in (of gemm_packed_floats' size, full of garbage).
+TEST(GemmAvx512, PackedABlockAndARoundAtATime) {
+  if (!gemm_avx512_available()) GTEST_SKIP() << "no AVX-512 on this CPU";
+  at::manual_seed(9);
+  const int64_t m = 13, k = 1100, n = 2 * 4096 + 45;
+  const at::Tensor a = at::randn({m, k});
+  for (const at::Tensor& b : {at::randn({k, n}), at::randn({n, k}).t()}) {
+    at::Tensor c = at::empty({m, n});
+    gemm_avx512(view_of(a), view_of(b), m, k, n, c.mutable_data_ptr<float>(), n);
+    EXPECT_TRUE(within_product_bound(c, a, b));
+    const int threads = at::get_num_threads();
+    at::set_num_threads(1);
+    at::Tensor one = at::empty({m, n});
+    gemm_avx512(view_of(a), view_of(b), m, k, n, one.mutable_data_ptr<float>(), n);
+    at::set_num_threads(threads);
+    EXPECT_TRUE(at::equal(one, c));
+    EXPECT_EQ(gemm_packed_floats(n, k), 4096 * 512);
+    auto scratch = allocate_floats(static_cast<size_t>(gemm_packed_floats(n, k)));
+    std::fill(scratch.get(), scratch.get() + gemm_packed_floats(n, k), std::nanf(""));
+    at::Tensor given = at::empty({m, n});
+    gemm_avx512(view_of(a), view_of(b), m, k, n, given.mutable_data_ptr<float>(), n, nullptr, false, scratch.get());
+    EXPECT_TRUE(at::equal(given, c));
   }
 }
 
