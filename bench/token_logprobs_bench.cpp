@@ -50,7 +50,7 @@ BENCHMARK(BM_LogSoftmaxGather)->Args({64, 50257})->Args({512, 4096})->Unit(bench
 // Forward and backward of log p(target | h W^T) for rows x hidden states and a vocab x hidden
 // projection, weighted per token (as a DPO loss weights them). kFull: the logits, then log-softmax
 // and gather; kFused: the fused kernel's tiles, recomputed in backward; kKept: the fused kernel with
-// all the logits in one tile kept for backward (what training runs where tiles measured slower).
+// all the logits in one tile kept for backward (what training runs on the CPU up to 128 MiB of logits).
 enum class Projection { kFull, kFused, kKept };
 void projection_step(benchmark::State& state, Projection how) {
   const bool fused = how != Projection::kFull;

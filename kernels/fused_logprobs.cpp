@@ -196,7 +196,7 @@ int64_t fused_logprobs_tile(int64_t rows) {
   return std::max<int64_t>(1, kTileBytes / column_bytes);
 }
 
-bool fused_logprobs_preferred(int64_t rows, int64_t /*hidden*/, int64_t vocab, const c10::Device& device) {
+bool fused_logprobs_preferred(int64_t rows, int64_t vocab, const c10::Device& device) {
   if (!device.is_cpu()) return true;
   constexpr int64_t kKeptLogitsBytes = int64_t{128} << 20;
   return rows * vocab * static_cast<int64_t>(sizeof(float)) > kKeptLogitsBytes;

@@ -30,14 +30,14 @@ at::Tensor fused_token_logprobs(const at::Tensor& hidden, const at::Tensor& weig
 // The columns per tile `tile` 0 stands for, for `rows` hidden states (at least 1).
 int64_t fused_logprobs_tile(int64_t rows);
 
-// Whether tiles recomputed in backward are the choice for `rows` x `hidden` states and a `vocab`-row
+// Whether tiles recomputed in backward are the choice for `rows` hidden states and a `vocab`-row
 // projection on `device` (true), or all the logits kept (keep_logits). Keeping saves the recompute (a
 // fourth product) and is faster at every shape measured on the CPU (bench/token_logprobs_bench.cpp,
 // 2 threads, GPT-2 vocabulary: 0.8x the tiles' time at 512 x 64 and 512 x 512, 0.75x at 2,048 x 512;
 // bench/dpo_step.py at hidden 64: +7-15% tokens/s for +170 MB), but costs memory in proportion to the
 // rows. So on the CPU the logits are kept up to 128 MiB of them (512 rows of the GPT-2 vocabulary)
-// and tiled beyond; on every other device, where memory is what limits the batch, tiled. `hidden`
-// does not enter the choice today.
-bool fused_logprobs_preferred(int64_t rows, int64_t hidden, int64_t vocab, const c10::Device& device);
+// and tiled beyond; on every other device, where memory is what limits the batch, tiled. The
+// hidden size does not enter the choice (kept was faster at hidden 64 to 512 alike).
+bool fused_logprobs_preferred(int64_t rows, int64_t vocab, const c10::Device& device);
 
 }  // namespace aln::kernels

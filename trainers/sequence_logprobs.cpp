@@ -40,7 +40,7 @@ kernels::ResponseLogprobs response_logprobs(const model::DecoderModel& model, co
   // forward or the backward pass (kernels/fused_logprobs.h); or, on the CPU where they are at most
   // 128 MiB, all the logits in one tile kept for the backward pass (no recompute: measured faster).
   const at::Tensor weight = model.output_weight();
-  const bool tiles = kernels::fused_logprobs_preferred(selected.size(0), h, weight.size(0), selected.device());
+  const bool tiles = kernels::fused_logprobs_preferred(selected.size(0), weight.size(0), selected.device());
   at::Tensor lp = kernels::fused_token_logprobs(selected, weight, targets, temperature, 0, /*keep_logits=*/!tiles);
   at::Tensor rows = at::div(flat, t - 1, "floor");
   kernels::ResponseLogprobs out;

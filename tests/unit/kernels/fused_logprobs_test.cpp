@@ -139,12 +139,11 @@ TEST(FusedLogprobs, TileFitsInAFewMegabytesAndBadShapesAreRefused) {
 
 TEST(FusedLogprobs, LogitsKeptOnTheCpuUpTo128MiB) {
   const c10::Device cpu(c10::kCPU);
-  EXPECT_FALSE(fused_logprobs_preferred(512, 64, 50257, cpu));   // kept: 103 MB of logits
-  EXPECT_FALSE(fused_logprobs_preferred(512, 512, 50257, cpu));  // kept
-  EXPECT_FALSE(fused_logprobs_preferred(667, 64, 50257, cpu));   // 134.09 MB <= 128 MiB (134.22 MB)
-  EXPECT_TRUE(fused_logprobs_preferred(668, 64, 50257, cpu));    // 134.29 MB: tiles
-  EXPECT_TRUE(fused_logprobs_preferred(2048, 512, 50257, cpu));  // 412 MB of logits: tiles
-  EXPECT_TRUE(fused_logprobs_preferred(512, 512, 50257, c10::Device(c10::kCUDA, 0)));  // memory first
+  EXPECT_FALSE(fused_logprobs_preferred(512, 50257, cpu));                        // kept: 103 MB of logits
+  EXPECT_FALSE(fused_logprobs_preferred(667, 50257, cpu));                        // 134.09 MB <= 128 MiB (134.22 MB)
+  EXPECT_TRUE(fused_logprobs_preferred(668, 50257, cpu));                         // 134.29 MB: tiles
+  EXPECT_TRUE(fused_logprobs_preferred(2048, 50257, cpu));                        // 412 MB of logits: tiles
+  EXPECT_TRUE(fused_logprobs_preferred(512, 50257, c10::Device(c10::kCUDA, 0)));  // memory first
 }
 
 }  // namespace

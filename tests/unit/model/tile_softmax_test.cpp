@@ -127,6 +127,48 @@ TEST(TileSoftmax, GradientInPlaceMatchesFloat64) {
   }
 }
 
+// Rows of every length from 1 to 48 (a tail of each length after 0, 1 and 2 full vectors) and a few
+// longer: the log-sum-exp and the gradient against float64, and the 7 columns past each strided row
+// (the rest of a wider row) read by neither sweep and left as they were by the gradient's.
+TEST(TileSoftmax, EveryTailLengthAndTheRestOfTheRowUntouched) {
+  SKIP_WITHOUT_KERNELS();
+  const int64_t n = 5;
+  std::vector<int64_t> sizes;
+  for (int64_t size = 1; size <= 48; ++size) sizes.push_back(size);
+  for (int64_t size : {63, 64, 65, 129}) sizes.push_back(size);
+  for (int64_t size : sizes) {
+    at::manual_seed(static_cast<uint64_t>(size));
+    at::Tensor wide = at::randn({n, size + 7}) * 4;
+    wide.narrow(1, size, 7).fill_(1e30f);  // would dominate any sum that read it
+    const at::Tensor before = wide.clone();
+    const at::Tensor tile = wide.narrow(1, 0, size);
+    const at::Tensor targets = at::randint(size, {n}, at::kLong);
+    const float temperature = size % 2 == 0 ? 1.0f : 0.7f;
+    at::Tensor running_max = at::full({n}, -std::numeric_limits<float>::infinity());
+    at::Tensor running_sum = at::zeros({n}), picked = at::zeros({n});
+    tile_logsumexp(tile.const_data_ptr<float>(), n, size, tile.stride(0), temperature,
+                   targets.const_data_ptr<int64_t>(), 0, running_max.mutable_data_ptr<float>(),
+                   running_sum.mutable_data_ptr<float>(), picked.mutable_data_ptr<float>());
+    const at::Tensor x = tile.to(at::kDouble) / temperature;
+    const at::Tensor want_lse = x.logsumexp(1);
+    const at::Tensor got_lse = running_max.to(at::kDouble) + running_sum.to(at::kDouble).log();
+    EXPECT_LE((got_lse - want_lse).abs().max().item<double>(), 1e-6 * want_lse.abs().max().item<double>())
+        << "size " << size;
+    EXPECT_TRUE(at::allclose(picked.to(at::kDouble), x.gather(1, targets.unsqueeze(1)).squeeze(1), 1e-6, 1e-6))
+        << "size " << size;
+    const at::Tensor lse = want_lse.to(at::kFloat), grad = at::randn({n});
+    const at::Tensor onehot = at::zeros({n, size}, at::kDouble).scatter_(1, targets.unsqueeze(1), 1.0);
+    const at::Tensor g64 = grad.to(at::kDouble).unsqueeze(1);
+    const at::Tensor want = ((x - lse.to(at::kDouble).unsqueeze(1)).exp() * -g64 + g64 * onehot) / temperature;
+    tile_softmax_grad(wide.mutable_data_ptr<float>(), n, size, wide.stride(0), temperature,
+                      targets.const_data_ptr<int64_t>(), 0, lse.const_data_ptr<float>(), grad.const_data_ptr<float>());
+    EXPECT_LE((wide.narrow(1, 0, size).to(at::kDouble) - want).abs().max().item<double>(),
+              1e-6 * (want.abs().max().item<double>() + 1))
+        << "size " << size;
+    EXPECT_TRUE(at::equal(wide.narrow(1, size, 7), before.narrow(1, size, 7))) << "size " << size;
+  }
+}
+
 TEST(TileSoftmax, ResultsDoNotDependOnTheThreadCount) {
   SKIP_WITHOUT_KERNELS();
   const int64_t n = 300, size = 517;
@@ -137,12 +179,12 @@ TEST(TileSoftmax, ResultsDoNotDependOnTheThreadCount) {
   for (int count : {1, 2}) {
     at::set_num_threads(count);
     at::Tensor running_max = at::zeros({n}), running_sum = at::ones({n}), picked = at::zeros({n});
-    tile_logsumexp(t.logits.const_data_ptr<float>(), n, size, t.logits.stride(0), 1.0f,
+    tile_logsumexp(t.logits.const_data_ptr<float>(), n, size, t.logits.stride(0), 0.7f,
                    t.targets.const_data_ptr<int64_t>(), 0, running_max.mutable_data_ptr<float>(),
                    running_sum.mutable_data_ptr<float>(), picked.mutable_data_ptr<float>());
     sums.push_back(at::cat({running_max, running_sum, picked}));
     at::Tensor g = t.logits.clone();
-    tile_softmax_grad(g.mutable_data_ptr<float>(), n, size, size, 1.0f, t.targets.const_data_ptr<int64_t>(), 0,
+    tile_softmax_grad(g.mutable_data_ptr<float>(), n, size, size, 0.7f, t.targets.const_data_ptr<int64_t>(), 0,
                       lse.const_data_ptr<float>(), grad.const_data_ptr<float>());
     grads.push_back(g);
   }
