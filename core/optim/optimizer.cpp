@@ -147,12 +147,13 @@ at::Tensor clip_scale(const at::Tensor& norm, double max_norm) {
 }
 
 at::Tensor sum_of_squares(const at::Tensor& g) {
-  constexpr int64_t kChunk = int64_t{1} << 20;
+  // On a GPU fewer, larger chunks: each is a few kernel launches, and its memory is what matters.
+  const int64_t chunk = g.is_cpu() ? int64_t{1} << 20 : int64_t{1} << 24;
   const at::Tensor flat = g.reshape({-1});
   at::Tensor sum;
-  for (int64_t start = 0; start < flat.numel(); start += kChunk) {
-    at::Tensor part = flat.narrow(0, start, std::min(kChunk, flat.numel() - start)).to(at::kDouble);
-    part = part.mul_(part).sum();
+  for (int64_t start = 0; start < flat.numel(); start += chunk) {
+    // square(), not in place: a float64 gradient's chunk is the gradient itself, not a copy.
+    at::Tensor part = flat.narrow(0, start, std::min(chunk, flat.numel() - start)).to(at::kDouble).square().sum();
     sum = sum.defined() ? sum + part : part;
   }
   return sum.defined() ? sum : at::zeros({}, g.options().dtype(at::kDouble));

@@ -75,8 +75,9 @@ double clip_grad_norm(TensorMap& params, double max_norm, const std::function<do
 at::Tensor clip_grad_norm_on_device(TensorMap& params, double max_norm, const std::function<void(at::Tensor&)>& total,
                                     const std::string& not_counted);
 // Sum of g's squared entries in float64, as a 0-dim tensor on g's device (nothing read). Converted
-// a chunk of 2^20 entries at a time and the chunks' sums added in order: a whole float64 copy of a
-// large gradient (the GPT-2 embedding's is 206 MB, and squaring it another) set the step's peak memory.
+// a chunk of 2^20 entries at a time (2^24 on a GPU) and the chunks' sums added in order: a whole
+// float64 copy of a large gradient (the GPT-2 vocabulary's embedding at hidden 512: 206 MB, and its
+// square another) set the DPO step's peak memory.
 at::Tensor sum_of_squares(const at::Tensor& g);
 // The factor clipping multiplies gradients by, for a 0-dim `norm` (on its device, nothing read):
 // max_norm / (norm + 1e-6) when the norm is finite and above max_norm, else 1. Used by

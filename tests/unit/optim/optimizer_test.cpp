@@ -145,6 +145,10 @@ TEST(Clip, SumOfSquaresOverChunks) {
   EXPECT_NEAR(sum_of_squares(g).item<double>(), exact, 1e-12 * exact);
   EXPECT_EQ(sum_of_squares(g).scalar_type(), at::kDouble);
   EXPECT_EQ(sum_of_squares(at::empty({0})).item<double>(), 0.0);
+  // A float64 gradient is read, not squared in place.
+  const at::Tensor g64 = g.to(at::kDouble), kept = g64.clone();
+  EXPECT_NEAR(sum_of_squares(g64).item<double>(), exact, 1e-12 * exact);
+  EXPECT_TRUE(at::equal(g64, kept));
   const at::Tensor strided = at::randn({1500, 1400}).t();
   const double strided_exact = strided.to(at::kDouble).pow(2).sum().item<double>();
   EXPECT_NEAR(sum_of_squares(strided).item<double>(), strided_exact, 1e-12 * strided_exact);
