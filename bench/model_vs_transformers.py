@@ -1,6 +1,6 @@
 """Generation and forward throughput: Aln vs transformers, same model, inputs, dtype and threads.
 
-Builds a tiny random Llama with transformers, saves it (safetensors), runs greedy generation with the
+Builds a tiny random Llama (or GPT-2, --architecture gpt2) with transformers, saves it (safetensors), runs greedy generation with the
 KV cache (batch 8, 128 new tokens) and a batched forward in transformers, then runs bench/model_bench
 (Aln) on the same directory. Aln must reproduce transformers' generated tokens before any timing counts.
 Also reports the decoding step's memory floor (weight bytes read per step / measured read bandwidth).
@@ -26,15 +26,22 @@ parser.add_argument("--prompt-len", type=int, default=16)
 parser.add_argument("--new-tokens", type=int, default=128)
 parser.add_argument("--forward-len", type=int, default=256)
 parser.add_argument("--repeats", type=int, default=9)
+parser.add_argument("--architecture", choices=("llama", "gpt2"), default="llama",
+                    help="gpt2: the same sizes as GPT-2 (learned positions, Conv1D layers stored [in, out], GELU)")
 parser.add_argument("--out", default="")
 args = parser.parse_args()
 
 torch.set_num_threads(args.threads)
 torch.manual_seed(0)
-config = tr.LlamaConfig(vocab_size=32000, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
-                        num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=1024,
-                        pad_token_id=0, bos_token_id=1, eos_token_id=2)
-model = tr.LlamaForCausalLM(config).eval()
+if args.architecture == "gpt2":
+    config = tr.GPT2Config(vocab_size=32000, n_embd=256, n_layer=4, n_head=8, n_positions=1024,
+                           pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    model = tr.GPT2LMHeadModel(config).eval()
+else:
+    config = tr.LlamaConfig(vocab_size=32000, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
+                            num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=1024,
+                            pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    model = tr.LlamaForCausalLM(config).eval()
 prompt = torch.randint(3, config.vocab_size, (args.batch, args.prompt_len))
 mask = torch.ones_like(prompt)
 fwd_ids = torch.randint(3, config.vocab_size, (args.batch, args.forward_len))
@@ -71,12 +78,14 @@ big = torch.ones(64 << 20)
 big.sum()
 read_gbps = big.numel() * 4 / min(timed(lambda: big.sum()) for _ in range(5)) / 1e9
 del big
-weight_bytes = sum(p.numel() * p.element_size() for n, p in model.named_parameters() if "embed_tokens" not in n)
+weight_bytes = sum(p.numel() * p.element_size() for n, p in model.named_parameters()
+                   if "embed_tokens" not in n and "wpe" not in n)
 
 hf_gen = statistics.median(gen_times)
 hf_fwd = statistics.median(fwd_times)
 result = {
-    "config": {"model": "llama", "hidden": 256, "layers": 4, "heads": 8, "kv_heads": 4, "vocab": 32000,
+    "config": {"model": args.architecture, "hidden": 256, "layers": 4, "heads": 8,
+               "kv_heads": 8 if args.architecture == "gpt2" else 4, "vocab": 32000,
                "dtype": "float32", "threads": args.threads, "batch": args.batch, "prompt_len": args.prompt_len,
                "new_tokens": args.new_tokens, "forward_len": args.forward_len, "repeats": args.repeats,
                "torch": torch.__version__, "transformers": tr.__version__},

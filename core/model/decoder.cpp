@@ -213,14 +213,12 @@ bool right_padded(const at::Tensor& mask) {
   return n < 2 || mask.narrow(1, 1, n - 1).le(mask.narrow(1, 0, n - 1)).all().item<bool>();
 }
 
-// GPT-2's Conv1D: x W + b with W stored [in, out]. In training, fast_linear's training layer, which
-// reads W through its transposed view (no copy) and takes each product to Aln's GEMM or the BLAS as
-// measured; without autograd addmm, since the no-grad kernels want W's rows [out, in] contiguous and
-// would copy the transposed view on every call (every decoding step).
+// GPT-2's Conv1D: x W + b with W stored [in, out], given to fast_linear as its transposed view: in
+// training its layer reads W through the view (no copy) and takes each product to Aln's GEMM or the
+// BLAS as measured; without autograd the GEMM reads the view for many rows, and the BLAS for a
+// decoding step's few (fast_linear's decoding kernel wants W's rows [out, in] in memory).
 at::Tensor conv1d(const at::Tensor& x2d, const at::Tensor& w, const at::Tensor& b) {
-  const bool training =
-      at::GradMode::is_enabled() && (x2d.requires_grad() || w.requires_grad() || (b.defined() && b.requires_grad()));
-  return training ? fast_linear(x2d, w.t(), b) : at::addmm(b, x2d, w);
+  return fast_linear(x2d, w.t(), b);
 }
 
 }  // namespace

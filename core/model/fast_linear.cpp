@@ -144,7 +144,7 @@ at::Tensor with_input_shape(const at::Tensor& y, const at::Tensor& x) {
 
 bool decode_kernel_applies(const at::Tensor& x, const at::Tensor& weight) {
   return !wants_grad(x, weight, {}) && own_kernels_apply(x, weight, {}) &&
-         x.numel() / x.size(-1) <= kDecodeLinearMaxRows;
+         x.numel() / x.size(-1) <= kDecodeLinearMaxRows && weight.is_contiguous();
 }
 
 bool gemm_kernel_applies(const at::Tensor& x, const at::Tensor& weight) {
@@ -166,7 +166,6 @@ at::Tensor fast_linear(const at::Tensor& x, const at::Tensor& weight, const at::
     return with_input_shape(y, x);
   }
   const at::Tensor xc = x.reshape({m, k}).contiguous();
-  const at::Tensor wc = weight.contiguous();
   if (m > kDecodeLinearMaxRows) {
     // Many rows (a prompt, a scoring pass): the cache-blocked GEMM, bias added in its first pass.
     // The output and the packed weight come from the model's scratch pool when it has one (warm
@@ -181,12 +180,19 @@ at::Tensor fast_linear(const at::Tensor& x, const at::Tensor& weight, const at::
     }
     at::Tensor packed;
     if (scratch != nullptr) packed = scratch->empty(gemm_packed_floats(n, k), 1);
+    // The weight through its strides: a transposed view (GPT-2's Conv1D, stored [in, out]) costs no
+    // copy, as the GEMM packs it a block at a time either way.
     const at::Tensor bc = bias.defined() ? bias.contiguous() : at::Tensor();
-    gemm_nt_avx512(xc.const_data_ptr<float>(), m, k, wc.const_data_ptr<float>(), n,
-                   bc.defined() ? bc.const_data_ptr<float>() : nullptr, y.mutable_data_ptr<float>(),
-                   packed.defined() ? packed.mutable_data_ptr<float>() : nullptr);
+    gemm_avx512(matrix_of(xc), transposed_of(weight), m, k, n, y.mutable_data_ptr<float>(), n,
+                bc.defined() ? bc.const_data_ptr<float>() : nullptr, false,
+                packed.defined() ? packed.mutable_data_ptr<float>() : nullptr);
     return with_input_shape(y, x);
   }
+  // The decoding kernel reads each output's weights as one row [in] in memory; a weight stored the
+  // other way round would be copied whole on every decoding step, so those few rows go to the BLAS,
+  // which reads it through its strides.
+  if (!weight.is_contiguous()) return at::linear(x, weight, bias);
+  const at::Tensor& wc = weight;
   at::Tensor y = at::empty({m, n}, x.options());
   const RowsFn fn = pick(static_cast<int>(m), std::make_integer_sequence<int, kDecodeLinearMaxRows>{});
   const float* xp = xc.const_data_ptr<float>();

@@ -4,8 +4,10 @@
 // (the few rows of a decoding step) at a small fraction of the CPU's speed. Two AVX-512 kernels,
 // chosen at run time, take float32 CPU operands without autograd:
 //  - at most kDecodeLinearMaxRows rows (a decoding step): each weight row is streamed once and
-//    multiplied into every row's dot product;
-//  - more rows (a prompt, a batch being scored): the cache-blocked GEMM of gemm_avx512.h.
+//    multiplied into every row's dot product (a weight whose rows [K] are not contiguous, such as
+//    GPT-2's Conv1D stored [in, out] and seen transposed, goes to at::linear instead of being copied);
+//  - more rows (a prompt, a batch being scored): the cache-blocked GEMM of gemm_avx512.h, which reads
+//    the weight through its strides.
 // In training (a float32 CPU operand needs a gradient), a linear layer of autograd's own whose three
 // products (x W^T forward, dy W and dy^T x backward) each go through the GEMM where it measured faster
 // than LibTorch's BLAS for that product's shape (gemm_wins), the BLAS elsewhere.

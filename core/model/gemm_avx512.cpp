@@ -180,8 +180,9 @@ bool gemm_wins(LinearProduct product, int64_t m, int64_t k, int64_t n) {
 }
 
 // Panels of B packed at once: one block of columns over one round's depth (4,096 x 512 floats,
-// 8 MiB). Packing all of B up front took a copy of the whole weight, 103 MB for GPT-2's output
-// projection, twice a training step (forward, dx), and those copies set the step's peak memory.
+// 8 MiB). Packing all of B up front took a copy of the whole weight, 103 MB for an output projection
+// of the GPT-2 vocabulary at hidden 512, twice a training step (forward, dx), and those copies set
+// the step's peak memory.
 constexpr int64_t kPackPanels = 128;
 
 int64_t gemm_packed_floats(int64_t n, int64_t k) {

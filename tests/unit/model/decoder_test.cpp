@@ -475,6 +475,28 @@ TEST(FastLinear, GemmKernelIsThreadCountIndependent) {
   EXPECT_TRUE(at::equal(one, two));
 }
 
+// Without autograd a weight stored [in, out] (GPT-2's Conv1D, seen through its transposed view):
+// many rows go to the GEMM through the view, within the float32 bound and bit for bit what the
+// same weight made contiguous gives; a decoding step's few rows to the BLAS (at::linear itself).
+TEST(FastLinear, TransposedWeightWithoutAutograd) {
+  at::NoGradGuard no_grad;
+  at::manual_seed(12);
+  const at::Tensor stored = at::randn({96, 70});  // [in, out]
+  const at::Tensor w = stored.t(), b = at::randn({70});
+  for (int64_t m : {1, 5, 16, 17, 40, 300}) {
+    const at::Tensor x = at::randn({m, 96});
+    const at::Tensor y = fast_linear(x, w, b);
+    EXPECT_TRUE(within_dot_bound(y, x, w, b)) << m;
+    EXPECT_FALSE(decode_kernel_applies(x, w));
+    if (m <= 16 || !gemm_avx512_available()) {
+      EXPECT_TRUE(at::equal(y, at::linear(x, w, b))) << m;
+    } else {
+      EXPECT_TRUE(gemm_kernel_applies(x, w));
+      EXPECT_TRUE(at::equal(y, fast_linear(x, w.contiguous(), b))) << m;
+    }
+  }
+}
+
 // The same bound for a product a b of depth k: a b = linear(a, b^T).
 ::testing::AssertionResult within_product_bound(const at::Tensor& got, const at::Tensor& a, const at::Tensor& b) {
   return within_dot_bound(got, a, b.t(), at::Tensor());
@@ -545,6 +567,16 @@ TEST(GemmAvx512, PackedABlockAndARoundAtATime) {
     at::Tensor given = at::empty({m, n});
     gemm_avx512(view_of(a), view_of(b), m, k, n, given.mutable_data_ptr<float>(), n, nullptr, false, scratch.get());
     EXPECT_TRUE(at::equal(given, c));
+    // A bias (added in each element's first pass) and accumulation into c, across the blocks too.
+    const at::Tensor bias = at::randn({n});
+    at::Tensor with_bias = at::empty({m, n});
+    gemm_avx512(view_of(a), view_of(b), m, k, n, with_bias.mutable_data_ptr<float>(), n, bias.const_data_ptr<float>());
+    EXPECT_TRUE(within_dot_bound(with_bias, a, b.t(), bias));
+    at::Tensor twice = c.clone();
+    gemm_avx512(view_of(a), view_of(b), m, k, n, twice.mutable_data_ptr<float>(), n, nullptr, true);
+    const at::Tensor bound = (k + 2) * 6e-8 * 2 * at::mm(a.abs().to(at::kDouble), b.abs().to(at::kDouble));
+    EXPECT_TRUE(
+        ((twice.to(at::kDouble) - 2 * at::mm(a.to(at::kDouble), b.to(at::kDouble))).abs() <= bound).all().item<bool>());
   }
 }
 
