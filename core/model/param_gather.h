@@ -30,6 +30,11 @@ class ParamGather {
   virtual at::Tensor release_layer(int64_t layer, const at::Tensor& output) = 0;
   // DecoderModel::set_requires_grad on a sharded model: the shards are the trained tensors.
   virtual void set_requires_grad(bool requires_grad) = 0;
+  // A pass without autograd is over and its caller keeps nothing of it: the outer tensors (embedding,
+  // final norm, head) may go now rather than at the next pass's start, so a frozen model scored
+  // before the policy's pass holds no whole head through that pass. Kept while anything else
+  // holds them (an autograd graph, a caller's tensor).
+  virtual void pass_done() {}
 };
 
 }  // namespace aln::model

@@ -314,16 +314,20 @@ at::Tensor FullySharded::reduce_scatter(size_t unit, const at::Tensor& flat_grad
   return out;
 }
 
+void FullySharded::drop_unheld_outer() {
+  const Unit& u = units_[0];
+  const at::Tensor& last = policy_.tensors().at(u.entries.front().name);
+  const c10::Storage storage = last.storage();
+  if (storage.nbytes() > 0 && storage.use_count() == static_cast<size_t>(u.entries.size()) + 1) free(0, last);
+}
+
+void FullySharded::pass_done() { drop_unheld_outer(); }
+
 void FullySharded::gather(size_t unit) {
-  if (unit == 0) {
-    // The last pass's outer tensors go first when nothing but the model's map holds them (no
-    // autograd graph, whose gather node keeps a handle, and no caller): a pass without autograd
-    // (evaluation, scoring) then never holds two copies.
-    const Unit& u = units_[0];
-    const at::Tensor& last = policy_.tensors().at(u.entries.front().name);
-    const c10::Storage storage = last.storage();
-    if (storage.nbytes() > 0 && storage.use_count() == static_cast<size_t>(u.entries.size()) + 1) free(0, last);
-  }
+  // The last pass's outer tensors go first when nothing but the model's map holds them (no autograd
+  // graph, whose gather node keeps a handle, and no caller): a pass without autograd (evaluation,
+  // scoring) then never holds two copies.
+  if (unit == 0) drop_unheld_outer();
   variable_list outs =
       GatherUnit::apply(units_[unit].shard, reinterpret_cast<int64_t>(this), static_cast<int64_t>(unit));
   place(unit, outs);

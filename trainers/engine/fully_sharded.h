@@ -11,7 +11,8 @@
 //   forward   each layer's unit is all-gathered just before the layer runs, freed right after;
 //             an untied embedding is gathered for the lookup and freed right after it (its
 //             backward needs only the ids); the outer unit is gathered for the head (tied: at the
-//             start, the embedding being used at both ends) and kept until the pass's backward.
+//             start, the embedding being used at both ends) and kept through the pass's backward
+//             (without autograd: until pass_done() or the next pass's start, whichever comes first).
 //   backward  a node on the layer's output gathers the unit again just before the layer's backward
 //             runs; once the layer's gradients are all there, they are reduce-scattered (each rank
 //             receives the sum over ranks of its range, added to its shard's gradient) and the
@@ -33,8 +34,8 @@
 // Every rank must run the same passes in the same order (each gather is a collective); the engine
 // keeps evaluation unsplit and makes the ranks decode in step when each generates for prompts of
 // its own (its generate hook). The
-// model's map tensors are valid only during a pass (the outer ones until the next pass): callers
-// must not keep them across passes.
+// model's map tensors are valid only during a pass (the outer ones until pass_done() or the next
+// pass): callers must not keep them across passes.
 // A start need not build the whole model first: from the parameters' shapes alone (ShapesOnly), the
 // shards are filled tensor by tensor or from a sharded checkpoint's parts (sharded_start.h).
 // Known costs: with a coordinator process of its own the final model is gathered on rank 0 and
@@ -90,6 +91,7 @@ class FullySharded final : public model::ParamGather {
   void gather_layer(int64_t layer) override;
   at::Tensor release_layer(int64_t layer, const at::Tensor& output) override;
   void set_requires_grad(bool requires_grad) override;
+  void pass_done() override;
 
   // This rank's part of every parameter: 1-D views of the shards, each with the matching view of
   // its shard's gradient when backward made one. What AdamW updates and clipping measures.
@@ -138,6 +140,8 @@ class FullySharded final : public model::ParamGather {
   at::Tensor materialize(size_t unit);
   void refill(size_t unit, const at::Tensor& flat);
   void free(size_t unit, const at::Tensor& flat);
+  // Frees the outer unit's gathered storage when only the model's map holds it.
+  void drop_unheld_outer();
   at::Tensor reduce_scatter(size_t unit, const at::Tensor& flat_grad) const;
   // The unit's tensors as tensors over `flat`'s storage (not autograd views of it), name order.
   std::vector<at::Tensor> unflatten(size_t unit, const at::Tensor& flat) const;

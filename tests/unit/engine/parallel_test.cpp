@@ -338,6 +338,13 @@ TEST(DataParallelThreads, FullyShardedEqualsAllReduced) {
           auto [ids, mask] = batch(7, m.config().vocab_size);
           at::NoGradGuard no_grad;
           EXPECT_TRUE(at::allclose(m.logits(ids, mask), whole.logits(ids, mask), 1e-5, 1e-6));
+          // After a pass without autograd nothing holds the outer unit: pass_done frees it, and
+          // the next pass gathers it again.
+          const at::Tensor before = m.logits(ids, mask);
+          EXPECT_GT(m.output_weight().storage().nbytes(), 0u);
+          fs->pass_done();
+          EXPECT_EQ(m.output_weight().storage().nbytes(), 0u);
+          EXPECT_TRUE(at::equal(m.logits(ids, mask), before));
           run.prefetched[r] = fs->prefetches_used();
           run.dropped[r] = fs->prefetches_dropped();
           for (const auto& [name, p] : whole.tensors()) run.params[r].emplace(name, p.clone());
@@ -355,9 +362,9 @@ TEST(DataParallelThreads, FullyShardedEqualsAllReduced) {
         EXPECT_GT(got.peak_layer_bytes[r], 0);
         EXPECT_LE(got.peak_layer_bytes[r], 2 * got.largest_layer_bytes[r]);
         // Each layer's gather was started before it was needed (forward: all 3, layer 0's with the
-        // embedding's; backward: all but the last layer's): 3 steps x (3 + 2) + the evaluation's 3,
-        // none dropped.
-        EXPECT_EQ(got.prefetched[r], 3 * (3 + 2) + 3);
+        // embedding's; backward: all but the last layer's): 3 steps x (3 + 2) + 3 for each of the
+        // evaluation's three passes, none dropped.
+        EXPECT_EQ(got.prefetched[r], 3 * (3 + 2) + 3 * 3);
         EXPECT_EQ(got.dropped[r], 0);
         for (size_t k = 0; k < want.norms[r].size(); ++k) {
           EXPECT_GT(want.norms[r][k], 0.05);
