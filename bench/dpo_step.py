@@ -34,6 +34,8 @@ transformers LlamaConfig of the same sizes). Per step, tokens = non-padding toke
 sequences (prompt + response) of the step's batch. Throughput = median over the steps after --warmup of
 tokens / step seconds (Aln: "seconds" of <output_dir>/train_log.jsonl; TRL: wall time between consecutive optimizer
 step ends, seen by a TrainerCallback). Peak memory = peak resident set of the framework's whole process (wait4).
+Utilisation (mfu) = the step's model FLOPs (step_flops: the products it needs, counted once) per median step second
+over float32 torch.mm's peak on the same threads, measured at the start of the run (matmul_peak_flops).
 
   .venv/bin/python bench/dpo_step.py [--aln build/bin/aln] [--steps 20] [--warmup 3] [--batch-size 8]
                                      [--hidden 64] [--layers 2] [--threads 2] [--out dpo_step.json]
@@ -57,6 +59,8 @@ HUMAN, ASSISTANT, EOS = "\n\nHuman:", "\n\nAssistant:", "<|endoftext|>"
 # Issue #26's goals, against the tuned peer (b) and the plain PyTorch baseline (c).
 GOAL = {"over_trl_tuned_throughput_at_least": 1.5, "over_torch_throughput_at_least": 1.3,
         "over_trl_tuned_memory_growth_at_most": 0.7}
+# Issue #26's utilisation goal for Aln's step: its model FLOPs per second over the measured matmul peak.
+MFU_GOAL = {64: 0.60, 512: 0.85}
 # The allocator setting Aln applies to itself (mallopt in main()), given to the tuned peers through glibc's
 # environment: without it they page-fault every logits-sized temporary each step.
 TUNED_ALLOCATOR = {"MALLOC_MMAP_THRESHOLD_": "1073741824", "MALLOC_TRIM_THRESHOLD_": "1073741824"}
@@ -498,6 +502,50 @@ def torch_worker(spec_path):
 # ------------------------------------------------------------------------------------------------------------------
 
 
+# ------------------------------------------------------------------------------------------------------------------
+# Utilisation
+
+
+def step_flops(sizes, batch, prompt_len, response_len, on_the_fly):
+    """Model FLOPs of one DPO step: the products the step needs, counted once (no recompute), 2 per multiply-add.
+
+    Forward per sequence of T = P + R tokens: each layer's projections (q, o: H x H; k, v: H x kv; gate, up, down:
+    H x I) over every token, attention's two products over the causal half of T x T, and the output projection
+    (V x H) over the R scored positions only (all three frameworks score responses only). Training is forward +
+    backward, 3x the forward products of the policy; an on-the-fly reference adds one forward of its own.
+    """
+    h, inter, layers, vocab = sizes["hidden_size"], sizes["intermediate_size"], sizes["num_layers"], sizes["vocab_size"]
+    kv = h // sizes["num_heads"] * sizes["num_kv_heads"]
+    t = prompt_len + response_len
+    per_layer = 2 * t * (2 * h * h + 2 * h * kv + 3 * h * inter) + 2 * 2 * (t * (t + 1) // 2) * h
+    forward = 2 * batch * (layers * per_layer + 2 * response_len * vocab * h)  # chosen and rejected
+    return forward * (4 if on_the_fly else 3)
+
+
+MATMUL_PEAK = """
+import sys, time, torch
+torch.set_num_threads(int(sys.argv[1]))
+a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+best = float("inf")
+for i in range(10):
+    start = time.perf_counter()
+    torch.mm(a, b)
+    if i >= 3:
+        best = min(best, time.perf_counter() - start)
+print(2 * 2048 ** 3 / best)
+"""
+
+
+def matmul_peak_flops(threads, env):
+    """float32 torch.mm FLOP/s on `threads` threads: the best of 7 products of 2,048 x 2,048 matrices (after 3).
+
+    Measured in a process of its own: with torch loaded here, every framework's process would start as a fork of a
+    large parent and its peak resident memory (wait4) would count the parent's."""
+    out = subprocess.run([sys.executable, "-c", MATMUL_PEAK, str(threads)], env=env, capture_output=True, text=True,
+                         check=True)
+    return float(out.stdout.strip())
+
+
 def main():
     args = parse_args()
     if args.trl_worker:
@@ -548,6 +596,7 @@ def main():
                   "trl_tuned": "TRL DPOTrainer with the allocator setting Aln uses and the tuning in tune_trl()",
                   "torch": "a plain eager PyTorch loop (torch_worker) with the same allocator setting"},
         "settings": {},
+        "matmul_peak_flops": matmul_peak_flops(args.threads, env),
         # Other work on the machine skews timings: the 1/5/15-minute load averages before and after the runs.
         "host": {"cpus": os.cpu_count(), "load_average_before": os.getloadavg()},
     }
@@ -560,9 +609,16 @@ def main():
                 entry["aln"] = run_aln(args, binary, sizes, data_path, work, setting, mode, env)
             else:
                 entry[fw] = run_worker(args, sizes, data_path, work, setting, precompute, env, fw)
-        for side in entry.values():
+        flops = step_flops(sizes, args.batch_size, args.prompt_length, args.response_length, mode == "on_the_fly")
+        entry["model_flops_per_step"] = flops
+        for side in list(entry.values()):
+            if not isinstance(side, dict):
+                continue
             if side.get("tokens_per_step") is not None:
                 side["tokens_per_step_as_expected"] = side["tokens_per_step"] == expected_tokens
+            if side.get("tokens_per_second"):
+                # Model FLOPs per second (step FLOPs over the median step) against the peak measured above.
+                side["mfu"] = flops * side["tokens_per_second"] / expected_tokens / result["matmul_peak_flops"]
         aln = entry.get("aln") or {}
         ratios = {}
         for peer in ("trl", "trl_tuned", "torch"):
@@ -579,6 +635,8 @@ def main():
                             and ratios["trl_tuned"]["memory_growth"] <= GOAL["over_trl_tuned_memory_growth_at_most"])
         else:
             entry["met"] = None  # not measured
+        if aln.get("mfu") is not None and args.hidden in MFU_GOAL:
+            entry["mfu_goal"] = {"at_least": MFU_GOAL[args.hidden], "met": aln["mfu"] >= MFU_GOAL[args.hidden]}
         result["settings"][setting] = entry
     result["host"]["load_average_after"] = os.getloadavg()
     verdicts = [e["met"] for e in result["settings"].values()]
