@@ -45,8 +45,8 @@ void AdamW::step(TensorMap& params, double lr) {
     at::Tensor& v = moment(exp_avg_sq_, name, p);
     // Same operation order as torch.optim.AdamW (single-tensor path) so results agree closely.
     // Every operation is elementwise, so a chunk at a time gives the same bits; what it saves is
-    // the whole-size temporaries of the denominator (two of the GPT-2 embedding's 103 MB), and
-    // each chunk's five passes run while it is in cache.
+    // the whole-size temporaries of the denominator (two of 103 MB for an embedding of the GPT-2
+    // vocabulary at hidden 512), and each chunk's five passes run while it is in cache.
     const double step_size = lr / bias1;
     const auto update = [&](at::Tensor w, const at::Tensor& dw, at::Tensor avg, at::Tensor avg_sq) {
       w.mul_(1 - lr * options_.weight_decay);

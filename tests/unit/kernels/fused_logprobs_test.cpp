@@ -6,6 +6,10 @@
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/autograd.h>
 
+#include <cmath>
+#include <limits>
+#include <vector>
+
 #include "core/error.h"
 #include "core/model/gemm_avx512.h"
 #include "kernels/fused_logprobs.h"
@@ -135,6 +139,51 @@ TEST(FusedLogprobs, TileFitsInAFewMegabytesAndBadShapesAreRefused) {
   EXPECT_THROW(fused_token_logprobs(c.hidden, c.weight, c.targets.narrow(0, 0, 2)), Error);
   EXPECT_THROW(fused_token_logprobs(c.hidden, c.weight, c.targets, 0.0), Error);
   EXPECT_THROW(fused_token_logprobs(c.hidden, c.weight, c.targets.to(at::kMeta)), Error);
+}
+
+// An upstream gradient that is one value expanded over the rows (what sum() hands back, stride 0)
+// gives the bits of the same values laid out in memory, in tiles and with the logits kept (the row
+// sweep reads it through a pointer).
+TEST(FusedLogprobs, ExpandedUpstreamGradient) {
+  const Case c = make_case(40, 24, 301, at::kFloat, 21);
+  for (bool keep : {false, true}) {
+    std::vector<at::Tensor> grads;
+    for (bool expanded : {false, true}) {
+      at::Tensor h = c.hidden.clone().requires_grad_(true);
+      at::Tensor w = c.weight.clone().requires_grad_(true);
+      const at::Tensor lp = fused_token_logprobs(h, w, c.targets, 0.8, 64, keep);
+      const at::Tensor upstream = expanded ? at::full({1}, 0.5f).expand({40}) : at::full({40}, 0.5f);
+      EXPECT_EQ(upstream.stride(0), expanded ? 0 : 1);
+      lp.backward(upstream);
+      grads.push_back(h.grad());
+      grads.push_back(w.grad());
+    }
+    EXPECT_TRUE(at::equal(grads[0], grads[2])) << "keep " << keep;
+    EXPECT_TRUE(at::equal(grads[1], grads[3])) << "keep " << keep;
+  }
+}
+
+// A row whose hidden state holds an inf or a NaN gets a non-finite log-prob, as the full-logits path
+// gives it, and the other rows are untouched, so the step is found non-finite and skipped either way.
+// Not the same non-finite value everywhere: where ATen's log_softmax takes a row with +inf logits to
+// -inf for a finite target (the limit: all the mass on the inf entries), the fused sweep's online
+// log-sum-exp gives NaN (inf - inf); a NaN row is NaN in both.
+TEST(FusedLogprobs, NonFiniteRowsStayNonFinite) {
+  Case c = make_case(12, 16, 150, at::kFloat, 22);
+  c.hidden[2][3] = std::numeric_limits<float>::infinity();
+  c.hidden[5][0] = std::numeric_limits<float>::quiet_NaN();
+  c.hidden[7][1] = -std::numeric_limits<float>::infinity();
+  at::NoGradGuard no_grad;
+  const at::Tensor want = token_logprobs(at::mm(c.hidden, c.weight.t()), c.targets);
+  const at::Tensor finite = at::isfinite(want);
+  EXPECT_TRUE(at::equal(finite.logical_not().nonzero().view(-1), at::tensor({2, 5, 7}, at::kLong)));
+  EXPECT_TRUE(std::isnan(want[5].item<float>()));
+  for (int64_t tile : {0, 37}) {
+    const at::Tensor got = fused_token_logprobs(c.hidden, c.weight, c.targets, 1.0, tile);
+    EXPECT_TRUE(at::equal(at::isfinite(got), finite)) << "tile " << tile << ": " << got;
+    EXPECT_TRUE(std::isnan(got[5].item<float>())) << "tile " << tile;
+    EXPECT_TRUE(at::allclose(got.masked_select(finite), want.masked_select(finite), 1e-5, 1e-5)) << "tile " << tile;
+  }
 }
 
 TEST(FusedLogprobs, LogitsKeptOnTheCpuUpTo128MiB) {
