@@ -27,6 +27,20 @@
 namespace aln::trainers {
 
 enum class RecordKind { kSequences, kPreferencePairs, kPrompts };
+
+struct RolloutBatch;  // trainers/rollouts/rollout.h
+
+// What a generating trainer's steps sample from the policy (GRPO, HAIR, the controllable method's
+// rl objective). The trainer only declares it: the engine's producer (trainers/rollouts/producer.h)
+// samples each micro-batch's rollouts before compute_loss, in this process or on the rollout ranks,
+// and the trainer reads them from StepContext::rollouts. group_size 0: the steps sample nothing.
+struct RolloutPlan {
+  int64_t group_size = 0;               // responses sampled per prompt
+  model::GenerationOptions generation;  // max_new_tokens, temperature, top_k, top_p (the rest is the producer's)
+  // Training steps sample with a snapshot of the policy at most this many versions old, renewed
+  // when it would be older (GRPO's bounded staleness); 0: on-policy. Evaluation samples on-policy.
+  int64_t max_staleness = 0;
+};
 enum class ModelHead { kLanguageModel, kScore };
 
 // What a trainer asks of the frozen reference (trainers::Reference). The engine chooses how each
@@ -112,7 +126,7 @@ struct StepContext {
   std::function<void(at::Tensor&)> sum;
   std::function<void(std::map<std::string, at::Tensor>&)> sum_gradients;
   // Where a generating trainer hands what it sampled in a training step (publish_rollouts in
-  // trainers/grpo/rollout.h); unset when the job keeps no rollouts. The engine fills in the stage,
+  // trainers/rollouts/rollout.h); unset when the job keeps no rollouts. The engine fills in the stage,
   // steps and rank.
   std::function<void(std::vector<buffer::RolloutRecord>)> rollout_sink;
   // Generation elsewhere (parallel.rollout.ranks): what model::generate(sampler, ids, mask, options)
@@ -122,6 +136,11 @@ struct StepContext {
       generate;
   // The policy version `policy` holds when it is not `step` (a bounded-staleness snapshot samples).
   int64_t sampler_version = -1;
+  // What the engine's producer sampled for this micro-batch (the trainer's RolloutPlan), and the
+  // policy that sampled it when that is not `policy` (a bounded-staleness snapshot: its log-probs
+  // are the importance ratio's old ones). Unset for trainers that declare no plan.
+  std::shared_ptr<const RolloutBatch> rollouts;
+  const model::DecoderModel* sampler = nullptr;
   // Asking ahead (parallel.rollout.ahead): hands the rollout ranks now a request that `generate`
   // will be called with later (the same arguments), so it is generated while this rank trains.
   // Unset when generation is colocated or asked for one request at a time; training steps only.
@@ -167,6 +186,9 @@ class Trainer {
   virtual Needs needs() const = 0;
   virtual absl::Status prepare(PrepareContext& context) { return absl::OkStatus(); }
   virtual LossOutput compute_loss(const std::vector<const buffer::Example*>& batch, StepContext& context) = 0;
+  // What the steps sample (RolloutPlan above); the default samples nothing. The same for the whole
+  // stage: the engine asks once, when the stage opens.
+  virtual RolloutPlan rollout_plan() const { return {}; }
   // What compute_loss's loss is a mean over, known before the forward pass: the batch's examples by
   // default; a token-mean loss returns its token count. The engine weights each micro-batch (on
   // each rank) by normalizer / total, so accumulated and data-parallel steps equal one big batch.

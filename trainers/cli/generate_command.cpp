@@ -19,7 +19,7 @@
 #include "trainers/cli/commands.h"
 #include "trainers/controllable/control_tokens.h"
 #include "trainers/controllable/levels.h"
-#include "trainers/grpo/rollout.h"
+#include "trainers/rollouts/rollout.h"
 
 namespace aln::cli {
 namespace {

@@ -17,7 +17,7 @@
 #include "trainers/controllable/control_tokens.h"
 #include "trainers/controllable/levels.h"
 #include "trainers/dpo/pair_logprobs.h"
-#include "trainers/grpo/rollout.h"
+#include "trainers/rollouts/rollout.h"
 #include "trainers/sequence_logprobs.h"
 
 namespace aln::trainers {
@@ -231,6 +231,15 @@ class ControllableTrainer final : public Trainer {
     return out;
   }
 
+  // The rl objective's samples (on-policy), drawn by the engine's producer before each loss.
+  RolloutPlan rollout_plan() const override {
+    RolloutPlan plan;
+    if (o_.objective() == aln::v1::CLM || o_.objective() == aln::v1::CONTRASTIVE) return plan;
+    plan.group_size = o_.group_size();
+    plan.generation = generation();
+    return plan;
+  }
+
   double normalizer(const std::vector<const buffer::Example*>& batch) const override {
     if (o_.objective() != aln::v1::CLM) return static_cast<double>(batch.size());
     int64_t tokens = 0;
@@ -261,7 +270,6 @@ class ControllableTrainer final : public Trainer {
   }
 
  private:
-  mutable int64_t asked_version_ = -1;  // the step whose rollouts were asked for ahead (rollout ranks)
   // The attribute scores of rollouts: the reward model named after it, else its rule.
   std::array<std::vector<double>, 2> score(const RolloutBatch& r, const StepContext& ctx,
                                            const std::vector<const RewardModel*>& models) const {
@@ -357,11 +365,7 @@ class ControllableTrainer final : public Trainer {
   // GRPO with reward -(|measured - requested| summed over the two attributes), in levels.
   LossOutput rl_loss(const std::vector<const buffer::Example*>& batch, StepContext& ctx) const {
     const int64_t g = o_.group_size();
-    if (ctx.training && ctx.step != asked_version_) {  // rollout ranks: the step's other micro-batches
-      ask_ahead(ctx, ctx.step, g, generation());
-      asked_version_ = ctx.step;
-    }
-    RolloutBatch r = sample_rollouts(batch, ctx, g, generation());
+    const RolloutBatch& r = take_rollouts(batch, ctx, rollout_plan(), "controllable");
     const auto scores = score(r, ctx, ctx.reward_models);
     std::vector<double> rewards;
     double match = 0;

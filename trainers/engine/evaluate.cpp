@@ -10,6 +10,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "kernels/token_logprobs.h"
+#include "trainers/rollouts/producer.h"
 #include "trainers/sequence_logprobs.h"
 
 namespace aln::engine {
@@ -43,6 +44,9 @@ bool evaluate_batch(const EvalPlan& p, const std::vector<const buffer::Example*>
     ctx.pad_id = p.pad_id;
     ctx.step = 0;  // evaluation samples the same rollouts before and after a stage
     ctx.training = false;
+    // A generating method's samples, on-policy: a producer of the trainer's plan without a snapshot.
+    const trainers::RolloutPlan plan = p.trainer->rollout_plan();
+    if (plan.group_size > 0) trainers::RolloutProducer(plan, nullptr, p.policy).produce(batch, ctx);
     trainers::LossOutput step;
     // Pipeline stages: every stage runs the pass, the last one computes (and keeps) the numbers.
     if (p.pipeline != nullptr) {

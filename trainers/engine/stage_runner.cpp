@@ -65,6 +65,12 @@ absl::Status open_data(PolicyWorker& w, StageRun& s) {
                                      w.lead, s.resuming, w.log, source, whole_policy, copier);
   if (!prepared.ok()) return prepared.status();
   s.prepared = std::move(*prepared);
+  // A generating method's samples come from the engine's producer, which keeps its sampling
+  // snapshot the way the policy is kept (sharded beside a fully sharded one).
+  trainers::RolloutPlan plan = s.trainer->rollout_plan();
+  if (plan.group_size > 0) {
+    s.producer = std::make_unique<trainers::RolloutProducer>(std::move(plan), copier, &*w.policy);
+  }
   const StageData& data = s.data();
   Meters& meters = *w.meters;
   meters.data.Add({{"stage", s.name}, {"outcome", "read"}}).Set(static_cast<double>(data.rows));
@@ -232,6 +238,7 @@ absl::Status open_training(PolicyWorker& w, StageRun& s) {
   const std::string trainer_dir = (fs::path(resumed.path) / "trainer").string();
   if (fs::is_directory(trainer_dir)) {
     absl::Status loaded = s.trainer->load_state(trainer_dir);
+    if (loaded.ok() && s.producer) loaded = s.producer->load_state(trainer_dir);
     if (!loaded.ok()) return loaded;
   }
   s.first_step = resumed.state.stage_step;

@@ -20,6 +20,7 @@
 #include "trainers/engine/rollout_dump.h"
 #include "trainers/engine/sharded_adamw.h"
 #include "trainers/engine/stage_setup.h"
+#include "trainers/rollouts/producer.h"
 #include "trainers/trainer.h"
 
 namespace aln::engine {
@@ -56,6 +57,9 @@ struct StageRun {
   std::optional<PreparedStage> prepared;
   StageReference reference;
   trainers::StepContext extras;  // what every StepContext of the stage shares
+  // Samples the trainer's rollouts before each training micro-batch's loss (methods that declare a
+  // RolloutPlan; null for the others).
+  std::unique_ptr<trainers::RolloutProducer> producer;
 
   StageReport report;
   std::optional<buffer::Buffer> buffer;

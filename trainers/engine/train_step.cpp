@@ -123,6 +123,8 @@ void pipelined_passes(PolicyWorker& w, StageRun& s, int64_t step,
                       const std::vector<std::vector<const buffer::Example*>>& micro_batches,
                       const std::vector<double>& weights, StepResult& r) {
   const auto& opt = s.spec.optimizer();
+  // (Methods that sample in their steps do not run on pipeline stages: pipeline_job.cpp refuses them.)
+  ALN_CHECK(!s.producer, "rollouts are not sampled on pipeline stages");
   std::vector<trainers::LossOutput> outs = w.pipeline->train_step(
       *w.policy, pipeline_schedule(w.spec.parallel().policy().schedule()),
       [&](int m) {
@@ -202,6 +204,8 @@ StepResult run_passes(PolicyWorker& w, StageRun& s, int64_t step) {
         return upcoming(w, s, micro_batches, a, step, last);
       };
     }
+    // A generating method's samples first (here or on the rollout ranks): the trainer reads them.
+    if (s.producer) s.producer->produce(micro_batches[static_cast<size_t>(a)], ctx);
     trainers::LossOutput out = s.trainer->compute_loss(micro_batches[static_cast<size_t>(a)], ctx);
     // In one process without accumulation the weight is exactly 1 and the loss is used as is.
     const double weight = normalizers[static_cast<size_t>(a)] / normalizer_total;
@@ -442,7 +446,12 @@ absl::Status save_checkpoint(PolicyWorker& w, StageRun& s, int64_t step) {
     contents.reference = whole_reference ? &*whole_reference : nullptr;
   }
   s.trainer->before_save();  // every rank: what rank 0's save_state writes, put together
-  contents.trainer_state = [&s](const std::string& dir) { return s.trainer->save_state(dir); };
+  if (s.producer) s.producer->before_save();
+  contents.trainer_state = [&s](const std::string& dir) {
+    absl::Status saved = s.trainer->save_state(dir);
+    if (saved.ok() && s.producer) saved = s.producer->save_state(dir);
+    return saved;
+  };
   optim::TensorMap optimizer_state;
   std::optional<model::DecoderModel> whole;
   if (w.fsdp) {

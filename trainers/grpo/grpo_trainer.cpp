@@ -1,19 +1,9 @@
 #include "trainers/grpo/grpo_trainer.h"
 
 #include <ATen/ATen.h>
-#include <ATen/core/grad_mode.h>
 
-#include <filesystem>
-#include <optional>
-#include <utility>
-
-#include "absl/strings/str_cat.h"
-#include "core/error.h"
-#include "core/io/safetensors.h"
 #include "kernels/grpo_loss.h"
-#include "trainers/grpo/rollout.h"
-#include "trainers/policy_copy.h"
-#include "trainers/sequence_logprobs.h"
+#include "trainers/rollouts/rollout.h"
 
 namespace aln::trainers {
 namespace {
@@ -28,35 +18,21 @@ class GrpoTrainer final : public Trainer {
     return n;
   }
 
+  // The engine's producer samples: with the snapshot (max_staleness) in training, on-policy otherwise.
+  RolloutPlan rollout_plan() const override {
+    RolloutPlan plan;
+    plan.group_size = o_.group_size();
+    plan.generation.max_new_tokens = o_.max_new_tokens();
+    plan.generation.temperature = o_.temperature();
+    plan.generation.top_k = o_.top_k();
+    plan.generation.top_p = o_.top_p();
+    plan.max_staleness = o_.max_staleness();
+    return plan;
+  }
+
   LossOutput compute_loss(const std::vector<const buffer::Example*>& batch, StepContext& ctx) override {
     const int64_t g = o_.group_size();
-    model::GenerationOptions gen;
-    gen.max_new_tokens = o_.max_new_tokens();
-    gen.temperature = o_.temperature();
-    gen.top_k = o_.top_k();
-    gen.top_p = o_.top_p();
-    // Bounded staleness: training steps sample with a snapshot of the policy taken at most
-    // max_staleness versions ago (refreshed when it would be older); evaluation samples on-policy.
-    const bool stale = ctx.training && o_.max_staleness() > 0;
-    if (stale && (!sampler_ || ctx.step - sampler_version_ > o_.max_staleness())) {
-      // Whole, or sharded as a fully sharded policy is (the copier decides; the same on every rank).
-      sampler_.reset();  // the old one goes first: at most one copy alive
-      sampler_ = copier_->copy(*ctx.policy);
-      sampler_version_ = ctx.step;
-    }
-    StepContext sample_ctx = ctx;
-    if (stale) {
-      sample_ctx.policy = &sampler_->model();
-      sample_ctx.sampler_version = sampler_version_;
-    }
-    // A sampling version's first micro-batch asks ahead for every one it serves (rollout ranks):
-    // the rest of this step's and, with a snapshot, the later steps' of its window.
-    const int64_t version = stale ? sampler_version_ : ctx.step;
-    if (ctx.training && version != asked_version_) {
-      ask_ahead(sample_ctx, stale ? sampler_version_ + o_.max_staleness() : ctx.step, g, gen);
-      asked_version_ = version;
-    }
-    RolloutBatch rollouts = sample_rollouts(batch, sample_ctx, g, gen);
+    const RolloutBatch& rollouts = take_rollouts(batch, ctx, rollout_plan(), "grpo");
     Metrics parts;
     RewardSources sources;
     const at::Tensor rewards =
@@ -71,7 +47,7 @@ class GrpoTrainer final : public Trainer {
     lo.beta = o_.beta();
     lo.token_mean = o_.normalization() == aln::v1::TOKEN_MEAN;
     // Stale rollouts: the sampling policy's log-probs make the importance ratio differ from 1.
-    if (stale) lo.sampler = &sampler_->model();
+    lo.sampler = ctx.sampler;
     kernels::GrpoLossOutput l = rollout_grpo_loss(rollouts, ctx, advantages, lo);
     LossOutput out;
     out.loss = l.loss;
@@ -90,68 +66,8 @@ class GrpoTrainer final : public Trainer {
     return out;
   }
 
-  // The sampling snapshot travels with checkpoints, so a resumed run samples what it would have. A
-  // sharded one is put together on rank 0 first (every rank takes part), then saved there.
-  void before_save() override {
-    if (sampler_) to_save_ = sampler_->gather_on_lead();
-  }
-  absl::Status save_state(const std::string& dir) const override {
-    if (!sampler_) return absl::OkStatus();
-    std::optional<model::DecoderModel> gathered = std::exchange(to_save_, std::nullopt);
-    const model::DecoderModel& m = gathered ? *gathered : sampler_->model();
-    if (m.param_gather() != nullptr) {
-      return absl::FailedPreconditionError("GRPO's sharded snapshot was not put together before it was saved");
-    }
-    // Stored as a whole snapshot is (in the dtype the policy computes in), whichever way it was kept.
-    const at::ScalarType dtype = m.tensors().begin()->second.scalar_type();
-    const at::ScalarType stored = compute_ == at::ScalarType::Undefined ? dtype : compute_;
-    io::NamedTensors named;
-    for (const auto& [name, t] : m.tensors()) named.emplace_back(name, t.to(stored));
-    named.emplace_back("__sampler_version__", at::tensor({sampler_version_}, at::kLong));
-    return io::save_safetensors((std::filesystem::path(dir) / "grpo_sampler.safetensors").string(), named);
-  }
-  absl::Status load_state(const std::string& dir) override {
-    const std::string path = (std::filesystem::path(dir) / "grpo_sampler.safetensors").string();
-    if (!std::filesystem::exists(path)) return absl::OkStatus();
-    absl::Status found = absl::OkStatus();
-    auto file = io::load_safetensors(path, [](const std::string& name) { return name == "__sampler_version__"; });
-    if (!file.ok()) {
-      found = file.status();
-    } else if (file->tensors.count("__sampler_version__") == 0) {
-      found = absl::DataLossError(absl::StrCat(path, ": no __sampler_version__; the checkpoint cannot resume GRPO"));
-    } else if (!config_ || policy_ == nullptr) {
-      found = absl::FailedPreconditionError("GRPO was not prepared before its state was loaded");
-    }
-    // A sharded read is collective: every rank goes on to it, or all stop with the error.
-    found = copier_->agree(found, path);
-    if (!found.ok()) return found;
-    sampler_version_ = file->tensors.at("__sampler_version__").item<int64_t>();
-    auto read = copier_->read(path, *config_, *policy_);
-    if (!read.ok()) return read.status();
-    sampler_ = std::move(*read);
-    return absl::OkStatus();
-  }
-  absl::Status prepare(PrepareContext& ctx) override {
-    if (ctx.policy != nullptr) {
-      config_ = ctx.policy->config();
-      policy_ = ctx.policy;
-      compute_ = ctx.policy->compute_dtype();
-    }
-    copier_ = ctx.policy_copier ? ctx.policy_copier : whole_policy_copier();
-    return absl::OkStatus();
-  }
-
  private:
   aln::v1::GrpoOptions o_;
-  std::unique_ptr<PolicyCopy> sampler_;  // the policy that samples (max_staleness > 0)
-  int64_t sampler_version_ = 0;
-  int64_t asked_version_ = -1;  // the sampling version whose rollouts were asked for ahead
-  std::shared_ptr<const PolicyCopier> copier_ = whole_policy_copier();
-  mutable std::optional<model::DecoderModel> to_save_;  // a sharded snapshot, put together for a checkpoint
-  std::optional<model::ModelConfig> config_;
-  const model::DecoderModel* policy_ =
-      nullptr;  // the stage's policy: where a resumed snapshot goes, and how it computes
-  at::ScalarType compute_ = at::ScalarType::Undefined;
 };
 
 }  // namespace

@@ -12,10 +12,10 @@
 #include "core/model/hf_checkpoint.h"
 #include "kernels/grpo_loss.h"
 #include "kernels/hair.h"
-#include "trainers/grpo/rollout.h"
 #include "trainers/hair/demonstrations.h"
-#include "trainers/sentence_embeddings.h"
 #include "trainers/hair/shadow_rewards.h"
+#include "trainers/rollouts/rollout.h"
+#include "trainers/sentence_embeddings.h"
 #include "trainers/sequence_logprobs.h"
 
 namespace aln::trainers {
@@ -128,20 +128,22 @@ class HairTrainer final : public Trainer {
     return absl::OkStatus();
   }
 
+  // On-policy samples, which the engine's producer draws before each step's loss.
+  RolloutPlan rollout_plan() const override {
+    RolloutPlan plan;
+    plan.group_size = o_.group_size();
+    plan.generation.max_new_tokens = o_.max_new_tokens();
+    plan.generation.temperature = o_.temperature();
+    plan.generation.top_k = o_.top_k();
+    plan.generation.top_p = o_.top_p();
+    return plan;
+  }
+
   LossOutput compute_loss(const std::vector<const buffer::Example*>& batch, StepContext& ctx) override {
     ALN_CHECK(shadows_.has_value(), "HAIR was not prepared (no shadow reward models)");
     const int64_t g = o_.group_size();
     const int64_t p = static_cast<int64_t>(batch.size());
-    model::GenerationOptions gen;
-    gen.max_new_tokens = o_.max_new_tokens();
-    gen.temperature = o_.temperature();
-    gen.top_k = o_.top_k();
-    gen.top_p = o_.top_p();
-    if (ctx.training && ctx.step != asked_version_) {  // rollout ranks: the step's other micro-batches
-      ask_ahead(ctx, ctx.step, g, gen);
-      asked_version_ = ctx.step;
-    }
-    RolloutBatch rollouts = sample_rollouts(batch, ctx, g, gen);
+    const RolloutBatch& rollouts = take_rollouts(batch, ctx, rollout_plan(), "hair");
 
     std::vector<std::pair<const std::vector<int64_t>*, const std::vector<int64_t>*>> demo_rows;
     std::vector<size_t> prompt_model, prompt_category;
@@ -312,8 +314,6 @@ class HairTrainer final : public Trainer {
   }
 
  private:
-  int64_t asked_version_ = -1;  // the step whose rollouts were asked for ahead (rollout ranks)
-
   size_t index_of(const std::string& category) const {
     return static_cast<size_t>(std::distance(categories_.begin(), categories_.find(category)));
   }

@@ -4,8 +4,11 @@
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 
+#include <cmath>
 #include <cstdlib>
+#include <filesystem>
 #include <tuple>
 
 #include "core/config/job_config.h"
@@ -13,8 +16,9 @@
 #include "trainers/dpo/pair_logprobs.h"
 #include "trainers/engine/reference_role.h"
 #include "trainers/engine/text_encoder.h"
-#include "trainers/grpo/rollout.h"
 #include "trainers/ptalign/token_weights.h"
+#include "trainers/rollouts/producer.h"
+#include "trainers/rollouts/rollout.h"
 #include "trainers/sentence_embeddings.h"
 #include "trainers/sequence_logprobs.h"
 #include "trainers/trainer.h"
@@ -192,6 +196,95 @@ TEST(Trainers, RolloutsCarryTheirScoredPositionsAndTokenCount) {
   EXPECT_TRUE(at::equal(s.scored, (s.response_mask.narrow(1, 1, t - 1).reshape(-1) > 0).nonzero().squeeze(1)));
   EXPECT_EQ(r.tokens, s.attention_mask.sum().item<int64_t>());
   EXPECT_FALSE(s.right_padded);  // prompts are left-padded
+}
+
+// Generating trainers consume: GRPO's loss reads what the engine's producer sampled for its plan,
+// refuses a micro-batch nothing was sampled for or whose samples are older than max_staleness, and
+// the producer's snapshot (which samples while the policy moves on) survives a checkpoint.
+TEST(Trainers, GrpoReadsWhatTheProducerSampled) {
+  aln::v1::StageSpec stage;
+  auto* o = stage.mutable_trainer()->mutable_grpo();
+  o->set_group_size(2);
+  o->set_max_new_tokens(4);
+  o->set_temperature(1.0);
+  o->set_top_p(1.0);
+  o->set_epsilon(0.2);
+  o->set_reward_rule(aln::v1::LENGTH);
+  o->set_max_staleness(1);
+  auto trainer = make("grpo", &stage);
+  const RolloutPlan plan = trainer->rollout_plan();
+  ASSERT_EQ(plan.group_size, 2);
+  EXPECT_EQ(plan.max_staleness, 1);
+  EXPECT_EQ(make("sft")->rollout_plan().group_size, 0);  // samples nothing
+
+  auto policy = model::DecoderModel::random_init(tiny(model::Head::kCausalLm), 7);
+  buffer::Example a, b;
+  a.prompt = {1, 2, 3};
+  b.prompt = {4};
+  const std::vector<const buffer::Example*> batch = {&a, &b};
+  auto context = [&](int64_t step) {
+    StepContext ctx = make_step_context(&policy, nullptr, 0, step);
+    ctx.eos_id = 5;
+    ctx.seed = 9;
+    return ctx;
+  };
+  StepContext ctx = context(0);
+  try {
+    trainer->compute_loss(batch, ctx);
+    ADD_FAILURE() << "a loss without rollouts";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("no rollouts were produced"), std::string::npos) << e.what();
+  }
+
+  RolloutProducer producer(plan, nullptr, &policy);
+  producer.produce(batch, ctx);
+  ASSERT_NE(ctx.rollouts, nullptr);
+  EXPECT_NE(ctx.sampler, nullptr);  // a snapshot samples (max_staleness 1), taken at step 0
+  EXPECT_EQ(ctx.rollouts->policy_version, 0);
+  const RolloutBatch on_policy = sample_rollouts(batch, context(0), 2, plan.generation);
+  EXPECT_TRUE(at::equal(ctx.rollouts->sequences.input_ids, on_policy.sequences.input_ids));
+  const LossOutput out = trainer->compute_loss(batch, ctx);
+  EXPECT_TRUE(std::isfinite(out.loss.item<double>()));
+  EXPECT_EQ(out.tokens, on_policy.tokens);
+
+  // Step 2 with step 0's samples: two versions behind a plan that allows one.
+  StepContext late = context(2);
+  late.rollouts = ctx.rollouts;
+  try {
+    trainer->compute_loss(batch, late);
+    ADD_FAILURE() << "stale rollouts taken";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("max_staleness 1"), std::string::npos) << e.what();
+  }
+
+  // The policy moves on; step 1 still samples with the step-0 snapshot, here and after a resume.
+  const std::string dir = ::testing::TempDir() + "/producer_state";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  producer.before_save();
+  ASSERT_TRUE(producer.save_state(dir).ok());
+  {
+    at::NoGradGuard no_grad;
+    for (auto& [name, t] : policy.tensors()) t.add_(0.5);
+  }
+  RolloutProducer resumed(plan, nullptr, &policy);
+  ASSERT_TRUE(resumed.load_state(dir).ok());
+  StepContext here = context(1), there = context(1);
+  producer.produce(batch, here);
+  resumed.produce(batch, there);
+  EXPECT_EQ(here.rollouts->policy_version, 0);
+  EXPECT_EQ(there.rollouts->policy_version, 0);
+  EXPECT_TRUE(at::equal(here.rollouts->sequences.input_ids, there.rollouts->sequences.input_ids));
+  EXPECT_TRUE(at::equal(here.rollouts->sampling_logprobs, there.rollouts->sampling_logprobs));
+  const RolloutBatch moved = sample_rollouts(batch, context(1), 2, plan.generation);  // the moved policy's
+  EXPECT_FALSE(at::equal(here.rollouts->sampling_logprobs, moved.sampling_logprobs));
+  // Evaluation samples on-policy (no snapshot, nothing asked ahead).
+  StepContext eval = context(0);
+  eval.training = false;
+  producer.produce(batch, eval);
+  EXPECT_EQ(eval.sampler, nullptr);
+  EXPECT_TRUE(at::equal(eval.rollouts->sequences.input_ids,
+                        sample_rollouts(batch, context(0), 2, plan.generation).sequences.input_ids));
 }
 
 TEST(Trainers, RewardIsBradleyTerryOnScores) {

@@ -1,4 +1,4 @@
-#include "trainers/grpo/rollout.h"
+#include "trainers/rollouts/rollout.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
@@ -142,6 +142,22 @@ kernels::GrpoLossOutput rollout_grpo_loss(const RolloutBatch& rollouts, const St
       options.token_mean ? kernels::GrpoNormalization::kTokenMean : kernels::GrpoNormalization::kSequenceMean);
 }
 
+const RolloutBatch& take_rollouts(const std::vector<const buffer::Example*>& batch, const StepContext& ctx,
+                                  const RolloutPlan& plan, const char* method) {
+  ALN_CHECK(ctx.rollouts != nullptr, method,
+            ": no rollouts were produced for this micro-batch (the engine's rollout producer samples them before "
+            "compute_loss; a caller outside the engine sets StepContext::rollouts)");
+  const RolloutBatch& r = *ctx.rollouts;
+  const auto rows = static_cast<int64_t>(r.completions.size());
+  ALN_CHECK(rows == static_cast<int64_t>(batch.size()) * plan.group_size, method, ": ", rows,
+            " rollouts for a micro-batch of ", batch.size(), " prompts with ", plan.group_size, " samples each");
+  const int64_t staleness = ctx.step - r.policy_version;
+  ALN_CHECK(staleness >= 0 && staleness <= (ctx.training ? plan.max_staleness : 0), method,
+            ": rollouts sampled by policy version ", r.policy_version, " reached step ", ctx.step, " (max_staleness ",
+            plan.max_staleness, ")");
+  return r;
+}
+
 bool looks_like_refusal(const std::string& text) {
   std::string lower(text);
   std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
@@ -168,8 +184,8 @@ at::Tensor score_rollouts(const RolloutBatch& rollouts, const StepContext& ctx, 
         ALN_CHECK(static_cast<bool>(ctx.decode), "the refusal rule needs the tokenizer (no decoder in the context)");
         values.push_back(looks_like_refusal(ctx.decode(c)) ? 1.0 : 0.0);
       } else {
-        const double share = static_cast<double>(length_of[r]) /
-                             static_cast<double>(std::max<int64_t>(1, max_new_tokens));
+        const double share =
+            static_cast<double>(length_of[r]) / static_cast<double>(std::max<int64_t>(1, max_new_tokens));
         values.push_back(rule == aln::v1::LENGTH ? share : 1.0 - share);
       }
     }
@@ -199,9 +215,8 @@ void publish_rollouts(const RolloutBatch& rollouts, const std::vector<const buff
             prompts.size(), " prompts of ", group_size, " samples");
   // One copy of each tensor to the host for every row (the dump is an opt-in inspection aid).
   auto host = [](const at::Tensor& t, at::ScalarType type) { return t.detach().to(at::kCPU, type).contiguous(); };
-  const at::Tensor tokens = host(rollouts.sequences.input_ids.narrow(1, rollouts.prompt_width,
-                                                                     rollouts.completion_mask.size(1)),
-                                 at::kLong);
+  const at::Tensor tokens =
+      host(rollouts.sequences.input_ids.narrow(1, rollouts.prompt_width, rollouts.completion_mask.size(1)), at::kLong);
   const at::Tensor logps = host(rollouts.sampling_logprobs, at::kFloat);
   const at::Tensor lengths = host(rollouts.lengths, at::kLong);
   const at::Tensor total = host(rewards, at::kDouble);

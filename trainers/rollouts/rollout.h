@@ -1,7 +1,9 @@
 #pragma once
 // Rollouts: the policy samples `group_size` completions per prompt (batched, with the KV cache),
 // each tagged with the policy version that produced it, and rewards score them (a rule on the
-// decoded text and/or reward models with score heads). Used by GRPO (and later HAIR).
+// decoded text and/or reward models with score heads). The engine's producer (producer.h) samples;
+// GRPO, HAIR and the controllable method's rl objective read what it sampled (take_rollouts),
+// score it, hand the records out (publish_rollouts) and take the loss (rollout_grpo_loss).
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -24,7 +26,7 @@ struct RolloutBatch {
   std::vector<std::vector<int64_t>> completions;  // ids per row, end token excluded
   at::Tensor sampling_logprobs;                   // [rows, N] float32: each sampled token's, as sampled
   int64_t policy_version = 0;
-  uint64_t seed = 0;  // the sampling seed
+  uint64_t seed = 0;   // the sampling seed
   int64_t tokens = 0;  // real tokens of `sequences` (prompts + completions), counted on the host
 };
 
@@ -78,6 +80,12 @@ struct RolloutLossOptions {
 };
 kernels::GrpoLossOutput rollout_grpo_loss(const RolloutBatch& rollouts, const StepContext& ctx,
                                           const at::Tensor& advantages, const RolloutLossOptions& options);
+
+// The micro-batch's rollouts the engine produced for `method`'s plan (StepContext::rollouts),
+// checked: one row per prompt and sample, sampled by a policy at most plan.max_staleness versions
+// behind ctx.step (training; evaluation samples on-policy). Throws naming the method otherwise.
+const RolloutBatch& take_rollouts(const std::vector<const buffer::Example*>& batch, const StepContext& ctx,
+                                  const RolloutPlan& plan, const char* method);
 
 // The REFUSAL rule on one decoded completion (case-insensitive phrase search).
 bool looks_like_refusal(const std::string& text);
