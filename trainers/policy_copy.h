@@ -1,11 +1,10 @@
 #pragma once
-// Frozen copies of the policy's weights, for trainers that sample with an older policy version
-// (GRPO's bounded-staleness snapshot). Who makes them decides how they are kept: whole in this
-// process (whole_policy_copier(), the default), or, beside a fully sharded policy, sharded the same
-// way (the engine's, trainers/engine/sharded_copy.h), so that no rank keeps the copy whole between
-// checkpoints.
-// Trainers see only a model to run passes with; with a sharded copy every rank runs the same passes
-// in the same order, as with the sharded policy itself.
+// Frozen copies of the policy's weights, for sampling with an older policy version (the rollout
+// producer's bounded-staleness snapshot, trainers/rollouts/producer.h). Who makes them decides how they are kept: whole
+// in this process (whole_policy_copier(), the default), or, beside a fully sharded policy, sharded the same way (the
+// engine's, trainers/engine/sharded_copy.h), so that no rank keeps the copy whole between checkpoints. Users see only a
+// model to run passes with; with a sharded copy every rank runs the same passes in the same order, as with the sharded
+// policy itself.
 #include <memory>
 #include <optional>
 #include <string>

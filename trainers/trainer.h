@@ -20,7 +20,6 @@
 #include "core/model/generation.h"
 #include "core/registry.h"
 #include "trainers/metric_value.h"
-#include "trainers/policy_copy.h"
 #include "trainers/reference.h"
 #include "trainers/reward_model.h"
 
@@ -85,9 +84,6 @@ struct PrepareContext {
   // models): a fully sharded policy's own tensors are placeholders outside its passes. Collective
   // then (every rank calls it alike). Unset: `policy` is whole.
   std::function<model::DecoderModel()> whole_policy;
-  // How the trainer keeps frozen copies of the policy (GRPO's sampling snapshot): sharded beside a
-  // fully sharded policy. Unset: whole copies (whole_policy_copier()).
-  std::shared_ptr<const PolicyCopier> policy_copier;
   std::function<std::vector<int64_t>(const std::string&)> encode_prompt;    // text -> prompt ids (chat format)
   std::function<std::vector<int64_t>(const std::string&)> encode_response;  // text -> response ids (+ end id)
   std::function<std::vector<int64_t>(const std::string&)> encode_text;      // plain text -> ids
@@ -203,7 +199,8 @@ class Trainer {
   // back when the stage resumes; `finish` writes what the user keeps once the stage ends.
   virtual absl::Status save_state(const std::string& dir) const { return absl::OkStatus(); }
   // Called on every policy rank, together, just before each checkpoint: a trainer whose state is
-  // spread over the ranks (a sharded snapshot) puts together here, on rank 0, what save_state writes.
+  // spread over the ranks puts together here, on rank 0, what save_state writes (as the rollout
+  // producer does with a sharded sampling snapshot).
   virtual void before_save() {}
   virtual absl::Status load_state(const std::string& dir) { return absl::OkStatus(); }
   virtual absl::Status finish(const std::string& work_dir) const { return absl::OkStatus(); }

@@ -1,6 +1,6 @@
 #pragma once
-// Frozen copies of a fully sharded policy, sharded the same way (trainers::PolicyCopier for
-// PrepareContext::policy_copier): GRPO's bounded-staleness snapshot beside parallel.policy.shard: full.
+// Frozen copies of a fully sharded policy, sharded the same way (a trainers::PolicyCopier): the
+// rollout producer's bounded-staleness snapshot (GRPO's max_staleness) beside parallel.policy.shard: full.
 // A copy takes this rank's ranges of the policy's shards (nothing is gathered: 1/N of the model per
 // rank, instead of a whole copy on every rank); its passes gather a layer at a time as the policy's do
 // (the outer unit, head and tied embedding, stays gathered from one pass to the next, as the

@@ -62,7 +62,7 @@ absl::Status open_data(PolicyWorker& w, StageRun& s) {
     copier = std::make_shared<ShardedPolicyCopier>(*w.dp, *w.fsdp, w.spec.parallel().deterministic());
   }
   auto prepared = prepare_stage_data(w.spec, s.spec, s.index, s.name, *s.trainer, w.encoder, *w.policy, s.reward_ptrs,
-                                     w.lead, s.resuming, w.log, source, whole_policy, copier);
+                                     w.lead, s.resuming, w.log, source, whole_policy);
   if (!prepared.ok()) return prepared.status();
   s.prepared = std::move(*prepared);
   // A generating method's samples come from the engine's producer, which keeps its sampling

@@ -13,8 +13,7 @@ absl::StatusOr<PreparedStage> prepare_stage_data(const aln::v1::JobSpec& spec, c
                                                  const model::DecoderModel& policy,
                                                  const std::vector<const trainers::RewardModel*>& reward_models,
                                                  bool lead, bool resuming, const Logger& log, const DataSource& source,
-                                                 std::function<model::DecoderModel()> whole_policy,
-                                                 std::shared_ptr<const trainers::PolicyCopier> policy_copier) {
+                                                 std::function<model::DecoderModel()> whole_policy) {
   absl::StatusOr<StageData> data = absl::UnknownError("no data");
   if (source.comm == nullptr || source.comm->rank() == 0) {
     data = source.fetch
@@ -36,7 +35,6 @@ absl::StatusOr<PreparedStage> prepare_stage_data(const aln::v1::JobSpec& spec, c
     prep.training_set = set == &out.data.train;
     prep.policy = &policy;
     prep.whole_policy = whole_policy;
-    prep.policy_copier = policy_copier;
     prep.encode_prompt = [enc](const std::string& text) { return enc->encode(enc->render_prompt({{"user", text}})); };
     prep.encode_response = [enc](const std::string& text) { return enc->encode_response(text); };
     prep.encode_text = [enc](const std::string& text) { return enc->encode(text); };

@@ -31,7 +31,6 @@ absl::StatusOr<PreparedStage> prepare_stage_data(
     const aln::v1::JobSpec& spec, const aln::v1::StageSpec& stage, size_t index, const std::string& stage_name,
     trainers::Trainer& trainer, const TextEncoder& encoder, const model::DecoderModel& policy,
     const std::vector<const trainers::RewardModel*>& reward_models, bool lead, bool resuming, const Logger& log,
-    const DataSource& source = {}, std::function<model::DecoderModel()> whole_policy = {},
-    std::shared_ptr<const trainers::PolicyCopier> policy_copier = nullptr);
+    const DataSource& source = {}, std::function<model::DecoderModel()> whole_policy = {});
 
 }  // namespace aln::engine
