@@ -21,8 +21,15 @@
 namespace aln::dist {
 namespace {
 
-MPI_Datatype mpi_type(const at::Tensor& t) {
+// `moved`: the operation only moves the bytes (send, receive, broadcast, all-gather), so 16-bit
+// floats travel as 16-bit words; MPI has no bfloat16 type, so a sum of them is refused.
+MPI_Datatype mpi_type(const at::Tensor& t, bool moved = false) {
   switch (t.scalar_type()) {
+    case at::kBFloat16:
+    case at::kHalf:
+      ALN_CHECK(moved, "MPI backend: a sum of ", std::string(c10::toString(t.scalar_type())),
+                " tensors is not supported (MPI has no such type); sum them in float32");
+      return MPI_UINT16_T;
     case at::kFloat:
       return MPI_FLOAT;
     case at::kDouble:
@@ -176,7 +183,7 @@ class MpiCommunicator final : public Communicator {
     ALN_CHECK(root >= 0 && root < size_, "broadcast root ", root, " is not a rank of this group of ", size_);
     MPI_Request request;
     const int rc =
-        MPI_Ibcast(tensor.data_ptr(), static_cast<int>(tensor.numel()), mpi_type(tensor), root, comm_, &request);
+        MPI_Ibcast(tensor.data_ptr(), static_cast<int>(tensor.numel()), mpi_type(tensor, true), root, comm_, &request);
     return started(rc, request, "broadcast", &tensor);
   }
 
@@ -188,8 +195,8 @@ class MpiCommunicator final : public Communicator {
               " elements (", size_, " ranks x ", input.numel(), ")");
     MPI_Request request;
     const int count = static_cast<int>(input.numel());
-    const int rc = MPI_Iallgather(input.data_ptr(), count, mpi_type(input), output.data_ptr(), count, mpi_type(output),
-                                  comm_, &request);
+    const int rc = MPI_Iallgather(input.data_ptr(), count, mpi_type(input, true), output.data_ptr(), count,
+                                  mpi_type(output, true), comm_, &request);
     return started(rc, request, "all_gather", &input, &output);
   }
 
@@ -216,8 +223,8 @@ class MpiCommunicator final : public Communicator {
     check_tensor(tensor, "send");
     check_peer(peer, "send");
     MPI_Request request;
-    const int rc =
-        MPI_Isend(tensor.data_ptr(), static_cast<int>(tensor.numel()), mpi_type(tensor), peer, tag, comm_, &request);
+    const int rc = MPI_Isend(tensor.data_ptr(), static_cast<int>(tensor.numel()), mpi_type(tensor, true), peer, tag,
+                             comm_, &request);
     return started(rc, request, absl::StrCat("send to ", peer, " tag ", tag), &tensor);
   }
 
@@ -225,8 +232,8 @@ class MpiCommunicator final : public Communicator {
     check_tensor(tensor, "recv");
     check_peer(peer, "recv");
     MPI_Request request;
-    const int rc =
-        MPI_Irecv(tensor.data_ptr(), static_cast<int>(tensor.numel()), mpi_type(tensor), peer, tag, comm_, &request);
+    const int rc = MPI_Irecv(tensor.data_ptr(), static_cast<int>(tensor.numel()), mpi_type(tensor, true), peer, tag,
+                             comm_, &request);
     return started(rc, request, absl::StrCat("recv from ", peer, " tag ", tag), &tensor);
   }
 

@@ -102,6 +102,38 @@ TEST(MpiCommunicator, SendRecvAlongARing) {
   EXPECT_THROW(comm->recv(in_a, n, 0), Error);   // no such rank
 }
 
+// 16-bit floats (pipeline activations under mixed precision) are moved as 16-bit words, every bit
+// kept; a sum of them is refused (MPI has no such type).
+TEST(MpiCommunicator, SixteenBitFloatsAreMovedNotSummed) {
+  auto comm = g_runtime->world();
+  const int n = comm->size(), r = comm->rank();
+  for (auto dtype : {at::kBFloat16, at::kHalf}) {
+    // Values no 16-bit float holds exactly, rounded: the bits must arrive as they left.
+    const at::Tensor mine = (at::randn({257}, at::TensorOptions().dtype(at::kFloat)) * (r + 1) / 3).to(dtype);
+    at::Tensor all = at::empty({n * 257}, mine.options());
+    ASSERT_TRUE(comm->all_gather(mine, all)->wait(std::chrono::seconds(30)).ok());
+    EXPECT_TRUE(at::equal(all.narrow(0, r * 257, 257), mine)) << dtype;
+    at::Tensor root = mine.clone();
+    ASSERT_TRUE(comm->broadcast(root, 0)->wait(std::chrono::seconds(30)).ok());
+    EXPECT_TRUE(at::equal(root, all.narrow(0, 0, 257))) << dtype;
+    if (n >= 2) {
+      at::Tensor in = at::empty_like(mine);
+      auto recv = comm->recv(in, (r + n - 1) % n, 0);
+      auto send = comm->send(mine, (r + 1) % n, 0);
+      ASSERT_TRUE(recv->wait(std::chrono::seconds(30)).ok());
+      ASSERT_TRUE(send->wait(std::chrono::seconds(30)).ok());
+      EXPECT_TRUE(at::equal(in, all.narrow(0, ((r + n - 1) % n) * 257, 257))) << dtype;
+    }
+    at::Tensor sum = mine.clone();
+    try {
+      comm->all_reduce_sum(sum);
+      ADD_FAILURE() << "a sum of " << dtype << " was started";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("sum them in float32"), std::string::npos) << e.what();
+    }
+  }
+}
+
 TEST(MpiCommunicator, SplitMakesIndependentGroups) {
   auto comm = g_runtime->world();
   const int n = comm->size(), r = comm->rank();

@@ -8,6 +8,7 @@
 #    per-token log-prob requests each step; the same as colocated, bit for bit, KL included;
 #  - that job killed mid-GRPO and resumed (rank 0 kept the reference for the checkpoint and sends
 #    it again) ends where the uninterrupted one does;
+#  - the same under model.dtype: bfloat16 (the reward rank stores the model in bfloat16 as colocated);
 #  - the reward ranks say what they served (logs; request counters on rank 0's /metrics);
 #  - the layout check counts the reward ranks; a reward model that does not load names itself;
 #  - a reward rank killed mid-run ends the job non-zero within 60 s; one frozen mid-run (one policy
@@ -78,6 +79,17 @@ check "the policy logs where the reward models run" \
   "grep -q 'placement separate: the reward models run on world ranks 2..3' '$work/separate2.out'"
 check "and which reward rank serves which policy rank" \
   "grep -q 'policy rank r asks world rank 2 + r % 2' '$work/separate2.out'"
+
+# Mixed precision: the reward rank stores the judge in bfloat16, as a colocated run does.
+for placement in colocated separate; do
+  job bf16-$placement $placement 1 >"$work/bf16-$placement.yaml"
+  sed -i 's/^  chat_format: hh/  chat_format: hh\n  dtype: bfloat16/' "$work/bf16-$placement.yaml"
+  mpi $([[ $placement == separate ]] && echo 3 || echo 2) "$ALN" train "$work/bf16-$placement.yaml" \
+    >"$work/bf16-$placement.out" 2>&1
+  check "bf16-$placement exits 0 (rc $?): $(tail -1 "$work/bf16-$placement.out")" "[[ -f '$work/bf16-$placement/final/model.safetensors' ]]"
+done
+check "bfloat16, reward model on a rank of its own: same parameters, losses and scores as colocated" \
+  "grep -q 'mixed precision: passes in BFloat16' '$work/bf16-separate.out' && same bf16-colocated bf16-separate"
 
 train two-colocated 2 colocated 1 yes "" 10 0.04
 train two-separate 4 separate 1 yes "" 10 0.04

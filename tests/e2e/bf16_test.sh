@@ -3,8 +3,8 @@
 # a job of SFT, DPO (cached reference sums), Ra-DPO (the reference's full distributions) and GRPO
 # (generation) logs losses close to the float32 run's, writes a float32 final model, resumes after
 # SIGKILL to the uninterrupted run's bits, runs fully sharded over 2 ranks to the unsharded run's
-# bits and with GRPO's generation on a rollout rank to the colocated run's, and float16 or
-# unsupported layouts are refused by key.
+# bits, with GRPO's generation on a rollout rank and with the reference on a rank of its own to the
+# colocated run's, on 2 pipeline stages to one process's, and float16 is refused by key.
 # Run from the repo root: bf16_test.sh ALN
 set -uo pipefail
 ALN="$1"; MPIEXEC=mpirun
@@ -68,10 +68,52 @@ sed 's/dtype: bfloat16/dtype: float16/' "$work/bf16.yaml" >"$work/f16.yaml"
 "$ALN" train "$work/f16.yaml" >/dev/null 2>"$work/f16.err"; rc=$?
 check "float16 is refused (rc $rc): $(tail -1 "$work/f16.err")" \
   "[[ $rc -eq 2 ]] && tail -1 '$work/f16.err' | grep -q 'model.dtype: float16 needs loss scaling'"
-sed 's/^parallel: .*/parallel: {policy: {data_parallel: 1}, placement: separate, deterministic: true}/' "$work/bf16.yaml" >"$work/sep.yaml"
-mpi 2 "$ALN" train "$work/sep.yaml" >"$work/sep.err" 2>&1; rc=$?
-check "bfloat16 with placement: separate is refused (rc $rc): $(grep -m1 'model.dtype' "$work/sep.err")" \
-  "[[ $rc -ne 0 ]] && grep -q 'model.dtype: bfloat16 with parallel.placement: separate is not supported yet' '$work/sep.err'"
+# The reference on a rank of its own (DPO's cached sums, Ra-DPO's hidden states with the head kept
+# on the policy rank, GRPO's KL log-probs each step): stored in bfloat16 there as it is here, it
+# answers with the colocated run's bits.
+sed "s/^parallel: .*/parallel: {policy: {data_parallel: 1}, placement: separate, deterministic: true}/; s|^output_dir: .*|output_dir: $work/sep|" \
+  "$work/bf16.yaml" >"$work/sep.yaml"
+mpi 2 "$ALN" train "$work/sep.yaml" >"$work/sep.out" 2>&1; rc=$?
+check "bfloat16 with the reference on a rank of its own (rc $rc): the colocated run's losses and final model, bit for bit" \
+  "[[ $rc -eq 0 ]] && grep -q 'reference ranks answer the per-token hidden-state requests' '$work/sep.out' && diff <(losses '$work/bf16/train_log.jsonl') <(losses '$work/sep/train_log.jsonl') >/dev/null && cmp -s '$work/bf16/final/model.safetensors' '$work/sep/final/model.safetensors'"
+# Two pipeline stages (a two-layer model, untied: tied embeddings add their two stages' gradients in
+# another order; SFT, then DPO with the reference cut like the policy and scoring its cache through
+# the stages): activations and their gradients cross in bfloat16, and the run equals one process's,
+# bit for bit.
+pipe_job() {  # pipe_job OUT STAGES
+  job_head bf16-pipe "$1" 5 | sed "s/^  chat_format: hh/  chat_format: hh\n  dtype: bfloat16/; s/num_layers: 1/num_layers: 2/; s/max_position: 256}/max_position: 256, tie_embeddings: false}/"
+  echo "stages:"
+  sft_stage 3 2
+  cat <<YAML
+  - name: dpo
+    trainer: {dpo: {beta: 0.1}}
+    data: {train: [{path: examples/data/xstest/xstest_pairs_shared.jsonl, format: saferlhf}], max_prompt_length: 32, max_response_length: 16}
+    optimizer: {lr: 3e-3, max_steps: 3, micro_batch_size: 2, gradient_accumulation: 2}
+YAML
+  job_tail 1 0 | sed "s/^parallel: .*/parallel: {policy: {data_parallel: 1, pipeline_parallel: $2}, deterministic: true}/"
+}
+pipe_job "$work/pipe1" 1 >"$work/pipe1.yaml"
+pipe_job "$work/pipe2" 2 >"$work/pipe2.yaml"
+"$ALN" train "$work/pipe1.yaml" >"$work/pipe1.out" 2>&1; rc_a=$?
+mpi 2 "$ALN" train "$work/pipe2.yaml" >"$work/pipe2.out" 2>&1; rc_b=$?
+# (The stages write the final model a file each: compared tensor by tensor, as bytes. The gradient
+# norm adds the stages' sums of squares in another order: its last digit may differ.)
+tensor_bytes() {  # tensor_bytes DIR: "name dtype sha256" of every tensor in DIR's safetensors files
+  python3 - "$1" <<'PY'
+import glob, hashlib, json, struct, sys
+for path in sorted(glob.glob(sys.argv[1] + "/*.safetensors")):
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        data = f.read()
+    for name, v in header.items():
+        if name != "__metadata__":
+            a, b = v["data_offsets"]
+            print(name, v["dtype"], hashlib.sha256(data[a:b]).hexdigest())
+PY
+}
+check "bfloat16 on 2 pipeline stages (rc $rc_a, $rc_b): one process's losses and final model, bit for bit" \
+  "[[ $rc_a -eq 0 && $rc_b -eq 0 ]] && [[ \$(wc -l <'$work/pipe2/train_log.jsonl') -eq 6 ]] && diff <(losses '$work/pipe1/train_log.jsonl' | cut -d' ' -f1-3) <(losses '$work/pipe2/train_log.jsonl' | cut -d' ' -f1-3) >/dev/null && diff <(tensor_bytes '$work/pipe1/final' | sort) <(tensor_bytes '$work/pipe2/final' | sort) >/dev/null"
 # Fully sharded over 2 ranks (float32 shards, each pass casting what it gathers, the reference
 # sharded too for Ra-DPO, generation in step for GRPO, whose sampling snapshot, max_staleness 1, is
 # sharded too and saved at the checkpoint of global step 15): the unsharded 2-rank bfloat16 run's bits.

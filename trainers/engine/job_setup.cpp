@@ -29,19 +29,28 @@ namespace {
 
 // The first key of `spec` that moves a policy's activations or weights between processes (pipeline
 // stages, full sharding, separate roles, rollout ranks), or null: what GPUs do not run yet.
-// `mixed_precision`: only those mixed precision does not run yet. It runs beside full sharding (the
-// ranks gather float32 shards, which each pass casts as a whole policy's does) and with rollout
-// ranks (sent the weights and the dtype the sampler computes in).
-const char* multi_process_layout(const aln::v1::JobSpec& spec, bool mixed_precision = false) {
+const char* multi_process_layout(const aln::v1::JobSpec& spec) {
   const auto& par = spec.parallel();
-  return par.policy().pipeline_parallel() > 1                              ? "parallel.policy.pipeline_parallel > 1"
-         : !mixed_precision && config::policy_shard(spec) == aln::v1::FULL ? "parallel.policy.shard: full"
-         : par.placement() == aln::v1::SEPARATE                            ? "parallel.placement: separate"
-         : !mixed_precision && par.rollout().ranks() > 0                   ? "parallel.rollout.ranks"
-                                                                           : nullptr;
+  return par.policy().pipeline_parallel() > 1          ? "parallel.policy.pipeline_parallel > 1"
+         : config::policy_shard(spec) == aln::v1::FULL ? "parallel.policy.shard: full"
+         : par.placement() == aln::v1::SEPARATE        ? "parallel.placement: separate"
+         : par.rollout().ranks() > 0                   ? "parallel.rollout.ranks"
+                                                       : nullptr;
 }
 
 }  // namespace
+
+at::ScalarType job_compute_dtype(const aln::v1::JobSpec& spec) {
+  return spec.model().dtype() == aln::v1::BFLOAT16 ? at::kBFloat16 : at::kFloat;
+}
+
+model::DecoderModel stored_for_job(const aln::v1::JobSpec& spec, model::DecoderModel m) {
+  const at::ScalarType dtype = job_compute_dtype(spec);
+  if (m.storage_dtype() == dtype) return m;
+  model::DecoderModel out = m.to(dtype);
+  out.set_compute_dtype(at::ScalarType::Undefined);  // stored as it computes
+  return out;
+}
 
 // Settings the schema already has but the engine does not implement yet are refused by name, not
 // silently ignored.
@@ -50,14 +59,9 @@ absl::Status check_supported(const aln::v1::JobSpec& spec) {
     return absl::UnimplementedError(
         "model.dtype: float16 needs loss scaling, which Aln does not do; use bfloat16 (same width, float32's range)");
   }
-  // Mixed precision runs where each rank's passes have the policy in this process (whole, or
-  // gathered from float32 shards) with its reference and reward models; the other layouts send
-  // activations or weights between processes in float32.
-  if (const char* not_yet = multi_process_layout(spec, /*mixed_precision=*/true);
-      spec.model().dtype() == aln::v1::BFLOAT16 && not_yet) {
-    return absl::UnimplementedError(absl::StrCat("model.dtype: bfloat16 with ", not_yet,
-                                                 " is not supported yet; remove it or set model.dtype: float32"));
-  }
+  // Mixed precision runs in every layout: activations between pipeline stages travel in the
+  // compute dtype (MPI moves them as 16-bit words), weights and answers between roles in float32,
+  // and each role stores its frozen models in the compute dtype as a colocated run does.
   if (spec.runtime().device() == aln::v1::CUDA) {
     // What runs on a GPU so far: one process, or data-parallel ranks over MPI (through host buffers),
     // each whole policy on its rank's GPU with its reference and reward models. Overlap's gradient

@@ -364,9 +364,7 @@ absl::Status place_policy(PolicyWorker& w) {
 
 }  // namespace
 
-at::ScalarType compute_dtype(const PolicyWorker& w) {
-  return w.spec.model().dtype() == aln::v1::BFLOAT16 ? at::kBFloat16 : at::kFloat;
-}
+at::ScalarType compute_dtype(const PolicyWorker& w) { return job_compute_dtype(w.spec); }
 
 model::DecoderModel placed(const PolicyWorker& w, model::DecoderModel m) {
   if (m.device() == w.device && m.storage_dtype() == compute_dtype(w)) return m;

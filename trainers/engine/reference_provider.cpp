@@ -64,7 +64,7 @@ absl::Status open_remote_each_step(PolicyWorker& w, StageRun& s) {
       if (!config.ok()) return config.status();
       auto last = model::load_hf_stage(path, config->num_layers - 1, config->num_layers);
       if (!last.ok()) return last.status();
-      ref.head = last->output_weight().detach().clone();
+      ref.head = last->output_weight().detach().to(compute_dtype(w), /*non_blocking=*/false, /*copy=*/true);
     }
   }
   ref.for_trainers = open_reference_stage(*w.process.remote_reference, ref.model ? &*ref.model : nullptr,

@@ -283,7 +283,10 @@ absl::Status run_reference_role(const aln::v1::JobSpec& spec, const RemoteRefere
       if (!from_path.ok()) return from_path.status();
       loaded = std::move(*from_path);
     }
-    const model::DecoderModel& reference = loaded ? *loaded : policy;
+    // Stored as a colocated run stores its reference (bfloat16 under mixed precision), so the answers
+    // are the same bits; the policy ranks send float32 weights (exact for bfloat16 values).
+    const model::DecoderModel reference = stored_for_job(spec, loaded ? std::move(*loaded) : policy);
+    loaded.reset();
     if (flag >= 3) {
       absl::Status served = serve_each_step(remote, index, reference);
       if (!served.ok()) return served;

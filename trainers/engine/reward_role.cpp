@@ -12,6 +12,7 @@
 #include "core/error.h"
 #include "core/model/hf_checkpoint.h"
 #include "core/status.h"
+#include "trainers/engine/job_setup.h"
 
 namespace aln::engine {
 namespace {
@@ -101,7 +102,7 @@ absl::Status run_reward_role(const aln::v1::JobSpec& spec, const RewardPlacement
         for (const auto& rm : stage.reward_models()) {
           auto m = model::load_hf_model(rm.path());
           if (!m.ok()) ALN_FAIL("reward_models: ", model_name(rm), ": ", m.status().message());
-          models.push_back(std::move(*m));
+          models.push_back(stored_for_job(spec, std::move(*m)));  // as a colocated run stores them
         }
         loaded.erase(loaded.begin(), loaded.lower_bound(request.stage() - 1));
         log.info("stage %s: %d reward model(s) loaded on reward rank %d (serving policy rank(s) %s)",
