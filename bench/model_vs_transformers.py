@@ -3,6 +3,8 @@
 Builds a tiny random Llama (or GPT-2, --architecture gpt2) with transformers, saves it (safetensors), runs greedy generation with the
 KV cache (batch 8, 128 new tokens) and a batched forward in transformers, then runs bench/model_bench
 (Aln) on the same directory. Aln must reproduce transformers' generated tokens before any timing counts.
+Both sides run with the same allocator setting (glibc's mmap and trim thresholds at 1 GiB, what `aln` sets for
+itself; --stock-allocator leaves both at glibc's defaults).
 Also reports the decoding step's memory floor (weight bytes read per step / measured read bandwidth).
 
   .venv/bin/python bench/model_vs_transformers.py build/bin/model_bench [--threads 2] [--out bench.json]
@@ -12,6 +14,7 @@ import json
 import os
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -29,7 +32,16 @@ parser.add_argument("--repeats", type=int, default=9)
 parser.add_argument("--architecture", choices=("llama", "gpt2"), default="llama",
                     help="gpt2: the same sizes as GPT-2 (learned positions, Conv1D layers stored [in, out], GELU)")
 parser.add_argument("--out", default="")
+parser.add_argument("--stock-allocator", action="store_true",
+                    help="leave glibc's malloc thresholds at their defaults for both sides (by default both run with "
+                         "the mmap and trim thresholds at 1 GiB, the setting `aln` applies to itself)")
 args = parser.parse_args()
+
+# Fairness: the same allocator setting on both sides. glibc reads these at process start, so this
+# process restarts itself with them; model_bench (Aln) inherits them.
+ALLOCATOR = {"MALLOC_MMAP_THRESHOLD_": "1073741824", "MALLOC_TRIM_THRESHOLD_": "1073741824"}
+if not args.stock_allocator and any(os.environ.get(k) != v for k, v in ALLOCATOR.items()):
+    os.execve(sys.executable, [sys.executable] + sys.argv, {**os.environ, **ALLOCATOR})
 
 torch.set_num_threads(args.threads)
 torch.manual_seed(0)
@@ -88,7 +100,9 @@ result = {
                "kv_heads": 8 if args.architecture == "gpt2" else 4, "vocab": 32000,
                "dtype": "float32", "threads": args.threads, "batch": args.batch, "prompt_len": args.prompt_len,
                "new_tokens": args.new_tokens, "forward_len": args.forward_len, "repeats": args.repeats,
-               "torch": torch.__version__, "transformers": tr.__version__},
+               "torch": torch.__version__, "transformers": tr.__version__,
+               "allocator": "glibc defaults" if args.stock_allocator else
+               "MALLOC_MMAP_THRESHOLD_ = MALLOC_TRIM_THRESHOLD_ = 1 GiB, both sides"},
     "aln_matches_transformers_tokens": aln["correct"],
     "generate_tokens_per_s": {"aln": aln["generate_tokens_per_s"],
                               "transformers": args.batch * args.new_tokens / hf_gen},
