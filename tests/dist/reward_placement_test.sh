@@ -6,6 +6,7 @@
 #  - DPO then GRPO with a KL term (beta > 0), the reference and the reward model each on a rank of
 #    its own (4 processes): the reference rank computes DPO's sums up front, then answers GRPO's
 #    per-token log-prob requests each step; the same as colocated, bit for bit, KL included;
+#  - the same with GRPO's generation on a rollout rank besides (5 processes: every role separate);
 #  - that job killed mid-GRPO and resumed (rank 0 kept the reference for the checkpoint and sends
 #    it again) ends where the uninterrupted one does;
 #  - the same under model.dtype: bfloat16 (the reward rank stores the model in bfloat16 as colocated);
@@ -95,6 +96,13 @@ train two-colocated 2 colocated 1 yes "" 10 0.04
 train two-separate 4 separate 1 yes "" 10 0.04
 check "DPO then GRPO with a KL term, reference and reward model each on a rank of its own: same as colocated" \
   "same two-colocated two-separate"
+# Every role on ranks of its own: 2 policy ranks, the reference, the reward model and GRPO's generation
+# on a rollout rank (5 processes; the rollout ranks come last).
+job two-rollout separate 1 yes "" 10 0.04 >"$work/two-rollout.yaml"
+sed -i 's/reward: {data_parallel: 1}/reward: {data_parallel: 1}, rollout: {ranks: 1}/' "$work/two-rollout.yaml"
+mpi 5 "$ALN" train "$work/two-rollout.yaml" >"$work/two-rollout.out" 2>&1; rc=$?
+check "policy, reference, reward model and rollouts each on ranks of their own (rc $rc): same as colocated" \
+  "[[ $rc -eq 0 ]] && grep -q 'rollout ranks: generation runs on world ranks 4..4' '$work/two-rollout.out' && same two-colocated two-rollout"
 check "the KL term is in the compared losses" \
   "grep -q '\"kl\":[0-9.e-]*[1-9]' '$work/two-separate/train_log.jsonl'"
 check "the 4-process job placed both roles and served GRPO's reference each step" \
