@@ -20,14 +20,8 @@ class GrpoTrainer final : public Trainer {
 
   // The engine's producer samples: with the snapshot (max_staleness) in training, on-policy otherwise.
   RolloutPlan rollout_plan() const override {
-    RolloutPlan plan;
-    plan.group_size = o_.group_size();
-    plan.generation.max_new_tokens = o_.max_new_tokens();
-    plan.generation.temperature = o_.temperature();
-    plan.generation.top_k = o_.top_k();
-    plan.generation.top_p = o_.top_p();
-    plan.max_staleness = o_.max_staleness();
-    return plan;
+    return sampling_plan(o_.group_size(), o_.max_new_tokens(), o_.temperature(), o_.top_k(), o_.top_p(),
+                         o_.max_staleness());
   }
 
   LossOutput compute_loss(const std::vector<const buffer::Example*>& batch, StepContext& ctx) override {

@@ -130,13 +130,7 @@ class HairTrainer final : public Trainer {
 
   // On-policy samples, which the engine's producer draws before each step's loss.
   RolloutPlan rollout_plan() const override {
-    RolloutPlan plan;
-    plan.group_size = o_.group_size();
-    plan.generation.max_new_tokens = o_.max_new_tokens();
-    plan.generation.temperature = o_.temperature();
-    plan.generation.top_k = o_.top_k();
-    plan.generation.top_p = o_.top_p();
-    return plan;
+    return sampling_plan(o_.group_size(), o_.max_new_tokens(), o_.temperature(), o_.top_k(), o_.top_p());
   }
 
   LossOutput compute_loss(const std::vector<const buffer::Example*>& batch, StepContext& ctx) override {

@@ -142,6 +142,18 @@ kernels::GrpoLossOutput rollout_grpo_loss(const RolloutBatch& rollouts, const St
       options.token_mean ? kernels::GrpoNormalization::kTokenMean : kernels::GrpoNormalization::kSequenceMean);
 }
 
+RolloutPlan sampling_plan(int64_t group_size, int64_t max_new_tokens, double temperature, int64_t top_k, double top_p,
+                          int64_t max_staleness) {
+  RolloutPlan plan;
+  plan.group_size = group_size;
+  plan.generation.max_new_tokens = max_new_tokens;
+  plan.generation.temperature = temperature;
+  plan.generation.top_k = top_k;
+  plan.generation.top_p = top_p;
+  plan.max_staleness = max_staleness;
+  return plan;
+}
+
 const RolloutBatch& take_rollouts(const std::vector<const buffer::Example*>& batch, const StepContext& ctx,
                                   const RolloutPlan& plan, const char* method) {
   ALN_CHECK(ctx.rollouts != nullptr, method,

@@ -81,6 +81,10 @@ struct RolloutLossOptions {
 kernels::GrpoLossOutput rollout_grpo_loss(const RolloutBatch& rollouts, const StepContext& ctx,
                                           const at::Tensor& advantages, const RolloutLossOptions& options);
 
+// A plan from the sampling options GRPO and HAIR share (the controllable method sets fewer).
+RolloutPlan sampling_plan(int64_t group_size, int64_t max_new_tokens, double temperature, int64_t top_k, double top_p,
+                          int64_t max_staleness = 0);
+
 // The micro-batch's rollouts the engine produced for `method`'s plan (StepContext::rollouts),
 // checked: one row per prompt and sample, sampled by a policy at most plan.max_staleness versions
 // behind ctx.step (training; evaluation samples on-policy). Throws naming the method otherwise.
