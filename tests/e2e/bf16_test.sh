@@ -123,6 +123,13 @@ for shard in none full; do
   mpi 2 "$ALN" train "$work/dp-$shard.yaml" >"$work/dp-$shard.out" 2>&1; rc=$?
   check "bfloat16 on 2 ranks, shard $shard, exits 0 (rc $rc): $(grep -v '^ ' "$work/dp-$shard.out" | tail -1)" "[[ $rc -eq 0 ]]"
 done
+# The same 2 sharded ranks with the reference on a rank of its own (sent the weights put together
+# on the first rank; Ra-DPO's head kept on the policy ranks in bfloat16, as the sharded reference's).
+sed "s/^parallel: .*/parallel: {policy: {data_parallel: 2, shard: full}, placement: separate, deterministic: true}/; s|^output_dir: .*|output_dir: $work/sep-full|" \
+  "$work/dp-full.yaml" >"$work/sep-full.yaml"
+mpi 3 "$ALN" train "$work/sep-full.yaml" >"$work/sep-full.out" 2>&1; rc=$?
+check "bfloat16 fully sharded with the reference on a rank of its own (rc $rc): the colocated sharded run's losses and final model, bit for bit" \
+  "[[ $rc -eq 0 ]] && diff <(losses '$work/dp-full/train_log.jsonl') <(losses '$work/sep-full/train_log.jsonl') >/dev/null && cmp -s '$work/dp-full/final/model.safetensors' '$work/sep-full/final/model.safetensors'"
 # GRPO's generation on a rollout rank of its own: sent the float32 weights and the dtype they compute
 # in, it samples what the colocated bfloat16 run samples.
 sed "s/^parallel: .*/parallel: {policy: {data_parallel: 1}, rollout: {ranks: 1}, deterministic: true}/; s|^output_dir: .*|output_dir: $work/rr|" \

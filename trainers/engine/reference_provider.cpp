@@ -185,7 +185,9 @@ absl::Status provide_reference(PolicyWorker& w, StageRun& s) {
         if (whole && wanted) ref.model = std::move(*whole);
       } else if (w.fsdp) {
         model::DecoderModel whole = w.policy_copy();  // collective: every policy rank takes part
-        if (wanted) ref.model = std::move(whole);
+        // Stored as the unsharded run's frozen copy is (bfloat16 under mixed precision): the same
+        // answers, and the same head for hidden-state trainers whichever ranks hold it.
+        if (wanted) ref.model = placed(w, std::move(whole));
       } else if (wanted) {
         ref.model = frozen_copy(w, *w.policy);
       }
