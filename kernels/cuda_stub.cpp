@@ -18,5 +18,13 @@ int device_count(std::string* reason) {
 }
 absl::StatusOr<DeviceInfo> device_info(int) { return not_built(); }
 absl::Status token_logprobs_f32(const float*, const int64_t*, int64_t, int64_t, float*, void*) { return not_built(); }
+absl::Status tile_logsumexp(const void*, TileDtype, int64_t, int64_t, int64_t, float, const int64_t*, int64_t, float*,
+                            float*, float*, void*) {
+  return not_built();
+}
+absl::Status tile_softmax_grad(void*, TileDtype, int64_t, int64_t, int64_t, float, const int64_t*, int64_t,
+                               const float*, const float*, void*) {
+  return not_built();
+}
 absl::Status token_logprobs_f32_host(const float*, const int64_t*, int64_t, int64_t, float*) { return not_built(); }
 }  // namespace aln::kernels::cuda

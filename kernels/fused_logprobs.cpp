@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
 // The one kernel with a backward of its own: the autograd Function API lives outside ATen.
 #include <torch/csrc/autograd/custom_function.h>
 
@@ -13,6 +14,7 @@
 #include "core/model/gemm_avx512.h"
 #include "core/model/matrix_view.h"
 #include "core/model/tile_softmax.h"
+#include "kernels/cuda_kernels.h"
 
 namespace aln::kernels {
 namespace {
@@ -21,6 +23,11 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 constexpr int64_t kTileBytes = int64_t{8} << 20;
+// On a GPU a tile is one GEMM launch and two kernel launches: tiles of 8 MiB would cut a real batch's
+// projection (16k rows x 152k vocabulary) into over a thousand launches of GEMMs too thin to reach
+// the device's peak. 128 MiB keeps each GEMM at least a few thousand columns wide for up to 8k rows,
+// and stays small beside the device's memory (about Liger's chunk of that batch).
+constexpr int64_t kCudaTileBytes = int64_t{128} << 20;
 
 // The dtype reductions run in: float32 for half types, else the input's.
 at::ScalarType compute_type(at::ScalarType t) {
@@ -45,6 +52,30 @@ using model::transposed_of;
 bool row_kernels(const at::Tensor& hidden) {
   return hidden.device().is_cpu() && hidden.scalar_type() == at::kFloat && model::gemm_avx512_available();
 }
+
+// Whether a tile's elementwise work runs in Aln's CUDA kernels (kernels/cuda/fused_tiles.cu): CUDA
+// tensors in float32 or a 16-bit float, with the kernels compiled in. The tile's logits then stay in
+// the product's dtype (the kernels read 16-bit floats and compute in float32), the temperature is
+// applied inside the kernels, and the backward GEMMs take the gradient in that dtype (bfloat16
+// operands run at the tensor cores' rate; float32 ones at a tenth of it).
+bool cuda_tiles(const at::Tensor& hidden) {
+  return hidden.is_cuda() && hidden.scalar_type() != at::kDouble && cuda::compiled();
+}
+
+cuda::TileDtype tile_dtype(at::ScalarType t) {
+  if (t == at::kBFloat16) return cuda::TileDtype::kBFloat16;
+  if (t == at::kHalf) return cuda::TileDtype::kFloat16;
+  return cuda::TileDtype::kFloat32;
+}
+
+// The stream ATen queues this device's work on, so the kernels run in order with the GEMMs around
+// them. Through c10's device-generic interface: this library does not link LibTorch's CUDA library,
+// which a job that asks for a GPU loads at run time (core/model/device.h).
+void* current_stream(const at::Tensor& t) {
+  return c10::impl::getDeviceGuardImpl(t.device().type())->getStream(t.device()).native_handle();
+}
+
+void throw_unless_ok(const absl::Status& s) { ALN_CHECK(s.ok(), "fused_token_logprobs on CUDA: ", s.message()); }
 
 // One vocabulary tile's logits [N, tile] in the compute dtype (contiguous), divided by the temperature.
 at::Tensor tile_logits(const at::Tensor& hidden, const at::Tensor& weight_tile, double temperature) {
@@ -107,9 +138,19 @@ class FusedLogprobs : public torch::autograd::Function<FusedLogprobs> {
     at::Tensor running_max = at::full({n}, -std::numeric_limits<double>::infinity(), opts);
     at::Tensor running_sum = at::zeros({n}, opts);
     at::Tensor picked = at::zeros({n}, opts);
-    const bool rows = row_kernels(hidden);
+    const bool rows = row_kernels(hidden), device = cuda_tiles(hidden);
     for (int64_t start = 0; start < vocab; start += tile) {
       const int64_t size = std::min(tile, vocab - start);
+      if (device) {  // the product's dtype; the temperature is applied in the kernel
+        const at::Tensor logits = at::mm(hidden, weight.narrow(0, start, size).t());
+        if (keep_logits) ctx->saved_data["logits"] = logits;
+        throw_unless_ok(
+            cuda::tile_logsumexp(logits.const_data_ptr(), tile_dtype(logits.scalar_type()), n, size, logits.stride(0),
+                                 static_cast<float>(temperature), targets.const_data_ptr<int64_t>(), start,
+                                 running_max.mutable_data_ptr<float>(), running_sum.mutable_data_ptr<float>(),
+                                 picked.mutable_data_ptr<float>(), current_stream(logits)));
+        continue;
+      }
       if (rows) {  // the temperature is applied in the sweep
         const at::Tensor logits = tile_logits(hidden, weight.narrow(0, start, size), 1.0);
         if (keep_logits) ctx->saved_data["logits"] = logits;
@@ -151,8 +192,8 @@ class FusedLogprobs : public torch::autograd::Function<FusedLogprobs> {
     const bool want_hidden = ctx->needs_input_grad(0), want_weight = ctx->needs_input_grad(1);
     at::Tensor grad_hidden = want_hidden ? at::zeros(hidden.sizes(), hidden.options().dtype(ct)) : at::Tensor();
     at::Tensor grad_weight = want_weight ? at::empty(weight.sizes(), weight.options()) : at::Tensor();
-    const at::Tensor h = hidden.to(ct);
-    const bool rows = row_kernels(hidden);
+    const bool rows = row_kernels(hidden), device = cuda_tiles(hidden);
+    const at::Tensor h = device ? hidden : hidden.to(ct);
     for (int64_t start = 0; start < vocab; start += tile) {
       const int64_t size = std::min(tile, vocab - start);
       const at::Tensor w = weight.narrow(0, start, size);
@@ -165,6 +206,25 @@ class FusedLogprobs : public torch::autograd::Function<FusedLogprobs> {
         ctx->saved_data.erase("logits");
       }
       at::Tensor grad_logits;
+      if (device) {
+        grad_logits = kept.defined() ? kept : at::mm(hidden, w.t());
+        throw_unless_ok(cuda::tile_softmax_grad(
+            grad_logits.mutable_data_ptr(), tile_dtype(grad_logits.scalar_type()), hidden.size(0), size,
+            grad_logits.stride(0), static_cast<float>(temperature), targets.const_data_ptr<int64_t>(), start,
+            lse.const_data_ptr<float>(), g.const_data_ptr<float>(), current_stream(grad_logits)));
+        if (want_hidden) {  // float32 accumulation across tiles; each tile's product in the gradient's dtype
+          if (grad_logits.scalar_type() == grad_hidden.scalar_type()) {
+            grad_hidden.addmm_(grad_logits, w);
+          } else {
+            grad_hidden.add_(at::mm(grad_logits, w));
+          }
+        }
+        if (want_weight) {
+          at::Tensor rows_of_w = grad_weight.narrow(0, start, size);
+          at::mm_out(rows_of_w, grad_logits.t(), hidden);
+        }
+        continue;
+      }
       if (rows) {
         grad_logits = kept.defined() ? kept : tile_logits(hidden, w, 1.0);
         model::tile_softmax_grad(grad_logits.mutable_data_ptr<float>(), hidden.size(0), size, grad_logits.stride(0),
@@ -191,9 +251,9 @@ class FusedLogprobs : public torch::autograd::Function<FusedLogprobs> {
 
 }  // namespace
 
-int64_t fused_logprobs_tile(int64_t rows) {
+int64_t fused_logprobs_tile(int64_t rows, const c10::Device& device) {
   const int64_t column_bytes = std::max<int64_t>(rows, 1) * static_cast<int64_t>(sizeof(float));
-  return std::max<int64_t>(1, kTileBytes / column_bytes);
+  return std::max<int64_t>(1, (device.is_cuda() ? kCudaTileBytes : kTileBytes) / column_bytes);
 }
 
 bool fused_logprobs_preferred(int64_t rows, int64_t vocab, const c10::Device& device) {
@@ -215,7 +275,7 @@ at::Tensor fused_token_logprobs(const at::Tensor& hidden, const at::Tensor& weig
   ALN_CHECK(temperature > 0, "fused_token_logprobs: temperature must be positive");
   const int64_t columns = keep_logits ? std::max<int64_t>(weight.size(0), 1)
                           : tile > 0  ? tile
-                                      : fused_logprobs_tile(hidden.size(0));
+                                      : fused_logprobs_tile(hidden.size(0), hidden.device());
   // Without autograd there is no backward to keep the logits for (one tile still: where keeping is
   // chosen, one tile also measured a few percent faster than tiles for a frozen reference's pass).
   const bool keep = keep_logits && at::GradMode::is_enabled() && (hidden.requires_grad() || weight.requires_grad());

@@ -1,14 +1,14 @@
 #pragma once
 // Token log-probabilities straight from the last hidden states and the output projection, without
 // ever holding the [N, V] logits: log p(t_i | h_i) = (h_i · W[t_i]) / T − logsumexp_v((h_i · W[v]) / T).
-// The vocabulary is processed in tiles of [N, tile] logits (about 8 MiB), with an online
+// The vocabulary is processed in tiles of [N, tile] logits (about 8 MiB; 128 MiB on a GPU), with an online
 // log-sum-exp; the backward pass recomputes each tile's logits from the saved log-sum-exp, adds the
 // tile's share of the hidden states' gradient and writes the tile's rows of W's gradient. W and its
 // gradient are touched once per pass; the hidden states, small beside them, are reused by every
 // tile. For a GPT-2-sized vocabulary that turns the largest activation of training (logits and
 // their gradient, N × 50,257 floats each) into one tile of a few MB, at the price of one more GEMM
-// in backward. Nothing is read on the host. The CUDA version (issue #21) shares this interface and
-// its tests.
+// in backward. Nothing is read on the host. On CUDA the same function runs its tiles' elementwise work
+// in Aln's kernels (kernels/cuda/fused_tiles.cu), on the logits in the training dtype.
 #include <cstdint>
 
 #include <ATen/core/Tensor.h>
@@ -27,8 +27,9 @@ namespace aln::kernels {
 at::Tensor fused_token_logprobs(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& targets,
                                 double temperature = 1.0, int64_t tile = 0, bool keep_logits = false);
 
-// The columns per tile `tile` 0 stands for, for `rows` hidden states (at least 1).
-int64_t fused_logprobs_tile(int64_t rows);
+// The columns per tile `tile` 0 stands for, for `rows` hidden states on `device` (at least 1): about
+// 8 MiB of float32 logits on the CPU (a cache-sized tile), 128 MiB on a GPU (GEMMs wide enough).
+int64_t fused_logprobs_tile(int64_t rows, const c10::Device& device = c10::Device(c10::kCPU));
 
 // Whether tiles recomputed in backward are the choice for `rows` hidden states and a `vocab`-row
 // projection on `device` (true), or all the logits kept (keep_logits). Keeping saves the recompute (a

@@ -56,6 +56,47 @@ absl::Status token_logprobs_f32(const float* logits, const int64_t* targets, int
   return check(detail::launch_token_logprobs_f32(logits, targets, rows, vocab, out, stream), "token_logprobs launch");
 }
 
+namespace {
+detail::TileDtype device_dtype(TileDtype d) {
+  switch (d) {
+    case TileDtype::kBFloat16:
+      return detail::TileDtype::kBFloat16;
+    case TileDtype::kFloat16:
+      return detail::TileDtype::kFloat16;
+    case TileDtype::kFloat32:
+      break;
+  }
+  return detail::TileDtype::kFloat32;
+}
+
+absl::Status check_tile(int64_t n, int64_t size, int64_t ld) {
+  if (size <= 0 || ld < size)
+    return absl::InvalidArgumentError(absl::StrCat("tile of ", size, " columns, stride ", ld));
+  if (n > 2147483647LL) return absl::InvalidArgumentError("too many rows for one launch");
+  return absl::OkStatus();
+}
+}  // namespace
+
+absl::Status tile_logsumexp(const void* logits, TileDtype dtype, int64_t n, int64_t size, int64_t ld, float temperature,
+                            const int64_t* targets, int64_t start, float* running_max, float* running_sum,
+                            float* picked, void* stream) {
+  if (n == 0) return absl::OkStatus();
+  if (absl::Status s = check_tile(n, size, ld); !s.ok()) return s;
+  return check(detail::launch_tile_logsumexp(logits, device_dtype(dtype), n, size, ld, temperature, targets, start,
+                                             running_max, running_sum, picked, stream),
+               "tile_logsumexp launch");
+}
+
+absl::Status tile_softmax_grad(void* logits, TileDtype dtype, int64_t n, int64_t size, int64_t ld, float temperature,
+                               const int64_t* targets, int64_t start, const float* lse, const float* grad,
+                               void* stream) {
+  if (n == 0) return absl::OkStatus();
+  if (absl::Status s = check_tile(n, size, ld); !s.ok()) return s;
+  return check(detail::launch_tile_softmax_grad(logits, device_dtype(dtype), n, size, ld, temperature, targets, start,
+                                                lse, grad, stream),
+               "tile_softmax_grad launch");
+}
+
 absl::Status token_logprobs_f32_host(const float* logits, const int64_t* targets, int64_t rows, int64_t vocab,
                                      float* out) {
   for (int64_t i = 0; i < rows; ++i) {

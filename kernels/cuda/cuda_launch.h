@@ -8,6 +8,13 @@ int get_device_count(int* count);
 const char* error_string(int code);
 int launch_token_logprobs_f32(const float* logits, const int64_t* targets, int64_t rows, int64_t vocab, float* out,
                               void* stream);
+// The storage type of a vocabulary tile's logits (kernels/cuda/fused_tiles.cu).
+enum class TileDtype { kFloat32, kBFloat16, kFloat16 };
+int launch_tile_logsumexp(const void* logits, TileDtype dtype, int64_t n, int64_t size, int64_t ld, float temperature,
+                          const int64_t* targets, int64_t start, float* running_max, float* running_sum, float* picked,
+                          void* stream);
+int launch_tile_softmax_grad(void* logits, TileDtype dtype, int64_t n, int64_t size, int64_t ld, float temperature,
+                             const int64_t* targets, int64_t start, const float* lse, const float* grad, void* stream);
 int device_alloc(void** ptr, int64_t bytes);
 int device_free(void* ptr);
 int copy_to_device(void* dst, const void* src, int64_t bytes);
