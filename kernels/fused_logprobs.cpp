@@ -2,7 +2,9 @@
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
+#include <c10/core/DeviceGuard.h>
 #include <c10/core/impl/DeviceGuardImplInterface.h>
+#include <torch/version.h>
 // The one kernel with a backward of its own: the autograd Function API lives outside ATen.
 #include <torch/csrc/autograd/custom_function.h>
 
@@ -54,25 +56,36 @@ bool row_kernels(const at::Tensor& hidden) {
 }
 
 // Whether a tile's elementwise work runs in Aln's CUDA kernels (kernels/cuda/fused_tiles.cu): CUDA
-// tensors in float32 or a 16-bit float, with the kernels compiled in. The tile's logits then stay in
-// the product's dtype (the kernels read 16-bit floats and compute in float32), the temperature is
-// applied inside the kernels, and the backward GEMMs take the gradient in that dtype (bfloat16
-// operands run at the tensor cores' rate; float32 ones at a tenth of it).
+// tensors in float32 or bfloat16, with the kernels compiled in (and LibTorch 2.11 or newer, whose
+// streams give their native handle). The tile's logits then stay in the product's dtype (the kernels
+// read bfloat16 and compute in float32), the temperature is applied inside the kernels, and the
+// backward GEMMs take the gradient in that dtype (bfloat16 operands run at the tensor cores' rate;
+// float32 ones at a tenth of it). Not float16: its gradient tile would flush small probabilities
+// times small upstream gradients to zero without loss scaling; ATen ops in float32 take it.
 bool cuda_tiles(const at::Tensor& hidden) {
-  return hidden.is_cuda() && hidden.scalar_type() != at::kDouble && cuda::compiled();
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 11)
+  return hidden.is_cuda() && (hidden.scalar_type() == at::kFloat || hidden.scalar_type() == at::kBFloat16) &&
+         cuda::compiled();
+#else
+  return false;
+#endif
 }
 
 cuda::TileDtype tile_dtype(at::ScalarType t) {
-  if (t == at::kBFloat16) return cuda::TileDtype::kBFloat16;
-  if (t == at::kHalf) return cuda::TileDtype::kFloat16;
-  return cuda::TileDtype::kFloat32;
+  return t == at::kBFloat16 ? cuda::TileDtype::kBFloat16 : cuda::TileDtype::kFloat32;
 }
 
 // The stream ATen queues this device's work on, so the kernels run in order with the GEMMs around
 // them. Through c10's device-generic interface: this library does not link LibTorch's CUDA library,
-// which a job that asks for a GPU loads at run time (core/model/device.h).
+// which a job that asks for a GPU loads at run time (core/model/device.h). The kernels launch on the
+// thread's current device, which the callers set to the tensors' (c10::OptionalDeviceGuard).
 void* current_stream(const at::Tensor& t) {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 11)
   return c10::impl::getDeviceGuardImpl(t.device().type())->getStream(t.device()).native_handle();
+#else
+  (void)t;
+  return nullptr;
+#endif
 }
 
 void throw_unless_ok(const absl::Status& s) { ALN_CHECK(s.ok(), "fused_token_logprobs on CUDA: ", s.message()); }
@@ -139,6 +152,8 @@ class FusedLogprobs : public torch::autograd::Function<FusedLogprobs> {
     at::Tensor running_sum = at::zeros({n}, opts);
     at::Tensor picked = at::zeros({n}, opts);
     const bool rows = row_kernels(hidden), device = cuda_tiles(hidden);
+    c10::OptionalDeviceGuard on_device;  // the kernels launch on the current device: the tensors'
+    if (device) on_device.reset_device(hidden.device());
     for (int64_t start = 0; start < vocab; start += tile) {
       const int64_t size = std::min(tile, vocab - start);
       if (device) {  // the product's dtype; the temperature is applied in the kernel
@@ -194,6 +209,8 @@ class FusedLogprobs : public torch::autograd::Function<FusedLogprobs> {
     at::Tensor grad_weight = want_weight ? at::empty(weight.sizes(), weight.options()) : at::Tensor();
     const bool rows = row_kernels(hidden), device = cuda_tiles(hidden);
     const at::Tensor h = device ? hidden : hidden.to(ct);
+    c10::OptionalDeviceGuard on_device;
+    if (device) on_device.reset_device(hidden.device());
     for (int64_t start = 0; start < vocab; start += tile) {
       const int64_t size = std::min(tile, vocab - start);
       const at::Tensor w = weight.narrow(0, start, size);

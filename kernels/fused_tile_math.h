@@ -42,4 +42,16 @@ ALN_HOST_DEVICE float tile_grad_value(float logit, float temperature, float lse,
   return value / temperature;
 }
 
+// One lane's share of a row's columns [first, last) of a tile, overwritten with their gradients
+// (tile_grad_value) in the logits' storage type: columns first + lane, first + lane + lanes, ...
+// `local_target` is the row's target minus the tile's start (outside [0, size) when not in the tile).
+template <typename T, typename ToFloat, typename FromFloat>
+ALN_HOST_DEVICE void tile_grad_lane(T* row, int64_t first, int64_t last, int lane, int lanes, float temperature,
+                                    int64_t local_target, float lse, float grad, ToFloat to_float,
+                                    FromFloat from_float) {
+  for (int64_t v = first + lane; v < last; v += lanes) {
+    row[v] = from_float(tile_grad_value(to_float(row[v]), temperature, lse, grad, v == local_target));
+  }
+}
+
 }  // namespace aln::kernels

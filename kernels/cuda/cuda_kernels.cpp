@@ -73,6 +73,9 @@ absl::Status check_tile(int64_t n, int64_t size, int64_t ld) {
   if (size <= 0 || ld < size)
     return absl::InvalidArgumentError(absl::StrCat("tile of ", size, " columns, stride ", ld));
   if (n > 2147483647LL) return absl::InvalidArgumentError("too many rows for one launch");
+  if ((size + detail::kTileGradColumnsPerBlock - 1) / detail::kTileGradColumnsPerBlock > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat("a tile of ", size, " columns is wider than one launch covers"));
+  }
   return absl::OkStatus();
 }
 }  // namespace

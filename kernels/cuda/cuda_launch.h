@@ -8,7 +8,9 @@ int get_device_count(int* count);
 const char* error_string(int code);
 int launch_token_logprobs_f32(const float* logits, const int64_t* targets, int64_t rows, int64_t vocab, float* out,
                               void* stream);
-// The storage type of a vocabulary tile's logits (kernels/cuda/fused_tiles.cu).
+// The storage type of a vocabulary tile's logits (kernels/cuda/fused_tiles.cu), and the columns of a
+// row one block of its gradient kernel covers.
+constexpr int64_t kTileGradColumnsPerBlock = 256 * 8;
 enum class TileDtype { kFloat32, kBFloat16, kFloat16 };
 int launch_tile_logsumexp(const void* logits, TileDtype dtype, int64_t n, int64_t size, int64_t ld, float temperature,
                           const int64_t* targets, int64_t start, float* running_max, float* running_sum, float* picked,

@@ -19,8 +19,10 @@ namespace aln::kernels::cuda::detail {
 namespace {
 
 constexpr int kThreads = 256;
-// Columns one block of the gradient kernel covers (kThreads x 8 elements per thread).
-constexpr int64_t kGradColumnsPerBlock = kThreads * 8;
+// Columns one block of the gradient kernel covers (kThreads x 8 elements per thread); the host side
+// checks that a tile needs at most 65,535 such blocks per row (a grid's second dimension).
+constexpr int64_t kGradColumnsPerBlock = kTileGradColumnsPerBlock;
+static_assert(kGradColumnsPerBlock % kThreads == 0, "whole rounds of the block's threads");
 
 struct ToFloat {
   __host__ __device__ __forceinline__ float operator()(float x) const { return x; }
@@ -29,19 +31,19 @@ struct ToFloat {
 };
 
 template <typename T>
-__device__ __forceinline__ T from_float(float x);
+struct FromFloat;
 template <>
-__device__ __forceinline__ float from_float<float>(float x) {
-  return x;
-}
+struct FromFloat<float> {
+  __host__ __device__ __forceinline__ float operator()(float x) const { return x; }
+};
 template <>
-__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) {
-  return __float2bfloat16_rn(x);
-}
+struct FromFloat<__nv_bfloat16> {
+  __host__ __device__ __forceinline__ __nv_bfloat16 operator()(float x) const { return __float2bfloat16_rn(x); }
+};
 template <>
-__device__ __forceinline__ __half from_float<__half>(float x) {
-  return __float2half_rn(x);
-}
+struct FromFloat<__half> {
+  __host__ __device__ __forceinline__ __half operator()(float x) const { return __float2half_rn(x); }
+};
 
 template <typename T>
 __global__ void tile_logsumexp_kernel(const T* __restrict__ logits, int64_t size, int64_t ld, float temperature,
@@ -67,14 +69,10 @@ __global__ void tile_softmax_grad_kernel(T* logits, int64_t size, int64_t ld, fl
                                          const int64_t* __restrict__ targets, int64_t start,
                                          const float* __restrict__ lse, const float* __restrict__ grad) {
   const int64_t row = blockIdx.x;
-  T* x = logits + row * ld;
-  const float row_lse = lse[row], row_grad = grad[row];
-  const int64_t local = targets[row] - start;
-  const int64_t first = blockIdx.y * kGradColumnsPerBlock;
+  const int64_t first = static_cast<int64_t>(blockIdx.y) * kGradColumnsPerBlock;
   const int64_t last = first + kGradColumnsPerBlock < size ? first + kGradColumnsPerBlock : size;
-  for (int64_t v = first + threadIdx.x; v < last; v += blockDim.x) {
-    x[v] = from_float<T>(tile_grad_value(ToFloat{}(x[v]), temperature, row_lse, row_grad, v == local));
-  }
+  tile_grad_lane(logits + row * ld, first, last, threadIdx.x, blockDim.x, temperature, targets[row] - start, lse[row],
+                 grad[row], ToFloat{}, FromFloat<T>{});
 }
 
 template <typename T>
