@@ -45,6 +45,7 @@ if(NOT ALN_TORCH_VERSION MATCHES "^2\\.")
   message(FATAL_ERROR "Aln needs LibTorch 2.x, found '${ALN_TORCH_VERSION}' at ${ALN_TORCH_ROOT}")
 endif()
 
+set(ALN_TORCH_INCLUDE_DIR "${ALN_TORCH_ROOT}/include")  # the folder Aln's targets see LibTorch's headers in
 if(ALN_TORCH_FIND_PACKAGE)
   find_package(Torch REQUIRED)
   add_library(aln_torch INTERFACE)
@@ -61,9 +62,23 @@ else()
       set(_abi 0)
     endif()
   endif()
+  # LibTorch's include folder also carries the protobuf headers it was built with (3.21.12 in 2.15's
+  # wheel, 3.13 in 2.11's), which come before the system's in the search and would take the place of
+  # the ones Aln's generated messages need (a 2.11 build fails on every .pb.h). So the folder is
+  # stood in for by one of links to all its entries but `google`.
+  set(_torch_include "${CMAKE_BINARY_DIR}/torch_include")
+  file(REMOVE_RECURSE "${_torch_include}")
+  file(MAKE_DIRECTORY "${_torch_include}")
+  file(GLOB _torch_entries RELATIVE "${ALN_TORCH_ROOT}/include" "${ALN_TORCH_ROOT}/include/*")
+  foreach(_entry IN LISTS _torch_entries)
+    if(NOT _entry STREQUAL "google")
+      file(CREATE_LINK "${ALN_TORCH_ROOT}/include/${_entry}" "${_torch_include}/${_entry}" SYMBOLIC)
+    endif()
+  endforeach()
+  set(ALN_TORCH_INCLUDE_DIR "${_torch_include}")
   add_library(aln_torch INTERFACE)
   target_include_directories(aln_torch SYSTEM INTERFACE
-    "${ALN_TORCH_ROOT}/include" "${ALN_TORCH_ROOT}/include/torch/csrc/api/include")
+    "${_torch_include}" "${_torch_include}/torch/csrc/api/include")
   target_link_libraries(aln_torch INTERFACE "${ALN_TORCH_CPU_LIB}" "${ALN_C10_LIB}" Threads::Threads)
   target_compile_definitions(aln_torch INTERFACE _GLIBCXX_USE_CXX11_ABI=${_abi})
 endif()
