@@ -227,14 +227,20 @@ at::Tensor DecoderModel::hidden_states(const at::Tensor& input_ids, const at::Te
                                        bool known_right_padded) const {
   const ModelConfig& c = config_;
   ALN_CHECK(input_ids.dim() == 2 && input_ids.scalar_type() == at::kLong, "input_ids must be int64 [batch, time]");
+  const KvCache::StaticStep* fixed = cache == nullptr ? nullptr : cache->step;
   const int64_t past = cache == nullptr ? 0 : cache->length();
-  ALN_CHECK(attention_mask.dim() == 2 && attention_mask.size(0) == input_ids.size(0) &&
-                attention_mask.size(1) == past + input_ids.size(1),
-            "attention_mask must be [batch, cached + new tokens]");
   const int64_t b = input_ids.size(0), n = input_ids.size(1), total = past + n;
-  const at::Tensor mask = attention_mask.to(at::kLong);
+  if (fixed != nullptr) {
+    ALN_CHECK(n == 1 && cache->capacity > 0 && !cache->keys.empty() && cache->keys[first_layer_].defined(),
+              "a static decoding step takes one token per row, after a pass filled a cache with a capacity");
+  } else {
+    ALN_CHECK(attention_mask.dim() == 2 && attention_mask.size(0) == input_ids.size(0) &&
+                  attention_mask.size(1) == past + input_ids.size(1),
+              "attention_mask must be [batch, cached + new tokens]");
+  }
+  const at::Tensor mask = fixed != nullptr ? at::Tensor() : attention_mask.to(at::kLong);
   // Positions count real tokens only, so left padding does not shift them.
-  at::Tensor positions = (mask.cumsum(1) - 1).clamp_min(0).narrow(1, past, n);
+  at::Tensor positions = fixed != nullptr ? fixed->positions : (mask.cumsum(1) - 1).clamp_min(0).narrow(1, past, n);
   // Attention mask [B, 1, n, total]: causal and not padding. Each query may also see itself, so
   // padding rows never have an empty softmax (their outputs are ignored anyway). A single decoding
   // step only needs the key-padding row.
@@ -246,8 +252,10 @@ at::Tensor DecoderModel::hidden_states(const at::Tensor& input_ids, const at::Te
   // padding is on the right takes a read of the mask: free for a host mask, a device sync for a
   // device one, so a device mask always takes the explicit path (the step stays free of syncs).
   const bool plain_causal =
-      past == 0 && n > 1 && (known_right_padded || (attention_mask.is_cpu() && right_padded(mask)));
-  if (plain_causal) {
+      fixed == nullptr && past == 0 && n > 1 && (known_right_padded || (attention_mask.is_cpu() && right_padded(mask)));
+  if (fixed != nullptr) {
+    allowed = fixed->allowed;
+  } else if (plain_causal) {
     // leave `allowed` undefined
   } else if (n == 1) {
     allowed = mask.to(at::kBool).view({b, 1, 1, total}).clone();
@@ -318,11 +326,19 @@ at::Tensor DecoderModel::hidden_states(const at::Tensor& input_ids, const at::Te
       q = q * cos + rotate_half(q) * sin;
       k = k * cos + rotate_half(k) * sin;
     }
-    if (cache != nullptr && cache->capacity > 0) {
+    if (fixed != nullptr) {
+      // The whole capacity, every step: the same shapes and addresses for a graph to replay.
+      cache->keys[i].index_copy_(2, fixed->write_at, k);
+      cache->values[i].index_copy_(2, fixed->write_at, v);
+      k = cache->keys[i];
+      v = cache->values[i];
+    } else if (cache != nullptr && cache->capacity > 0) {
       ALN_CHECK(past + n <= cache->capacity, "KV cache capacity ", cache->capacity, " exceeded (", past + n, ")");
       if (!cache->keys[i].defined()) {
-        cache->keys[i] = at::empty({b, k.size(1), cache->capacity, k.size(3)}, k.options());
-        cache->values[i] = at::empty({b, v.size(1), cache->capacity, v.size(3)}, v.options());
+        // Zeros, not uninitialised memory: a static step attends over the whole capacity, and a masked
+        // position's value still enters the weighted sum (times a zero weight, which a NaN would survive).
+        cache->keys[i] = at::zeros({b, k.size(1), cache->capacity, k.size(3)}, k.options());
+        cache->values[i] = at::zeros({b, v.size(1), cache->capacity, v.size(3)}, v.options());
       }
       cache->keys[i].narrow(2, past, n).copy_(k);
       cache->values[i].narrow(2, past, n).copy_(v);
@@ -337,6 +353,15 @@ at::Tensor DecoderModel::hidden_states(const at::Tensor& input_ids, const at::Te
       cache->keys[i] = k;
       cache->values[i] = v;
     }
+    if (n == 1 && groups > 1 && q.is_cuda()) {
+      // One new token per row (decoding) on a GPU: each key/value head's group of query heads attends
+      // as one head's `groups` queries ([B, kv_heads, groups, d]; the same products), so the kernel
+      // reads the cache once per key/value head and needs no grouped-query support (the GPU kernels
+      // that take a mask lack it, and the fallback would copy the cache per group every step). Not
+      // on the CPU, where it measured 5-8% slower (bench/model_vs_transformers.py, batch 8).
+      attn_out = at::scaled_dot_product_attention(q.reshape({b, c.num_kv_heads, groups, c.head_dim}), k, v, allowed)
+                     .reshape({b, n, -1});
+    } else {
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 5)
     // Grouped-query attention inside the kernel: no per-step copies of the cache per head group.
     attn_out = at::scaled_dot_product_attention(q, k, v, plain_causal ? std::optional<at::Tensor>() : allowed, 0.0,
@@ -353,6 +378,7 @@ at::Tensor DecoderModel::hidden_states(const at::Tensor& input_ids, const at::Te
                    .transpose(1, 2)
                    .reshape({b, n, -1});
 #endif
+    }
     if (gpt2) {
       x = x + conv1d(attn_out.reshape({-1, c.hidden_size}), t(layer(i, "attn.c_proj.weight", c.family)),
                      t(layer(i, "attn.c_proj.bias", c.family)))
@@ -408,6 +434,13 @@ at::Tensor DecoderModel::last_logits(const at::Tensor& input_ids, const at::Tens
   ALN_CHECK(config_.head == Head::kCausalLm, "this model has a score head; use scores()");
   at::Tensor h = hidden_states(input_ids, attention_mask, cache);
   return fast_linear(h.select(1, h.size(1) - 1), output_weight(), {}, scratch_.get());
+}
+
+at::Tensor DecoderModel::static_step_logits(const at::Tensor& input_ids, KvCache* cache) const {
+  ALN_CHECK(config_.head == Head::kCausalLm, "this model has a score head; use scores()");
+  ALN_CHECK(cache != nullptr && cache->step != nullptr, "a static decoding step needs cache->step");
+  at::Tensor h = hidden_states(input_ids, at::Tensor(), cache);
+  return fast_linear(h.select(1, 0), output_weight(), {}, scratch_.get());
 }
 
 at::Tensor DecoderModel::scores(const at::Tensor& input_ids, const at::Tensor& attention_mask) const {

@@ -29,7 +29,18 @@ struct KvCache {
   std::vector<at::Tensor> keys;  // [B, kv_heads, capacity or T_cached, head_dim]
   std::vector<at::Tensor> values;
   int64_t capacity = 0;  // 0: grow by concatenation
-  int64_t filled = 0;    // positions written (with capacity)
+  int64_t filled = 0;    // positions written (with capacity; a static step leaves it to its caller)
+  // A decoding step of one fixed shape, which a CUDA graph can capture once and replay (generation.cpp):
+  // one token per row, its keys and values written at `write_at` ([1] int64, on the model's device),
+  // attending over the whole capacity through `allowed` ([B, 1, 1, capacity] bool: the positions
+  // written so far that are not padding, and `write_at`), at `positions` ([B, 1] int64). Everything
+  // that changes from step to step is in these tensors, updated in place between steps: the step
+  // reads nothing from the host. Unwritten positions hold zeros (the buffers are zeroed when made)
+  // and are masked out.
+  struct StaticStep {
+    at::Tensor positions, allowed, write_at;
+  };
+  const StaticStep* step = nullptr;
   int64_t length() const {
     if (capacity > 0) return filled;
     return keys.empty() || !keys[0].defined() ? 0 : keys[0].size(2);
@@ -66,6 +77,9 @@ class DecoderModel {
   // Logits of the last position only [B, V] (generation: the output projection is the costliest
   // matmul of a small model, so the prompt's other positions skip it).
   at::Tensor last_logits(const at::Tensor& input_ids, const at::Tensor& attention_mask, KvCache* cache = nullptr) const;
+  // The next-token logits [B, V] of one static decoding step (KvCache::StaticStep): `input_ids` [B, 1]
+  // after the cache was filled (with a capacity) by earlier passes; `cache->step` must be set.
+  at::Tensor static_step_logits(const at::Tensor& input_ids, KvCache* cache) const;
   // The output projection of given hidden states [..., H] -> [..., V]: with hidden_states() it lets
   // callers project only the positions they score (training needs log-probs of response tokens
   // only; the projection over the vocabulary is the largest activation of a small model).

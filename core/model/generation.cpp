@@ -4,10 +4,12 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/core/grad_mode.h>
 #include <ATen/detail/CUDAHooksInterface.h>
+#include <c10/core/DeviceGuard.h>
 
 #include <limits>
 
 #include "core/error.h"
+#include "core/model/cuda_graph.h"
 
 namespace aln::model {
 
@@ -79,10 +81,91 @@ class HostRows {
   size_t ended_rows_ = 0;
 };
 
+// The decoding steps after the prompt's pass, in one of the three shapes of GenerationOptions::Steps.
+class DecodingSteps {
+ public:
+  DecodingSteps(const DecoderModel& model, KvCache& cache, const at::Tensor& prompt_mask,
+                GenerationOptions::Steps steps)
+      : model_(model), cache_(cache), mask_(prompt_mask) {
+    const bool on_gpu = prompt_mask.is_cuda() && model.param_gather() == nullptr;
+    graph_wanted_ = steps == GenerationOptions::Steps::kAuto && on_gpu && CudaGraph::available().ok();
+    if (!graph_wanted_ && steps != GenerationOptions::Steps::kStatic) return;
+    fixed_ = true;
+    const int64_t b = prompt_mask.size(0), t = prompt_mask.size(1);
+    step_.allowed = at::zeros({b, 1, 1, cache.capacity}, prompt_mask.options().dtype(at::kBool));
+    step_.allowed.narrow(3, 0, t).copy_(prompt_mask.to(at::kBool).reshape({b, 1, 1, t}));
+    step_.positions = prompt_mask.sum(1, /*keepdim=*/true);  // the next token's: the real tokens so far
+    step_.write_at = at::full({1}, t, prompt_mask.options().dtype(at::kLong));
+    ids_ = at::zeros({b, 1}, prompt_mask.options().dtype(at::kLong));
+    cache_.step = &step_;
+  }
+  ~DecodingSteps() { cache_.step = nullptr; }
+  DecodingSteps(const DecodingSteps&) = delete;
+  DecodingSteps& operator=(const DecodingSteps&) = delete;
+
+  // Whether the steps are being replayed from a CUDA graph; why not, when a capture failed.
+  bool replaying() const { return graph_ != nullptr; }
+  const std::string& graph_error() const { return graph_error_; }
+
+  // The logits after `next` [B] (the tokens just chosen).
+  at::Tensor after(const at::Tensor& next) {
+    if (!fixed_) {
+      mask_ = at::cat({mask_, at::ones({mask_.size(0), 1}, mask_.options())}, 1);
+      return model_.last_logits(next.unsqueeze(1), mask_, &cache_);
+    }
+    // In place, so that a graph's replays see them: the token, and its position made visible.
+    ids_.copy_(next.unsqueeze(1));
+    step_.allowed.index_fill_(3, step_.write_at, true);
+    at::Tensor logits;
+    // A graph is captured and replayed on the current device's streams: the model's device.
+    c10::OptionalDeviceGuard on_device;
+    if (graph_wanted_) on_device.reset_device(ids_.device());
+    if (graph_wanted_ && graph_ == nullptr) capture();
+    if (graph_ != nullptr) {
+      const absl::Status s = graph_->replay();
+      ALN_CHECK(s.ok(), s.message());
+      logits = logits_;
+    } else {
+      logits = model_.static_step_logits(ids_, &cache_);
+    }
+    step_.positions.add_(1);
+    step_.write_at.add_(1);
+    ++cache_.filled;
+    return logits;
+  }
+
+ private:
+  // The step, captured at its first use (the warm-up run and the capture recompute the same step, so
+  // running it twice changes nothing). A capture that fails leaves the steps static and eager.
+  void capture() {
+    auto captured = CudaGraph::capture([this] { logits_ = model_.static_step_logits(ids_, &cache_); });
+    if (captured.ok()) {
+      graph_ = std::move(*captured);
+    } else {
+      graph_wanted_ = false;
+      graph_error_ = std::string(captured.status().message());
+      logits_ = at::Tensor();
+    }
+  }
+
+  const DecoderModel& model_;
+  KvCache& cache_;
+  at::Tensor mask_;  // dynamic steps: the attention mask so far
+  bool fixed_ = false;
+  bool graph_wanted_ = false;
+  std::string graph_error_;
+  KvCache::StaticStep step_;
+  at::Tensor ids_;  // [B, 1]: the step's input, in place
+  std::unique_ptr<CudaGraph> graph_;
+  at::Tensor logits_;  // the captured step's output, rewritten by each replay (released before the graph)
+};
+
 }  // namespace
 
 GenerationOutput generate(const DecoderModel& model, const at::Tensor& host_or_device_ids,
                           const at::Tensor& host_or_device_mask, const GenerationOptions& options) {
+  // No autograd in decoding (a captured step would otherwise record a graph of its own).
+  at::NoGradGuard no_grad;
   // Mixed precision: one copy in the compute dtype for the whole call, instead of a cast of every
   // weight at every token (the same bits; the copy costs half the float32 weights' memory).
   if (model.compute_dtype() != at::ScalarType::Undefined && model.compute_dtype() != model.storage_dtype() &&
@@ -104,8 +187,9 @@ GenerationOutput generate(const DecoderModel& model, const at::Tensor& host_or_d
   const int64_t b = prompt_ids.size(0);
   KvCache cache;
   cache.capacity = prompt_ids.size(1) + std::max<int64_t>(options.max_new_tokens, 1);
-  at::Tensor mask = prompt_mask.to(at::kLong);
+  const at::Tensor mask = prompt_mask.to(at::kLong);
   at::Tensor step_logits = model.last_logits(prompt_ids, mask, &cache);
+  DecodingSteps steps(model, cache, mask, options.steps);
   at::Generator gen = sampling_generator(step_logits.device(), options.seed);
   // Stop tokens are matched on the device, so a step reads nothing back unless it checks whether the
   // rows have all ended; a stop_condition (host code over each row's tokens) needs them every step.
@@ -150,8 +234,7 @@ GenerationOutput generate(const DecoderModel& model, const at::Tensor& host_or_d
     }
     if (step + 1 == options.max_new_tokens) break;
     if (checked && (options.all_ended ? options.all_ended(ended_here) : ended_here)) break;
-    mask = at::cat({mask, at::ones({b, 1}, mask.options())}, 1);
-    step_logits = model.last_logits(next.unsqueeze(1), mask, &cache);
+    step_logits = steps.after(next);
   }
   // This call's own steps: until its last row ended (its length counts the stop token), fewer than
   // were taken when other ranks went on or the ends were checked every few steps.
@@ -162,6 +245,8 @@ GenerationOutput generate(const DecoderModel& model, const at::Tensor& host_or_d
   out.tokens = tokens.empty() ? at::zeros({b, 0}, prompt_ids.options().dtype(at::kLong)) : at::stack(tokens, 1);
   out.logprobs = logprobs.empty() ? at::zeros({b, 0}, prompt_ids.options().dtype(at::kFloat)) : at::stack(logprobs, 1);
   out.lengths = lengths;
+  out.replayed_graph = steps.replaying();
+  out.graph_error = steps.graph_error();
   return out;
 }
 

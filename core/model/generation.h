@@ -4,6 +4,7 @@
 // seeded and reproducible. Used by `aln generate`, rollouts (GRPO, HAIR) and self-generated data.
 #include <cstdint>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
@@ -40,12 +41,23 @@ struct GenerationOptions {
   // take a few more steps, for rows that have all ended, whose columns are cut off. A
   // stop_condition (host code over each row's tokens) checks every step.
   int64_t check_every = 0;
+  // The shape of the decoding steps after the prompt's pass. kDynamic: each step attends over the
+  // positions written so far (the cache grows by one each step). kStatic: every step has one shape
+  // (KvCache::StaticStep: the whole capacity behind a mask, positions and write index on the device)
+  // - the same tokens, and log-probs within rounding. kAuto: on a GPU, static steps captured once into
+  // a CUDA graph and replayed (core/model/cuda_graph.h), where graphs are available and the model's
+  // passes have no collectives (not fully sharded); dynamic elsewhere (the CPU gains nothing from the
+  // fixed shape, and would attend over the whole capacity).
+  enum class Steps { kAuto, kDynamic, kStatic };
+  Steps steps = Steps::kAuto;
 };
 
 struct GenerationOutput {
   at::Tensor tokens;    // [B, N] int64, pad after a row's end
   at::Tensor logprobs;  // [B, N] float32: log-prob of each token under the temperature-scaled distribution
   at::Tensor lengths;   // [B] int64 generated tokens per row (stop token included)
+  bool replayed_graph = false;  // the decoding steps were replayed from a CUDA graph (GenerationOptions::steps)
+  std::string graph_error;      // why not, when a graph was wanted and its capture failed
 };
 
 // prompt_ids / prompt_mask: [B, T], left-padded (mask 0 on the left).

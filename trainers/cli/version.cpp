@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/build_info.h"
+#include "core/model/cuda_graph.h"
 #include "distributed/mpi_backend.h"
 #include "distributed/nccl_info.h"
 #include "kernels/cuda_kernels.h"
@@ -16,8 +17,15 @@ std::string version_report() {
   if (kernels::cuda::compiled()) {
     std::string reason;
     const int devices = kernels::cuda::device_count(&reason);
+    // Where there is a device, whether decoding can replay CUDA graphs (loads LibTorch's CUDA backend).
+    std::string graphs;
+    if (devices > 0) {
+      const absl::Status s = model::CudaGraph::available();
+      graphs = s.ok() ? "; CUDA graphs for decoding" : absl::StrCat("; no CUDA graphs: ", s.message());
+    }
     cuda = absl::StrCat(ALN_CUDA_BUILD_VERSION, " (kernels for CUDA architectures ", ALN_CUDA_ARCHITECTURES, "; ",
-                        devices > 0 ? absl::StrCat(devices, " device(s)") : absl::StrCat("no device: ", reason), ")");
+                        devices > 0 ? absl::StrCat(devices, " device(s)") : absl::StrCat("no device: ", reason), graphs,
+                        ")");
   } else {
     cuda = "not built";
   }

@@ -4,7 +4,9 @@
 
 #include <ATen/ATen.h>
 
+#include "absl/strings/match.h"
 #include "core/error.h"
+#include "core/model/cuda_graph.h"
 #include "core/model/device.h"
 #include "core/model/generation.h"
 
@@ -209,6 +211,102 @@ TEST(Generation, RejectsRightPaddedPrompts) {
   DecoderModel m = tiny_llama(7);
   at::Tensor ids = at::randint(50, {1, 3}, at::kLong);
   EXPECT_THROW(generate(m, ids, at::tensor({1, 1, 0}, at::kLong).unsqueeze(0), GenerationOptions{}), aln::Error);
+}
+
+// Static steps (one shape every step: the whole cache behind a mask, what a CUDA graph replays) give
+// the dynamic steps' tokens, and log-probs within float32 rounding (the extra masked positions are
+// zeros in the sums, which may be blocked differently): greedy and sampled, left-padded rows ending
+// at different steps, Llama and GPT-2.
+TEST(Generation, StaticStepsGiveTheDynamicStepsOutput) {
+  ModelConfig gpt2;
+  gpt2.family = Family::kGpt2;
+  gpt2.vocab_size = 50;
+  gpt2.hidden_size = 32;
+  gpt2.num_layers = 2;
+  gpt2.num_heads = 4;
+  gpt2.num_kv_heads = 4;
+  gpt2.head_dim = 8;
+  gpt2.intermediate_size = 64;
+  gpt2.max_position = 128;
+  for (const DecoderModel& m : {tiny_llama(9), DecoderModel::random_init(gpt2, 9)}) {
+    at::manual_seed(9);
+    at::Tensor ids = at::randint(1, 50, {3, 6}, at::kLong);
+    at::Tensor mask = at::ones({3, 6}, at::kLong);
+    mask[1].narrow(0, 0, 2).fill_(0);
+    mask[2].narrow(0, 0, 5).fill_(0);
+    for (const Decoding decoding : {Decoding::kGreedy, Decoding::kSample}) {
+      GenerationOptions dynamic;
+      dynamic.decoding = decoding;
+      dynamic.seed = 4;
+      dynamic.max_new_tokens = 20;
+      for (int64_t t = 0; t < 6; ++t) dynamic.stop_tokens.push_back(t);
+      dynamic.steps = GenerationOptions::Steps::kDynamic;
+      GenerationOptions fixed = dynamic;
+      fixed.steps = GenerationOptions::Steps::kStatic;
+      const GenerationOutput want = generate(m, ids, mask, dynamic);
+      const GenerationOutput got = generate(m, ids, mask, fixed);
+      EXPECT_GT(want.tokens.size(1), 3);
+      EXPECT_TRUE(at::equal(got.tokens, want.tokens));
+      EXPECT_TRUE(at::equal(got.lengths, want.lengths));
+      EXPECT_TRUE(at::allclose(got.logprobs, want.logprobs, 1e-5, 1e-5))
+          << (got.logprobs - want.logprobs).abs().max().item<float>();
+      EXPECT_FALSE(got.replayed_graph);
+      // On the CPU kAuto is the dynamic steps, bit for bit.
+      GenerationOptions automatic = dynamic;
+      automatic.steps = GenerationOptions::Steps::kAuto;
+      EXPECT_TRUE(at::equal(generate(m, ids, mask, automatic).logprobs, want.logprobs));
+    }
+  }
+}
+
+// Aln's CUDA graph library (core/model/cuda/graph_library.cpp) loads beside LibTorch's CUDA backend
+// with every symbol resolved, on this machine too (no GPU is needed to load it); a build without it
+// says so.
+TEST(CudaGraphLibrary, LoadsWhereTheBuildHasIt) {
+  const absl::Status s = CudaGraph::available();
+  if (!s.ok()) {
+    EXPECT_TRUE(absl::StrContains(s.message(), "no CUDA graph library") ||
+                absl::StrContains(s.message(), "CUDA backend"))
+        << s.message();
+    GTEST_SKIP() << s.message();
+  }
+}
+
+// On a GPU (skipped elsewhere): the decoding steps are captured into a CUDA graph and replayed, and
+// give the eager static steps' tokens and log-probs (the same kernels), greedy and sampled, float32
+// and bfloat16; and the CPU's greedy tokens in float32.
+TEST(GenerationOnGpu, CudaGraphStepsGiveTheEagerStepsOutput) {
+  absl::StatusOr<c10::Device> device = cuda_device_for(0);
+  if (!device.ok()) GTEST_SKIP() << device.status().message();
+  const absl::Status graphs = CudaGraph::available();
+  ASSERT_TRUE(graphs.ok()) << graphs.message();
+  DecoderModel m = tiny_llama(12);
+  at::manual_seed(12);
+  at::Tensor ids = at::randint(1, 50, {4, 7}, at::kLong);
+  at::Tensor mask = at::ones({4, 7}, at::kLong);
+  mask[2].narrow(0, 0, 3).fill_(0);
+  for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    const DecoderModel on_gpu = m.to(*device, dtype);
+    for (const Decoding decoding : {Decoding::kGreedy, Decoding::kSample}) {
+      GenerationOptions options;
+      options.decoding = decoding;
+      options.seed = 8;
+      options.max_new_tokens = 30;
+      options.stop_tokens = {0, 1, 2};
+      GenerationOptions eager = options;
+      eager.steps = GenerationOptions::Steps::kStatic;
+      const GenerationOutput graph = generate(on_gpu, ids, mask, options);
+      const GenerationOutput want = generate(on_gpu, ids, mask, eager);
+      EXPECT_TRUE(graph.replayed_graph) << graph.graph_error << " / " << CudaGraph::available().message();
+      EXPECT_FALSE(want.replayed_graph);
+      EXPECT_TRUE(at::equal(graph.tokens, want.tokens));
+      EXPECT_TRUE(at::allclose(graph.logprobs, want.logprobs, 1e-5, 1e-5));
+      if (dtype == at::kFloat && decoding == Decoding::kGreedy) {
+        options.steps = GenerationOptions::Steps::kDynamic;
+        EXPECT_TRUE(at::equal(graph.tokens.cpu(), generate(m, ids, mask, options).tokens));
+      }
+    }
+  }
 }
 
 }  // namespace
