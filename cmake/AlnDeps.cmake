@@ -27,7 +27,12 @@ if(ALN_BUILD_TESTS)
   find_package(GTest REQUIRED)
 endif()
 if(ALN_BUILD_BENCH)
-  find_package(benchmark CONFIG REQUIRED)
+  # Google Benchmark drives the two microbenchmarks (bench_token_logprobs, bench_linear); the rest of
+  # bench/ builds without it (the GPU machine's image lacks it: ../shared/DEVICE.md).
+  find_package(benchmark CONFIG QUIET)
+  if(NOT benchmark_FOUND)
+    message(STATUS "Google Benchmark not found: bench_token_logprobs and bench_linear are left out")
+  endif()
 endif()
 
 set(ALN_GRPC_VERSION "${gRPC_VERSION}")

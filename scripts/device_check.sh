@@ -7,7 +7,8 @@
 # tests (values and gradients against the CPU) and `compute-sanitizer` memcheck on the CUDA ones,
 # then tests/gpu/trainers_gpu_test.sh (every trainer on the GPU against its CPU run, 2 ranks on one
 # GPU, a GPU checkpoint resumed on the CPU), then, with the time left, bench/gpu_dpo_step.py (Aln's
-# DPO step against TRL and TRL + Liger), and prints one JSON summary line last. Budget: about 9
+# DPO step against TRL and TRL + Liger) and bench/gpu_generate.py (Aln's generation, with and without
+# CUDA graphs, against transformers `generate`), and prints one JSON summary line last. Budget: about 9
 # minutes, so a 15-minute window holds a rerun; each part has its own time limit.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -34,9 +35,9 @@ echo "[device_check] $(cat "$out/gpu.txt"); LibTorch $torch_dir"
 
 build=build-device
 step configure 120 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTorch_DIR="$torch_dir" \
-  -DCMAKE_PREFIX_PATH="$prefix" -DALN_BUILD_LAUNCHER=OFF -DALN_BUILD_BENCH=OFF -DALN_BUILD_TESTS=ON \
+  -DCMAKE_PREFIX_PATH="$prefix" -DALN_BUILD_LAUNCHER=OFF -DALN_BUILD_BENCH=ON -DALN_BUILD_TESTS=ON \
   -DALN_WITH_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 &&
-step build 300 cmake --build "$build" -j 16 --target aln kernels_test model_test
+step build 300 cmake --build "$build" -j 16 --target aln kernels_test model_test model_bench
 export LD_LIBRARY_PATH="$prefix/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 if [[ -x $build/bin/aln ]]; then
   step version 30 "$build/bin/aln" version
@@ -62,6 +63,15 @@ if [[ -x $build/bin/aln ]]; then
   else
     echo "[device_check] gpu_dpo: skipped, ${left} s left of the 540 s budget"
   fi
+  # Generation against transformers `generate` (DEVICE.md's shape: batch 64, 256-token prompts, 128 new
+  # tokens, bf16), Aln with and without its CUDA graphs.
+  left=$(( 540 - $(elapsed) ))
+  if (( left >= 90 )); then
+    step gpu_generate $(( left < 180 ? left : 180 )) "$PY" bench/gpu_generate.py --model-bench "$build/bin/model_bench" \
+      --out "$out/gpu_generate.json"
+  else
+    echo "[device_check] gpu_generate: skipped, ${left} s left of the 540 s budget"
+  fi
 fi
 json="{\"seconds\": $(elapsed), \"gpu\": \"$(tr -d '"\n' <"$out/gpu.txt")\""
 for k in "${!result[@]}"; do json+=", \"$k\": ${result[$k]}"; done
@@ -75,6 +85,11 @@ r = json.load(open(sys.argv[1]))
 h = {k: {m: v.get(m) for m in ("tokens_per_s", "peak_process_MiB", "peak_allocated_GiB", "error")} for k, v in r["frameworks"].items()}
 h.update({k: v for k, v in r.items() if k.startswith("aln_over_")})
 print(json.dumps(h))' "$out/gpu_dpo_step.json" 2>/dev/null || echo null)"
+fi
+if [[ -f $out/gpu_generate.json ]]; then
+  json+=", \"gpu_generate\": $("$PY" -c 'import json, sys
+r = json.load(open(sys.argv[1]))
+print(json.dumps({k: v for k, v in r.items() if k in ("transformers", "aln", "aln_dynamic_steps") or k.endswith("_over_transformers")}))' "$out/gpu_generate.json" 2>/dev/null || echo null)"
 fi
 json+="}"
 echo "$json" | tee "$out/summary.json"

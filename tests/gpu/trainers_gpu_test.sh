@@ -6,8 +6,8 @@
 # relative. The ones that sample (GRPO, HAIR, PT-ALIGN, controllable rl) draw from each device's own
 # generator, so their two runs differ by design: they must run, log every step and stay finite.
 # Also: SFT, DPO and Ra-DPO in bf16 on the GPU within 2% of the float32 CPU run; 2 data-parallel
-# ranks sharing the one GPU over MPI (host-staged) equal one rank with gradient accumulation, and a
-# checkpoint written on the GPU resumes on the CPU.
+# ranks sharing the one GPU over MPI (host-staged) equal one rank with gradient accumulation, a
+# checkpoint written on the GPU resumes on the CPU, and one written on the CPU resumes on the GPU.
 # Run from the repository root: tests/gpu/trainers_gpu_test.sh ALN [MPIEXEC]
 set -uo pipefail
 ALN="$1"; MPIEXEC="${2:-mpirun}"
@@ -112,4 +112,11 @@ sed -i 's/device: cuda/device: cpu/' "$work/resume.yaml"
 "$ALN" train "$work/resume.yaml" --resume >"$work/resume.out" 2>&1; rc=$?
 check "a GPU checkpoint (killed after $killed_at steps) resumes on the CPU to the GPU run's losses (rc $rc; $(close "$work/dpo-gpu/train_log.jsonl" "$work/resume/train_log.jsonl" 1e-4 2>&1 | tail -1))" \
   "[[ $rc -eq 0 ]] && close '$work/dpo-gpu/train_log.jsonl' '$work/resume/train_log.jsonl' 1e-4 >/dev/null"
+# And back: a checkpoint written on the CPU resumes on the GPU to the uninterrupted CPU run's end.
+job dpo cpu "$work/resume-back" >"$work/resume-back.yaml"
+run_and_kill "$work/resume-back.yaml" "$work/resume-back" 5
+sed -i 's/device: cpu/device: cuda/' "$work/resume-back.yaml"
+"$ALN" train "$work/resume-back.yaml" --resume >"$work/resume-back.out" 2>&1; rc=$?
+check "a CPU checkpoint (killed after $killed_at steps) resumes on the GPU to the CPU run's losses (rc $rc; $(close "$work/dpo-cpu/train_log.jsonl" "$work/resume-back/train_log.jsonl" 1e-4 2>&1 | tail -1))" \
+  "[[ $rc -eq 0 ]] && close '$work/dpo-cpu/train_log.jsonl' '$work/resume-back/train_log.jsonl' 1e-4 >/dev/null"
 summary
