@@ -35,7 +35,7 @@ absl::Status token_logprobs_f32(const float* logits, const int64_t* targets, int
 // `dtype`; targets int64 [n]; the float32 row states [n]. `stream`: a cudaStream_t, nullptr = default.
 // tile_logsumexp folds the tile into running_max/running_sum and adds the picked logit (/ temperature);
 // tile_softmax_grad overwrites the logits with d(picked - lse)/d logit times grad, in their dtype.
-enum class TileDtype { kFloat32, kBFloat16, kFloat16 };
+enum class TileDtype { kFloat32, kBFloat16 };
 absl::Status tile_logsumexp(const void* logits, TileDtype dtype, int64_t n, int64_t size, int64_t ld, float temperature,
                             const int64_t* targets, int64_t start, float* running_max, float* running_sum,
                             float* picked, void* stream);

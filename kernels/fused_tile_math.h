@@ -4,7 +4,7 @@
 // the kernels' order (each lane's strided slice, then the block's halving tree), so the device math,
 // the tile bookkeeping (offsets, the target inside or outside the tile, the temperature) and the
 // reduction order are checked on machines without a GPU. Logits arrive in their storage type (float,
-// or a 16-bit float converted by the caller's `to_float`); everything is computed in float.
+// or bfloat16 converted by the caller's `to_float`); everything is computed in float.
 #include <cstdint>
 
 #include "kernels/logsumexp_math.h"

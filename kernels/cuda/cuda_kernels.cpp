@@ -61,8 +61,6 @@ detail::TileDtype device_dtype(TileDtype d) {
   switch (d) {
     case TileDtype::kBFloat16:
       return detail::TileDtype::kBFloat16;
-    case TileDtype::kFloat16:
-      return detail::TileDtype::kFloat16;
     case TileDtype::kFloat32:
       break;
   }

@@ -11,7 +11,7 @@ int launch_token_logprobs_f32(const float* logits, const int64_t* targets, int64
 // The storage type of a vocabulary tile's logits (kernels/cuda/fused_tiles.cu), and the columns of a
 // row one block of its gradient kernel covers.
 constexpr int64_t kTileGradColumnsPerBlock = 256 * 8;
-enum class TileDtype { kFloat32, kBFloat16, kFloat16 };
+enum class TileDtype { kFloat32, kBFloat16 };
 int launch_tile_logsumexp(const void* logits, TileDtype dtype, int64_t n, int64_t size, int64_t ld, float temperature,
                           const int64_t* targets, int64_t start, float* running_max, float* running_sum, float* picked,
                           void* stream);

@@ -9,7 +9,6 @@
 //   dtype (bfloat16 logits give bfloat16 gradients for the two backward GEMMs, as autocast would).
 // The arithmetic is kernels/fused_tile_math.h's, which a CPU test replays in this order.
 #include <cuda_bf16.h>
-#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include "kernels/cuda/cuda_launch.h"
@@ -27,7 +26,6 @@ static_assert(kGradColumnsPerBlock % kThreads == 0, "whole rounds of the block's
 struct ToFloat {
   __host__ __device__ __forceinline__ float operator()(float x) const { return x; }
   __host__ __device__ __forceinline__ float operator()(__nv_bfloat16 x) const { return __bfloat162float(x); }
-  __host__ __device__ __forceinline__ float operator()(__half x) const { return __half2float(x); }
 };
 
 template <typename T>
@@ -39,10 +37,6 @@ struct FromFloat<float> {
 template <>
 struct FromFloat<__nv_bfloat16> {
   __host__ __device__ __forceinline__ __nv_bfloat16 operator()(float x) const { return __float2bfloat16_rn(x); }
-};
-template <>
-struct FromFloat<__half> {
-  __host__ __device__ __forceinline__ __half operator()(float x) const { return __float2half_rn(x); }
 };
 
 template <typename T>
@@ -105,8 +99,6 @@ int launch_tile_logsumexp(const void* logits, TileDtype dtype, int64_t n, int64_
     case TileDtype::kBFloat16:
       return launch_lse<__nv_bfloat16>(logits, n, size, ld, temperature, targets, start, running_max, running_sum,
                                        picked, s);
-    case TileDtype::kFloat16:
-      return launch_lse<__half>(logits, n, size, ld, temperature, targets, start, running_max, running_sum, picked, s);
   }
   return static_cast<int>(cudaErrorInvalidValue);
 }
@@ -119,8 +111,6 @@ int launch_tile_softmax_grad(void* logits, TileDtype dtype, int64_t n, int64_t s
       return launch_grad<float>(logits, n, size, ld, temperature, targets, start, lse, grad, s);
     case TileDtype::kBFloat16:
       return launch_grad<__nv_bfloat16>(logits, n, size, ld, temperature, targets, start, lse, grad, s);
-    case TileDtype::kFloat16:
-      return launch_grad<__half>(logits, n, size, ld, temperature, targets, start, lse, grad, s);
   }
   return static_cast<int>(cudaErrorInvalidValue);
 }
