@@ -111,18 +111,18 @@ absl::StatusOr<aln::v1::ServiceReply> checked_reply(aln::v1::ServiceReply reply,
 
 absl::StatusOr<aln::v1::ServiceReply> ServiceClient::call(const aln::v1::ServiceRequest& request,
                                                           std::chrono::milliseconds timeout) {
-  return call(request, timeout, nullptr);
+  return call(request, timeout, nullptr, nullptr);
 }
 
 absl::StatusOr<aln::v1::ServiceReply> ServiceClient::call(const aln::v1::ServiceRequest& request,
                                                           std::chrono::milliseconds timeout,
                                                           const std::atomic<bool>& cancelled) {
-  return call(request, timeout, &cancelled);
+  return call(request, timeout, &cancelled, nullptr);
 }
 
 absl::StatusOr<aln::v1::ServiceReply> ServiceClient::call(const aln::v1::ServiceRequest& request,
                                                           std::chrono::milliseconds timeout,
-                                                          const std::atomic<bool>* cancelled) {
+                                                          const std::atomic<bool>* cancelled, const Between& between) {
   const std::string what = absl::StrCat("request \"", request.method(), "\" to rank ", server_);
   if (!broken_.ok()) return absl::Status(broken_.code(), absl::StrCat(what, ": not sent: ", broken_.message()));
   absl::Status sent = cancelled == nullptr ? send_message(*channel_, server_, kTags, request, timeout)
@@ -130,6 +130,14 @@ absl::StatusOr<aln::v1::ServiceReply> ServiceClient::call(const aln::v1::Service
   if (!sent.ok()) {
     broken_ = absl::Status(sent.code(), absl::StrCat("an earlier ", what, " was not sent: ", sent.message()));
     return absl::Status(sent.code(), absl::StrCat(what, ": ", sent.message()));
+  }
+  if (between) {
+    absl::Status done = between();
+    if (!done.ok()) {
+      // The server is inside the request and its reply will come, unread.
+      broken_ = absl::Status(done.code(), absl::StrCat("an earlier ", what, " failed: ", done.message()));
+      return absl::Status(done.code(), absl::StrCat(what, ": ", done.message()));
+    }
   }
   aln::v1::ServiceReply reply;
   absl::Status got = cancelled == nullptr ? receive_message(*channel_, server_, kTags, &reply, timeout)

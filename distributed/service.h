@@ -40,12 +40,17 @@ class ServiceClient {
   // goodbye() still goes.
   absl::StatusOr<aln::v1::ServiceReply> call(const aln::v1::ServiceRequest& request, std::chrono::milliseconds timeout,
                                              const std::atomic<bool>& cancelled);
+  // Either of the above (`cancelled` null: the first) with `between` run after the request went and
+  // before the reply is waited for: what the server reads on another channel while it handles the
+  // request (a rollout rank's weights, broadcast on the tensor channel). Its error is the call's,
+  // and breaks the client like a reply that never came.
+  using Between = std::function<absl::Status()>;
+  absl::StatusOr<aln::v1::ServiceReply> call(const aln::v1::ServiceRequest& request, std::chrono::milliseconds timeout,
+                                             const std::atomic<bool>* cancelled, const Between& between);
   // Tells the server this client is done (no reply).
   absl::Status goodbye(std::chrono::milliseconds timeout);
 
  private:
-  absl::StatusOr<aln::v1::ServiceReply> call(const aln::v1::ServiceRequest& request, std::chrono::milliseconds timeout,
-                                             const std::atomic<bool>* cancelled);
   Communicator* channel_;
   int server_;
   absl::Status broken_;  // why calls can no longer be matched with their replies

@@ -2,8 +2,10 @@
 # Generation on rollout ranks of their own (parallel.rollout.ranks), against the colocated run:
 #  - 1 policy + 1 rollout rank (mpirun -np 2): GRPO's losses, grad norms and rewards equal the
 #    colocated one-process run's bit for bit, its rollout dump is byte-identical, and the policy rank
-#    sent the rollout rank one weight version per GRPO step (none for the SFT stage);
+#    sent the rollout rank one weight version per GRPO step (none for the SFT stage), on the tensor
+#    channel the two share;
 #  - 2 policy ranks sharing 1 rollout rank (-np 3) equal one process accumulating the two micro-batches;
+#    policy rank 0 sends every version, which policy rank 1 samples from too;
 #  - every step's micro-batches, and with max_staleness the snapshot window's steps, are asked for
 #    ahead (parallel.rollout.ahead, the default) and each request is used;
 #  - bounded staleness (max_staleness 2): the same losses as colocated, with a weight version sent
@@ -74,6 +76,8 @@ check "rollout ranks: a byte-identical rollout dump" \
   'cmp -s "$work/one/rollouts/grpo/rank0.jsonl" "$work/rr/rollouts/grpo/rank0.jsonl"'
 check "one weight version sent per GRPO step: $(grep -o "[0-9]* weight versions sent" "$work/rr.out" | head -1)" \
   'grep -q "): 16 weight versions sent" "$work/rr.out"'
+check "the weights went on the tensor channel: $(grep -o "[0-9.]* MiB on the tensor channel" "$work/rr.out" | head -1)" \
+  'grep -qE "\): 16 weight versions sent, 0 found already there \([1-9][0-9.]* MiB on the tensor channel" "$work/rr.out"'
 check "each step's second micro-batch was asked for ahead with its first: $(grep -o "[0-9]* of [0-9]* requests asked for ahead were used" "$work/rr.out" | head -1)" \
   'grep -q "32 of 32 requests asked for ahead were used" "$work/rr.out"'
 
@@ -83,6 +87,8 @@ check "2 policy ranks sharing 1 rollout rank exit 0 (rc $rc): $(tail -1 "$work/r
 stage_losses "$work/rr2/train_log.jsonl" >"$work/rr2.losses"
 check "2 policy ranks + 1 rollout rank equal one process accumulating 2 micro-batches, bit for bit" \
   'diff -q "$work/one.losses" "$work/rr2.losses" >/dev/null'
+check "policy rank 0 sent every version (policy rank 1 samples from the same copy): $(grep -o "[0-9]* weight versions sent, [0-9]* found" "$work/rr2.out")" \
+  'grep -q "): 16 weight versions sent, 0 found" "$work/rr2.out"'
 
 job "$work/stale" 2 1 0 2 >"$work/stale.yaml"
 "$ALN" train "$work/stale.yaml" >/dev/null 2>&1
@@ -102,7 +108,8 @@ check "ahead: false (each rollout asked for when needed, rc $rc): the same losse
   '[[ $rc -eq 0 ]] && diff -q "$work/stale.losses" <(stage_losses "$work/stale_one/train_log.jsonl") >/dev/null && cmp -s "$work/stale/rollouts/grpo/rank0.jsonl" "$work/stale_one/rollouts/grpo/rank0.jsonl" && grep -q "0 of 0 requests asked for ahead" "$work/stale_one.out"'
 
 # Fully sharded policy ranks (shard: full) sharing 1 rollout rank: every version is gathered a unit
-# at a time by both policy ranks and sent on by rank 0 as it passes; rank 1 finds it there. On-policy,
+# at a time by both policy ranks and sent on by rank 0 (on the tensor channel) as it passes; rank 1
+# finds it there. On-policy,
 # and with max_staleness 2 (a snapshot sharded as the policy is).
 SHARD=full job "$work/rr2_fsdp" 1 2 1 >"$work/rr2_fsdp.yaml"
 mpi 3 "$ALN" train "$work/rr2_fsdp.yaml" >"$work/rr2_fsdp.out" 2>&1; rc=$?

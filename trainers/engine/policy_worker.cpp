@@ -435,9 +435,12 @@ absl::StatusOr<JobReport> run_policy_worker(PolicyWorker& w) {
     if (!bye.ok()) return bye;
   }
   if (w.sampler) {
-    w.log.info("%s: %d weight versions sent, %d found already there; %d of %d requests asked for ahead were used",
-               w.sampler->server_name(), w.sampler->weight_pushes(), w.sampler->weights_found(),
-               w.sampler->taken_ahead(), w.sampler->asked_ahead());
+    w.log.info(
+        "%s: %d weight versions sent, %d found already there (%.1f MiB on the tensor channel in %.2f s); %d of %d "
+        "requests asked for ahead were used",
+        w.sampler->server_name(), w.sampler->weight_pushes(), w.sampler->weights_found(),
+        static_cast<double>(w.sampler->weight_bytes_sent()) / (1 << 20), w.sampler->weight_seconds(),
+        w.sampler->taken_ahead(), w.sampler->asked_ahead());
     absl::Status bye = w.sampler->finish();
     if (!bye.ok()) return bye;
   }

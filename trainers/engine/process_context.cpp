@@ -10,7 +10,7 @@ namespace {
 // placement: separate, or rollout ranks. Every rank takes part in every split, in this order: its
 // role's ranks; the policy's and the reference's ranks (the reference protocol's collectives); a
 // channel for reward, rollout and per-step reference requests; rank 0 and the reference ranks
-// (weights).
+// (weights); with rollout ranks, each rollout rank and the policy rank that sends it weights.
 void split_roles(const aln::v1::JobSpec& spec, ProcessContext& p, const Logger& log) {
   const dist::Layout& layout = p.layout;
   const dist::Role role = layout.role_of(p.world_rank);
@@ -22,6 +22,14 @@ void split_roles(const aln::v1::JobSpec& spec, ProcessContext& p, const Logger& 
   p.service_comm = p.world->split(0, p.world_rank, p.startup);
   const bool sends_or_takes_weights = p.world_rank == 0 || role == dist::Role::kReference;
   p.weights_comm = p.world->split(sends_or_takes_weights ? 0 : 1, p.world_rank, p.startup);
+  // Rollout rank j and policy rank j, the first it serves, which sends it every policy version
+  // (broadcasts from its rank 0); everyone else is in one unused group.
+  int pair = 0;
+  if (role == dist::Role::kPolicy && p.role_index < layout.rollout_ranks) pair = p.role_index + 1;
+  if (role == dist::Role::kRollout && p.role_index < layout.policy_ranks) pair = p.role_index + 1;
+  if (layout.rollout_ranks > 0) {
+    p.rollout_weights_comm = p.world->split(pair, role == dist::Role::kRollout ? 1 : 0, p.startup);
+  }
   // A server answers its policy ranks one at a time, so a request may wait behind one from each
   // of the others: its timeout grows with the clients per server.
   auto per_request = [&](int servers) {
@@ -53,7 +61,8 @@ void split_roles(const aln::v1::JobSpec& spec, ProcessContext& p, const Logger& 
                                            layout.rollout_ranks,
                                            per_request(layout.rollout_ranks),
                                            p.long_wait,
-                                           p.own_coordinator ? 1 : 0};
+                                           p.own_coordinator ? 1 : 0,
+                                           pair > 0 ? p.rollout_weights_comm.get() : nullptr};
   }
   if (role != dist::Role::kPolicy) return;
   p.policy_world = p.role_comm.get();

@@ -40,7 +40,7 @@ struct ProcessContext {
   std::optional<RolloutPlacement> rollout_placement;        // rollout ranks (parallel.rollout.ranks)
 
   // Owned communicators behind the pointers above.
-  std::unique_ptr<dist::Communicator> workers, role_comm, frozen_comm, service_comm, weights_comm;
+  std::unique_ptr<dist::Communicator> workers, role_comm, frozen_comm, service_comm, weights_comm, rollout_weights_comm;
 };
 
 // Splits the world as the job's layout asks (a collective of every rank) and says what this process

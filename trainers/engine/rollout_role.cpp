@@ -99,7 +99,117 @@ at::ScalarType compute_dtype_of(const std::string& name, int rank) {
   ALN_FAIL("rank ", rank, " sent weights computing in \"", name, "\", which this rollout rank does not know");
 }
 
+// One tensor broadcast from rank 0 of `channel` (the weights' sender), in flat pieces of at most
+// kBroadcastBytes: MPI counts in an int, and implementations overflow on single messages past 2 GiB
+// (embeddings of large models are bigger). Both sides cut a tensor alike: same shape, same dtype.
+constexpr int64_t kBroadcastBytes = int64_t{64} << 20;
+
+int64_t piece_elements(const at::Tensor& tensor) {
+  return std::max<int64_t>(1, kBroadcastBytes / static_cast<int64_t>(tensor.element_size()));
+}
+
+absl::Status broadcast_whole(dist::Communicator& channel, const at::Tensor& tensor, std::chrono::milliseconds wait) {
+  return capture_status([&] {
+    const int64_t most = piece_elements(tensor);
+    const at::Tensor flat = tensor.view({-1});
+    std::vector<at::Tensor> pieces;  // the communicator holds references to these until wait()
+    std::vector<std::unique_ptr<dist::Work>> pending;
+    for (int64_t at = 0; at < flat.numel(); at += most) {
+      pieces.push_back(flat.narrow(0, at, std::min(most, flat.numel() - at)));
+      pending.push_back(channel.broadcast(pieces.back(), 0));
+    }
+    for (auto& work : pending) ALN_RETURN_IF_ERROR(work->wait(wait));
+    return absl::OkStatus();
+  });
+}
+
+// Receives what broadcast_whole sends of a tensor this rank could not allocate, into one piece's
+// worth of scratch, so the channel stays in step with the sender (which then gets the error reply).
+absl::Status drain_broadcast(dist::Communicator& channel, int64_t numel, at::ScalarType dtype,
+                             std::chrono::milliseconds wait) {
+  return capture_status([&] {
+    at::Tensor scratch = at::empty({0}, at::TensorOptions().dtype(dtype));
+    const int64_t most = piece_elements(scratch);
+    scratch = at::empty({std::min(most, numel)}, scratch.options());
+    for (int64_t at = 0; at < numel; at += most) {
+      at::Tensor piece = scratch.narrow(0, 0, std::min(most, numel - at));
+      ALN_RETURN_IF_ERROR(channel.broadcast(piece, 0)->wait(wait));
+    }
+    return absl::OkStatus();
+  });
+}
+
+// The dtypes a policy's weights come in.
+at::ScalarType weights_dtype_of(int32_t value, const std::string& name, int rank) {
+  for (at::ScalarType t : {at::kFloat, at::kBFloat16, at::kHalf, at::kDouble}) {
+    if (value == static_cast<int32_t>(t)) return t;
+  }
+  ALN_FAIL("rank ", rank, " announced weight tensor ", name, " with dtype code ", value,
+           ", which is not a floating-point dtype this rollout rank takes");
+}
+
 }  // namespace
+
+// A policy version on the tensor channel to the rollout rank: "weights" requests, each naming its
+// tensors (name, shape, dtype) and followed by their broadcasts once it has gone, so the rollout
+// rank receives them straight into the tensors it keeps (no serialisation, no 2 GiB message limit).
+// A request covers at most kPieceBytes of tensors, which are held until it goes: the memory the
+// pieces of control messages held before.
+class WeightsSender {
+ public:
+  using Start = std::function<void(aln::v1::ServiceRequest&)>;
+  using Call = std::function<absl::Status(const aln::v1::ServiceRequest&, const dist::ServiceClient::Between&)>;
+  WeightsSender(dist::Communicator* channel, std::chrono::milliseconds wait, const std::string& config_json,
+                Start start, Call call)
+      : channel_(channel), wait_(wait), start_(std::move(start)), call_(std::move(call)) {
+    ALN_CHECK(channel_ != nullptr,
+              "this policy rank sends a rollout rank weights but shares no tensor channel with it");
+    start_(request_);
+    aln::v1::FileData* config = request_.add_files();
+    config->set_path("config.json");
+    config->set_data(config_json);
+  }
+  // `tensor` is kept (not copied) until its request goes.
+  absl::Status add(const std::string& name, at::Tensor tensor) {
+    // Host tensors: the channel is split from the MPI world (rollout ranks run on the CPU).
+    tensor = tensor.detach().to(at::kCPU).contiguous();
+    const size_t size = static_cast<size_t>(tensor.numel()) * tensor.element_size();
+    if (piece_bytes_ > 0 && piece_bytes_ + size > kPieceBytes) ALN_RETURN_IF_ERROR(flush());
+    aln::v1::TensorHeader* header = request_.mutable_headers()->add_tensors();
+    header->set_name(name);
+    for (int64_t d : tensor.sizes()) header->add_shape(d);
+    header->set_dtype(static_cast<int32_t>(tensor.scalar_type()));
+    tensors_.push_back(std::move(tensor));
+    piece_bytes_ += size;
+    bytes_ += static_cast<int64_t>(size);
+    return piece_bytes_ >= kPieceBytes ? flush() : absl::OkStatus();
+  }
+  absl::Status finish() { return tensors_.empty() && requests_ > 0 ? absl::OkStatus() : flush(); }
+  int64_t bytes() const { return bytes_; }
+
+ private:
+  absl::Status flush() {
+    absl::Status sent = call_(request_, [this] {
+      for (const at::Tensor& t : tensors_) ALN_RETURN_IF_ERROR(broadcast_whole(*channel_, t, wait_));
+      return absl::OkStatus();
+    });
+    ++requests_;
+    tensors_.clear();
+    piece_bytes_ = 0;
+    request_.Clear();
+    start_(request_);
+    return sent;
+  }
+  dist::Communicator* channel_;
+  std::chrono::milliseconds wait_;
+  Start start_;
+  Call call_;
+  aln::v1::ServiceRequest request_;
+  std::vector<at::Tensor> tensors_;
+  size_t piece_bytes_ = 0;
+  int64_t bytes_ = 0;
+  int requests_ = 0;
+};
 
 // One thread that makes the calls in the order they were handed in (or, without it, each call
 // made at once on the caller's thread). Each call's result is kept until its owner takes it.
@@ -147,8 +257,13 @@ struct RemoteSampler::Calls {
   Result call_and_wait(const aln::v1::ServiceRequest& request) {
     return submit([this, &request] { return call(request); }).get();
   }
-  Result call(const aln::v1::ServiceRequest& request) {
-    return threaded ? client.call(request, wait, cancelled) : client.call(request, wait);
+  Result call(const aln::v1::ServiceRequest& request, const dist::ServiceClient::Between& between = nullptr) {
+    return client.call(request, wait, threaded ? &cancelled : nullptr, between);
+  }
+  // A call whose request is followed by `between` (tensors on the tensor channel), waited for.
+  absl::Status call_between_and_wait(const aln::v1::ServiceRequest& request,
+                                     const dist::ServiceClient::Between& between) {
+    return submit([this, &request, &between] { return call(request, between); }).get().status();
   }
   void loop() {
     while (true) {
@@ -210,22 +325,51 @@ aln::v1::ServiceReply RemoteSampler::call(const aln::v1::ServiceRequest& request
   return std::move(*result);
 }
 
-void RemoteSampler::push_weights(const model::DecoderModel& sampler, int64_t stage, int64_t version) {
-  const model::TensorMap& tensors = sampler.tensors();
-  absl::Status sent = send_named_tensors(
-      tensors, model::to_hf_config_json(sampler.config()),
-      [&](aln::v1::ServiceRequest& request) {
+WeightsSender RemoteSampler::weights_sender(const model::DecoderModel& sampler, int64_t stage, int64_t version) {
+  const auto total = static_cast<int64_t>(sampler.tensors().size());
+  return WeightsSender(
+      placement_.weights, placement_.long_wait, model::to_hf_config_json(sampler.config()),
+      [stage, version, total, dtype = compute_dtype_name(sampler)](aln::v1::ServiceRequest& request) {
         request.set_method("weights");
         request.set_stage(stage);
         request.set_step(version);
-        request.set_total(static_cast<int64_t>(tensors.size()));
-        request.set_text(compute_dtype_name(sampler));
+        request.set_total(total);
+        request.set_text(dtype);
       },
-      [&](const aln::v1::ServiceRequest& request) { return calls_->call_and_wait(request).status(); }, "policy weights",
-      "rollout ranks need every weight tensor under 2 GiB; set parallel.rollout.ranks to 0");
+      [calls = calls_.get()](const aln::v1::ServiceRequest& request, const dist::ServiceClient::Between& between) {
+        return calls->call_between_and_wait(request, between);
+      });
+}
+
+void RemoteSampler::push_weights(const model::DecoderModel& sampler, int64_t stage, int64_t version) {
+  const auto start = Clock::now();
+  WeightsSender sender = weights_sender(sampler, stage, version);
+  absl::Status sent = absl::OkStatus();
+  for (const auto& [name, tensor] : sampler.tensors()) {
+    sent = sender.add(name, tensor);
+    if (!sent.ok()) break;
+  }
+  if (sent.ok()) sent = sender.finish();
   if (!sent.ok()) ALN_FAIL(server_name(), " (weights): ", sent.message());
   held_ = std::make_pair(stage, version);
   ++pushes_;
+  bytes_sent_ += sender.bytes();
+  weight_seconds_ += since(start);
+}
+
+void RemoteSampler::wait_until_held(int64_t stage, int64_t version) {
+  const auto start = Clock::now();
+  auto pause = std::chrono::milliseconds(1);
+  while (!rollout_rank_holds(stage, version)) {
+    ALN_CHECK(Clock::now() - start < placement_.long_wait, server_name(), " did not receive stage ", stage, " version ",
+              version, " of the policy from policy rank ", policy_rank_ % placement_.rollout_ranks,
+              ", which sends it every version, within ", placement_.long_wait.count(),
+              " ms (see that rank's log; parallel.timeout_s sets how long generation may take)");
+    std::this_thread::sleep_for(pause);
+    pause = std::min(pause * 2, std::chrono::milliseconds(50));
+  }
+  held_ = std::make_pair(stage, version);
+  ++found_;
 }
 
 bool RemoteSampler::rollout_rank_holds(int64_t stage, int64_t version) {
@@ -240,22 +384,9 @@ void RemoteSampler::push_sharded(const FullySharded& shards, const model::Decode
                                  int64_t version) {
   // The first policy rank each rollout rank serves sends; the rest only gather with it.
   const bool sends = policy_rank_ < placement_.rollout_ranks;
-  // The float32 tensors the shards hold, and the dtype the sampler computes in (as a whole one's).
-  const auto total = static_cast<int64_t>(sampler.tensors().size());
-  std::optional<TensorSender> sender;
-  if (sends) {
-    sender.emplace(
-        model::to_hf_config_json(sampler.config()),
-        [&](aln::v1::ServiceRequest& request) {
-          request.set_method("weights");
-          request.set_stage(stage);
-          request.set_step(version);
-          request.set_total(total);
-          request.set_text(compute_dtype_name(sampler));
-        },
-        [&](const aln::v1::ServiceRequest& request) { return calls_->call_and_wait(request).status(); },
-        "policy weights", "rollout ranks need every weight tensor under 2 GiB; set parallel.rollout.ranks to 0");
-  }
+  const auto start = Clock::now();
+  std::optional<WeightsSender> sender;
+  if (sends) sender.emplace(weights_sender(sampler, stage, version));
   // The gathers below are bounded by parallel.timeout_s, so nothing slow may run inside them: each
   // rank first waits until its rollout rank has answered everything it asked for (one round trip:
   // a generate asked ahead may still run), then all wait for each other as long as a generation may.
@@ -264,7 +395,8 @@ void RemoteSampler::push_sharded(const FullySharded& shards, const model::Decode
   // A failed send stops sending, not gathering: the other ranks are in the same gathers.
   absl::Status sent = absl::OkStatus();
   shards.for_each_whole([&](const std::string& name, const at::Tensor& whole) {
-    if (sender && sent.ok()) sent = sender->add(name, whole);
+    if (sender && sent.ok())
+      sent = sender->add(name, whole.detach().to(at::kCPU, false, /*copy=*/true));  // `whole` goes with its unit
   });
   if (sender && sent.ok()) sent = sender->finish();
   // Every rank learns whether the weights arrived; the others wait here for the senders.
@@ -276,6 +408,8 @@ void RemoteSampler::push_sharded(const FullySharded& shards, const model::Decode
   if (!agreed.ok()) ALN_FAIL(agreed.message());
   if (sends) {
     ++pushes_;
+    bytes_sent_ += sender->bytes();
+    weight_seconds_ += since(start);
   } else {
     ALN_CHECK(rollout_rank_holds(stage, version), server_name(), " does not hold stage ", stage, " version ", version,
               " after policy rank ", policy_rank_ % placement_.rollout_ranks, " sent it");
@@ -293,11 +427,15 @@ void RemoteSampler::ensure_version(const model::DecoderModel& sampler, int64_t s
     push_sharded(*shards, sampler, stage, version);
     return;
   }
-  if (rollout_rank_holds(stage, version)) {
-    held_ = std::make_pair(stage, version);
-    ++found_;
-  } else {
+  // Data-parallel ranks sample with the same versions at the same steps: the first rank the rollout
+  // rank serves sends each one (it alone shares a tensor channel with it), the others wait for it.
+  // This relies on every policy rank generating at every step where any does (every data-parallel
+  // rank runs the same micro-batches; evaluation samples locally): a rank that sampled alone would
+  // wait here for a version nobody sends, until long_wait ends it naming the sender.
+  if (policy_rank_ < placement_.rollout_ranks) {
     push_weights(sampler, stage, version);
+  } else {
+    wait_until_held(stage, version);
   }
 }
 
@@ -434,8 +572,45 @@ absl::Status run_rollout_role(const RolloutPlacement& placement, int index, cons
         state.config_json = request.files(0).data();
         state.compute = compute_dtype_of(request.text(), client);
       }
-      for (const auto& named : request.named()) {
-        state.arriving[named.name()] = tensor_of(named.tensor(), "weights", client);
+      const auto& headers = request.headers().tensors();
+      if (!headers.empty()) {
+        ALN_CHECK(placement.weights != nullptr && client == index, "rank ", client,
+                  " sent weights, but this rollout rank shares a tensor channel only with policy rank ", index);
+      }
+      // Every header is checked before anything is received (the sender's build matches ours, so a
+      // bad one means a broken channel); a tensor that cannot be allocated is still received, into
+      // scratch, so the sender's broadcasts finish and it gets this error as the reply.
+      std::vector<at::ScalarType> dtypes;
+      for (const auto& header : headers) {
+        dtypes.push_back(weights_dtype_of(header.dtype(), header.name(), client));
+        for (int64_t d : header.shape()) ALN_CHECK(d >= 0, "weight tensor ", header.name(), " has a negative size");
+      }
+      absl::Status failed = absl::OkStatus();
+      for (int i = 0; i < headers.size(); ++i) {
+        const auto& header = headers[i];
+        const std::vector<int64_t> shape(header.shape().begin(), header.shape().end());
+        at::Tensor tensor;
+        absl::Status made = capture_status([&] {
+          tensor = at::empty(shape, at::TensorOptions().dtype(dtypes[static_cast<size_t>(i)]));
+          return absl::OkStatus();
+        });
+        if (made.ok() && failed.ok()) {
+          absl::Status got = broadcast_whole(*placement.weights, tensor, placement.long_wait);
+          if (!got.ok()) ALN_FAIL("weight tensor ", header.name(), " from rank ", client, ": ", got.message());
+          state.arriving[header.name()] = std::move(tensor);
+          continue;
+        }
+        if (failed.ok())
+          failed = absl::ResourceExhaustedError(absl::StrCat("weight tensor ", header.name(), ": ", made.message()));
+        int64_t numel = 1;
+        for (int64_t d : shape) numel *= d;
+        absl::Status drained =
+            drain_broadcast(*placement.weights, numel, dtypes[static_cast<size_t>(i)], placement.long_wait);
+        if (!drained.ok()) ALN_FAIL("weight tensor ", header.name(), " from rank ", client, ": ", drained.message());
+      }
+      if (!failed.ok()) {
+        state.arriving.clear();
+        ALN_FAIL("this rollout rank could not hold the policy's weights: ", failed.message());
       }
       if (static_cast<int64_t>(state.arriving.size()) == request.total()) {
         auto config = model::parse_hf_config(state.config_json, absl::StrCat("rank ", client, "'s config.json"));

@@ -3,8 +3,9 @@
 // ranks, then the rollout ranks; policy rank i is served by rollout rank i % K. A generating
 // trainer samples through StepContext::generate, which here sends its rollout rank the weights of
 // the policy version it samples with ("weights", only when the rank holds another version: on-policy
-// every step, with a bounded-staleness snapshot only when the snapshot is renewed; not at all when
-// another policy rank it serves already sent that version, "holds"), then the prompts
+// every step, with a bounded-staleness snapshot only when the snapshot is renewed; the requests name
+// the tensors, which follow as broadcasts on a tensor channel that rollout rank j shares with policy
+// rank j; the other policy ranks it serves wait until it holds that version, "holds"), then the prompts
 // and sampling settings ("generate"); the rollout rank runs the same generation code on the same
 // weights with the same seed, so the tokens and sampling log-probs are the ones a colocated run
 // samples, bit for bit (with the same number of threads). Beside a fully sharded policy
@@ -37,6 +38,7 @@
 namespace aln::engine {
 
 class FullySharded;
+class WeightsSender;
 
 struct RolloutPlacement {
   dist::Communicator* channel = nullptr;  // every rank of the job, for service messages only
@@ -49,6 +51,9 @@ struct RolloutPlacement {
   // by the heartbeats and mpirun, not by this wait.
   std::chrono::milliseconds long_wait{0};
   int rank_shift = 0;  // 1 with a coordinator of its own: mpirun's rank = the channel's + 1 (messages)
+  // The tensor channel between rollout rank j and policy rank j, which sends it the policy's weights
+  // (rank 0 of it, the sender; rank 1, the rollout rank). Null on every other rank.
+  dist::Communicator* weights = nullptr;
   int server_of(int policy_rank) const { return first_rollout_rank + policy_rank % rollout_ranks; }
 };
 
@@ -89,12 +94,18 @@ class RemoteSampler {
   int64_t taken_ahead() const { return taken_ahead_; }  // generate() calls answered by a prefetch
   int64_t asked_ahead() const { return asked_ahead_; }
   double waited_seconds() const { return waited_; }  // in generate and prefetch, weights included
+  int64_t weight_bytes_sent() const { return bytes_sent_; }  // on the tensor channel
+  double weight_seconds() const { return weight_seconds_; }  // sending them (a sharded policy: gathers included)
 
  private:
   struct Calls;  // the message thread (or none) and its queue
   struct Pending;
   void ensure_version(const model::DecoderModel& sampler, int64_t stage, int64_t version);
+  WeightsSender weights_sender(const model::DecoderModel& sampler, int64_t stage, int64_t version);
+  // The first policy rank a rollout rank serves sends it every version (it alone shares a tensor
+  // channel with it); the others wait until it holds the version (bounded by long_wait).
   void push_weights(const model::DecoderModel& sampler, int64_t stage, int64_t version);
+  void wait_until_held(int64_t stage, int64_t version);
   // A fully sharded sampler: every policy rank gathers it a unit at a time (collective), the first
   // policy rank each rollout rank serves sends the tensors as they pass, and the others, once every
   // send is done, find that version on their rollout rank ("holds").
@@ -110,8 +121,8 @@ class RemoteSampler {
   std::vector<Pending> pending_;  // asked ahead, not yet taken, in the order asked
   prometheus::Counter* wait_seconds_;
   std::optional<std::pair<int64_t, int64_t>> held_;  // (stage, version) the rollout rank holds
-  int64_t pushes_ = 0, found_ = 0, taken_ahead_ = 0, asked_ahead_ = 0;
-  double waited_ = 0;
+  int64_t pushes_ = 0, found_ = 0, taken_ahead_ = 0, asked_ahead_ = 0, bytes_sent_ = 0;
+  double waited_ = 0, weight_seconds_ = 0;
 };
 
 // Rollout side: the whole role for a job (`index` among the rollout ranks).
