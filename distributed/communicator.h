@@ -19,6 +19,12 @@ class Work {
   // OK when the operation finished; DeadlineExceeded (naming rank, op and sequence number) when it
   // did not finish within `timeout`.
   virtual absl::Status wait(std::chrono::milliseconds timeout) = 0;
+  // For device tensors: orders the caller's current device stream after the operation and returns
+  // without blocking the host (what overlap needs); what the caller queues next on that stream
+  // reads the result. The operation must still finish within `timeout`: a backend that cannot tell
+  // at once enforces it later (NCCL: a watchdog that ends the process, since results already used
+  // cannot be taken back). Backends without device streams: wait(timeout).
+  virtual absl::Status wait_on_stream(std::chrono::milliseconds timeout) { return wait(timeout); }
   // Lets the operation advance without waiting (MPI progresses non-blocking collectives only inside
   // MPI calls, so code that overlaps them with compute calls this now and then). Never blocks.
   virtual void progress() {}

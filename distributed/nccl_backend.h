@@ -1,11 +1,15 @@
 #pragma once
 // NCCL backend for CUDA tensors. A group's NCCL communicator is bootstrapped over an existing one
 // (MPI): the group's first rank makes the unique id and broadcasts it; initialisation is
-// non-blocking and gives up after the timeout. Collectives and send/recv run on a stream of the
-// communicator's own, ordered after the work already queued on the default stream; each returns a
-// Work whose wait polls a CUDA event (and NCCL's asynchronous error) until the timeout, so a stuck
-// peer is reported, never waited for forever. Compiled and linked in every CUDA build; where no GPU
-// exists, creating one fails with an error that says so.
+// non-blocking and gives up after the timeout. Collectives and send/recv run on a stream from
+// LibTorch's pool, ordered after the caller's current stream, with every tensor in flight recorded
+// on it for the caching allocator. A Work's wait() polls its event on the host, bounded (the
+// communicator stays usable after a timeout); wait_on_stream() makes the caller's current stream
+// wait for it without blocking the host and hands the timeout to a watchdog thread, which ends the
+// process (after ncclCommAbort, naming the operation) when a collective outlives it or NCCL reports
+// a failed peer. Needs LibTorch's CUDA backend loaded (model::load_cuda_backend). Compiled and
+// linked in every CUDA build; where no GPU exists, creating one fails with an error that says so.
+// Why not LibTorch's ProcessGroupNCCL: docs/distributed.md.
 #include <chrono>
 #include <memory>
 #include <optional>

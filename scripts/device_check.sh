@@ -4,7 +4,8 @@
 # working tree, after scripts/device_prepare.sh ran here and with .device carried along:
 #   device tool: command "bash scripts/device_check.sh", carry [".device"], timeout 560
 # It builds `aln` and the kernel tests against the machine's LibTorch (16 cores), runs the kernel
-# tests (values and gradients against the CPU) and `compute-sanitizer` memcheck on the CUDA ones,
+# tests (values and gradients against the CPU), the NCCL communicator's collectives (nccl_gpu_test)
+# and `compute-sanitizer` memcheck on the CUDA kernels,
 # then tests/gpu/trainers_gpu_test.sh (every trainer on the GPU against its CPU run, 2 ranks on one
 # GPU, a GPU checkpoint resumed on the CPU), then, with the time left, bench/gpu_dpo_step.py (Aln's
 # DPO step against TRL and TRL + Liger) and bench/gpu_generate.py (Aln's generation, with and without
@@ -43,6 +44,10 @@ if [[ -x $build/bin/aln ]]; then
   step version 30 "$build/bin/aln" version
   step kernels 120 "$build/bin/kernels_test"
   step model 120 "$build/bin/model_test"
+  # The NCCL communicator's collectives at world size 1 (a target of CUDA builds with NCCL only, so
+  # built on its own: a build without it fails this step, not the others).
+  step nccl_build 120 cmake --build "$build" -j 16 --target nccl_gpu_test &&
+    step nccl 60 "$build/bin/nccl_gpu_test"
   if command -v compute-sanitizer >/dev/null; then
     step memcheck 120 compute-sanitizer --tool memcheck --error-exitcode 3 "$build/bin/kernels_test" --gtest_filter='*Cuda*'
   fi

@@ -184,7 +184,8 @@ FullySharded::~FullySharded() {
   // A prefetch still in flight here means a pass failed (every normal one takes or settles its
   // own): not waited for, which would hold the job's exit for another timeout. An MPI work
   // dropped unfinished keeps the buffers it writes alive; a thread-backend one counts this rank
-  // out. (The NCCL backend does not record its buffers on its stream yet: issue #22's item 3.)
+  // out; an NCCL one's buffers are recorded on its stream, so the caching allocator keeps them
+  // until the collective is done.
   prefetch_.reset();
   policy_.set_param_gather(nullptr);
 }
