@@ -125,11 +125,6 @@ class Shared {
     return aborted_;
   }
 
-  // ncclCommAbort once (not ncclCommDestroy, which would wait for a dead peer), with the reason.
-  void abort(absl::Status why) {
-    const std::lock_guard<std::mutex> lock(mutex_);
-    abort_locked(std::move(why));
-  }
   bool aborted() {
     const std::lock_guard<std::mutex> lock(mutex_);
     return !aborted_.ok();
@@ -168,6 +163,7 @@ class Shared {
     std::_Exit(1);
   }
 
+  // ncclCommAbort once (not ncclCommDestroy, which would wait for a dead peer), with the reason.
   void abort_locked(absl::Status why) {
     if (!aborted_.ok()) return;
     aborted_ = std::move(why);

@@ -1,6 +1,7 @@
 #pragma once
-// A model's (or an optimizer's) tensors sent as service requests of bounded size: to the
-// coordinator's own process (job_outputs.cpp) and to a rollout rank (rollout_role.cpp).
+// A model's (or an optimizer's) tensors sent as service requests of bounded size, to the
+// coordinator's own process (job_outputs.cpp). (A rollout rank takes its weights on the tensor
+// channel instead: rollout_role.cpp.)
 #include <cstddef>
 #include <functional>
 #include <map>
