@@ -271,9 +271,11 @@ void FullySharded::start_prefetch(size_t unit, const at::Tensor& flat, bool back
   settle();
   at::Tensor out = flat;
   prefetch_ = Prefetch{unit, flat, dp_.start_all_gather(units_[unit].shard.detach(), out), backward};
-  // Counted from now: the storage is held from now.
-  layer_bytes_ += flat.numel() * static_cast<int64_t>(flat.element_size());
-  peak_layer_bytes_ = std::max(peak_layer_bytes_, layer_bytes_);
+  // Counted from now: the storage is held from now. (The outer unit is not a layer: outer_bytes().)
+  if (is_layer(unit)) {
+    layer_bytes_ += flat.numel() * static_cast<int64_t>(flat.element_size());
+    peak_layer_bytes_ = std::max(peak_layer_bytes_, layer_bytes_);
+  }
 }
 
 void FullySharded::settle() {
@@ -284,7 +286,7 @@ void FullySharded::settle() {
   ++prefetches_dropped_;
   if (p.backward) {
     free(p.unit, p.flat);
-  } else {
+  } else if (is_layer(p.unit)) {
     layer_bytes_ -= p.flat.numel() * static_cast<int64_t>(p.flat.element_size());  // a new storage, dropped
   }
 }
@@ -353,7 +355,15 @@ void FullySharded::gather_head() {
 void FullySharded::gather_layer(int64_t layer) {
   const size_t unit = first_layer_ + static_cast<size_t>(layer);
   gather(unit);
-  if (unit + 1 < units_.size()) start_prefetch(unit + 1, layer_storage(unit + 1), false);
+  if (unit + 1 < units_.size()) {
+    start_prefetch(unit + 1, layer_storage(unit + 1), false);
+  } else if (embedding_ != 0) {
+    // The last layer: an untied head's unit is gathered while it computes (gather_head takes it).
+    // The last pass's outer tensors go first when only the model's map holds them, so a pass
+    // without autograd still never holds two copies.
+    drop_unheld_outer();
+    start_prefetch(0, layer_storage(0), false);
+  }
 }
 
 at::Tensor FullySharded::layer_storage(size_t unit) const {

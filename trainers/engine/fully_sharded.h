@@ -18,8 +18,9 @@
 //             receives the sum over ranks of its range, added to its shard's gradient) and the
 //             gathered tensors are freed.
 // The next layer's gather is started before the current layer computes (prefetch): in forward the
-// layer after it, in backward the one before it (into the storage its forward pass used, so the
-// tensors autograd saved see it), so the collective runs while the layer computes. At most one
+// layer after it (after the last layer, an untied head's unit), in backward the one before it (into
+// the storage its forward pass used, so the tensors autograd saved see it), so the collective runs
+// while the layer computes. At most one
 // gather is in flight; a prefetch a pass did not take is waited for and dropped before the shards
 // change (owned(), take()) or its storage goes.
 // So a rank holds 1/N of the layers, the outer unit, and two gathered layers at a time (the one
