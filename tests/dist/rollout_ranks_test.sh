@@ -16,7 +16,8 @@
 #  - HAIR (its own samples and shadow rewards) and the controllable method's rl objective equal their
 #    colocated runs bit for bit;
 #  - SIGKILL of the rollout rank ends the job non-zero within 60 s; --resume from the last checkpoint
-#    (inside a staleness window) then reproduces the uninterrupted run's losses and dump bit for bit;
+#    (inside a staleness window) then reproduces the uninterrupted run's losses and dump bit for bit,
+#    taking the rollouts that checkpoint kept (generated, not yet trained on) instead of asking again;
 #  - config errors: rollout ranks in a job that samples nothing, and the wrong process count.
 # Usage: rollout_ranks_test.sh ALN MPIEXEC
 set -uo pipefail
@@ -144,11 +145,16 @@ check "SIGKILL of the rollout rank ends the job non-zero within 60 s (rc $fault_
   '[[ $fault_rc -ne 0 && $fault_took -le 60 ]]'
 check "the job's output names the rank that died: $(grep -m1 -E "process rank 1 with PID|mpirun rank 1\)" "$work/kill.out" | cut -c1-160)" \
   'grep -qE "process rank 1 with PID [0-9]+ .*exited on signal 9|mpirun rank 1\)" "$work/kill.out"'
+kept="$work/kill/checkpoints/step-00000012/trainer/rollouts_unconsumed.safetensors"
+check "the checkpoint of GRPO step 4 keeps the window's rollouts not yet trained on (steps 5-6): $(ls "$kept" 2>&1 | cut -c1-160)" \
+  '[[ -s "$kept" ]]'
 mpi 2 "$ALN" train "$work/kill.yaml" --resume >"$work/kill2.out" 2>&1; rc=$?
 check "--resume after the kill exits 0 (rc $rc): $(tail -1 "$work/kill2.out")" '[[ $rc -eq 0 ]]'
 stage_losses "$work/kill/train_log.jsonl" >"$work/kill.losses"
 check "resumed inside a snapshot window: the uninterrupted losses and a byte-identical rollout dump" \
   'diff -q "$work/stale.losses" "$work/kill.losses" >/dev/null && cmp -s "$work/stale/rollouts/grpo/rank0.jsonl" "$work/kill/rollouts/grpo/rank0.jsonl"'
+check "the resumed run took the 4 kept rollouts instead of generating them again: $(grep -o "[0-9]* answers taken from the checkpoint" "$work/kill2.out")" \
+  'grep -q "4 rollouts were generated before the checkpoint and not yet trained on: kept in it" "$work/kill2.out" && grep -q "4 answers taken from the checkpoint" "$work/kill2.out"'
 
 # Config errors, named by key path.
 job "$work/idle" 2 1 1 | sed "/  - name: grpo/,/max_steps: 16/d" >"$work/idle.yaml"

@@ -9,7 +9,9 @@
 //   reference/              the frozen reference, only when its log-probs are computed on the fly
 //   optimizer.safetensors   AdamW moments and step count
 //   rng.safetensors         the generators' states: "cpu", and "cuda:<i>" for each GPU in use (rng_state.h)
-//   trainer/                what the trainer learns besides the policy (HAIR's shadow reward models)
+//   trainer/                what the trainer learns besides the policy (HAIR's shadow reward models), the
+//                           rollout producer's sampling snapshot, and rollouts generated ahead on rollout
+//                           ranks and not yet trained on (unconsumed_rollouts.h)
 //   state.json              stage, step, Buffer position, guard counter, reference-cache key, reports
 //   MANIFEST.json           written last: every file above with its size
 //

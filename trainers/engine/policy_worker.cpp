@@ -437,10 +437,10 @@ absl::StatusOr<JobReport> run_policy_worker(PolicyWorker& w) {
   if (w.sampler) {
     w.log.info(
         "%s: %d weight versions sent, %d found already there (%.1f MiB on the tensor channel in %.2f s); %d of %d "
-        "requests asked for ahead were used",
+        "requests asked for ahead were used, %d answers taken from the checkpoint",
         w.sampler->server_name(), w.sampler->weight_pushes(), w.sampler->weights_found(),
         static_cast<double>(w.sampler->weight_bytes_sent()) / (1 << 20), w.sampler->weight_seconds(),
-        w.sampler->taken_ahead(), w.sampler->asked_ahead());
+        w.sampler->taken_ahead(), w.sampler->asked_ahead(), w.sampler->restored_taken());
     absl::Status bye = w.sampler->finish();
     if (!bye.ok()) return bye;
   }

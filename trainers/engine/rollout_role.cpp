@@ -303,8 +303,20 @@ struct RemoteSampler::Pending {
   std::pair<int64_t, int64_t> version;
   std::string request;  // the generate request's bytes: what a later generate() must match
   std::future<Calls::Result> reply;
-  Calls::Wanted wanted;  // false: dropped (not sent if it has not been yet)
+  Calls::Wanted wanted;   // false: dropped (not sent if it has not been yet)
+  bool restored = false;  // from a checkpoint (restore()), never sent in this run
+  bool claimed = false;   // restored, and a prefetch of this run has asked for it
 };
+
+namespace {
+
+std::future<absl::StatusOr<aln::v1::ServiceReply>> ready(absl::StatusOr<aln::v1::ServiceReply> result) {
+  std::promise<absl::StatusOr<aln::v1::ServiceReply>> promise;
+  promise.set_value(std::move(result));
+  return promise.get_future();
+}
+
+}  // namespace
 
 RemoteSampler::RemoteSampler(const RolloutPlacement& placement, int policy_rank, prometheus::Counter* wait_seconds,
                              bool ahead)
@@ -439,8 +451,6 @@ void RemoteSampler::ensure_version(const model::DecoderModel& sampler, int64_t s
   }
 }
 
-namespace {
-
 aln::v1::ServiceRequest generate_request(int64_t stage, int64_t version, const at::Tensor& prompt_ids,
                                          const at::Tensor& prompt_mask, const model::GenerationOptions& options) {
   ALN_CHECK(!options.stop_condition, "rollout ranks take stop tokens, not stop conditions (code on the policy rank)");
@@ -453,8 +463,6 @@ aln::v1::ServiceRequest generate_request(int64_t stage, int64_t version, const a
   dist::to_proto(prompt_mask.to(at::kCPU), request.add_tensors());
   return request;
 }
-
-}  // namespace
 
 void RemoteSampler::prefetch(const model::DecoderModel& sampler, int64_t stage, int64_t version,
                              const at::Tensor& prompt_ids, const at::Tensor& prompt_mask,
@@ -469,11 +477,20 @@ void RemoteSampler::prefetch(const model::DecoderModel& sampler, int64_t stage, 
     p.wanted->store(false);
     return true;
   });
-  ensure_version(sampler, stage, version);  // waited for: `sampler` is not read after this returns
   auto request = std::make_shared<const aln::v1::ServiceRequest>(
       generate_request(stage, version, prompt_ids, prompt_mask, options));
+  std::string bytes = request->SerializeAsString();
+  // Already at hand (restored from a checkpoint): neither the request nor, for it, the weights go.
+  // One prefetch claims one restored answer, so a request asked twice is kept (and found) twice.
+  auto restored = std::find_if(pending_.begin(), pending_.end(),
+                               [&](const Pending& p) { return p.restored && !p.claimed && p.request == bytes; });
+  if (restored != pending_.end()) {
+    restored->claimed = true;
+    return;
+  }
+  ensure_version(sampler, stage, version);  // waited for: `sampler` is not read after this returns
   auto wanted = std::make_shared<std::atomic<bool>>(true);
-  pending_.push_back(Pending{key, request->SerializeAsString(), calls_->submit(request, wanted), wanted});
+  pending_.push_back(Pending{key, std::move(bytes), calls_->submit(request, wanted), wanted});
   ++asked_ahead_;
   const double waited = since(start);
   waited_ += waited;
@@ -484,14 +501,16 @@ model::GenerationOutput RemoteSampler::generate(const model::DecoderModel& sampl
                                                 const at::Tensor& prompt_ids, const at::Tensor& prompt_mask,
                                                 const model::GenerationOptions& options) {
   const auto start = Clock::now();
+  // Restored answers of another version can match nothing from now on (versions only move on).
+  std::erase_if(pending_, [&](const Pending& p) { return p.restored && p.version != std::make_pair(stage, version); });
   aln::v1::ServiceRequest request = generate_request(stage, version, prompt_ids, prompt_mask, options);
   const std::string bytes = request.SerializeAsString();
   auto asked = std::find_if(pending_.begin(), pending_.end(), [&](const Pending& p) { return p.request == bytes; });
   std::future<Calls::Result> answer;
   if (asked != pending_.end()) {  // asked for ahead: the same weights, prompts and seed
     answer = std::move(asked->reply);
+    ++(asked->restored ? restored_taken_ : taken_ahead_);
     pending_.erase(asked);
-    ++taken_ahead_;
   } else {
     // Queued behind anything still asked ahead (so those stay answered with the version they asked).
     ensure_version(sampler, stage, version);
@@ -516,6 +535,32 @@ model::GenerationOutput RemoteSampler::generate(const model::DecoderModel& sampl
   waited_ += waited;
   if (wait_seconds_ != nullptr) wait_seconds_->Increment(waited);
   return out;
+}
+
+std::vector<RemoteSampler::Answer> RemoteSampler::unconsumed(int64_t* failed) {
+  std::vector<Answer> out;
+  *failed = 0;
+  for (Pending& p : pending_) {
+    Calls::Result result = p.reply.get();  // bounded: the calls before it and it wait long_wait each
+    if (result.ok()) {
+      out.push_back(Answer{p.request, *result});
+    } else {
+      ++*failed;
+    }
+    p.reply = ready(std::move(result));  // still there for generate() to take
+  }
+  return out;
+}
+
+void RemoteSampler::restore(std::vector<Answer> answers) {
+  for (Answer& a : answers) {
+    aln::v1::ServiceRequest request;
+    ALN_CHECK(request.ParseFromString(a.request) && request.method() == "generate",
+              "a kept rollout's request is not a generate request");
+    pending_.push_back(Pending{std::make_pair(request.stage(), request.step()), std::move(a.request),
+                               ready(std::move(a.reply)), std::make_shared<std::atomic<bool>>(true),
+                               /*restored=*/true});
+  }
 }
 
 absl::Status RemoteSampler::finish() {

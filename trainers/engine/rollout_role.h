@@ -84,9 +84,24 @@ class RemoteSampler {
   void prefetch(const model::DecoderModel& sampler, int64_t stage, int64_t version, const at::Tensor& prompt_ids,
                 const at::Tensor& prompt_mask, const model::GenerationOptions& options);
   bool asks_ahead() const;
+  // Rollouts generated and not yet taken: a generate request's bytes and its answer. unconsumed()
+  // waits for every answer asked for ahead (each wait bounded as generate's is), and leaves them to
+  // be taken as before; answers that failed are left out and counted in `*failed` (generate()
+  // reports them when they are taken). restore() hands answers kept that way (in a checkpoint) to
+  // prefetch() and generate() as if this run had asked for them ahead: a prefetch of the same
+  // request claims one instead of sending it (nor the weights for it), and generate() takes it.
+  // Restored answers of an older version than one asked for are dropped (they can match nothing).
+  struct Answer {
+    std::string request;
+    aln::v1::ServiceReply reply;
+  };
+  std::vector<Answer> unconsumed(int64_t* failed);
+  void restore(std::vector<Answer> answers);
+  int64_t restored_taken() const { return restored_taken_; }  // generate() calls answered by restore()'s
   // The job ended well: the rollout rank may leave (after the answers still on their way).
   absl::Status finish();
   int server() const { return server_; }
+  std::chrono::milliseconds long_wait() const { return placement_.long_wait; }
   // "the rollout rank (mpirun rank N)", for messages.
   std::string server_name() const;
   int64_t weight_pushes() const { return pushes_; }
@@ -121,9 +136,14 @@ class RemoteSampler {
   std::vector<Pending> pending_;  // asked ahead, not yet taken, in the order asked
   prometheus::Counter* wait_seconds_;
   std::optional<std::pair<int64_t, int64_t>> held_;  // (stage, version) the rollout rank holds
-  int64_t pushes_ = 0, found_ = 0, taken_ahead_ = 0, asked_ahead_ = 0, bytes_sent_ = 0;
+  int64_t pushes_ = 0, found_ = 0, taken_ahead_ = 0, asked_ahead_ = 0, bytes_sent_ = 0, restored_taken_ = 0;
   double waited_ = 0, weight_seconds_ = 0;
 };
+
+// The generate request RemoteSampler sends for these arguments; its bytes are what an answer asked
+// for ahead (or kept in a checkpoint) is matched by.
+aln::v1::ServiceRequest generate_request(int64_t stage, int64_t version, const at::Tensor& prompt_ids,
+                                         const at::Tensor& prompt_mask, const model::GenerationOptions& options);
 
 // Rollout side: the whole role for a job (`index` among the rollout ranks).
 absl::Status run_rollout_role(const RolloutPlacement& placement, int index, const Logger& log,

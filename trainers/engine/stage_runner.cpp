@@ -13,6 +13,7 @@
 #include "core/model/hf_checkpoint.h"
 #include "trainers/engine/sharded_copy.h"
 #include "trainers/engine/train_step.h"
+#include "trainers/engine/unconsumed_rollouts.h"
 
 namespace aln::engine {
 namespace {
@@ -240,6 +241,19 @@ absl::Status open_training(PolicyWorker& w, StageRun& s) {
     absl::Status loaded = s.trainer->load_state(trainer_dir);
     if (loaded.ok() && s.producer) loaded = s.producer->load_state(trainer_dir);
     if (!loaded.ok()) return loaded;
+    if (w.sampler) {
+      auto kept = restore_unconsumed(trainer_dir, *w.sampler, w.world->rank(), w.world->size());
+      // Every rank goes on, or all stop (each read only its own entries).
+      absl::Status agreed = w.world->agree(
+          kept.status(), absl::DataLossError("another policy rank could not read the checkpoint's kept rollouts"));
+      if (!agreed.ok()) return agreed;
+      if (*kept > 0) {
+        w.log.info(
+            "%d rollouts were generated before the checkpoint and not yet trained on: kept in it, used instead "
+            "of generating them again",
+            *kept);
+      }
+    }
   }
   s.first_step = resumed.state.stage_step;
   s.consecutive_bad = resumed.state.consecutive_nonfinite;

@@ -21,6 +21,7 @@
 #include "trainers/engine/fsdp_checkpoint.h"
 #include "trainers/engine/overlap.h"
 #include "trainers/engine/pipeline_job.h"
+#include "trainers/engine/unconsumed_rollouts.h"
 
 namespace aln::engine {
 namespace {
@@ -447,9 +448,12 @@ absl::Status save_checkpoint(PolicyWorker& w, StageRun& s, int64_t step) {
   }
   s.trainer->before_save();  // every rank: what rank 0's save_state writes, put together
   if (s.producer) s.producer->before_save();
-  contents.trainer_state = [&s](const std::string& dir) {
+  // Rollouts generated ahead and not yet trained on (every rank; collective): kept, not regenerated.
+  const io::NamedTensors unconsumed = w.sampler ? gather_unconsumed(*w.sampler, *w.world) : io::NamedTensors();
+  contents.trainer_state = [&s, &unconsumed](const std::string& dir) {
     absl::Status saved = s.trainer->save_state(dir);
     if (saved.ok() && s.producer) saved = s.producer->save_state(dir);
+    if (saved.ok()) saved = write_unconsumed(dir, unconsumed);
     return saved;
   };
   optim::TensorMap optimizer_state;
