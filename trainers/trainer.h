@@ -28,6 +28,7 @@ namespace aln::trainers {
 enum class RecordKind { kSequences, kPreferencePairs, kPrompts };
 
 struct RolloutBatch;  // trainers/rollouts/rollout.h
+class LearnedModelMaker;  // trainers/learned_model.h
 
 // What a generating trainer's steps sample from the policy (GRPO, HAIR, the controllable method's
 // rl objective). The trainer only declares it: the engine's producer (trainers/rollouts/producer.h)
@@ -84,6 +85,9 @@ struct PrepareContext {
   // models): a fully sharded policy's own tensors are placeholders outside its passes. Collective
   // then (every rank calls it alike). Unset: `policy` is whole.
   std::function<model::DecoderModel()> whole_policy;
+  // Keeps the models a trainer learns beside the policy (HAIR's shadow reward models): sharded as the
+  // policy is beside a fully sharded one (their passes collective then). Unset: whole in this process.
+  std::shared_ptr<const LearnedModelMaker> learned_models;
   std::function<std::vector<int64_t>(const std::string&)> encode_prompt;    // text -> prompt ids (chat format)
   std::function<std::vector<int64_t>(const std::string&)> encode_response;  // text -> response ids (+ end id)
   std::function<std::vector<int64_t>(const std::string&)> encode_text;      // plain text -> ids
@@ -198,9 +202,9 @@ class Trainer {
   // That learned state, saved with every checkpoint (into an empty directory, on rank 0) and read
   // back when the stage resumes; `finish` writes what the user keeps once the stage ends.
   virtual absl::Status save_state(const std::string& dir) const { return absl::OkStatus(); }
-  // Called on every policy rank, together, just before each checkpoint: a trainer whose state is
-  // spread over the ranks puts together here, on rank 0, what save_state writes (as the rollout
-  // producer does with a sharded sampling snapshot).
+  // Called on every policy rank, together, just before each checkpoint and before the stage's
+  // finish: a trainer whose state is spread over the ranks puts together here, on rank 0, what
+  // save_state or finish writes (as the rollout producer does with a sharded sampling snapshot).
   virtual void before_save() {}
   virtual absl::Status load_state(const std::string& dir) { return absl::OkStatus(); }
   virtual absl::Status finish(const std::string& work_dir) const { return absl::OkStatus(); }

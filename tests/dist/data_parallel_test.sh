@@ -26,7 +26,8 @@
 #    GRPO, each rank sampling rollouts of its own lengths while the ranks decode in step (with a
 #    bounded-staleness snapshot sharded as the policy is), ends byte-identical to the unsharded run
 #    with the same rollouts, and its checkpoint resumes sharded or not to the same bytes; so do the controllable method (rl),
-#    PT-ALIGN and HAIR, with the same held-out metrics, rollouts and self-generated pairs; SFT on 2 ranks with
+#    PT-ALIGN and HAIR (its shadow reward models sharded too, exported byte-identical), with the same held-out
+#    metrics, rollouts and self-generated pairs; SFT on 2 ranks with
 #    accumulation and MPI's reduction within 1e-6 of the all-reduce run; each step's log line says
 #    what the rank held; SFT then DPO in one job byte-identical to the unsharded run; a rank killed
 #    mid-run ends the job within 60 s, named;
@@ -299,6 +300,7 @@ YAML
     trainer: {hair: {group_size: 4, max_new_tokens: 12, irl_lr: 3e-3, per_category: 20}}
     data: {train: [{path: examples/data/strongreject/strongreject_dataset.csv, format: prompts}], max_prompt_length: 40, max_response_length: 64}
     optimizer: {lr: 1e-2, max_steps: 6, micro_batch_size: 2}
+checkpoint: {every_steps: 16}
 YAML
   elif [[ $3 == ctl ]]; then
     cat <<YAML
@@ -341,7 +343,7 @@ for shard in full none; do
 done
 # The controllable method (rl objective: its rollouts in step, its data generated at the stage's start
 # on every rank alike), PT-ALIGN (self-generated pairs) and HAIR (shadow reward models made from the
-# policy put together) on fully sharded ranks.
+# policy put together, and sharded as it is: parameters, gradients and moments) on fully sharded ranks.
 for method in ctl ptalign hair; do
   generating_job "$method-2" none $method >"$work/$method-2.yaml"
   mpi 2 "$ALN" train "$work/$method-2.yaml" >"$work/$method-2.out" 2>&1; rc_a=$?
@@ -354,6 +356,18 @@ check "fsdp: HAIR's reference stays whole (its sentence embeddings take a pass c
   "grep -q 'hair' '$work/hair-2-fsdp.out' && ! grep -q 'the reference runs on the fly, fully sharded' '$work/hair-2-fsdp.out'"
 check "fsdp: controllable's and HAIR's rollouts (both ranks) and PT-ALIGN's self-generated pairs byte-identical to the unsharded run's" \
   "cmp -s '$work/ctl-2/rollouts/ctl/rank0.jsonl' '$work/ctl-2-fsdp/rollouts/ctl/rank0.jsonl' && cmp -s '$work/ctl-2/rollouts/ctl/rank1.jsonl' '$work/ctl-2-fsdp/rollouts/ctl/rank1.jsonl' && cmp -s '$work/hair-2/rollouts/hair/rank0.jsonl' '$work/hair-2-fsdp/rollouts/hair/rank0.jsonl' && cmp -s '$work/hair-2/rollouts/hair/rank1.jsonl' '$work/hair-2-fsdp/rollouts/hair/rank1.jsonl' && cmp -s '$work/ptalign-2/ptalign/ptalign_pairs.jsonl' '$work/ptalign-2-fsdp/ptalign/ptalign_pairs.jsonl'"
+# HAIR's checkpoint at its step 2 (sharded shadow reward models and their moments put together on
+# rank 0) resumes on 2 sharded ranks (each keeping its parts) and on 2 unsharded ranks, to the bytes.
+for shard in full none; do
+  mkdir -p "$work/hair-resume-$shard/checkpoints" && cp -r "$work/hair-2-fsdp/checkpoints/step-00000032" "$work/hair-resume-$shard/checkpoints/"
+  generating_job "hair-resume-$shard" $shard hair | sed "s/^name: dp-hair-resume-$shard/name: dp-hair-2-fsdp/" >"$work/hair-resume-$shard.yaml"
+  mpi 2 "$ALN" train "$work/hair-resume-$shard.yaml" --resume >"$work/hair-resume-$shard.out" 2>&1; rc=$?
+  check "fsdp: HAIR's checkpoint at its step 2 (sharded shadow reward models saved whole) resumes on 2 ranks, shard $shard, to the uninterrupted run's bytes (rc $rc)" \
+    "[[ $rc -eq 0 ]] && grep -q 'resuming from .*step-00000032' '$work/hair-resume-$shard.out' && [[ -f '$work/hair-2-fsdp/checkpoints/step-00000032/trainer/shadow-0.optimizer.safetensors' ]] && cmp -s '$work/hair-2/final/model.safetensors' '$work/hair-resume-$shard/final/model.safetensors' && cmp -s '$work/hair-2/hair/shadow_rewards/$(ls "$work/hair-2/hair/shadow_rewards" 2>/dev/null | head -1)/model.safetensors' '$work/hair-resume-$shard/hair/shadow_rewards/$(ls "$work/hair-2/hair/shadow_rewards" 2>/dev/null | head -1)/model.safetensors'"
+done
+shadow_files=$(cd "$work/hair-2/hair/shadow_rewards" 2>/dev/null && ls */model.safetensors | wc -l)
+check "fsdp: HAIR's shadow reward models sharded as the policy is ($(grep -o 'hair: [0-9]* models learned beside the policy.*MiB of parameters' "$work/hair-2-fsdp.out" | head -1 | cut -c1-150)); the $shadow_files it exports byte-identical to the unsharded run's" \
+  "grep -qE 'hair: [1-9][0-9]* models learned beside the policy, fully sharded as it is' '$work/hair-2-fsdp.out' && (( shadow_files > 1 )) && (cd '$work/hair-2/hair/shadow_rewards' && for f in */model.safetensors; do cmp -s \"\$f\" '$work/hair-2-fsdp/hair/shadow_rewards/'\"\$f\" || exit 1; done)"
 # 4 sharded ranks -> 2 sharded ranks at step 5 (micro-batch 2: the same global batches).
 # (The other summation order - each rank's 2 examples in one pass, then 2 ranks - is float32 rounding
 # apart: about 2e-6.)

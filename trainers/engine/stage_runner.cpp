@@ -12,6 +12,7 @@
 #include "core/model/generation.h"
 #include "core/model/hf_checkpoint.h"
 #include "trainers/engine/sharded_copy.h"
+#include "trainers/engine/sharded_learned.h"
 #include "trainers/engine/train_step.h"
 #include "trainers/engine/unconsumed_rollouts.h"
 
@@ -58,13 +59,24 @@ absl::Status open_data(PolicyWorker& w, StageRun& s) {
   }
   std::function<model::DecoderModel()> whole_policy;
   std::shared_ptr<const trainers::PolicyCopier> copier;
+  std::shared_ptr<ShardedLearnedMaker> learned;
   if (w.fsdp) {
     whole_policy = [&w] { return w.fsdp->whole(); };
     copier = std::make_shared<ShardedPolicyCopier>(*w.dp, *w.fsdp, w.spec.parallel().deterministic());
+    // What a trainer learns beside the policy (HAIR's shadow reward models) is sharded as it is.
+    learned = std::make_shared<ShardedLearnedMaker>(*w.dp, w.spec.parallel().deterministic());
   }
   auto prepared = prepare_stage_data(w.spec, s.spec, s.index, s.name, *s.trainer, w.encoder, *w.policy, s.reward_ptrs,
-                                     w.lead, s.resuming, w.log, source, whole_policy);
+                                     w.lead, s.resuming, w.log, source, whole_policy, learned);
   if (!prepared.ok()) return prepared.status();
+  if (learned && learned->kept().models > 0) {
+    const ShardedLearnedMaker::Kept kept = learned->kept();
+    w.log.info(
+        "%s: %d models learned beside the policy, fully sharded as it is: this rank keeps %.2f MiB of their "
+        "%.2f MiB of parameters (and as much of their gradients and each AdamW moment)",
+        s.name, kept.models, static_cast<double>(kept.bytes) / (1 << 20),
+        static_cast<double>(kept.whole_bytes) / (1 << 20));
+  }
   s.prepared = std::move(*prepared);
   // A generating method's samples come from the engine's producer, which keeps its sampling
   // snapshot the way the policy is kept (sharded beside a fully sharded one).
@@ -287,6 +299,7 @@ absl::Status open_stage(PolicyWorker& w, StageRun& s) {
 // After the last step: the trainer's files, the held-out metrics after training, the reference
 // ranks' per-step service closed, the stage's report.
 absl::Status close_stage(PolicyWorker& w, StageRun& s, Clock::time_point started) {
+  s.trainer->before_save();  // every rank (before the lead's early returns): what its finish writes
   if (w.outputs) {
     absl::Status finished = w.outputs->stage_finished();
     if (!finished.ok()) return finished;

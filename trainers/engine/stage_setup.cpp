@@ -13,7 +13,8 @@ absl::StatusOr<PreparedStage> prepare_stage_data(const aln::v1::JobSpec& spec, c
                                                  const model::DecoderModel& policy,
                                                  const std::vector<const trainers::RewardModel*>& reward_models,
                                                  bool lead, bool resuming, const Logger& log, const DataSource& source,
-                                                 std::function<model::DecoderModel()> whole_policy) {
+                                                 std::function<model::DecoderModel()> whole_policy,
+                                                 std::shared_ptr<const trainers::LearnedModelMaker> learned_models) {
   absl::StatusOr<StageData> data = absl::UnknownError("no data");
   if (source.comm == nullptr || source.comm->rank() == 0) {
     data = source.fetch
@@ -35,6 +36,7 @@ absl::StatusOr<PreparedStage> prepare_stage_data(const aln::v1::JobSpec& spec, c
     prep.training_set = set == &out.data.train;
     prep.policy = &policy;
     prep.whole_policy = whole_policy;
+    prep.learned_models = learned_models;
     prep.encode_prompt = [enc](const std::string& text) { return enc->encode(enc->render_prompt({{"user", text}})); };
     prep.encode_response = [enc](const std::string& text) { return enc->encode_response(text); };
     prep.encode_text = [enc](const std::string& text) { return enc->encode(text); };

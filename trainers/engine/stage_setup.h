@@ -31,6 +31,7 @@ absl::StatusOr<PreparedStage> prepare_stage_data(
     const aln::v1::JobSpec& spec, const aln::v1::StageSpec& stage, size_t index, const std::string& stage_name,
     trainers::Trainer& trainer, const TextEncoder& encoder, const model::DecoderModel& policy,
     const std::vector<const trainers::RewardModel*>& reward_models, bool lead, bool resuming, const Logger& log,
-    const DataSource& source = {}, std::function<model::DecoderModel()> whole_policy = {});
+    const DataSource& source = {}, std::function<model::DecoderModel()> whole_policy = {},
+    std::shared_ptr<const trainers::LearnedModelMaker> learned_models = nullptr);
 
 }  // namespace aln::engine

@@ -30,6 +30,17 @@ at::Tensor score(const model::DecoderModel& m, const at::Tensor& ids, const at::
   return m.scores(ids.index_select(0, r), mask.index_select(0, r)).select(1, 0);
 }
 
+// Row blocks [r_i, w_i] stacked into one [sum r_i, max w_i], each padded on the right with `value`
+// (a score is read at each row's last real token, wherever the padding is).
+at::Tensor right_padded(const std::vector<at::Tensor>& blocks, int64_t value) {
+  int64_t width = 0;
+  for (const at::Tensor& b : blocks) width = std::max(width, b.size(1));
+  std::vector<at::Tensor> padded;
+  padded.reserve(blocks.size());
+  for (const at::Tensor& b : blocks) padded.push_back(at::constant_pad_nd(b, {0, width - b.size(1)}, value));
+  return at::cat(padded);
+}
+
 // What a training micro-batch leaves for the shadow-reward update that follows the policy step.
 struct PendingIrl {
   at::Tensor sample_ids, sample_mask;  // [P*G, T] prompt + completion
@@ -123,7 +134,7 @@ class HairTrainer final : public Trainer {
         base = &*init;
       }
       ALN_CHECK(base != nullptr, "HAIR needs the policy to start its shadow reward models from");
-      shadows_.emplace(cats, *base, o_.shared_reward_model(), o_.irl_lr());
+      shadows_.emplace(cats, *base, o_.shared_reward_model(), o_.irl_lr(), ctx.learned_models);
     }
     return absl::OkStatus();
   }
@@ -162,7 +173,16 @@ class HairTrainer final : public Trainer {
           prompts.push_back(i);
           for (int64_t j = 0; j < g; ++j) rows.push_back(i * g + j);
         }
-        if (prompts.empty()) continue;
+        if (prompts.empty()) {
+          // A sharded model's passes are collective: the same two here, on a row whose score is unused.
+          // (Evaluation beside a fully sharded policy is not split: every rank has the same prompts.)
+          if (shadows_->collective() && ctx.training) {
+            const at::Tensor any = at::zeros({1}, at::kLong);
+            score(shadows_->model(m), rollouts.sequences.input_ids, rollouts.sequences.attention_mask, any);
+            score(shadows_->model(m), demos.input_ids, demos.attention_mask, any);
+          }
+          continue;
+        }
         const at::Tensor pi = at::tensor(prompts, at::kLong).to(on_device.device());
         const at::Tensor ri = at::tensor(rows, at::kLong).to(on_device.device());
         const auto& s = rollouts.sequences;
@@ -270,9 +290,27 @@ class HairTrainer final : public Trainer {
             prompts.push_back(static_cast<int64_t>(i));
             for (int64_t j = 0; j < g; ++j) rows.push_back(static_cast<int64_t>(i) * g + j);
           }
-          if (prompts.empty()) continue;
-          const at::Tensor demo = score(model, pi.demo_ids, pi.demo_mask, at::tensor(prompts, at::kLong));
-          const at::Tensor sample = score(model, pi.sample_ids, pi.sample_mask, at::tensor(rows, at::kLong));
+          if (prompts.empty()) {
+            // A sharded model's passes (and backward's reduce-scatters) are collective: the same pass
+            // on one row, with no gradient from it.
+            if (shadows_->collective()) {
+              (score(model, pi.demo_ids, pi.demo_mask, at::zeros({1}, at::kLong)).sum() * 0.0).backward();
+            }
+            continue;
+          }
+          // The micro-batch's demonstrations and samples of this model's prompts in one pass: one
+          // backward per micro-batch, as whole models accumulate it, so a sharded model's
+          // reduce-scatter adds what their all-reduce adds, in the same order (the same bits).
+          const at::Tensor p = at::tensor(prompts, at::kLong).to(pi.demo_ids.device());
+          const at::Tensor r = at::tensor(rows, at::kLong).to(pi.sample_ids.device());
+          const at::Tensor scores =
+              model
+                  .scores(right_padded({pi.demo_ids.index_select(0, p), pi.sample_ids.index_select(0, r)}, 0),
+                          right_padded({pi.demo_mask.index_select(0, p), pi.sample_mask.index_select(0, r)}, 0))
+                  .select(1, 0);
+          const auto demos = static_cast<int64_t>(prompts.size());
+          const at::Tensor demo = scores.narrow(0, 0, demos);
+          const at::Tensor sample = scores.narrow(0, demos, scores.size(0) - demos);
           const at::Tensor diff = demo.repeat_interleave(g) - sample;
           const at::Tensor losses = at::softplus(-diff);  // -log sigmoid(r_demo - r_sample)
           (losses.sum() / global).backward();
@@ -280,8 +318,7 @@ class HairTrainer final : public Trainer {
           irl[static_cast<int64_t>(m)] += losses.detach().sum().to(at::kDouble).cpu();
           irl[static_cast<int64_t>(nm + m)] += diff.detach().gt(0).sum().to(at::kDouble).cpu();
         }
-        if (ctx.sum_gradients) ctx.sum_gradients(model.tensors());
-        shadows_->step(m);
+        shadows_->step(m, ctx.sum_gradients);
         model.set_requires_grad(false);
       }
       if (k == 0) {
@@ -301,6 +338,10 @@ class HairTrainer final : public Trainer {
     return metrics;
   }
 
+  // Sharded shadow models are put together on rank 0 (collective) for save_state and finish.
+  void before_save() override {
+    if (shadows_) shadows_->gather();
+  }
   absl::Status save_state(const std::string& dir) const override { return shadows_->save(dir); }
   absl::Status load_state(const std::string& dir) override { return shadows_->load(dir); }
   absl::Status finish(const std::string& work_dir) const override {

@@ -42,15 +42,16 @@ model::DecoderModel score_model_from(const model::DecoderModel& base) {
 }
 
 ShadowRewards::ShadowRewards(std::vector<std::string> categories, const model::DecoderModel& base, bool shared,
-                             double lr)
+                             double lr, std::shared_ptr<const LearnedModelMaker> maker)
     : categories_(std::move(categories)), shared_(shared), lr_(lr) {
   ALN_CHECK(!categories_.empty(), "HAIR needs at least one category");
+  if (!maker) maker = whole_learned();
   const size_t n = shared_ ? 1 : categories_.size();
   const model::DecoderModel first = score_model_from(base);
   for (size_t i = 0; i < n; ++i) {
-    models_.push_back(first.to(at::kFloat));
-    models_.back().set_requires_grad(false);
-    optimizers_.emplace_back(optim::AdamWOptions{lr_, 0.9, 0.999, 1e-8, 0.0});
+    model::DecoderModel copy = first.to(at::kFloat);
+    copy.set_requires_grad(false);
+    models_.push_back(maker->make(std::move(copy), optim::AdamWOptions{lr_, 0.9, 0.999, 1e-8, 0.0}));
   }
 }
 
@@ -62,27 +63,64 @@ size_t ShadowRewards::model_of(const std::string& category) const {
 
 std::string ShadowRewards::model_name(size_t i) const { return shared_ ? "shared" : categories_[i]; }
 
-double ShadowRewards::step(size_t i) {
-  optim::TensorMap& params = models_[i].tensors();
-  const double norm = optim::clip_grad_norm(params, 1.0);
-  if (std::isfinite(norm)) optimizers_[i].step(params, lr_);
-  for (auto& [name, p] : params) p.mutable_grad() = at::Tensor();
-  return norm;
+double ShadowRewards::step(size_t i, const std::function<void(std::map<std::string, at::Tensor>&)>& sum_gradients) {
+  return models_[i]->step(lr_, 1.0, sum_gradients);
+}
+
+int64_t ShadowRewards::parameter_bytes() const {
+  int64_t bytes = 0;
+  for (const auto& m : models_) bytes += m->parameter_bytes();
+  return bytes;
+}
+
+int64_t ShadowRewards::whole_parameter_bytes() const {
+  int64_t elements = 0;
+  for (const auto& m : models_) {
+    for (const auto& [name, shape] : model::DecoderModel::expected_shapes(m->model().config())) {
+      int64_t n = 1;
+      for (int64_t d : shape) n *= d;
+      elements += n;
+    }
+  }
+  return elements * 4;
+}
+
+void ShadowRewards::gather() {
+  if (!collective()) return;
+  gathered_.clear();
+  for (const auto& m : models_) {
+    // On the host (rank 0 holds every model's parameters and moments until they are written).
+    auto [params, moments] = m->whole_state();
+    for (auto* map : {&params, &moments}) {
+      for (auto& [name, t] : *map) t = t.to(at::kCPU);
+    }
+    gathered_.emplace_back(std::move(params), std::move(moments));
+  }
+}
+
+std::pair<optim::TensorMap, optim::TensorMap> ShadowRewards::whole_state(size_t i) const {
+  if (!collective()) return models_[i]->whole_state();
+  ALN_CHECK(i < gathered_.size() && !gathered_[i].first.empty(),
+            "the sharded shadow reward models were not put together before they were written");
+  return gathered_[i];
 }
 
 absl::Status ShadowRewards::save(const std::string& dir) const {
+  if (collective() && gathered_.size() != models_.size()) {
+    return absl::FailedPreconditionError("the sharded shadow reward models were not put together before the save");
+  }
   nlohmann::json meta = {{"categories", categories_}, {"shared", shared_}};
   absl::Status s = io::write_text_atomically((fs::path(dir) / "shadow_rewards.json").string(), meta.dump(2) + "\n");
   for (size_t i = 0; s.ok() && i < models_.size(); ++i) {
-    const auto& t = models_[i].tensors();
+    const auto [t, state] = whole_state(i);
     s = io::save_safetensors((fs::path(dir) / absl::StrCat("shadow-", i, ".safetensors")).string(),
                              io::NamedTensors(t.begin(), t.end()));
-    const optim::TensorMap state = optimizers_[i].state();
     if (s.ok()) {
       s = io::save_safetensors((fs::path(dir) / absl::StrCat("shadow-", i, ".optimizer.safetensors")).string(),
                                io::NamedTensors(state.begin(), state.end()));
     }
   }
+  gathered_.clear();
   return s;
 }
 
@@ -103,25 +141,47 @@ absl::Status ShadowRewards::load(const std::string& dir) {
     const std::string path = (fs::path(dir) / absl::StrCat("shadow-", i, ".safetensors")).string();
     auto file = io::load_safetensors(path);
     if (!file.ok()) return file.status();
-    for (auto& [name, t] : models_[i].tensors()) {
+    optim::TensorMap params;
+    for (const auto& [name, shape] : model::DecoderModel::expected_shapes(models_[i]->model().config())) {
       auto it = file->tensors.find(name);
-      if (it == file->tensors.end() || !it->second.sizes().equals(t.sizes())) {
+      if (it == file->tensors.end() || !it->second.sizes().equals(shape)) {
         return absl::DataLossError(absl::StrCat(path, ": tensor ", name, " missing or of another shape"));
       }
-      t.detach().copy_(it->second);
+      params.emplace(name, it->second);
     }
-    auto state = io::load_safetensors((fs::path(dir) / absl::StrCat("shadow-", i, ".optimizer.safetensors")).string());
+    const std::string state_path = (fs::path(dir) / absl::StrCat("shadow-", i, ".optimizer.safetensors")).string();
+    auto state = io::load_safetensors(state_path);
     if (!state.ok()) return state.status();
-    optimizers_[i].load_state(state->tensors);
+    for (const auto& [key, t] : state->tensors) {
+      // A moment has its parameter's shape ("step" is the count).
+      const size_t dot = key.rfind(".exp_avg");
+      if (key == "step") continue;
+      const auto p = dot == std::string::npos ? params.end() : params.find(key.substr(0, dot));
+      if (p == params.end() || !t.sizes().equals(p->second.sizes())) {
+        return absl::DataLossError(absl::StrCat(state_path, ": ", key, " is no moment of a parameter of this model"));
+      }
+    }
+    models_[i]->load_whole_state(params, state->tensors);
   }
   return absl::OkStatus();
 }
 
 absl::Status ShadowRewards::export_models(const std::string& dir) const {
+  if (collective() && gathered_.size() != models_.size()) {
+    return absl::FailedPreconditionError("the sharded shadow reward models were not put together before the export");
+  }
   for (size_t i = 0; i < models_.size(); ++i) {
-    absl::Status s = model::save_hf_model(models_[i], (fs::path(dir) / metric_suffix(model_name(i))).string());
+    const std::string out = (fs::path(dir) / metric_suffix(model_name(i))).string();
+    absl::Status s = absl::OkStatus();
+    if (!collective()) {
+      s = model::save_hf_model(models_[i]->model(), out);
+    } else {
+      auto whole = model::DecoderModel::from_tensors(models_[i]->model().config(), whole_state(i).first);
+      s = whole.ok() ? model::save_hf_model(*whole, out) : whole.status();
+    }
     if (!s.ok()) return s;
   }
+  gathered_.clear();
   return absl::OkStatus();
 }
 

@@ -6,8 +6,12 @@
 #include <ATen/core/grad_mode.h>
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
+#include <functional>
 #include <mutex>
 
 #include "core/model/decoder.h"
@@ -19,6 +23,8 @@
 #include "trainers/engine/pipeline.h"
 #include "trainers/engine/reference_cache.h"
 #include "trainers/engine/sharded_adamw.h"
+#include "trainers/engine/sharded_learned.h"
+#include "trainers/hair/shadow_rewards.h"
 #include "trainers/trainer.h"
 
 namespace aln::engine {
@@ -540,6 +546,71 @@ TEST(PipelineThreads, StagesEqualTheWholeModel) {
       }
     }
   }
+}
+
+// HAIR's shadow reward models beside a fully sharded policy (ShardedLearnedMaker): 2 ranks on
+// different data take, bit for bit, the IRL updates whole models take with their gradients summed
+// (deterministic sums, one pass per update as HAIR makes it), while each rank keeps half the
+// parameters; rank 1, with nothing for model 1, runs its pass on a row it ignores. Put together on
+// rank 0, saved and read back into new sharded models, they score bit for bit as before.
+TEST(DataParallelThreads, ShardedShadowRewardsLearnAsWholeOnes) {
+  const DecoderModel base = DecoderModel::random_init(tiny(2, false), 31);
+  const std::string dir =
+      (std::filesystem::temp_directory_path() / ("aln_shadows_" + std::to_string(::getpid()))).string();
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  std::vector<std::vector<at::Tensor>> scores(2, std::vector<at::Tensor>(2));  // [sharded][rank]
+  for (bool sharded : {false, true}) {
+    dist::run_thread_ranks(2, [&](dist::Communicator& comm) {
+      const DataParallel dp(&comm, kWait);
+      std::shared_ptr<ShardedLearnedMaker> maker;
+      if (sharded) maker = std::make_shared<ShardedLearnedMaker>(dp, /*deterministic=*/true);
+      trainers::hair::ShadowRewards shadows({"a", "b"}, base, false, 1e-2, maker);
+      EXPECT_EQ(shadows.collective(), sharded);
+      if (sharded) EXPECT_LE(shadows.parameter_bytes(), shadows.whole_parameter_bytes() / 2 + 64);
+      std::function<void(optim::TensorMap&)> sum;
+      if (!sharded) sum = [&dp](optim::TensorMap& g) { dp.all_reduce_gradients(g, true); };
+      const at::Tensor any = at::zeros({1}, at::kLong);
+      for (int step = 0; step < 3; ++step) {
+        for (size_t m = 0; m < 2; ++m) {
+          DecoderModel& model = shadows.model(m);
+          model.set_requires_grad(true);
+          auto [demo, demo_mask] = batch(comm.rank() * 7 + step, model.config().vocab_size);
+          auto [sample, sample_mask] = batch(comm.rank() * 7 + step + 3, model.config().vocab_size);
+          if (m == 1 && comm.rank() == 1) {
+            if (sharded) {  // the same pass on one row, no gradient
+              (model.scores(demo.index_select(0, any), demo_mask.index_select(0, any)).sum() * 0.0).backward();
+            }
+          } else {
+            // HAIR's one pass: demonstrations and samples together.
+            const at::Tensor both = model.scores(at::cat({demo, sample}), at::cat({demo_mask, sample_mask}));
+            at::softplus(-(both.narrow(0, 0, 2) - both.narrow(0, 2, 2))).sum().backward();
+          }
+          EXPECT_GT(shadows.step(m, sum), 0.0);
+          model.set_requires_grad(false);
+        }
+      }
+      at::NoGradGuard no_grad;
+      auto [probe, probe_mask] = batch(11, base.config().vocab_size);
+      at::Tensor both =
+          at::cat({shadows.model(0).scores(probe, probe_mask), shadows.model(1).scores(probe, probe_mask)});
+      scores[sharded][static_cast<size_t>(comm.rank())] = both;
+      if (!sharded) return;
+      shadows.gather();
+      if (comm.rank() == 0) EXPECT_TRUE(shadows.save(dir).ok());
+      dp.sum(0.0);  // saved before anyone reads
+      trainers::hair::ShadowRewards again({"a", "b"}, base, false, 1e-2, maker);
+      ASSERT_TRUE(again.load(dir).ok());
+      EXPECT_TRUE(at::equal(
+          at::cat({again.model(0).scores(probe, probe_mask), again.model(1).scores(probe, probe_mask)}), both));
+    });
+  }
+  for (size_t r = 0; r < 2; ++r) {
+    EXPECT_TRUE(at::equal(scores[1][r], scores[0][r])) << scores[1][r] << scores[0][r];
+    // Score heads start at zero: every score was 0 before the updates.
+    EXPECT_GT(scores[0][r].abs().max().item<float>(), 1e-4f) << "the shadow models did not learn";
+  }
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

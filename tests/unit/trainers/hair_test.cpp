@@ -103,7 +103,7 @@ TEST(Hair, IrlStepPrefersTheDemonstration) {
     auto& m = shadows.model(0);
     m.set_requires_grad(true);
     at::softplus(-(m.scores(demo, mask) - m.scores(sample, mask))).mean().backward();
-    shadows.step(0);
+    shadows.step(0, nullptr);
     m.set_requires_grad(false);
   }
   EXPECT_GT(gap(), before + 0.01);
