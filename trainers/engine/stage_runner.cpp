@@ -144,6 +144,22 @@ absl::Status log_eval(PolicyWorker& w, StageRun& s, const char* when, int64_t st
   return w.outputs ? w.outputs->eval_line(line.dump()) : absl::OkStatus();
 }
 
+// Rollouts the checkpoint kept (generated ahead on the rollout ranks, not yet trained on): each
+// rank's own handed to its sampler; every rank goes on, or all stop (each reads only its entries).
+absl::Status take_kept_rollouts(PolicyWorker& w, const std::string& trainer_dir) {
+  auto kept = restore_unconsumed(trainer_dir, *w.sampler, w.world->rank(), w.world->size());
+  absl::Status agreed = w.world->agree(
+      kept.status(), absl::DataLossError("another policy rank could not read the checkpoint's kept rollouts"));
+  if (!agreed.ok()) return agreed;
+  if (*kept > 0) {
+    w.log.info(
+        "%d rollouts were generated before the checkpoint and not yet trained on: kept in it, used instead "
+        "of generating them again",
+        *kept);
+  }
+  return absl::OkStatus();
+}
+
 // The training set as a seeded stream over the data-parallel ranks, the step count, AdamW, and
 // (resuming inside this stage) the position, moments and trainer state of the checkpoint.
 absl::Status open_training(PolicyWorker& w, StageRun& s) {
@@ -254,17 +270,8 @@ absl::Status open_training(PolicyWorker& w, StageRun& s) {
     if (loaded.ok() && s.producer) loaded = s.producer->load_state(trainer_dir);
     if (!loaded.ok()) return loaded;
     if (w.sampler) {
-      auto kept = restore_unconsumed(trainer_dir, *w.sampler, w.world->rank(), w.world->size());
-      // Every rank goes on, or all stop (each read only its own entries).
-      absl::Status agreed = w.world->agree(
-          kept.status(), absl::DataLossError("another policy rank could not read the checkpoint's kept rollouts"));
-      if (!agreed.ok()) return agreed;
-      if (*kept > 0) {
-        w.log.info(
-            "%d rollouts were generated before the checkpoint and not yet trained on: kept in it, used instead "
-            "of generating them again",
-            *kept);
-      }
+      absl::Status kept = take_kept_rollouts(w, trainer_dir);
+      if (!kept.ok()) return kept;
     }
   }
   s.first_step = resumed.state.stage_step;
