@@ -35,12 +35,6 @@ class WholeLearned final : public LearnedModel {
     adam_.load_state(optimizer);
   }
 
-  int64_t parameter_bytes() const override {
-    int64_t bytes = 0;
-    for (const auto& [name, t] : model_.tensors()) bytes += t.numel() * static_cast<int64_t>(t.element_size());
-    return bytes;
-  }
-
  private:
   model::DecoderModel model_;
   optim::AdamW adam_;

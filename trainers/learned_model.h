@@ -38,8 +38,6 @@ class LearnedModel {
   virtual std::pair<optim::TensorMap, optim::TensorMap> whole_state() const = 0;
   // Parameters and AdamW state saved whole (every rank passes the same); each rank keeps its part.
   virtual void load_whole_state(const optim::TensorMap& params, const optim::TensorMap& optimizer) = 0;
-  // Parameter bytes this rank keeps (its gradients and each AdamW moment take as many).
-  virtual int64_t parameter_bytes() const = 0;
 };
 
 class LearnedModelMaker {

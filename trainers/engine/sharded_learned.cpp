@@ -59,8 +59,6 @@ class ShardedLearned final : public trainers::LearnedModel {
     adam_->load_state(optimizer);
   }
 
-  int64_t parameter_bytes() const override { return shards_->shard_bytes(); }
-
  private:
   // In this order: the shards detach from the model, and AdamW lets go of them, before the model goes.
   model::DecoderModel model_;

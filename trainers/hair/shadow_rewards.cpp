@@ -67,24 +67,6 @@ double ShadowRewards::step(size_t i, const std::function<void(std::map<std::stri
   return models_[i]->step(lr_, 1.0, sum_gradients);
 }
 
-int64_t ShadowRewards::parameter_bytes() const {
-  int64_t bytes = 0;
-  for (const auto& m : models_) bytes += m->parameter_bytes();
-  return bytes;
-}
-
-int64_t ShadowRewards::whole_parameter_bytes() const {
-  int64_t elements = 0;
-  for (const auto& m : models_) {
-    for (const auto& [name, shape] : model::DecoderModel::expected_shapes(m->model().config())) {
-      int64_t n = 1;
-      for (int64_t d : shape) n *= d;
-      elements += n;
-    }
-  }
-  return elements * 4;
-}
-
 void ShadowRewards::gather() {
   if (!collective()) return;
   gathered_.clear();

@@ -41,9 +41,6 @@ class ShadowRewards {
   const model::DecoderModel& model(size_t i) const { return models_[i]->model(); }
   // Passes are collective (sharded models): every rank runs the same ones, in the same order.
   bool collective() const { return models_.front()->collective(); }
-  // Parameter bytes this rank keeps, over all models, and the whole models'.
-  int64_t parameter_bytes() const;
-  int64_t whole_parameter_bytes() const;
   // The category names a model serves (for file names and metrics): the category, or "shared".
   std::string model_name(size_t i) const;
 
