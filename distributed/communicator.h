@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <ATen/core/Tensor.h>
 
@@ -55,6 +56,15 @@ class Communicator {
   // arrive in the order sent. The tensor must stay alive (and, for send, unchanged) until wait().
   virtual std::unique_ptr<Work> send(const at::Tensor& tensor, int peer, int tag) = 0;
   virtual std::unique_ptr<Work> recv(at::Tensor& tensor, int peer, int tag) = 0;
+  // A send and a recv posted together, one Work for both (a 1F1B step's "send my output, receive
+  // the next gradient"). Backends that run point-to-point operations one after another on a queue
+  // (NCCL: one stream) must group them (ncclGroupStart/End): otherwise two neighbours that each
+  // queue their send before their recv wait for each other forever, each send needing the peer's
+  // recv, which sits behind the peer's own send. The pipeline schedule pairs them so that every
+  // stage's groups match its neighbours' in order (dist::pipeline_messages). The default posts
+  // both operations (backends whose operations progress independently, as MPI's do).
+  virtual std::unique_ptr<Work> send_recv(const at::Tensor& send_tensor, int send_peer, int send_tag,
+                                          at::Tensor& recv_tensor, int recv_peer, int recv_tag);
   // A sub-group of the ranks passing the same `color`, ordered by `key` (MPI_Comm_split): the
   // data-parallel group of one pipeline stage, the pipeline of one data-parallel replica. Every rank
   // of this group must call it. A rank that never arrives (stopped or dead while the job starts) is
@@ -64,6 +74,10 @@ class Communicator {
   // backend then ends the waiting processes (exit 1, with a message) after a further `timeout`.
   virtual std::unique_ptr<Communicator> split(int color, int key, std::chrono::milliseconds timeout) = 0;
 };
+
+// One Work for several: waits for each in turn, the first with the whole timeout and the others
+// with what is left of it; done when all are.
+std::unique_ptr<Work> joined_work(std::vector<std::unique_ptr<Work>> parts);
 
 // World size 1: every collective is the identity and completes at once.
 std::unique_ptr<Communicator> make_local_communicator();

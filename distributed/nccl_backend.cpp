@@ -377,6 +377,31 @@ class NcclCommunicator final : public Communicator {
       return ncclRecv(t.data_ptr(), t.numel(), type(t), peer, comm, s);
     });
   }
+  // One NCCL group: both operations go on the stream together, so neither waits behind the other
+  // (two ungrouped ones queued as send-then-recv on both neighbours would wait for each other).
+  std::unique_ptr<Work> send_recv(const at::Tensor& out, int send_peer, int send_tag, at::Tensor& in, int recv_peer,
+                                  int recv_tag) override {
+    check(out, "send");
+    check(in, "recv");
+    ALN_CHECK(send_peer >= 0 && send_peer < size_ && send_peer != rank_, "send: rank ", send_peer,
+              " is not another rank of this group");
+    ALN_CHECK(recv_peer >= 0 && recv_peer < size_ && recv_peer != rank_, "recv: rank ", recv_peer,
+              " is not another rank of this group");
+    const std::string op =
+        absl::StrCat("send to ", send_peer, " tag ", send_tag, " with recv from ", recv_peer, " tag ", recv_tag);
+    return run(op, in, {out, in}, [&](ncclComm_t comm, cudaStream_t s) {
+      const auto failed = [](ncclResult_t r) { return r != ncclSuccess && r != ncclInProgress; };
+      const ncclResult_t started = ncclGroupStart();
+      if (failed(started)) return started;
+      const ncclResult_t sent = ncclSend(out.data_ptr(), out.numel(), type(out), send_peer, comm, s);
+      const ncclResult_t received =
+          failed(sent) ? sent : ncclRecv(in.data_ptr(), in.numel(), type(in), recv_peer, comm, s);
+      const ncclResult_t ended = ncclGroupEnd();  // always: a started group must be closed
+      if (failed(sent)) return sent;
+      if (failed(received)) return received;
+      return ended;
+    });
+  }
   std::unique_ptr<Communicator> split(int color, int key, std::chrono::milliseconds timeout) override {
     ALN_THROW_IF_ERROR(shared_->health());
     ncclConfig_t config = NCCL_CONFIG_INITIALIZER;

@@ -30,6 +30,33 @@ std::vector<PipelineOp> pipeline_ops(PipelineSchedule schedule, int stages, int 
   return ops;
 }
 
+bool receives_first(const PipelineOp& op, int stages, int stage) { return op.forward ? stage > 0 : stage < stages - 1; }
+
+std::vector<std::vector<PipelineMessage>> pipeline_messages(PipelineSchedule schedule, int stages, int stage,
+                                                            int micro_batches) {
+  const std::vector<PipelineOp> ops = pipeline_ops(schedule, stages, stage, micro_batches);
+  std::vector<std::vector<PipelineMessage>> groups;
+  bool send_waits = false;  // the last group holds a send the next receive joins
+  for (size_t i = 0; i < ops.size(); ++i) {
+    const PipelineOp& op = ops[i];
+    if (receives_first(op, stages, stage)) {
+      const PipelineMessage received{false, op.forward, op.micro, op.forward ? stage - 1 : stage + 1};
+      if (send_waits) {
+        groups.back().push_back(received);
+      } else {
+        groups.push_back({received});
+      }
+    }
+    send_waits = false;
+    const bool sends = op.forward ? stage < stages - 1 : stage > 0;
+    if (sends) {
+      groups.push_back({PipelineMessage{true, op.forward, op.micro, op.forward ? stage + 1 : stage - 1}});
+      send_waits = i + 1 < ops.size() && receives_first(ops[i + 1], stages, stage);
+    }
+  }
+  return groups;
+}
+
 double theoretical_bubble(int stages, int micro_batches) {
   return static_cast<double>(stages - 1) / static_cast<double>(micro_batches + stages - 1);
 }

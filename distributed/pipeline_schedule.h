@@ -25,6 +25,30 @@ struct PipelineOp {
 // identical results.
 std::vector<PipelineOp> pipeline_ops(PipelineSchedule schedule, int stages, int stage, int micro_batches);
 
+// Whether `op` on `stage` begins by receiving from a neighbour: a forward on every stage but the
+// first (the previous stage's hidden states), a backward on every stage but the last (the next
+// stage's gradient).
+bool receives_first(const PipelineOp& op, int stages, int stage);
+
+// One point-to-point message of a stage's step.
+struct PipelineMessage {
+  bool send = true;
+  bool activation = true;  // a forward's hidden states (else a backward's gradient)
+  int micro = 0;
+  int peer = 0;  // the other stage
+};
+
+// The messages of `stage`'s step, in the order the stage posts them, in groups posted together: a
+// pass's closing send (a forward's output to the next stage, a backward's gradient to the previous
+// one) goes with the receive that opens the stage's next pass when that pass opens with one
+// (receives_first), otherwise alone; a receive with no send before it is alone. The engine posts a
+// group of two as one Communicator::send_recv. With every stage grouping so, two neighbours post
+// the messages between them in matching groups in the same order, so a backend that runs each
+// rank's groups one after another (NCCL on one stream) finishes every step; ungrouped, a 1F1B step
+// of more micro-batches than stages waits forever (tests/unit/dist/pipeline_schedule_test).
+std::vector<std::vector<PipelineMessage>> pipeline_messages(PipelineSchedule schedule, int stages, int stage,
+                                                            int micro_batches);
+
 // The bubble of an ideal pipeline with equal stage times: (p - 1) / (m + p - 1).
 double theoretical_bubble(int stages, int micro_batches);
 

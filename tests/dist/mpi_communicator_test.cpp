@@ -102,6 +102,37 @@ TEST(MpiCommunicator, SendRecvAlongARing) {
   EXPECT_THROW(comm->recv(in_a, n, 0), Error);   // no such rank
 }
 
+// A 1F1B step's grouped exchange: every rank sends to the next and receives from the previous in
+// one send_recv, all at once, with messages past MPI's eager size (each send completes only once
+// its receive is posted). One Work covers both; a stalled peer shows as the receive, in full time.
+TEST(MpiCommunicator, SendRecvTogetherAlongARing) {
+  auto comm = g_runtime->world();
+  const int n = comm->size(), r = comm->rank();
+  if (n < 2) GTEST_SKIP() << "needs two ranks";
+  const int64_t big = 1 << 20;  // 4 MiB of floats
+  at::Tensor out = at::arange(big, at::kFloat) + r, in = at::empty({big}, at::kFloat);
+  auto both = comm->send_recv(out, (r + 1) % n, 3, in, (r + n - 1) % n, 3);
+  ASSERT_TRUE(both->wait(std::chrono::seconds(30)).ok());
+  EXPECT_TRUE(both->done());
+  EXPECT_TRUE(at::equal(in, at::arange(big, at::kFloat) + (r + n - 1) % n));
+  // Rank 0 alone: nobody answers within the wait, which names the receive and the whole 200 ms.
+  at::Tensor lone_out = at::ones({4}), twice = at::full({4}, 2.0F), lone_in = at::empty({4});
+  std::unique_ptr<Work> lone;
+  if (r == 0) {
+    lone = comm->send_recv(lone_out, 1, 4, lone_in, 1, 5);
+    const absl::Status s = lone->wait(std::chrono::milliseconds(200));
+    EXPECT_EQ(s.code(), absl::StatusCode::kDeadlineExceeded);
+    EXPECT_NE(s.message().find("recv from 1 tag 5"), std::string::npos) << s;
+    EXPECT_NE(s.message().find("did not complete within 200 ms"), std::string::npos) << s;
+  }
+  ASSERT_TRUE(g_runtime->world()->barrier()->wait(std::chrono::seconds(30)).ok());
+  if (r == 1) lone = comm->send_recv(twice, 0, 5, lone_in, 0, 4);
+  if (r <= 1) {
+    ASSERT_TRUE(lone->wait(std::chrono::seconds(30)).ok());
+    EXPECT_TRUE(at::equal(lone_in, at::full({4}, r == 0 ? 2.0F : 1.0F)));
+  }
+}
+
 // 16-bit floats (pipeline activations under mixed precision) are moved as 16-bit words, every bit
 // kept; a sum of them is refused (MPI has no such type).
 TEST(MpiCommunicator, SixteenBitFloatsAreMovedNotSummed) {

@@ -4,6 +4,7 @@
 #include <ATen/core/grad_mode.h>
 
 #include <cstring>
+#include <optional>
 
 #include <nlohmann/json.hpp>
 #include <utility>
@@ -37,8 +38,7 @@ class Pipeline::Link final : public model::PipelineLink {
 
   at::Tensor receive(const std::vector<int64_t>& shape, at::ScalarType dtype) override {
     at::Tensor x = at::empty(shape, at::TensorOptions().dtype(dtype));
-    auto work = p_.group_->recv(x, p_.stage() - 1, 2 * micro);
-    p_.wait(*work, &idle_s);
+    receive_into(x, p_.stage() - 1, 2 * micro);
     if (grad_) x.requires_grad_(true);
     inputs[micro] = x;
     return x;
@@ -50,14 +50,37 @@ class Pipeline::Link final : public model::PipelineLink {
     throw model::ForwardHandedOn{};
   }
 
+  // Set before each pass: whether the stage's next pass opens with a receive, which this pass's
+  // closing send then waits for and goes with as one group (dist::pipeline_messages; on NCCL two
+  // neighbours' ungrouped sends would each wait behind the other's).
+  bool joins_next = false;
+
   void send(at::Tensor tensor, int peer, int tag) {
     p_.stats_.sent_bytes += static_cast<double>(tensor.nbytes());
-    Pending pending{std::move(tensor), nullptr};
+    post_deferred();  // one no receive took (not expected): still in order, before this one
+    Pending pending{std::move(tensor), nullptr, peer, tag};
+    if (joins_next) {
+      deferred_ = std::move(pending);
+      return;
+    }
     pending.work = p_.group_->send(pending.tensor, peer, tag);
     sends_.push_back(std::move(pending));
   }
 
+  // Receives `x` from `peer`, together with the send deferred for it if there is one.
+  void receive_into(at::Tensor& x, int peer, int tag) {
+    std::unique_ptr<dist::Work> work;
+    std::optional<Pending> joined = std::exchange(deferred_, std::nullopt);
+    if (joined) {
+      work = p_.group_->send_recv(joined->tensor, joined->peer, joined->tag, x, peer, tag);
+    } else {
+      work = p_.group_->recv(x, peer, tag);
+    }
+    p_.wait(*work, &idle_s);  // the joined send's tensor lives until here
+  }
+
   void finish_sends() {
+    post_deferred();
     for (auto& s : sends_) p_.wait(*s.work, &idle_s);
     sends_.clear();
   }
@@ -68,10 +91,19 @@ class Pipeline::Link final : public model::PipelineLink {
   struct Pending {
     at::Tensor tensor;
     std::unique_ptr<dist::Work> work;
+    int peer = 0;
+    int tag = 0;
   };
+  void post_deferred() {
+    if (!deferred_) return;
+    Pending pending = std::move(*std::exchange(deferred_, std::nullopt));
+    pending.work = p_.group_->send(pending.tensor, pending.peer, pending.tag);
+    sends_.push_back(std::move(pending));
+  }
   Pipeline& p_;
   bool grad_;
   std::vector<Pending> sends_;
+  std::optional<Pending> deferred_;  // a send waiting for the next pass's receive
 };
 
 void Pipeline::wait(dist::Work& work, double* idle_s) const {
@@ -90,9 +122,12 @@ std::vector<trainers::LossOutput> Pipeline::train_step(const model::DecoderModel
   Link link(*this, /*grad=*/true);
   std::vector<trainers::LossOutput> outputs(static_cast<size_t>(micro_batches));
   int alive = 0;
-  for (const dist::PipelineOp& op : dist::pipeline_ops(schedule, stages(), stage(), micro_batches)) {
+  const std::vector<dist::PipelineOp> ops = dist::pipeline_ops(schedule, stages(), stage(), micro_batches);
+  for (size_t i = 0; i < ops.size(); ++i) {
+    const dist::PipelineOp& op = ops[i];
     const int m = op.micro;
     link.micro = m;
+    link.joins_next = i + 1 < ops.size() && dist::receives_first(ops[i + 1], stages(), stage());
     const double idle_before = link.idle_s;
     const auto t0 = Clock::now();
     if (op.forward) {
@@ -114,8 +149,7 @@ std::vector<trainers::LossOutput> Pipeline::train_step(const model::DecoderModel
     } else {
       at::Tensor output = link.outputs.at(m);
       at::Tensor grad = at::empty(output.sizes(), output.options().requires_grad(false));
-      auto work = group_->recv(grad, stage() + 1, 2 * m + 1);
-      wait(*work, &link.idle_s);
+      link.receive_into(grad, stage() + 1, 2 * m + 1);
       output.backward(grad);
       link.outputs.erase(m);
     }

@@ -76,6 +76,97 @@ TEST(PipelineSchedule, OneFOneBInterleavesAfterWarmUp) {
   EXPECT_EQ(text, "F0 F1 F2 B0 F3 B1 B2 B3 ");
 }
 
+// Runs every stage's message groups as NCCL runs point-to-point operations queued on one stream: a
+// stage's groups one after another, a group's messages together, each message done once the peer
+// has the matching message in the group it is running (a send waits for its receive; nothing is
+// buffered). Returns false when some stage can never finish.
+bool messages_complete(const std::vector<std::vector<std::vector<PipelineMessage>>>& stages) {
+  const int n = static_cast<int>(stages.size());
+  std::vector<size_t> next(n, 0);
+  std::vector<std::vector<bool>> done(n);  // per message of the stage's running group
+  for (int s = 0; s < n; ++s) done[s].assign(stages[s].empty() ? 0 : stages[s][0].size(), false);
+  for (bool progress = true; progress;) {
+    progress = false;
+    for (int s = 0; s < n; ++s) {
+      if (next[s] == stages[s].size()) continue;
+      const auto& group = stages[s][next[s]];
+      for (size_t i = 0; i < group.size(); ++i) {
+        if (done[s][i]) continue;
+        const PipelineMessage& m = group[i];
+        const int p = m.peer;
+        if (next[p] == stages[p].size()) continue;
+        const auto& theirs = stages[p][next[p]];
+        for (size_t j = 0; j < theirs.size(); ++j) {
+          const PipelineMessage& t = theirs[j];
+          if (!done[p][j] && t.peer == s && t.send != m.send && t.activation == m.activation && t.micro == m.micro) {
+            done[s][i] = done[p][j] = true;
+            progress = true;
+          }
+        }
+      }
+      // Groups finished (this one, or the peer's just completed by it) make way for the next.
+      for (int r = 0; r < n; ++r) {
+        if (next[r] < stages[r].size() && std::all_of(done[r].begin(), done[r].end(), [](bool d) { return d; })) {
+          ++next[r];
+          done[r].assign(next[r] < stages[r].size() ? stages[r][next[r]].size() : 0, false);
+          progress = true;
+        }
+      }
+    }
+  }
+  for (int s = 0; s < n; ++s) {
+    if (next[s] != stages[s].size()) return false;
+  }
+  return true;
+}
+
+TEST(PipelineMessages, GroupedSendsAndReceivesNeverWaitForEachOther) {
+  for (auto schedule : {PipelineSchedule::kGpipe, PipelineSchedule::kOneFOneB}) {
+    for (int p = 1; p <= 6; ++p) {
+      for (int m = 1; m <= 12; ++m) {
+        std::vector<std::vector<std::vector<PipelineMessage>>> grouped, alone;
+        for (int s = 0; s < p; ++s) {
+          grouped.push_back(pipeline_messages(schedule, p, s, m));
+          // Every pass's messages are there: a receive for each forward past the first stage and
+          // each backward before the last, a send for each forward before the last and each
+          // backward past the first; groups hold one or two, a send before a receive.
+          int sends = 0, receives = 0;
+          alone.emplace_back();
+          for (const auto& group : grouped.back()) {
+            ASSERT_TRUE(group.size() == 1 || (group.size() == 2 && group[0].send && !group[1].send));
+            for (const auto& message : group) {
+              (message.send ? sends : receives) += 1;
+              alone.back().push_back({message});
+            }
+          }
+          const int inner = (s > 0) + (s < p - 1);
+          EXPECT_EQ(sends, inner * m);
+          EXPECT_EQ(receives, inner * m);
+        }
+        EXPECT_TRUE(messages_complete(grouped)) << p << " stages, " << m << " micro-batches";
+        if (schedule == PipelineSchedule::kOneFOneB && p >= 2 && m > p) {
+          // Each message on its own, a stage past its warm-up queues its output's send before the
+          // next gradient's receive, and its neighbour the gradient's send before the next input's
+          // receive: each waits for the other.
+          EXPECT_FALSE(messages_complete(alone)) << p << " stages, " << m << " micro-batches";
+        }
+      }
+    }
+  }
+  // The steady state of two stages: the first sends micro-batch 1's output with the receive of
+  // micro-batch 0's gradient, the second micro-batch 0's gradient with micro-batch 1's input.
+  const auto first = pipeline_messages(PipelineSchedule::kOneFOneB, 2, 0, 3);
+  ASSERT_EQ(first.size(), 4u);
+  ASSERT_EQ(first[1].size(), 2u);
+  EXPECT_TRUE(first[1][0].send && first[1][0].activation && first[1][0].micro == 1);
+  EXPECT_TRUE(!first[1][1].send && !first[1][1].activation && first[1][1].micro == 0);
+  const auto second = pipeline_messages(PipelineSchedule::kOneFOneB, 2, 1, 3);
+  ASSERT_EQ(second.size(), 4u);
+  ASSERT_EQ(second[1].size(), 2u);
+  EXPECT_TRUE(second[1][0].send && !second[1][0].activation && second[1][0].micro == 0);
+  EXPECT_TRUE(!second[1][1].send && second[1][1].activation && second[1][1].micro == 1);
+}
+
 TEST(PipelineSchedule, TheoreticalBubble) {
   EXPECT_DOUBLE_EQ(theoretical_bubble(1, 8), 0.0);
   EXPECT_DOUBLE_EQ(theoretical_bubble(4, 1), 0.75);
