@@ -64,6 +64,10 @@ if ! "$ALN" version | grep -q "device(s))"; then
 fi
 printf 'parallel: {policy: {shard: full}}\n' >>"$tmp/cuda.yaml"
 expect "cuda with full sharding" 2 "aln train: runtime.device: cuda with parallel.policy.shard: full is not supported yet (on a GPU: one process or data-parallel ranks); remove it or set runtime.device: cpu" -- "$ALN" train "$tmp/cuda.yaml"
+# parallel.backend: nccl moves GPU tensors: on the CPU, exit 2 naming the key and what to set.
+sed "s#^output_dir: .*#output_dir: $tmp/nccl#; s/^  port: 9400/  enabled: false/" examples/quickstart.yaml >"$tmp/nccl.yaml"
+printf 'parallel: {backend: nccl}\n' >>"$tmp/nccl.yaml"
+expect "nccl on the cpu" 2 "aln train: parallel.backend: nccl moves CUDA tensors, but runtime.device is cpu; set runtime.device: cuda, or parallel.backend: auto to train on the CPU over MPI" -- "$ALN" train "$tmp/nccl.yaml"
 
 # The data-parallel examples are valid jobs (they run under mpirun; without it they say how to start them).
 for n in 2 4; do

@@ -3,8 +3,9 @@
 // communicator and on a split of it; a collective reads a tensor made on a side stream that is
 // current (ordered after that stream's work, not the legacy default stream's); wait_on_stream
 // orders the current stream after the collective; a wait that times out leaves the communicator
-// usable; tensors on the wrong device are refused. Built where CUDA and NCCL are (ALN_CUDA_ENABLED); every test skips
-// without a GPU. scripts/device_check.sh runs it on the GPU machine.
+// usable; tensors on the wrong device are refused; the routed communicator `aln train` makes with
+// parallel.backend: nccl sends GPU tensors to NCCL and host tensors to the host's backend. Built where CUDA and NCCL
+// are (ALN_CUDA_ENABLED); every test skips without a GPU. scripts/device_check.sh runs it on the GPU machine.
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
@@ -16,6 +17,7 @@
 
 #include "core/model/device.h"
 #include "distributed/communicator.h"
+#include "distributed/device_routed.h"
 #include "distributed/nccl_backend.h"
 
 namespace aln::dist {
@@ -158,6 +160,23 @@ TEST(NcclOnGpu, RefusesTensorsOnTheCpu) {
   } catch (const std::exception& e) {
     EXPECT_NE(std::string(e.what()).find("takes tensors on cuda:"), std::string::npos) << e.what();
   }
+}
+
+// What `aln train` makes with parallel.backend: nccl: GPU tensors over NCCL, host tensors over the
+// host's backend (here the local one), each operation whole to one side.
+TEST(NcclOnGpu, RoutedBesideTheHostBackend) {
+  ALN_ON_GPU(g);
+  std::unique_ptr<Communicator> host = make_local_communicator();
+  std::unique_ptr<Communicator> routed = make_device_routed(std::move(g->nccl), host.get());
+  EXPECT_EQ(routed->backend_name(), "nccl+local");
+  at::Tensor on_gpu = at::arange(8, at::TensorOptions().dtype(at::kFloat).device(g->device));
+  at::Tensor on_host = at::arange(8, at::kFloat);
+  ASSERT_TRUE(routed->all_reduce_sum(on_gpu)->wait(kWait).ok());
+  ASSERT_TRUE(routed->all_reduce_sum(on_host)->wait(kWait).ok());
+  EXPECT_TRUE(at::equal(on_gpu.cpu(), on_host));
+  at::Tensor gathered = at::empty({8}, on_host.options());
+  EXPECT_ANY_THROW(routed->all_gather(on_gpu, gathered));  // one side each
+  ASSERT_TRUE(routed->barrier()->wait(kWait).ok());
 }
 
 }  // namespace

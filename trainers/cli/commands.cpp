@@ -258,6 +258,7 @@ int run_train(const Args& args) {
   options.comm = world.get();
   options.comm_threads = mpi != nullptr && mpi->threads_supported();
   options.node_local_rank = mpi != nullptr ? mpi->node_local_rank() : 0;
+  options.node_local_size = mpi != nullptr ? mpi->node_local_size() : 1;
   absl::StatusOr<engine::JobReport> report = absl::UnknownError("not run");
   absl::Status status = capture_status([&]() -> absl::Status {
     report = engine::run_job(loaded->spec, options, log, metrics);

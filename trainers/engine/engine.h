@@ -31,6 +31,9 @@ struct RunOptions {
   bool comm_threads = false;
   // This process's rank among the job's processes on its host: it picks the GPU (runtime.device: cuda).
   int node_local_rank = 0;
+  // How many of the job's processes share this host (with the GPUs it shows: whether NCCL can give
+  // each rank a GPU of its own).
+  int node_local_size = 1;
 };
 
 absl::StatusOr<JobReport> run_job(const aln::v1::JobSpec& spec, const RunOptions& options, const Logger& log,

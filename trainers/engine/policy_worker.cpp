@@ -9,13 +9,18 @@
 #include <malloc.h>
 #endif
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/config/job_config.h"
 #include "core/model/device.h"
 #include "core/model/hf_checkpoint.h"
 #include "core/status.h"
+#include "distributed/device_routed.h"
+#include "distributed/dist_error.h"
 #include "distributed/host_staged.h"
+#include "distributed/nccl_backend.h"
+#include "distributed/nccl_info.h"
 #include "kernels/cuda_kernels.h"
 #include "trainers/engine/job_setup.h"
 #include "trainers/engine/pipeline_job.h"
@@ -55,16 +60,63 @@ absl::Status open_device(PolicyWorker& w) {
   return absl::OkStatus();
 }
 
+// parallel.backend on this rank's device: the policy's collectives as they are (CPU, or one rank),
+// through host buffers (GPU tensors over MPI, which moves host memory), or over NCCL for device
+// tensors beside MPI for the rest (one GPU a rank). Every policy rank agrees before any goes on.
+absl::Status open_collectives(PolicyWorker& w) {
+  ProcessContext& p = w.process;
+  dist::BackendFacts facts;
+  facts.cuda = !w.device.is_cpu();
+  facts.ranks = p.policy_world != nullptr ? p.policy_world->size() : 1;
+  facts.node_ranks = w.options.node_local_size;
+  facts.node_devices = facts.cuda ? static_cast<int>(at::getNumGPUs()) : 0;
+  facts.nccl_built = dist::nccl_compiled();
+  facts.host = dist::host_name();
+  const aln::v1::Backend backend = w.spec.parallel().backend();
+  const std::string wanted =
+      backend == aln::v1::BACKEND_UNSPECIFIED ? "auto" : absl::AsciiStrToLower(aln::v1::Backend_Name(backend));
+  auto path = dist::choose_collective_path(wanted, facts);
+  if (facts.ranks > 1) {
+    const DataParallel all(p.policy_world, p.timeout);
+    absl::Status agreed =
+        all.agree(path.status(), absl::InvalidArgumentError(absl::StrCat(
+                                     "parallel.backend: ", wanted, " cannot be used on another rank (see its log)")));
+    if (!agreed.ok()) return agreed;
+  } else if (!path.ok()) {
+    return path.status();
+  }
+  if (*path == dist::CollectivePath::kHostStaged) {
+    w.staged_world = dist::make_host_staged(p.policy_world);
+    p.policy_world = w.staged_world.get();
+    if (p.world_rank == 0) {
+      w.log.info(
+          "collectives: GPU tensors through host buffers over %s (parallel.backend: %s; NCCL is taken when "
+          "asked for: parallel.backend: nccl)",
+          w.staged_world->backend_name(), wanted);
+    }
+  } else if (*path == dist::CollectivePath::kNccl) {
+    auto nccl = dist::make_nccl_communicator(*p.policy_world, w.device.index(), p.timeout);
+    const DataParallel all(p.policy_world, p.timeout);
+    absl::Status agreed = all.agree(
+        nccl.status(), absl::UnavailableError("another rank could not start NCCL (see its log); parallel.backend: "
+                                              "auto trains over MPI through host buffers instead"));
+    if (!agreed.ok()) return agreed;
+    w.staged_world = dist::make_device_routed(std::move(*nccl), p.policy_world);
+    p.policy_world = w.staged_world.get();
+    if (p.world_rank == 0) {
+      w.log.info("collectives: %s (NCCL for GPU tensors on %d ranks, one GPU each; the host's backend for the rest)",
+                 w.staged_world->backend_name(), facts.ranks);
+    }
+  }
+  return absl::OkStatus();
+}
+
 // The data-parallel and pipeline groups of the policy's grid: world rank = replica *
 // pipeline_parallel + stage.
 absl::Status open_groups(PolicyWorker& w) {
   const aln::v1::GridSpec& grid = w.spec.parallel().policy();
   ProcessContext& p = w.process;
-  if (!w.device.is_cpu() && p.policy_world != nullptr && p.policy_world->backend_name() == "mpi") {
-    // MPI moves host memory: gradients and weights on the GPU go through host buffers.
-    w.staged_world = dist::make_host_staged(p.policy_world);
-    p.policy_world = w.staged_world.get();
-  }
+  if (absl::Status opened = open_collectives(w); !opened.ok()) return opened;
   if (grid.pipeline_parallel() > 1) {
     absl::Status ok = check_pipeline_supported(w.spec);
     if (!ok.ok()) return ok;

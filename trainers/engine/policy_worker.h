@@ -49,8 +49,9 @@ struct PolicyWorker {
   // is every policy rank. World rank 0 (replica 0, first stage) is the lead: it writes the logs,
   // checkpoints and the final model, or sends them to the coordinator's own process.
   std::unique_ptr<dist::Communicator> dp_comm, pp_comm;
-  // runtime.device: where this rank's models and batches live. On a GPU over MPI the policy's
-  // collectives go through host buffers (dist::make_host_staged), wrapped around policy_world.
+  // runtime.device: where this rank's models and batches live. On GPUs the policy's collectives go
+  // through host buffers over MPI (dist::make_host_staged) or, with parallel.backend: nccl, device
+  // tensors over NCCL beside MPI (dist::make_device_routed): either wrapped around policy_world.
   at::Device device{at::kCPU};
   std::unique_ptr<dist::Communicator> staged_world;
   std::optional<Pipeline> pipeline;
