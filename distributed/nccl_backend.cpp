@@ -383,10 +383,9 @@ class NcclCommunicator final : public Communicator {
                                   int recv_tag) override {
     check(out, "send");
     check(in, "recv");
-    ALN_CHECK(send_peer >= 0 && send_peer < size_ && send_peer != rank_, "send: rank ", send_peer,
-              " is not another rank of this group");
-    ALN_CHECK(recv_peer >= 0 && recv_peer < size_ && recv_peer != rank_, "recv: rank ", recv_peer,
-              " is not another rank of this group");
+    // In a group a rank may also send to itself (NCCL pairs the two), which lets a world of one run it.
+    ALN_CHECK(send_peer >= 0 && send_peer < size_, "send: rank ", send_peer, " is not a rank of this group");
+    ALN_CHECK(recv_peer >= 0 && recv_peer < size_, "recv: rank ", recv_peer, " is not a rank of this group");
     const std::string op =
         absl::StrCat("send to ", send_peer, " tag ", send_tag, " with recv from ", recv_peer, " tag ", recv_tag);
     return run(op, in, {out, in}, [&](ncclComm_t comm, cudaStream_t s) {

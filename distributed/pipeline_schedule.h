@@ -45,7 +45,8 @@ struct PipelineMessage {
 // group of two as one Communicator::send_recv. With every stage grouping so, two neighbours post
 // the messages between them in matching groups in the same order, so a backend that runs each
 // rank's groups one after another (NCCL on one stream) finishes every step; ungrouped, a 1F1B step
-// of more micro-batches than stages waits forever (tests/unit/dist/pipeline_schedule_test).
+// of two or more micro-batches over two or more stages waits forever (GPipe's does not; tests/unit/dist/
+// pipeline_schedule_test).
 std::vector<std::vector<PipelineMessage>> pipeline_messages(PipelineSchedule schedule, int stages, int stage,
                                                             int micro_batches);
 

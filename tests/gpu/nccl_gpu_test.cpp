@@ -2,8 +2,8 @@
 // communicator): every collective gives the values it must, in float32 and bfloat16, on the
 // communicator and on a split of it; a collective reads a tensor made on a side stream that is
 // current (ordered after that stream's work, not the legacy default stream's); wait_on_stream
-// orders the current stream after the collective; a wait that times out leaves the communicator
-// usable; tensors on the wrong device are refused; the routed communicator `aln train` makes with
+// orders the current stream after the collective; a grouped send and receive (to itself); a wait that times out leaves
+// the communicator usable; tensors on the wrong device are refused; the routed communicator `aln train` makes with
 // parallel.backend: nccl sends GPU tensors to NCCL and host tensors to the host's backend. Built where CUDA and NCCL
 // are (ALN_CUDA_ENABLED); every test skips without a GPU. scripts/device_check.sh runs it on the GPU machine.
 #include <gtest/gtest.h>
@@ -159,6 +159,19 @@ TEST(NcclOnGpu, RefusesTensorsOnTheCpu) {
     FAIL() << "a CPU tensor was taken";
   } catch (const std::exception& e) {
     EXPECT_NE(std::string(e.what()).find("takes tensors on cuda:"), std::string::npos) << e.what();
+  }
+}
+
+// A 1F1B step's grouped send and receive (ncclGroupStart/End) at world size 1: the rank sends to
+// itself, which NCCL allows inside a group; in float32 and bfloat16, from a side stream.
+TEST(NcclOnGpu, GroupedSendRecvToItself) {
+  ALN_ON_GPU(g);
+  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    const SideStream side(g->device);
+    at::Tensor out = after_long_chain(g->device, 3).to(dtype);
+    at::Tensor in = at::zeros_like(out);
+    ASSERT_TRUE(g->nccl->send_recv(out, 0, 1, in, 0, 1)->wait(kWait).ok());
+    EXPECT_TRUE(at::equal(in.cpu(), out.cpu())) << c10::toString(dtype);
   }
 }
 

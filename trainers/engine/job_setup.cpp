@@ -63,7 +63,8 @@ absl::Status check_supported(const aln::v1::JobSpec& spec) {
   // compute dtype (MPI moves them as 16-bit words), weights and answers between roles in float32,
   // and each role stores its frozen models in the compute dtype as a colocated run does.
   if (spec.runtime().device() == aln::v1::CUDA) {
-    // What runs on a GPU so far: one process, or data-parallel ranks over MPI (through host buffers),
+    // What runs on a GPU so far: one process, or data-parallel ranks (over MPI through host buffers, or
+    // NCCL with parallel.backend: nccl),
     // each whole policy on its rank's GPU with its reference and reward models. Overlap's gradient
     // hooks would run on autograd's device thread, calling MPI there.
     const auto& par = spec.parallel();

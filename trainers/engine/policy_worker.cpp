@@ -77,7 +77,7 @@ absl::Status open_collectives(PolicyWorker& w) {
       backend == aln::v1::BACKEND_UNSPECIFIED ? "auto" : absl::AsciiStrToLower(aln::v1::Backend_Name(backend));
   auto path = dist::choose_collective_path(wanted, facts);
   if (facts.ranks > 1) {
-    const DataParallel all(p.policy_world, p.timeout);
+    const DataParallel all(p.policy_world, p.startup);  // the policy ranks' first meeting: bounded as start-up
     absl::Status agreed =
         all.agree(path.status(), absl::InvalidArgumentError(absl::StrCat(
                                      "parallel.backend: ", wanted, " cannot be used on another rank (see its log)")));
@@ -95,11 +95,22 @@ absl::Status open_collectives(PolicyWorker& w) {
           w.staged_world->backend_name(), wanted);
     }
   } else if (*path == dist::CollectivePath::kNccl) {
-    auto nccl = dist::make_nccl_communicator(*p.policy_world, w.device.index(), p.timeout);
-    const DataParallel all(p.policy_world, p.timeout);
-    absl::Status agreed = all.agree(
-        nccl.status(), absl::UnavailableError("another rank could not start NCCL (see its log); parallel.backend: "
-                                              "auto trains over MPI through host buffers instead"));
+    absl::StatusOr<std::unique_ptr<dist::Communicator>> nccl = absl::UnknownError("not started");
+    const absl::Status started = capture_status([&] {
+      nccl = dist::make_nccl_communicator(*p.policy_world, w.device.index(), p.timeout);
+      return nccl.status();
+    });
+    if (!started.ok()) {
+      // Said here first: a rank that fails at once then waits below for the others, which may still
+      // be inside NCCL's initialisation for up to a timeout.
+      w.log.error("rank %d could not start NCCL on %s: %s", p.world_rank, w.device.str(),
+                  std::string(started.message()));
+    }
+    // Twice as long as usual: the others may each spend a timeout in NCCL's initialisation first.
+    const DataParallel all(p.policy_world, 2 * std::max(p.timeout, p.startup));
+    absl::Status agreed =
+        all.agree(started, absl::UnavailableError("another rank could not start NCCL (see its log); parallel.backend: "
+                                                  "auto trains over MPI through host buffers instead"));
     if (!agreed.ok()) return agreed;
     w.staged_world = dist::make_device_routed(std::move(*nccl), p.policy_world);
     p.policy_world = w.staged_world.get();
